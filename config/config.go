@@ -1,0 +1,194 @@
+// Package config reads ods-keyguard's TOML configuration and the parts of
+// OpenDNSSEC's conf.xml that it depends on.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is read when neither --config nor $ODS_KEYGUARD_CONFIG is given.
+const DefaultPath = "/etc/opendnssec/keyguard.toml"
+
+// EnvVar names the environment variable that points at the configuration.
+const EnvVar = "ODS_KEYGUARD_CONFIG"
+
+// Config is ods-keyguard's configuration with OpenDNSSEC's conf.xml read in.
+type Config struct {
+	Path           string `toml:"-"`
+	OpenDNSSECConf string `toml:"opendnssec_conf"`
+	EnforcerCLI    string `toml:"enforcer_cli"`
+	StateDir       string `toml:"state_dir"`
+	// LockTimeout bounds how long a writer waits for the state lock (Go duration).
+	LockTimeout string `toml:"lock_timeout"`
+
+	// Repository adds what conf.xml cannot say about a repository's token,
+	// keyed by repository name.
+	Repository   map[string]RepositoryExtra `toml:"repository"`
+	Mirrors      []Mirror                   `toml:"mirror"`
+	BackupTokens map[string]TokenConf       `toml:"backup_token"`
+	Hooks        Hooks                      `toml:"hooks"`
+	Backup       Backup                     `toml:"backup"`
+
+	ODS *OpenDNSSEC `toml:"-"`
+}
+
+// RepositoryExtra is [repository.NAME]: the environment its module needs when
+// ods-keyguard runs where that environment is not set (a monitoring agent, say).
+type RepositoryExtra struct {
+	Env map[string]string `toml:"env"`
+}
+
+// TokenConf says how to open a token that conf.xml does not describe.
+type TokenConf struct {
+	Module     string            `toml:"module"`
+	TokenLabel string            `toml:"token_label"`
+	PinFile    string            `toml:"pin_file"`
+	Env        map[string]string `toml:"env"`
+}
+
+// Mirror is another HSM that must hold the same keys as a repository.
+type Mirror struct {
+	Repository string `toml:"repository"`
+	Name       string `toml:"name"`
+	TokenConf
+}
+
+// Hooks configures what the enforcer's DS hooks forward to.
+type Hooks struct {
+	DSSubmitForward  string `toml:"ds_submit_forward"`
+	DSRetractForward string `toml:"ds_retract_forward"`
+}
+
+// Backup is the schedule of backup ceremonies, as ISO 8601 durations.
+type Backup struct {
+	Interval string `toml:"interval"`
+	Grace    string `toml:"grace"`
+}
+
+// Path picks the configuration file: the flag, else $ODS_KEYGUARD_CONFIG,
+// else DefaultPath.
+func Path(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv(EnvVar); env != "" {
+		return env
+	}
+	return DefaultPath
+}
+
+// Load reads the configuration at path, strictly: an unknown key is an error.
+func Load(path string) (*Config, error) {
+	c := &Config{Path: path}
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("config %s: no such file (set --config or $%s)", path, EnvVar)
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return nil, fmt.Errorf("config %s: unknown key %q", path, keys[0])
+	}
+	if c.OpenDNSSECConf == "" {
+		c.OpenDNSSECConf = "/etc/opendnssec/conf.xml"
+	}
+	if c.EnforcerCLI == "" {
+		c.EnforcerCLI = "ods-enforcer"
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/opendnssec/keyguard"
+	}
+	if c.LockTimeout == "" {
+		c.LockTimeout = "30s"
+	}
+	ods, err := LoadOpenDNSSEC(c.OpenDNSSECConf)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.ODS = ods
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) validate() error {
+	for name := range c.Repository {
+		if _, ok := c.ODS.Repository(name); !ok {
+			return fmt.Errorf("[repository.%s]: no such repository in %s", name, c.ODS.Path)
+		}
+	}
+	names := map[string]bool{}
+	for _, r := range c.ODS.Repositories {
+		names[r.Name] = true
+	}
+	for i, m := range c.Mirrors {
+		switch {
+		case m.Name == "":
+			return fmt.Errorf("mirror %d: no name", i+1)
+		case names[m.Name]:
+			return fmt.Errorf("mirror %q: name already used by a repository or mirror", m.Name)
+		case m.Repository == "":
+			return fmt.Errorf("mirror %q: no repository", m.Name)
+		}
+		names[m.Name] = true
+		r, ok := c.ODS.Repository(m.Repository)
+		if !ok {
+			return fmt.Errorf("mirror %q: repository %q is not in %s", m.Name, m.Repository, c.ODS.Path)
+		}
+		if m.Module == "" {
+			c.Mirrors[i].Module = r.Module
+		}
+		if m.TokenLabel == "" {
+			return fmt.Errorf("mirror %q: no token_label", m.Name)
+		}
+	}
+	for name, b := range c.BackupTokens {
+		switch {
+		case b.Module == "":
+			return fmt.Errorf("backup_token %q: no module", name)
+		case b.TokenLabel == "":
+			return fmt.Errorf("backup_token %q: no token_label", name)
+		case b.PinFile == "":
+			return fmt.Errorf("backup_token %q: no pin_file", name)
+		}
+	}
+	return nil
+}
+
+// ReadPinFile reads a PIN from a file that only its owner may read.
+func ReadPinFile(path string) (Secret, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+	}
+	if perm := fi.Mode().Perm(); perm&0o044 != 0 {
+		return "", fmt.Errorf("pin_file %s: readable by group or others (mode %04o): chmod 600 it", path, perm)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+	}
+	pin := strings.TrimRight(string(data), "\r\n")
+	if pin == "" {
+		return "", fmt.Errorf("pin_file %s: empty", path)
+	}
+	return Secret(pin), nil
+}

@@ -1,0 +1,89 @@
+package hsmcheck
+
+import "fmt"
+
+// The PKCS#11 numbers hsmcheck uses, in its own types: miekg/pkcs11 defines
+// none without cgo, and a fake module needs them too.
+type (
+	// Attr is a CKA_* attribute type.
+	Attr uint
+	// Class is a CKO_* object class.
+	Class uint
+	// Handle is an object handle within a session.
+	Handle uint
+)
+
+const (
+	ClassPublicKey  Class = 0x02
+	ClassPrivateKey Class = 0x03
+
+	AttrLabel            Attr = 0x003
+	AttrKeyType          Attr = 0x100
+	AttrID               Attr = 0x102
+	AttrSensitive        Attr = 0x103
+	AttrModulus          Attr = 0x120
+	AttrPublicExponent   Attr = 0x122
+	AttrExtractable      Attr = 0x162
+	AttrLocal            Attr = 0x163
+	AttrNeverExtractable Attr = 0x164
+	AttrECParams         Attr = 0x180
+	AttrECPoint          Attr = 0x181
+)
+
+// CKK_* key types.
+const (
+	keyTypeRSA       = 0x00
+	keyTypeDSA       = 0x01
+	keyTypeEC        = 0x03
+	keyTypeECEdwards = 0x40
+)
+
+// CKR_* values the reader tells apart.
+const (
+	ckrAttributeSensitive   = 0x11
+	ckrAttributeTypeInvalid = 0x12
+	ckrUserAlreadyLoggedIn  = 0x100
+)
+
+// Error is a PKCS#11 return value that is not CKR_OK.
+type Error struct {
+	Code uint
+	Name string // CKR_PIN_INCORRECT
+}
+
+func (e *Error) Error() string {
+	if e.Name != "" {
+		return e.Name
+	}
+	return fmt.Sprintf("CKR 0x%X", e.Code)
+}
+
+// TokenInfo describes a token present in a slot.
+type TokenInfo struct {
+	Slot                               uint
+	Label, Serial, Model, Manufacturer string
+}
+
+// Module is the part of a loaded PKCS#11 module that hsmcheck uses.
+type Module interface {
+	// Tokens lists the slots that have a token present.
+	Tokens() ([]TokenInfo, error)
+	// Login opens a read-only session on slot and logs in as the user.
+	Login(slot uint, pin string) (Session, error)
+	// Close finalizes the module.
+	Close() error
+}
+
+// Session is a logged-in read-only session.
+type Session interface {
+	// Find returns every object of class, searching in batches.
+	Find(class Class) ([]Handle, error)
+	// Attributes fetches attrs of one object in one call. A value the token
+	// does not have comes back nil; an invalid or sensitive attribute fails
+	// the whole call, as C_GetAttributeValue does.
+	Attributes(h Handle, attrs []Attr) ([][]byte, error)
+	Close() error
+}
+
+// Opener loads a PKCS#11 module by path.
+type Opener func(path string) (Module, error)

@@ -1,0 +1,363 @@
+// Package hsmcheck reads what is really on a token through PKCS#11: its
+// identity and every private key, with a fingerprint of the public half.
+package hsmcheck
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/config"
+)
+
+// Inventory is what one token holds.
+type Inventory struct {
+	Name         string `json:"name"`
+	Kind         string `json:"kind"`
+	Repository   string `json:"repository,omitempty"`
+	Label        string `json:"label"`
+	Serial       string `json:"serial"`
+	Model        string `json:"model"`
+	Manufacturer string `json:"manufacturer"`
+	Keys         []Key  `json:"keys"`
+
+	byID map[string]int
+}
+
+// Key is one private key object.
+type Key struct {
+	ID               string `json:"id"` // CKA_ID, lowercase hex
+	Label            string `json:"label"`
+	Type             string `json:"type"` // RSA, EC, EdDSA, DSA or CKK_0x..
+	Bits             int    `json:"bits,omitempty"`
+	Curve            string `json:"curve,omitempty"` // P-256, P-384, P-521, Ed25519, Ed448
+	Sensitive        bool   `json:"sensitive"`
+	Extractable      bool   `json:"extractable"`
+	NeverExtractable bool   `json:"never_extractable"`
+	Local            bool   `json:"local"`
+	// Fingerprint is the SHA-256 of the public key as a DNSKEY carries it
+	// (RFC 3110 for RSA, X|Y for ECDSA, the point for EdDSA), in hex; empty
+	// when neither the private object nor a public object has the material.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// Find returns the key whose CKA_ID is id (hex, any case).
+func (inv *Inventory) Find(id string) (Key, bool) {
+	if inv.byID == nil {
+		inv.byID = make(map[string]int, len(inv.Keys))
+		for i, k := range inv.Keys {
+			inv.byID[k.ID] = i
+		}
+	}
+	i, ok := inv.byID[strings.ToLower(id)]
+	if !ok {
+		return Key{}, false
+	}
+	return inv.Keys[i], true
+}
+
+// FingerprintDNSKEY is the fingerprint of a DNSKEY's public key field.
+func FingerprintDNSKEY(pub []byte) string {
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:])
+}
+
+// Modules opens each module once and closes them all at the end: a module
+// may be initialized only once per process.
+type Modules struct {
+	Open   Opener
+	loaded map[string]Module
+	failed map[string]error
+}
+
+// NewModules returns a cache that loads modules with open.
+func NewModules(open Opener) *Modules {
+	return &Modules{Open: open, loaded: map[string]Module{}, failed: map[string]error{}}
+}
+
+func (ms *Modules) get(path string) (Module, error) {
+	if m, ok := ms.loaded[path]; ok {
+		return m, nil
+	}
+	if err, ok := ms.failed[path]; ok {
+		return nil, err
+	}
+	m, err := ms.Open(path)
+	if err != nil {
+		ms.failed[path] = err
+		return nil, err
+	}
+	ms.loaded[path] = m
+	return m, nil
+}
+
+// Close finalizes every module that was loaded.
+func (ms *Modules) Close() {
+	for p, m := range ms.loaded {
+		m.Close()
+		delete(ms.loaded, p)
+	}
+}
+
+// Read reads one token with the modules of this process.
+func (ms *Modules) Read(t config.Token) (*Inventory, error) {
+	inv, err := ms.read(t)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.Describe(), err)
+	}
+	return inv, nil
+}
+
+func (ms *Modules) read(t config.Token) (*Inventory, error) {
+	if t.Module == "" {
+		return nil, errors.New("no PKCS#11 module configured")
+	}
+	m, err := ms.get(t.Module)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := m.Tokens()
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", t.Module, err)
+	}
+	var match []TokenInfo
+	var labels []string
+	for _, ti := range infos {
+		labels = append(labels, fmt.Sprintf("%q", ti.Label))
+		if ti.Label == t.Label {
+			match = append(match, ti)
+		}
+	}
+	switch len(match) {
+	case 0:
+		present := "none"
+		if len(labels) > 0 {
+			present = strings.Join(labels, ", ")
+		}
+		return nil, fmt.Errorf("token %q not found in %s (tokens present: %s)", t.Label, t.Module, present)
+	case 1:
+	default:
+		return nil, fmt.Errorf("token %q: %d tokens carry that label in %s", t.Label, len(match), t.Module)
+	}
+	ti := match[0]
+	s, err := m.Login(ti.Slot, t.PIN.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("token %q: %w", t.Label, err)
+	}
+	defer s.Close()
+	inv := &Inventory{
+		Name: t.Name, Kind: t.Kind, Repository: t.Repository,
+		Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
+	}
+	if err := readKeys(s, inv); err != nil {
+		return nil, fmt.Errorf("token %q: %w", t.Label, err)
+	}
+	return inv, nil
+}
+
+var (
+	privateAttrs = []Attr{AttrID, AttrLabel, AttrKeyType, AttrSensitive, AttrExtractable, AttrNeverExtractable, AttrLocal}
+	publicAttrs  = []Attr{AttrID, AttrKeyType}
+	rsaAttrs     = []Attr{AttrModulus, AttrPublicExponent}
+	ecAttrs      = []Attr{AttrECParams}
+	ecPointAttrs = []Attr{AttrECParams, AttrECPoint}
+)
+
+func readKeys(s Session, inv *Inventory) error {
+	privs, err := s.Find(ClassPrivateKey)
+	if err != nil {
+		return err
+	}
+	for _, h := range privs {
+		v, err := attributes(s, h, privateAttrs)
+		if err != nil {
+			return fmt.Errorf("private key object: %w", err)
+		}
+		k := Key{
+			ID:               hex.EncodeToString(v[0]),
+			Label:            string(v[1]),
+			Sensitive:        boolean(v[3]),
+			Extractable:      boolean(v[4]),
+			NeverExtractable: boolean(v[5]),
+			Local:            boolean(v[6]),
+		}
+		kt := ulong(v[2])
+		k.Type = keyTypeName(kt)
+		if err := material(s, h, kt, false, &k); err != nil {
+			return fmt.Errorf("private key %s: %w", k.ID, err)
+		}
+		inv.Keys = append(inv.Keys, k)
+	}
+	sort.SliceStable(inv.Keys, func(i, j int) bool { return inv.Keys[i].ID < inv.Keys[j].ID })
+	// Public objects give the fingerprint where the private object has no
+	// public material (EC keys; every key of a token without <SkipPublicKey/>).
+	var need bool
+	for _, k := range inv.Keys {
+		if k.Fingerprint == "" {
+			need = true
+			break
+		}
+	}
+	if !need {
+		return nil
+	}
+	pubs, err := s.Find(ClassPublicKey)
+	if err != nil {
+		return err
+	}
+	for _, h := range pubs {
+		v, err := attributes(s, h, publicAttrs)
+		if err != nil {
+			return fmt.Errorf("public key object: %w", err)
+		}
+		id := hex.EncodeToString(v[0])
+		i := sort.Search(len(inv.Keys), func(i int) bool { return inv.Keys[i].ID >= id })
+		if i == len(inv.Keys) || inv.Keys[i].ID != id || inv.Keys[i].Fingerprint != "" {
+			continue
+		}
+		var pk Key
+		if err := material(s, h, ulong(v[1]), true, &pk); err != nil {
+			return fmt.Errorf("public key %s: %w", id, err)
+		}
+		inv.Keys[i].Fingerprint = pk.Fingerprint
+	}
+	return nil
+}
+
+// material reads a key's type-specific attributes: size and, where the
+// object has it, the public key. Private EC objects carry no point.
+func material(s Session, h Handle, kt uint64, public bool, k *Key) error {
+	switch kt {
+	case keyTypeRSA:
+		v, err := attributes(s, h, rsaAttrs)
+		if err != nil {
+			return err
+		}
+		mod := new(big.Int).SetBytes(v[0])
+		k.Bits = mod.BitLen()
+		if len(v[0]) > 0 && len(v[1]) > 0 {
+			k.Fingerprint = FingerprintDNSKEY(rsaDNSKEY(mod.Bytes(), new(big.Int).SetBytes(v[1]).Bytes()))
+		}
+	case keyTypeEC, keyTypeECEdwards:
+		attrs := ecAttrs
+		if public {
+			attrs = ecPointAttrs
+		}
+		v, err := attributes(s, h, attrs)
+		if err != nil {
+			return err
+		}
+		k.Curve, k.Bits = curve(v[0])
+		if len(attrs) == 2 && len(v[1]) > 0 {
+			k.Fingerprint = FingerprintDNSKEY(ecDNSKEY(v[1], kt == keyTypeEC))
+		}
+	}
+	return nil
+}
+
+// attributes fetches attrs in one call; where the token refuses the batch
+// because one attribute is invalid or sensitive, it asks one at a time and
+// leaves the refused ones nil.
+func attributes(s Session, h Handle, attrs []Attr) ([][]byte, error) {
+	v, err := s.Attributes(h, attrs)
+	if err == nil {
+		return v, nil
+	}
+	var e *Error
+	if !errors.As(err, &e) || (e.Code != ckrAttributeTypeInvalid && e.Code != ckrAttributeSensitive) {
+		return nil, err
+	}
+	v = make([][]byte, len(attrs))
+	for i, a := range attrs {
+		one, err := s.Attributes(h, []Attr{a})
+		if err == nil {
+			v[i] = one[0]
+		}
+	}
+	return v, nil
+}
+
+func boolean(b []byte) bool { return len(b) > 0 && b[0] != 0 }
+
+// ulong decodes a CK_ULONG in the machine's (little-endian) byte order.
+func ulong(b []byte) uint64 {
+	var n uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		n = n<<8 | uint64(b[i])
+	}
+	return n
+}
+
+func keyTypeName(kt uint64) string {
+	switch kt {
+	case keyTypeRSA:
+		return "RSA"
+	case keyTypeDSA:
+		return "DSA"
+	case keyTypeEC:
+		return "EC"
+	case keyTypeECEdwards:
+		return "EdDSA"
+	}
+	return fmt.Sprintf("CKK_0x%X", kt)
+}
+
+var curves = []struct {
+	der  []byte
+	name string
+	bits int
+}{
+	{[]byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}, "P-256", 256},
+	{[]byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}, "P-384", 384},
+	{[]byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23}, "P-521", 521},
+	{[]byte{0x06, 0x03, 0x2b, 0x65, 0x70}, "Ed25519", 256},
+	{[]byte{0x06, 0x03, 0x2b, 0x65, 0x71}, "Ed448", 456},
+	{append([]byte{0x13, 0x0c}, "edwards25519"...), "Ed25519", 256},
+	{append([]byte{0x13, 0x0a}, "edwards448"...), "Ed448", 456},
+}
+
+func curve(params []byte) (string, int) {
+	for _, c := range curves {
+		if bytes.Equal(params, c.der) {
+			return c.name, c.bits
+		}
+	}
+	if len(params) == 0 {
+		return "", 0
+	}
+	return "params:" + hex.EncodeToString(params), 0
+}
+
+// rsaDNSKEY encodes an RSA public key as RFC 3110 does.
+func rsaDNSKEY(mod, exp []byte) []byte {
+	var b []byte
+	if len(exp) <= 255 {
+		b = append(b, byte(len(exp)))
+	} else {
+		b = append(b, 0, byte(len(exp)>>8), byte(len(exp)))
+	}
+	b = append(b, exp...)
+	return append(b, mod...)
+}
+
+// ecDNSKEY turns CKA_EC_POINT (a DER OCTET STRING, or the raw point on some
+// tokens) into the DNSKEY's public key: X|Y for ECDSA, the point for EdDSA.
+func ecDNSKEY(point []byte, uncompressed bool) []byte {
+	if len(point) > 2 && point[0] == 0x04 {
+		switch {
+		case int(point[1]) == len(point)-2:
+			point = point[2:]
+		case point[1] == 0x81 && len(point) > 3 && int(point[2]) == len(point)-3:
+			point = point[3:]
+		}
+	}
+	if uncompressed && len(point)%2 == 1 && point[0] == 0x04 {
+		point = point[1:]
+	}
+	return point
+}

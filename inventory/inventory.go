@@ -1,0 +1,218 @@
+// Package inventory reconciles the enforcer's keys with what the tokens hold:
+// which key is where, and what is missing, different or unknown.
+package inventory
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+)
+
+// Token is one token's identity and whether it could be read.
+type Token struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"`
+	Repository string `json:"repository"`
+	Label      string `json:"label"`
+	Serial     string `json:"serial,omitempty"`
+	Model      string `json:"model,omitempty"`
+	Reachable  bool   `json:"reachable"`
+	Keys       int    `json:"keys"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Row is one key known to the enforcer or found on a token.
+type Row struct {
+	Locator    string            `json:"locator"`
+	Repository string            `json:"repository"`
+	Policy     string            `json:"policy,omitempty"`
+	Role       string            `json:"role,omitempty"`
+	Zones      []string          `json:"zones"`
+	Use        string            `json:"use"` // pool, assigned, in use, retiring, deleted, orphan
+	Backup     string            `json:"backup,omitempty"`
+	Present    map[string]string `json:"present"` // token name -> present, missing, unknown
+	// Fingerprint is the SHA-256 of the DNSKEY public key, from the first
+	// token that has it.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Key        *enforcer.Key     `json:"-"`
+}
+
+// Problem kinds.
+const (
+	Missing             = "missing"
+	TypeMismatch        = "type-mismatch"
+	FingerprintMismatch = "fingerprint-mismatch"
+)
+
+// Problem is something verify reports as wrong.
+type Problem struct {
+	Kind    string `json:"kind"`
+	Locator string `json:"locator"`
+	Token   string `json:"token"`
+	Detail  string `json:"detail"`
+}
+
+func (p Problem) String() string { return fmt.Sprintf("%s: key %s: %s", p.Token, p.Locator, p.Detail) }
+
+// Orphan is a private key on a token that the enforcer does not know.
+type Orphan struct {
+	Token string `json:"token"`
+	ID    string `json:"id"`
+	Label string `json:"label"`
+}
+
+// Presence values in Row.Present.
+const (
+	Present = "present"
+	Absent  = "missing"
+	Unknown = "unknown"
+)
+
+// Report is the reconciliation of the enforcer's state with the tokens.
+type Report struct {
+	Tokens   []Token   `json:"tokens"`
+	Rows     []Row     `json:"keys"`
+	Problems []Problem `json:"problems"`
+	Orphans  []Orphan  `json:"orphans"`
+	// Unreadable is set when a token could not be read: the report is then
+	// not the whole truth.
+	Unreadable bool `json:"unreadable"`
+}
+
+// Build reconciles st with the token results, limited to repo when not "".
+func Build(st *enforcer.State, results []hsmcheck.Result, repo string) *Report {
+	r := &Report{Problems: []Problem{}, Orphans: []Orphan{}, Rows: []Row{}}
+	byRepo := map[string][]hsmcheck.Result{}
+	for _, res := range results {
+		t := res.Token
+		if repo != "" && t.Repository != repo {
+			continue
+		}
+		tok := Token{Name: t.Name, Kind: t.Kind, Repository: t.Repository, Label: t.Label}
+		if res.Err != nil {
+			tok.Error = res.Err.Error()
+			r.Unreadable = true
+		} else {
+			tok.Reachable = true
+			tok.Serial, tok.Model, tok.Keys = res.Inventory.Serial, res.Inventory.Model, len(res.Inventory.Keys)
+		}
+		r.Tokens = append(r.Tokens, tok)
+		byRepo[t.Repository] = append(byRepo[t.Repository], res)
+	}
+	known := map[string]map[string]bool{} // repository -> locator
+	for _, k := range st.Keys {
+		if repo != "" && k.Repository != repo {
+			continue
+		}
+		if known[k.Repository] == nil {
+			known[k.Repository] = map[string]bool{}
+		}
+		known[k.Repository][k.Locator] = true
+		row := Row{
+			Locator: k.Locator, Repository: k.Repository, Policy: k.PolicyName(),
+			Role: k.Role.String(), Zones: k.Zones(), Use: k.Usage(),
+			Backup: k.Backup.String(), Present: map[string]string{}, Key: k,
+		}
+		if row.Zones == nil {
+			row.Zones = []string{}
+		}
+		r.check(k, &row, byRepo[k.Repository])
+		r.Rows = append(r.Rows, row)
+	}
+	for _, res := range results {
+		if res.Err != nil || (repo != "" && res.Token.Repository != repo) {
+			continue
+		}
+		for _, key := range res.Inventory.Keys {
+			if known[res.Token.Repository][key.ID] {
+				continue
+			}
+			r.Orphans = append(r.Orphans, Orphan{Token: res.Token.Name, ID: key.ID, Label: key.Label})
+		}
+	}
+	sort.SliceStable(r.Rows, func(i, j int) bool {
+		if r.Rows[i].Repository != r.Rows[j].Repository {
+			return r.Rows[i].Repository < r.Rows[j].Repository
+		}
+		return r.Rows[i].Key.ID < r.Rows[j].Key.ID
+	})
+	return r
+}
+
+// check fills row.Present and records the key's problems on its tokens.
+func (r *Report) check(k *enforcer.Key, row *Row, tokens []hsmcheck.Result) {
+	wantType, wantCurve := enforcer.AlgorithmKey(k.Algorithm)
+	var firstFP, firstFPToken string
+	for _, res := range tokens {
+		name := res.Token.Name
+		if res.Err != nil {
+			row.Present[name] = Unknown
+			continue
+		}
+		key, ok := res.Inventory.Find(k.Locator)
+		if !ok {
+			row.Present[name] = Absent
+			if k.State != enforcer.Delete {
+				r.Problems = append(r.Problems, Problem{Kind: Missing, Locator: k.Locator, Token: name,
+					Detail: fmt.Sprintf("%s %s of %s (%s) is not on %s",
+						k.Role, describeUse(k), k.Repository, k.Backup, res.Token.Describe())})
+			}
+			continue
+		}
+		row.Present[name] = Present
+		if k.State == enforcer.Delete {
+			continue
+		}
+		if msg := mismatch(k, key, wantType, wantCurve); msg != "" {
+			r.Problems = append(r.Problems, Problem{Kind: TypeMismatch, Locator: k.Locator, Token: name, Detail: msg})
+		}
+		if key.Fingerprint == "" {
+			continue
+		}
+		if firstFP == "" {
+			firstFP, firstFPToken = key.Fingerprint, name
+			row.Fingerprint = key.Fingerprint
+		} else if key.Fingerprint != firstFP {
+			r.Problems = append(r.Problems, Problem{Kind: FingerprintMismatch, Locator: k.Locator, Token: name,
+				Detail: fmt.Sprintf("public key %.16s differs from %.16s on %q: not the same key", key.Fingerprint, firstFP, firstFPToken)})
+		}
+	}
+}
+
+func describeUse(k *enforcer.Key) string {
+	zones := k.Zones()
+	switch {
+	case k.Usage() == enforcer.UsePool:
+		return "in the pool"
+	case len(zones) == 1:
+		return fmt.Sprintf("%s by %s", k.Usage(), zones[0])
+	default:
+		return fmt.Sprintf("%s by %d zones", k.Usage(), len(zones))
+	}
+}
+
+func mismatch(k *enforcer.Key, key hsmcheck.Key, wantType, wantCurve string) string {
+	if wantType == "" {
+		return ""
+	}
+	got := key.Type
+	if key.Curve != "" {
+		got += " " + key.Curve
+	} else if key.Bits > 0 {
+		got += fmt.Sprintf(" %d bits", key.Bits)
+	}
+	want := wantType
+	switch {
+	case wantCurve != "":
+		want += " " + wantCurve
+	case k.Bits > 0:
+		want += fmt.Sprintf(" %d bits", k.Bits)
+	}
+	if key.Type != wantType || (wantCurve != "" && key.Curve != wantCurve) ||
+		(wantCurve == "" && wantType == "RSA" && k.Bits > 0 && key.Bits != k.Bits) {
+		return fmt.Sprintf("token holds %s, enforcer expects %s (algorithm %d)", got, want, k.Algorithm)
+	}
+	return ""
+}

@@ -1,0 +1,206 @@
+// Command ods-keyguard makes sure that no DNSSEC signing key held by
+// OpenDNSSEC 2.1 is used before it is safely backed up, and that a lost HSM
+// never means a lost zone.
+//
+// It reads what really is on each HSM through PKCS#11, and what the enforcer
+// does with each key from the enforcer's own database (read-only).
+//
+// Usage:
+//
+//	ods-keyguard [--config FILE] COMMAND [options]
+//
+//	inventory [--repository R] [--json]   every key, where it is, what it is for
+//	verify [--json]                        reconcile the enforcer with the tokens
+//	status                                 summary per repository, rule 1 breaches
+//
+// The configuration is --config FILE, else $ODS_KEYGUARD_CONFIG, else
+// /etc/opendnssec/keyguard.toml (see conf.toml.example).
+//
+// Exit status: 0 ok; 1 problems found or action refused; 2 bad usage;
+// 3 could not determine (configuration, module, token, PIN or database).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() { os.Exit(Main()) }
+
+// Exit statuses shared by every command.
+const (
+	exitOK       = 0
+	exitProblems = 1
+	exitUsage    = 2
+	exitUnknown  = 3
+)
+
+const exitCodesHelp = `EXIT STATUS:
+   0  ok: nothing wrong was found, the action was done
+   1  problems found (verify), action refused (backup), submission withheld (hook)
+   2  bad usage: unknown command, flag or argument
+   3  could not determine: configuration, PKCS#11 module, token, PIN or enforcer
+      database unreadable, enforcer unreachable
+   The check command follows the monitoring plugin convention instead:
+   0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).`
+
+// exitError carries an exit status; a nil err exits without a message
+// (the command already said what it had to).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Main runs ods-keyguard with os.Args and returns the exit status. It is the
+// one place that prints an error.
+func Main() int {
+	return run(os.Args, os.Stdin, os.Stdout, os.Stderr)
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	args = dispatchHookName(args)
+	app := newApp(stdin, stdout, stderr)
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	code := exitUnknown
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+		if ee.err == nil {
+			return code
+		}
+	case errors.As(err, &ue):
+		code = exitUsage
+		if isCheck(args) {
+			code = exitUnknown
+		}
+	}
+	fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(err.Error()))
+	return code
+}
+
+// oneLine keeps an error on one line: a wrapped tool's stderr may have more.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+func isCheck(args []string) bool {
+	for _, a := range args[1:] {
+		if !strings.HasPrefix(a, "-") {
+			return a == "check"
+		}
+		if a == "--config" || a == "-c" {
+			return false // not worth parsing further: usage stays 2
+		}
+	}
+	return false
+}
+
+// dispatchHookName turns the enforcer's hook names into subcommands: the
+// enforcer runs a hook without arguments, so the name is the only switch.
+func dispatchHookName(args []string) []string {
+	switch filepath.Base(args[0]) {
+	case "ods-keyguard-ds-submit":
+		return append([]string{"ods-keyguard", "hook", "ds-submit"}, args[1:]...)
+	case "ods-keyguard-ds-retract":
+		return append([]string{"ods-keyguard", "hook", "ds-retract"}, args[1:]...)
+	}
+	return args
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	onUsage := func(c *cli.Context, err error, isSub bool) error { return &usageError{msg: err.Error()} }
+	app := &cli.App{
+		Name:                 "ods-keyguard",
+		Usage:                "no DNSSEC key used before it is backed up, no zone lost with an HSM",
+		UsageText:            "ods-keyguard [--config FILE] COMMAND [options]",
+		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only.\n\n" + exitCodesHelp,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		ExitErrHandler:       func(*cli.Context, error) {},
+		OnUsageError:         onUsage,
+		HideHelpCommand:      true,
+		Suggest:              true,
+		EnableBashCompletion: false,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("unknown command %q (see ods-keyguard --help)", c.Args().First())
+			}
+			cli.ShowAppHelp(c)
+			return usagef("no command given")
+		},
+		Commands: commands(),
+	}
+	for _, cmd := range app.Commands {
+		setUsage(cmd, onUsage)
+	}
+	return app
+}
+
+func setUsage(cmd *cli.Command, f cli.OnUsageErrorFunc) {
+	cmd.OnUsageError = f
+	if cmd.Action == nil && len(cmd.Subcommands) > 0 {
+		cmd.Action = func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("%s: unknown command %q", cmd.Name, c.Args().First())
+			}
+			return usagef("%s: which one? (see ods-keyguard %s --help)", cmd.Name, cmd.Name)
+		}
+	}
+	for _, sub := range cmd.Subcommands {
+		setUsage(sub, f)
+	}
+}
+
+func commands() []*cli.Command {
+	return []*cli.Command{
+		inventoryCommand(),
+		verifyCommand(),
+		statusCommand(),
+		{
+			Name:   "__read-tokens",
+			Hidden: true,
+			Action: func(c *cli.Context) error { return readTokensChild(c) },
+		},
+	}
+}
+
+// noArgs refuses positional arguments for commands that take none.
+func noArgs(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().First())
+	}
+	return nil
+}
