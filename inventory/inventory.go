@@ -35,8 +35,8 @@ type Row struct {
 	Present    map[string]string `json:"present"` // token name -> present, missing, unknown
 	// Fingerprint is the SHA-256 of the DNSKEY public key, from the first
 	// token that has it.
-	Fingerprint string `json:"fingerprint,omitempty"`
-	Key        *enforcer.Key     `json:"-"`
+	Fingerprint string        `json:"fingerprint,omitempty"`
+	Key         *enforcer.Key `json:"-"`
 }
 
 // Problem kinds.
