@@ -130,7 +130,7 @@ func printInventory(w io.Writer, rep *inventory.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"LOCATOR", "REPOSITORY", "POLICY", "ROLE", "USE", "BACKUP", "ZONES"}
 	for _, t := range rep.Tokens {
-		head = append(head, strings.ToUpper(t.Kind[:1])+":"+t.Name)
+		head = append(head, t.Name)
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	dash := func(s string) string {

@@ -41,6 +41,7 @@ const (
 // CKR_* values the reader tells apart.
 const (
 	ckrAttributeSensitive   = 0x11
+	ckrObjectHandleInvalid  = 0x82
 	ckrAttributeTypeInvalid = 0x12
 	ckrUserAlreadyLoggedIn  = 0x100
 )

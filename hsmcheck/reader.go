@@ -128,7 +128,9 @@ func (ms *Modules) read(t config.Token) (*Inventory, error) {
 	var match []TokenInfo
 	var labels []string
 	for _, ti := range infos {
-		labels = append(labels, fmt.Sprintf("%q", ti.Label))
+		if ti.Label != "" { // an uninitialized token, as SoftHSMv2 always offers
+			labels = append(labels, fmt.Sprintf("%q", ti.Label))
+		}
 		if ti.Label == t.Label {
 			match = append(match, ti)
 		}
@@ -150,15 +152,26 @@ func (ms *Modules) read(t config.Token) (*Inventory, error) {
 		return nil, fmt.Errorf("token %q: %w", t.Label, err)
 	}
 	defer s.Close()
-	inv := &Inventory{
-		Name: t.Name, Kind: t.Kind, Repository: t.Repository,
-		Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
+	// The enforcer may create or delete keys while we read: a handle found a
+	// moment ago can turn invalid. Read again from the start, a few times.
+	for attempt := 1; ; attempt++ {
+		inv := &Inventory{
+			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
+			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
+		}
+		err := readKeys(s, inv)
+		if err == nil {
+			return inv, nil
+		}
+		var e *Error
+		if attempt == readAttempts || !errors.As(err, &e) || e.Code != ckrObjectHandleInvalid {
+			return nil, fmt.Errorf("token %q: %w", t.Label, err)
+		}
 	}
-	if err := readKeys(s, inv); err != nil {
-		return nil, fmt.Errorf("token %q: %w", t.Label, err)
-	}
-	return inv, nil
 }
+
+// readAttempts bounds the re-reads of a token whose objects change under us.
+const readAttempts = 5
 
 var (
 	privateAttrs = []Attr{AttrID, AttrLabel, AttrKeyType, AttrSensitive, AttrExtractable, AttrNeverExtractable, AttrLocal}

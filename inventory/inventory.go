@@ -156,8 +156,8 @@ func (r *Report) check(k *enforcer.Key, row *Row, tokens []hsmcheck.Result) {
 			row.Present[name] = Absent
 			if k.State != enforcer.Delete {
 				r.Problems = append(r.Problems, Problem{Kind: Missing, Locator: k.Locator, Token: name,
-					Detail: fmt.Sprintf("%s %s of %s (%s) is not on %s",
-						k.Role, describeUse(k), k.Repository, k.Backup, res.Token.Describe())})
+					Detail: fmt.Sprintf("%s %s (backup %s) is not on %s",
+						k.Role, describeUse(k), k.Backup, res.Token.Describe())})
 			}
 			continue
 		}

@@ -1,0 +1,355 @@
+// Package sandbox runs a real SoftHSMv2 token and a real ods-enforcerd in
+// one folder, with nothing under /etc or /var/lib/opendnssec: for the tests
+// and the demo.
+package sandbox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+// Defaults of a sandbox.
+const (
+	Module = "/usr/lib/softhsm/libsofthsm2.so"
+	PIN    = "1234"
+	SOPIN  = "5678"
+)
+
+// SoftHSM writes dir/softhsm2.conf, whose tokens live in dir/tokens, and
+// returns the file's path: the value for SOFTHSM2_CONF.
+func SoftHSM(dir string) (string, error) {
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.MkdirAll(tokens, 0o700); err != nil {
+		return "", err
+	}
+	conf := filepath.Join(dir, "softhsm2.conf")
+	text := fmt.Sprintf("directories.tokendir = %s/\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
+	return conf, os.WriteFile(conf, []byte(text), 0o600)
+}
+
+// InitToken makes a token labelled label in the SoftHSM of conf.
+func InitToken(conf, label, pin string) error {
+	return run(conf, "softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", SOPIN)
+}
+
+// PKCS11Tool runs pkcs11-tool on the token labelled label.
+func PKCS11Tool(conf, label, pin string, args ...string) error {
+	return run(conf, "pkcs11-tool", append([]string{"--module", Module, "--token-label", label, "--pin", pin}, args...)...)
+}
+
+func run(conf, prog string, args ...string) error {
+	cmd := exec.Command(prog, args...)
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", prog, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Repo is one <Repository> of the sandbox's conf.xml.
+type Repo struct {
+	Name, Label, PIN             string
+	RequireBackup, SkipPublicKey bool
+}
+
+// Options shape the sandboxed enforcer.
+type Options struct {
+	Dir          string // everything lives here
+	SoftHSMConf  string // SOFTHSM2_CONF for the enforcer
+	Repositories []Repo // default: SoftHSM on token "ods-a"
+	Kasp         string // kasp.xml contents; default DefaultKasp
+	DSSubmit     string // <DelegationSignerSubmitCommand>
+	DSRetract    string
+	ManualKeyGen bool
+	SetTime      string // ods-enforcerd --set-time
+}
+
+// Enforcer is a running sandboxed ods-enforcerd.
+type Enforcer struct {
+	Dir, Conf, Socket, DB, Log string
+	sockDir                    string
+	cmd                        *exec.Cmd
+	done                       chan error
+	env                        []string
+}
+
+// DefaultKasp has one policy, "test": ECDSA P-256 keys with long lifetimes
+// and short TTLs, so a test sees few keys and quick transitions.
+const DefaultKasp = `<?xml version="1.0" encoding="UTF-8"?>
+<KASP>
+ <Policy name="test">
+  <Description>ods-keyguard sandbox</Description>
+  <Signatures>
+   <Resign>PT2H</Resign><Refresh>P3D</Refresh>
+   <Validity><Default>P14D</Default><Denial>P14D</Denial></Validity>
+   <Jitter>PT12H</Jitter><InceptionOffset>PT3600S</InceptionOffset><MaxZoneTTL>PT60S</MaxZoneTTL>
+  </Signatures>
+  <Denial><NSEC/></Denial>
+  <Keys>
+   <TTL>PT60S</TTL><RetireSafety>PT60S</RetireSafety><PublishSafety>PT60S</PublishSafety><Purge>P14D</Purge>
+   <KSK><Algorithm length="256">13</Algorithm><Lifetime>P2Y</Lifetime><Repository>SoftHSM</Repository></KSK>
+   <ZSK><Algorithm length="256">13</Algorithm><Lifetime>P1Y</Lifetime><Repository>SoftHSM</Repository></ZSK>
+  </Keys>
+  <Zone><PropagationDelay>PT60S</PropagationDelay><SOA><TTL>PT60S</TTL><Minimum>PT60S</Minimum><Serial>unixtime</Serial></SOA></Zone>
+  <Parent><PropagationDelay>PT60S</PropagationDelay><DS><TTL>PT60S</TTL></DS><SOA><TTL>PT60S</TTL><Minimum>PT60S</Minimum></SOA></Parent>
+ </Policy>
+</KASP>
+`
+
+var confTemplate = template.Must(template.New("conf").Parse(`<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+ <RepositoryList>
+{{- range .Repositories}}
+  <Repository name="{{.Name}}">
+   <Module>{{$.Module}}</Module>
+   <TokenLabel>{{.Label}}</TokenLabel>
+   <PIN>{{.PIN}}</PIN>
+   {{- if .RequireBackup}}
+   <RequireBackup/>{{end}}
+   {{- if .SkipPublicKey}}
+   <SkipPublicKey/>{{end}}
+  </Repository>
+{{- end}}
+ </RepositoryList>
+ <Common>
+  <Logging><Verbosity>3</Verbosity></Logging>
+  <PolicyFile>{{.Dir}}/kasp.xml</PolicyFile>
+  <ZoneListFile>{{.Dir}}/zonelist.xml</ZoneListFile>
+ </Common>
+ <Enforcer>
+  <Datastore><SQLite>{{.Dir}}/kasp.db</SQLite></Datastore>
+  {{- if .ManualKeyGen}}
+  <ManualKeyGeneration/>{{else}}
+  <AutomaticKeyGenerationPeriod>P1Y</AutomaticKeyGenerationPeriod>{{end}}
+  <WorkingDirectory>{{.Dir}}/enforcer</WorkingDirectory>
+  <SocketFile>{{.Socket}}</SocketFile>
+  <PidFile>{{.Dir}}/enforcer.pid</PidFile>
+  {{- if .DSSubmit}}
+  <DelegationSignerSubmitCommand>{{.DSSubmit}}</DelegationSignerSubmitCommand>{{end}}
+  {{- if .DSRetract}}
+  <DelegationSignerRetractCommand>{{.DSRetract}}</DelegationSignerRetractCommand>{{end}}
+ </Enforcer>
+ <Signer><WorkingDirectory>{{.Dir}}/signer</WorkingDirectory></Signer>
+</Configuration>
+`))
+
+// Configure writes conf.xml, kasp.xml, the zone list and an empty kasp.db
+// into o.Dir, without starting anything.
+func Configure(o Options) (*Enforcer, error) {
+	if len(o.Repositories) == 0 {
+		o.Repositories = []Repo{{Name: "SoftHSM", Label: "ods-a", PIN: PIN}}
+	}
+	if o.Kasp == "" {
+		o.Kasp = DefaultKasp
+	}
+	for _, d := range []string{"enforcer", "signer", "signconf", "unsigned", "signed"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// A unix socket path holds at most 107 bytes: keep it short.
+	sockDir, err := os.MkdirTemp("", "ods")
+	if err != nil {
+		return nil, err
+	}
+	e := &Enforcer{
+		Dir: o.Dir, Conf: filepath.Join(o.Dir, "conf.xml"), Socket: filepath.Join(sockDir, "enforcer.sock"),
+		DB: filepath.Join(o.Dir, "kasp.db"), Log: filepath.Join(o.Dir, "enforcerd.log"), sockDir: sockDir,
+		env: append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf),
+	}
+	var conf bytes.Buffer
+	if err := confTemplate.Execute(&conf, struct {
+		Options
+		Module, Socket string
+	}{o, Module, e.Socket}); err != nil {
+		return nil, err
+	}
+	files := map[string]string{
+		"conf.xml":     conf.String(),
+		"kasp.xml":     o.Kasp,
+		"zonelist.xml": "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ZoneList>\n</ZoneList>\n",
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(o.Dir, name), []byte(text), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	// ods-enforcer-db-setup reads only /etc/opendnssec/conf.xml: make the
+	// database from the shipped schema instead.
+	os.Remove(e.DB)
+	schema, err := os.ReadFile("/usr/share/opendnssec/schema.sqlite")
+	if err != nil {
+		return nil, fmt.Errorf("enforcer schema: %w", err)
+	}
+	cmd := exec.Command("sqlite3", e.DB)
+	cmd.Stdin = strings.NewReader(string(schema) + "\nINSERT INTO databaseVersion (version) VALUES (1);\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("sqlite3 %s: %v: %s", e.DB, err, out)
+	}
+	return e, nil
+}
+
+// Start configures and starts the enforcer, waits for its socket and imports
+// the policies.
+func Start(o Options) (*Enforcer, error) {
+	e, err := Configure(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.start(o.SetTime); err != nil {
+		return nil, err
+	}
+	if _, err := e.CLI("policy", "import"); err != nil {
+		e.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Restart starts the daemon again on the same files, after Stop.
+func (e *Enforcer) Restart() error {
+	if e.cmd != nil {
+		return errors.New("enforcer already running")
+	}
+	if err := os.MkdirAll(e.sockDir, 0o700); err != nil {
+		return err
+	}
+	return e.start("")
+}
+
+func (e *Enforcer) start(setTime string) error {
+	args := []string{"-c", e.Conf, "-d"}
+	if setTime != "" {
+		args = append(args, "--set-time", setTime)
+	}
+	log, err := os.OpenFile(e.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ods-enforcerd", args...)
+	cmd.Env = e.env
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("ods-enforcerd: %w", err)
+	}
+	log.Close()
+	e.cmd, e.done = cmd, make(chan error, 1)
+	go func() { e.done <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-e.done:
+			e.cmd = nil
+			return fmt.Errorf("ods-enforcerd exited at start (%v): %s", err, e.tail())
+		default:
+		}
+		if c, err := net.Dial("unix", e.Socket); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.Stop()
+	return fmt.Errorf("ods-enforcerd: no socket after 30s: %s", e.tail())
+}
+
+func (e *Enforcer) tail() string {
+	b, _ := os.ReadFile(e.Log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// CLI runs ods-enforcer against the sandbox's socket and returns its
+// combined output.
+func (e *Enforcer) CLI(args ...string) (string, error) {
+	cmd := exec.Command("ods-enforcer", append([]string{"-s", e.Socket}, args...)...)
+	cmd.Env = e.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ods-enforcer %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// AddZone adds zone with policy and waits until the enforcer has written its
+// signconf, that is until the zone has keys.
+func (e *Enforcer) AddZone(zone, policy string) error {
+	in := filepath.Join(e.Dir, "unsigned", zone)
+	soa := fmt.Sprintf("%s. 60 IN SOA ns1.%s. hostmaster.%s. 1 60 60 600 60\n%s. 60 IN NS ns1.%s.\nns1.%s. 60 IN A 192.0.2.1\n",
+		zone, zone, zone, zone, zone, zone)
+	if err := os.WriteFile(in, []byte(soa), 0o644); err != nil {
+		return err
+	}
+	signconf := filepath.Join(e.Dir, "signconf", zone+".xml")
+	if _, err := e.CLI("zone", "add", "--zone", zone, "--policy", policy, "-i", in,
+		"-o", filepath.Join(e.Dir, "signed", zone), "-s", signconf); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if fi, err := os.Stat(signconf); err == nil && fi.Size() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("zone %s: no signconf after 60s: %s", zone, e.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return e.WaitKeysSettled(deadline)
+}
+
+// WaitKeysSettled waits until the enforcer has stopped adding keys: the
+// count of hsmKey rows unchanged for a second and a half.
+func (e *Enforcer) WaitKeysSettled(deadline time.Time) error {
+	last, since := "", time.Now()
+	for time.Now().Before(deadline) {
+		out, err := exec.Command("sqlite3", "-cmd", ".timeout 5000", e.DB, "SELECT count(*) FROM hsmKey").Output()
+		if err == nil {
+			if n := strings.TrimSpace(string(out)); n != last {
+				last, since = n, time.Now()
+			} else if time.Since(since) > 1500*time.Millisecond {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("enforcer still making keys: %s", e.tail())
+}
+
+// Stop stops the daemon: SIGTERM, then SIGKILL after 10 s.
+func (e *Enforcer) Stop() error {
+	if e.cmd == nil {
+		return nil
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
+		<-e.done
+	}
+	e.cmd = nil
+	return nil
+}
+
+// Close stops the daemon and removes the socket's folder.
+func (e *Enforcer) Close() error {
+	err := e.Stop()
+	os.RemoveAll(e.sockDir)
+	return err
+}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	_ "modernc.org/sqlite"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	exit := func() { os.Exit(Main()) }
+	testscript.Main(m, map[string]func(){
+		"ods-keyguard":            exit,
+		"ods-keyguard-ds-submit":  exit,
+		"ods-keyguard-ds-retract": exit,
+	})
+}
+
+// In CI (CI=true) a missing tool fails a script instead of skipping it.
+var strictTools = os.Getenv("CI") != ""
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		RequireUniqueNames:  true,
+		UpdateScripts:       os.Getenv("ODS_KEYGUARD_UPDATE_GOLDEN") != "",
+		Setup:               setupScript,
+		Condition:           condition,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode": cmdExitcode,
+			"envsubst": cmdEnvsubst,
+			"softhsm":  cmdSoftHSM,
+			"enforcer": cmdEnforcer,
+			"waitdb":   cmdWaitDB,
+			"dbvar":    cmdDBVar,
+			"cpdir":    cmdCpdir,
+		},
+	})
+}
+
+// setupScript points SOFTHSM2_CONF into $WORK, so that no script can touch
+// a token of the machine, and the configuration at $WORK/keyguard.toml.
+func setupScript(env *testscript.Env) error {
+	conf, err := sandbox.SoftHSM(filepath.Join(env.WorkDir, "softhsm"))
+	if err != nil {
+		return err
+	}
+	env.Setenv("SOFTHSM2_CONF", conf)
+	env.Setenv("ODS_KEYGUARD_CONFIG", filepath.Join(env.WorkDir, "keyguard.toml"))
+	env.Setenv("MODULE", sandbox.Module)
+	env.Setenv("CI", os.Getenv("CI"))
+	env.Values["enforcer"] = &enforcerSlot{}
+	return nil
+}
+
+var tools = map[string][]string{
+	"softhsm":  {"softhsm2-util", "pkcs11-tool"},
+	"enforcer": {"ods-enforcerd", "ods-enforcer", "sqlite3"},
+}
+
+func condition(cond string) (bool, error) {
+	need, ok := tools[cond]
+	if !ok {
+		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+	for _, prog := range need {
+		if _, err := exec.LookPath(prog); err != nil {
+			if strictTools {
+				return false, fmt.Errorf("[%s]: %s not found, and CI does not skip", cond, prog)
+			}
+			return false, nil
+		}
+	}
+	if cond == "softhsm" {
+		if _, err := os.Stat(sandbox.Module); err != nil {
+			if strictTools {
+				return false, fmt.Errorf("[softhsm]: %s not found, and CI does not skip", sandbox.Module)
+			}
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// exitcode N prog args...: run prog, which must exit with status N.
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N prog [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: %q is not a number", args[0])
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("exitcode: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
+
+// envsubst FILE...: expand $VAR and ${VAR} in each file, in place.
+func cmdEnvsubst(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: envsubst file...")
+	}
+	for _, f := range args {
+		data := ts.ReadFile(f)
+		ts.Check(os.WriteFile(ts.MkAbs(f), []byte(os.Expand(data, ts.Getenv)), 0o644))
+	}
+}
+
+// softhsm conf [-dir D]: only write D/softhsm2.conf
+// softhsm init [-dir D] [-pin P] LABEL: make a token (in $WORK/softhsm by default)
+// softhsm delete [-dir D] LABEL ID: delete the key pair whose CKA_ID is ID
+// softhsm keygen [-dir D] [-type T] LABEL ID: make a key pair (EC P-256 by
+// default, or pkcs11-tool's T such as RSA:2048) with CKA_ID and label ID
+func cmdSoftHSM(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: softhsm conf|init|delete|keygen [-dir D] [-pin P] args...")
+	}
+	fs := flag.NewFlagSet("softhsm "+args[0], flag.ContinueOnError)
+	dir := fs.String("dir", "softhsm", "SoftHSM folder")
+	pin := fs.String("pin", sandbox.PIN, "user PIN")
+	keyType := fs.String("type", "EC:prime256v1", "key type for keygen")
+	if err := fs.Parse(args[1:]); err != nil {
+		ts.Fatalf("softhsm: %v", err)
+	}
+	rest := fs.Args()
+	conf, err := sandbox.SoftHSM(ts.MkAbs(*dir))
+	ts.Check(err)
+	switch {
+	case args[0] == "conf" && len(rest) == 0:
+	case args[0] == "init" && len(rest) == 1:
+		ts.Check(sandbox.InitToken(conf, rest[0], *pin))
+	case args[0] == "delete" && len(rest) == 2:
+		ts.Check(sandbox.PKCS11Tool(conf, rest[0], *pin, "--delete-object", "--type", "privkey", "--id", rest[1]))
+		sandbox.PKCS11Tool(conf, rest[0], *pin, "--delete-object", "--type", "pubkey", "--id", rest[1])
+	case args[0] == "keygen" && len(rest) == 2:
+		ts.Check(sandbox.PKCS11Tool(conf, rest[0], *pin, "--keypairgen", "--key-type", *keyType,
+			"--id", rest[1], "--label", rest[1], "--usage-sign"))
+	default:
+		ts.Fatalf("usage: softhsm conf|init|delete|keygen [-dir D] [-pin P] args...")
+	}
+}
+
+// enforcerSlot holds a script's running enforcer.
+type enforcerSlot struct{ e *sandbox.Enforcer }
+
+// enforcer start [-require-backup] [-skip-public-key] [-manual-keygen]
+//
+//	[-ds-submit CMD] [-ds-retract CMD] [-set-time T] [-label L]
+//
+// starts ods-enforcerd in $WORK/ods (kasp.xml from $WORK/kasp.xml if
+// present) and sets $ODS_CONF, $ODS_SOCK and $ODS_DB.
+// enforcer zone ZONE [POLICY]: add a zone and wait for its keys.
+// enforcer cli ARGS...: run ods-enforcer against the sandbox.
+// enforcer stop / enforcer restart.
+func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) == 0 {
+		ts.Fatalf("usage: enforcer start|zone|cli|stop|restart ...")
+	}
+	slot := ts.Value("enforcer").(*enforcerSlot)
+	e := slot.e
+	if args[0] != "start" && e == nil {
+		ts.Fatalf("enforcer %s: not started", args[0])
+	}
+	switch args[0] {
+	case "start":
+		if e != nil {
+			ts.Fatalf("enforcer already started")
+		}
+		fs := flag.NewFlagSet("enforcer start", flag.ContinueOnError)
+		rb := fs.Bool("require-backup", false, "")
+		spk := fs.Bool("skip-public-key", false, "")
+		manual := fs.Bool("manual-keygen", false, "")
+		submit := fs.String("ds-submit", "", "")
+		retract := fs.String("ds-retract", "", "")
+		setTime := fs.String("set-time", "", "")
+		label := fs.String("label", "ods-a", "")
+		if err := fs.Parse(args[1:]); err != nil {
+			ts.Fatalf("enforcer start: %v", err)
+		}
+		o := sandbox.Options{
+			Dir:          ts.MkAbs("ods"),
+			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
+			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: sandbox.PIN, RequireBackup: *rb, SkipPublicKey: *spk}},
+			DSSubmit:     *submit, DSRetract: *retract, ManualKeyGen: *manual, SetTime: *setTime,
+		}
+		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {
+			o.Kasp = string(kasp)
+		}
+		e, err := sandbox.Start(o)
+		ts.Check(err)
+		slot.e = e
+		ts.Defer(func() { e.Close() })
+		ts.Setenv("ODS_CONF", e.Conf)
+		ts.Setenv("ODS_SOCK", e.Socket)
+		ts.Setenv("ODS_DB", e.DB)
+	case "zone":
+		if len(args) < 2 || len(args) > 3 {
+			ts.Fatalf("usage: enforcer zone ZONE [POLICY]")
+		}
+		policy := "test"
+		if len(args) == 3 {
+			policy = args[2]
+		}
+		ts.Check(e.AddZone(args[1], policy))
+	case "cli":
+		out, err := e.CLI(args[1:]...)
+		ts.Stdout().Write([]byte(out))
+		if err != nil && !neg {
+			ts.Fatalf("%v", err)
+		}
+		if err == nil && neg {
+			ts.Fatalf("ods-enforcer %s succeeded unexpectedly", strings.Join(args[1:], " "))
+		}
+	case "stop":
+		ts.Check(e.Stop())
+	case "restart":
+		ts.Check(e.Restart())
+	default:
+		ts.Fatalf("usage: enforcer start|zone|cli|stop|restart ...")
+	}
+}
+
+// dbvar NAME SQL: set $NAME to the query's first column on $ODS_DB (rows
+// joined by commas).
+func cmdDBVar(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: dbvar NAME SQL")
+	}
+	got, err := queryDB(ts, args[1])
+	ts.Check(err)
+	ts.Setenv(args[0], got)
+}
+
+func queryDB(ts *testscript.TestScript, query string) (string, error) {
+	db, err := sql.Open("sqlite", "file:"+ts.Getenv("ODS_DB")+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	rows, err := db.Query(query)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var vals []string
+	for rows.Next() {
+		var v sql.NullString
+		if err := rows.Scan(&v); err != nil {
+			return "", err
+		}
+		vals = append(vals, v.String)
+	}
+	return strings.Join(vals, ","), rows.Err()
+}
+
+// waitdb SQL WANT: poll $ODS_DB until the query's first column reads WANT
+// (rows joined by commas), for up to 60 seconds.
+func cmdWaitDB(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitdb SQL WANT")
+	}
+	var got string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var err error
+		if got, err = queryDB(ts, args[0]); err != nil {
+			ts.Fatalf("waitdb: %v", err)
+		}
+		if got == args[1] {
+			return
+		}
+	}
+	ts.Fatalf("waitdb: %q reads %q after 60s, want %q", args[0], got, args[1])
+}
+
+// cpdir SRC DST: copy a folder's contents into DST, made if need be (a SoftHSMv2 backup is a copy of its tokens).
+func cmdCpdir(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: cpdir SRC DST")
+	}
+	ts.Check(os.MkdirAll(ts.MkAbs(args[1]), 0o700))
+	out, err := exec.Command("cp", "-a", ts.MkAbs(args[0])+"/.", ts.MkAbs(args[1])).CombinedOutput()
+	if err != nil {
+		ts.Fatalf("cpdir: %v: %s", err, out)
+	}
+}
