@@ -26,7 +26,7 @@ type Inventory struct {
 	Manufacturer string `json:"manufacturer"`
 	Keys         []Key  `json:"keys"`
 
-	byID map[string]int
+	byID map[string][]int
 }
 
 // Key is one private key object.
@@ -46,19 +46,21 @@ type Key struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
-// Find returns the key whose CKA_ID is id (hex, any case).
-func (inv *Inventory) Find(id string) (Key, bool) {
+// Find returns the key whose CKA_ID is id (hex, any case), and how many
+// private keys carry that CKA_ID: more than one is a token that the enforcer
+// reads ambiguously.
+func (inv *Inventory) Find(id string) (Key, int) {
 	if inv.byID == nil {
-		inv.byID = make(map[string]int, len(inv.Keys))
+		inv.byID = make(map[string][]int, len(inv.Keys))
 		for i, k := range inv.Keys {
-			inv.byID[k.ID] = i
+			inv.byID[k.ID] = append(inv.byID[k.ID], i)
 		}
 	}
-	i, ok := inv.byID[strings.ToLower(id)]
-	if !ok {
-		return Key{}, false
+	idx := inv.byID[strings.ToLower(id)]
+	if len(idx) == 0 {
+		return Key{}, 0
 	}
-	return inv.Keys[i], true
+	return inv.Keys[idx[0]], len(idx)
 }
 
 // FingerprintDNSKEY is the fingerprint of a DNSKEY's public key field.

@@ -44,6 +44,7 @@ const (
 	Missing             = "missing"
 	TypeMismatch        = "type-mismatch"
 	FingerprintMismatch = "fingerprint-mismatch"
+	Duplicate           = "duplicate"
 )
 
 // Problem is something verify reports as wrong.
@@ -125,10 +126,12 @@ func Build(st *enforcer.State, results []hsmcheck.Result, repo string) *Report {
 		if res.Err != nil || (repo != "" && res.Token.Repository != repo) {
 			continue
 		}
+		seen := map[string]bool{}
 		for _, key := range res.Inventory.Keys {
-			if known[res.Token.Repository][key.ID] {
+			if known[res.Token.Repository][key.ID] || seen[key.ID] {
 				continue
 			}
+			seen[key.ID] = true
 			r.Orphans = append(r.Orphans, Orphan{Token: res.Token.Name, ID: key.ID, Label: key.Label})
 		}
 	}
@@ -151,8 +154,8 @@ func (r *Report) check(k *enforcer.Key, row *Row, tokens []hsmcheck.Result) {
 			row.Present[name] = Unknown
 			continue
 		}
-		key, ok := res.Inventory.Find(k.Locator)
-		if !ok {
+		key, n := res.Inventory.Find(k.Locator)
+		if n == 0 {
 			row.Present[name] = Absent
 			if k.State != enforcer.Delete {
 				r.Problems = append(r.Problems, Problem{Kind: Missing, Locator: k.Locator, Token: name,
@@ -164,6 +167,10 @@ func (r *Report) check(k *enforcer.Key, row *Row, tokens []hsmcheck.Result) {
 		row.Present[name] = Present
 		if k.State == enforcer.Delete {
 			continue
+		}
+		if n > 1 {
+			r.Problems = append(r.Problems, Problem{Kind: Duplicate, Locator: k.Locator, Token: name,
+				Detail: fmt.Sprintf("%d private keys carry this CKA_ID: which one signs is chance", n)})
 		}
 		if msg := mismatch(k, key, wantType, wantCurve); msg != "" {
 			r.Problems = append(r.Problems, Problem{Kind: TypeMismatch, Locator: k.Locator, Token: name, Detail: msg})
