@@ -1,0 +1,87 @@
+// Command demo builds a sandbox with a real SoftHSMv2 token and a real
+// ods-enforcerd holding one zone, then runs ods-keyguard's status,
+// inventory and verify on it.
+//
+// Usage: go run ./internal/demo [-keep] BINARY
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+)
+
+func main() {
+	keep := flag.Bool("keep", false, "keep the sandbox folder")
+	flag.Parse()
+	if flag.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: demo [-keep] BINARY")
+		os.Exit(2)
+	}
+	if err := run(flag.Arg(0), *keep); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(binary string, keep bool) error {
+	binary, err := filepath.Abs(binary)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "ods-keyguard-demo")
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	conf, err := sandbox.SoftHSM(filepath.Join(dir, "softhsm"))
+	if err != nil {
+		return err
+	}
+	os.Setenv("SOFTHSM2_CONF", conf)
+	step("a SoftHSMv2 token \"ods-a\" in %s", filepath.Dir(conf))
+	if err := sandbox.InitToken(conf, "ods-a", sandbox.PIN); err != nil {
+		return err
+	}
+	step("ods-enforcerd with <RequireBackup/>, policy \"test\" (ECDSA P-256)")
+	e, err := sandbox.Start(sandbox.Options{
+		Dir:          filepath.Join(dir, "ods"),
+		SoftHSMConf:  conf,
+		Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: "ods-a", PIN: sandbox.PIN, RequireBackup: true}},
+	})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	step("zone example.com added: the enforcer makes its keys and signs")
+	if err := e.AddZone("example.com", "test"); err != nil {
+		return err
+	}
+	cfg := filepath.Join(dir, "keyguard.toml")
+	text := fmt.Sprintf("opendnssec_conf = %q\nstate_dir = %q\n", e.Conf, filepath.Join(dir, "state"))
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		return err
+	}
+	for _, args := range [][]string{{"status"}, {"inventory"}, {"verify"}} {
+		step("ods-keyguard %s", args[0])
+		cmd := exec.Command(binary, append([]string{"--config", cfg}, args...)...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("ods-keyguard %s: %w", args[0], err)
+		}
+	}
+	if keep {
+		step("kept: %s (configuration %s; the enforcer is stopped)", dir, cfg)
+	}
+	return nil
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("\n== "+format+"\n", args...)
+}
