@@ -69,7 +69,8 @@ type TokenInfo struct {
 type Module interface {
 	// Tokens lists the slots that have a token present.
 	Tokens() ([]TokenInfo, error)
-	// Login opens a read-only session on slot and logs in as the user.
+	// Login opens a read-only session on slot and logs in as the user. Its
+	// error is the PKCS#11 one; the caller says "login".
 	Login(slot uint, pin string) (Session, error)
 	// Close finalizes the module.
 	Close() error

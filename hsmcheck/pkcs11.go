@@ -60,7 +60,7 @@ func (m *module) Login(slot uint, pin string) (Session, error) {
 		var e *Error
 		if !errors.As(convert(err), &e) || e.Code != ckrUserAlreadyLoggedIn {
 			m.ctx.CloseSession(sh)
-			return nil, fmt.Errorf("login: %w", convert(err))
+			return nil, convert(err)
 		}
 	}
 	return &session{ctx: m.ctx, sh: sh}, nil

@@ -151,7 +151,7 @@ func (ms *Modules) read(t config.Token) (*Inventory, error) {
 	ti := match[0]
 	s, err := m.Login(ti.Slot, t.PIN.Reveal())
 	if err != nil {
-		return nil, fmt.Errorf("token %q: %w", t.Label, err)
+		return nil, fmt.Errorf("token %q: login: %w", t.Label, err)
 	}
 	defer s.Close()
 	// The enforcer may create or delete keys while we read: a handle found a
