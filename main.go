@@ -12,6 +12,7 @@
 //	inventory [--repository R] [--json]   every key, where it is, what it is for
 //	verify [--json]                        reconcile the enforcer with the tokens
 //	status                                 summary per repository, rule 1 breaches
+//	backup prepare|done|rollback|history   the backup ceremony, verified
 //
 // The configuration is --config FILE, else $ODS_KEYGUARD_CONFIG, else
 // /etc/opendnssec/keyguard.toml (see conf.toml.example).
@@ -91,12 +92,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	code := exitUnknown
 	var ue *usageError
 	var ee *exitError
+	var coded interface{ ExitCode() int }
 	switch {
 	case errors.As(err, &ee):
 		code = ee.code
 		if ee.err == nil {
 			return code
 		}
+	case errors.As(err, &coded):
+		code = coded.ExitCode()
 	case errors.As(err, &ue):
 		code = exitUsage
 		if isCheck(args) {
@@ -189,6 +193,7 @@ func commands() []*cli.Command {
 		inventoryCommand(),
 		verifyCommand(),
 		statusCommand(),
+		backupCommand(),
 		{
 			Name:   "__read-tokens",
 			Hidden: true,

@@ -174,6 +174,8 @@ type enforcerSlot struct{ e *sandbox.Enforcer }
 // present) and sets $ODS_CONF, $ODS_SOCK and $ODS_DB.
 // enforcer zone ZONE [POLICY]: add a zone and wait for its keys.
 // enforcer cli ARGS...: run ods-enforcer against the sandbox.
+// enforcer leap SQL WANT: leap the enforcer's clock, task by task, until
+// the query on $ODS_DB reads WANT (at most 30 leaps).
 // enforcer stop / enforcer restart.
 func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) == 0 {
@@ -234,6 +236,25 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		if err == nil && neg {
 			ts.Fatalf("ods-enforcer %s succeeded unexpectedly", strings.Join(args[1:], " "))
 		}
+	case "leap":
+		// enforcer leap SQL WANT: time leap until the query reads WANT.
+		if len(args) != 3 {
+			ts.Fatalf("usage: enforcer leap SQL WANT")
+		}
+		var got string
+		for i := 0; i < 30; i++ {
+			var err error
+			if got, err = queryDB(ts, args[1]); err != nil {
+				ts.Fatalf("enforcer leap: %v", err)
+			}
+			if got == args[2] {
+				return
+			}
+			_, err = e.CLI("time", "leap")
+			ts.Check(err)
+			time.Sleep(300 * time.Millisecond)
+		}
+		ts.Fatalf("enforcer leap: %q reads %q after 30 leaps, want %q", args[1], got, args[2])
 	case "stop":
 		ts.Check(e.Stop())
 	case "restart":

@@ -1,0 +1,248 @@
+// Command bench measures ods-keyguard against the references the issues
+// name, on tokens whose keys the real enforcer generated, and writes the
+// figures into BENCHMARKS.md with the machine and the date.
+//
+// Usage: go run ./internal/bench [-sizes 1000,10000] [-runs 5] BINARY
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+)
+
+func main() {
+	sizes := flag.String("sizes", "1000,10000", "approximate key counts, comma separated")
+	runs := flag.Int("runs", 5, "runs per command (median reported)")
+	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
+	out := flag.String("out", "BENCHMARKS.md", "file to write")
+	flag.Parse()
+	if flag.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: bench [-sizes N,N] [-runs N] BINARY")
+		os.Exit(2)
+	}
+	bin, _ := filepath.Abs(flag.Arg(0))
+	var tables []string
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			fatal(fmt.Errorf("size %q: %w", s, err))
+		}
+		t, err := benchSize(bin, n, *runs, *slow)
+		if err != nil {
+			fatal(err)
+		}
+		tables = append(tables, t)
+	}
+	if err := writeReport(*out, strings.Join(tables, "\n")); err != nil {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+	os.Exit(1)
+}
+
+// kaspFor makes a policy whose ZSK lifetime makes the enforcer pre-generate
+// about n keys for one year.
+func kaspFor(n int) string {
+	lifetime := int(math.Ceil(365 * 24 * 3600 / float64(n)))
+	k := strings.Replace(sandbox.DefaultKasp, "<Lifetime>P1Y</Lifetime>", fmt.Sprintf("<Lifetime>PT%dS</Lifetime>", lifetime), 1)
+	return strings.Replace(k, "<Lifetime>P2Y</Lifetime>", "<Lifetime>P10Y</Lifetime>", 1)
+}
+
+type sample struct {
+	name   string
+	wall   []time.Duration
+	rssKiB []int64
+	note   string
+}
+
+func benchSize(bin string, n, runs int, slow time.Duration) (string, error) {
+	dir, err := os.MkdirTemp("", "ods-keyguard-bench")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	conf, err := sandbox.SoftHSM(filepath.Join(dir, "softhsm"))
+	if err != nil {
+		return "", err
+	}
+	os.Setenv("SOFTHSM2_CONF", conf)
+	if err := sandbox.InitToken(conf, "ods-a", sandbox.PIN); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(os.Stderr, "bench: the enforcer generates about %d keys...\n", n)
+	start := time.Now()
+	e, err := sandbox.Start(sandbox.Options{Dir: filepath.Join(dir, "ods"), SoftHSMConf: conf, Kasp: kaspFor(n)})
+	if err != nil {
+		return "", err
+	}
+	if err := e.AddZone("example.com", "test"); err != nil {
+		e.Close()
+		return "", err
+	}
+	keys, err := waitKeys(e.DB, n, 60*time.Minute)
+	e.Close()
+	if err != nil {
+		return "", err
+	}
+	gen := time.Since(start)
+	fmt.Fprintf(os.Stderr, "bench: %d keys in %s\n", keys, gen.Round(time.Second))
+	cfg := filepath.Join(dir, "keyguard.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("opendnssec_conf = %q\n", e.Conf)), 0o600); err != nil {
+		return "", err
+	}
+	p11 := []string{"pkcs11-tool", "--module", sandbox.Module, "--token-label", "ods-a", "--pin", sandbox.PIN}
+	cmds := []struct {
+		name string
+		argv []string
+		runs int
+	}{
+		{"ods-keyguard verify", []string{bin, "--config", cfg, "verify"}, runs},
+		{"ods-keyguard inventory --json", []string{bin, "--config", cfg, "inventory", "--json"}, runs},
+		{"pkcs11-tool -O --type privkey", append(p11, "-O", "--type", "privkey"), runs},
+		{"ods-hsmutil list", []string{"ods-hsmutil", "-c", e.Conf, "list", "SoftHSM"}, 1},
+	}
+	var samples []sample
+	for _, c := range cmds {
+		s := sample{name: c.name}
+		for i := 0; i < c.runs; i++ {
+			limit := 10 * time.Minute
+			if c.name == "ods-hsmutil list" {
+				limit = slow
+			}
+			wall, rss, err := measure(c.argv, limit)
+			if errors.Is(err, context.DeadlineExceeded) {
+				s.note = fmt.Sprintf("stopped after %s", limit)
+				break
+			}
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", c.name, err)
+			}
+			s.wall = append(s.wall, wall)
+			s.rssKiB = append(s.rssKiB, rss)
+			fmt.Fprintf(os.Stderr, "bench: %d keys: %s: %s\n", keys, c.name, wall.Round(time.Millisecond))
+		}
+		samples = append(samples, s)
+	}
+	return table(keys, gen, samples), nil
+}
+
+func waitKeys(db string, n int, limit time.Duration) (int, error) {
+	deadline := time.Now().Add(limit)
+	last, since := 0, time.Now()
+	for time.Now().Before(deadline) {
+		out, err := exec.Command("sqlite3", "-cmd", ".timeout 10000", db, "SELECT count(*) FROM hsmKey").Output()
+		if err == nil {
+			got, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+			if got != last {
+				last, since = got, time.Now()
+			}
+			if got >= n && time.Since(since) > 5*time.Second {
+				return got, nil
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return last, fmt.Errorf("only %d of %d keys after %s", last, n, limit)
+}
+
+// measure runs argv once: wall time and the peak resident memory.
+func measure(argv []string, limit time.Duration) (time.Duration, int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = nil, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if ctx.Err() != nil {
+		return 0, 0, ctx.Err()
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	var rss int64
+	if ru != nil {
+		rss = ru.Maxrss
+	}
+	return wall, rss, nil
+}
+
+func median[T int64 | time.Duration](v []T) T {
+	s := append([]T(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func table(keys int, gen time.Duration, samples []sample) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "### %d keys on one SoftHSMv2 token\n\n", keys)
+	fmt.Fprintf(&b, "The enforcer generated them in %s (ECDSA P-256, pool pre-generation).\n\n", gen.Round(time.Second))
+	b.WriteString("| command | runs | median wall | peak RSS | vs pkcs11-tool |\n|---|---|---|---|---|\n")
+	var ref time.Duration
+	for _, s := range samples {
+		if s.name == "pkcs11-tool -O --type privkey" && len(s.wall) > 0 {
+			ref = median(s.wall)
+		}
+	}
+	for _, s := range samples {
+		if len(s.wall) == 0 {
+			fmt.Fprintf(&b, "| `%s` | 0 | %s | - | - |\n", s.name, s.note)
+			continue
+		}
+		m := median(s.wall)
+		ratio := "-"
+		if ref > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(m)/float64(ref))
+		}
+		fmt.Fprintf(&b, "| `%s` | %d | %s | %.1f MiB | %s |\n", s.name, len(s.wall), m.Round(time.Millisecond), float64(median(s.rssKiB))/1024, ratio)
+	}
+	return b.String()
+}
+
+const begin, end = "<!-- bench:inventory begin -->", "<!-- bench:inventory end -->"
+
+func writeReport(path, tables string) error {
+	host, _ := os.Hostname()
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	section := fmt.Sprintf("%s\n## Reading tokens: verify and inventory\n\nRun %s on %s (%s, %d cores, %s/%s), `make bench`.\nMedian of the runs; peak RSS is the process's maximum resident set.\n`ods-hsmutil list` runs once: it looks every key up on its own.\n\n%s%s\n",
+		begin, time.Now().UTC().Format("2006-01-02 15:04 MST"), host, cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, tables, end)
+	old, err := os.ReadFile(path)
+	if err != nil {
+		old = []byte("# Benchmarks\n\nFigures written by `make bench` (internal/bench). Each section is replaced when its benchmark runs again.\n\n")
+	}
+	text := string(old)
+	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
+		text = text[:i] + section + text[j+len(end)+1:]
+	} else {
+		text += section
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
+}
