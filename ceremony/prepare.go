@@ -144,4 +144,3 @@ func describeTokens(ts []ledger.TokenRecord) string {
 	}
 	return strings.Join(parts, " and ")
 }
-
