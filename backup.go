@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -149,7 +150,13 @@ func ceremonyEnv(c *cli.Context) (*ceremony.Env, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &ceremony.Env{Cfg: cfg, Out: c.App.Writer}, repos, nil
+	env := &ceremony.Env{Cfg: cfg, Out: c.App.Writer}
+	// A failpoint for the tests: die like kill -9 right after the enforcer's
+	// commit, before anything is recorded.
+	if os.Getenv("ODS_KEYGUARD_FAILPOINT") == "after-commit" {
+		env.AfterCommit = func() error { os.Exit(137); return nil }
+	}
+	return env, repos, nil
 }
 
 func printHistory(w io.Writer, hist, open []*ledger.Ceremony) error {

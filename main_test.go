@@ -176,6 +176,7 @@ type enforcerSlot struct{ e *sandbox.Enforcer }
 // enforcer cli ARGS...: run ods-enforcer against the sandbox.
 // enforcer leap SQL WANT: leap the enforcer's clock, task by task, until
 // the query on $ODS_DB reads WANT (at most 30 leaps).
+// enforcer keygen POLICY DURATION: key generate, and wait for the keys.
 // enforcer stop / enforcer restart.
 func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) == 0 {
@@ -255,6 +256,11 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			time.Sleep(300 * time.Millisecond)
 		}
 		ts.Fatalf("enforcer leap: %q reads %q after 30 leaps, want %q", args[1], got, args[2])
+	case "keygen":
+		if len(args) != 3 {
+			ts.Fatalf("usage: enforcer keygen POLICY DURATION")
+		}
+		ts.Check(e.GenerateKeys(args[1], args[2]))
 	case "stop":
 		ts.Check(e.Stop())
 	case "restart":

@@ -313,14 +313,42 @@ func (e *Enforcer) AddZone(zone, policy string) error {
 	return e.WaitKeysSettled(deadline)
 }
 
+// GenerateKeys runs `key generate --policy P --duration D` and waits until
+// the enforcer has made the keys.
+func (e *Enforcer) GenerateKeys(policy, duration string) error {
+	before, err := e.keyCount()
+	if err != nil {
+		return err
+	}
+	if _, err := e.CLI("key", "generate", "--policy", policy, "--duration", duration); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err := e.keyCount()
+		if err == nil && n != before {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("key generate --policy %s --duration %s: no new key after 60s: %s", policy, duration, e.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return e.WaitKeysSettled(deadline)
+}
+
+func (e *Enforcer) keyCount() (string, error) {
+	out, err := exec.Command("sqlite3", "-cmd", ".timeout 5000", e.DB, "SELECT count(*) FROM hsmKey").Output()
+	return strings.TrimSpace(string(out)), err
+}
+
 // WaitKeysSettled waits until the enforcer has stopped adding keys: the
 // count of hsmKey rows unchanged for a second and a half.
 func (e *Enforcer) WaitKeysSettled(deadline time.Time) error {
 	last, since := "", time.Now()
 	for time.Now().Before(deadline) {
-		out, err := exec.Command("sqlite3", "-cmd", ".timeout 5000", e.DB, "SELECT count(*) FROM hsmKey").Output()
-		if err == nil {
-			if n := strings.TrimSpace(string(out)); n != last {
+		if n, err := e.keyCount(); err == nil {
+			if n != last {
 				last, since = n, time.Now()
 			} else if time.Since(since) > 1500*time.Millisecond {
 				return nil
