@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -73,7 +74,15 @@ says the backup was attested by the operator, not verified.`,
 					if c.String("repository") == "" {
 						repos = nil // every repository with an open ceremony
 					}
-					_, err = ceremony.Done(c.Context, env, repos, c.String("backup-token"), ceremony.Operator(c.String("operator")))
+					confirmed, err := ceremony.Done(c.Context, env, repos, c.String("backup-token"), ceremony.Operator(c.String("operator")))
+					if len(confirmed) > 0 {
+						// What the DS hook withheld for want of this backup can go now.
+						lg := newLogger(c.App.ErrWriter)
+						defer lg.close()
+						if _, rerr := releasePending(c.Context, env.Cfg, c.App.Writer, lg); rerr != nil {
+							err = errors.Join(err, fmt.Errorf("hook release: %w", rerr))
+						}
+					}
 					return err
 				},
 			},

@@ -13,6 +13,9 @@
 //	verify [--json]                        reconcile the enforcer with the tokens
 //	status                                 summary per repository, rule 1 breaches
 //	backup prepare|done|rollback|history   the backup ceremony, verified
+//	hook ds-submit|ds-retract|pending|release
+//	                                       the enforcer's DS hooks (also run as
+//	                                       ods-keyguard-ds-submit, -ds-retract)
 //
 // The configuration is --config FILE, else $ODS_KEYGUARD_CONFIG, else
 // /etc/opendnssec/keyguard.toml (see conf.toml.example).
@@ -194,6 +197,7 @@ func commands() []*cli.Command {
 		verifyCommand(),
 		statusCommand(),
 		backupCommand(),
+		hookCommand(),
 		{
 			Name:   "__read-tokens",
 			Hidden: true,

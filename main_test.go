@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,7 @@ func TestScripts(t *testing.T) {
 			"waitdb":   cmdWaitDB,
 			"dbvar":    cmdDBVar,
 			"cpdir":    cmdCpdir,
+			"syslogd":  cmdSyslogd,
 		},
 	})
 }
@@ -196,14 +198,27 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		rb := fs.Bool("require-backup", false, "")
 		spk := fs.Bool("skip-public-key", false, "")
 		manual := fs.Bool("manual-keygen", false, "")
-		submit := fs.String("ds-submit", "", "")
-		retract := fs.String("ds-retract", "", "")
+		submit := fs.String("ds-submit", "", "DelegationSignerSubmitCommand; \"link\": a link named ods-keyguard-ds-submit")
+		retract := fs.String("ds-retract", "", "DelegationSignerRetractCommand; \"link\" as for -ds-submit")
 		setTime := fs.String("set-time", "", "")
 		label := fs.String("label", "ods-a", "")
 		if err := fs.Parse(args[1:]); err != nil {
 			ts.Fatalf("enforcer start: %v", err)
 		}
+		links := map[*string]string{
+			submit:  hookLink(ts, "ods-keyguard-ds-submit"),
+			retract: hookLink(ts, "ods-keyguard-ds-retract"),
+		}
+		for hook, link := range links {
+			if *hook == "link" {
+				*hook = link
+			}
+		}
 		o := sandbox.Options{
+			Env: []string{
+				"ODS_KEYGUARD_CONFIG=" + ts.Getenv("ODS_KEYGUARD_CONFIG"),
+				"ODS_KEYGUARD_SYSLOG=" + ts.Getenv("ODS_KEYGUARD_SYSLOG"),
+			},
 			Dir:          ts.MkAbs("ods"),
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
 			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: sandbox.PIN, RequireBackup: *rb, SkipPublicKey: *spk}},
@@ -301,6 +316,53 @@ func queryDB(ts *testscript.TestScript, query string) (string, error) {
 		vals = append(vals, v.String)
 	}
 	return strings.Join(vals, ","), rows.Err()
+}
+
+// hookLink makes $WORK/hooks/NAME (whether or not conf.xml names it), a link to the ods-keyguard binary as
+// make install makes it, and returns its path.
+func hookLink(ts *testscript.TestScript, name string) string {
+	bin, err := exec.LookPath("ods-keyguard")
+	ts.Check(err)
+	dir := ts.MkAbs("hooks")
+	ts.Check(os.MkdirAll(dir, 0o755))
+	link := filepath.Join(dir, name)
+	ts.Check(os.Symlink(bin, link))
+	return link
+}
+
+// syslogd: listen on a unix datagram socket, set $ODS_KEYGUARD_SYSLOG to it,
+// and append every message received to $WORK/syslog.txt.
+func cmdSyslogd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: syslogd")
+	}
+	dir, err := os.MkdirTemp("", "slog") // a socket path holds 107 bytes at most
+	ts.Check(err)
+	sock := filepath.Join(dir, "log")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	ts.Check(err)
+	out, err := os.OpenFile(ts.MkAbs("syslog.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	ts.Check(err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64*1024)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msg := strings.TrimRight(string(buf[:n]), "\n")
+			out.WriteString(msg + "\n")
+		}
+	}()
+	ts.Defer(func() {
+		conn.Close()
+		<-done
+		out.Close()
+		os.RemoveAll(dir)
+	})
+	ts.Setenv("ODS_KEYGUARD_SYSLOG", sock)
 }
 
 // waitdb SQL WANT: poll $ODS_DB until the query's first column reads WANT

@@ -87,7 +87,11 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *snapsho
 		}
 	}
 	if len(keys) == 0 {
-		e.say("repository %q: nothing to back up: every key is covered by a confirmed ceremony", repo)
+		if len(repoKeys(snap.state, repo)) == 0 {
+			e.say("repository %q: nothing to back up: the enforcer has no keys there", repo)
+		} else {
+			e.say("repository %q: nothing to back up: every key is covered by a confirmed ceremony", repo)
+		}
 		return nil
 	}
 	tokens := snap.byRepo[repo]

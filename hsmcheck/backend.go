@@ -78,8 +78,9 @@ type Module interface {
 
 // Session is a logged-in read-only session.
 type Session interface {
-	// Find returns every object of class, searching in batches.
-	Find(class Class) ([]Handle, error)
+	// Find returns every object of class, searching in batches; with id,
+	// only the objects whose CKA_ID is id.
+	Find(class Class, id []byte) ([]Handle, error)
 	// Attributes fetches attrs of one object in one call. A value the token
 	// does not have comes back nil; an invalid or sensitive attribute fails
 	// the whole call, as C_GetAttributeValue does.

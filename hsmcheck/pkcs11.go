@@ -80,8 +80,11 @@ type session struct {
 // findBatch is how many handles one C_FindObjects call asks for.
 const findBatch = 1024
 
-func (s *session) Find(class Class) ([]Handle, error) {
+func (s *session) Find(class Class, id []byte) ([]Handle, error) {
 	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, uint(class))}
+	if id != nil {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	}
 	if err := s.ctx.FindObjectsInit(s.sh, tmpl); err != nil {
 		return nil, fmt.Errorf("find objects: %w", convert(err))
 	}

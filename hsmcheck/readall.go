@@ -33,6 +33,19 @@ type Result struct {
 // child process per distinct environment, in parallel with the rest.
 // Results come in the order of tokens.
 func ReadAll(ctx context.Context, tokens []config.Token) []Result {
+	return readAll(ctx, tokens, nil)
+}
+
+// ReadIDs is ReadAll for only the keys whose CKA_ID is in ids (hex): one
+// search per key, for the hook, which must not list a token of thousands.
+func ReadIDs(ctx context.Context, tokens []config.Token, ids []string) []Result {
+	if ids == nil {
+		ids = []string{}
+	}
+	return readAll(ctx, tokens, ids)
+}
+
+func readAll(ctx context.Context, tokens []config.Token, ids []string) []Result {
 	results := make([]Result, len(tokens))
 	groups := map[string][]int{}
 	var local []int
@@ -49,13 +62,13 @@ func ReadAll(ctx context.Context, tokens []config.Token) []Result {
 		wg.Add(1)
 		go func(idx []int) {
 			defer wg.Done()
-			readInChild(ctx, tokens, idx, results)
+			readInChild(ctx, tokens, idx, ids, results)
 		}(idx)
 	}
 	if len(local) > 0 {
 		ms := NewModules(OpenModule)
 		for _, i := range local {
-			results[i].Inventory, results[i].Err = ms.Read(tokens[i])
+			results[i].Inventory, results[i].Err = ms.ReadIDs(tokens[i], ids)
 		}
 		ms.Close()
 	}
@@ -86,6 +99,7 @@ func envKey(env map[string]string) string {
 type wireToken struct {
 	Name, Kind, Repository, Module, Label string
 	PIN                                   string
+	IDs                                   []string // nil: every key
 }
 
 type wireResult struct {
@@ -93,7 +107,7 @@ type wireResult struct {
 	Err       string     `json:"error,omitempty"`
 }
 
-func readInChild(ctx context.Context, tokens []config.Token, idx []int, results []Result) {
+func readInChild(ctx context.Context, tokens []config.Token, idx []int, ids []string, results []Result) {
 	fail := func(err error) {
 		for _, i := range idx {
 			results[i].Err = fmt.Errorf("%s: %w", tokens[i].Describe(), err)
@@ -107,7 +121,7 @@ func readInChild(ctx context.Context, tokens []config.Token, idx []int, results 
 	wire := make([]wireToken, len(idx))
 	for j, i := range idx {
 		t := tokens[i]
-		wire[j] = wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal()}
+		wire[j] = wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal(), ids}
 	}
 	in, err := json.Marshal(wire)
 	if err != nil {
@@ -155,10 +169,10 @@ func ServeChild(r io.Reader, w io.Writer) error {
 	defer ms.Close()
 	out := make([]wireResult, len(wire))
 	for i, t := range wire {
-		inv, err := ms.Read(config.Token{
+		inv, err := ms.ReadIDs(config.Token{
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Module: t.Module, Label: t.Label, PIN: config.Secret(t.PIN),
-		})
+		}, t.IDs)
 		out[i].Inventory = inv
 		if err != nil {
 			out[i].Err = err.Error()

@@ -107,15 +107,30 @@ func (ms *Modules) Close() {
 }
 
 // Read reads one token with the modules of this process.
-func (ms *Modules) Read(t config.Token) (*Inventory, error) {
-	inv, err := ms.read(t)
+func (ms *Modules) Read(t config.Token) (*Inventory, error) { return ms.ReadIDs(t, nil) }
+
+// ReadIDs reads only the keys whose CKA_ID is one of ids (hex): a search per
+// id instead of a listing of the token. Nil ids reads every key.
+func (ms *Modules) ReadIDs(t config.Token, ids []string) (*Inventory, error) {
+	var raw [][]byte
+	for _, id := range ids {
+		b, err := hex.DecodeString(id)
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("%s: CKA_ID %q is not hex", t.Describe(), id)
+		}
+		raw = append(raw, b)
+	}
+	if ids != nil && raw == nil {
+		raw = [][]byte{}
+	}
+	inv, err := ms.read(t, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.Describe(), err)
 	}
 	return inv, nil
 }
 
-func (ms *Modules) read(t config.Token) (*Inventory, error) {
+func (ms *Modules) read(t config.Token, ids [][]byte) (*Inventory, error) {
 	if t.Module == "" {
 		return nil, errors.New("no PKCS#11 module configured")
 	}
@@ -161,7 +176,7 @@ func (ms *Modules) read(t config.Token) (*Inventory, error) {
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
 		}
-		err := readKeys(s, inv)
+		err := readKeys(s, inv, ids)
 		if err == nil {
 			return inv, nil
 		}
@@ -183,8 +198,25 @@ var (
 	ecPointAttrs = []Attr{AttrECParams, AttrECPoint}
 )
 
-func readKeys(s Session, inv *Inventory) error {
-	privs, err := s.Find(ClassPrivateKey)
+// find returns the objects of class: all of them when ids is nil, else
+// those whose CKA_ID is in ids.
+func find(s Session, class Class, ids [][]byte) ([]Handle, error) {
+	if ids == nil {
+		return s.Find(class, nil)
+	}
+	var out []Handle
+	for _, id := range ids {
+		hs, err := s.Find(class, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hs...)
+	}
+	return out, nil
+}
+
+func readKeys(s Session, inv *Inventory, ids [][]byte) error {
+	privs, err := find(s, ClassPrivateKey, ids)
 	if err != nil {
 		return err
 	}
@@ -221,7 +253,7 @@ func readKeys(s Session, inv *Inventory) error {
 	if !need {
 		return nil
 	}
-	pubs, err := s.Find(ClassPublicKey)
+	pubs, err := find(s, ClassPublicKey, ids)
 	if err != nil {
 		return err
 	}

@@ -29,10 +29,10 @@ func (m *fakeModule) Login(slot uint, pin string) (Session, error) {
 	}
 	return m, nil
 }
-func (m *fakeModule) Find(c Class) ([]Handle, error) {
+func (m *fakeModule) Find(c Class, id []byte) ([]Handle, error) {
 	var out []Handle
 	for h, cl := range m.classes {
-		if cl == c {
+		if cl == c && (id == nil || string(m.objects[h][AttrID]) == string(id)) {
 			out = append(out, h)
 		}
 	}
@@ -204,5 +204,21 @@ func TestECDNSKEY(t *testing.T) {
 	ed := append([]byte{0x04, 32}, make([]byte, 32)...)
 	if got := ecDNSKEY(ed, false); len(got) != 32 {
 		t.Errorf("Ed25519 point: %d bytes, want 32", len(got))
+	}
+}
+
+func TestReadIDs(t *testing.T) {
+	ms := NewModules(func(string) (Module, error) { return newFake(), nil })
+	defer ms.Close()
+	inv, err := ms.ReadIDs(tok(), []string{"BB02"})
+	if err != nil || len(inv.Keys) != 1 || inv.Keys[0].ID != "bb02" {
+		t.Fatalf("got %+v, %v", inv, err)
+	}
+	inv, err = ms.ReadIDs(tok(), []string{})
+	if err != nil || len(inv.Keys) != 0 {
+		t.Fatalf("no ids: got %+v, %v", inv, err)
+	}
+	if _, err := ms.ReadIDs(tok(), []string{"xyz"}); err == nil {
+		t.Fatal("a CKA_ID that is not hex was accepted")
 	}
 }

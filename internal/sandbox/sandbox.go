@@ -71,7 +71,8 @@ type Options struct {
 	DSSubmit     string // <DelegationSignerSubmitCommand>
 	DSRetract    string
 	ManualKeyGen bool
-	SetTime      string // ods-enforcerd --set-time
+	SetTime      string   // ods-enforcerd --set-time
+	Env          []string // more environment for the daemon (and so its hooks)
 }
 
 // Enforcer is a running sandboxed ods-enforcerd.
@@ -165,7 +166,7 @@ func Configure(o Options) (*Enforcer, error) {
 	e := &Enforcer{
 		Dir: o.Dir, Conf: filepath.Join(o.Dir, "conf.xml"), Socket: filepath.Join(sockDir, "enforcer.sock"),
 		DB: filepath.Join(o.Dir, "kasp.db"), Log: filepath.Join(o.Dir, "enforcerd.log"), sockDir: sockDir,
-		env: append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf),
+		env: append(append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf), o.Env...),
 	}
 	var conf bytes.Buffer
 	if err := confTemplate.Execute(&conf, struct {
