@@ -175,7 +175,8 @@ type enforcerSlot struct{ e *sandbox.Enforcer }
 // starts ods-enforcerd in $WORK/ods (kasp.xml from $WORK/kasp.xml if
 // present) and sets $ODS_CONF, $ODS_SOCK and $ODS_DB.
 // enforcer zone ZONE [POLICY]: add a zone and wait for its keys.
-// enforcer cli ARGS...: run ods-enforcer against the sandbox.
+// enforcer cli ARGS...: run ods-enforcer against the sandbox (its output
+// without the "sock set to" line).
 // enforcer leap SQL WANT: leap the enforcer's clock, task by task, until
 // the query on $ODS_DB reads WANT (at most 30 leaps).
 // enforcer keygen POLICY DURATION: key generate, and wait for the keys.
@@ -245,6 +246,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(e.AddZone(args[1], policy))
 	case "cli":
 		out, err := e.CLI(args[1:]...)
+		out = strings.TrimPrefix(out, "sock set to "+e.Socket+"\n")
 		ts.Stdout().Write([]byte(out))
 		if err != nil && !neg {
 			ts.Fatalf("%v", err)

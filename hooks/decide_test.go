@@ -1,0 +1,100 @@
+package hooks
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// world builds a zone with one KSK whose DNSKEY is notesLine.
+func world(t *testing.T) (Submission, Facts, *enforcer.Key) {
+	t.Helper()
+	s := ParseLine(notesLine)
+	z := &enforcer.Zone{Name: "example.com"}
+	k := &enforcer.Key{Locator: "aa01", Repository: "R", Role: enforcer.KSK, Backup: enforcer.BackupDone}
+	u := &enforcer.Use{Key: k, Zone: z, Role: enforcer.KSK, KeyTag: s.KeyTag}
+	k.Uses, z.Keys = []*enforcer.Use{u}, []*enforcer.Use{u}
+	c := &ledger.Ceremony{ID: "c1", Repository: "R", Status: ledger.Confirmed,
+		Keys: []ledger.KeyRecord{{Locator: "aa01", Fingerprint: s.Fingerprint}}}
+	cov := ledger.Coverage{"R/aa01": c}
+	has := func(l string) (string, bool) { return s.Fingerprint, l == "aa01" }
+	f := Facts{
+		State:         &enforcer.State{Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{k}},
+		Coverage:      cov,
+		RequireBackup: map[string]bool{"R": true},
+		Tokens:        map[string][]TokenView{"R": {{Name: `repository "R"`, Lookup: has}, {Name: `mirror "b"`, Lookup: has}}},
+	}
+	return s, f, k
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Submission, *Facts, *enforcer.Key)
+		want   string // "" forwards
+	}{
+		{"covered", func(*Submission, *Facts, *enforcer.Key) {}, ""},
+		{"no ceremony", func(_ *Submission, f *Facts, _ *enforcer.Key) { f.Coverage = ledger.Coverage{} }, "in no confirmed backup ceremony"},
+		{"not done", func(_ *Submission, _ *Facts, k *enforcer.Key) { k.Backup = enforcer.BackupPrepared }, "is Prepared in the enforcer, not Done"},
+		{"not done, no RequireBackup", func(_ *Submission, f *Facts, k *enforcer.Key) {
+			k.Backup = enforcer.BackupNotRequired
+			f.RequireBackup["R"] = false
+		}, ""},
+		{"mirror lost it", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+			f.Tokens["R"][1].Lookup = func(string) (string, bool) { return "", false }
+		}, `missing from mirror "b"`},
+		{"mirror unreadable", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+			f.Tokens["R"][1] = TokenView{Name: `mirror "b"`, Err: errors.New("login: CKR_PIN_INCORRECT")}
+		}, "CKR_PIN_INCORRECT"},
+		{"another key on the token", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+			f.Tokens["R"][0].Lookup = func(string) (string, bool) { return "ffff", true }
+		}, `the DNSKEY is not key aa01 on repository "R"`},
+		{"cka_id disagrees", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.CKAID = "bb02" }, "and cka_id bb02"},
+		{"cka_id agrees", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.CKAID = "AA01" }, ""},
+		{"other zone", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.Zone = "example.net" }, "no KSK with key tag"},
+		{"database unreadable", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+			f.State, f.StateErr = nil, errors.New("enforcer database x: locked")
+		}, "enforcer database x: locked"},
+		{"garbage", func(s *Submission, _ *Facts, _ *enforcer.Key) { *s = ParseLine("nonsense\n") }, "not a DNSKEY"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, f, k := world(t)
+			tt.change(&s, &f, k)
+			d := Decide(s, f)
+			if tt.want == "" {
+				if !d.Forward || d.Ceremony != "c1" {
+					t.Fatalf("withheld: %s", d.Reason)
+				}
+				return
+			}
+			if d.Forward || !strings.Contains(d.Reason, tt.want) {
+				t.Fatalf("got forward=%v reason %q, want withheld for %q", d.Forward, d.Reason, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecideKeyTagCollision(t *testing.T) {
+	s, f, _ := world(t)
+	z := f.State.Zones[0]
+	other := &enforcer.Key{Locator: "cc03", Repository: "R", Role: enforcer.KSK, Backup: enforcer.BackupDone}
+	u := &enforcer.Use{Key: other, Zone: z, Role: enforcer.KSK, KeyTag: s.KeyTag}
+	other.Uses = []*enforcer.Use{u}
+	z.Keys = append([]*enforcer.Use{u}, z.Keys...)
+	// cc03 is on the tokens with another public key: the fingerprint picks aa01.
+	for i := range f.Tokens["R"] {
+		f.Tokens["R"][i].Lookup = func(l string) (string, bool) {
+			if l == "cc03" {
+				return "other", true
+			}
+			return s.Fingerprint, l == "aa01"
+		}
+	}
+	if d := Decide(s, f); !d.Forward || d.Locator != "aa01" {
+		t.Fatalf("got %+v", d)
+	}
+}
