@@ -13,6 +13,9 @@
 //	verify [--json]                        reconcile the enforcer with the tokens
 //	status                                 summary per repository, rule 1 breaches
 //	backup prepare|done|rollback|history   the backup ceremony, verified
+//	check [-w RANGE] [-c RANGE] [-t SEC] [--at TIME] [--json] [--prometheus FILE]
+//	                                       monitoring plugin for rules 1 and 2
+//	pool fill [--until TIME] [--policy P]  have the enforcer make what rule 2 needs
 //	hook ds-submit|ds-retract|pending|release
 //	                                       the enforcer's DS hooks (also run as
 //	                                       ods-keyguard-ds-submit, -ds-retract)
@@ -111,6 +114,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(err.Error()))
+	if isCheck(args) && code == exitUnknown {
+		// A scheduler shows only stdout: the plugin line carries the reason.
+		fmt.Fprintf(stdout, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
+	}
 	return code
 }
 
@@ -120,12 +127,14 @@ func oneLine(s string) string {
 }
 
 func isCheck(args []string) bool {
-	for _, a := range args[1:] {
-		if !strings.HasPrefix(a, "-") {
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--config" || a == "-c":
+			i++ // its value
+		case strings.HasPrefix(a, "-"):
+		default:
 			return a == "check"
-		}
-		if a == "--config" || a == "-c" {
-			return false // not worth parsing further: usage stays 2
 		}
 	}
 	return false
@@ -198,6 +207,8 @@ func commands() []*cli.Command {
 		statusCommand(),
 		backupCommand(),
 		hookCommand(),
+		checkCommand(),
+		poolCommand(),
 		{
 			Name:   "__read-tokens",
 			Hidden: true,

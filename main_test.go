@@ -174,12 +174,14 @@ type enforcerSlot struct{ e *sandbox.Enforcer }
 //
 // starts ods-enforcerd in $WORK/ods (kasp.xml from $WORK/kasp.xml if
 // present) and sets $ODS_CONF, $ODS_SOCK and $ODS_DB.
-// enforcer zone ZONE [POLICY]: add a zone and wait for its keys.
+// enforcer zone [-nowait] ZONE [POLICY]: add a zone and wait for its keys.
+// enforcer signconf ZONE: wait for the zone's signconf (after -nowait).
 // enforcer cli ARGS...: run ods-enforcer against the sandbox (its output
 // without the "sock set to" line).
 // enforcer leap SQL WANT: leap the enforcer's clock, task by task, until
 // the query on $ODS_DB reads WANT (at most 30 leaps).
 // enforcer keygen POLICY DURATION: key generate, and wait for the keys.
+// enforcer settle: wait until the enforcer stops making keys.
 // enforcer stop / enforcer restart.
 func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) == 0 {
@@ -236,14 +238,27 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Setenv("ODS_SOCK", e.Socket)
 		ts.Setenv("ODS_DB", e.DB)
 	case "zone":
+		nowait := len(args) > 1 && args[1] == "-nowait"
+		if nowait {
+			args = append(args[:1], args[2:]...)
+		}
 		if len(args) < 2 || len(args) > 3 {
-			ts.Fatalf("usage: enforcer zone ZONE [POLICY]")
+			ts.Fatalf("usage: enforcer zone [-nowait] ZONE [POLICY]")
 		}
 		policy := "test"
 		if len(args) == 3 {
 			policy = args[2]
 		}
-		ts.Check(e.AddZone(args[1], policy))
+		if nowait {
+			ts.Check(e.AddZoneNoWait(args[1], policy))
+		} else {
+			ts.Check(e.AddZone(args[1], policy))
+		}
+	case "signconf":
+		if len(args) != 2 {
+			ts.Fatalf("usage: enforcer signconf ZONE")
+		}
+		ts.Check(e.WaitSignconf(args[1]))
 	case "cli":
 		out, err := e.CLI(args[1:]...)
 		out = strings.TrimPrefix(out, "sock set to "+e.Socket+"\n")
@@ -278,6 +293,8 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("usage: enforcer keygen POLICY DURATION")
 		}
 		ts.Check(e.GenerateKeys(args[1], args[2]))
+	case "settle":
+		ts.Check(e.WaitKeysSettled(time.Now().Add(60 * time.Second)))
 	case "stop":
 		ts.Check(e.Stop())
 	case "restart":

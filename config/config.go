@@ -35,6 +35,7 @@ type Config struct {
 	BackupTokens map[string]TokenConf       `toml:"backup_token"`
 	Hooks        Hooks                      `toml:"hooks"`
 	Backup       Backup                     `toml:"backup"`
+	Check        Check                      `toml:"check"`
 
 	ODS *OpenDNSSEC `toml:"-"`
 }
@@ -70,6 +71,13 @@ type Hooks struct {
 type Backup struct {
 	Interval string `toml:"interval"`
 	Grace    string `toml:"grace"`
+}
+
+// Check tunes the sufficiency check.
+type Check struct {
+	// NewZones is how many zones per policy you expect to add before the
+	// next backup: each takes keys from the pool at once.
+	NewZones map[string]int `toml:"new_zones"`
 }
 
 // Path picks the configuration file: the flag, else $ODS_KEYGUARD_CONFIG,

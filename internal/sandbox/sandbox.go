@@ -290,17 +290,32 @@ func (e *Enforcer) CLI(args ...string) (string, error) {
 // AddZone adds zone with policy and waits until the enforcer has written its
 // signconf, that is until the zone has keys.
 func (e *Enforcer) AddZone(zone, policy string) error {
+	if err := e.AddZoneNoWait(zone, policy); err != nil {
+		return err
+	}
+	return e.WaitSignconf(zone)
+}
+
+// AddZoneNoWait adds zone with policy (with <ManualKeyGeneration/> it gets
+// keys only after key generate).
+func (e *Enforcer) AddZoneNoWait(zone, policy string) error {
 	in := filepath.Join(e.Dir, "unsigned", zone)
 	soa := fmt.Sprintf("%s. 60 IN SOA ns1.%s. hostmaster.%s. 1 60 60 600 60\n%s. 60 IN NS ns1.%s.\nns1.%s. 60 IN A 192.0.2.1\n",
 		zone, zone, zone, zone, zone, zone)
 	if err := os.WriteFile(in, []byte(soa), 0o644); err != nil {
 		return err
 	}
-	signconf := filepath.Join(e.Dir, "signconf", zone+".xml")
-	if _, err := e.CLI("zone", "add", "--zone", zone, "--policy", policy, "-i", in,
-		"-o", filepath.Join(e.Dir, "signed", zone), "-s", signconf); err != nil {
-		return err
-	}
+	_, err := e.CLI("zone", "add", "--zone", zone, "--policy", policy, "-i", in,
+		"-o", filepath.Join(e.Dir, "signed", zone), "-s", e.signconf(zone))
+	return err
+}
+
+func (e *Enforcer) signconf(zone string) string { return filepath.Join(e.Dir, "signconf", zone+".xml") }
+
+// WaitSignconf waits until the zone's signconf is written and the enforcer
+// has stopped making keys.
+func (e *Enforcer) WaitSignconf(zone string) error {
+	signconf := e.signconf(zone)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if fi, err := os.Stat(signconf); err == nil && fi.Size() > 0 {

@@ -1,0 +1,250 @@
+// Package rules evaluates the two rules of the key backup procedure against
+// the enforcer's state and the confirmed ceremonies:
+//
+//  1. keys may never be used for signing before they are backed up;
+//  2. enough backed-up keys must be available until the next backup.
+package rules
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// Input is what the rules are evaluated on.
+type Input struct {
+	Now           time.Time // the time evaluated (--at)
+	State         *enforcer.State
+	Store         *ledger.Store
+	RequireBackup map[string]bool // repository -> <RequireBackup/>
+	Interval      time.Duration   // backup schedule
+	Grace         time.Duration
+	NewZones      map[string]int // policy -> zones expected before the next backup
+}
+
+// Unbacked is a key in use whose backup is not confirmed: rule 1 broken.
+type Unbacked struct {
+	Zone    string `json:"zone"`
+	Role    string `json:"role"`
+	KeyTag  int    `json:"keytag"`
+	Locator string `json:"locator"`
+	Backup  string `json:"enforcer_backup"` // the enforcer's backup state
+	Reason  string `json:"reason"`
+}
+
+// Pool is the enforcer's stock of unused keys for one policy key: the keys
+// hsm_key_factory_get_key hands out, lowest id first, whatever their backup.
+type Pool struct {
+	Policy     string `json:"policy"`
+	Role       string `json:"role"`
+	Algorithm  int    `json:"algorithm"`
+	Bits       int    `json:"bits"`
+	Repository string `json:"repository"`
+	Lifetime   time.Duration
+	Manual     bool      `json:"manual_rollover"`
+	Zones      int       `json:"zones"` // zones drawing on it (1 for shared keys)
+	Unused     int       `json:"unused"`
+	Covered    int       `json:"covered"` // backed-up keys at the head, in hand-out order
+	Gap        bool      `json:"gap"`     // a key that is not backed up stands before backed-up ones
+	Until      time.Time `json:"until"`   // next backup due, plus grace
+	Needed     int       `json:"needed"`  // keys taken until then
+	Spare      int       `json:"spare"`   // covered - needed
+	// RunsOut is when the enforcer takes a key beyond the covered ones; zero
+	// when not within ten years.
+	RunsOut time.Time `json:"runs_out,omitzero"`
+	// Idle is a pool no zone draws on and no new zone is expected for.
+	Idle bool `json:"idle"`
+}
+
+// Name labels the pool: policy/role/algorithm/bits/repository.
+func (p Pool) Name() string {
+	return fmt.Sprintf("%s/%s/%d/%d/%s", p.Policy, p.Role, p.Algorithm, p.Bits, p.Repository)
+}
+
+// Age is the time since a repository's last confirmed ceremony.
+type Age struct {
+	Repository string           `json:"repository"`
+	Last       *ledger.Ceremony `json:"-"`
+	LastID     string           `json:"last_ceremony,omitempty"`
+	Age        time.Duration    `json:"-"`
+	Due        time.Time        `json:"next_due"`
+}
+
+// Result is the evaluation.
+type Result struct {
+	Unbacked []Unbacked `json:"unbacked_in_use"`
+	Pools    []Pool     `json:"pools"`
+	Ages     []Age      `json:"backups"`
+}
+
+// Horizon bounds how far ahead RunsOut is looked for.
+const Horizon = 10 * 365 * 24 * time.Hour
+
+// BackedUp reports whether k counts as backed up: in a confirmed ceremony
+// and, where the repository has RequireBackup, Done in the enforcer.
+func (in *Input) BackedUp(cov ledger.Coverage, k *enforcer.Key) bool {
+	if cov.Covering(k.Repository, k.Locator) == nil {
+		return false
+	}
+	return !in.RequireBackup[k.Repository] || k.Backup == enforcer.BackupDone
+}
+
+// Evaluate applies both rules.
+func Evaluate(in Input) Result {
+	cov := in.Store.Coverage()
+	r := Result{Unbacked: []Unbacked{}, Pools: []Pool{}, Ages: []Age{}}
+	// Rule 1: every live use of a key that is not backed up.
+	for _, k := range in.State.Keys {
+		if k.State == enforcer.Delete || in.BackedUp(cov, k) {
+			continue
+		}
+		reason := "in no confirmed backup ceremony"
+		if cov.Covering(k.Repository, k.Locator) != nil {
+			reason = fmt.Sprintf("the enforcer has it %s, not Done", k.Backup)
+		}
+		for _, u := range k.Uses {
+			if u.Live() {
+				r.Unbacked = append(r.Unbacked, Unbacked{Zone: u.Zone.Name, Role: u.Role.String(), KeyTag: u.KeyTag,
+					Locator: k.Locator, Backup: k.Backup.String(), Reason: reason})
+			}
+		}
+	}
+	sort.Slice(r.Unbacked, func(i, j int) bool {
+		a, b := r.Unbacked[i], r.Unbacked[j]
+		if a.Zone != b.Zone {
+			return a.Zone < b.Zone
+		}
+		return a.Role < b.Role
+	})
+	// Backup age, and so the horizon of rule 2, per repository with keys.
+	due := map[string]time.Time{}
+	repos := map[string]bool{}
+	for _, k := range in.State.Keys {
+		if k.State != enforcer.Delete {
+			repos[k.Repository] = true
+		}
+	}
+	var names []string
+	for repo := range repos {
+		names = append(names, repo)
+	}
+	sort.Strings(names)
+	for _, repo := range names {
+		a := Age{Repository: repo, Due: in.Now}
+		if c := in.Store.LastConfirmed(repo); c != nil {
+			a.Last, a.LastID, a.Age = c, c.ID, in.Now.Sub(c.Ended)
+			a.Due = c.Ended.Add(in.Interval)
+		}
+		due[repo] = a.Due
+		r.Ages = append(r.Ages, a)
+	}
+	// Rule 2: each policy key's pool against what its zones will take.
+	for _, p := range in.State.Policies {
+		var zones []*enforcer.Zone
+		for _, z := range in.State.Zones {
+			if z.Policy == p {
+				zones = append(zones, z)
+			}
+		}
+		for _, pk := range p.Keys {
+			r.Pools = append(r.Pools, in.pool(cov, p, pk, zones, due[pk.Repository]))
+		}
+	}
+	return r
+}
+
+func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.PolicyKey, zones []*enforcer.Zone, due time.Time) Pool {
+	pool := Pool{Policy: p.Name, Role: pk.Role.String(), Algorithm: pk.Algorithm, Bits: pk.Bits,
+		Repository: pk.Repository, Lifetime: pk.Lifetime, Manual: pk.ManualRollover}
+	var keys []*enforcer.Key
+	for _, k := range in.State.Keys {
+		if k.State == enforcer.Unused && k.Policy == p && k.Role == pk.Role && k.Algorithm == pk.Algorithm &&
+			k.Bits == pk.Bits && k.Repository == pk.Repository {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].ID < keys[j].ID })
+	pool.Unused = len(keys)
+	head := true
+	for _, k := range keys {
+		switch {
+		case in.BackedUp(cov, k) && head:
+			pool.Covered++
+		case in.BackedUp(cov, k):
+			pool.Gap = true
+		default:
+			head = false
+		}
+	}
+	if due.Before(in.Now) {
+		due = in.Now
+	}
+	pool.Until = due.Add(in.Grace)
+	// When each zone next takes a key. Shared keys are taken once per policy.
+	var rolls []time.Time
+	for _, z := range zones {
+		t := z.NextRoll[pk.Role]
+		if t.IsZero() {
+			t = in.Now
+		}
+		rolls = append(rolls, t)
+	}
+	if p.KeysShared && len(rolls) > 1 {
+		sort.Slice(rolls, func(i, j int) bool { return rolls[i].Before(rolls[j]) })
+		rolls = rolls[:1]
+	}
+	newZones := in.NewZones[p.Name]
+	for i := 0; i < newZones; i++ {
+		rolls = append(rolls, in.Now)
+	}
+	pool.Zones = len(rolls)
+	pool.Idle = len(rolls) == 0
+	if pk.ManualRollover || pk.Lifetime <= 0 {
+		// Manual rollovers take keys when the operator says: count none,
+		// but a new zone still takes one at once.
+		pool.Needed = newZones
+		pool.Spare = pool.Covered - pool.Needed
+		return pool
+	}
+	pool.Needed = Needed(rolls, pk.Lifetime, pool.Until)
+	pool.Spare = pool.Covered - pool.Needed
+	pool.RunsOut = RunsOut(rolls, pk.Lifetime, pool.Covered, in.Now)
+	return pool
+}
+
+// Needed counts the keys taken until t by zones whose next rolls are
+// rolls: nextRoll <= t ? 1 + floor((t - nextRoll) / lifetime) : 0 each.
+func Needed(rolls []time.Time, lifetime time.Duration, t time.Time) int {
+	n := 0
+	for _, r := range rolls {
+		if !r.After(t) {
+			n += 1 + int(t.Sub(r)/lifetime)
+		}
+	}
+	return n
+}
+
+// RunsOut is the moment the (covered+1)th key is taken, or zero when that
+// is more than Horizon away.
+func RunsOut(rolls []time.Time, lifetime time.Duration, covered int, now time.Time) time.Time {
+	if len(rolls) == 0 {
+		return time.Time{}
+	}
+	lo, hi := now.Add(-lifetime*time.Duration(covered+1)-Horizon), now.Add(Horizon)
+	if Needed(rolls, lifetime, hi) <= covered {
+		return time.Time{}
+	}
+	// The smallest t with Needed(t) > covered: Needed only grows with t.
+	for hi.Sub(lo) > time.Second {
+		mid := lo.Add(hi.Sub(lo) / 2)
+		if Needed(rolls, lifetime, mid) > covered {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi.Truncate(time.Second)
+}

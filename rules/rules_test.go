@@ -1,0 +1,143 @@
+package rules
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+var t0 = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+
+const day = 24 * time.Hour
+
+func TestNeeded(t *testing.T) {
+	tests := []struct {
+		name  string
+		rolls []time.Duration // next roll, from t0
+		life  time.Duration
+		until time.Duration
+		want  int
+	}{
+		{"roll after the horizon", []time.Duration{10 * day}, 30 * day, 7 * day, 0},
+		{"roll exactly at the horizon", []time.Duration{7 * day}, 30 * day, 7 * day, 1},
+		{"one roll inside", []time.Duration{3 * day}, 30 * day, 7 * day, 1},
+		{"short lifetime: 1 + floor(6d/2d)", []time.Duration{day}, 2 * day, 7 * day, 4},
+		{"overdue roll", []time.Duration{-day}, 30 * day, 7 * day, 1},
+		{"two zones", []time.Duration{day, 6 * day}, 3 * day, 7 * day, 3 + 1},
+		{"no zones", nil, day, 7 * day, 0},
+		{"PT4H ZSK over a week", []time.Duration{time.Hour}, 4 * time.Hour, 7 * day, 1 + 41},
+	}
+	for _, tt := range tests {
+		var rolls []time.Time
+		for _, r := range tt.rolls {
+			rolls = append(rolls, t0.Add(r))
+		}
+		if got := Needed(rolls, tt.life, t0.Add(tt.until)); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRunsOut(t *testing.T) {
+	rolls := []time.Time{t0.Add(day)}
+	// Covered 2 with a 3-day lifetime: keys at +1d, +4d; the third at +7d.
+	if got := RunsOut(rolls, 3*day, 2, t0); !got.Equal(t0.Add(7 * day)) {
+		t.Errorf("got %v, want %v", got, t0.Add(7*day))
+	}
+	if got := RunsOut(rolls, 3*day, 0, t0); !got.Equal(t0.Add(day)) {
+		t.Errorf("covered 0: got %v", got)
+	}
+	if got := RunsOut(nil, day, 0, t0); !got.IsZero() {
+		t.Errorf("no zones: got %v", got)
+	}
+	if got := RunsOut(rolls, 365*day, 20, t0); !got.IsZero() {
+		t.Errorf("beyond the horizon: got %v", got)
+	}
+}
+
+// A pool whose head key is not backed up while later ones are: the enforcer
+// hands out the head first, so nothing is covered, and there is a gap.
+func TestPoolHeadGap(t *testing.T) {
+	p := &enforcer.Policy{ID: 1, Name: "test", Keys: []enforcer.PolicyKey{{Role: enforcer.ZSK, Algorithm: 13, Bits: 256, Lifetime: 30 * day, Repository: "R"}}}
+	z := &enforcer.Zone{Name: "example.com", Policy: p, NextRoll: map[enforcer.Role]time.Time{enforcer.ZSK: t0.Add(3 * day)}}
+	var keys []*enforcer.Key
+	var recs []ledger.KeyRecord
+	for i, loc := range []string{"a1", "a2", "a3"} {
+		keys = append(keys, &enforcer.Key{ID: int64(i + 1), Locator: loc, Repository: "R", Policy: p, Role: enforcer.ZSK,
+			State: enforcer.Unused, Algorithm: 13, Bits: 256, Backup: enforcer.BackupDone})
+		if i > 0 {
+			recs = append(recs, ledger.KeyRecord{Locator: loc})
+		}
+	}
+	store, _ := ledger.Load(t.TempDir())
+	store.End(&ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Ended: t0.Add(-day), Keys: recs})
+	in := Input{Now: t0, State: &enforcer.State{Policies: []*enforcer.Policy{p}, Zones: []*enforcer.Zone{z}, Keys: keys},
+		Store: store, RequireBackup: map[string]bool{"R": true}, Interval: 7 * day, Grace: day}
+	r := Evaluate(in)
+	if len(r.Pools) != 1 {
+		t.Fatalf("pools: %+v", r.Pools)
+	}
+	pool := r.Pools[0]
+	if pool.Unused != 3 || pool.Covered != 0 || !pool.Gap || pool.Needed != 1 || pool.Spare != -1 {
+		t.Errorf("pool %+v", pool)
+	}
+	// Due: last ceremony + 7d = t0 + 6d, plus a day's grace.
+	if !pool.Until.Equal(t0.Add(7 * day)) {
+		t.Errorf("until %v", pool.Until)
+	}
+	// Back the head key up too: all three covered, spare 2.
+	store.End(&ledger.Ceremony{ID: "d", Repository: "R", Status: ledger.Confirmed, Ended: t0, Keys: []ledger.KeyRecord{{Locator: "a1"}}})
+	pool = Evaluate(in).Pools[0]
+	if pool.Covered != 3 || pool.Gap || pool.Spare != 2 {
+		t.Errorf("after the head's backup: %+v", pool)
+	}
+	// Shared keys: two zones count once.
+	p.KeysShared = true
+	in.State.Zones = append(in.State.Zones, &enforcer.Zone{Name: "example.net", Policy: p, NextRoll: map[enforcer.Role]time.Time{enforcer.ZSK: t0.Add(4 * day)}})
+	if got := Evaluate(in).Pools[0]; got.Needed != 1 || got.Zones != 1 {
+		t.Errorf("shared: %+v", got)
+	}
+	// A new zone expected takes a key at once.
+	in.NewZones = map[string]int{"test": 2}
+	if got := Evaluate(in).Pools[0]; got.Needed != 3 {
+		t.Errorf("new zones: %+v", got)
+	}
+	// Manual rollover keys are not counted.
+	p.Keys[0].ManualRollover = true
+	in.NewZones = nil
+	if got := Evaluate(in).Pools[0]; got.Needed != 0 {
+		t.Errorf("manual: %+v", got)
+	}
+}
+
+func TestRuleOneUnbacked(t *testing.T) {
+	p := &enforcer.Policy{ID: 1, Name: "test"}
+	z := &enforcer.Zone{Name: "example.com", Policy: p}
+	k := &enforcer.Key{ID: 1, Locator: "a1", Repository: "R", Policy: p, Role: enforcer.KSK, State: enforcer.Private, Backup: enforcer.BackupDone}
+	u := &enforcer.Use{Key: k, Zone: z, Role: enforcer.KSK, KeyTag: 12345, States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: enforcer.Rumoured}}
+	k.Uses = []*enforcer.Use{u}
+	store, _ := ledger.Load(t.TempDir())
+	in := Input{Now: t0, State: &enforcer.State{Policies: []*enforcer.Policy{p}, Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{k}},
+		Store: store, RequireBackup: map[string]bool{"R": true}, Interval: 7 * day}
+	// Done in the enforcer (committed by hand) but in no ceremony: broken.
+	if r := Evaluate(in); len(r.Unbacked) != 1 || r.Unbacked[0].Reason != "in no confirmed backup ceremony" {
+		t.Fatalf("got %+v", r.Unbacked)
+	}
+	store.End(&ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Keys: []ledger.KeyRecord{{Locator: "a1"}}})
+	if r := Evaluate(in); len(r.Unbacked) != 0 {
+		t.Fatalf("covered: got %+v", r.Unbacked)
+	}
+	// Covered, but the enforcer has it Required again: still broken.
+	k.Backup = enforcer.BackupRequired
+	if r := Evaluate(in); len(r.Unbacked) != 1 {
+		t.Fatalf("not Done: got %+v", r.Unbacked)
+	}
+	// Hidden records are not use.
+	k.Backup = enforcer.BackupRequired
+	u.States[enforcer.RecordDNSKEY] = enforcer.Hidden
+	if r := Evaluate(in); len(r.Unbacked) != 0 {
+		t.Fatalf("hidden: got %+v", r.Unbacked)
+	}
+}
