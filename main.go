@@ -16,6 +16,7 @@
 //	check [-w RANGE] [-c RANGE] [-t SEC] [--at TIME] [--json] [--prometheus FILE]
 //	                                       monitoring plugin for rules 1 and 2
 //	pool fill [--until TIME] [--policy P]  have the enforcer make what rule 2 needs
+//	recover assess [--delivery D] | verify when HSMs lost their keys
 //	hook ds-submit|ds-retract|pending|release
 //	                                       the enforcer's DS hooks (also run as
 //	                                       ods-keyguard-ds-submit, -ds-retract)
@@ -209,6 +210,7 @@ func commands() []*cli.Command {
 		hookCommand(),
 		checkCommand(),
 		poolCommand(),
+		recoverCommand(),
 		{
 			Name:   "__read-tokens",
 			Hidden: true,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"database/sql"
 	"errors"
 	"flag"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/rogpeppe/go-internal/testscript"
 	_ "modernc.org/sqlite"
 
+	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 )
 
@@ -49,6 +52,7 @@ func TestScripts(t *testing.T) {
 			"dbvar":    cmdDBVar,
 			"cpdir":    cmdCpdir,
 			"syslogd":  cmdSyslogd,
+			"signzone": cmdSignZone,
 		},
 	})
 }
@@ -382,6 +386,42 @@ func cmdSyslogd(ts *testscript.TestScript, neg bool, args []string) {
 		os.RemoveAll(dir)
 	})
 	ts.Setenv("ODS_KEYGUARD_SYSLOG", sock)
+}
+
+// signzone ZONE FILE DURATION: write FILE, a zone signed for real (ECDSA
+// P-256) whose earliest RRSIG expires DURATION (ISO 8601) from now; the
+// others a day later.
+func cmdSignZone(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: signzone ZONE FILE DURATION")
+	}
+	d, err := config.ParseISODuration(args[2])
+	ts.Check(err)
+	origin := dns.Fqdn(args[0])
+	key := &dns.DNSKEY{Hdr: dns.RR_Header{Name: origin, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 60},
+		Flags: 257, Protocol: 3, Algorithm: dns.ECDSAP256SHA256}
+	priv, err := key.Generate(256)
+	ts.Check(err)
+	soa, _ := dns.NewRR(origin + " 60 IN SOA ns1." + origin + " hostmaster." + origin + " 1 60 60 600 60")
+	ns, _ := dns.NewRR(origin + " 60 IN NS ns1." + origin)
+	a, _ := dns.NewRR("ns1." + origin + " 60 IN A 192.0.2.1")
+	now := time.Now()
+	var out strings.Builder
+	for i, set := range [][]dns.RR{{soa}, {ns}, {a}, {key}} {
+		exp := now.Add(d)
+		if i > 0 {
+			exp = exp.Add(24 * time.Hour)
+		}
+		sig := &dns.RRSIG{Hdr: dns.RR_Header{Name: set[0].Header().Name, Rrtype: dns.TypeRRSIG, Class: dns.ClassINET, Ttl: 60},
+			KeyTag: key.KeyTag(), SignerName: origin, Algorithm: key.Algorithm,
+			Inception: uint32(now.Add(-time.Hour).Unix()), Expiration: uint32(exp.Unix())}
+		ts.Check(sig.Sign(priv.(crypto.Signer), set))
+		for _, rr := range set {
+			out.WriteString(rr.String() + "\n")
+		}
+		out.WriteString(sig.String() + "\n")
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(out.String()), 0o644))
 }
 
 // waitdb SQL WANT: poll $ODS_DB until the query's first column reads WANT

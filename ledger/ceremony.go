@@ -16,6 +16,7 @@ const (
 	Committing = "committing" // verified; the enforcer's commit is being run
 	Confirmed  = "confirmed"  // verified and committed: the keys are backed up
 	Abandoned  = "abandoned"  // rolled back
+	Restored   = "restored"   // HSMs restored from a backup and verified
 )
 
 // Ceremony is one backup ceremony of one repository: its manifest (the keys

@@ -1,0 +1,309 @@
+package recovery
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// Token is what recovery knows of one HSM: whether it answered, and which
+// CKA_IDs it holds.
+type Token struct {
+	Name       string // `mirror "site-b"`
+	Repository string
+	Serial     string
+	Err        error
+	Has        func(locator string) bool
+}
+
+// Verdicts of assess, worst last.
+const (
+	NothingLost = "nothing lost"
+	Replace     = "replace HSMs" // some HSMs lost keys another still holds
+	Restore     = "restore from the backup token"
+)
+
+// HSM is one token's part in the assessment.
+type HSM struct {
+	Name       string   `json:"name"`
+	Repository string   `json:"repository"`
+	Reachable  bool     `json:"reachable"`
+	Error      string   `json:"error,omitempty"`
+	Present    int      `json:"present"`
+	Missing    []string `json:"missing"`
+}
+
+// LostKey is a needed key that no HSM of its repository holds.
+type LostKey struct {
+	Locator     string   `json:"locator"`
+	Repository  string   `json:"repository"`
+	Role        string   `json:"role"`
+	Use         string   `json:"use"`
+	Zones       []string `json:"zones"`
+	Recoverable bool     `json:"recoverable"` // in the last confirmed ceremony, so on the backup token
+	Ceremony    string   `json:"ceremony,omitempty"`
+}
+
+// ZoneTiming is how long a zone's signatures last, and what that means.
+type ZoneTiming struct {
+	Zone       string     `json:"zone"`
+	Signatures Signatures `json:"signatures"`
+	Error      string     `json:"error,omitempty"` // the signed file could not be read: worst case
+	Expires    time.Time  `json:"expires"`         // the earliest RRSIG expiration (now when unknown)
+	Left       string     `json:"time_left"`
+	DSAtParent bool       `json:"ds_at_parent"`
+	// DSRemovalBy is the latest moment to ask the parent to remove the DS
+	// so that it is gone from caches before the signatures expire.
+	DSRemovalBy time.Time `json:"ds_removal_by"`
+	// Impact: the roles this zone loses for good.
+	LostRoles []string `json:"lost_for_good,omitempty"`
+	// Decision with --delivery: "can wait for the new HSMs", "go insecure",
+	// or "" without --delivery.
+	Decision string `json:"decision,omitempty"`
+	Advice   string `json:"advice"`
+}
+
+// Assessment is the answer of recover assess.
+type Assessment struct {
+	Verdict  string       `json:"verdict"`
+	Summary  string       `json:"summary"`
+	Exit     int          `json:"exit"`
+	HSMs     []HSM        `json:"hsms"`
+	Replace  []string     `json:"replace,omitempty"` // HSMs to replace from their peers
+	Lost     []LostKey    `json:"lost"`
+	Zones    []ZoneTiming `json:"zones"`
+	Ceremony string       `json:"last_ceremony,omitempty"`
+	Delivery string       `json:"delivery,omitempty"` // as the operator gave it
+}
+
+// Needed lists the keys OpenDNSSEC needs: every key not DELETE (in use by a
+// zone, retiring, or in the pool).
+func Needed(st *enforcer.State) []*enforcer.Key {
+	var out []*enforcer.Key
+	for _, k := range st.Keys {
+		if k.State != enforcer.Delete {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Input is what assess works from.
+type Input struct {
+	Now      time.Time
+	State    *enforcer.State
+	Store    *ledger.Store
+	Tokens   []Token
+	Delivery time.Duration // 0: not given
+	// ReadZone reads a zone's signed output; nil: every zone is the worst case.
+	ReadZone func(z *enforcer.Zone) (Signatures, error)
+}
+
+// Assess decides which of the procedure's paths applies.
+func Assess(in Input) *Assessment {
+	a := &Assessment{Lost: []LostKey{}, HSMs: []HSM{}, Zones: []ZoneTiming{}}
+	needed := Needed(in.State)
+	byRepo := map[string][]Token{}
+	for _, t := range in.Tokens {
+		byRepo[t.Repository] = append(byRepo[t.Repository], t)
+		h := HSM{Name: t.Name, Repository: t.Repository, Reachable: t.Err == nil, Missing: []string{}}
+		if t.Err != nil {
+			h.Error = t.Err.Error()
+		}
+		for _, k := range needed {
+			if k.Repository != t.Repository {
+				continue
+			}
+			if t.Err == nil && t.Has(k.Locator) {
+				h.Present++
+			} else {
+				h.Missing = append(h.Missing, k.Locator)
+			}
+		}
+		a.HSMs = append(a.HSMs, h)
+	}
+	cov := in.Store.Coverage()
+	damagedRepos := map[string]bool{} // repositories with a key on no HSM
+	for _, k := range needed {
+		held := false
+		for _, t := range byRepo[k.Repository] {
+			if t.Err == nil && t.Has(k.Locator) {
+				held = true
+			}
+		}
+		if held {
+			continue
+		}
+		damagedRepos[k.Repository] = true
+		lk := lostKey(k)
+		if c := cov.Covering(k.Repository, k.Locator); c != nil {
+			lk.Recoverable, lk.Ceremony = true, c.ID
+		}
+		a.Lost = append(a.Lost, lk)
+	}
+	for _, h := range a.HSMs {
+		if len(h.Missing) > 0 && !damagedRepos[h.Repository] {
+			a.Replace = append(a.Replace, h.Name)
+		}
+	}
+	if c := in.Store.LastConfirmed(""); c != nil {
+		a.Ceremony = c.ID
+	}
+	forGood := 0
+	for _, l := range a.Lost {
+		if !l.Recoverable {
+			forGood++
+		}
+	}
+	switch {
+	case len(a.Lost) > 0:
+		a.Verdict, a.Exit = Restore, 1
+		a.Summary = fmt.Sprintf("every HSM of %s lost keys: restore from the backup token (%d needed keys missing everywhere: %d in the last confirmed ceremony, %d lost for good)",
+			joinKeys(damagedRepos), len(a.Lost), len(a.Lost)-forGood, forGood)
+		if forGood > 0 {
+			a.Exit = 2
+		}
+	case len(a.Replace) > 0:
+		a.Verdict, a.Exit = Replace, 1
+		a.Summary = fmt.Sprintf("some HSMs lost keys that another still holds: follow the HSM replacement procedure for %s; do not restore from a backup token, it misses every key made since the last ceremony",
+			strings.Join(a.Replace, ", "))
+	default:
+		a.Verdict, a.Exit = NothingLost, 0
+		a.Summary = "nothing lost: every key OpenDNSSEC needs is on every HSM"
+	}
+	a.zones(in, damagedRepos)
+	return a
+}
+
+func joinKeys(m map[string]bool) string {
+	var out []string
+	for k := range m {
+		out = append(out, fmt.Sprintf("%q", k))
+	}
+	sort.Strings(out)
+	return "repository " + strings.Join(out, ", ")
+}
+
+// zones works out each zone's deadline; with a delivery time, its decision.
+func (a *Assessment) zones(in Input, damaged map[string]bool) {
+	lostForGood := map[string]map[string]bool{} // zone -> roles
+	for _, l := range a.Lost {
+		if l.Recoverable {
+			continue
+		}
+		for _, z := range l.Zones {
+			if lostForGood[z] == nil {
+				lostForGood[z] = map[string]bool{}
+			}
+			lostForGood[z][l.Role] = true
+		}
+	}
+	for _, z := range in.State.Zones {
+		zt := ZoneTiming{Zone: z.Name, Expires: in.Now}
+		if in.ReadZone == nil {
+			zt.Error = "no signed output to read"
+		} else if sigs, err := in.ReadZone(z); err != nil {
+			zt.Error = err.Error()
+		} else {
+			zt.Signatures, zt.Expires = sigs, sigs.Earliest
+		}
+		for _, u := range z.Keys {
+			if u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen || u.DSAtParent == enforcer.DSRetract {
+				zt.DSAtParent = true
+			}
+		}
+		var margin time.Duration
+		if p := z.Policy; p != nil {
+			margin = p.ParentDSTTL + p.ParentPropagationDelay + p.ParentRegistrationDelay
+		}
+		zt.DSRemovalBy = zt.Expires.Add(-margin)
+		zt.Left = left(zt.Expires.Sub(in.Now))
+		for r := range lostForGood[z.Name] {
+			zt.LostRoles = append(zt.LostRoles, r)
+		}
+		sort.Strings(zt.LostRoles)
+		affected := false
+		for _, u := range z.Keys {
+			if damaged[u.Key.Repository] {
+				affected = true
+			}
+		}
+		zt.decide(in, affected, a)
+		a.Zones = append(a.Zones, zt)
+	}
+}
+
+func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
+	by := zt.DSRemovalBy.Format("2006-01-02 15:04 MST")
+	ksk := false
+	for _, r := range zt.LostRoles {
+		if r == "KSK" || r == "CSK" {
+			ksk = true
+		}
+	}
+	switch {
+	case !affected:
+		zt.Advice = "its keys are on a working HSM"
+		return
+	case ksk && zt.DSAtParent:
+		zt.Decision = "go insecure"
+		zt.Advice = fmt.Sprintf("its KSK is lost for good and the parent holds its DS: request DS removal by %s", by)
+	case ksk:
+		zt.Advice = "its KSK is lost for good, but no DS is at the parent: roll to new keys"
+	case in.Delivery == 0:
+		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format("2006-01-02 15:04 MST"), zt.Left, by)
+		if zt.Error != "" {
+			zt.Advice = fmt.Sprintf("its signed output cannot be read (%s): assume the worst, request DS removal by %s", zt.Error, by)
+		}
+		if !zt.DSAtParent {
+			zt.Advice += "; no DS is at the parent: nothing to remove"
+		}
+		return
+	case in.Now.Add(in.Delivery).Before(zt.Expires):
+		zt.Decision = "can wait for the new HSMs"
+		zt.Advice = fmt.Sprintf("signatures last until %s, after the new HSMs arrive (%s)", zt.Expires.Format("2006-01-02 15:04 MST"), in.Now.Add(in.Delivery).Format("2006-01-02 15:04 MST"))
+	case !zt.DSAtParent:
+		zt.Decision = "can wait for the new HSMs"
+		zt.Advice = "signatures expire before the new HSMs arrive, but no DS is at the parent: the zone is not validated"
+	default:
+		zt.Decision = "go insecure"
+		zt.Advice = fmt.Sprintf("signatures expire %s, before the new HSMs arrive (%s): request DS removal by %s",
+			zt.Expires.Format("2006-01-02 15:04 MST"), in.Now.Add(in.Delivery).Format("2006-01-02 15:04 MST"), by)
+		if zt.Error != "" {
+			zt.Advice = fmt.Sprintf("its signed output cannot be read (%s): assume the worst: request DS removal by %s", zt.Error, by)
+		}
+	}
+	if zt.DSRemovalBy.Before(in.Now) && zt.Decision == "go insecure" {
+		zt.Advice += " (already past: request it now; the zone is bogus until the DS is gone)"
+	}
+	if zt.Decision == "go insecure" {
+		a.Exit = 2
+	}
+	if zt.Decision == "" && len(zt.LostRoles) > 0 {
+		a.Exit = 2
+	}
+}
+
+// left prints a duration for people: 2d3h, or "expired 4h ago".
+func left(d time.Duration) string {
+	if d < 0 {
+		return "expired " + short(-d) + " ago"
+	}
+	return short(d)
+}
+
+func short(d time.Duration) string {
+	days, hours := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
+	mins := int(d % time.Hour / time.Minute)
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%dd%dh", days, hours)
+	case hours > 0:
+		return fmt.Sprintf("%dh%dm", hours, mins)
+	}
+	return fmt.Sprintf("%dm", mins)
+}

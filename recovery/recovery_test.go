@@ -1,0 +1,132 @@
+package recovery
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+func TestSerialTime(t *testing.T) {
+	now := time.Now().Unix()
+	for _, d := range []int64{0, 3 * 86400, -86400, 60 * 86400} {
+		want := now + d
+		if got := serialTime(uint32(want)); got.Unix() != want {
+			t.Errorf("%+d s: got %v, want %v", d, got.Unix(), want)
+		}
+	}
+}
+
+func TestReadSignedZone(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "z")
+	os.WriteFile(p, []byte(`$ORIGIN example.com.
+@ 60 IN SOA ns1 hostmaster 1 60 60 600 60
+@ 60 IN RRSIG SOA 13 2 60 20301231000000 20260101000000 12345 example.com. AAAA
+www 60 IN A 192.0.2.1
+www 60 IN RRSIG A 13 3 60 20301201000000 20260101000000 12345 example.com. AAAA
+`), 0o644)
+	s, err := ReadSignedZone(p, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Count != 2 || s.Owner != "www.example.com." || s.Type != "A" || s.Earliest.Format("2006-01-02") != "2030-12-01" {
+		t.Errorf("got %+v", s)
+	}
+	os.WriteFile(p, []byte("example.com. 60 IN SOA ns1 h 1 60 60 600 60\n"), 0o644)
+	if _, err := ReadSignedZone(p, "example.com"); err == nil {
+		t.Error("an unsigned zone was read as signed")
+	}
+	os.WriteFile(p, []byte("$INCLUDE /etc/passwd\n"), 0o644)
+	if _, err := ReadSignedZone(p, "example.com"); err == nil {
+		t.Error("$INCLUDE was followed")
+	}
+}
+
+// world: one zone with a KSK (covered) and a ZSK made after the ceremony,
+// two HSMs.
+func world(t *testing.T) (Input, *enforcer.Key, *enforcer.Key) {
+	now := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	p := &enforcer.Policy{Name: "test", ParentDSTTL: time.Hour, ParentPropagationDelay: time.Hour}
+	z := &enforcer.Zone{Name: "example.com", Policy: p}
+	ksk := &enforcer.Key{ID: 1, Locator: "k1", Repository: "R", Role: enforcer.KSK, State: enforcer.Private}
+	zsk := &enforcer.Key{ID: 2, Locator: "z2", Repository: "R", Role: enforcer.ZSK, State: enforcer.Private}
+	for _, k := range []*enforcer.Key{ksk, zsk} {
+		u := &enforcer.Use{Key: k, Zone: z, Role: k.Role, DSAtParent: enforcer.DSSeen,
+			States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: enforcer.Omnipresent}}
+		k.Uses, z.Keys = []*enforcer.Use{u}, append(z.Keys, u)
+	}
+	store, _ := ledger.Load(t.TempDir())
+	store.End(&ledger.Ceremony{ID: "c1", Repository: "R", Status: ledger.Confirmed, Ended: now, Keys: []ledger.KeyRecord{{Locator: "k1"}}})
+	all := func(string) bool { return true }
+	in := Input{Now: now, State: &enforcer.State{Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{ksk, zsk}}, Store: store,
+		Tokens: []Token{{Name: "a", Repository: "R", Has: all}, {Name: "b", Repository: "R", Has: all}},
+		ReadZone: func(*enforcer.Zone) (Signatures, error) {
+			return Signatures{Count: 1, Earliest: now.Add(72 * time.Hour)}, nil
+		}}
+	return in, ksk, zsk
+}
+
+func TestAssessPaths(t *testing.T) {
+	in, _, _ := world(t)
+	if a := Assess(in); a.Verdict != NothingLost || a.Exit != 0 {
+		t.Fatalf("got %s %d", a.Verdict, a.Exit)
+	}
+	in.Tokens[1].Has = func(string) bool { return false }
+	if a := Assess(in); a.Verdict != Replace || a.Exit != 1 || len(a.Replace) != 1 || a.Replace[0] != "b" {
+		t.Fatalf("one HSM lost: %+v", a)
+	}
+	in.Tokens[0].Err = errors.New("gone")
+	a := Assess(in)
+	if a.Verdict != Restore || a.Exit != 2 || len(a.Lost) != 2 {
+		t.Fatalf("both lost: %+v", a)
+	}
+	for _, l := range a.Lost {
+		if (l.Locator == "k1") != l.Recoverable {
+			t.Errorf("%s recoverable=%v", l.Locator, l.Recoverable)
+		}
+	}
+	// DS removal must be asked two hours (DS TTL + propagation) before expiry.
+	z := a.Zones[0]
+	if want := in.Now.Add(70 * time.Hour); !z.DSRemovalBy.Equal(want) {
+		t.Errorf("DS removal by %v, want %v", z.DSRemovalBy, want)
+	}
+}
+
+func TestAssessDelivery(t *testing.T) {
+	in, _, zsk := world(t)
+	// Only the covered KSK: the ZSK is on the backup too.
+	in.Store.End(&ledger.Ceremony{ID: "c2", Repository: "R", Status: ledger.Confirmed, Ended: in.Now, Keys: []ledger.KeyRecord{{Locator: zsk.Locator}}})
+	for i := range in.Tokens {
+		in.Tokens[i].Has = func(string) bool { return false }
+	}
+	in.Delivery = 48 * time.Hour
+	if z := Assess(in).Zones[0]; z.Decision != "can wait for the new HSMs" {
+		t.Errorf("P2D: %+v", z)
+	}
+	in.Delivery = 120 * time.Hour
+	a := Assess(in)
+	if z := a.Zones[0]; z.Decision != "go insecure" || a.Exit != 2 {
+		t.Errorf("P5D: %+v exit %d", z, a.Exit)
+	}
+	// No DS at the parent: nothing to remove, it can wait.
+	for _, u := range in.State.Zones[0].Keys {
+		u.DSAtParent = enforcer.DSUnsubmitted
+	}
+	if z := Assess(in).Zones[0]; z.Decision != "can wait for the new HSMs" {
+		t.Errorf("no DS: %+v", z)
+	}
+	// The signed file unreadable: the worst case.
+	for _, u := range in.State.Zones[0].Keys {
+		u.DSAtParent = enforcer.DSSeen
+	}
+	in.ReadZone = func(*enforcer.Zone) (Signatures, error) { return Signatures{}, errors.New("no file") }
+	in.Delivery = time.Hour
+	if z := Assess(in).Zones[0]; z.Decision != "go insecure" {
+		t.Errorf("unreadable: %+v", z)
+	}
+}

@@ -1,0 +1,158 @@
+package recovery
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// Restored is one HSM checked after a restore.
+type Restored struct {
+	Name       string    `json:"name"`
+	Repository string    `json:"repository"`
+	Serial     string    `json:"serial"`
+	Missing    []LostKey `json:"missing"` // backed-up keys not on it
+	Differs    []LostKey `json:"differs"` // on it, but another key pair
+	SerialNote string    `json:"serial_note"`
+}
+
+// Verification is the answer of recover verify.
+type Verification struct {
+	Complete bool       `json:"complete"`
+	Summary  string     `json:"summary"`
+	HSMs     []Restored `json:"hsms"`
+	Lost     []LostKey  `json:"lost"` // used after the last ceremony, gone with the HSMs
+	Checked  int        `json:"checked"`
+}
+
+// TokenKeys is a readable token with fingerprint lookup.
+type TokenKeys struct {
+	Token
+	Fingerprint func(locator string) (string, bool)
+}
+
+// Verify checks restored tokens against the confirmed ceremonies: every key
+// a confirmed ceremony backed up that OpenDNSSEC still needs, and every key
+// of the repository's last confirmed ceremony, must be on every token with
+// the public key the ceremony recorded. Needed keys that no ceremony covers
+// and that no token holds are lost, with their zones.
+func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verification {
+	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}}
+	cov := store.Coverage()
+	// What each repository's backup must have brought back.
+	want := map[string]map[string]ledger.KeyRecord{}
+	addWant := func(repo string, k ledger.KeyRecord) {
+		if want[repo] == nil {
+			want[repo] = map[string]ledger.KeyRecord{}
+		}
+		want[repo][k.Locator] = k
+	}
+	repos := map[string]bool{}
+	for _, t := range tokens {
+		repos[t.Repository] = true
+	}
+	for repo := range repos {
+		if c := store.LastConfirmed(repo); c != nil {
+			for _, k := range c.Keys {
+				addWant(repo, k)
+			}
+		}
+	}
+	for _, k := range Needed(st) {
+		if c := cov.Covering(k.Repository, k.Locator); c != nil {
+			rec, _ := c.Key(k.Locator)
+			addWant(k.Repository, rec)
+		}
+	}
+	seenSerial := map[string]string{} // serial -> ceremony id
+	for _, c := range store.History() {
+		for _, t := range c.Tokens {
+			if _, ok := seenSerial[t.Serial]; !ok {
+				seenSerial[t.Serial] = c.ID
+			}
+		}
+	}
+	onSome := map[string]bool{}
+	for _, t := range tokens {
+		r := Restored{Name: t.Name, Repository: t.Repository, Serial: t.Serial, Missing: []LostKey{}, Differs: []LostKey{}}
+		var locs []string
+		for l := range want[t.Repository] {
+			locs = append(locs, l)
+		}
+		sort.Strings(locs)
+		for _, l := range locs {
+			rec := want[t.Repository][l]
+			fp, ok := t.Fingerprint(l)
+			switch {
+			case !ok:
+				r.Missing = append(r.Missing, describe(st, t.Repository, rec))
+			case rec.Fingerprint != "" && fp != "" && fp != rec.Fingerprint:
+				r.Differs = append(r.Differs, describe(st, t.Repository, rec))
+			default:
+				onSome[t.Repository+"/"+l] = true
+			}
+			v.Checked++
+		}
+		for _, k := range Needed(st) {
+			if k.Repository == t.Repository {
+				if _, ok := t.Fingerprint(k.Locator); ok {
+					onSome[k.Repository+"/"+k.Locator] = true
+				}
+			}
+		}
+		if id, ok := seenSerial[t.Serial]; ok {
+			r.SerialNote = fmt.Sprintf("serial %s is the one recorded at ceremony %s: not a new token", t.Serial, id)
+		} else {
+			r.SerialNote = fmt.Sprintf("new serial %s", t.Serial)
+		}
+		if len(r.Missing)+len(r.Differs) > 0 {
+			v.Complete = false
+		}
+		v.HSMs = append(v.HSMs, r)
+	}
+	for _, k := range Needed(st) {
+		if !repos[k.Repository] || onSome[k.Repository+"/"+k.Locator] || cov.Covering(k.Repository, k.Locator) != nil {
+			continue
+		}
+		v.Lost = append(v.Lost, lostKey(k))
+	}
+	if len(v.Lost) > 0 {
+		v.Complete = false
+	}
+	switch {
+	case v.Complete:
+		v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present with the same public keys", v.Checked, len(v.HSMs))
+	default:
+		missing := 0
+		for _, h := range v.HSMs {
+			missing += len(h.Missing) + len(h.Differs)
+		}
+		v.Summary = fmt.Sprintf("restore incomplete: %d backed-up keys missing or different on the HSMs, %d keys used since the last ceremony lost", missing, len(v.Lost))
+	}
+	return v
+}
+
+func lostKey(k *enforcer.Key) LostKey {
+	zones := k.Zones()
+	if zones == nil {
+		zones = []string{}
+	}
+	return LostKey{Locator: k.Locator, Repository: k.Repository, Role: k.Role.String(), Use: k.Usage(), Zones: zones}
+}
+
+// describe names a backed-up key as the enforcer knows it now (or as the
+// ceremony recorded it, when the enforcer has forgotten it).
+func describe(st *enforcer.State, repo string, rec ledger.KeyRecord) LostKey {
+	for _, k := range st.Keys {
+		if k.Repository == repo && k.Locator == rec.Locator {
+			return lostKey(k)
+		}
+	}
+	zones := rec.Zones
+	if zones == nil {
+		zones = []string{}
+	}
+	return LostKey{Locator: rec.Locator, Repository: repo, Role: rec.Role, Use: "unknown to the enforcer", Zones: zones}
+}
