@@ -198,6 +198,61 @@ var (
 	ecPointAttrs = []Attr{AttrECParams, AttrECPoint}
 )
 
+// typeAttrs are the type-specific attributes of a key type; private EC
+// objects carry no point.
+func typeAttrs(kt uint64, public bool) []Attr {
+	switch kt {
+	case keyTypeRSA:
+		return rsaAttrs
+	case keyTypeEC, keyTypeECEdwards:
+		if public {
+			return ecPointAttrs
+		}
+		return ecAttrs
+	}
+	return nil
+}
+
+// fetcher reads an object's attributes in one C_GetAttributeValue where it
+// can: the common ones and those of the key type it guesses, the type of
+// the previous key (a token's keys are mostly of one type). A wrong guess
+// costs a refused call and a second one.
+type fetcher struct {
+	s     Session
+	guess uint64
+}
+
+// fetch returns the common attributes and sets k's type-specific fields.
+// typeAt is the index of CKA_KEY_TYPE in common.
+func (f *fetcher) fetch(h Handle, common []Attr, typeAt int, public bool, k *Key) ([][]byte, error) {
+	extra := typeAttrs(f.guess, public)
+	if extra != nil {
+		v, err := f.s.Attributes(h, append(append([]Attr(nil), common...), extra...))
+		if err == nil && ulong(v[typeAt]) == f.guess {
+			setMaterial(f.guess, extra, v[len(common):], k)
+			return v[:len(common)], nil
+		}
+		var e *Error
+		if err != nil && (!errors.As(err, &e) || (e.Code != ckrAttributeTypeInvalid && e.Code != ckrAttributeSensitive)) {
+			return nil, err
+		}
+	}
+	v, err := attributes(f.s, h, common)
+	if err != nil {
+		return nil, err
+	}
+	kt := ulong(v[typeAt])
+	if extra := typeAttrs(kt, public); extra != nil {
+		m, err := attributes(f.s, h, extra)
+		if err != nil {
+			return nil, err
+		}
+		setMaterial(kt, extra, m, k)
+	}
+	f.guess = kt
+	return v, nil
+}
+
 // find returns the objects of class: all of them when ids is nil, else
 // those whose CKA_ID is in ids.
 func find(s Session, class Class, ids [][]byte) ([]Handle, error) {
@@ -220,29 +275,22 @@ func readKeys(s Session, inv *Inventory, ids [][]byte) error {
 	if err != nil {
 		return err
 	}
+	f := &fetcher{s: s, guess: keyTypeEC}
 	for _, h := range privs {
-		v, err := attributes(s, h, privateAttrs)
+		var k Key
+		v, err := f.fetch(h, privateAttrs, 2, false, &k)
 		if err != nil {
 			return fmt.Errorf("private key object: %w", err)
 		}
-		k := Key{
-			ID:               hex.EncodeToString(v[0]),
-			Label:            string(v[1]),
-			Sensitive:        boolean(v[3]),
-			Extractable:      boolean(v[4]),
-			NeverExtractable: boolean(v[5]),
-			Local:            boolean(v[6]),
-		}
-		kt := ulong(v[2])
-		k.Type = keyTypeName(kt)
-		if err := material(s, h, kt, false, &k); err != nil {
-			return fmt.Errorf("private key %s: %w", k.ID, err)
-		}
+		k.ID = hex.EncodeToString(v[0])
+		k.Label = string(v[1])
+		k.Type = keyTypeName(ulong(v[2]))
+		k.Sensitive, k.Extractable, k.NeverExtractable, k.Local = boolean(v[3]), boolean(v[4]), boolean(v[5]), boolean(v[6])
 		inv.Keys = append(inv.Keys, k)
 	}
 	sort.SliceStable(inv.Keys, func(i, j int) bool { return inv.Keys[i].ID < inv.Keys[j].ID })
 	// Public objects give the fingerprint where the private object has no
-	// public material (EC keys; every key of a token without <SkipPublicKey/>).
+	// public material (EC keys).
 	var need bool
 	for _, k := range inv.Keys {
 		if k.Fingerprint == "" {
@@ -258,53 +306,44 @@ func readKeys(s Session, inv *Inventory, ids [][]byte) error {
 		return err
 	}
 	for _, h := range pubs {
-		v, err := attributes(s, h, publicAttrs)
+		var pk Key
+		v, err := f.fetch(h, publicAttrs, 1, true, &pk)
 		if err != nil {
 			return fmt.Errorf("public key object: %w", err)
 		}
 		id := hex.EncodeToString(v[0])
 		i := sort.Search(len(inv.Keys), func(i int) bool { return inv.Keys[i].ID >= id })
-		if i == len(inv.Keys) || inv.Keys[i].ID != id || inv.Keys[i].Fingerprint != "" {
-			continue
+		if i < len(inv.Keys) && inv.Keys[i].ID == id && inv.Keys[i].Fingerprint == "" {
+			inv.Keys[i].Fingerprint = pk.Fingerprint
 		}
-		var pk Key
-		if err := material(s, h, ulong(v[1]), true, &pk); err != nil {
-			return fmt.Errorf("public key %s: %w", id, err)
-		}
-		inv.Keys[i].Fingerprint = pk.Fingerprint
 	}
 	return nil
 }
 
-// material reads a key's type-specific attributes: size and, where the
-// object has it, the public key. Private EC objects carry no point.
-func material(s Session, h Handle, kt uint64, public bool, k *Key) error {
+// setMaterial sets size, curve and fingerprint from the type-specific
+// attribute values vals (fetched as attrs).
+func setMaterial(kt uint64, attrs []Attr, vals [][]byte, k *Key) {
+	get := func(a Attr) []byte {
+		for i, x := range attrs {
+			if x == a {
+				return vals[i]
+			}
+		}
+		return nil
+	}
 	switch kt {
 	case keyTypeRSA:
-		v, err := attributes(s, h, rsaAttrs)
-		if err != nil {
-			return err
-		}
-		mod := new(big.Int).SetBytes(v[0])
+		mod := new(big.Int).SetBytes(get(AttrModulus))
 		k.Bits = mod.BitLen()
-		if len(v[0]) > 0 && len(v[1]) > 0 {
-			k.Fingerprint = FingerprintDNSKEY(rsaDNSKEY(mod.Bytes(), new(big.Int).SetBytes(v[1]).Bytes()))
+		if exp := get(AttrPublicExponent); mod.Sign() > 0 && len(exp) > 0 {
+			k.Fingerprint = FingerprintDNSKEY(rsaDNSKEY(mod.Bytes(), new(big.Int).SetBytes(exp).Bytes()))
 		}
 	case keyTypeEC, keyTypeECEdwards:
-		attrs := ecAttrs
-		if public {
-			attrs = ecPointAttrs
-		}
-		v, err := attributes(s, h, attrs)
-		if err != nil {
-			return err
-		}
-		k.Curve, k.Bits = curve(v[0])
-		if len(attrs) == 2 && len(v[1]) > 0 {
-			k.Fingerprint = FingerprintDNSKEY(ecDNSKEY(v[1], kt == keyTypeEC))
+		k.Curve, k.Bits = curve(get(AttrECParams))
+		if point := get(AttrECPoint); len(point) > 0 {
+			k.Fingerprint = FingerprintDNSKEY(ecDNSKEY(point, kt == keyTypeEC))
 		}
 	}
-	return nil
 }
 
 // attributes fetches attrs in one call; where the token refuses the batch

@@ -222,3 +222,15 @@ func TestReadIDs(t *testing.T) {
 		t.Fatal("a CKA_ID that is not hex was accepted")
 	}
 }
+
+// One call per object when the guess is right; a mixed token still reads.
+func TestOneCallPerObject(t *testing.T) {
+	m := newFake()
+	delete(m.classes, 3) // only the EC key pair
+	if _, err := read(t, m, tok()); err != nil {
+		t.Fatal(err)
+	}
+	if m.calls != 2 {
+		t.Errorf("%d attribute calls for one key pair, want 2", m.calls)
+	}
+}
