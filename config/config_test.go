@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestSecretNeverPrints(t *testing.T) {
@@ -131,6 +133,32 @@ func TestParseISODuration(t *testing.T) {
 	for _, bad := range []string{"", "P", "PT", "7D", "P1H", "P1DT", "1 week", "P-1D", "P1.5D"} {
 		if _, err := ParseISODuration(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// conf.toml.example must decode strictly, with every commented key too.
+func TestExampleDecodes(t *testing.T) {
+	data, err := os.ReadFile("../conf.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		// Uncomment "# key = value" and "# [section]" lines, not prose.
+		if s := strings.TrimPrefix(l, "# "); s != l && (strings.Contains(s, " = ") || strings.HasPrefix(s, "[")) {
+			l = s
+		}
+		lines = append(lines, l)
+	}
+	for name, text := range map[string]string{"as shipped": string(data), "uncommented": strings.Join(lines, "\n")} {
+		var c Config
+		md, err := toml.Decode(text, &c)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			t.Errorf("%s: unknown keys %v", name, und)
 		}
 	}
 }
