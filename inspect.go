@@ -15,6 +15,8 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
 // loadConfig reads the configuration named by --config or its defaults.
@@ -259,12 +261,14 @@ func statusCommand() *cli.Command {
 		Usage:     "summarise each repository: backup states, rule 1 breaches, tokens",
 		UsageText: "ods-keyguard status",
 		Description: `Per repository: whether the enforcer requires backups there, each token
-(reachable, serial, key count), the keys by backup state, and the keys in
-use that are not backed up: a record rumoured or omnipresent while the
-enforcer's backup state is Required or Prepared. OpenDNSSEC 2.1 publishes
-and signs with such keys; rule 1 of the backup procedure forbids it.
+(reachable, serial, key count), the keys by the enforcer's backup state,
+the last confirmed backup ceremony, and the keys in use without a confirmed
+backup: a record rumoured or omnipresent while the key is in no confirmed
+ceremony or, with RequireBackup, not Done in the enforcer. OpenDNSSEC 2.1
+publishes and signs with such keys; rule 1 of the backup procedure forbids
+it.
 
-Exit status: 0 reported; 3 configuration or database unreadable.`,
+Exit status: 0 reported; 3 configuration, state or database unreadable.`,
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -277,13 +281,22 @@ Exit status: 0 reported; 3 configuration or database unreadable.`,
 			if err != nil {
 				return err
 			}
-			printStatus(c.App.Writer, snap)
+			store, err := ledger.Load(cfg.StateDir)
+			if err != nil {
+				return err
+			}
+			printStatus(c.App.Writer, snap, store)
 			return nil
 		},
 	}
 }
 
-func printStatus(w io.Writer, snap *snapshot) {
+func printStatus(w io.Writer, snap *snapshot, store *ledger.Store) {
+	in := rules.Input{RequireBackup: map[string]bool{}}
+	for _, r := range snap.cfg.ODS.Repositories {
+		in.RequireBackup[r.Name] = r.RequireBackup
+	}
+	cov := store.Coverage()
 	for _, repo := range snap.cfg.ODS.Repositories {
 		gate := "backups not required by the enforcer"
 		if repo.RequireBackup {
@@ -310,7 +323,7 @@ func printStatus(w io.Writer, snap *snapshot) {
 			}
 			total++
 			counts[k.Backup]++
-			if !k.BackupPending() {
+			if in.BackedUp(cov, k) {
 				continue
 			}
 			for _, u := range k.Uses {
@@ -321,8 +334,16 @@ func printStatus(w io.Writer, snap *snapshot) {
 		}
 		fmt.Fprintf(w, "  keys: %d (Not Required %d, Required %d, Prepared %d, Done %d)\n", total,
 			counts[enforcer.BackupNotRequired], counts[enforcer.BackupRequired], counts[enforcer.BackupPrepared], counts[enforcer.BackupDone])
+		if c := store.LastConfirmed(repo.Name); c != nil {
+			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %d keys\n", c.ID, c.Ended.Format("2006-01-02 15:04 MST"), len(c.Keys))
+		} else {
+			fmt.Fprintf(w, "  last confirmed backup: none\n")
+		}
+		if c := store.Open(repo.Name); c != nil {
+			fmt.Fprintf(w, "  open ceremony: %s (%s), %d keys\n", c.ID, c.Status, len(c.Keys))
+		}
 		sort.Strings(leaks)
-		fmt.Fprintf(w, "  in use without backup: %d\n", len(leaks))
+		fmt.Fprintf(w, "  in use without a confirmed backup: %d\n", len(leaks))
 		for _, l := range leaks {
 			fmt.Fprintln(w, l)
 		}
