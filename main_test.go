@@ -454,3 +454,50 @@ func cmdCpdir(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("cpdir: %v: %s", err, out)
 	}
 }
+
+// make install puts the binary, the two hook names as links to it and the
+// example configuration under DESTDIR/PREFIX; make uninstall takes them away.
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		if strictTools {
+			t.Fatal("make not found, and CI does not skip")
+		}
+		t.Skip("needs make")
+	}
+	dest := t.TempDir()
+	runMake := func(target string) {
+		t.Helper()
+		cmd := exec.Command("make", target, "DESTDIR="+dest, "PREFIX=/usr")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("make %s: %v\n%s", target, err, out)
+		}
+	}
+	runMake("install")
+	bin := filepath.Join(dest, "usr/bin")
+	if fi, err := os.Stat(filepath.Join(bin, "ods-keyguard")); err != nil || fi.Mode().Perm()&0o111 == 0 {
+		t.Fatalf("binary: %v", err)
+	}
+	for _, hook := range []string{"ods-keyguard-ds-submit", "ods-keyguard-ds-retract"} {
+		target, err := os.Readlink(filepath.Join(bin, hook))
+		if err != nil || target != "ods-keyguard" {
+			t.Errorf("%s: link to %q, %v", hook, target, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dest, "usr/share/doc/ods-keyguard/conf.toml.example")); err != nil {
+		t.Errorf("example configuration: %v", err)
+	}
+	// The installed hook name dispatches to the hook: with no config it withholds.
+	cmd := exec.Command(filepath.Join(bin, "ods-keyguard-ds-submit"))
+	cmd.Env = append(os.Environ(), "ODS_KEYGUARD_CONFIG="+filepath.Join(dest, "none.toml"), "ODS_KEYGUARD_SYSLOG=")
+	cmd.Stdin = strings.NewReader("")
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "ds-submit: withheld everything: config") {
+		t.Errorf("installed hook: %v: %s", err, out)
+	}
+	runMake("uninstall")
+	for _, f := range []string{"ods-keyguard", "ods-keyguard-ds-submit", "ods-keyguard-ds-retract"} {
+		if _, err := os.Lstat(filepath.Join(bin, f)); err == nil {
+			t.Errorf("%s still there after uninstall", f)
+		}
+	}
+}

@@ -1,16 +1,19 @@
 // Command demo builds a sandbox with a real SoftHSMv2 token and a real
-// ods-enforcerd holding one zone, then runs ods-keyguard's status,
-// inventory and verify on it.
+// ods-enforcerd holding one zone, then runs ods-keyguard's main job on it:
+// status, inventory, verify and check, then a backup ceremony verified on
+// a backup token, and check again.
 //
 // Usage: go run ./internal/demo [-keep] BINARY
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 )
@@ -63,17 +66,52 @@ func run(binary string, keep bool) error {
 	if err := e.AddZone("example.com", "test"); err != nil {
 		return err
 	}
+	// The backup token is a copy of the token folder, as a SoftHSMv2 backup is.
+	vault, err := sandbox.SoftHSM(filepath.Join(dir, "vault"))
+	if err != nil {
+		return err
+	}
+	pin := filepath.Join(dir, "vault.pin")
+	if err := os.WriteFile(pin, []byte(sandbox.PIN+"\n"), 0o600); err != nil {
+		return err
+	}
 	cfg := filepath.Join(dir, "keyguard.toml")
-	text := fmt.Sprintf("opendnssec_conf = %q\nstate_dir = %q\n", e.Conf, filepath.Join(dir, "state"))
+	text := fmt.Sprintf(`opendnssec_conf = %q
+state_dir = %q
+
+[backup_token.vault]
+module = %q
+token_label = "ods-a"
+pin_file = %q
+env = { SOFTHSM2_CONF = %q }
+`, e.Conf, filepath.Join(dir, "state"), sandbox.Module, pin, vault)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return err
 	}
-	for _, args := range [][]string{{"status"}, {"inventory"}, {"verify"}} {
-		step("ods-keyguard %s", args[0])
+	run := func(args ...string) error {
+		step("ods-keyguard %s", strings.Join(args, " "))
 		cmd := exec.Command(binary, append([]string{"--config", cfg}, args...)...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("ods-keyguard %s: %w", args[0], err)
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			fmt.Printf("(exit status %d)\n", ee.ExitCode())
+			return nil
+		}
+		return err
+	}
+	for _, args := range [][]string{{"status"}, {"inventory"}, {"verify"}, {"check"}, {"backup", "prepare", "--operator", "demo"}} {
+		if err := run(args...); err != nil {
+			return err
+		}
+	}
+	step("procedure steps 2-6: the HSM backed up onto the backup token (a copy of its folder)")
+	if out, err := exec.Command("cp", "-a", filepath.Join(dir, "softhsm", "tokens")+"/.", filepath.Join(dir, "vault", "tokens")).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp: %v: %s", err, out)
+	}
+	for _, args := range [][]string{{"backup", "done", "--backup-token", "vault", "--operator", "demo"}, {"backup", "history"}, {"status"}, {"check"}} {
+		if err := run(args...); err != nil {
+			return err
 		}
 	}
 	if keep {
