@@ -145,7 +145,7 @@ func evaluate(ctx context.Context, c *cli.Context) *checkReport {
 	if err != nil {
 		return unknown(err.Error())
 	}
-	store, err := ledger.Load(cfg.StateDir)
+	store, err := snap.ceremonies()
 	if err != nil {
 		return unknown(err.Error())
 	}

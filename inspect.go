@@ -26,24 +26,25 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 
 // readState reads the enforcer's database once.
 func readState(ctx context.Context, cfg *config.Config) (*enforcer.State, error) {
-	db, err := enforcer.Open(cfg.ODS.Datastore)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	return db.Read(ctx)
+	return enforcer.ReadDatastore(ctx, cfg.ODS.Datastore)
 }
 
-// snapshot is one read of the enforcer and of every token.
+// snapshot is one read of the enforcer, of every token and of the
+// ceremony state.
 type snapshot struct {
-	cfg     *config.Config
-	state   *enforcer.State
-	results []hsmcheck.Result
+	cfg      *config.Config
+	state    *enforcer.State
+	store    *ledger.Store
+	storeErr error // a damaged state file stops only the commands that need it
+	results  []hsmcheck.Result
 }
 
-// take reads the database and every repository's and mirror's token, plus
-// any extra tokens (a backup token), all in one pass.
-func take(ctx context.Context, cfg *config.Config, extra ...config.Token) (*snapshot, error) {
+// ceremonies returns the ceremony state read with the snapshot.
+func (s *snapshot) ceremonies() (*ledger.Store, error) { return s.store, s.storeErr }
+
+// take reads the database, the ceremonies and every repository's and
+// mirror's token, all in one pass.
+func take(ctx context.Context, cfg *config.Config) (*snapshot, error) {
 	tokens, err := cfg.Tokens()
 	if err != nil {
 		return nil, err
@@ -52,7 +53,8 @@ func take(ctx context.Context, cfg *config.Config, extra ...config.Token) (*snap
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{cfg: cfg, state: st, results: hsmcheck.ReadAll(ctx, append(tokens, extra...))}, nil
+	store, storeErr := ledger.Load(cfg.StateDir)
+	return &snapshot{cfg: cfg, state: st, store: store, storeErr: storeErr, results: hsmcheck.ReadAll(ctx, tokens)}, nil
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -281,17 +283,17 @@ Exit status: 0 reported; 3 configuration, state or database unreadable.`,
 			if err != nil {
 				return err
 			}
-			store, err := ledger.Load(cfg.StateDir)
-			if err != nil {
+			if _, err := snap.ceremonies(); err != nil {
 				return err
 			}
-			printStatus(c.App.Writer, snap, store)
+			printStatus(c.App.Writer, snap)
 			return nil
 		},
 	}
 }
 
-func printStatus(w io.Writer, snap *snapshot, store *ledger.Store) {
+func printStatus(w io.Writer, snap *snapshot) {
+	store := snap.store
 	in := rules.Input{RequireBackup: map[string]bool{}}
 	for _, r := range snap.cfg.ODS.Repositories {
 		in.RequireBackup[r.Name] = r.RequireBackup

@@ -107,7 +107,7 @@ func runAssess(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := ledger.Load(cfg.StateDir)
+	store, err := snap.ceremonies()
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func runVerifyRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := ledger.Load(cfg.StateDir)
+	store, err := snap.ceremonies()
 	if err != nil {
 		return err
 	}

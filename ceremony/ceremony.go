@@ -96,7 +96,7 @@ func (e *Env) snapshot(ctx context.Context, repos []string, extra ...config.Toke
 	for _, r := range repos {
 		tokens = append(tokens, config.RepositoryTokens(all, r)...)
 	}
-	st, err := readState(ctx, e.Cfg)
+	st, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
 	if err != nil {
 		return nil, err
 	}
@@ -110,15 +110,6 @@ func (e *Env) snapshot(ctx context.Context, repos []string, extra ...config.Toke
 		s.byRepo[r.Token.Repository] = append(s.byRepo[r.Token.Repository], r)
 	}
 	return s, nil
-}
-
-func readState(ctx context.Context, cfg *config.Config) (*enforcer.State, error) {
-	db, err := enforcer.Open(cfg.ODS.Datastore)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	return db.Read(ctx)
 }
 
 // unreadable returns the first token of rs that could not be read.

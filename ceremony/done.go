@@ -188,7 +188,7 @@ func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *snapshot, 
 			}
 		}
 	}
-	after, err := readState(ctx, e.Cfg)
+	after, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: ceremony %s: committed, but cannot check the result: %w", repo, c.ID, err)
 	}

@@ -54,6 +54,16 @@ func Open(ds config.Datastore) (*DB, error) {
 	return d, nil
 }
 
+// ReadDatastore opens the datastore, takes one snapshot and closes it.
+func ReadDatastore(ctx context.Context, ds config.Datastore) (*State, error) {
+	db, err := Open(ds)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return db.Read(ctx)
+}
+
 // Close closes the database.
 func (d *DB) Close() error { return d.db.Close() }
 

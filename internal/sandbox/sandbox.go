@@ -276,11 +276,21 @@ func (e *Enforcer) tail() string {
 }
 
 // CLI runs ods-enforcer against the sandbox's socket and returns its
-// combined output.
+// combined output. A command that lost the enforcer's optimistic-locking
+// race with its own enforce task ("updating ... in the database failed")
+// is tried again, as an operator would.
 func (e *Enforcer) CLI(args ...string) (string, error) {
-	cmd := exec.Command("ods-enforcer", append([]string{"-s", e.Socket}, args...)...)
-	cmd.Env = e.env
-	out, err := cmd.CombinedOutput()
+	var out []byte
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		cmd := exec.Command("ods-enforcer", append([]string{"-s", e.Socket}, args...)...)
+		cmd.Env = e.env
+		out, err = cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "in the database failed") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err != nil {
 		return string(out), fmt.Errorf("ods-enforcer %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
