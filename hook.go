@@ -51,6 +51,7 @@ status and never retries: "hook release" sends what is covered later.`,
 				UsageText: "ods-keyguard hook ds-submit < DNSKEY-lines",
 				Description: `Exit status: 0 forwarded (or approved, with no forward command
 configured); 1 withheld; the forward command's status when it failed.`,
+				Flags:  []cli.Flag{ckaIDFlag()},
 				Action: func(c *cli.Context) error { return runHook(c, kindSubmit) },
 			},
 			{
@@ -58,6 +59,7 @@ configured); 1 withheld; the forward command's status when it failed.`,
 				Usage:       "read DNSKEYs on stdin and forward them: a retraction never endangers a zone",
 				UsageText:   "ods-keyguard hook ds-retract < DNSKEY-lines",
 				Description: `Exit status: 0 forwarded; the forward command's status when it failed.`,
+				Flags:       []cli.Flag{ckaIDFlag()},
 				Action:      func(c *cli.Context) error { return runHook(c, kindRetract) },
 			},
 			{
@@ -117,6 +119,12 @@ Exit status: 0 nothing left withheld; 1 some still withheld.`,
 			},
 		},
 	}
+}
+
+// ckaIDFlag accepts the enforcer's " --cka_id" suffix, should it ever be
+// passed on: the cka_id comes on stdin either way.
+func ckaIDFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "cka_id", Hidden: true, Usage: "ignored: the enforcer's cka_id comes on stdin"}
 }
 
 // logger writes one line per event to syslog (daemon facility, tag

@@ -56,7 +56,10 @@ const exitCodesHelp = `EXIT STATUS:
    3  could not determine: configuration, PKCS#11 module, token, PIN or enforcer
       database unreadable, enforcer unreachable
    The check command follows the monitoring plugin convention instead:
-   0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).`
+   0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).
+   recover assess: 0 nothing lost, 1 keys lost but recoverable, 2 keys lost for
+   good or a zone must go insecure, 3 could not determine.
+   hook ds-submit returns the forward command's status when that failed.`
 
 // exitError carries an exit status; a nil err exits without a message
 // (the command already said what it had to).
