@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/monitor"
@@ -30,7 +31,9 @@ Rule 2: per pool (policy, role, algorithm, bits, repository) the backed-up
 keys at the head of the pool, in the order the enforcer hands them out,
 against the keys its zones take until the next backup is due plus grace.
 Spare = covered - needed, judged by --warning-spare and --critical-spare.
-Presence, CRITICAL: an enforcer key missing from its token or a mirror.
+Presence, CRITICAL: an enforcer key missing from its token or a mirror, or
+of another type there (public keys are compared by verify, not here: check
+skips the public-key objects to stay quick).
 Backup age: WARNING past [backup] interval, CRITICAL past interval + grace;
 WARNING when no ceremony was ever confirmed.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
@@ -141,7 +144,9 @@ func evaluate(ctx context.Context, c *cli.Context) *checkReport {
 	if err != nil {
 		return unknown(err.Error())
 	}
-	snap, err := take(ctx, cfg)
+	// Presence and type, not public keys: verify compares those. check
+	// must answer inside a scheduler's time limit.
+	snap, err := takeWith(ctx, cfg, hsmcheck.ReadPresence)
 	if err != nil {
 		return unknown(err.Error())
 	}

@@ -45,6 +45,11 @@ func (s *snapshot) ceremonies() (*ledger.Store, error) { return s.store, s.store
 // take reads the database, the ceremonies and every repository's and
 // mirror's token, all in one pass.
 func take(ctx context.Context, cfg *config.Config) (*snapshot, error) {
+	return takeWith(ctx, cfg, hsmcheck.ReadAll)
+}
+
+// takeWith is take with another token reader (hsmcheck.ReadPresence).
+func takeWith(ctx context.Context, cfg *config.Config, read func(context.Context, []config.Token) []hsmcheck.Result) (*snapshot, error) {
 	tokens, err := cfg.Tokens()
 	if err != nil {
 		return nil, err
@@ -54,7 +59,7 @@ func take(ctx context.Context, cfg *config.Config) (*snapshot, error) {
 		return nil, err
 	}
 	store, storeErr := ledger.Load(cfg.StateDir)
-	return &snapshot{cfg: cfg, state: st, store: store, storeErr: storeErr, results: hsmcheck.ReadAll(ctx, tokens)}, nil
+	return &snapshot{cfg: cfg, state: st, store: store, storeErr: storeErr, results: read(ctx, tokens)}, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

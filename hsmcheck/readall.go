@@ -33,7 +33,7 @@ type Result struct {
 // child process per distinct environment, in parallel with the rest.
 // Results come in the order of tokens.
 func ReadAll(ctx context.Context, tokens []config.Token) []Result {
-	return readAll(ctx, tokens, nil)
+	return readAll(ctx, tokens, request{})
 }
 
 // ReadIDs is ReadAll for only the keys whose CKA_ID is in ids (hex): one
@@ -42,10 +42,24 @@ func ReadIDs(ctx context.Context, tokens []config.Token, ids []string) []Result 
 	if ids == nil {
 		ids = []string{}
 	}
-	return readAll(ctx, tokens, ids)
+	return readAll(ctx, tokens, request{IDs: ids})
 }
 
-func readAll(ctx context.Context, tokens []config.Token, ids []string) []Result {
+// ReadPresence is ReadAll without the public-key objects: which private
+// keys are there, of what type and size, but no fingerprint where the
+// private object carries no public half (EC). For check, which must answer
+// within a scheduler's time limit.
+func ReadPresence(ctx context.Context, tokens []config.Token) []Result {
+	return readAll(ctx, tokens, request{NoPublic: true})
+}
+
+// request says which keys to read and how much of them.
+type request struct {
+	IDs      []string // nil: every key
+	NoPublic bool     // skip the public-key objects
+}
+
+func readAll(ctx context.Context, tokens []config.Token, req request) []Result {
 	results := make([]Result, len(tokens))
 	groups := map[string][]int{}
 	var local []int
@@ -62,13 +76,13 @@ func readAll(ctx context.Context, tokens []config.Token, ids []string) []Result 
 		wg.Add(1)
 		go func(idx []int) {
 			defer wg.Done()
-			readInChild(ctx, tokens, idx, ids, results)
+			readInChild(ctx, tokens, idx, req, results)
 		}(idx)
 	}
 	if len(local) > 0 {
 		ms := NewModules(OpenModule)
 		for _, i := range local {
-			results[i].Inventory, results[i].Err = ms.ReadIDs(tokens[i], ids)
+			results[i].Inventory, results[i].Err = ms.read1(tokens[i], req)
 		}
 		ms.Close()
 	}
@@ -99,7 +113,7 @@ func envKey(env map[string]string) string {
 type wireToken struct {
 	Name, Kind, Repository, Module, Label string
 	PIN                                   string
-	IDs                                   []string // nil: every key
+	Req                                   request
 }
 
 type wireResult struct {
@@ -107,7 +121,7 @@ type wireResult struct {
 	Err       string     `json:"error,omitempty"`
 }
 
-func readInChild(ctx context.Context, tokens []config.Token, idx []int, ids []string, results []Result) {
+func readInChild(ctx context.Context, tokens []config.Token, idx []int, req request, results []Result) {
 	fail := func(err error) {
 		for _, i := range idx {
 			results[i].Err = fmt.Errorf("%s: %w", tokens[i].Describe(), err)
@@ -121,7 +135,7 @@ func readInChild(ctx context.Context, tokens []config.Token, idx []int, ids []st
 	wire := make([]wireToken, len(idx))
 	for j, i := range idx {
 		t := tokens[i]
-		wire[j] = wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal(), ids}
+		wire[j] = wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal(), req}
 	}
 	in, err := json.Marshal(wire)
 	if err != nil {
@@ -169,10 +183,10 @@ func ServeChild(r io.Reader, w io.Writer) error {
 	defer ms.Close()
 	out := make([]wireResult, len(wire))
 	for i, t := range wire {
-		inv, err := ms.ReadIDs(config.Token{
+		inv, err := ms.read1(config.Token{
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Module: t.Module, Label: t.Label, PIN: config.Secret(t.PIN),
-		}, t.IDs)
+		}, t.Req)
 		out[i].Inventory = inv
 		if err != nil {
 			out[i].Err = err.Error()

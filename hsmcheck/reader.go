@@ -107,30 +107,34 @@ func (ms *Modules) Close() {
 }
 
 // Read reads one token with the modules of this process.
-func (ms *Modules) Read(t config.Token) (*Inventory, error) { return ms.ReadIDs(t, nil) }
+func (ms *Modules) Read(t config.Token) (*Inventory, error) { return ms.read1(t, request{}) }
 
 // ReadIDs reads only the keys whose CKA_ID is one of ids (hex): a search per
 // id instead of a listing of the token. Nil ids reads every key.
 func (ms *Modules) ReadIDs(t config.Token, ids []string) (*Inventory, error) {
+	return ms.read1(t, request{IDs: ids})
+}
+
+func (ms *Modules) read1(t config.Token, req request) (*Inventory, error) {
 	var raw [][]byte
-	for _, id := range ids {
+	for _, id := range req.IDs {
 		b, err := hex.DecodeString(id)
 		if err != nil || len(b) == 0 {
 			return nil, fmt.Errorf("%s: CKA_ID %q is not hex", t.Describe(), id)
 		}
 		raw = append(raw, b)
 	}
-	if ids != nil && raw == nil {
+	if req.IDs != nil && raw == nil {
 		raw = [][]byte{}
 	}
-	inv, err := ms.read(t, raw)
+	inv, err := ms.read(t, raw, req.NoPublic)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.Describe(), err)
 	}
 	return inv, nil
 }
 
-func (ms *Modules) read(t config.Token, ids [][]byte) (*Inventory, error) {
+func (ms *Modules) read(t config.Token, ids [][]byte, noPublic bool) (*Inventory, error) {
 	if t.Module == "" {
 		return nil, errors.New("no PKCS#11 module configured")
 	}
@@ -176,7 +180,7 @@ func (ms *Modules) read(t config.Token, ids [][]byte) (*Inventory, error) {
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
 		}
-		err := readKeys(s, inv, ids)
+		err := readKeys(s, inv, ids, noPublic)
 		if err == nil {
 			return inv, nil
 		}
@@ -270,7 +274,7 @@ func find(s Session, class Class, ids [][]byte) ([]Handle, error) {
 	return out, nil
 }
 
-func readKeys(s Session, inv *Inventory, ids [][]byte) error {
+func readKeys(s Session, inv *Inventory, ids [][]byte, noPublic bool) error {
 	privs, err := find(s, ClassPrivateKey, ids)
 	if err != nil {
 		return err
@@ -291,8 +295,11 @@ func readKeys(s Session, inv *Inventory, ids [][]byte) error {
 	sort.SliceStable(inv.Keys, func(i, j int) bool { return inv.Keys[i].ID < inv.Keys[j].ID })
 	// Public objects give the fingerprint where the private object has no
 	// public material (EC keys).
-	var need bool
+	need := false
 	for _, k := range inv.Keys {
+		if noPublic {
+			break
+		}
 		if k.Fingerprint == "" {
 			need = true
 			break
