@@ -34,6 +34,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -156,10 +157,29 @@ func dispatchHookName(args []string) []string {
 	return args
 }
 
+// version is the module version and the commit the binary was built from.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision" && len(s.Value) >= 12:
+			v += " " + s.Value[:12]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			v += "+dirty"
+		}
+	}
+	return v
+}
+
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	onUsage := func(c *cli.Context, err error, isSub bool) error { return &usageError{msg: err.Error()} }
 	app := &cli.App{
 		Name:                 "ods-keyguard",
+		Version:              version(),
 		Usage:                "no DNSSEC key used before it is backed up, no zone lost with an HSM",
 		UsageText:            "ods-keyguard [--config FILE] COMMAND [options]",
 		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only.\n\n" + exitCodesHelp,

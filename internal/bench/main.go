@@ -48,7 +48,7 @@ func main() {
 		}
 		tables = append(tables, t)
 	}
-	if err := writeReport(*out, strings.Join(tables, "\n")); err != nil {
+	if err := writeReport(*out, bin, strings.Join(tables, "\n")); err != nil {
 		fatal(err)
 	}
 }
@@ -249,7 +249,7 @@ func table(keys int, gen time.Duration, samples []sample) string {
 
 const begin, end = "<!-- bench:inventory begin -->", "<!-- bench:inventory end -->"
 
-func writeReport(path, tables string) error {
+func writeReport(path, binary, tables string) error {
 	host, _ := os.Hostname()
 	cpu := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -260,8 +260,9 @@ func writeReport(path, tables string) error {
 			}
 		}
 	}
-	section := fmt.Sprintf("%s\n## Reading tokens: verify, inventory, check and the DS hook\n\nRun %s on %s (%s, %d cores, %s/%s), `make bench`.\nMedian of the runs; peak RSS is the process's maximum resident set.\nverify, inventory and check are compared with pkcs11-tool's listing of the same token; the hook's\ndecision with pkcs11-tool's look-up of one key by CKA_ID, the floor for one PKCS#11 look-up.\n`ods-hsmutil list` runs once: it looks every key up on its own.\n\n%s%s\n",
-		begin, time.Now().UTC().Format("2006-01-02 15:04 MST"), host, cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, tables, end)
+	ver, _ := exec.Command(binary, "--version").Output()
+	section := fmt.Sprintf("%s\n## Reading tokens: verify, inventory, check and the DS hook\n\nRun %s on %s (%s, %d cores, %s/%s), `make bench`, %s.\nMedian of the runs; peak RSS is the process's maximum resident set.\nverify, inventory and check are compared with pkcs11-tool's listing of the same token; the hook's\ndecision with pkcs11-tool's look-up of one key by CKA_ID, the floor for one PKCS#11 look-up.\n`ods-hsmutil list` runs once: it looks every key up on its own.\n\n%s%s\n",
+		begin, time.Now().UTC().Format("2006-01-02 15:04 MST"), host, cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.TrimSpace(string(ver)), tables, end)
 	old, err := os.ReadFile(path)
 	if err != nil {
 		old = []byte("# Benchmarks\n\nFigures written by `make bench` (internal/bench). Each section is replaced when its benchmark runs again.\n\n")
