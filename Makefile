@@ -10,7 +10,7 @@ GO ?= go
 all: build
 
 build:
-	$(GO) build -o bin/ods-keyguard .
+	$(GO) build -buildvcs=auto -o bin/ods-keyguard .
 
 setup:
 	./scripts/setup.sh
