@@ -164,6 +164,9 @@ func version() string {
 		return "unknown"
 	}
 	v := bi.Main.Version
+	if v != "(devel)" && v != "" {
+		return v // a pseudo-version carries the commit already
+	}
 	for _, s := range bi.Settings {
 		switch {
 		case s.Key == "vcs.revision" && len(s.Value) >= 12:
