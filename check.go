@@ -211,8 +211,9 @@ func evaluate(ctx context.Context, c *cli.Context) *checkReport {
 			add(monitor.Warning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, human(a.Age), human(sched.Interval))
 		}
 	}
-	rank := map[monitor.State]int{monitor.Critical: 0, monitor.Unknown: 1, monitor.Warning: 2, monitor.OK: 3}
-	sort.SliceStable(rep.Findings, func(i, j int) bool { return rank[rep.Findings[i].State] < rank[rep.Findings[j].State] })
+	sort.SliceStable(rep.Findings, func(i, j int) bool {
+		return rep.Findings[i].State.Severity() > rep.Findings[j].State.Severity()
+	})
 	for i := range rep.Findings {
 		rep.State = monitor.Worse(rep.State, rep.Findings[i].State)
 		rep.Findings[i].Status = rep.Findings[i].State.String()

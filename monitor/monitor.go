@@ -33,21 +33,23 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// Worse returns the worse of two states: UNKNOWN counts as worse than
-// CRITICAL only where nothing critical is known.
-func Worse(a, b State) State {
-	rank := func(s State) int {
-		switch s {
-		case Critical:
-			return 3
-		case Unknown:
-			return 2
-		case Warning:
-			return 1
-		}
-		return 0
+// Severity orders states for "the worst wins": CRITICAL, then UNKNOWN
+// (a known CRITICAL outranks what could not be determined), WARNING, OK.
+func (s State) Severity() int {
+	switch s {
+	case Critical:
+		return 3
+	case Unknown:
+		return 2
+	case Warning:
+		return 1
 	}
-	if rank(b) > rank(a) {
+	return 0
+}
+
+// Worse returns the worse of two states.
+func Worse(a, b State) State {
+	if b.Severity() > a.Severity() {
 		return b
 	}
 	return a
