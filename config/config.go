@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -116,6 +117,23 @@ func Load(path string) (*Config, error) {
 	}
 	if c.OpenDNSSECConf == "" {
 		c.OpenDNSSECConf = "/etc/opendnssec/conf.xml"
+	}
+	// Relative paths are the config file's, not the working directory's:
+	// the enforcer runs its hooks in its own <WorkingDirectory>.
+	base := filepath.Dir(path)
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	abs(&c.OpenDNSSECConf)
+	abs(&c.StateDir)
+	for i := range c.Mirrors {
+		abs(&c.Mirrors[i].PinFile)
+	}
+	for name, b := range c.BackupTokens {
+		abs(&b.PinFile)
+		c.BackupTokens[name] = b
 	}
 	if c.EnforcerCLI == "" {
 		c.EnforcerCLI = "ods-enforcer"

@@ -162,3 +162,17 @@ func TestExampleDecodes(t *testing.T) {
 		}
 	}
 }
+
+func TestRelativePathsAreTheConfigFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "conf.xml"), []byte(confXML), 0o600)
+	cfg := filepath.Join(dir, "k.toml")
+	os.WriteFile(cfg, []byte("opendnssec_conf = \"conf.xml\"\nstate_dir = \"state\"\n[backup_token.v]\nmodule = \"/m.so\"\ntoken_label = \"v\"\npin_file = \"v.pin\"\n"), 0o600)
+	c, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != filepath.Join(dir, "state") || c.BackupTokens["v"].PinFile != filepath.Join(dir, "v.pin") {
+		t.Errorf("got %q, %q", c.StateDir, c.BackupTokens["v"].PinFile)
+	}
+}
