@@ -112,10 +112,7 @@ KEYS, BACKUP), then the open ones. BACKUP is "verified:NAME" when the backup
 token was read and checked, "attested" when the operator's word was taken.`,
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON document"}},
 				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
+					cfg, err := commandConfig(c)
 					if err != nil {
 						return err
 					}
@@ -148,10 +145,7 @@ func nonNil(cs []*ledger.Ceremony) []*ledger.Ceremony {
 }
 
 func ceremonyEnv(c *cli.Context) (*ceremony.Env, []string, error) {
-	if err := noArgs(c); err != nil {
-		return nil, nil, err
-	}
-	cfg, err := loadConfig(c)
+	cfg, err := commandConfig(c)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -70,10 +70,7 @@ configured); 1 withheld; the forward command's status when it failed.`,
 Exit status: 0 listed (even when empty).`,
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON document"}},
 				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
+					cfg, err := commandConfig(c)
 					if err != nil {
 						return err
 					}
@@ -100,10 +97,7 @@ Exit status: 0 listed (even when empty).`,
 entry leaves the list only when its forward succeeded. backup done runs it.
 Exit status: 0 nothing left withheld; 1 some still withheld.`,
 				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
+					cfg, err := commandConfig(c)
 					if err != nil {
 						return err
 					}
@@ -316,11 +310,7 @@ func runForward(ctx context.Context, command string, subs []hooks.Submission, st
 }
 
 func stateLock(cfg *config.Config) (*ledger.Lock, error) {
-	d, err := time.ParseDuration(cfg.LockTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: lock_timeout %q: %w", cfg.Path, cfg.LockTimeout, err)
-	}
-	return ledger.Acquire(cfg.StateDir, d)
+	return ledger.Acquire(cfg.StateDir, cfg.LockWait)
 }
 
 func recordPending(cfg *config.Config, recs []ledger.Pending) error {

@@ -19,6 +19,15 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
+// commandConfig refuses positional arguments and loads the configuration:
+// what every command that takes none does first.
+func commandConfig(c *cli.Context) (*config.Config, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	return loadConfig(c)
+}
+
 // loadConfig reads the configuration named by --config or its defaults.
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	return config.Load(config.Path(c.String("config")))
@@ -97,10 +106,7 @@ list is printed all the same, with "unknown" where a token was unreadable).`,
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON document"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			cfg, err := loadConfig(c)
+			cfg, err := commandConfig(c)
 			if err != nil {
 				return err
 			}
@@ -200,10 +206,7 @@ Exit status: 0 clean; 1 problems found; 2 bad usage; 3 could not determine
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON document"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			cfg, err := loadConfig(c)
+			cfg, err := commandConfig(c)
 			if err != nil {
 				return err
 			}
@@ -277,10 +280,7 @@ it.
 
 Exit status: 0 reported; 3 configuration, state or database unreadable.`,
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			cfg, err := loadConfig(c)
+			cfg, err := commandConfig(c)
 			if err != nil {
 				return err
 			}

@@ -501,3 +501,21 @@ func TestMakeInstall(t *testing.T) {
 		}
 	}
 }
+
+// In CI a missing tool is an error, never a skip.
+func TestConditionStrictInCI(t *testing.T) {
+	saved, savedStrict := tools["softhsm"], strictTools
+	defer func() { tools["softhsm"], strictTools = saved, savedStrict }()
+	tools["softhsm"] = []string{"no-such-tool-anywhere"}
+	strictTools = true
+	if ok, err := condition("softhsm"); ok || err == nil {
+		t.Fatalf("CI: got %v, %v; want an error", ok, err)
+	}
+	strictTools = false
+	if ok, err := condition("softhsm"); ok || err != nil {
+		t.Fatalf("laptop: got %v, %v; want a skip", ok, err)
+	}
+	if _, err := condition("nonsense"); err == nil {
+		t.Fatal("an unknown condition was accepted")
+	}
+}

@@ -39,10 +39,7 @@ Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.`,
 }
 
 func runPoolFill(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(c)
+	cfg, err := commandConfig(c)
 	if err != nil {
 		return err
 	}

@@ -168,10 +168,7 @@ func printAssessment(w io.Writer, a *recovery.Assessment) {
 }
 
 func runVerifyRestore(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(c)
+	cfg, err := commandConfig(c)
 	if err != nil {
 		return err
 	}

@@ -72,12 +72,19 @@ func Operator(flag string) string {
 	return "unknown"
 }
 
-func (e *Env) lock() (*ledger.Lock, error) {
-	d, err := time.ParseDuration(e.Cfg.LockTimeout)
+// begin takes the state lock and reads the ceremonies under it: the start
+// of every ceremony step. The caller releases the lock.
+func (e *Env) begin() (*ledger.Lock, *ledger.Store, error) {
+	lock, err := ledger.Acquire(e.Cfg.StateDir, e.Cfg.LockWait)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: lock_timeout %q: %w", e.Cfg.Path, e.Cfg.LockTimeout, err)
+		return nil, nil, err
 	}
-	return ledger.Acquire(e.Cfg.StateDir, d)
+	store, err := ledger.Load(e.Cfg.StateDir)
+	if err != nil {
+		lock.Release()
+		return nil, nil, err
+	}
+	return lock, store, nil
 }
 
 // snapshot reads the database and the tokens of repos (plus extra) in one pass.

@@ -18,15 +18,11 @@ import (
 // Confirmed reports what was confirmed, for whatever runs next (the hook's
 // release).
 func Done(ctx context.Context, e *Env, repos []string, backupToken, operator string) (confirmed []*ledger.Ceremony, err error) {
-	lock, err := e.lock()
+	lock, store, err := e.begin()
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Release()
-	store, err := ledger.Load(e.Cfg.StateDir)
-	if err != nil {
-		return nil, err
-	}
 	if len(repos) == 0 {
 		repos = store.OpenRepositories()
 		if len(repos) == 0 {

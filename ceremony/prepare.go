@@ -19,15 +19,11 @@ import (
 // must be on the repository's token and on each mirror, or the enforcer is
 // rolled back and nothing is opened.
 func Prepare(ctx context.Context, e *Env, repos []string, operator string) error {
-	lock, err := e.lock()
+	lock, store, err := e.begin()
 	if err != nil {
 		return err
 	}
 	defer lock.Release()
-	store, err := ledger.Load(e.Cfg.StateDir)
-	if err != nil {
-		return err
-	}
 	for _, repo := range repos {
 		if c := store.Open(repo); c != nil {
 			return refuse("repository %q: ceremony %s is already open (prepared %s by %s): finish it with `backup done` or `backup rollback`",

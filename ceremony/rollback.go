@@ -9,15 +9,11 @@ import (
 // Rollback abandons the open ceremony of each of repos (every repository
 // with one when repos is empty) and unflags the enforcer's Prepared keys.
 func Rollback(ctx context.Context, e *Env, repos []string, operator, reason string) error {
-	lock, err := e.lock()
+	lock, store, err := e.begin()
 	if err != nil {
 		return err
 	}
 	defer lock.Release()
-	store, err := ledger.Load(e.Cfg.StateDir)
-	if err != nil {
-		return err
-	}
 	if len(repos) == 0 {
 		repos = store.OpenRepositories()
 		if len(repos) == 0 {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -26,8 +27,10 @@ type Config struct {
 	OpenDNSSECConf string `toml:"opendnssec_conf"`
 	EnforcerCLI    string `toml:"enforcer_cli"`
 	StateDir       string `toml:"state_dir"`
-	// LockTimeout bounds how long a writer waits for the state lock (Go duration).
-	LockTimeout string `toml:"lock_timeout"`
+	// LockTimeout bounds how long a writer waits for the state lock (Go
+	// duration); LockWait is it parsed.
+	LockTimeout string        `toml:"lock_timeout"`
+	LockWait    time.Duration `toml:"-"`
 
 	// Repository adds what conf.xml cannot say about a repository's token,
 	// keyed by repository name.
@@ -143,6 +146,9 @@ func Load(path string) (*Config, error) {
 	}
 	if c.LockTimeout == "" {
 		c.LockTimeout = "30s"
+	}
+	if c.LockWait, err = time.ParseDuration(c.LockTimeout); err != nil || c.LockWait < 0 {
+		return nil, fmt.Errorf("config %s: lock_timeout %q: want a duration such as 30s", path, c.LockTimeout)
 	}
 	ods, err := LoadOpenDNSSEC(c.OpenDNSSECConf)
 	if err != nil {
