@@ -35,7 +35,8 @@ Presence, CRITICAL: an enforcer key missing from its token or a mirror, or
 of another type there (public keys are compared by verify, not here: check
 skips the public-key objects to stay quick).
 Backup age: WARNING past [backup] interval, CRITICAL past interval + grace;
-WARNING when no ceremony was ever confirmed.
+WARNING when no ceremony was ever confirmed, and when a ceremony has been
+open for longer than grace (its keys stay Prepared: rollovers stall).
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
 database unreadable, bad arguments, out of time.
 
@@ -209,6 +210,14 @@ func evaluate(ctx context.Context, c *cli.Context) *checkReport {
 			add(monitor.Critical, "backup", "last confirmed backup of %s is %s old, past interval %s + grace %s", a.Repository, human(a.Age), human(sched.Interval), human(sched.Grace))
 		case a.Age > sched.Interval:
 			add(monitor.Warning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, human(a.Age), human(sched.Interval))
+		}
+	}
+	// A ceremony left open keeps its keys Prepared: the enforcer will not
+	// make them omnipresent, so rollovers stall until done or rollback.
+	for _, repo := range store.OpenRepositories() {
+		if c := store.Open(repo); at.Sub(c.Prepared) > sched.Grace {
+			add(monitor.Warning, "ceremony", "backup ceremony %s of %s open for %s: finish it with backup done, or backup rollback; until then its keys stay Prepared",
+				c.ID, repo, human(at.Sub(c.Prepared)))
 		}
 	}
 	sort.SliceStable(rep.Findings, func(i, j int) bool {
