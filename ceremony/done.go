@@ -87,20 +87,11 @@ func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *snapshot, 
 	}
 	// A ceremony left "committing" was interrupted around the enforcer's
 	// commit: if the enforcer committed, only the record is missing.
-	committed := false
-	if c.Status == ledger.Committing && c.RequireBackup {
-		done, prepared := 0, 0
-		for _, mk := range c.Keys {
-			if k := byLocator[mk.Locator]; k != nil {
-				switch k.Backup {
-				case enforcer.BackupDone:
-					done++
-				case enforcer.BackupPrepared:
-					prepared++
-				}
-			}
+	committed := c.Status == ledger.Committing && c.RequireBackup
+	for _, mk := range c.Keys {
+		if k := byLocator[mk.Locator]; committed && (k == nil || k.Backup != enforcer.BackupDone) {
+			committed = false
 		}
-		committed = done == len(c.Keys)
 	}
 
 	var checks, problems []string
