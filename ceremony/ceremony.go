@@ -35,20 +35,12 @@ func refuse(format string, args ...any) error { return &Refusal{fmt.Sprintf(form
 type Env struct {
 	Cfg *config.Config
 	Out io.Writer // what the operator reads
-	Now func() time.Time
-	// ReadTokens reads tokens; hsmcheck.ReadAll unless a test says otherwise.
-	ReadTokens func(context.Context, []config.Token) []hsmcheck.Result
 	// AfterCommit, when set, runs between the enforcer's commit and the
 	// record: a test's stand-in for a crash at the worst moment.
 	AfterCommit func() error
 }
 
-func (e *Env) now() time.Time {
-	if e.Now != nil {
-		return e.Now()
-	}
-	return time.Now().UTC()
-}
+func (e *Env) now() time.Time { return time.Now().UTC() }
 
 func (e *Env) cli() enforcer.CLI {
 	return enforcer.CLI{Program: e.Cfg.EnforcerCLI, Socket: e.Cfg.ODS.SocketFile}
@@ -107,11 +99,7 @@ func (e *Env) snapshot(ctx context.Context, repos []string, extra ...config.Toke
 	if err != nil {
 		return nil, err
 	}
-	read := e.ReadTokens
-	if read == nil {
-		read = hsmcheck.ReadAll
-	}
-	res := read(ctx, append(tokens, extra...))
+	res := hsmcheck.ReadAll(ctx, append(tokens, extra...))
 	s := &snapshot{state: st, byRepo: map[string][]hsmcheck.Result{}, extra: res[len(tokens):]}
 	for _, r := range res[:len(tokens)] {
 		s.byRepo[r.Token.Repository] = append(s.byRepo[r.Token.Repository], r)
