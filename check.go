@@ -36,7 +36,8 @@ of another type there (public keys are compared by verify, not here: check
 skips the public-key objects to stay quick).
 Backup age: WARNING past [backup] interval, CRITICAL past interval + grace;
 WARNING when no ceremony was ever confirmed, and when a ceremony has been
-open for longer than grace (its keys stay Prepared: rollovers stall).
+open for longer than grace (its keys stay Prepared: rollovers stall), and
+when the DS hook holds withheld submissions.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
 database unreadable, bad arguments, out of time.
 
@@ -67,6 +68,7 @@ type checkReport struct {
 	Findings []finding           `json:"findings"`
 	Unbacked []rules.Unbacked    `json:"unbacked_in_use"`
 	Missing  int                 `json:"missing_keys"`
+	Withheld int                 `json:"withheld_submissions"`
 	Pools    []rules.Pool        `json:"pools"`
 	Backups  []rules.Age         `json:"backups"`
 	Problems []inventory.Problem `json:"presence_problems"`
@@ -212,6 +214,20 @@ func evaluate(ctx context.Context, c *cli.Context) *checkReport {
 			add(monitor.Warning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, human(a.Age), human(sched.Interval))
 		}
 	}
+	// A DS the hook withheld stays withheld until a release: say so.
+	pending, err := ledger.LoadPending(cfg.StateDir)
+	if err != nil {
+		return unknown(err.Error())
+	}
+	rep.Withheld = len(pending)
+	for _, p := range pending {
+		what := "input"
+		if p.Zone != "" {
+			what = fmt.Sprintf("zone %s key tag %d", p.Zone, p.KeyTag)
+		}
+		add(monitor.Warning, "hook", "%s for %s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
+			p.Kind, what, p.Received.Format("2006-01-02T15:04Z"), p.Reason)
+	}
 	// A ceremony left open keeps its keys Prepared: the enforcer will not
 	// make them omnipresent, so rollovers stall until done or rollback.
 	for _, repo := range store.OpenRepositories() {
@@ -292,6 +308,7 @@ func perfdata(rep *checkReport, warn, crit monitor.Range, sched config.Schedule)
 	perf := []monitor.Perf{
 		{Label: "unbacked_in_use", Value: float64(len(rep.Unbacked)), Crit: "0", Min: zero},
 		{Label: "missing_keys", Value: float64(rep.Missing), Crit: "0", Min: zero},
+		{Label: "withheld_submissions", Value: float64(rep.Withheld), Warn: "0", Min: zero},
 	}
 	for _, a := range rep.Backups {
 		if a.Last == nil {
@@ -383,6 +400,8 @@ func prometheus(rep *checkReport) string {
 	fmt.Fprintf(&b, "ods_keyguard_unbacked_in_use %d\n", len(rep.Unbacked))
 	metric("ods_keyguard_missing_keys", "Enforcer keys missing from a token or mirror.", "gauge")
 	fmt.Fprintf(&b, "ods_keyguard_missing_keys %d\n", rep.Missing)
+	metric("ods_keyguard_withheld_submissions", "DS submissions the hook withheld and has not released.", "gauge")
+	fmt.Fprintf(&b, "ods_keyguard_withheld_submissions %d\n", rep.Withheld)
 	metric("ods_keyguard_last_backup_age_seconds", "Seconds since the repository's last confirmed backup ceremony.", "gauge")
 	for _, a := range rep.Backups {
 		if a.Last != nil {
