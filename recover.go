@@ -234,6 +234,9 @@ func recordRestore(cfg *config.Config, results []hsmcheck.Result, v *recovery.Ve
 	}
 	now := time.Now().UTC()
 	for repo, toks := range byRepo {
+		if sameRestore(store, repo, toks) {
+			continue // verified again: recorded once
+		}
 		c := &ledger.Ceremony{ID: ledger.NewID(repo, now), Repository: repo, Status: ledger.Restored,
 			Operator: ceremony.Operator(""), Prepared: now, Ended: now, Tokens: toks,
 			Checks: []string{v.Summary}}
@@ -251,4 +254,24 @@ func keyLine(l recovery.LostKey) string {
 		zones = strings.Join(l.Zones, ",")
 	}
 	return fmt.Sprintf("%s %s (%s, %s)", l.Locator, l.Role, l.Use, zones)
+}
+
+// sameRestore reports whether repo's newest record is a restore of the same
+// tokens.
+func sameRestore(store *ledger.Store, repo string, toks []ledger.TokenRecord) bool {
+	for _, c := range store.History() {
+		if c.Repository != repo {
+			continue
+		}
+		if c.Status != ledger.Restored || len(c.Tokens) != len(toks) {
+			return false
+		}
+		for i, t := range toks {
+			if c.Tokens[i].Serial != t.Serial || c.Tokens[i].Name != t.Name {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
