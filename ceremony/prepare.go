@@ -125,7 +125,11 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *snapsho
 			e.say("repository %q: %s", repo, p)
 		}
 		rollback()
-		return refuse("repository %q: not prepared (the enforcer was rolled back): %s", repo, summarize(problems))
+		how := "not prepared"
+		if r.RequireBackup {
+			how = "not prepared (the enforcer was rolled back)"
+		}
+		return refuse("repository %q: %s: %s", repo, how, summarize(problems))
 	}
 	if err := store.SaveOpen(c); err != nil {
 		rollback()
