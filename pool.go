@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 	"time"
 
@@ -92,28 +91,8 @@ func runPoolFill(c *cli.Context) error {
 				}
 				t = due.Add(sched.Interval + sched.Grace)
 			}
-			var rolls []time.Time
-			for _, z := range zones {
-				r := z.NextRoll[pk.Role]
-				if r.IsZero() {
-					r = now
-				}
-				rolls = append(rolls, r)
-			}
-			if p.KeysShared && len(rolls) > 1 {
-				sort.Slice(rolls, func(i, j int) bool { return rolls[i].Before(rolls[j]) })
-				rolls = rolls[:1]
-			}
-			for i := 0; i < cfg.Check.NewZones[p.Name]; i++ {
-				rolls = append(rolls, now)
-			}
-			need := rules.Needed(rolls, pk.Lifetime, t)
-			unused := 0
-			for _, k := range st.Keys {
-				if k.State == enforcer.Unused && k.Policy == p && k.Role == pk.Role && k.Algorithm == pk.Algorithm && k.Bits == pk.Bits && k.Repository == pk.Repository {
-					unused++
-				}
-			}
+			need := rules.Needed(rules.Rolls(p, pk, zones, cfg.Check.NewZones[p.Name], now), pk.Lifetime, t)
+			unused := len(rules.PoolKeys(st, p, pk))
 			notes = append(notes, fmt.Sprintf("%s: %d needed until %s, %d unused", pk.Role, need, t.Format("2006-01-02T15:04Z"), unused))
 			if need > unused {
 				duration = max(duration, time.Duration(need)*pk.Lifetime)

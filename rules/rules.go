@@ -159,14 +159,7 @@ func Evaluate(in Input) Result {
 func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.PolicyKey, zones []*enforcer.Zone, due time.Time) Pool {
 	pool := Pool{Policy: p.Name, Role: pk.Role.String(), Algorithm: pk.Algorithm, Bits: pk.Bits,
 		Repository: pk.Repository, Lifetime: pk.Lifetime, Manual: pk.ManualRollover}
-	var keys []*enforcer.Key
-	for _, k := range in.State.Keys {
-		if k.State == enforcer.Unused && k.Policy == p && k.Role == pk.Role && k.Algorithm == pk.Algorithm &&
-			k.Bits == pk.Bits && k.Repository == pk.Repository {
-			keys = append(keys, k)
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].ID < keys[j].ID })
+	keys := PoolKeys(in.State, p, pk)
 	pool.Unused = len(keys)
 	head := true
 	for _, k := range keys {
@@ -183,23 +176,8 @@ func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.Polic
 		due = in.Now
 	}
 	pool.Until = due.Add(in.Grace)
-	// When each zone next takes a key. Shared keys are taken once per policy.
-	var rolls []time.Time
-	for _, z := range zones {
-		t := z.NextRoll[pk.Role]
-		if t.IsZero() {
-			t = in.Now
-		}
-		rolls = append(rolls, t)
-	}
-	if p.KeysShared && len(rolls) > 1 {
-		sort.Slice(rolls, func(i, j int) bool { return rolls[i].Before(rolls[j]) })
-		rolls = rolls[:1]
-	}
 	newZones := in.NewZones[p.Name]
-	for i := 0; i < newZones; i++ {
-		rolls = append(rolls, in.Now)
-	}
+	rolls := Rolls(p, pk, zones, newZones, in.Now)
 	pool.Zones = len(rolls)
 	pool.Idle = len(rolls) == 0
 	if pk.ManualRollover || pk.Lifetime <= 0 {
@@ -213,6 +191,42 @@ func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.Polic
 	pool.Spare = pool.Covered - pool.Needed
 	pool.RunsOut = RunsOut(rolls, pk.Lifetime, pool.Covered, in.Now)
 	return pool
+}
+
+// PoolKeys returns the unused keys the enforcer hands out for policy key pk
+// of p, in its order: lowest id first.
+func PoolKeys(st *enforcer.State, p *enforcer.Policy, pk enforcer.PolicyKey) []*enforcer.Key {
+	var keys []*enforcer.Key
+	for _, k := range st.Keys {
+		if k.State == enforcer.Unused && k.Policy == p && k.Role == pk.Role && k.Algorithm == pk.Algorithm &&
+			k.Bits == pk.Bits && k.Repository == pk.Repository {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].ID < keys[j].ID })
+	return keys
+}
+
+// Rolls returns when each of zones (all of policy p) next takes a key for
+// pk: its next roll, or now when none is set. Shared keys are taken once per
+// policy. Each expected new zone takes one now.
+func Rolls(p *enforcer.Policy, pk enforcer.PolicyKey, zones []*enforcer.Zone, newZones int, now time.Time) []time.Time {
+	var rolls []time.Time
+	for _, z := range zones {
+		t := z.NextRoll[pk.Role]
+		if t.IsZero() {
+			t = now
+		}
+		rolls = append(rolls, t)
+	}
+	if p.KeysShared && len(rolls) > 1 {
+		sort.Slice(rolls, func(i, j int) bool { return rolls[i].Before(rolls[j]) })
+		rolls = rolls[:1]
+	}
+	for i := 0; i < newZones; i++ {
+		rolls = append(rolls, now)
+	}
+	return rolls
 }
 
 // Needed counts the keys taken until t by zones whose next rolls are
