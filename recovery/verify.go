@@ -41,6 +41,7 @@ type TokenKeys struct {
 func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verification {
 	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}}
 	cov := store.Coverage()
+	needed := Needed(st)
 	// What each repository's backup must have brought back.
 	want := map[string]map[string]ledger.KeyRecord{}
 	addWant := func(repo string, k ledger.KeyRecord) {
@@ -60,7 +61,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verifi
 			}
 		}
 	}
-	for _, k := range Needed(st) {
+	for _, k := range needed {
 		if c := cov.Covering(k.Repository, k.Locator); c != nil {
 			rec, _ := c.Key(k.Locator)
 			addWant(k.Repository, rec)
@@ -95,7 +96,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verifi
 			}
 			v.Checked++
 		}
-		for _, k := range Needed(st) {
+		for _, k := range needed {
 			if k.Repository == t.Repository {
 				if _, ok := t.Fingerprint(k.Locator); ok {
 					onSome[k.Repository+"/"+k.Locator] = true
@@ -112,7 +113,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verifi
 		}
 		v.HSMs = append(v.HSMs, r)
 	}
-	for _, k := range Needed(st) {
+	for _, k := range needed {
 		if !repos[k.Repository] || onSome[k.Repository+"/"+k.Locator] || cov.Covering(k.Repository, k.Locator) != nil {
 			continue
 		}
