@@ -38,21 +38,19 @@ func readState(ctx context.Context, cfg *config.Config) (*enforcer.State, error)
 	return enforcer.ReadDatastore(ctx, cfg.ODS.Datastore)
 }
 
-// snapshot is one read of the enforcer, of every token and of the
-// ceremony state.
+// snapshot is one read of the enforcer and of every token.
 type snapshot struct {
-	cfg      *config.Config
-	state    *enforcer.State
-	store    *ledger.Store
-	storeErr error // a damaged state file stops only the commands that need it
-	results  []hsmcheck.Result
+	cfg     *config.Config
+	state   *enforcer.State
+	results []hsmcheck.Result
 }
 
-// ceremonies returns the ceremony state read with the snapshot.
-func (s *snapshot) ceremonies() (*ledger.Store, error) { return s.store, s.storeErr }
+// ceremonies reads the ceremony state, for the commands that need it: a
+// damaged state file does not stop verify or inventory.
+func (s *snapshot) ceremonies() (*ledger.Store, error) { return ledger.Load(s.cfg.StateDir) }
 
-// take reads the database, the ceremonies and every repository's and
-// mirror's token, all in one pass.
+// take reads the database and every repository's and mirror's token, in
+// one pass.
 func take(ctx context.Context, cfg *config.Config) (*snapshot, error) {
 	return takeWith(ctx, cfg, hsmcheck.ReadAll)
 }
@@ -67,8 +65,7 @@ func takeWith(ctx context.Context, cfg *config.Config, read func(context.Context
 	if err != nil {
 		return nil, err
 	}
-	store, storeErr := ledger.Load(cfg.StateDir)
-	return &snapshot{cfg: cfg, state: st, store: store, storeErr: storeErr, results: read(ctx, tokens)}, nil
+	return &snapshot{cfg: cfg, state: st, results: read(ctx, tokens)}, nil
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -288,17 +285,17 @@ Exit status: 0 reported; 3 configuration, state or database unreadable.`,
 			if err != nil {
 				return err
 			}
-			if _, err := snap.ceremonies(); err != nil {
+			store, err := snap.ceremonies()
+			if err != nil {
 				return err
 			}
-			printStatus(c.App.Writer, snap)
+			printStatus(c.App.Writer, snap, store)
 			return nil
 		},
 	}
 }
 
-func printStatus(w io.Writer, snap *snapshot) {
-	store := snap.store
+func printStatus(w io.Writer, snap *snapshot, store *ledger.Store) {
 	in := rules.Input{RequireBackup: map[string]bool{}}
 	for _, r := range snap.cfg.ODS.Repositories {
 		in.RequireBackup[r.Name] = r.RequireBackup
