@@ -298,7 +298,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		ts.Check(e.GenerateKeys(args[1], args[2]))
 	case "settle":
-		ts.Check(e.WaitKeysSettled(time.Now().Add(60 * time.Second)))
+		ts.Check(e.WaitIdle(time.Now().Add(60 * time.Second)))
 	case "stop":
 		ts.Check(e.Stop())
 	case "restart":

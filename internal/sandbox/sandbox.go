@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
@@ -323,7 +325,7 @@ func (e *Enforcer) AddZoneNoWait(zone, policy string) error {
 func (e *Enforcer) signconf(zone string) string { return filepath.Join(e.Dir, "signconf", zone+".xml") }
 
 // WaitSignconf waits until the zone's signconf is written and the enforcer
-// has stopped making keys.
+// is idle again (its keys made).
 func (e *Enforcer) WaitSignconf(zone string) error {
 	signconf := e.signconf(zone)
 	deadline := time.Now().Add(60 * time.Second)
@@ -334,55 +336,59 @@ func (e *Enforcer) WaitSignconf(zone string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("zone %s: no signconf after 60s: %s", zone, e.tail())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	return e.WaitKeysSettled(deadline)
+	return e.WaitIdle(deadline)
 }
 
 // GenerateKeys runs `key generate --policy P --duration D` and waits until
 // the enforcer has made the keys.
 func (e *Enforcer) GenerateKeys(policy, duration string) error {
-	before, err := e.keyCount()
-	if err != nil {
-		return err
-	}
 	if _, err := e.CLI("key", "generate", "--policy", policy, "--duration", duration); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	return e.WaitIdle(time.Now().Add(120 * time.Second))
+}
+
+// WaitIdle waits until the enforcer has nothing to do now: every worker
+// idle and no task due (`ods-enforcer queue`). Key generation, zone
+// enforcement and signconf writing are all tasks, so an idle enforcer has
+// made every key it is going to make.
+func (e *Enforcer) WaitIdle(deadline time.Time) error {
 	for {
-		n, err := e.keyCount()
-		if err == nil && n != before {
-			break
+		out, err := e.CLI("queue")
+		if err == nil && Idle(out) {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("key generate --policy %s --duration %s: no new key after 60s: %s", policy, duration, e.tail())
+			return fmt.Errorf("enforcer still busy: %s", e.tail())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	return e.WaitKeysSettled(deadline)
 }
 
-func (e *Enforcer) keyCount() (string, error) {
-	out, err := exec.Command("sqlite3", "-cmd", ".timeout 5000", e.DB, "SELECT count(*) FROM hsmKey").Output()
-	return strings.TrimSpace(string(out)), err
-}
+var (
+	queueNow  = regexp.MustCompile(`It is now .*\((\d+) seconds since epoch\)`)
+	queueNext = regexp.MustCompile(`Next task scheduled .*\((\d+) seconds since epoch\)`)
+)
 
-// WaitKeysSettled waits until the enforcer has stopped adding keys: the
-// count of hsmKey rows unchanged for a second and a half.
-func (e *Enforcer) WaitKeysSettled(deadline time.Time) error {
-	last, since := "", time.Now()
-	for time.Now().Before(deadline) {
-		if n, err := e.keyCount(); err == nil {
-			if n != last {
-				last, since = n, time.Now()
-			} else if time.Since(since) > 1500*time.Millisecond {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+// Idle reads `ods-enforcer queue`: every worker idle, and no task scheduled
+// or the next one in the future (by the enforcer's clock, which time leap
+// moves).
+func Idle(queue string) bool {
+	if !strings.Contains(queue, "All worker threads idle.") {
+		return false
 	}
-	return fmt.Errorf("enforcer still making keys: %s", e.tail())
+	if strings.Contains(queue, "There are 0 tasks scheduled.") {
+		return true
+	}
+	now, next := queueNow.FindStringSubmatch(queue), queueNext.FindStringSubmatch(queue)
+	if now == nil || next == nil {
+		return false
+	}
+	n, _ := strconv.ParseInt(now[1], 10, 64)
+	m, _ := strconv.ParseInt(next[1], 10, 64)
+	return m > n
 }
 
 // Stop stops the daemon: SIGTERM, then SIGKILL after 10 s.

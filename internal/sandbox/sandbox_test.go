@@ -1,0 +1,21 @@
+package sandbox
+
+import "testing"
+
+// Outputs of `ods-enforcer queue` as ods-enforcerd 2.1.12 prints them.
+func TestIdle(t *testing.T) {
+	for _, tt := range []struct {
+		name, queue string
+		idle        bool
+	}{
+		{"busy, nothing queued", "There are 0 tasks scheduled.\nIt is now Fri Nov 27 10:46:31 2026 (1795776391 seconds since epoch)\n", false},
+		{"busy with a task", "There is 1 task scheduled.\nIt is now Fri Nov 27 10:46:31 2026 (1795776391 seconds since epoch)\nNext task scheduled Fri Nov 27 10:48:31 2026 (1795776511 seconds since epoch)\n", false},
+		{"idle, next in two minutes", "All worker threads idle.\nThere is 1 task scheduled.\nIt is now Fri Nov 27 10:46:31 2026 (1795776391 seconds since epoch)\nNext task scheduled Fri Nov 27 10:48:31 2026 (1795776511 seconds since epoch)\nOn Fri Nov 27 10:48:31 2026 I will enforce zone example.com\n", true},
+		{"idle, a task due now", "All worker threads idle.\nThere is 1 task scheduled.\nIt is now Fri Nov 27 10:46:31 2026 (1795776391 seconds since epoch)\nNext task scheduled Fri Nov 27 10:46:31 2026 (1795776391 seconds since epoch)\n", false},
+		{"idle, empty", "All worker threads idle.\nThere are 0 tasks scheduled.\nIt is now Fri Nov 27 10:46:31 2026 (1795776391 seconds since epoch)\n", true},
+	} {
+		if got := Idle(tt.queue); got != tt.idle {
+			t.Errorf("%s: Idle = %v, want %v", tt.name, got, tt.idle)
+		}
+	}
+}
