@@ -149,7 +149,7 @@ func evaluate(ctx context.Context, c *cli.Context) *checkReport {
 	}
 	// Presence and type, not public keys: verify compares those. check
 	// must answer inside a scheduler's time limit.
-	snap, err := takeWith(ctx, cfg, hsmcheck.ReadPresence)
+	snap, err := takeWith(ctx, cfg, hsmcheck.Request{NoPublic: true})
 	if err != nil {
 		return unknown(err.Error())
 	}

@@ -270,7 +270,7 @@ func gatherFacts(ctx context.Context, cfg *config.Config, subs []hooks.Submissio
 		return f
 	}
 	all, err := cfg.Tokens()
-	var tokens []config.Token
+	var tokens []hsmcheck.Token
 	for r := range repos {
 		tokens = append(tokens, config.RepositoryTokens(all, r)...)
 	}
@@ -284,9 +284,9 @@ func gatherFacts(ctx context.Context, cfg *config.Config, subs []hooks.Submissio
 	for id := range ids {
 		idList = append(idList, id)
 	}
-	for _, res := range hsmcheck.ReadIDs(ctx, tokens, idList) {
+	for _, res := range (hsmcheck.Reader{}).Read(ctx, tokens, hsmcheck.Request{IDs: idList}) {
 		v := hooks.TokenView{Name: res.Token.Describe(), Err: res.Err}
-		if inv := res.Inventory; inv != nil {
+		if inv := res.Contents; inv != nil {
 			v.Lookup = func(locator string) (string, bool) {
 				k, n := inv.Find(locator)
 				return k.Fingerprint, n > 0

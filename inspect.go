@@ -52,20 +52,20 @@ func (s *snapshot) ceremonies() (*ledger.Store, error) { return ledger.Load(s.cf
 // take reads the database and every repository's and mirror's token, in
 // one pass.
 func take(ctx context.Context, cfg *config.Config) (*snapshot, error) {
-	return takeWith(ctx, cfg, hsmcheck.ReadAll)
+	return takeWith(ctx, cfg, hsmcheck.Request{})
 }
 
-// takeWith is take with another token reader (hsmcheck.ReadPresence).
-func takeWith(ctx context.Context, cfg *config.Config, read func(context.Context, []config.Token) []hsmcheck.Result) (*snapshot, error) {
+// takeWith is take with another request (check reads no public objects).
+func takeWith(ctx context.Context, cfg *config.Config, req hsmcheck.Request) (*snapshot, error) {
 	tokens, err := cfg.Tokens()
 	if err != nil {
 		return nil, err
 	}
-	st, err := readState(ctx, cfg)
+	snap, err := inventory.Take(ctx, cfg.ODS.Datastore, tokens, req)
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{cfg: cfg, state: st, results: read(ctx, tokens)}, nil
+	return &snapshot{cfg: cfg, state: snap.State, results: snap.Results}, nil
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -315,7 +315,7 @@ func printStatus(w io.Writer, snap *snapshot, store *ledger.Store) {
 				fmt.Fprintf(w, "  %s: UNREACHABLE: %s\n", r.Token.Describe(), oneLine(r.Err.Error()))
 				continue
 			}
-			inv := r.Inventory
+			inv := r.Contents
 			fmt.Fprintf(w, "  %s: reachable, token %q serial %s, %d private keys\n", r.Token.Describe(), inv.Label, inv.Serial, len(inv.Keys))
 		}
 		counts := map[enforcer.BackupState]int{}
@@ -366,5 +366,5 @@ func liveRecords(u *enforcer.Use) string {
 }
 
 func readTokensChild(c *cli.Context) error {
-	return hsmcheck.ServeChild(c.App.Reader, c.App.Writer)
+	return hsmcheck.ServeChild(c.App.Reader, c.App.Writer, hsmcheck.OpenModule)
 }

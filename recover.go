@@ -69,7 +69,7 @@ func recoveryTokens(results []hsmcheck.Result) []recovery.TokenKeys {
 	var out []recovery.TokenKeys
 	for _, r := range results {
 		t := recovery.TokenKeys{Token: recovery.Token{Name: r.Token.Describe(), Repository: r.Token.Repository, Err: r.Err}}
-		if inv := r.Inventory; inv != nil {
+		if inv := r.Contents; inv != nil {
 			t.Serial = inv.Serial
 			t.Has = func(l string) bool { _, n := inv.Find(l); return n > 0 }
 			t.Fingerprint = func(l string) (string, bool) { k, n := inv.Find(l); return k.Fingerprint, n > 0 }
@@ -230,7 +230,7 @@ func recordRestore(cfg *config.Config, results []hsmcheck.Result, v *recovery.Ve
 	byRepo := map[string][]ledger.TokenRecord{}
 	for _, r := range results {
 		byRepo[r.Token.Repository] = append(byRepo[r.Token.Repository], ledger.TokenRecord{
-			Name: r.Token.Name, Kind: r.Token.Kind, Label: r.Inventory.Label, Serial: r.Inventory.Serial})
+			Name: r.Token.Name, Kind: r.Token.Kind, Label: r.Contents.Label, Serial: r.Contents.Serial})
 	}
 	now := time.Now().UTC()
 	for repo, toks := range byRepo {

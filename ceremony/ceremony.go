@@ -18,6 +18,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -86,35 +87,24 @@ type snapshot struct {
 	extra  []hsmcheck.Result
 }
 
-func (e *Env) snapshot(ctx context.Context, repos []string, extra ...config.Token) (*snapshot, error) {
+func (e *Env) snapshot(ctx context.Context, repos []string, extra ...hsmcheck.Token) (*snapshot, error) {
 	all, err := e.Cfg.Tokens()
 	if err != nil {
 		return nil, err
 	}
-	var tokens []config.Token
+	var tokens []hsmcheck.Token
 	for _, r := range repos {
 		tokens = append(tokens, config.RepositoryTokens(all, r)...)
 	}
-	st, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
+	snap, err := inventory.Take(ctx, e.Cfg.ODS.Datastore, append(tokens, extra...), hsmcheck.Request{})
 	if err != nil {
 		return nil, err
 	}
-	res := hsmcheck.ReadAll(ctx, append(tokens, extra...))
-	s := &snapshot{state: st, byRepo: map[string][]hsmcheck.Result{}, extra: res[len(tokens):]}
-	for _, r := range res[:len(tokens)] {
-		s.byRepo[r.Token.Repository] = append(s.byRepo[r.Token.Repository], r)
+	s := &snapshot{state: snap.State, byRepo: map[string][]hsmcheck.Result{}, extra: snap.Results[len(tokens):]}
+	for _, r := range repos {
+		s.byRepo[r] = snap.Of(r)
 	}
 	return s, nil
-}
-
-// unreadable returns the first token of rs that could not be read.
-func unreadable(rs []hsmcheck.Result) error {
-	for _, r := range rs {
-		if r.Err != nil {
-			return r.Err
-		}
-	}
-	return nil
 }
 
 func tokenRecords(rs []hsmcheck.Result) []ledger.TokenRecord {
@@ -126,7 +116,7 @@ func tokenRecords(rs []hsmcheck.Result) []ledger.TokenRecord {
 }
 
 func tokenRecord(r hsmcheck.Result) ledger.TokenRecord {
-	return ledger.TokenRecord{Name: r.Token.Name, Kind: r.Token.Kind, Label: r.Inventory.Label, Serial: r.Inventory.Serial}
+	return ledger.TokenRecord{Name: r.Token.Name, Kind: r.Token.Kind, Label: r.Contents.Label, Serial: r.Contents.Serial}
 }
 
 func keyType(k hsmcheck.Key) string {
@@ -144,7 +134,7 @@ func keyType(k hsmcheck.Key) string {
 func checkOn(c *ledger.Ceremony, r hsmcheck.Result) []string {
 	var out []string
 	for _, k := range c.Keys {
-		got, n := r.Inventory.Find(k.Locator)
+		got, n := r.Contents.Find(k.Locator)
 		switch {
 		case n == 0:
 			out = append(out, fmt.Sprintf("key %s (%s) is missing from %s", k.Locator, k.Role, r.Token.Describe()))

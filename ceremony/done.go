@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -52,7 +53,7 @@ func Done(ctx context.Context, e *Env, repos []string, backupToken, operator str
 	if len(open) == 0 {
 		return nil, nil
 	}
-	var extra []config.Token
+	var extra []hsmcheck.Token
 	if backupToken != "" {
 		t, err := e.Cfg.BackupToken(backupToken)
 		if err != nil {
@@ -96,14 +97,14 @@ func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *snapshot, 
 
 	var checks, problems []string
 	tokens := snap.byRepo[repo]
-	if err := unreadable(tokens); err != nil {
+	if err := inventory.Unreadable(tokens); err != nil {
 		return nil, fmt.Errorf("repository %q: ceremony %s not confirmed, nothing committed: %w", repo, c.ID, err)
 	}
 	for _, t := range tokens {
 		p := checkOn(c, t)
 		problems = append(problems, p...)
 		if len(p) == 0 {
-			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s)", len(c.Keys), t.Token.Describe(), t.Inventory.Serial))
+			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s)", len(c.Keys), t.Token.Describe(), t.Contents.Serial))
 		}
 	}
 	if c.RequireBackup && !committed {
@@ -145,7 +146,7 @@ func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *snapshot, 
 		if len(p) == 0 {
 			rec := tokenRecord(bt)
 			backupRec = &rec
-			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s), same public keys", len(c.Keys), bt.Token.Describe(), bt.Inventory.Serial))
+			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s), same public keys", len(c.Keys), bt.Token.Describe(), bt.Contents.Serial))
 		}
 	}
 	if len(problems) > 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -91,7 +92,7 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *snapsho
 		return nil
 	}
 	tokens := snap.byRepo[repo]
-	if err := unreadable(tokens); err != nil {
+	if err := inventory.Unreadable(tokens); err != nil {
 		rollback()
 		return fmt.Errorf("repository %q: not prepared: %w", repo, err)
 	}
@@ -104,7 +105,7 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *snapsho
 		rec := ledger.KeyRecord{Locator: k.Locator, Role: k.Role.String(), Algorithm: k.Algorithm, Bits: k.Bits,
 			Policy: k.PolicyName(), Zones: k.Zones(), EnforcerBackup: k.Backup.String()}
 		for _, t := range tokens {
-			got, n := t.Inventory.Find(k.Locator)
+			got, n := t.Contents.Find(k.Locator)
 			if n == 0 {
 				problems = append(problems, fmt.Sprintf("key %s (%s) is missing from %s", k.Locator, k.Role, t.Token.Describe()))
 				continue

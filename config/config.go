@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
 // DefaultPath is read when neither --config nor $ODS_KEYGUARD_CONFIG is given.
@@ -205,22 +208,42 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// ReadPinFile reads a PIN from a file that only its owner may read.
-func ReadPinFile(path string) (Secret, error) {
-	fi, err := os.Stat(path)
+// maxPinFile bounds what is read of a pin_file.
+const maxPinFile = 4096
+
+// ReadPinFile reads a PIN (or a password) from a regular file that nobody
+// but its owner may write and that others may not read: 0600, or 0640 where
+// a group shares it, as Debian shares conf.xml with group opendnssec.
+func ReadPinFile(path string) (secret.Value, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
 	}
-	if perm := fi.Mode().Perm(); perm&0o044 != 0 {
-		return "", fmt.Errorf("pin_file %s: readable by group or others (mode %04o): chmod 600 it", path, perm)
-	}
-	data, err := os.ReadFile(path)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+	}
+	switch perm := fi.Mode().Perm(); {
+	case fi.IsDir():
+		return "", fmt.Errorf("pin_file %s: is a directory, not a file", path)
+	case !fi.Mode().IsRegular():
+		return "", fmt.Errorf("pin_file %s: not a regular file (%s)", path, fi.Mode().Type())
+	case perm&0o022 != 0:
+		return "", fmt.Errorf("pin_file %s: writable by group or others (mode %04o): chmod 640 it", path, perm)
+	case perm&0o004 != 0:
+		return "", fmt.Errorf("pin_file %s: readable by others (mode %04o): chmod 640 it", path, perm)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPinFile+1))
+	if err != nil {
+		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+	}
+	if len(data) > maxPinFile {
+		return "", fmt.Errorf("pin_file %s: longer than %d bytes: not a PIN", path, maxPinFile)
 	}
 	pin := strings.TrimRight(string(data), "\r\n")
 	if pin == "" {
 		return "", fmt.Errorf("pin_file %s: empty", path)
 	}
-	return Secret(pin), nil
+	return secret.Value(pin), nil
 }

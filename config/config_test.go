@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,49 +9,52 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-)
 
-func TestSecretNeverPrints(t *testing.T) {
-	s := Secret("4321")
-	for _, got := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %+v %#v %q", s, s, s, s, s)} {
-		if strings.Contains(got, "4321") {
-			t.Errorf("printed %q", got)
-		}
-	}
-	tok := Token{Name: "x", PIN: s}
-	if got := fmt.Sprintf("%+v", tok); strings.Contains(got, "4321") {
-		t.Errorf("token printed %q", got)
-	}
-	b, _ := json.Marshal(tok)
-	if strings.Contains(string(b), "4321") {
-		t.Errorf("JSON %s", b)
-	}
-	if s.Reveal() != "4321" {
-		t.Error("Reveal lost the PIN")
-	}
-}
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+)
 
 func TestReadPinFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "pin")
-	os.WriteFile(p, []byte("4321\n"), 0o600)
+	must(t, os.WriteFile(p, []byte("4321\n"), 0o600))
 	if pin, err := ReadPinFile(p); err != nil || pin.Reveal() != "4321" {
 		t.Fatalf("got %v", err)
 	}
-	for _, mode := range []os.FileMode{0o640, 0o604, 0o644} {
-		os.Chmod(p, mode)
-		_, err := ReadPinFile(p)
-		if err == nil || !strings.Contains(err.Error(), "readable by group or others") {
-			t.Errorf("mode %04o: got %v", mode, err)
+	// Debian shares secrets by group: 0640 and 0440 are fine.
+	for _, mode := range []os.FileMode{0o640, 0o440, 0o400} {
+		must(t, os.Chmod(p, mode))
+		if _, err := ReadPinFile(p); err != nil {
+			t.Errorf("mode %04o: %v", mode, err)
 		}
 	}
-	os.Chmod(p, 0o400)
-	if _, err := ReadPinFile(p); err != nil {
-		t.Errorf("mode 0400: %v", err)
+	for mode, want := range map[os.FileMode]string{
+		0o644: "readable by others (mode 0644): chmod 640 it",
+		0o604: "readable by others (mode 0604): chmod 640 it",
+		0o660: "writable by group or others (mode 0660): chmod 640 it",
+		0o602: "writable by group or others (mode 0602): chmod 640 it",
+	} {
+		must(t, os.Chmod(p, mode))
+		_, err := ReadPinFile(p)
+		if err == nil || err.Error() != "pin_file "+p+": "+want {
+			t.Errorf("mode %04o: got %v, want %s", mode, err, want)
+		}
 	}
-	os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600)
-	if _, err := ReadPinFile(filepath.Join(dir, "empty")); err == nil {
-		t.Error("an empty pin_file was accepted")
+	must(t, os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600))
+	if _, err := ReadPinFile(filepath.Join(dir, "empty")); err == nil || !strings.HasSuffix(err.Error(), ": empty") {
+		t.Errorf("an empty pin_file: %v", err)
+	}
+	if _, err := ReadPinFile(dir); err == nil || err.Error() != "pin_file "+dir+": is a directory, not a file" {
+		t.Errorf("a directory: %v", err)
+	}
+	if _, err := ReadPinFile(filepath.Join(dir, "none")); err == nil || !strings.HasSuffix(err.Error(), "none: no such file or directory") {
+		t.Errorf("a missing file: %v", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -80,14 +82,12 @@ func TestLoadOpenDNSSEC(t *testing.T) {
 	switch {
 	case !a.RequireBackup || !a.SkipPublicKey || b.RequireBackup || b.SkipPublicKey:
 		t.Errorf("flags: %+v %+v", a, b)
-	case o.Datastore.SQLite != "/x/kasp.db":
-		t.Errorf("datastore %q", o.Datastore.SQLite)
+	case o.Datastore.SQLite != "/x/kasp.db" || o.Datastore.MySQL != nil:
+		t.Errorf("datastore %+v", o.Datastore)
 	case o.SocketFile != DefaultSocket:
 		t.Errorf("socket %q", o.SocketFile)
-	case o.DSSubmitCommand != "/usr/bin/ods-keyguard-ds-submit --cka_id" || !o.ManualKeyGeneration:
-		t.Errorf("enforcer: %+v", o)
-	case o.KeyGenerationPeriod != "P1Y":
-		t.Errorf("period %q", o.KeyGenerationPeriod)
+	case o.SyslogFacility != "daemon":
+		t.Errorf("facility %q", o.SyslogFacility)
 	}
 }
 
@@ -113,7 +113,7 @@ token_label = "a2"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(toks) != 3 || toks[2].Module != "/a.so" || toks[2].PIN.Reveal() != "1" || toks[2].Kind != KindMirror {
+	if len(toks) != 3 || toks[2].Module != "/a.so" || toks[2].PIN.Reveal() != "1" || toks[2].Kind != hsmcheck.KindMirror {
 		t.Errorf("tokens: %+v", toks)
 	}
 	if got := RepositoryTokens(toks, "A"); len(got) != 2 {
@@ -174,5 +174,49 @@ func TestRelativePathsAreTheConfigFiles(t *testing.T) {
 	}
 	if c.StateDir != filepath.Join(dir, "state") || c.BackupTokens["v"].PinFile != filepath.Join(dir, "v.pin") {
 		t.Errorf("got %q, %q", c.StateDir, c.BackupTokens["v"].PinFile)
+	}
+}
+
+// A MySQL datastore, the syslog facility, and the Host's Port attribute.
+func TestLoadOpenDNSSECMySQL(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "conf.xml")
+	must(t, os.WriteFile(p, []byte(`<Configuration>
+ <RepositoryList><Repository name="A"><Module>/a.so</Module><TokenLabel>a</TokenLabel><PIN>1</PIN></Repository></RepositoryList>
+ <Common><Logging><Syslog><Facility>local0</Facility></Syslog></Logging></Common>
+ <Enforcer><Datastore><MySQL><Host Port="3307">127.0.0.1</Host><Database>kasp</Database><Username>ods</Username><Password>s3&amp;cr3t</Password></MySQL></Datastore></Enforcer>
+</Configuration>`), 0o600))
+	o, err := LoadOpenDNSSEC(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := o.Datastore.MySQL
+	if m == nil || m.Host != "127.0.0.1" || m.Port != 3307 || m.Database != "kasp" || m.Username != "ods" || m.Password.Reveal() != "s3&cr3t" {
+		t.Fatalf("got %+v", m)
+	}
+	if o.SyslogFacility != "local0" {
+		t.Errorf("facility %q", o.SyslogFacility)
+	}
+	if got := fmt.Sprintf("%v %+v", o.Datastore, m); strings.Contains(got, "s3&cr3t") {
+		t.Errorf("the password printed: %s", got)
+	}
+}
+
+// A conf.xml that does not parse is reported by line, never with the text
+// the parser choked on: that text can be a PIN.
+func TestXMLErrorsQuoteNoPIN(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "conf.xml")
+	for _, text := range []string{
+		"<Configuration>\n<RepositoryList><Repository name=\"A\"><PIN>s3cr3t&PIN-9917</PIN></Repository></RepositoryList></Configuration>",
+		"<Configuration>\n<RepositoryList><Repository name=\"A\"><PIN>s3cr3t<PIN-9917</PIN></Repository></RepositoryList></Configuration>",
+		"<Configuration>\n<RepositoryList><Repository name=\"A\"><PIN>s3cr3t]]>PIN-9917",
+	} {
+		must(t, os.WriteFile(p, []byte(text), 0o600))
+		_, err := LoadOpenDNSSEC(p)
+		if err == nil || strings.Contains(err.Error(), "9917") || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("got %v", err)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), p+": line 2: not well-formed XML") {
+			t.Errorf("got %v, want the line", err)
+		}
 	}
 }

@@ -2,9 +2,14 @@ package config
 
 import (
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
 // DefaultSocket is where OpenDNSSEC 2.1 puts the enforcer's socket when
@@ -15,17 +20,12 @@ const DefaultSocket = "/run/opendnssec/enforcer.sock"
 type OpenDNSSEC struct {
 	Path         string
 	Repositories []Repository
-	Datastore    Datastore
+	Datastore    enforcer.Datastore
 	SocketFile   string
-	WorkingDir   string
-	// DSSubmitCommand and DSRetractCommand are the enforcer's hooks as
-	// written, including a trailing " --cka_id".
-	DSSubmitCommand  string
-	DSRetractCommand string
-	// ManualKeyGeneration is set when the enforcer does not pre-generate keys.
-	ManualKeyGeneration bool
-	// KeyGenerationPeriod is <AutomaticKeyGenerationPeriod> as written (P1Y when absent).
-	KeyGenerationPeriod string
+	// SyslogFacility is <Common><Logging><Syslog><Facility>, lower case
+	// ("daemon" when conf.xml names none): ods-keyguard logs where the
+	// OpenDNSSEC daemons do.
+	SyslogFacility string
 }
 
 // Repository is one <Repository> of conf.xml.
@@ -33,16 +33,9 @@ type Repository struct {
 	Name          string
 	Module        string
 	TokenLabel    string
-	PIN           Secret
+	PIN           secret.Value
 	RequireBackup bool
 	SkipPublicKey bool
-}
-
-// Datastore says where the enforcer keeps its database.
-type Datastore struct {
-	SQLite string
-	// MySQL is set when the datastore is MySQL; ods-keyguard cannot read it yet.
-	MySQL bool
 }
 
 // Repository returns the repository called name.
@@ -66,17 +59,21 @@ type xmlConf struct {
 		RequireBackup *xmlPresence `xml:"RequireBackup"`
 		SkipPublicKey *xmlPresence `xml:"SkipPublicKey"`
 	} `xml:"RepositoryList>Repository"`
+	Facility string `xml:"Common>Logging>Syslog>Facility"`
 	Enforcer struct {
 		Datastore struct {
-			SQLite *string   `xml:"SQLite"`
-			MySQL  *struct{} `xml:"MySQL"`
+			SQLite *string `xml:"SQLite"`
+			MySQL  *struct {
+				Host struct {
+					Name string `xml:",chardata"`
+					Port string `xml:"Port,attr"`
+				} `xml:"Host"`
+				Database string `xml:"Database"`
+				Username string `xml:"Username"`
+				Password string `xml:"Password"`
+			} `xml:"MySQL"`
 		} `xml:"Datastore"`
-		SocketFile          string       `xml:"SocketFile"`
-		WorkingDirectory    string       `xml:"WorkingDirectory"`
-		DSSubmit            string       `xml:"DelegationSignerSubmitCommand"`
-		DSRetract           string       `xml:"DelegationSignerRetractCommand"`
-		ManualKeyGeneration *xmlPresence `xml:"ManualKeyGeneration"`
-		KeyGenPeriod        string       `xml:"AutomaticKeyGenerationPeriod"`
+		SocketFile string `xml:"SocketFile"`
 	} `xml:"Enforcer"`
 }
 
@@ -88,28 +85,40 @@ func LoadOpenDNSSEC(path string) (*OpenDNSSEC, error) {
 	}
 	var x xmlConf
 	if err := xml.Unmarshal(data, &x); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, xmlError(path, err)
 	}
 	o := &OpenDNSSEC{
-		Path:                path,
-		SocketFile:          strings.TrimSpace(x.Enforcer.SocketFile),
-		WorkingDir:          strings.TrimSpace(x.Enforcer.WorkingDirectory),
-		DSSubmitCommand:     strings.TrimSpace(x.Enforcer.DSSubmit),
-		DSRetractCommand:    strings.TrimSpace(x.Enforcer.DSRetract),
-		ManualKeyGeneration: x.Enforcer.ManualKeyGeneration != nil,
-		KeyGenerationPeriod: strings.TrimSpace(x.Enforcer.KeyGenPeriod),
+		Path:           path,
+		SocketFile:     strings.TrimSpace(x.Enforcer.SocketFile),
+		SyslogFacility: strings.ToLower(strings.TrimSpace(x.Facility)),
 	}
 	if o.SocketFile == "" {
 		o.SocketFile = DefaultSocket
 	}
-	if o.KeyGenerationPeriod == "" {
-		o.KeyGenerationPeriod = "P1Y"
+	if o.SyslogFacility == "" {
+		o.SyslogFacility = "daemon"
 	}
-	switch {
-	case x.Enforcer.Datastore.SQLite != nil:
-		o.Datastore.SQLite = strings.TrimSpace(*x.Enforcer.Datastore.SQLite)
-	case x.Enforcer.Datastore.MySQL != nil:
-		o.Datastore.MySQL = true
+	switch ds := x.Enforcer.Datastore; {
+	case ds.SQLite != nil:
+		o.Datastore.SQLite = strings.TrimSpace(*ds.SQLite)
+	case ds.MySQL != nil:
+		m := &enforcer.MySQL{
+			Host:     strings.TrimSpace(ds.MySQL.Host.Name),
+			Database: strings.TrimSpace(ds.MySQL.Database),
+			Username: strings.TrimSpace(ds.MySQL.Username),
+			Password: secret.Value(ds.MySQL.Password),
+		}
+		if p := strings.TrimSpace(ds.MySQL.Host.Port); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil || n <= 0 || n > 65535 {
+				return nil, fmt.Errorf("%s: <MySQL><Host Port=%q>: not a port number", path, p)
+			}
+			m.Port = n
+		}
+		if m.Host == "" || m.Database == "" || m.Username == "" {
+			return nil, fmt.Errorf("%s: <Datastore><MySQL> needs <Host>, <Database> and <Username>", path)
+		}
+		o.Datastore.MySQL = m
 	default:
 		return nil, fmt.Errorf("%s: no <Datastore> in <Enforcer>", path)
 	}
@@ -127,7 +136,7 @@ func LoadOpenDNSSEC(path string) (*OpenDNSSEC, error) {
 			Name:          name,
 			Module:        strings.TrimSpace(r.Module),
 			TokenLabel:    strings.TrimSpace(r.TokenLabel),
-			PIN:           Secret(strings.TrimSpace(r.PIN)),
+			PIN:           secret.Value(strings.TrimSpace(r.PIN)),
 			RequireBackup: r.RequireBackup != nil,
 			SkipPublicKey: r.SkipPublicKey != nil,
 		})
@@ -136,4 +145,16 @@ func LoadOpenDNSSEC(path string) (*OpenDNSSEC, error) {
 		return nil, fmt.Errorf("%s: no <Repository> in <RepositoryList>", path)
 	}
 	return o, nil
+}
+
+// xmlError reports a conf.xml that does not parse by line only: the XML
+// parser's own message quotes the text it choked on, and in conf.xml that
+// text can be a PIN or a password.
+func xmlError(path string, err error) error {
+	var se *xml.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%s: line %d: not well-formed XML (xmllint --noout %s shows where)", path, se.Line, path)
+	}
+	// Any other decoding error (a value of the wrong shape) may quote too.
+	return fmt.Errorf("%s: not an OpenDNSSEC conf.xml (xmllint --noout %s shows where)", path, path)
 }

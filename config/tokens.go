@@ -3,44 +3,24 @@ package config
 import (
 	"fmt"
 	"sort"
+
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
-
-// Token kinds.
-const (
-	KindRepository  = "repository"
-	KindMirror      = "mirror"
-	KindBackupToken = "backup token"
-)
-
-// Token is everything needed to open one token: a repository's, a mirror's
-// or a backup token's.
-type Token struct {
-	Name       string // repository, mirror or backup token name
-	Kind       string // KindRepository, KindMirror or KindBackupToken
-	Repository string // the repository whose keys it holds ("" for a backup token)
-	Module     string
-	Label      string
-	PIN        Secret
-	Env        map[string]string
-}
-
-// Describe names the token for messages: `mirror "site-b"`.
-func (t Token) Describe() string { return fmt.Sprintf("%s %q", t.Kind, t.Name) }
 
 // Tokens lists the token of every repository, then every mirror, with their
 // PINs read. Order is stable: conf.xml's, then the configuration's.
-func (c *Config) Tokens() ([]Token, error) {
-	var out []Token
+func (c *Config) Tokens() ([]hsmcheck.Token, error) {
+	var out []hsmcheck.Token
 	for _, r := range c.ODS.Repositories {
-		out = append(out, Token{
-			Name: r.Name, Kind: KindRepository, Repository: r.Name,
+		out = append(out, hsmcheck.Token{
+			Name: r.Name, Kind: hsmcheck.KindRepository, Repository: r.Name,
 			Module: r.Module, Label: r.TokenLabel, PIN: r.PIN,
 			Env: c.Repository[r.Name].Env,
 		})
 	}
 	for _, m := range c.Mirrors {
-		t := Token{
-			Name: m.Name, Kind: KindMirror, Repository: m.Repository,
+		t := hsmcheck.Token{
+			Name: m.Name, Kind: hsmcheck.KindMirror, Repository: m.Repository,
 			Module: m.Module, Label: m.TokenLabel, Env: m.Env,
 		}
 		if m.PinFile == "" {
@@ -60,10 +40,10 @@ func (c *Config) Tokens() ([]Token, error) {
 
 // RepositoryTokens returns the tokens that must hold repo's keys: its own and
 // its mirrors'.
-func RepositoryTokens(all []Token, repo string) []Token {
-	var out []Token
+func RepositoryTokens(all []hsmcheck.Token, repo string) []hsmcheck.Token {
+	var out []hsmcheck.Token
 	for _, t := range all {
-		if t.Repository == repo && t.Kind != KindBackupToken {
+		if t.Repository == repo && t.Kind != hsmcheck.KindBackupToken {
 			out = append(out, t)
 		}
 	}
@@ -71,7 +51,7 @@ func RepositoryTokens(all []Token, repo string) []Token {
 }
 
 // BackupToken returns the backup token configured as [backup_token.NAME].
-func (c *Config) BackupToken(name string) (Token, error) {
+func (c *Config) BackupToken(name string) (hsmcheck.Token, error) {
 	b, ok := c.BackupTokens[name]
 	if !ok {
 		var known []string
@@ -80,15 +60,15 @@ func (c *Config) BackupToken(name string) (Token, error) {
 		}
 		sort.Strings(known)
 		if len(known) == 0 {
-			return Token{}, fmt.Errorf("backup token %q: no [backup_token.%s] in %s", name, name, c.Path)
+			return hsmcheck.Token{}, fmt.Errorf("backup token %q: no [backup_token.%s] in %s", name, name, c.Path)
 		}
-		return Token{}, fmt.Errorf("backup token %q: not configured in %s (configured: %v)", name, c.Path, known)
+		return hsmcheck.Token{}, fmt.Errorf("backup token %q: not configured in %s (configured: %v)", name, c.Path, known)
 	}
 	pin, err := ReadPinFile(b.PinFile)
 	if err != nil {
-		return Token{}, fmt.Errorf("backup token %q: %w", name, err)
+		return hsmcheck.Token{}, fmt.Errorf("backup token %q: %w", name, err)
 	}
-	return Token{Name: name, Kind: KindBackupToken, Module: b.Module, Label: b.TokenLabel, PIN: pin, Env: b.Env}, nil
+	return hsmcheck.Token{Name: name, Kind: hsmcheck.KindBackupToken, Module: b.Module, Label: b.TokenLabel, PIN: pin, Env: b.Env}, nil
 }
 
 // RepositoryNames lists conf.xml's repositories, or checks that only is one.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 )
 
 // CLI runs the ods-enforcer client against the daemon's socket.
@@ -24,13 +26,16 @@ const (
 // the "sock set to" line. A non-zero exit is an error that carries the
 // command, its status and what it said on stderr.
 func (c CLI) Run(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, c.Program, append([]string{"-s", c.Socket}, args...)...)
+	cmd := proc.Command(ctx, c.Program, append([]string{"-s", c.Socket}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	err := proc.Run(ctx, cmd)
 	out := stripSockLine(stdout.String())
 	name := c.Program + " " + strings.Join(args, " ")
 	if err != nil {
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("%s: no answer in time: the enforcer at %s is stuck or too slow", name, c.Socket)
+		}
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			return out, fmt.Errorf("%s: %w", name, err)

@@ -150,9 +150,7 @@ type Policy struct {
 	ParentDSTTL             time.Duration
 	ParentPropagationDelay  time.Duration
 	ParentRegistrationDelay time.Duration
-	SignatureValidity       time.Duration
-	SignatureRefresh        time.Duration
-	KeyTTL                  time.Duration
+	KeyTTL                  time.Duration // the DNSKEY TTL (<Keys><TTL>)
 	Keys                    []PolicyKey
 }
 
@@ -163,7 +161,6 @@ type PolicyKey struct {
 	Bits           int
 	Lifetime       time.Duration
 	Repository     string
-	Standby        int
 	ManualRollover bool
 }
 
@@ -172,13 +169,10 @@ type Zone struct {
 	ID           int64
 	Name         string
 	Policy       *Policy
-	NextRoll     map[Role]time.Time
-	SignconfPath string
-	InputType    string
-	InputURI     string
-	OutputType   string
-	OutputURI    string
-	Keys         []*Use
+	NextRoll   map[Role]time.Time
+	OutputType string // the signer's output adapter: "File" and a path
+	OutputURI  string
+	Keys       []*Use
 }
 
 // Key is an hsmKey row with its uses by zones.
@@ -193,24 +187,19 @@ type Key struct {
 	Algorithm  int
 	Bits       int
 	Inception  time.Time
-	KeyType    int
 	Uses       []*Use
 }
 
 // Use is a keyData row: a key assigned to a zone, with its record states.
 type Use struct {
-	Key         *Key
-	Zone        *Zone
-	Role        Role
-	KeyTag      int
-	DSAtParent  DSState
-	Publish     bool
-	ActiveZSK   bool
-	ActiveKSK   bool
-	Introducing bool
-	Inception   time.Time
-	States      map[RecordType]RecordState
-	LastChange  time.Time
+	Key        *Key
+	Zone       *Zone
+	Role       Role
+	KeyTag     int
+	DSAtParent DSState
+	States     map[RecordType]RecordState
+	// Changed is when each record's state last changed (keyState.lastChange).
+	Changed map[RecordType]time.Time
 }
 
 // Live reports whether any of the use's records is rumoured or omnipresent:
@@ -282,12 +271,6 @@ func (k *Key) Zones() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// BackupPending reports whether the enforcer still waits for this key's
-// backup: Required or Prepared.
-func (k *Key) BackupPending() bool {
-	return k.Backup == BackupRequired || k.Backup == BackupPrepared
 }
 
 // AlgorithmKey says what a DNSSEC algorithm number means on a token.

@@ -1,5 +1,8 @@
 // Package hsmcheck reads what is really on a token through PKCS#11: its
 // identity and every private key, with a fingerprint of the public half.
+// Tokens are read in child processes that a deadline kills (child.go); this
+// file is the reading itself, done in the child or, in tests, on a fake
+// module.
 package hsmcheck
 
 import (
@@ -11,12 +14,10 @@ import (
 	"math/big"
 	"sort"
 	"strings"
-
-	"github.com/ods-keyguard/ods-keyguard/config"
 )
 
-// Inventory is what one token holds.
-type Inventory struct {
+// Contents is what one token holds.
+type Contents struct {
 	Name         string `json:"name"`
 	Kind         string `json:"kind"`
 	Repository   string `json:"repository,omitempty"`
@@ -40,27 +41,37 @@ type Key struct {
 	Extractable      bool   `json:"extractable"`
 	NeverExtractable bool   `json:"never_extractable"`
 	Local            bool   `json:"local"`
-	// Fingerprint is the SHA-256 of the public key as a DNSKEY carries it
-	// (RFC 3110 for RSA, X|Y for ECDSA, the point for EdDSA), in hex; empty
-	// when neither the private object nor a public object has the material.
+	// PublicKey is the public key as a DNSKEY carries it (RFC 3110 for RSA,
+	// X|Y for ECDSA, the point for EdDSA); nil when neither the private
+	// object nor a public object has the material.
+	PublicKey []byte `json:"public_key,omitempty"`
+	// Fingerprint is the SHA-256 of PublicKey, in hex.
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Find returns the key whose CKA_ID is id (hex, any case), and how many
 // private keys carry that CKA_ID: more than one is a token that the enforcer
 // reads ambiguously.
-func (inv *Inventory) Find(id string) (Key, int) {
-	if inv.byID == nil {
-		inv.byID = make(map[string][]int, len(inv.Keys))
-		for i, k := range inv.Keys {
-			inv.byID[k.ID] = append(inv.byID[k.ID], i)
+func (c *Contents) Find(id string) (Key, int) {
+	if c.byID == nil {
+		c.byID = make(map[string][]int, len(c.Keys))
+		for i, k := range c.Keys {
+			c.byID[k.ID] = append(c.byID[k.ID], i)
 		}
 	}
-	idx := inv.byID[strings.ToLower(id)]
+	idx := c.byID[strings.ToLower(id)]
 	if len(idx) == 0 {
 		return Key{}, 0
 	}
-	return inv.Keys[idx[0]], len(idx)
+	return c.Keys[idx[0]], len(idx)
+}
+
+// Holding is what a token holds, as the packages that judge keys see it
+// (hooks, recovery, inventory): *Contents is the real one; their tests hand
+// in tokens of their own.
+type Holding interface {
+	// Find returns the private key whose CKA_ID is id and how many carry it.
+	Find(id string) (Key, int)
 }
 
 // FingerprintDNSKEY is the fingerprint of a DNSKEY's public key field.
@@ -106,16 +117,9 @@ func (ms *Modules) Close() {
 	}
 }
 
-// Read reads one token with the modules of this process.
-func (ms *Modules) Read(t config.Token) (*Inventory, error) { return ms.read1(t, request{}) }
-
-// ReadIDs reads only the keys whose CKA_ID is one of ids (hex): a search per
-// id instead of a listing of the token. Nil ids reads every key.
-func (ms *Modules) ReadIDs(t config.Token, ids []string) (*Inventory, error) {
-	return ms.read1(t, request{IDs: ids})
-}
-
-func (ms *Modules) read1(t config.Token, req request) (*Inventory, error) {
+// Read reads one token with the modules of this process: what a child does
+// for each token it is given.
+func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 	var raw [][]byte
 	for _, id := range req.IDs {
 		b, err := hex.DecodeString(id)
@@ -134,7 +138,7 @@ func (ms *Modules) read1(t config.Token, req request) (*Inventory, error) {
 	return inv, nil
 }
 
-func (ms *Modules) read(t config.Token, ids [][]byte, noPublic bool) (*Inventory, error) {
+func (ms *Modules) read(t Token, ids [][]byte, noPublic bool) (*Contents, error) {
 	if t.Module == "" {
 		return nil, errors.New("no PKCS#11 module configured")
 	}
@@ -159,6 +163,7 @@ func (ms *Modules) read(t config.Token, ids [][]byte, noPublic bool) (*Inventory
 	switch len(match) {
 	case 0:
 		present := "none"
+		sort.Strings(labels) // slots move between runs: the order says nothing
 		if len(labels) > 0 {
 			present = strings.Join(labels, ", ")
 		}
@@ -176,7 +181,7 @@ func (ms *Modules) read(t config.Token, ids [][]byte, noPublic bool) (*Inventory
 	// The enforcer may create or delete keys while we read: a handle found a
 	// moment ago can turn invalid. Read again from the start, a few times.
 	for attempt := 1; ; attempt++ {
-		inv := &Inventory{
+		inv := &Contents{
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
 		}
@@ -274,7 +279,7 @@ func find(s Session, class Class, ids [][]byte) ([]Handle, error) {
 	return out, nil
 }
 
-func readKeys(s Session, inv *Inventory, ids [][]byte, noPublic bool) error {
+func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool) error {
 	privs, err := find(s, ClassPrivateKey, ids)
 	if err != nil {
 		return err
@@ -321,7 +326,7 @@ func readKeys(s Session, inv *Inventory, ids [][]byte, noPublic bool) error {
 		id := hex.EncodeToString(v[0])
 		i := sort.Search(len(inv.Keys), func(i int) bool { return inv.Keys[i].ID >= id })
 		if i < len(inv.Keys) && inv.Keys[i].ID == id && inv.Keys[i].Fingerprint == "" {
-			inv.Keys[i].Fingerprint = pk.Fingerprint
+			inv.Keys[i].Fingerprint, inv.Keys[i].PublicKey = pk.Fingerprint, pk.PublicKey
 		}
 	}
 	return nil
@@ -343,12 +348,14 @@ func setMaterial(kt uint64, attrs []Attr, vals [][]byte, k *Key) {
 		mod := new(big.Int).SetBytes(get(AttrModulus))
 		k.Bits = mod.BitLen()
 		if exp := get(AttrPublicExponent); mod.Sign() > 0 && len(exp) > 0 {
-			k.Fingerprint = FingerprintDNSKEY(rsaDNSKEY(mod.Bytes(), new(big.Int).SetBytes(exp).Bytes()))
+			k.PublicKey = rsaDNSKEY(mod.Bytes(), new(big.Int).SetBytes(exp).Bytes())
+			k.Fingerprint = FingerprintDNSKEY(k.PublicKey)
 		}
 	case keyTypeEC, keyTypeECEdwards:
 		k.Curve, k.Bits = curve(get(AttrECParams))
 		if point := get(AttrECPoint); len(point) > 0 {
-			k.Fingerprint = FingerprintDNSKEY(ecDNSKEY(point, kt == keyTypeEC))
+			k.PublicKey = ecDNSKEY(point, kt == keyTypeEC)
+			k.Fingerprint = FingerprintDNSKEY(k.PublicKey)
 		}
 	}
 }

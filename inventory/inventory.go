@@ -97,7 +97,7 @@ func Build(st *enforcer.State, results []hsmcheck.Result, repo string) *Report {
 			r.Unreadable = true
 		} else {
 			tok.Reachable = true
-			tok.Serial, tok.Model, tok.Keys = res.Inventory.Serial, res.Inventory.Model, len(res.Inventory.Keys)
+			tok.Serial, tok.Model, tok.Keys = res.Contents.Serial, res.Contents.Model, len(res.Contents.Keys)
 		}
 		r.Tokens = append(r.Tokens, tok)
 		byRepo[t.Repository] = append(byRepo[t.Repository], res)
@@ -127,7 +127,7 @@ func Build(st *enforcer.State, results []hsmcheck.Result, repo string) *Report {
 			continue
 		}
 		seen := map[string]bool{}
-		for _, key := range res.Inventory.Keys {
+		for _, key := range res.Contents.Keys {
 			if known[res.Token.Repository][key.ID] || seen[key.ID] {
 				continue
 			}
@@ -154,7 +154,7 @@ func (r *Report) check(k *enforcer.Key, row *Row, tokens []hsmcheck.Result) {
 			row.Present[name] = Unknown
 			continue
 		}
-		key, n := res.Inventory.Find(k.Locator)
+		key, n := res.Contents.Find(k.Locator)
 		if n == 0 {
 			row.Present[name] = Absent
 			if k.State != enforcer.Delete {

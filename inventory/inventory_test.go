@@ -4,15 +4,14 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
 
 func result(name, kind string, keys ...hsmcheck.Key) hsmcheck.Result {
 	return hsmcheck.Result{
-		Token:     config.Token{Name: name, Kind: kind, Repository: "R"},
-		Inventory: &hsmcheck.Inventory{Name: name, Keys: keys},
+		Token:     hsmcheck.Token{Name: name, Kind: kind, Repository: "R"},
+		Contents: &hsmcheck.Contents{Name: name, Keys: keys},
 	}
 }
 
@@ -29,8 +28,8 @@ func TestBuild(t *testing.T) {
 	}}
 	rsa := hsmcheck.Key{ID: "a4", Type: "RSA", Bits: 1024}
 	res := []hsmcheck.Result{
-		result("R", config.KindRepository, ec("a1", "f1"), ec("a2", "f2"), rsa, ec("ff", "")),
-		result("m", config.KindMirror, ec("a1", "other"), ec("a2", "f2"), ec("a2", "f2"), hsmcheck.Key{ID: "a4", Type: "RSA", Bits: 2048}),
+		result("R", hsmcheck.KindRepository, ec("a1", "f1"), ec("a2", "f2"), rsa, ec("ff", "")),
+		result("m", hsmcheck.KindMirror, ec("a1", "other"), ec("a2", "f2"), ec("a2", "f2"), hsmcheck.Key{ID: "a4", Type: "RSA", Bits: 2048}),
 	}
 	r := Build(st, res, "")
 	want := map[string]string{
@@ -61,7 +60,7 @@ func TestBuild(t *testing.T) {
 
 func TestBuildUnreadable(t *testing.T) {
 	st := &enforcer.State{Keys: []*enforcer.Key{{ID: 1, Locator: "a1", Repository: "R", State: enforcer.Private, Algorithm: 13}}}
-	res := []hsmcheck.Result{{Token: config.Token{Name: "m", Kind: config.KindMirror, Repository: "R"}, Err: errors.New("login: CKR_PIN_INCORRECT")}}
+	res := []hsmcheck.Result{{Token: hsmcheck.Token{Name: "m", Kind: hsmcheck.KindMirror, Repository: "R"}, Err: errors.New("login: CKR_PIN_INCORRECT")}}
 	r := Build(st, res, "")
 	if !r.Unreadable || len(r.Problems) != 0 || r.Rows[0].Present["m"] != Unknown || r.Tokens[0].Reachable {
 		t.Errorf("got %+v", r)

@@ -1,0 +1,241 @@
+package hsmcheck
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/proc"
+	"github.com/ods-keyguard/ods-keyguard/secret"
+)
+
+// ChildCommand is the hidden subcommand of the ods-keyguard binary that
+// reads tokens for its parent: tokens on stdin, one result per line on
+// stdout.
+const ChildCommand = "__read-tokens"
+
+// Result is one token's contents, or why it could not be read.
+type Result struct {
+	Token    Token
+	Contents *Contents
+	Err      error
+}
+
+// TimeoutError is a token that had not answered when the deadline came.
+type TimeoutError struct {
+	Token Token
+	After time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("%s: token %q did not answer in %s s", e.Token.Describe(), e.Token.Label,
+		strconv.FormatFloat(e.After.Round(100*time.Millisecond).Seconds(), 'f', -1, 64))
+}
+
+// Reader reads tokens in child processes: a PKCS#11 call can hang (a
+// network HSM, a module waiting on a lock or a FIFO) and only a process can
+// be killed. Tokens with the same environment share a child, since a module
+// reads its environment once per process and may be initialized once.
+type Reader struct {
+	// Exe is the program and arguments that serve ChildCommand; the default
+	// is this executable with ChildCommand.
+	Exe []string
+}
+
+// Read reads every token, each once, in parallel children, and returns the
+// results in the order of tokens. At ctx's deadline the children are killed
+// with their process groups; a token without an answer by then gets a
+// *TimeoutError. Read returns only when every child is reaped.
+func (r Reader) Read(ctx context.Context, tokens []Token, req Request) []Result {
+	results := make([]Result, len(tokens))
+	groups := map[string][]int{}
+	var keys []string
+	for i, t := range tokens {
+		results[i].Token = t
+		k := envKey(t.Env)
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Add(1)
+		go func(idx []int) {
+			defer wg.Done()
+			r.child(ctx, start, tokens, idx, req, results)
+		}(groups[k])
+	}
+	wg.Wait()
+	return results
+}
+
+// envKey is a canonical form of env.
+func envKey(env map[string]string) string {
+	parts := make([]string, 0, len(env))
+	for k, v := range env {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "\x00")
+}
+
+// wireToken carries a token, PIN included, to a child over its stdin: never
+// on a command line, where ps would show it.
+type wireToken struct {
+	Name, Kind, Repository, Module, Label string
+	PIN                                   string
+}
+
+type wireRequest struct {
+	Tokens []wireToken
+	Req    Request
+}
+
+// wireResult is one line of the child's answer, sent as soon as a token is
+// read: a token read before the deadline keeps its answer.
+type wireResult struct {
+	Index    int       `json:"index"`
+	Contents *Contents `json:"contents,omitempty"`
+	Err      string    `json:"error,omitempty"`
+}
+
+// maxChildStderr bounds what is kept of a child's stderr.
+const maxChildStderr = 4096
+
+func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx []int, req Request, results []Result) {
+	answered := make([]bool, len(idx))
+	fail := func(err error) {
+		for j, i := range idx {
+			if !answered[j] {
+				results[i].Err = err
+			}
+		}
+	}
+	exe := r.Exe
+	if len(exe) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			fail(fmt.Errorf("start reader process: %w", err))
+			return
+		}
+		exe = []string{self, ChildCommand}
+	}
+	wire := wireRequest{Req: req}
+	for _, i := range idx {
+		t := tokens[i]
+		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal()})
+	}
+	in, err := json.Marshal(wire)
+	if err != nil {
+		fail(err)
+		return
+	}
+	cmd := proc.Command(ctx, exe[0], exe[1:]...)
+	cmd.Args[0] = "ods-keyguard"
+	env := os.Environ()
+	for k, v := range tokens[idx[0]].Env {
+		env = append(env, k+"="+v)
+	}
+	cmd.Env = env
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr limitedBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := cmd.Start(); err != nil {
+		fail(fmt.Errorf("start reader process: %w", err))
+		return
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<30)
+	for sc.Scan() {
+		var res wireResult
+		if err := json.Unmarshal(sc.Bytes(), &res); err != nil || res.Index < 0 || res.Index >= len(idx) {
+			continue
+		}
+		i := idx[res.Index]
+		answered[res.Index] = true
+		results[i].Contents = res.Contents
+		if res.Err != "" {
+			results[i].Contents, results[i].Err = nil, errors.New(res.Err)
+		}
+	}
+	io.Copy(io.Discard, out)
+	err = cmd.Wait()
+	proc.KillGroup(cmd)
+	switch {
+	case ctx.Err() != nil:
+		for j, i := range idx {
+			if !answered[j] {
+				results[i].Err = &TimeoutError{Token: tokens[i], After: time.Since(start)}
+			}
+		}
+	case err != nil:
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		for j, i := range idx {
+			if !answered[j] {
+				results[i].Err = fmt.Errorf("%s: reader process: %s", tokens[i].Describe(), msg)
+			}
+		}
+	default:
+		for j, i := range idx {
+			if !answered[j] {
+				results[i].Err = fmt.Errorf("%s: reader process: no answer", tokens[i].Describe())
+			}
+		}
+	}
+}
+
+// limitedBuffer keeps the first maxChildStderr bytes written to it.
+type limitedBuffer struct{ bytes.Buffer }
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := maxChildStderr - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// ServeChild is the child's side: tokens on r, one result line per token
+// on w, as each is read, with the modules of this process.
+func ServeChild(r io.Reader, w io.Writer, open Opener) error {
+	var wire wireRequest
+	if err := json.NewDecoder(r).Decode(&wire); err != nil {
+		return fmt.Errorf("%s: reading request: %w", ChildCommand, err)
+	}
+	ms := NewModules(open)
+	defer ms.Close()
+	enc := json.NewEncoder(w)
+	for i, t := range wire.Tokens {
+		c, err := ms.Read(Token{
+			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
+			Module: t.Module, Label: t.Label, PIN: secret.Value(t.PIN),
+		}, wire.Req)
+		res := wireResult{Index: i, Contents: c}
+		if err != nil {
+			res.Err = err.Error()
+		}
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	}
+	return nil
+}

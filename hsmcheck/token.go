@@ -1,0 +1,43 @@
+package hsmcheck
+
+import (
+	"fmt"
+
+	"github.com/ods-keyguard/ods-keyguard/secret"
+)
+
+// Token kinds: whose keys a token holds.
+const (
+	KindRepository  = "repository"
+	KindMirror      = "mirror"
+	KindBackupToken = "backup token"
+)
+
+// Token is everything needed to open one token: a repository's, a mirror's
+// or a backup token's.
+type Token struct {
+	Name       string // repository, mirror or backup token name
+	Kind       string // KindRepository, KindMirror or KindBackupToken
+	Repository string // the repository whose keys it holds ("" for a backup token)
+	Module     string // the PKCS#11 module's path
+	Label      string // CKA_LABEL of the token
+	PIN        secret.Value
+	// Env is the environment the module needs (SOFTHSM2_CONF,
+	// ChrystokiConfigurationPath ...), on top of this process's.
+	Env map[string]string
+}
+
+// Describe names the token for messages: `mirror "site-b"`.
+func (t Token) Describe() string { return fmt.Sprintf("%s %q", t.Kind, t.Name) }
+
+// Request says which keys to read and how much of them.
+type Request struct {
+	// IDs, when not nil, limits the read to the keys whose CKA_ID (hex) is
+	// one of them: a search per key, for the hook, which must not list a
+	// token of thousands.
+	IDs []string `json:"ids"`
+	// NoPublic skips the public-key objects: which private keys are there,
+	// of what type and size, but no public key where the private object
+	// carries none (EC). For check, which answers within a time limit.
+	NoPublic bool `json:"no_public"`
+}

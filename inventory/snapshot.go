@@ -1,0 +1,54 @@
+package inventory
+
+import (
+	"context"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+)
+
+// Snapshot is one read of the enforcer's database and of tokens, taken
+// together: what every command that judges keys starts from.
+type Snapshot struct {
+	State   *enforcer.State
+	Results []hsmcheck.Result
+}
+
+// Take reads the datastore and the tokens in parallel, within ctx. When the
+// database cannot be read, the token reads are stopped and the error is
+// returned; a token that cannot be read is in its Result.
+func Take(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, req hsmcheck.Request) (*Snapshot, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan []hsmcheck.Result, 1)
+	go func() { done <- hsmcheck.Reader{}.Read(ctx, tokens, req) }()
+	st, err := enforcer.ReadDatastore(ctx, ds)
+	if err != nil {
+		cancel()
+		<-done // the readers are reaped before we return
+		return nil, err
+	}
+	return &Snapshot{State: st, Results: <-done}, nil
+}
+
+// Of returns the results of the tokens that hold repo's keys (its own and
+// its mirrors'), in order.
+func (s *Snapshot) Of(repo string) []hsmcheck.Result {
+	var out []hsmcheck.Result
+	for _, r := range s.Results {
+		if r.Token.Repository == repo && r.Token.Kind != hsmcheck.KindBackupToken {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Unreadable returns the first of results that could not be read.
+func Unreadable(results []hsmcheck.Result) error {
+	for _, r := range results {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
