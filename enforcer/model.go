@@ -166,9 +166,9 @@ type PolicyKey struct {
 
 // Zone is a zone and the keys assigned to it.
 type Zone struct {
-	ID           int64
-	Name         string
-	Policy       *Policy
+	ID         int64
+	Name       string
+	Policy     *Policy
 	NextRoll   map[Role]time.Time
 	OutputType string // the signer's output adapter: "File" and a path
 	OutputURI  string

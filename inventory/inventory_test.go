@@ -10,7 +10,7 @@ import (
 
 func result(name, kind string, keys ...hsmcheck.Key) hsmcheck.Result {
 	return hsmcheck.Result{
-		Token:     hsmcheck.Token{Name: name, Kind: kind, Repository: "R"},
+		Token:    hsmcheck.Token{Name: name, Kind: kind, Repository: "R"},
 		Contents: &hsmcheck.Contents{Name: name, Keys: keys},
 	}
 }
