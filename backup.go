@@ -1,16 +1,20 @@
 package main
 
 import (
-	"errors"
+	"bytes"
+	"context"
 	"fmt"
 	"io"
-	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/ceremony"
+	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/hooks"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -30,78 +34,54 @@ func backupCommand() *cli.Command {
 
 Only a ceremony confirmed by backup done counts as a backup for check and the
 DS hook. A repository without <RequireBackup/> gets ceremonies too: the rule
-is the procedure's, not the enforcer's setting.
+is the procedure's, not the enforcer's setting. Every scheduled backup is a
+ceremony: with nothing new, prepare takes every needed key.
 
-Exit status: 0 done; 1 refused (nothing committed); 2 bad usage; 3 could not
-act (configuration, token, database, enforcer unreachable, state file).`,
+Exit status: 0 done; 1 refused (the message says what state the enforcer and
+the history are in); 2 bad usage; 3 could not act (configuration, token,
+database, enforcer unreachable, state file).`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "prepare",
 				Usage:     "open a ceremony: flag the keys to back up and check them on every HSM",
-				UsageText: "ods-keyguard backup prepare [-r REPO] [--operator NAME]",
-				Description: `Runs ods-enforcer backup prepare -r REPO (for a repository with
-<RequireBackup/>), reads the Prepared keys, checks that each is on the
-repository's token and every mirror, and writes the ceremony's manifest. If a
-key is missing the enforcer is rolled back and nothing is opened. Refuses
-when a ceremony of the repository is already open.`,
-				Flags: []cli.Flag{repoFlag, operatorFlag},
-				Action: func(c *cli.Context) error {
-					env, repos, err := ceremonyEnv(c)
-					if err != nil {
-						return err
-					}
-					return ceremony.Prepare(c.Context, env, repos, ceremony.Operator(c.String("operator")))
-				},
+				UsageText: "ods-keyguard backup prepare [-r REPO] [--operator NAME] [--json]",
+				Description: `Records the ceremony, runs ods-enforcer backup prepare -r REPO (for a
+repository with <RequireBackup/>), and takes into the manifest every needed
+key that no confirmed ceremony covers (Prepared, committed by hand, imported,
+or made before RequireBackup was turned on); with nothing new, every needed
+key. Each must be on the repository's token and every mirror, or the
+enforcer is rolled back and nothing is opened. Refuses when a ceremony of
+the repository is already open; takes up one a crash left preparing.`,
+				Flags:  []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
+				Action: func(c *cli.Context) error { return runCeremony(c, "prepare") },
 			},
 			{
 				Name:      "done",
 				Usage:     "confirm a ceremony after the HSM was backed up: verify, then commit",
-				UsageText: "ods-keyguard backup done [-r REPO] [--backup-token NAME] [--operator NAME]",
+				UsageText: "ods-keyguard backup done [-r REPO] [--backup-token NAME] [--operator NAME] [--json]",
 				Description: `Refuses, and commits nothing, when a manifest key is no longer on the
 token or a mirror, when the enforcer's Prepared set is no longer the
 manifest's, or (with --backup-token) when the backup token lacks a manifest
-key or holds another key pair under its CKA_ID. Otherwise runs ods-enforcer
-backup commit -r REPO, checks that exactly the manifest's keys are Done,
-and records the ceremony as confirmed. Without --backup-token the record
-says the backup was attested by the operator, not verified.`,
-				Flags: []cli.Flag{repoFlag, operatorFlag,
+key or holds another key pair under its CKA_ID. The backup token should hold
+every key still needed: an older key it lacks is a warning that names where
+that key's backup is. Otherwise runs ods-enforcer backup commit -r REPO,
+checks that exactly the manifest's keys are Done, records the ceremony as
+confirmed, and releases what the DS hook withheld for want of it. Without
+--backup-token the record says the backup was attested by the operator, not
+verified.`,
+				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "backup-token", Usage: "verify the backup on [backup_token.`NAME`] of the configuration"}},
-				Action: func(c *cli.Context) error {
-					env, repos, err := ceremonyEnv(c)
-					if err != nil {
-						return err
-					}
-					if c.String("repository") == "" {
-						repos = nil // every repository with an open ceremony
-					}
-					confirmed, err := ceremony.Done(c.Context, env, repos, c.String("backup-token"), ceremony.Operator(c.String("operator")))
-					if len(confirmed) > 0 {
-						// What the DS hook withheld for want of this backup can go now.
-						lg := newLogger(c.App.ErrWriter)
-						defer lg.close()
-						if _, rerr := releasePending(c.Context, env.Cfg, c.App.Writer, lg); rerr != nil {
-							err = errors.Join(err, fmt.Errorf("hook release: %w", rerr))
-						}
-					}
-					return err
-				},
+				Action: func(c *cli.Context) error { return runCeremony(c, "done") },
 			},
 			{
 				Name:      "rollback",
 				Usage:     "abandon an open ceremony and unflag the enforcer's Prepared keys",
-				UsageText: "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--reason TEXT]",
-				Flags: []cli.Flag{repoFlag, operatorFlag,
+				UsageText: "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--reason TEXT] [--json]",
+				Description: `Refuses a ceremony that is committing, or whose keys the enforcer has Done
+already: run backup done, which verifies and records it.`,
+				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "reason", Usage: "why, for the history"}},
-				Action: func(c *cli.Context) error {
-					env, repos, err := ceremonyEnv(c)
-					if err != nil {
-						return err
-					}
-					if c.String("repository") == "" {
-						repos = nil
-					}
-					return ceremony.Rollback(c.Context, env, repos, ceremony.Operator(c.String("operator")), c.String("reason"))
-				},
+				Action: func(c *cli.Context) error { return runCeremony(c, "rollback") },
 			},
 			{
 				Name:      "history",
@@ -110,31 +90,134 @@ says the backup was attested by the operator, not verified.`,
 				Description: `Text: one line per ceremony (ID, REPOSITORY, STATUS, PREPARED, ENDED,
 KEYS, BACKUP), then the open ones. BACKUP is "verified:NAME" when the backup
 token was read and checked, "attested" when the operator's word was taken.`,
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON document"}},
-				Action: func(c *cli.Context) error {
-					cfg, err := commandConfig(c)
-					if err != nil {
-						return err
-					}
-					store, err := ledger.Load(cfg.StateDir)
-					if err != nil {
-						return err
-					}
-					var open []*ledger.Ceremony
-					for _, r := range store.OpenRepositories() {
-						open = append(open, store.Open(r))
-					}
-					if c.Bool("json") {
-						return writeJSON(c.App.Writer, struct {
-							Ceremonies []*ledger.Ceremony `json:"ceremonies"`
-							Open       []*ledger.Ceremony `json:"open"`
-						}{nonNil(store.History()), nonNil(open)})
-					}
-					return printHistory(c.App.Writer, store.History(), open)
-				},
+				Flags:  []cli.Flag{jsonFlag()},
+				Action: runHistory,
 			},
 		},
 	}
+}
+
+// runCeremony runs one ceremony step. In JSON mode, what the step tells the
+// operator goes into the document's messages.
+func runCeremony(c *cli.Context, step string) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	repos, err := cfg.RepositoryNames(c.String("repository"))
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	l, err := openLedger(c, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var text bytes.Buffer
+	out := c.App.Writer
+	if c.Bool("json") {
+		out = &text
+	}
+	env := &ceremony.Env{Cfg: cfg, Ledger: l, Out: out}
+	env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, out) }
+	operator := ceremony.Operator(c.String("operator"))
+	if c.String("repository") == "" && step != "prepare" {
+		repos = nil // every repository with an open ceremony
+	}
+	var cs []*ledger.Ceremony
+	switch step {
+	case "prepare":
+		cs, err = ceremony.Prepare(ctx, env, repos, operator)
+	case "done":
+		cs, err = ceremony.Done(ctx, env, repos, c.String("backup-token"), operator)
+	case "rollback":
+		cs, err = ceremony.Rollback(ctx, env, repos, operator, c.String("reason"))
+	}
+	if c.Bool("json") {
+		doc := ceremonyJSON{Schema: "ods-keyguard/backup-" + step + "/1", OK: err == nil, Ceremonies: cs, Messages: lines(text.String())}
+		if doc.Ceremonies == nil {
+			doc.Ceremonies = []*ledger.Ceremony{}
+		}
+		if err != nil {
+			msg := oneLine(err.Error())
+			doc.Error = &msg
+		}
+		if jerr := writeJSON(c.App.Writer, doc); jerr != nil {
+			return jerr
+		}
+	}
+	return err
+}
+
+type ceremonyJSON struct {
+	Schema     string             `json:"schema"`
+	OK         bool               `json:"ok"`
+	Error      *string            `json:"error"`
+	Ceremonies []*ledger.Ceremony `json:"ceremonies"`
+	Messages   []string           `json:"messages"`
+}
+
+func lines(s string) []string {
+	out := []string{}
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// releaseAfterDone runs the hook release once a ceremony is confirmed: what
+// the DS hook withheld for want of this backup can go now.
+func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, out io.Writer) error {
+	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
+	defer log.Close()
+	l, err := openLedger(c, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	g, err := newGuard(c, cfg, l, log)
+	if err != nil {
+		return err
+	}
+	// The ceremony holds the state lock: release runs under it, in this
+	// process, without taking it again.
+	_, err = g.ReleaseLocked(ctx, out)
+	return err
+}
+
+func runHistory(c *cli.Context) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	l, err := openLedger(c, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	store, err := l.Ceremonies(c.Context)
+	if err != nil {
+		return err
+	}
+	var open []*ledger.Ceremony
+	for _, r := range store.OpenRepositories() {
+		open = append(open, store.Open(r))
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, struct {
+			Schema     string             `json:"schema"`
+			Ceremonies []*ledger.Ceremony `json:"ceremonies"`
+			Open       []*ledger.Ceremony `json:"open"`
+		}{"ods-keyguard/backup-history/1", nonNil(store.History()), nonNil(open)})
+	}
+	return printHistory(c.App.Writer, store.History(), open)
 }
 
 func nonNil(cs []*ledger.Ceremony) []*ledger.Ceremony {
@@ -144,32 +227,18 @@ func nonNil(cs []*ledger.Ceremony) []*ledger.Ceremony {
 	return cs
 }
 
-func ceremonyEnv(c *cli.Context) (*ceremony.Env, []string, error) {
-	cfg, err := commandConfig(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	repos, err := cfg.RepositoryNames(c.String("repository"))
-	if err != nil {
-		return nil, nil, err
-	}
-	env := &ceremony.Env{Cfg: cfg, Out: c.App.Writer}
-	// A failpoint for the tests: die like kill -9 right after the enforcer's
-	// commit, before anything is recorded.
-	if os.Getenv("ODS_KEYGUARD_FAILPOINT") == "after-commit" {
-		env.AfterCommit = func() error { os.Exit(137); return nil }
-	}
-	return env, repos, nil
-}
-
 func printHistory(w io.Writer, hist, open []*ledger.Ceremony) error {
+	if len(hist)+len(open) == 0 {
+		_, err := fmt.Fprintln(w, "no backup ceremony yet")
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREPOSITORY\tSTATUS\tPREPARED\tENDED\tKEYS\tBACKUP")
 	stamp := func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
 		}
-		return t.UTC().Format("2006-01-02T15:04Z")
+		return t.UTC().Format(when.Minute)
 	}
 	for _, c := range append(append([]*ledger.Ceremony(nil), hist...), open...) {
 		backup := "-"
@@ -181,10 +250,6 @@ func printHistory(w io.Writer, hist, open []*ledger.Ceremony) error {
 			backup = "attested"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", c.ID, c.Repository, c.Status, stamp(c.Prepared), stamp(c.Ended), len(c.Keys), backup)
-	}
-	if len(hist)+len(open) == 0 {
-		_, err := fmt.Fprintln(w, "no backup ceremony yet")
-		return err
 	}
 	return tw.Flush()
 }

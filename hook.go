@@ -1,115 +1,121 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/syslog"
-	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
-	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
-)
-
-const (
-	kindSubmit  = "ds-submit"
-	kindRetract = "ds-retract"
+	"github.com/ods-keyguard/ods-keyguard/parent"
 )
 
 func hookCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "hook",
-		Usage: "the enforcer's DS hooks: forward only keys whose backup is verified",
+		Usage: "the enforcer's DS hooks: forward only keys whose backup is verified, never break the chain",
 		Description: `Installed as ods-keyguard-ds-submit and ods-keyguard-ds-retract (links to
 this binary) and named in conf.xml:
 
-   <DelegationSignerSubmitCommand>/usr/local/bin/ods-keyguard-ds-submit</DelegationSignerSubmitCommand>
-   <DelegationSignerRetractCommand>/usr/local/bin/ods-keyguard-ds-retract</DelegationSignerRetractCommand>
+   <DelegationSignerSubmitCommand>/usr/sbin/ods-keyguard-ds-submit</DelegationSignerSubmitCommand>
+   <DelegationSignerRetractCommand>/usr/sbin/ods-keyguard-ds-retract</DelegationSignerRetractCommand>
 
 The enforcer passes no arguments: the configuration comes from
 $ODS_KEYGUARD_CONFIG or /etc/opendnssec/keyguard.toml. A DNSKEY is forwarded
 to [hooks] ds_submit_forward only when its key is in a confirmed backup
 ceremony, is on its repository's token and every mirror now, and (with
-RequireBackup) is Done in the enforcer. Anything else is withheld: recorded
-in state_dir, logged to syslog (daemon, tag ods-keyguard) and stderr.
-Retractions are always forwarded. The enforcer ignores a hook's exit
-status and never retries: "hook release" sends what is covered later.`,
+RequireBackup) is Done in the enforcer (or Not Required there, which the
+enforcer never changes). Anything else is withheld: recorded in state_dir,
+logged to syslog (conf.xml's facility, tag ods-keyguard) and stderr.
+A retraction is held while the zone's successor KSK is not known to be at
+the parent, and forwarded right after it; a retraction of a DS that never
+went to the parent is not forwarded. The enforcer ignores a hook's exit
+status and never retries: "hook release" sends what may go later.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "ds-submit",
 				Usage:     "read DNSKEYs on stdin, forward those whose backup is verified",
 				UsageText: "ods-keyguard hook ds-submit < DNSKEY-lines",
 				Description: `Exit status: 0 forwarded (or approved, with no forward command
-configured); 1 withheld; the forward command's status when it failed.`,
+configured); 1 withheld or rejected; the forward command's status when it
+failed. A run never takes longer than [hooks] timeout (default 20s).`,
 				Flags:  []cli.Flag{ckaIDFlag()},
-				Action: func(c *cli.Context) error { return runHook(c, kindSubmit) },
+				Action: func(c *cli.Context) error { return runHook(c, ledger.Submit) },
 			},
 			{
-				Name:        "ds-retract",
-				Usage:       "read DNSKEYs on stdin and forward them: a retraction never endangers a zone",
-				UsageText:   "ods-keyguard hook ds-retract < DNSKEY-lines",
-				Description: `Exit status: 0 forwarded; the forward command's status when it failed.`,
-				Flags:       []cli.Flag{ckaIDFlag()},
-				Action:      func(c *cli.Context) error { return runHook(c, kindRetract) },
+				Name:      "ds-retract",
+				Usage:     "read DNSKEYs on stdin, forward the retractions that leave the chain intact",
+				UsageText: "ods-keyguard hook ds-retract < DNSKEY-lines",
+				Description: `Exit status: 0 forwarded (or not needed: the DS never went to the parent);
+1 held (the successor's DS is not at the parent yet) or rejected; the
+forward command's status when it failed.`,
+				Flags:  []cli.Flag{ckaIDFlag()},
+				Action: func(c *cli.Context) error { return runHook(c, ledger.Retract) },
 			},
 			{
 				Name:      "pending",
-				Usage:     "list withheld submissions",
+				Usage:     "list what the hooks keep back: withheld submissions, held retractions",
 				UsageText: "ods-keyguard hook pending [--json]",
-				Description: `Text: one line per entry: ID KIND ZONE KEYTAG RECEIVED REASON.
+				Description: `Text: one line per entry: ID KIND ZONE KEYTAG SINCE REASON, then the input
+that was rejected (not a DNSKEY), which blocks nothing.
 Exit status: 0 listed (even when empty).`,
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON document"}},
-				Action: func(c *cli.Context) error {
-					cfg, err := commandConfig(c)
-					if err != nil {
-						return err
-					}
-					list, err := ledger.LoadPending(cfg.StateDir)
-					if err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						if list == nil {
-							list = []ledger.Pending{}
-						}
-						return writeJSON(c.App.Writer, struct {
-							Pending []ledger.Pending `json:"pending"`
-						}{list})
-					}
-					return printPending(c.App.Writer, list)
-				},
+				Flags:  []cli.Flag{jsonFlag()},
+				Action: runPending,
 			},
 			{
 				Name:      "release",
-				Usage:     "forward withheld submissions whose keys are now covered",
-				UsageText: "ods-keyguard hook release",
-				Description: `Decides every withheld submission again and forwards those now covered; an
-entry leaves the list only when its forward succeeded. backup done runs it.
-Exit status: 0 nothing left withheld; 1 some still withheld.`,
-				Action: func(c *cli.Context) error {
-					cfg, err := commandConfig(c)
-					if err != nil {
-						return err
-					}
-					left, err := releasePending(c.Context, cfg, c.App.Writer, newLogger(c.App.ErrWriter))
-					if err != nil {
-						return err
-					}
-					if left > 0 {
-						return withCode(exitProblems, nil)
-					}
-					return nil
+				Usage:     "forward what may go now, drop what the enforcer no longer wants",
+				UsageText: "ods-keyguard hook release [--json]",
+				Description: `Decides every withheld submission and held retraction again: submissions
+whose keys are now covered are forwarded, then the retractions whose
+successors' DS are at the parent. What the enforcer has since retracted,
+purged or marked gone is dropped with the reason, never sent. A submission
+the enforcer made with no record at all (the hook could not write) is
+rebuilt from the key on the token and decided the same way. backup done
+runs it.
+Exit status: 0 nothing left kept back; 1 some still kept back.`,
+				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+				Action: runRelease,
+			},
+			{
+				Name:      "drop",
+				Usage:     "settle a kept-back entry on purpose, recorded with who and why",
+				UsageText: "ods-keyguard hook drop ID --reason TEXT [--operator NAME]",
+				Description: `ID is what "hook pending" lists. The entry is not forwarded; the drop is
+recorded with the operator and the reason.
+Exit status: 0 dropped; 3 no such entry.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "reason", Required: true, Usage: "why, for the record"},
+					&cli.StringFlag{Name: "operator", Usage: "who (default $SUDO_USER, else $USER)"},
 				},
+				Action: runDrop,
+			},
+			{
+				Name:      "status",
+				Usage:     "each zone's DS: the enforcer's view, what was forwarded and kept back, the parent",
+				UsageText: "ods-keyguard hook status [--zone Z] [--json] [-t SECONDS]",
+				Description: `Per zone, each KSK and CSK: the enforcer's DS state, when its submission and
+retraction were forwarded, what is kept back and why, whether the parent
+should hold its DS now and, with [parent] configured, whether it does.
+Exit status: 0 nothing wrong; 1 something wrong (see the findings); 3 could
+not determine.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"},
+					jsonFlag(), timeoutFlag(30 * time.Second),
+				},
+				Action: runHookStatus,
 			},
 		},
 	}
@@ -121,282 +127,342 @@ func ckaIDFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "cka_id", Hidden: true, Usage: "ignored: the enforcer's cka_id comes on stdin"}
 }
 
-// logger writes one line per event to syslog (daemon facility, tag
-// ods-keyguard) and to stderr.
-type logger struct {
-	sys    *syslog.Writer
-	stderr io.Writer
-}
-
-// newLogger dials the system logger, or $ODS_KEYGUARD_SYSLOG (a unix
-// datagram socket). Without a logger the lines still reach stderr.
-func newLogger(stderr io.Writer) *logger {
-	l := &logger{stderr: stderr}
-	prio := syslog.LOG_DAEMON | syslog.LOG_WARNING
-	var err error
-	if sock := os.Getenv("ODS_KEYGUARD_SYSLOG"); sock != "" {
-		l.sys, err = syslog.Dial("unixgram", sock, prio, "ods-keyguard")
-	} else {
-		l.sys, err = syslog.New(prio, "ods-keyguard")
-	}
-	if err != nil {
-		l.sys = nil
-	}
-	return l
-}
-
-func (l *logger) log(format string, args ...any) {
-	line := oneLine(fmt.Sprintf(format, args...))
-	if l.sys != nil {
-		l.sys.Warning(line)
-	}
-	fmt.Fprintf(l.stderr, "ods-keyguard: %s\n", line)
-}
-
-func (l *logger) close() {
-	if l.sys != nil {
-		l.sys.Close()
-	}
-}
-
 func runHook(c *cli.Context, kind string) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	lg := newLogger(c.App.ErrWriter)
-	defer lg.close()
 	cfg, err := loadConfig(c)
 	if err != nil {
-		lg.log("%s: withheld everything: %v", kind, err)
-		return withCode(exitProblems, nil)
+		log := hooks.NewSyslog("", c.App.ErrWriter)
+		defer log.Close()
+		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
+		return exit(exitProblems, nil)
 	}
-	subs, err := hooks.Parse(c.App.Reader)
+	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
+	defer log.Close()
+	ctx, cancel := context.WithTimeout(c.Context, cfg.HookTimeout)
+	defer cancel()
+	l, err := openLedger(c, cfg, false)
 	if err != nil {
-		lg.log("%s: withheld: %v", kind, err)
-		return withCode(exitProblems, nil)
+		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
+		return exit(exitProblems, nil)
 	}
-	if len(subs) == 0 {
-		lg.log("%s: no DNSKEY on stdin: nothing to do", kind)
-		return withCode(exitProblems, nil)
+	defer l.Close()
+	g, err := newGuard(c, cfg, l, log)
+	if err != nil {
+		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
+		return exit(exitProblems, nil)
 	}
-	forward := cfg.Hooks.DSSubmitForward
-	if kind == kindRetract {
-		forward = cfg.Hooks.DSRetractForward
-	}
-	var pass, held []hooks.Submission
-	var reasons []hooks.Decision
-	if kind == kindRetract {
-		pass = subs
+	var o hooks.Outcome
+	if kind == ledger.Submit {
+		o = g.Submit(ctx, c.App.Reader)
 	} else {
-		facts := gatherFacts(c.Context, cfg, subs)
-		for _, s := range subs {
-			d := hooks.Decide(s, facts)
-			if d.Forward {
-				pass = append(pass, s)
-				lg.log("%s: %s (key %s, ceremony %s): backup verified, forwarding", kind, s.Describe(), d.Locator, d.Ceremony)
-			} else {
-				held = append(held, s)
-				reasons = append(reasons, d)
-			}
-		}
-	}
-	var fwdErr error
-	if len(pass) > 0 {
-		if forward == "" {
-			for _, s := range pass {
-				lg.log("%s: %s: approved, but no forward command is configured ([hooks] ds_%s_forward)", kind, s.Describe(), strings.TrimPrefix(kind, "ds-"))
-			}
-		} else if fwdErr = runForward(c.Context, forward, pass, c.App.Writer, c.App.ErrWriter); fwdErr != nil {
-			for _, s := range pass {
-				held = append(held, s)
-				reasons = append(reasons, hooks.Decision{Reason: "forward command failed: " + fwdErr.Error()})
-			}
-		} else if kind == kindRetract {
-			for _, s := range pass {
-				lg.log("%s: %s: forwarded", kind, s.Describe())
-			}
-		}
-	}
-	if len(held) == 0 {
-		return nil
-	}
-	now := time.Now().UTC()
-	var recs []ledger.Pending
-	for i, s := range held {
-		lg.log("%s: withheld %s: %s", kind, s.Describe(), reasons[i].Reason)
-		recs = append(recs, ledger.Pending{
-			ID: ledger.PendingID(kind, s.Line), Kind: kind, Zone: s.Zone, KeyTag: s.KeyTag, Locator: reasons[i].Locator,
-			Line: s.Line, Received: now, Updated: now, Reason: reasons[i].Reason,
-		})
-	}
-	if err := recordPending(cfg, recs); err != nil {
-		lg.log("%s: could not record what was withheld: %v", kind, err)
+		o = g.Retract(ctx, c.App.Reader)
 	}
 	var ee *exec.ExitError
-	if errors.As(fwdErr, &ee) && ee.ExitCode() > 0 {
-		return withCode(ee.ExitCode(), nil)
+	switch {
+	case errors.As(o.ForwardErr, &ee) && ee.ExitCode() > 0:
+		return exit(ee.ExitCode(), nil)
+	case o.Nothing || o.Withheld+o.Held+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
+		return exit(exitProblems, nil)
 	}
-	return withCode(exitProblems, nil)
+	return nil
 }
 
-// gatherFacts reads what a decision needs, once: the database, the
-// ceremonies, and on each token only the candidate keys.
-func gatherFacts(ctx context.Context, cfg *config.Config, subs []hooks.Submission) hooks.Facts {
-	f := hooks.Facts{RequireBackup: map[string]bool{}, Tokens: map[string][]hooks.TokenView{}}
+func runPending(c *cli.Context) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	l, err := openLedger(c, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	b, err := l.DS(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, pendingJSON(b))
+	}
+	return printPending(c.App.Writer, b)
+}
+
+func printPending(w io.Writer, b *ledger.DSBook) error {
+	if len(b.Pending) == 0 {
+		fmt.Fprintln(w, "nothing withheld")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tZONE\tKEYTAG\tSINCE\tREASON")
+		for _, p := range b.Pending {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Kind, p.Zone, p.KeyTag, p.Since.UTC().Format(when.Minute), p.Reason)
+		}
+		tw.Flush()
+	}
+	for _, r := range b.Rejected {
+		fmt.Fprintf(w, "rejected %s: input %s: %s\n", r.Time.UTC().Format(when.Minute), r.Line, r.Reason)
+	}
+	return nil
+}
+
+func runRelease(c *cli.Context) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
+	defer log.Close()
+	rep, err := release(ctx, c, cfg, log, !c.Bool("json"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if err := writeJSON(c.App.Writer, releaseJSON(rep)); err != nil {
+			return err
+		}
+	}
+	if rep.Left > 0 {
+		return exit(exitProblems, nil)
+	}
+	return nil
+}
+
+// release runs the guard's release; text says whether to print its lines.
+func release(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger, text bool) (*hooks.ReleaseReport, error) {
+	l, err := openLedger(c, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	g, err := newGuard(c, cfg, l, log)
+	if err != nil {
+		return nil, err
+	}
+	var out io.Writer
+	if text {
+		out = c.App.Writer
+	}
+	return g.Release(ctx, out)
+}
+
+func runDrop(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("drop: want one ID (ods-keyguard hook pending lists them)")
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
+	defer log.Close()
+	l, err := openLedger(c, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	g, err := newGuard(c, cfg, l, log)
+	if err != nil {
+		return err
+	}
+	e, err := g.Drop(c.Context, c.Args().First(), c.String("reason"), ceremony.Operator(c.String("operator")))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "dropped: %s zone %s key tag %d: %s\n", e.Kind, e.Zone, e.KeyTag, c.String("reason"))
+	return nil
+}
+
+func runHookStatus(c *cli.Context) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	zones, err := dsStatus(ctx, c, cfg, c.String("zone"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		err = writeJSON(c.App.Writer, hookStatusJSON(zones))
+	} else {
+		printHookStatus(c.App.Writer, zones)
+	}
+	if err != nil {
+		return err
+	}
+	for _, z := range zones {
+		if len(z.Findings) > 0 {
+			return exit(exitProblems, nil)
+		}
+	}
+	return nil
+}
+
+// dsStatus reads the enforcer, the ceremonies, the DS records and, with
+// [parent] configured, the parent, and puts them side by side.
+func dsStatus(ctx context.Context, c *cli.Context, cfg *config.Config, only string) ([]hooks.ZoneDS, error) {
+	l, err := openLedger(c, cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	st, err := enforcer.ReadDatastore(ctx, cfg.ODS.Datastore)
+	if err != nil {
+		return nil, err
+	}
+	if only != "" {
+		var keep []*enforcer.Zone
+		for _, z := range st.Zones {
+			if strings.EqualFold(z.Name, strings.TrimSuffix(only, ".")) {
+				keep = append(keep, z)
+			}
+		}
+		if len(keep) == 0 {
+			return nil, fmt.Errorf("zone %q: not in the enforcer's database", only)
+		}
+		st.Zones = keep
+	}
+	store, err := l.Ceremonies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	book, err := l.DS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := hooks.StatusInput{State: st, Book: book, Coverage: store.Coverage(), RequireBackup: requireBackup(cfg), Now: time.Now().UTC()}
+	if pc := cfg.ParentConfig(); pc.Enabled() {
+		var names []string
+		for _, z := range st.Zones {
+			names = append(names, z.Name)
+		}
+		in.Parent = map[string]parent.Answer{}
+		for _, a := range parent.Read(ctx, pc, names) {
+			in.Parent[a.Zone] = a
+		}
+	}
+	zones := hooks.Status(in)
+	if only != "" {
+		keep := zones[:0]
+		for _, z := range zones {
+			if strings.EqualFold(z.Zone, strings.TrimSuffix(only, ".")) {
+				keep = append(keep, z)
+			}
+		}
+		zones = keep
+	}
+	return zones, nil
+}
+
+func requireBackup(cfg *config.Config) map[string]bool {
+	rb := map[string]bool{}
 	for _, r := range cfg.ODS.Repositories {
-		f.RequireBackup[r.Name] = r.RequireBackup
+		rb[r.Name] = r.RequireBackup
 	}
-	st, err := readState(ctx, cfg)
-	if err != nil {
-		f.StateErr = err
-		return f
-	}
-	f.State = st
-	store, err := ledger.Load(cfg.StateDir)
-	if err != nil {
-		f.State, f.StateErr = nil, err
-		return f
-	}
-	f.Coverage = store.Coverage()
-	ids := map[string]bool{}
-	repos := map[string]bool{}
-	for _, s := range subs {
-		for _, k := range hooks.Candidates(s, st) {
-			ids[k.Locator] = true
-			repos[k.Repository] = true
+	return rb
+}
+
+func printHookStatus(w io.Writer, zones []hooks.ZoneDS) {
+	for _, z := range zones {
+		fmt.Fprintf(w, "zone %s\n", z.Zone)
+		for _, k := range z.Keys {
+			fmt.Fprintf(w, "  %s %d (key %s): enforcer DS %s (record %s), %s; parent should hold it: %s%s\n",
+				k.Role, k.KeyTag, k.Locator, k.EnforcerDS, k.DSRecord, keyRecords(k), yesNo(k.ShouldHold), atParent(k))
 		}
-	}
-	if len(ids) == 0 {
-		return f
-	}
-	all, err := cfg.Tokens()
-	var tokens []hsmcheck.Token
-	for r := range repos {
-		tokens = append(tokens, config.RepositoryTokens(all, r)...)
-	}
-	if err != nil {
-		for r := range repos {
-			f.Tokens[r] = []hooks.TokenView{{Name: "tokens", Err: err}}
-		}
-		return f
-	}
-	var idList []string
-	for id := range ids {
-		idList = append(idList, id)
-	}
-	for _, res := range (hsmcheck.Reader{}).Read(ctx, tokens, hsmcheck.Request{IDs: idList}) {
-		v := hooks.TokenView{Name: res.Token.Describe(), Err: res.Err}
-		if inv := res.Contents; inv != nil {
-			v.Lookup = func(locator string) (string, bool) {
-				k, n := inv.Find(locator)
-				return k.Fingerprint, n > 0
+		if z.Parent != nil {
+			switch {
+			case z.Parent.Err != nil:
+				fmt.Fprintf(w, "  parent: UNREADABLE: %v\n", z.Parent.Err)
+			case len(z.Parent.DS) == 0:
+				fmt.Fprintf(w, "  parent: no DS (%s)\n", z.Parent.Source)
+			default:
+				var ds []string
+				for _, d := range z.Parent.DS {
+					ds = append(ds, d.String())
+				}
+				sort.Strings(ds)
+				fmt.Fprintf(w, "  parent: DS %s (%s)\n", strings.Join(ds, ", "), z.Parent.Source)
 			}
 		}
-		f.Tokens[res.Token.Repository] = append(f.Tokens[res.Token.Repository], v)
-	}
-	return f
-}
-
-// runForward runs the forward command with the lines on its stdin, as
-// received, in this process's environment.
-func runForward(ctx context.Context, command string, subs []hooks.Submission, stdout, stderr io.Writer) error {
-	var in bytes.Buffer
-	for _, s := range subs {
-		in.WriteString(s.Line)
-	}
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = &in, stdout, stderr
-	return cmd.Run()
-}
-
-func stateLock(cfg *config.Config) (*ledger.Lock, error) {
-	return ledger.Acquire(cfg.StateDir, cfg.LockWait)
-}
-
-func recordPending(cfg *config.Config, recs []ledger.Pending) error {
-	lock, err := stateLock(cfg)
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	list, err := ledger.LoadPending(cfg.StateDir)
-	if err != nil {
-		return err
-	}
-	for _, r := range recs {
-		list = ledger.AddPending(list, r)
-	}
-	return ledger.SavePending(cfg.StateDir, list)
-}
-
-// releasePending forwards what is now covered and returns how many entries
-// are left.
-func releasePending(ctx context.Context, cfg *config.Config, out io.Writer, lg *logger) (int, error) {
-	lock, err := stateLock(cfg)
-	if err != nil {
-		return 0, err
-	}
-	defer lock.Release()
-	list, err := ledger.LoadPending(cfg.StateDir)
-	if err != nil || len(list) == 0 {
-		return 0, err
-	}
-	var subs []hooks.Submission
-	for _, p := range list {
-		if p.Kind == kindSubmit {
-			subs = append(subs, hooks.ParseLine(p.Line))
+		for _, f := range z.Findings {
+			fmt.Fprintf(w, "  %s: %s: %s\n", f.Severity, f.Category, f.Text)
 		}
 	}
-	facts := gatherFacts(ctx, cfg, subs)
-	var left []ledger.Pending
-	now := time.Now().UTC()
-	for _, p := range list {
-		s := hooks.ParseLine(p.Line)
-		forward := cfg.Hooks.DSRetractForward
-		if p.Kind == kindSubmit {
-			forward = cfg.Hooks.DSSubmitForward
-			if d := hooks.Decide(s, facts); !d.Forward {
-				p.Reason, p.Updated = d.Reason, now
-				left = append(left, p)
-				fmt.Fprintf(out, "still withheld: %s %s: %s\n", p.Kind, s.Describe(), d.Reason)
-				continue
-			}
-		}
-		if forward == "" {
-			p.Reason, p.Updated = fmt.Sprintf("covered now, but no forward command is configured ([hooks] ds_%s_forward)", strings.TrimPrefix(p.Kind, "ds-")), now
-			left = append(left, p)
-			fmt.Fprintf(out, "still withheld: %s %s: %s\n", p.Kind, s.Describe(), p.Reason)
-			continue
-		}
-		p.Attempts++
-		if err := runForward(ctx, forward, []hooks.Submission{s}, io.Discard, lg.stderr); err != nil {
-			p.Reason, p.Updated = "forward command failed: "+err.Error(), now
-			left = append(left, p)
-			fmt.Fprintf(out, "still withheld: %s %s: %s\n", p.Kind, s.Describe(), p.Reason)
-			continue
-		}
-		lg.log("%s: released %s: forwarded", p.Kind, s.Describe())
-		fmt.Fprintf(out, "released: %s %s\n", p.Kind, s.Describe())
-	}
-	if err := ledger.SavePending(cfg.StateDir, left); err != nil {
-		return len(left), err
-	}
-	return len(left), nil
 }
 
-func printPending(w io.Writer, list []ledger.Pending) error {
-	if len(list) == 0 {
-		_, err := fmt.Fprintln(w, "nothing withheld")
-		return err
+func keyRecords(k hooks.KeyDS) string {
+	parts := []string{k.Known}
+	if k.Submitted != nil {
+		parts = append(parts, "submission forwarded "+k.Submitted.UTC().Format(when.Minute))
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tZONE\tKEYTAG\tRECEIVED\tREASON")
-	for _, p := range list {
-		zone, tag := p.Zone, fmt.Sprint(p.KeyTag)
-		if zone == "" {
-			zone, tag = "-", "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Kind, zone, tag, p.Received.Format("2006-01-02T15:04Z"), p.Reason)
+	if k.Retracted != nil {
+		parts = append(parts, "retraction forwarded "+k.Retracted.UTC().Format(when.Minute))
 	}
-	return tw.Flush()
+	if k.Pending != nil {
+		parts = append(parts, fmt.Sprintf("%s since %s: %s", k.Pending.Action, k.Pending.Since.UTC().Format(when.Minute), k.Pending.Reason))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func atParent(k hooks.KeyDS) string {
+	if k.AtParent == nil {
+		return ""
+	}
+	return "; at the parent: " + yesNo(*k.AtParent)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// The JSON documents of the hook commands (schemas in testdata/schema).
+
+func pendingJSON(b *ledger.DSBook) any {
+	type rejected struct {
+		Time   time.Time `json:"time"`
+		Input  string    `json:"input"`
+		Reason string    `json:"reason"`
+	}
+	doc := struct {
+		Schema   string            `json:"schema"`
+		Pending  []*ledger.DSEntry `json:"pending"`
+		Rejected []rejected        `json:"rejected"`
+	}{Schema: "ods-keyguard/hook-pending/1", Pending: b.Pending, Rejected: []rejected{}}
+	if doc.Pending == nil {
+		doc.Pending = []*ledger.DSEntry{}
+	}
+	for _, r := range b.Rejected {
+		doc.Rejected = append(doc.Rejected, rejected{r.Time, r.Line, r.Reason})
+	}
+	return doc
+}
+
+func releaseJSON(r *hooks.ReleaseReport) any {
+	return struct {
+		Schema string `json:"schema"`
+		*hooks.ReleaseReport
+	}{"ods-keyguard/hook-release/1", r}
+}
+
+func hookStatusJSON(zones []hooks.ZoneDS) any {
+	if zones == nil {
+		zones = []hooks.ZoneDS{}
+	}
+	return struct {
+		Schema string         `json:"schema"`
+		Zones  []hooks.ZoneDS `json:"zones"`
+	}{"ods-keyguard/hook-status/1", zones}
 }

@@ -11,13 +11,13 @@
 //
 //	inventory [--repository R] [--json]   every key, where it is, what it is for
 //	verify [--json]                        reconcile the enforcer with the tokens
-//	status                                 summary per repository, rule 1 breaches
+//	status [--json]                        summary per repository, rule 1 breaches
 //	backup prepare|done|rollback|history   the backup ceremony, verified
 //	check [-w RANGE] [-c RANGE] [-t SEC] [--at TIME] [--json] [--prometheus FILE]
 //	                                       monitoring plugin for rules 1 and 2
 //	pool fill [--until TIME] [--policy P]  have the enforcer make what rule 2 needs
 //	recover assess [--delivery D] | verify when HSMs lost their keys
-//	hook ds-submit|ds-retract|pending|release
+//	hook ds-submit|ds-retract|pending|release|drop|status
 //	                                       the enforcer's DS hooks (also run as
 //	                                       ods-keyguard-ds-submit, -ds-retract)
 //
@@ -38,6 +38,9 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/ceremony"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
 
 func main() { os.Exit(Main()) }
@@ -60,70 +63,64 @@ const exitCodesHelp = `EXIT STATUS:
    0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).
    recover assess: 0 nothing lost, 1 keys lost but recoverable, 2 keys lost for
    good or a zone must go insecure, 3 could not determine.
-   hook ds-submit returns the forward command's status when that failed.`
+   hook ds-submit and ds-retract return the forward command's status when that
+   failed.`
 
-// exitError carries an exit status; a nil err exits without a message
-// (the command already said what it had to).
-type exitError struct {
+// status is how a command sets its exit status: with err, main prints it;
+// without, the command has said what it had to.
+type status struct {
 	code int
 	err  error
 }
 
-func (e *exitError) Error() string {
+func (e *status) Error() string {
 	if e.err == nil {
 		return fmt.Sprintf("exit status %d", e.code)
 	}
 	return e.err.Error()
 }
-func (e *exitError) Unwrap() error { return e.err }
 
-func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+func (e *status) Unwrap() error { return e.err }
 
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
+func exit(code int, err error) error { return &status{code: code, err: err} }
 
 func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
+	return &status{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-// Main runs ods-keyguard with os.Args and returns the exit status. It is the
-// one place that prints an error.
+// Main runs ods-keyguard with os.Args and returns the exit status.
 func Main() int {
 	return run(os.Args, os.Stdin, os.Stdout, os.Stderr)
 }
 
+// run is the one place that turns an error into an exit status and prints
+// it, on one line.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	args = dispatchHookName(args)
-	app := newApp(stdin, stdout, stderr)
-	err := app.Run(args)
+	err := newApp(stdin, stdout, stderr).Run(args)
 	if err == nil {
 		return exitOK
 	}
-	code := exitUnknown
-	var ue *usageError
-	var ee *exitError
-	var coded interface{ ExitCode() int }
-	switch {
-	case errors.As(err, &ee):
-		code = ee.code
-		if ee.err == nil {
-			return code
-		}
-	case errors.As(err, &coded):
-		code = coded.ExitCode()
-	case errors.As(err, &ue):
-		code = exitUsage
-		if isCheck(args) {
-			code = exitUnknown
-		}
+	code := exitCode(err)
+	var st *status
+	if errors.As(err, &st) && st.err == nil {
+		return code
 	}
 	fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(err.Error()))
-	if isCheck(args) && code == exitUnknown {
-		// A scheduler shows only stdout: the plugin line carries the reason.
-		fmt.Fprintf(stdout, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
-	}
 	return code
+}
+
+// exitCode maps an error to the exit status.
+func exitCode(err error) int {
+	var st *status
+	var refused *ceremony.Refusal
+	switch {
+	case errors.As(err, &st):
+		return st.code
+	case errors.As(err, &refused):
+		return exitProblems
+	}
+	return exitUnknown
 }
 
 // oneLine keeps an error on one line: a wrapped tool's stderr may have more.
@@ -131,28 +128,17 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
 
-func isCheck(args []string) bool {
-	for i := 1; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--config" || a == "-c":
-			i++ // its value
-		case strings.HasPrefix(a, "-"):
-		default:
-			return a == "check"
-		}
-	}
-	return false
-}
-
 // dispatchHookName turns the enforcer's hook names into subcommands: the
 // enforcer runs a hook without arguments, so the name is the only switch.
+// The monitoring plugin link check_ods_keyguard runs check.
 func dispatchHookName(args []string) []string {
 	switch filepath.Base(args[0]) {
 	case "ods-keyguard-ds-submit":
 		return append([]string{"ods-keyguard", "hook", "ds-submit"}, args[1:]...)
 	case "ods-keyguard-ds-retract":
 		return append([]string{"ods-keyguard", "hook", "ds-retract"}, args[1:]...)
+	case "check_ods_keyguard":
+		return append([]string{"ods-keyguard", "check"}, args[1:]...)
 	}
 	return args
 }
@@ -179,7 +165,7 @@ func version() string {
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	onUsage := func(c *cli.Context, err error, isSub bool) error { return &usageError{msg: err.Error()} }
+	onUsage := func(c *cli.Context, err error, isSub bool) error { return exit(exitUsage, err) }
 	app := &cli.App{
 		Name:                 "ods-keyguard",
 		Version:              version(),
@@ -193,9 +179,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		OnUsageError:         onUsage,
 		HideHelpCommand:      true,
 		Suggest:              true,
-		EnableBashCompletion: false,
+		EnableBashCompletion: true,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"},
+			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -213,7 +199,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 }
 
 func setUsage(cmd *cli.Command, f cli.OnUsageErrorFunc) {
-	cmd.OnUsageError = f
+	if cmd.OnUsageError == nil {
+		cmd.OnUsageError = f
+	}
 	if cmd.Action == nil && len(cmd.Subcommands) > 0 {
 		cmd.Action = func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -238,17 +226,11 @@ func commands() []*cli.Command {
 		poolCommand(),
 		recoverCommand(),
 		{
-			Name:   "__read-tokens",
+			Name:   hsmcheck.ChildCommand,
 			Hidden: true,
-			Action: func(c *cli.Context) error { return readTokensChild(c) },
+			Action: func(c *cli.Context) error {
+				return hsmcheck.ServeChild(c.App.Reader, c.App.Writer, hsmcheck.OpenModule)
+			},
 		},
 	}
-}
-
-// noArgs refuses positional arguments for commands that take none.
-func noArgs(c *cli.Context) error {
-	if c.Args().Present() {
-		return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().First())
-	}
-	return nil
 }

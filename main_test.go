@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto"
 	"database/sql"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,6 +55,7 @@ func TestScripts(t *testing.T) {
 			"cpdir":    cmdCpdir,
 			"syslogd":  cmdSyslogd,
 			"signzone": cmdSignZone,
+			"noproc":   cmdNoProc,
 		},
 	})
 }
@@ -75,6 +78,8 @@ func setupScript(env *testscript.Env) error {
 var tools = map[string][]string{
 	"softhsm":  {"softhsm2-util", "pkcs11-tool"},
 	"enforcer": {"ods-enforcerd", "ods-enforcer", "sqlite3"},
+	"promtool": {"promtool"},
+	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
 }
 
 func condition(cond string) (bool, error) {
@@ -101,7 +106,8 @@ func condition(cond string) (bool, error) {
 	return true, nil
 }
 
-// exitcode N prog args...: run prog, which must exit with status N.
+// exitcode N prog args...: run prog, which must exit with status N; a
+// process killed by signal S counts as 128+S, as a shell reports it.
 func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: exitcode N prog [args...]")
@@ -116,6 +122,9 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	switch {
 	case errors.As(err, &ee):
 		got = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			got = 128 + int(ws.Signal())
+		}
 	case err != nil:
 		ts.Fatalf("exitcode: %v", err)
 	}
@@ -517,5 +526,32 @@ func TestConditionStrictInCI(t *testing.T) {
 	}
 	if _, err := condition("nonsense"); err == nil {
 		t.Fatal("an unknown condition was accepted")
+	}
+}
+
+// noproc VAR=VALUE: no process runs with VAR=VALUE in its environment (a
+// reader or forward command that should have been killed and reaped).
+func cmdNoProc(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: noproc VAR=VALUE")
+	}
+	want := []byte(args[0] + "\x00")
+	for i := 0; ; i++ {
+		var found []string
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			env, err := os.ReadFile(filepath.Join(d, "environ"))
+			stat, _ := os.ReadFile(filepath.Join(d, "stat"))
+			if err == nil && bytes.Contains(env, want) && !bytes.Contains(stat, []byte(") Z ")) {
+				found = append(found, filepath.Base(d))
+			}
+		}
+		if len(found) == 0 {
+			return
+		}
+		if i == 3 {
+			ts.Fatalf("processes still running with %s: %v", args[0], found)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

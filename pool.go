@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
@@ -20,17 +19,19 @@ func poolCommand() *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:      "fill",
 			Usage:     "ask the enforcer for the keys that rule 2 will need up to the backup after next",
-			UsageText: "ods-keyguard pool fill [--until TIME] [--policy P]",
+			UsageText: "ods-keyguard pool fill [--until TIME] [--policy P] [--json]",
 			Description: `For each policy (or --policy P), counts the keys its zones take until the
 backup after next is due plus grace (or until --until TIME), and runs
 ods-enforcer key generate --policy P --duration D with D long enough for
 that many keys of each of its roles. New keys are not backed up: they need
 the next ceremony. With <ManualKeyGeneration/> this is how keys appear.
+New zones of a <ShareKeys/> policy take no keys when it has a zone already.
 
 Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "until", Usage: "cover the keys needed until `TIME` (RFC 3339, YYYY-MM-DD, or a duration such as P30D)"},
 				&cli.StringFlag{Name: "policy", Usage: "only policy `P`"},
+				jsonFlag(), timeoutFlag(defaultTimeout),
 			},
 			Action: runPoolFill,
 		}},
@@ -46,73 +47,68 @@ func runPoolFill(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	var until time.Time
+	in := rules.FillInput{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: cfg.Check.NewZones, Policy: c.String("policy")}
 	if s := c.String("until"); s != "" {
-		if until, err = parseAt(s, now); err != nil {
+		if in.Until, err = parseAt(s, in.Now); err != nil {
 			return usagef("--until: %v", err)
 		}
 	}
-	st, err := readState(c.Context, cfg)
+	ctx, cancel, err := deadline(c)
 	if err != nil {
 		return err
 	}
-	store, err := ledger.Load(cfg.StateDir)
+	defer cancel()
+	if in.State, err = enforcer.ReadDatastore(ctx, cfg.ODS.Datastore); err != nil {
+		return err
+	}
+	l, err := openLedger(c, cfg, true)
 	if err != nil {
 		return err
 	}
-	only := c.String("policy")
-	found := only == ""
+	defer l.Close()
+	if in.Store, err = l.Ceremonies(ctx); err != nil {
+		return err
+	}
+	plans, err := rules.Fill(in)
+	if err != nil {
+		return err
+	}
+	type asked struct {
+		rules.FillPlan
+		Asked    bool   `json:"asked"`
+		Duration string `json:"duration,omitempty"` // what key generate got
+	}
+	doc := struct {
+		Schema   string  `json:"schema"`
+		Policies []asked `json:"policies"`
+	}{Schema: "ods-keyguard/pool-fill/1", Policies: []asked{}}
 	cli := enforcer.CLI{Program: cfg.EnforcerCLI, Socket: cfg.ODS.SocketFile}
-	for _, p := range st.Policies {
-		if only != "" && p.Name != only {
-			continue
-		}
-		found = true
-		var zones []*enforcer.Zone
-		for _, z := range st.Zones {
-			if z.Policy == p {
-				zones = append(zones, z)
-			}
-		}
-		var duration time.Duration
+	for _, p := range plans {
 		var notes []string
-		for _, pk := range p.Keys {
-			if pk.ManualRollover || pk.Lifetime <= 0 {
-				continue
-			}
-			t := until
-			if t.IsZero() {
-				// The keys made now are backed up at the next ceremony and
-				// must last until the one after it.
-				due := now
-				if last := store.LastConfirmed(pk.Repository); last != nil && last.Ended.Add(sched.Interval).After(now) {
-					due = last.Ended.Add(sched.Interval)
-				}
-				t = due.Add(sched.Interval + sched.Grace)
-			}
-			need := rules.Needed(rules.Rolls(p, pk, zones, cfg.Check.NewZones[p.Name], now), pk.Lifetime, t)
-			unused := len(rules.PoolKeys(st, p, pk))
-			notes = append(notes, fmt.Sprintf("%s: %d needed until %s, %d unused", pk.Role, need, t.Format("2006-01-02T15:04Z"), unused))
-			if need > unused {
-				duration = max(duration, time.Duration(need)*pk.Lifetime)
-			}
+		for _, n := range p.Needs {
+			notes = append(notes, n.String())
 		}
-		if duration == 0 {
-			fmt.Fprintf(c.App.Writer, "policy %s: nothing to do (%s)\n", p.Name, joinNotes(notes))
+		a := asked{FillPlan: p}
+		if p.Duration == 0 {
+			if !c.Bool("json") {
+				fmt.Fprintf(c.App.Writer, "policy %s: nothing to do (%s)\n", p.Policy, strings.Join(notes, "; "))
+			}
+			doc.Policies = append(doc.Policies, a)
 			continue
 		}
-		d := fmt.Sprintf("PT%dS", int64(math.Ceil(duration.Seconds())))
-		if _, err := cli.Run(c.Context, "key", "generate", "--policy", p.Name, "--duration", d); err != nil {
+		a.Duration = fmt.Sprintf("PT%dS", int64(math.Ceil(p.Duration.Seconds())))
+		if _, err := cli.Run(ctx, "key", "generate", "--policy", p.Policy, "--duration", a.Duration); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Name, d, joinNotes(notes))
-		fmt.Fprintf(c.App.Writer, "policy %s: the new keys are not backed up: run the next ceremony (ods-keyguard backup prepare)\n", p.Name)
+		a.Asked = true
+		doc.Policies = append(doc.Policies, a)
+		if !c.Bool("json") {
+			fmt.Fprintf(c.App.Writer, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Policy, a.Duration, strings.Join(notes, "; "))
+			fmt.Fprintf(c.App.Writer, "policy %s: the new keys are not backed up: run the next ceremony (ods-keyguard backup prepare)\n", p.Policy)
+		}
 	}
-	if !found {
-		return fmt.Errorf("policy %q: not in the enforcer's database", only)
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, doc)
 	}
 	return nil
 }
-
-func joinNotes(notes []string) string { return strings.Join(notes, "; ") }

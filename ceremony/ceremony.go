@@ -1,7 +1,9 @@
 // Package ceremony owns the backup ceremony of the key backup procedure:
 // prepare (step 1), and done or rollback (step 7), so that the enforcer's
 // "Done" means "verified on every HSM and, where one is named, on the backup
-// token".
+// token". Each step records what it is about to do before it does it, so a
+// crash at any moment leaves something the next step (or check) can see and
+// finish.
 package ceremony
 
 import (
@@ -22,23 +24,29 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
-// Refusal is a ceremony step that was refused: nothing was committed.
+// Refusal is a ceremony step that was refused. Its message says what state
+// the enforcer and the history are in after it.
 type Refusal struct{ msg string }
 
 func (r *Refusal) Error() string { return r.msg }
 
-// ExitCode makes a refusal exit 1.
-func (r *Refusal) ExitCode() int { return 1 }
-
 func refuse(format string, args ...any) error { return &Refusal{fmt.Sprintf(format, args...)} }
+
+// Warning is something found after a ceremony was confirmed: the ceremony
+// stands, the operator should look.
+type Warning struct{ msg string }
+
+func (w *Warning) Error() string { return w.msg }
 
 // Env is what a ceremony step works with.
 type Env struct {
-	Cfg *config.Config
-	Out io.Writer // what the operator reads
-	// AfterCommit, when set, runs between the enforcer's commit and the
-	// record: a test's stand-in for a crash at the worst moment.
-	AfterCommit func() error
+	Cfg    *config.Config
+	Ledger *ledger.Ledger
+	Out    io.Writer // what the operator reads
+	// Release runs after a ceremony is confirmed (also when done finds it
+	// confirmed already by a run that died): the DS guard's release of
+	// what was withheld for want of this backup.
+	Release func(ctx context.Context) error
 }
 
 func (e *Env) now() time.Time { return time.Now().UTC() }
@@ -66,28 +74,23 @@ func Operator(flag string) string {
 }
 
 // begin takes the state lock and reads the ceremonies under it: the start
-// of every ceremony step. The caller releases the lock.
-func (e *Env) begin() (*ledger.Lock, *ledger.Store, error) {
-	lock, err := ledger.Acquire(e.Cfg.StateDir, e.Cfg.LockWait)
+// of every ceremony step. The caller calls the returned unlock.
+func (e *Env) begin(ctx context.Context) (func(), *ledger.Store, error) {
+	unlock, err := e.Ledger.Lock(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := ledger.Load(e.Cfg.StateDir)
+	store, err := e.Ledger.Ceremonies(ctx)
 	if err != nil {
-		lock.Release()
+		unlock()
 		return nil, nil, err
 	}
-	return lock, store, nil
+	return unlock, store, nil
 }
 
-// snapshot reads the database and the tokens of repos (plus extra) in one pass.
-type snapshot struct {
-	state  *enforcer.State
-	byRepo map[string][]hsmcheck.Result
-	extra  []hsmcheck.Result
-}
-
-func (e *Env) snapshot(ctx context.Context, repos []string, extra ...hsmcheck.Token) (*snapshot, error) {
+// snapshot reads the database and the tokens of repos, plus extra tokens
+// (a backup token), in one pass.
+func (e *Env) snapshot(ctx context.Context, repos []string, extra ...hsmcheck.Token) (*inventory.Snapshot, error) {
 	all, err := e.Cfg.Tokens()
 	if err != nil {
 		return nil, err
@@ -96,15 +99,17 @@ func (e *Env) snapshot(ctx context.Context, repos []string, extra ...hsmcheck.To
 	for _, r := range repos {
 		tokens = append(tokens, config.RepositoryTokens(all, r)...)
 	}
-	snap, err := inventory.Take(ctx, e.Cfg.ODS.Datastore, append(tokens, extra...), hsmcheck.Request{})
-	if err != nil {
-		return nil, err
+	return inventory.Take(ctx, e.Cfg.ODS.Datastore, append(tokens, extra...), hsmcheck.Request{})
+}
+
+// backupToken returns the backup token's result in snap, if one was read.
+func backupToken(snap *inventory.Snapshot) *hsmcheck.Result {
+	for i, r := range snap.Results {
+		if r.Token.Kind == hsmcheck.KindBackupToken {
+			return &snap.Results[i]
+		}
 	}
-	s := &snapshot{state: snap.State, byRepo: map[string][]hsmcheck.Result{}, extra: snap.Results[len(tokens):]}
-	for _, r := range repos {
-		s.byRepo[r] = snap.Of(r)
-	}
-	return s, nil
+	return nil
 }
 
 func tokenRecords(rs []hsmcheck.Result) []ledger.TokenRecord {
@@ -129,33 +134,30 @@ func keyType(k hsmcheck.Key) string {
 	return k.Type
 }
 
-// checkOn checks that every manifest key is on token r with the manifest's
-// public key, and returns one line per key that is not.
-func checkOn(c *ledger.Ceremony, r hsmcheck.Result) []string {
+// checkOn checks that every key of keys is on token r with the public key
+// recorded, and returns one line per key that is not.
+func checkOn(keys []ledger.KeyRecord, r hsmcheck.Result) []string {
 	var out []string
-	for _, k := range c.Keys {
-		got, n := r.Contents.Find(k.Locator)
-		switch {
-		case n == 0:
-			out = append(out, fmt.Sprintf("key %s (%s) is missing from %s", k.Locator, k.Role, r.Token.Describe()))
-		case k.Fingerprint != "" && got.Fingerprint != "" && got.Fingerprint != k.Fingerprint:
-			out = append(out, fmt.Sprintf("key %s (%s) on %s is another key pair: public key %.16s, manifest %.16s",
-				k.Locator, k.Role, r.Token.Describe(), got.Fingerprint, k.Fingerprint))
-		case k.Type != "" && keyType(got) != k.Type:
-			out = append(out, fmt.Sprintf("key %s (%s) on %s is %s, manifest %s", k.Locator, k.Role, r.Token.Describe(), keyType(got), k.Type))
+	for _, k := range keys {
+		if p := checkKey(k, r); p != "" {
+			out = append(out, p)
 		}
 	}
 	return out
 }
 
-// sortedKeys lists locators of keys, sorted.
-func sortedKeys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
+func checkKey(k ledger.KeyRecord, r hsmcheck.Result) string {
+	got, n := r.Contents.Find(k.Locator)
+	switch {
+	case n == 0:
+		return fmt.Sprintf("key %s (%s) is missing from %s", k.Locator, k.Role, r.Token.Describe())
+	case k.Fingerprint != "" && got.Fingerprint != "" && got.Fingerprint != k.Fingerprint:
+		return fmt.Sprintf("key %s (%s) on %s is another key pair: public key %.16s, manifest %.16s",
+			k.Locator, k.Role, r.Token.Describe(), got.Fingerprint, k.Fingerprint)
+	case k.Type != "" && keyType(got) != k.Type:
+		return fmt.Sprintf("key %s (%s) on %s is %s, manifest %s", k.Locator, k.Role, r.Token.Describe(), keyType(got), k.Type)
 	}
-	sort.Strings(out)
-	return out
+	return ""
 }
 
 func summarize(problems []string) string {
@@ -165,8 +167,9 @@ func summarize(problems []string) string {
 	return fmt.Sprintf("%s (and %d more)", problems[0], len(problems)-1)
 }
 
-// repoKeys returns the enforcer's keys of repo that are not DELETE.
-func repoKeys(st *enforcer.State, repo string) []*enforcer.Key {
+// needed returns the enforcer's keys of repo that are not DELETE: in use,
+// assigned, or in a pool.
+func needed(st *enforcer.State, repo string) []*enforcer.Key {
 	var out []*enforcer.Key
 	for _, k := range st.Keys {
 		if k.Repository == repo && k.State != enforcer.Delete {
@@ -190,21 +193,41 @@ func roles(keys []ledger.KeyRecord) string {
 	return strings.Join(parts, ", ")
 }
 
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// joinErrs joins the errors of several repositories: an operational error
+// wins over a refusal, a refusal over a warning, so that the exit status
+// says the worst.
 func joinErrs(errs []error) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	// A refusal wins over nothing, an operational error over a refusal: the
-	// exit status then says "could not act" rather than "refused".
-	for _, err := range errs {
-		var r *Refusal
-		if !errors.As(err, &r) {
-			return errors.Join(errs...)
-		}
-	}
 	msgs := make([]string, len(errs))
+	worst := 0
 	for i, err := range errs {
 		msgs[i] = err.Error()
+		var r *Refusal
+		var w *Warning
+		switch {
+		case errors.As(err, &w):
+		case errors.As(err, &r):
+			worst = max(worst, 1)
+		default:
+			worst = 2
+		}
 	}
-	return &Refusal{strings.Join(msgs, "; ")}
+	switch worst {
+	case 0:
+		return &Warning{strings.Join(msgs, "; ")}
+	case 1:
+		return &Refusal{strings.Join(msgs, "; ")}
+	}
+	return errors.Join(errs...)
 }

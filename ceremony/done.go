@@ -7,6 +7,8 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -15,209 +17,343 @@ import (
 // one when repos is empty): the procedure's step 7. It commits nothing when
 // a manifest key is no longer on a token or mirror, when the enforcer's
 // Prepared set is no longer the manifest's, or when the named backup token
-// lacks a manifest key or holds another key pair under its CKA_ID.
-// Confirmed reports what was confirmed, for whatever runs next (the hook's
-// release).
+// lacks a manifest key or holds another key pair under its CKA_ID. It
+// verifies on the backup token every key still needed, and warns about
+// older keys the token lacks. Once a ceremony is confirmed (or found
+// confirmed by a run that died), e.Release runs.
 func Done(ctx context.Context, e *Env, repos []string, backupToken, operator string) (confirmed []*ledger.Ceremony, err error) {
-	lock, store, err := e.begin()
+	unlock, store, err := e.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.Release()
+	defer unlock()
+	defer func() {
+		if len(confirmed) > 0 && e.Release != nil {
+			if rerr := e.Release(ctx); rerr != nil {
+				err = errors.Join(err, &Warning{fmt.Sprintf("the ceremony is confirmed, but the hook release failed (run ods-keyguard hook release): %v", rerr)})
+			}
+		}
+	}()
 	if len(repos) == 0 {
 		repos = store.OpenRepositories()
 		if len(repos) == 0 {
 			return nil, refuse("nothing to do: no backup ceremony is open (run `ods-keyguard backup prepare` before backing up the HSM)")
 		}
 	}
-	var open []string
+	var todo []*ledger.Ceremony
 	for _, repo := range repos {
 		c := store.Open(repo)
 		switch {
 		case c == nil:
 			last := "none yet"
 			if lc := store.LastConfirmed(repo); lc != nil {
-				last = fmt.Sprintf("%s, %s", lc.ID, lc.Ended.Format("2006-01-02 15:04 MST"))
+				last = fmt.Sprintf("%s, %s", lc.ID, lc.Ended.Format(when.Display))
 			}
 			return nil, refuse("nothing to do: no backup ceremony is open for repository %q (last confirmed: %s)", repo, last)
+		case c.Status == ledger.Preparing:
+			return nil, refuse("repository %q: ceremony %s was interrupted while preparing, nothing committed: run `backup prepare` again (it takes it up) or `backup rollback`", repo, c.ID)
 		case store.Recorded(c.ID) != nil:
 			// Interrupted between the history and the open list: finish.
-			if err := store.Forget(repo); err != nil {
+			if err := store.Forget(ctx, repo); err != nil {
 				return nil, err
 			}
-			e.say("repository %q: ceremony %s was already confirmed; nothing to do", repo, c.ID)
+			e.say("repository %q: ceremony %s was already confirmed (in the history); its open record is cleared", repo, c.ID)
+			confirmed = append(confirmed, store.Recorded(c.ID))
 		default:
-			open = append(open, repo)
+			todo = append(todo, c)
 		}
 	}
-	if len(open) == 0 {
-		return nil, nil
+	if len(todo) == 0 {
+		return confirmed, nil
 	}
 	var extra []hsmcheck.Token
 	if backupToken != "" {
 		t, err := e.Cfg.BackupToken(backupToken)
 		if err != nil {
-			return nil, err
+			return confirmed, err
 		}
 		extra = append(extra, t)
 	}
-	snap, err := e.snapshot(ctx, open, extra...)
+	var names []string
+	for _, c := range todo {
+		names = append(names, c.Repository)
+	}
+	snap, err := e.snapshot(ctx, names, extra...)
 	if err != nil {
-		return nil, err
+		return confirmed, err
 	}
 	var errs []error
-	for _, repo := range open {
-		c, err := e.doneOne(ctx, store, snap, store.Open(repo), operator)
+	for _, c := range todo {
+		ok, err := e.doneOne(ctx, store, snap, c, operator)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if c != nil {
+		if ok {
 			confirmed = append(confirmed, c)
 		}
 	}
 	return confirmed, joinErrs(errs)
 }
 
-func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *snapshot, c *ledger.Ceremony, operator string) (*ledger.Ceremony, error) {
-	repo := c.Repository
-	byLocator := map[string]*enforcer.Key{}
-	for _, k := range snap.state.Keys {
-		if k.Repository == repo {
-			byLocator[k.Locator] = k
+// doneOne takes one ceremony through done's steps: see where it stands,
+// verify, commit, check what the enforcer did, record.
+func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *inventory.Snapshot, c *ledger.Ceremony, operator string) (bool, error) {
+	committed := alreadyCommitted(snap.State, c)
+	checks, warnings, problems, err := e.verify(snap, store, c, committed)
+	if err != nil {
+		return false, e.notConfirmed(c, committed, err.Error())
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			e.say("repository %q: %s", c.Repository, p)
+		}
+		return false, &Refusal{e.notConfirmed(c, committed, summarize(problems)).Error()}
+	}
+	for _, w := range warnings {
+		e.say("repository %q: warning: %s", c.Repository, w)
+	}
+	doneBefore := map[string]bool{}
+	for _, k := range needed(snap.State, c.Repository) {
+		if k.Backup == enforcer.BackupDone {
+			doneBefore[k.Locator] = true
 		}
 	}
-	// A ceremony left "committing" was interrupted around the enforcer's
-	// commit: if the enforcer committed, only the record is missing.
-	committed := c.Status == ledger.Committing && c.RequireBackup
-	for _, mk := range c.Keys {
-		if k := byLocator[mk.Locator]; committed && (k == nil || k.Backup != enforcer.BackupDone) {
-			committed = false
-		}
+	if err := e.commit(ctx, store, c, committed); err != nil {
+		return false, err
 	}
+	after, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
+	if err != nil {
+		return false, fmt.Errorf("repository %q: ceremony %s: the enforcer committed, but its result cannot be read; run backup done again: %w", c.Repository, c.ID, err)
+	}
+	left, post := e.examine(after, store.Coverage(), c, doneBefore)
+	if c.RequireBackup && prepared(c) > 0 {
+		checks = append(checks, "the enforcer marked exactly the manifest's keys Done")
+	}
+	if err := e.record(ctx, store, c, operator, checks, warnings, left, snap); err != nil {
+		return false, err
+	}
+	if post != nil {
+		return true, &Warning{post.Error()}
+	}
+	return true, nil
+}
 
-	var checks, problems []string
-	tokens := snap.byRepo[repo]
+// alreadyCommitted says whether a ceremony left committing by a crash was
+// committed by the enforcer: every key it flagged is Done.
+func alreadyCommitted(st *enforcer.State, c *ledger.Ceremony) bool {
+	if c.Status != ledger.Committing || !c.RequireBackup || prepared(c) == 0 {
+		return false
+	}
+	for _, k := range c.Keys {
+		if k.EnforcerBackup != enforcer.BackupPrepared.String() {
+			continue
+		}
+		if ek := find(st, c.Repository, k.Locator); ek == nil || ek.Backup != enforcer.BackupDone {
+			return false
+		}
+	}
+	return true
+}
+
+func prepared(c *ledger.Ceremony) int {
+	n := 0
+	for _, k := range c.Keys {
+		if k.EnforcerBackup == enforcer.BackupPrepared.String() {
+			n++
+		}
+	}
+	return n
+}
+
+func find(st *enforcer.State, repo, locator string) *enforcer.Key {
+	for _, k := range st.Keys {
+		if k.Repository == repo && k.Locator == locator {
+			return k
+		}
+	}
+	return nil
+}
+
+// notConfirmed says, truthfully, what state a refused done leaves.
+func (e *Env) notConfirmed(c *ledger.Ceremony, committed bool, why string) error {
+	if committed {
+		return fmt.Errorf("repository %q: ceremony %s not confirmed, though the enforcer has committed it (its keys are Done there, no confirmed ceremony covers them): %s; fix it and run backup done again",
+			c.Repository, c.ID, why)
+	}
+	return fmt.Errorf("repository %q: ceremony %s not confirmed, nothing committed: %s", c.Repository, c.ID, why)
+}
+
+// verify checks the manifest on the repository's tokens, the enforcer's
+// Prepared set, and the backup token, which must hold every manifest key
+// and should hold every older key still needed.
+func (e *Env) verify(snap *inventory.Snapshot, store *ledger.Store, c *ledger.Ceremony, committed bool) (checks, warnings, problems []string, err error) {
+	repo := c.Repository
+	tokens := snap.Of(repo)
 	if err := inventory.Unreadable(tokens); err != nil {
-		return nil, fmt.Errorf("repository %q: ceremony %s not confirmed, nothing committed: %w", repo, c.ID, err)
+		return nil, nil, nil, err
 	}
 	for _, t := range tokens {
-		p := checkOn(c, t)
+		p := checkOn(c.Keys, t)
 		problems = append(problems, p...)
 		if len(p) == 0 {
 			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s)", len(c.Keys), t.Token.Describe(), t.Contents.Serial))
 		}
 	}
 	if c.RequireBackup && !committed {
-		want := map[string]bool{}
-		for _, mk := range c.Keys {
-			if mk.EnforcerBackup == enforcer.BackupPrepared.String() {
-				want[mk.Locator] = true
-			}
-		}
-		var extra, gone []string
-		for _, k := range repoKeys(snap.state, repo) {
-			if k.Backup == enforcer.BackupPrepared && !want[k.Locator] {
-				extra = append(extra, k.Locator)
-			}
-		}
-		for _, l := range sortedKeys(want) {
-			if k := byLocator[l]; k == nil || k.Backup != enforcer.BackupPrepared {
-				gone = append(gone, l)
-			}
-		}
-		if len(extra) > 0 {
-			problems = append(problems, fmt.Sprintf("the enforcer has %d Prepared keys that are not in the manifest (backup prepare run by hand?): %v", len(extra), extra))
-		}
-		if len(gone) > 0 {
-			problems = append(problems, fmt.Sprintf("%d manifest keys are no longer Prepared in the enforcer (backup rollback run by hand?): %v", len(gone), gone))
-		}
-		if len(extra) == 0 && len(gone) == 0 {
-			checks = append(checks, "the enforcer's Prepared set is the manifest")
-		}
+		problems = append(problems, preparedSet(snap.State, c, &checks)...)
 	}
-	var backupRec *ledger.TokenRecord
-	if len(snap.extra) > 0 {
-		bt := snap.extra[0]
+	if bt := backupToken(snap); bt != nil {
 		if bt.Err != nil {
-			return nil, fmt.Errorf("repository %q: ceremony %s not confirmed, nothing committed: %w", repo, c.ID, bt.Err)
+			return nil, nil, nil, bt.Err
 		}
-		p := checkOn(c, bt)
+		p := checkOn(c.Keys, *bt)
 		problems = append(problems, p...)
 		if len(p) == 0 {
-			rec := tokenRecord(bt)
-			backupRec = &rec
 			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s), same public keys", len(c.Keys), bt.Token.Describe(), bt.Contents.Serial))
 		}
-	}
-	if len(problems) > 0 {
-		for _, p := range problems {
-			e.say("repository %q: %s", repo, p)
+		w, n := older(snap.State, store, c, *bt)
+		warnings = append(warnings, w...)
+		if n > 0 && len(w) == 0 {
+			checks = append(checks, fmt.Sprintf("the %d older keys still needed are on %s too", n, bt.Token.Describe()))
 		}
-		return nil, refuse("repository %q: ceremony %s not confirmed, nothing committed: %s", repo, c.ID, summarize(problems))
 	}
+	return checks, warnings, problems, nil
+}
 
-	doneBefore := map[string]bool{}
-	for _, k := range repoKeys(snap.state, repo) {
-		if k.Backup == enforcer.BackupDone {
-			doneBefore[k.Locator] = true
+// preparedSet compares the enforcer's Prepared keys with those the manifest
+// took as Prepared.
+func preparedSet(st *enforcer.State, c *ledger.Ceremony, checks *[]string) []string {
+	want := map[string]bool{}
+	for _, mk := range c.Keys {
+		if mk.EnforcerBackup == enforcer.BackupPrepared.String() {
+			want[mk.Locator] = true
 		}
 	}
-	if c.RequireBackup && !committed {
-		c.Status = ledger.Committing
-		if err := store.SaveOpen(c); err != nil {
-			return nil, err
-		}
-		if _, err := e.cli().Run(ctx, "backup", "commit", "-r", repo); err != nil {
-			return nil, fmt.Errorf("repository %q: ceremony %s not confirmed: %w", repo, c.ID, err)
-		}
-		if e.AfterCommit != nil {
-			if err := e.AfterCommit(); err != nil {
-				return nil, err
-			}
+	var extra, gone, problems []string
+	for _, k := range needed(st, c.Repository) {
+		if k.Backup == enforcer.BackupPrepared && !want[k.Locator] {
+			extra = append(extra, k.Locator)
 		}
 	}
-	after, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
-	if err != nil {
-		return nil, fmt.Errorf("repository %q: ceremony %s: committed, but cannot check the result: %w", repo, c.ID, err)
+	for _, l := range sortedKeys(want) {
+		if k := find(st, c.Repository, l); k == nil || k.Backup != enforcer.BackupPrepared {
+			gone = append(gone, l)
+		}
 	}
-	var warn error
-	left := 0
+	if len(extra) > 0 {
+		problems = append(problems, fmt.Sprintf("the enforcer has %d Prepared keys that are not in the manifest (backup prepare run by hand?): %v", len(extra), extra))
+	}
+	if len(gone) > 0 {
+		problems = append(problems, fmt.Sprintf("%d manifest keys are no longer Prepared in the enforcer (backup rollback run by hand?): %v", len(gone), gone))
+	}
+	if len(extra) == 0 && len(gone) == 0 && len(want) > 0 {
+		*checks = append(*checks, "the enforcer's Prepared set is the manifest")
+	}
+	return problems
+}
+
+// older checks on the backup token the keys still needed that an earlier
+// ceremony backed up: a backup token must hold everything a recovery needs.
+// It returns a warning per key the token lacks, naming where the key's
+// backup is, and how many older keys it checked.
+func older(st *enforcer.State, store *ledger.Store, c *ledger.Ceremony, bt hsmcheck.Result) ([]string, int) {
 	cov := store.Coverage()
-	for _, k := range repoKeys(after, repo) {
-		inManifest := c.Has(k.Locator)
+	var warnings []string
+	n := 0
+	for _, k := range needed(st, c.Repository) {
+		if c.Has(k.Locator) {
+			continue
+		}
+		prev := cov.Covering(c.Repository, k.Locator)
+		if prev == nil {
+			continue // not backed up anywhere: a later ceremony takes it
+		}
+		rec, _ := prev.Key(k.Locator)
+		n++
+		if p := checkKey(rec, bt); p != "" {
+			where := fmt.Sprintf("ceremony %s attested it without reading a backup token", prev.ID)
+			if prev.Verified() {
+				where = fmt.Sprintf("only backup token %q of ceremony %s holds it", prev.BackupToken.Name, prev.ID)
+			}
+			warnings = append(warnings, fmt.Sprintf("%s: %s", p, where))
+		}
+	}
+	return warnings, n
+}
+
+// commit runs the enforcer's commit, recorded before and after.
+func (e *Env) commit(ctx context.Context, store *ledger.Store, c *ledger.Ceremony, committed bool) error {
+	if !c.RequireBackup || committed || prepared(c) == 0 {
+		return nil
+	}
+	c.Status = ledger.Committing
+	if err := store.SaveOpen(ctx, c); err != nil {
+		return err
+	}
+	failpoint.Hit("done-committing")
+	if _, err := e.cli().Run(ctx, "backup", "commit", "-r", c.Repository); err != nil {
+		if errors.Is(err, enforcer.ErrUnreachable) {
+			// The commit did not run: the ceremony is open as before.
+			c.Status = ledger.Open
+			if serr := store.SaveOpen(ctx, c); serr != nil {
+				err = errors.Join(err, serr)
+			}
+			return fmt.Errorf("repository %q: ceremony %s not confirmed, nothing committed, still open: %w", c.Repository, c.ID, err)
+		}
+		return fmt.Errorf("repository %q: ceremony %s not confirmed, the commit's outcome unknown (run backup done again): %w", c.Repository, c.ID, err)
+	}
+	failpoint.Hit("after-commit")
+	return nil
+}
+
+// examine reads what the enforcer did: keys made meanwhile (left for the
+// next ceremony), and keys it marked otherwise than the manifest says.
+func (e *Env) examine(after *enforcer.State, cov ledger.Coverage, c *ledger.Ceremony, doneBefore map[string]bool) (int, error) {
+	left := 0
+	var warn error
+	for _, k := range needed(after, c.Repository) {
+		rec, inManifest := c.Key(k.Locator)
 		switch {
-		case c.RequireBackup && inManifest && k.Backup != enforcer.BackupDone:
-			warn = errors.Join(warn, fmt.Errorf("repository %q: key %s is %s in the enforcer after commit, not Done", repo, k.Locator, k.Backup))
+		case c.RequireBackup && inManifest && rec.EnforcerBackup == enforcer.BackupPrepared.String() && k.Backup != enforcer.BackupDone:
+			warn = errors.Join(warn, fmt.Errorf("repository %q: key %s is %s in the enforcer after commit, not Done", c.Repository, k.Locator, k.Backup))
 		case c.RequireBackup && !inManifest && k.Backup == enforcer.BackupDone && !doneBefore[k.Locator]:
-			warn = errors.Join(warn, fmt.Errorf("repository %q: the enforcer marked key %s Done without verification: run a new ceremony", repo, k.Locator))
-		case c.RequireBackup && k.Backup == enforcer.BackupRequired:
-			left++
-		case !c.RequireBackup && !inManifest && cov.Covering(repo, k.Locator) == nil:
+			warn = errors.Join(warn, fmt.Errorf("repository %q: the enforcer marked key %s Done without verification: run a new ceremony", c.Repository, k.Locator))
+		case !inManifest && cov.Covering(c.Repository, k.Locator) == nil:
 			left++
 		}
 	}
-	if c.RequireBackup {
-		checks = append(checks, "the enforcer marked exactly the manifest's keys Done")
+	return left, warn
+}
+
+// record adds the ceremony to the history as confirmed, then forgets it as
+// open; a crash between the two is finished by the next done.
+func (e *Env) record(ctx context.Context, store *ledger.Store, c *ledger.Ceremony, operator string, checks, warnings []string, left int, snap *inventory.Snapshot) error {
+	var backupRec *ledger.TokenRecord
+	if bt := backupToken(snap); bt != nil {
+		rec := tokenRecord(*bt)
+		backupRec = &rec
 	}
 	c.Status = ledger.Confirmed
 	c.Ended = e.now()
 	c.EndOperator = operator
 	c.BackupToken = backupRec
 	c.Checks = checks
+	c.Warnings = warnings
 	c.LeftRequired = left
-	if err := store.End(c); err != nil {
-		return nil, err
+	if err := store.End(ctx, c); err != nil {
+		state := "nothing recorded"
+		if c.RequireBackup && prepared(c) > 0 {
+			state = "the enforcer has committed it, the history does not have it yet"
+		}
+		return fmt.Errorf("repository %q: ceremony %s verified, but %s: %w; run backup done again when state_dir can be written", c.Repository, c.ID, state, err)
 	}
 	how := "the backup itself was attested by the operator, not verified (no --backup-token)"
 	if backupRec != nil {
 		how = fmt.Sprintf("verified on backup token %q (token %q serial %s)", backupRec.Name, backupRec.Label, backupRec.Serial)
 	}
-	e.say("repository %q: ceremony %s confirmed: %d keys backed up, %s", repo, c.ID, len(c.Keys), how)
+	e.say("repository %q: ceremony %s confirmed: %d keys backed up, %s", c.Repository, c.ID, len(c.Keys), how)
 	if left > 0 {
-		e.say("repository %q: %d keys made during the ceremony are not backed up yet: they need the next ceremony", repo, left)
+		e.say("repository %q: %d keys made during the ceremony are not backed up yet: they need the next ceremony", c.Repository, left)
 	}
-	if warn != nil {
-		return c, &Refusal{warn.Error()}
-	}
-	return c, nil
+	return nil
 }

@@ -6,32 +6,65 @@ import (
 	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
 // Prepare opens a ceremony for each of repos: the procedure's step 1.
 //
-// Where the repository has <RequireBackup/>, the enforcer flags its keys
-// (backup prepare) and the manifest is its Prepared set, plus keys the
-// enforcer calls Done that no confirmed ceremony covers (someone ran
-// `ods-enforcer backup commit` by hand). Elsewhere the manifest is every key
-// of the repository that no confirmed ceremony covers. Every manifest key
-// must be on the repository's token and on each mirror, or the enforcer is
-// rolled back and nothing is opened.
-func Prepare(ctx context.Context, e *Env, repos []string, operator string) error {
-	lock, store, err := e.begin()
+// The ceremony is recorded (preparing) before anything else happens. Where
+// the repository has <RequireBackup/>, the enforcer then flags its keys
+// (backup prepare). The manifest is every needed key (in use, assigned or
+// in a pool) that no confirmed ceremony covers, whatever the enforcer's
+// flag says: Prepared keys, keys committed by hand, imported keys and keys
+// made before RequireBackup was turned on (Not Required, which the enforcer
+// never flags). When nothing is new, the ceremony is a scheduled backup of
+// every needed key. Every manifest key must be on the repository's token
+// and on each mirror, or the enforcer is rolled back and nothing is opened.
+// A ceremony left preparing by a crash is taken up again.
+func Prepare(ctx context.Context, e *Env, repos []string, operator string) (opened []*ledger.Ceremony, err error) {
+	unlock, store, err := e.begin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer lock.Release()
+	defer unlock()
+	cs := map[string]*ledger.Ceremony{}
 	for _, repo := range repos {
-		if c := store.Open(repo); c != nil {
-			return refuse("repository %q: ceremony %s is already open (prepared %s by %s): finish it with `backup done` or `backup rollback`",
-				repo, c.ID, c.Prepared.Format("2006-01-02 15:04 MST"), c.Operator)
+		c := store.Open(repo)
+		switch {
+		case c != nil && c.Status == ledger.Preparing:
+			e.say("repository %q: ceremony %s was interrupted while preparing (%s by %s): taking it up again", repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
+			cs[repo] = c
+		case c != nil:
+			return nil, refuse("repository %q: ceremony %s is already open (prepared %s by %s): finish it with `backup done` or `backup rollback`",
+				repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
 		}
 	}
+	// Record before acting: a crash after the enforcer's prepare leaves a
+	// ceremony that says so.
+	for _, repo := range repos {
+		if cs[repo] != nil {
+			continue
+		}
+		r, _ := e.Cfg.ODS.Repository(repo)
+		c := &ledger.Ceremony{ID: ledger.NewID(repo, e.now()), Repository: repo, Status: ledger.Preparing,
+			RequireBackup: r.RequireBackup, Operator: operator, Prepared: e.now()}
+		if err := store.SaveOpen(ctx, c); err != nil {
+			return nil, err
+		}
+		cs[repo] = c
+	}
+	failpoint.Hit("prepare-recorded")
 	var flagged []string
+	forget := func(repos ...string) {
+		for _, repo := range repos {
+			if err := store.Forget(ctx, repo); err != nil {
+				e.say("repository %q: could not forget the ceremony being prepared: %v", repo, err)
+			}
+		}
+	}
 	for _, repo := range repos {
 		r, _ := e.Cfg.ODS.Repository(repo)
 		if !r.RequireBackup {
@@ -39,23 +72,28 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) error
 		}
 		if _, err := e.cli().Run(ctx, "backup", "prepare", "-r", repo); err != nil {
 			e.rollbackAll(ctx, flagged)
-			return err
+			forget(repos...)
+			return nil, err
 		}
 		flagged = append(flagged, repo)
 	}
+	failpoint.Hit("prepare-flagged")
 	snap, err := e.snapshot(ctx, repos)
 	if err != nil {
 		e.rollbackAll(ctx, flagged)
-		return err
+		forget(repos...)
+		return nil, err
 	}
 	cov := store.Coverage()
 	var errs []error
 	for _, repo := range repos {
-		if err := e.prepareOne(ctx, store, snap, cov, repo, operator); err != nil {
+		if err := e.prepareOne(ctx, store, snap, cov, cs[repo]); err != nil {
 			errs = append(errs, err)
+		} else if cs[repo].Status == ledger.Open {
+			opened = append(opened, cs[repo])
 		}
 	}
-	return joinErrs(errs)
+	return opened, joinErrs(errs)
 }
 
 func (e *Env) rollbackAll(ctx context.Context, repos []string) {
@@ -66,40 +104,46 @@ func (e *Env) rollbackAll(ctx context.Context, repos []string) {
 	}
 }
 
-func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *snapshot, cov ledger.Coverage, repo, operator string) error {
-	r, _ := e.Cfg.ODS.Repository(repo)
-	rollback := func() {
-		if r.RequireBackup {
-			e.rollbackAll(ctx, []string{repo})
-		}
-	}
-	var keys []*enforcer.Key
-	for _, k := range repoKeys(snap.state, repo) {
-		covered := cov.Covering(repo, k.Locator) != nil
-		switch {
-		case k.Backup == enforcer.BackupPrepared:
-			keys = append(keys, k)
-		case (!r.RequireBackup || k.Backup == enforcer.BackupDone) && !covered:
-			keys = append(keys, k)
+// manifest chooses the keys a ceremony of repo backs up: every needed key no
+// confirmed ceremony covers, Prepared keys always (the enforcer waits for
+// them); when that is none, every needed key (a scheduled backup).
+func manifest(st *enforcer.State, cov ledger.Coverage, repo string) (keys []*enforcer.Key, scheduled bool) {
+	all := needed(st, repo)
+	for _, k := range all {
+		if k.Backup == enforcer.BackupPrepared || cov.Covering(repo, k.Locator) == nil {
+			// A Required key (made after the enforcer's prepare) cannot be
+			// committed by this ceremony: the next one takes it.
+			if k.Backup != enforcer.BackupRequired {
+				keys = append(keys, k)
+			}
 		}
 	}
 	if len(keys) == 0 {
-		if len(repoKeys(snap.state, repo)) == 0 {
-			e.say("repository %q: nothing to back up: the enforcer has no keys there", repo)
-		} else {
-			e.say("repository %q: nothing to back up: every key is covered by a confirmed ceremony", repo)
-		}
-		return nil
+		return all, true
 	}
-	tokens := snap.byRepo[repo]
+	return keys, false
+}
+
+func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *inventory.Snapshot, cov ledger.Coverage, c *ledger.Ceremony) error {
+	repo := c.Repository
+	rollback := func() {
+		if c.RequireBackup {
+			e.rollbackAll(ctx, []string{repo})
+		}
+	}
+	keys, scheduled := manifest(snap.State, cov, repo)
+	if len(keys) == 0 {
+		e.say("repository %q: nothing to back up: the enforcer has no keys there", repo)
+		return store.Forget(ctx, repo)
+	}
+	tokens := snap.Of(repo)
 	if err := inventory.Unreadable(tokens); err != nil {
 		rollback()
+		store.Forget(ctx, repo)
 		return fmt.Errorf("repository %q: not prepared: %w", repo, err)
 	}
-	c := &ledger.Ceremony{
-		ID: ledger.NewID(repo, e.now()), Repository: repo, Status: ledger.Open, RequireBackup: r.RequireBackup,
-		Operator: operator, Prepared: e.now(), Tokens: tokenRecords(tokens),
-	}
+	c.Tokens = tokenRecords(tokens)
+	c.Keys = nil
 	var problems []string
 	for _, k := range keys {
 		rec := ledger.KeyRecord{Locator: k.Locator, Role: k.Role.String(), Algorithm: k.Algorithm, Bits: k.Bits,
@@ -126,17 +170,27 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *snapsho
 			e.say("repository %q: %s", repo, p)
 		}
 		rollback()
-		how := "not prepared"
-		if r.RequireBackup {
+		if err := store.Forget(ctx, repo); err != nil {
+			return err
+		}
+		how := "not prepared, nothing recorded"
+		if c.RequireBackup {
 			how = "not prepared (the enforcer was rolled back)"
 		}
 		return refuse("repository %q: %s: %s", repo, how, summarize(problems))
 	}
-	if err := store.SaveOpen(c); err != nil {
+	c.Status = ledger.Open
+	if err := store.SaveOpen(ctx, c); err != nil {
 		rollback()
 		return err
 	}
-	e.say("repository %q: ceremony %s prepared: %d keys (%s) on %s", repo, c.ID, len(c.Keys), roles(c.Keys), describeTokens(c.Tokens))
+	failpoint.Hit("prepare-opened")
+	what := fmt.Sprintf("%d keys (%s)", len(c.Keys), roles(c.Keys))
+	if scheduled {
+		what = fmt.Sprintf("%d keys (%s): nothing new since the last ceremony, a scheduled backup of every needed key", len(c.Keys), roles(c.Keys))
+	}
+	e.say("repository %q: ceremony %s prepared: %s on %s", repo, c.ID, what, describeTokens(c.Tokens))
+	r, _ := e.Cfg.ODS.Repository(repo)
 	e.say("next: back up token %q onto a backup token (procedure steps 2-6), then run:", r.TokenLabel)
 	e.say("  ods-keyguard backup done -r %s --backup-token NAME", repo)
 	return nil

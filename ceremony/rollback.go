@@ -3,43 +3,89 @@ package ceremony
 import (
 	"context"
 
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
 // Rollback abandons the open ceremony of each of repos (every repository
 // with one when repos is empty) and unflags the enforcer's Prepared keys.
-func Rollback(ctx context.Context, e *Env, repos []string, operator, reason string) error {
-	lock, store, err := e.begin()
+// It refuses a ceremony that is committing, or whose keys the enforcer has
+// Done already: those are finished by done, which verifies and records.
+func Rollback(ctx context.Context, e *Env, repos []string, operator, reason string) (abandoned []*ledger.Ceremony, err error) {
+	unlock, store, err := e.begin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer lock.Release()
+	defer unlock()
 	if len(repos) == 0 {
 		repos = store.OpenRepositories()
 		if len(repos) == 0 {
-			return refuse("nothing to roll back: no backup ceremony is open")
+			return nil, refuse("nothing to roll back: no backup ceremony is open")
+		}
+	}
+	var st *enforcer.State
+	for _, repo := range repos {
+		c := store.Open(repo)
+		if c == nil || !c.RequireBackup || prepared(c) == 0 {
+			continue
+		}
+		if st == nil {
+			if st, err = enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore); err != nil {
+				if c.Status == ledger.Committing {
+					return nil, refuse("repository %q: ceremony %s is committing and the enforcer's database cannot be read to tell whether the commit happened (%v): run `backup done` (nothing rolled back, the history unchanged)", repo, c.ID, err)
+				}
+				return nil, err
+			}
+		}
+		if n := doneKeys(st, c); n > 0 {
+			how := "committed by hand?"
+			if c.Status == ledger.Committing {
+				how = "a backup done that was interrupted after the commit"
+			}
+			return nil, refuse("repository %q: the enforcer has %d keys of ceremony %s Done (%s): run `backup done`, which verifies them and records the ceremony (nothing rolled back, the history unchanged)", repo, n, c.ID, how)
 		}
 	}
 	for _, repo := range repos {
 		r, _ := e.Cfg.ODS.Repository(repo)
 		if r.RequireBackup {
 			if _, err := e.cli().Run(ctx, "backup", "rollback", "-r", repo); err != nil {
-				return err
+				return abandoned, err
 			}
+		}
+		failpoint.Hit("rollback-unflagged")
+		enf := "the enforcer has them Required again"
+		if !r.RequireBackup {
+			enf = "the enforcer was not asked: no RequireBackup"
 		}
 		c := store.Open(repo)
 		if c == nil {
-			e.say("repository %q: no ceremony was open; the enforcer's Prepared keys, if any, are unflagged", repo)
+			e.say("repository %q: no ceremony was open; the enforcer's Prepared keys, if any, are unflagged (Required again)", repo)
 			continue
 		}
 		c.Status = ledger.Abandoned
 		c.Ended = e.now()
 		c.EndOperator = operator
 		c.AbandonReason = reason
-		if err := store.End(c); err != nil {
-			return err
+		if err := store.End(ctx, c); err != nil {
+			return abandoned, err
 		}
-		e.say("repository %q: ceremony %s abandoned; its %d keys are not backed up", repo, c.ID, len(c.Keys))
+		abandoned = append(abandoned, c)
+		e.say("repository %q: ceremony %s abandoned; its %d keys are not backed up (%s; the history records it as abandoned)", repo, c.ID, len(c.Keys), enf)
 	}
-	return nil
+	return abandoned, nil
+}
+
+// doneKeys counts the keys a ceremony flagged that the enforcer has Done.
+func doneKeys(st *enforcer.State, c *ledger.Ceremony) int {
+	n := 0
+	for _, k := range c.Keys {
+		if k.EnforcerBackup != enforcer.BackupPrepared.String() {
+			continue
+		}
+		if ek := find(st, c.Repository, k.Locator); ek != nil && ek.Backup == enforcer.BackupDone {
+			n++
+		}
+	}
+	return n
 }

@@ -7,14 +7,18 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
@@ -43,6 +47,15 @@ type Config struct {
 	Hooks        Hooks                      `toml:"hooks"`
 	Backup       Backup                     `toml:"backup"`
 	Check        Check                      `toml:"check"`
+	Parent       Parent                     `toml:"parent"`
+
+	// StateGroup is the group that a state_dir made by ods-keyguard gets:
+	// the group of opendnssec_conf (opendnssec on Debian), so that the
+	// enforcer's hooks can write and the monitoring user can read. -1 when
+	// it cannot be told.
+	StateGroup int `toml:"-"`
+	// HookTimeout is [hooks] timeout, parsed.
+	HookTimeout time.Duration `toml:"-"`
 
 	ODS *OpenDNSSEC `toml:"-"`
 }
@@ -68,10 +81,26 @@ type Mirror struct {
 	TokenConf
 }
 
-// Hooks configures what the enforcer's DS hooks forward to.
+// Hooks configures what the enforcer's DS hooks forward to, and how long a
+// hook may take.
 type Hooks struct {
 	DSSubmitForward  string `toml:"ds_submit_forward"`
 	DSRetractForward string `toml:"ds_retract_forward"`
+	// Timeout bounds a hook run (Go duration, default 20s): the enforcer
+	// waits for its hooks, so a hung token must not hold it up.
+	Timeout string `toml:"timeout"`
+}
+
+// Parent says where to read the DS RRset of each zone.
+type Parent struct {
+	// Nameservers are the parent zone's servers, asked directly ("HOST:PORT").
+	Nameservers []string `toml:"nameservers"`
+	// Resolver is a recursive resolver ("ADDR:PORT"), when no nameservers are given.
+	Resolver string `toml:"resolver"`
+	// Timeout bounds one query (Go duration, default 3s).
+	Timeout string `toml:"timeout"`
+
+	timeout time.Duration
 }
 
 // Backup is the schedule of backup ceremonies, as ISO 8601 durations.
@@ -153,6 +182,21 @@ func Load(path string) (*Config, error) {
 	if c.LockWait, err = time.ParseDuration(c.LockTimeout); err != nil || c.LockWait < 0 {
 		return nil, fmt.Errorf("config %s: lock_timeout %q: want a duration such as 30s", path, c.LockTimeout)
 	}
+	if c.HookTimeout, err = duration(c.Hooks.Timeout, 20*time.Second); err != nil {
+		return nil, fmt.Errorf("config %s: [hooks] timeout %q: want a duration such as 20s", path, c.Hooks.Timeout)
+	}
+	if c.Parent.timeout, err = duration(c.Parent.Timeout, 3*time.Second); err != nil {
+		return nil, fmt.Errorf("config %s: [parent] timeout %q: want a duration such as 3s", path, c.Parent.Timeout)
+	}
+	for _, ns := range append(append([]string(nil), c.Parent.Nameservers...), c.Parent.Resolver) {
+		if ns == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(ns); err != nil {
+			return nil, fmt.Errorf("config %s: [parent] %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
+		}
+	}
+	c.StateGroup = fileGroup(c.OpenDNSSECConf)
 	ods, err := LoadOpenDNSSEC(c.OpenDNSSECConf)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -206,6 +250,41 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+func duration(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, errors.New("not a duration")
+	}
+	return d, nil
+}
+
+// fileGroup is the group that owns path, or -1.
+func fileGroup(path string) int {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Gid)
+	}
+	return -1
+}
+
+// LedgerOptions says where ods-keyguard's records are. A writer that has
+// to wait for the lock says so on waiting; readOnly makes nothing (check,
+// run by the monitoring user).
+func (c *Config) LedgerOptions(waiting io.Writer, readOnly bool) ledger.Options {
+	return ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly}
+}
+
+// ParentConfig is [parent] for package parent.
+func (c *Config) ParentConfig() parent.Config {
+	return parent.Config{Nameservers: c.Parent.Nameservers, Resolver: c.Parent.Resolver, Timeout: c.Parent.timeout}
 }
 
 // maxPinFile bounds what is read of a pin_file.

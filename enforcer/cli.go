@@ -17,6 +17,10 @@ type CLI struct {
 	Socket  string
 }
 
+// ErrUnreachable is an ods-enforcer that could not connect to the daemon:
+// the command did not run.
+var ErrUnreachable = errors.New("cannot connect to the enforcer")
+
 // exit statuses of ods-enforcer.
 const (
 	exitNoConnect = 201
@@ -45,7 +49,7 @@ func (c CLI) Run(ctx context.Context, args ...string) (string, error) {
 			msg = lastLine(out)
 		}
 		if ee.ExitCode() == exitNoConnect {
-			return out, fmt.Errorf("%s: cannot connect to the enforcer at %s (is ods-enforcerd running?)", name, c.Socket)
+			return out, fmt.Errorf("%s: %w at %s (is ods-enforcerd running?)", name, ErrUnreachable, c.Socket)
 		}
 		if msg != "" {
 			return out, fmt.Errorf("%s: exit status %d: %s", name, ee.ExitCode(), msg)

@@ -6,8 +6,20 @@ import (
 	"testing"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
+
+// keys is a token in a test: locator -> fingerprint.
+type keys map[string]string
+
+func (k keys) Find(id string) (hsmcheck.Key, int) {
+	fp, ok := k[strings.ToLower(id)]
+	if !ok {
+		return hsmcheck.Key{}, 0
+	}
+	return hsmcheck.Key{ID: id, Fingerprint: fp}, 1
+}
 
 // world builds a zone with one KSK whose DNSKEY is notesLine.
 func world(t *testing.T) (Submission, Facts, *enforcer.Key) {
@@ -20,12 +32,12 @@ func world(t *testing.T) (Submission, Facts, *enforcer.Key) {
 	c := &ledger.Ceremony{ID: "c1", Repository: "R", Status: ledger.Confirmed,
 		Keys: []ledger.KeyRecord{{Locator: "aa01", Fingerprint: s.Fingerprint}}}
 	cov := ledger.Coverage{"R/aa01": c}
-	has := func(l string) (string, bool) { return s.Fingerprint, l == "aa01" }
+	has := keys{"aa01": s.Fingerprint}
 	f := Facts{
 		State:         &enforcer.State{Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{k}},
 		Coverage:      cov,
 		RequireBackup: map[string]bool{"R": true},
-		Tokens:        map[string][]TokenView{"R": {{Name: `repository "R"`, Lookup: has}, {Name: `mirror "b"`, Lookup: has}}},
+		Tokens:        map[string][]TokenView{"R": {{Name: `repository "R"`, Keys: has}, {Name: `mirror "b"`, Keys: has}}},
 	}
 	return s, f, k
 }
@@ -38,19 +50,22 @@ func TestDecide(t *testing.T) {
 	}{
 		{"covered", func(*Submission, *Facts, *enforcer.Key) {}, ""},
 		{"no ceremony", func(_ *Submission, f *Facts, _ *enforcer.Key) { f.Coverage = ledger.Coverage{} }, "in no confirmed backup ceremony"},
-		{"not done", func(_ *Submission, _ *Facts, k *enforcer.Key) { k.Backup = enforcer.BackupPrepared }, "is Prepared in the enforcer, not Done"},
+		{"not done", func(_ *Submission, _ *Facts, k *enforcer.Key) { k.Backup = enforcer.BackupPrepared }, "key aa01: the enforcer has it Prepared, not Done"},
 		{"not done, no RequireBackup", func(_ *Submission, f *Facts, k *enforcer.Key) {
 			k.Backup = enforcer.BackupNotRequired
 			f.RequireBackup["R"] = false
 		}, ""},
+		// An imported key, or one made before RequireBackup: the enforcer
+		// never moves it, the ceremony is its record.
+		{"not required, with RequireBackup", func(_ *Submission, _ *Facts, k *enforcer.Key) { k.Backup = enforcer.BackupNotRequired }, ""},
 		{"mirror lost it", func(_ *Submission, f *Facts, _ *enforcer.Key) {
-			f.Tokens["R"][1].Lookup = func(string) (string, bool) { return "", false }
+			f.Tokens["R"][1].Keys = keys{}
 		}, `missing from mirror "b"`},
 		{"mirror unreadable", func(_ *Submission, f *Facts, _ *enforcer.Key) {
 			f.Tokens["R"][1] = TokenView{Name: `mirror "b"`, Err: errors.New("login: CKR_PIN_INCORRECT")}
 		}, "CKR_PIN_INCORRECT"},
 		{"another key on the token", func(_ *Submission, f *Facts, _ *enforcer.Key) {
-			f.Tokens["R"][0].Lookup = func(string) (string, bool) { return "ffff", true }
+			f.Tokens["R"][0].Keys = keys{"aa01": "ffff"}
 		}, `the DNSKEY is not key aa01 on repository "R"`},
 		{"cka_id disagrees", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.CKAID = "bb02" }, "and cka_id bb02"},
 		{"cka_id agrees", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.CKAID = "AA01" }, ""},
@@ -87,12 +102,7 @@ func TestDecideKeyTagCollision(t *testing.T) {
 	z.Keys = append([]*enforcer.Use{u}, z.Keys...)
 	// cc03 is on the tokens with another public key: the fingerprint picks aa01.
 	for i := range f.Tokens["R"] {
-		f.Tokens["R"][i].Lookup = func(l string) (string, bool) {
-			if l == "cc03" {
-				return "other", true
-			}
-			return s.Fingerprint, l == "aa01"
-		}
+		f.Tokens["R"][i].Keys = keys{"cc03": "other", "aa01": s.Fingerprint}
 	}
 	if d := Decide(s, f); !d.Forward || d.Locator != "aa01" {
 		t.Fatalf("got %+v", d)

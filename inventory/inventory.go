@@ -8,6 +8,8 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
 // Token is one token's identity and whether it could be read.
@@ -35,8 +37,39 @@ type Row struct {
 	Present    map[string]string `json:"present"` // token name -> present, missing, unknown
 	// Fingerprint is the SHA-256 of the DNSKEY public key, from the first
 	// token that has it.
-	Fingerprint string        `json:"fingerprint,omitempty"`
-	Key         *enforcer.Key `json:"-"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// CoveredBy is the newest confirmed ceremony that backed the key up.
+	CoveredBy string `json:"covered_by,omitempty"`
+	// BackedUp: rule 1 counts the key as backed up.
+	BackedUp bool `json:"backed_up"`
+	// KeyguardOnly: backed up by ods-keyguard's ceremony alone (RequireBackup,
+	// but the enforcer has it Not Required and never moves it).
+	KeyguardOnly bool          `json:"covered_by_keyguard_only"`
+	Key          *enforcer.Key `json:"-"`
+}
+
+// Cover fills in which confirmed ceremony covers each key.
+func (r *Report) Cover(cov ledger.Coverage, requireBackup map[string]bool) {
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		if c := cov.Covering(row.Repository, row.Locator); c != nil {
+			row.CoveredBy = c.ID
+		}
+		row.BackedUp = rules.BackedUp(cov, requireBackup, row.Key)
+		row.KeyguardOnly = rules.CoveredByKeyguardOnly(cov, requireBackup, row.Key)
+	}
+}
+
+// Verdict is verify's first word: clean, problems, or unknown when a token
+// could not be read.
+func (r *Report) Verdict() string {
+	switch {
+	case r.Unreadable:
+		return "unknown"
+	case len(r.Problems) > 0:
+		return "problems"
+	}
+	return "clean"
 }
 
 // Problem kinds.

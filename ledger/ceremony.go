@@ -1,10 +1,10 @@
 package ledger
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +12,7 @@ import (
 
 // Ceremony statuses.
 const (
+	Preparing  = "preparing"  // recorded before the enforcer's backup prepare: a crash leaves this
 	Open       = "open"       // prepared: the HSM backup is under way
 	Committing = "committing" // verified; the enforcer's commit is being run
 	Confirmed  = "confirmed"  // verified and committed: the keys are backed up
@@ -36,6 +37,7 @@ type Ceremony struct {
 	EndOperator   string       `json:"end_operator,omitempty"`
 	BackupToken   *TokenRecord `json:"backup_token,omitempty"` // nil: the backup was attested, not verified
 	Checks        []string     `json:"checks,omitempty"`
+	Warnings      []string     `json:"warnings,omitempty"`      // e.g. older keys the backup token lacks
 	LeftRequired  int          `json:"left_required,omitempty"` // keys made during the ceremony, still Required
 	AbandonReason string       `json:"abandon_reason,omitempty"`
 }
@@ -97,34 +99,15 @@ func NewID(repo string, t time.Time) string {
 	return fmt.Sprintf("%s-%s-%s", t.UTC().Format("20060102T150405Z"), safe, hex.EncodeToString(b))
 }
 
-const (
-	openFormat    = "ods-keyguard/open-ceremonies/1"
-	historyFormat = "ods-keyguard/history/1"
-)
-
-// Store is the ceremony state in state_dir: the open ceremonies, one per
-// repository at most, and the history of ended ones, oldest first, to which
-// records are only ever added.
+// Store is the ceremony state: the open ceremonies, one per repository at
+// most, and the history of ended ones, oldest first, to which records are
+// only ever added. It is read under the lock and changed through its
+// backend, which writes before the Store takes the change in.
 type Store struct {
-	Dir     string
+	b       backend
 	open    map[string]*Ceremony
 	history []*Ceremony
 }
-
-// Load reads the ceremony state. A damaged file is an error naming it.
-func Load(dir string) (*Store, error) {
-	s := &Store{Dir: dir, open: map[string]*Ceremony{}}
-	if err := load(s.openPath(), openFormat, &s.open); err != nil {
-		return nil, err
-	}
-	if err := load(s.historyPath(), historyFormat, &s.history); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *Store) openPath() string    { return filepath.Join(s.Dir, "ceremonies-open.json") }
-func (s *Store) historyPath() string { return filepath.Join(s.Dir, "history.json") }
 
 // Open returns the open ceremony of repo, or nil.
 func (s *Store) Open(repo string) *Ceremony { return s.open[repo] }
@@ -140,13 +123,13 @@ func (s *Store) OpenRepositories() []string {
 }
 
 // SaveOpen records c as repo's open ceremony (or its new status).
-func (s *Store) SaveOpen(c *Ceremony) error {
+func (s *Store) SaveOpen(ctx context.Context, c *Ceremony) error {
 	next := make(map[string]*Ceremony, len(s.open)+1)
 	for k, v := range s.open {
 		next[k] = v
 	}
 	next[c.Repository] = c
-	if err := store(s.openPath(), openFormat, next); err != nil {
+	if err := s.b.putOpen(ctx, next, c); err != nil {
 		return err
 	}
 	s.open = next
@@ -156,19 +139,19 @@ func (s *Store) SaveOpen(c *Ceremony) error {
 // End appends c to the history and then forgets it as open. A crash between
 // the two leaves an open ceremony whose id is already in the history:
 // Recorded tells, and Forget finishes the job.
-func (s *Store) End(c *Ceremony) error {
+func (s *Store) End(ctx context.Context, c *Ceremony) error {
 	if s.Recorded(c.ID) == nil {
 		next := append(append([]*Ceremony(nil), s.history...), c)
-		if err := store(s.historyPath(), historyFormat, next); err != nil {
+		if err := s.b.appendHistory(ctx, next, c); err != nil {
 			return err
 		}
 		s.history = next
 	}
-	return s.Forget(c.Repository)
+	return s.Forget(ctx, c.Repository)
 }
 
 // Forget drops repo's open ceremony.
-func (s *Store) Forget(repo string) error {
+func (s *Store) Forget(ctx context.Context, repo string) error {
 	if _, ok := s.open[repo]; !ok {
 		return nil
 	}
@@ -178,7 +161,7 @@ func (s *Store) Forget(repo string) error {
 			next[k] = v
 		}
 	}
-	if err := store(s.openPath(), openFormat, next); err != nil {
+	if err := s.b.dropOpen(ctx, next, repo); err != nil {
 		return err
 	}
 	s.open = next

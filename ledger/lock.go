@@ -1,65 +1,130 @@
 package ledger
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// Lock is the one lock in state_dir that serialises every writer:
-// ceremonies, hooks, and checks that write.
-type Lock struct {
+// fileLock is the one flock in state_dir that serialises every writer of
+// ceremonies and of the DS records' compaction. Hooks do not take it: they
+// write to the spool.
+type fileLock struct {
 	f *os.File
 }
 
-// Acquire takes dir/lock, waiting up to timeout for another holder.
-func Acquire(dir string, timeout time.Duration) (*Lock, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state_dir %s: %w", dir, errors.Unwrap(err))
-	}
-	path := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+const lockName = "lock"
+
+// acquireFile takes d/lock, waiting up to wait for another holder. When it
+// has to wait it says so once on waiting, naming the holder.
+func acquireFile(ctx context.Context, d *dir, wait time.Duration, waiting io.Writer) (*fileLock, error) {
+	f, err := d.open(lockName, syscall.O_RDWR|syscall.O_CREAT, lockMode)
 	if err != nil {
-		return nil, fmt.Errorf("state lock %s: %w", path, errors.Unwrap(err))
+		return nil, fmt.Errorf("state lock: %w", unwrapPathKeep(err))
 	}
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(wait)
+	told := false
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			break
+			return &fileLock{f: f}, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("state lock %s: %w", path, err)
+			return nil, fmt.Errorf("state lock %s: %w", f.Name(), err)
 		}
-		if time.Now().After(deadline) {
-			holder := "another ods-keyguard"
-			if b, err := os.ReadFile(path); err == nil {
-				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-					holder = fmt.Sprintf("ods-keyguard pid %d", pid)
-				}
-			}
+		if !told && waiting != nil {
+			fmt.Fprintf(waiting, "ods-keyguard: waiting for the state lock %s, held by %s\n", f.Name(), holder(f))
+			told = true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			h := holder(f)
 			f.Close()
-			return nil, fmt.Errorf("state lock %s: held by %s for over %s; try again when it is done", path, holder, timeout)
+			return nil, fmt.Errorf("state lock %s: held by %s for over %s; try again when it is done", f.Name(), h, wait)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond)
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return &Lock{f: f}, nil
 }
 
-// Release lets the next writer in.
-func (l *Lock) Release() {
+func (l *fileLock) release() {
 	if l == nil || l.f == nil {
 		return
 	}
 	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
 	l.f.Close()
 	l.f = nil
+}
+
+// holder names the process that holds the flock on f, from /proc/locks, or
+// says that it cannot tell.
+func holder(f *os.File) string {
+	fi, err := f.Stat()
+	if err != nil {
+		return "another process (which one cannot be told)"
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "another process (which one cannot be told)"
+	}
+	pid := lockHolder("/proc/locks", st.Dev, st.Ino)
+	if pid <= 0 {
+		return "another process (which one cannot be told: /proc/locks does not show it)"
+	}
+	return describePid(pid)
+}
+
+// lockHolder finds the pid that holds a FLOCK on the file (dev, ino) in a
+// /proc/locks listing; waiters (" -> ") are skipped.
+func lockHolder(path string, dev, ino uint64) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	major, minor := (dev>>8)&0xfff|(dev>>32)&^0xfff, dev&0xff|(dev>>12)&^0xff
+	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[1] == "->" || fields[1] != "FLOCK" {
+			continue
+		}
+		if fields[5] == want {
+			pid, _ := strconv.Atoi(fields[4])
+			return pid
+		}
+	}
+	return 0
+}
+
+// describePid names a process: "pid 1234 (ods-keyguard backup done)".
+func describePid(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return fmt.Sprintf("pid %d", pid)
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	args[0] = args[0][strings.LastIndex(args[0], "/")+1:]
+	cmd := strings.Join(args, " ")
+	if len(cmd) > 80 {
+		cmd = cmd[:80] + "..."
+	}
+	return fmt.Sprintf("pid %d (%s)", pid, cmd)
+}
+
+// unwrapPathKeep keeps our own "state file ..." errors, and strips the
+// PathError of others down to path: reason.
+func unwrapPathKeep(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
 }

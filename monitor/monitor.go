@@ -1,6 +1,7 @@
-// Package monitor speaks the monitoring plugin conventions (Nagios, Icinga,
-// Naemon, Sensu): states and exit codes, threshold ranges, performance data,
-// and the Prometheus textfile format.
+// Package monitor is the monitoring plugin: check's verdict on both rules of
+// the procedure, and the conventions it speaks (Nagios, Icinga, Naemon,
+// Sensu): states and exit codes, threshold ranges, performance data, and
+// the Prometheus textfile format.
 package monitor
 
 import (
@@ -15,33 +16,36 @@ import (
 type State int
 
 const (
-	OK       State = 0
-	Warning  State = 1
-	Critical State = 2
-	Unknown  State = 3
+	StateOK       State = 0
+	StateWarning  State = 1
+	StateCritical State = 2
+	StateUnknown  State = 3
 )
 
 func (s State) String() string {
 	switch s {
-	case OK:
+	case StateOK:
 		return "OK"
-	case Warning:
+	case StateWarning:
 		return "WARNING"
-	case Critical:
+	case StateCritical:
 		return "CRITICAL"
 	}
 	return "UNKNOWN"
 }
 
+// MarshalText writes the state as plugins name it: OK, WARNING ...
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Severity orders states for "the worst wins": CRITICAL, then UNKNOWN
 // (a known CRITICAL outranks what could not be determined), WARNING, OK.
 func (s State) Severity() int {
 	switch s {
-	case Critical:
+	case StateCritical:
 		return 3
-	case Unknown:
+	case StateUnknown:
 		return 2
-	case Warning:
+	case StateWarning:
 		return 1
 	}
 	return 0

@@ -84,7 +84,7 @@ func TestPerfdata(t *testing.T) {
 }
 
 func TestWorse(t *testing.T) {
-	if Worse(OK, Warning) != Warning || Worse(Critical, Unknown) != Critical || Worse(Warning, Unknown) != Unknown {
+	if Worse(StateOK, StateWarning) != StateWarning || Worse(StateCritical, StateUnknown) != StateCritical || Worse(StateWarning, StateUnknown) != StateUnknown {
 		t.Error("order")
 	}
 }

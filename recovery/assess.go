@@ -1,23 +1,49 @@
 package recovery
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/parent"
 )
 
-// Token is what recovery knows of one HSM: whether it answered, and which
-// CKA_IDs it holds.
+// Token is what recovery knows of one HSM: whether it answered, and what
+// it holds.
 type Token struct {
 	Name       string // `mirror "site-b"`
 	Repository string
 	Serial     string
 	Err        error
-	Has        func(locator string) bool
+	Keys       hsmcheck.Holding
+}
+
+// has reports whether the token answered and holds locator.
+func (t Token) has(locator string) bool {
+	if t.Err != nil || t.Keys == nil {
+		return false
+	}
+	_, n := t.Keys.Find(locator)
+	return n > 0
+}
+
+// Tokens turns token results into what recovery works with.
+func Tokens(results []hsmcheck.Result) []Token {
+	var out []Token
+	for _, r := range results {
+		t := Token{Name: r.Token.Describe(), Repository: r.Token.Repository, Err: r.Err}
+		if r.Contents != nil {
+			t.Serial, t.Keys = r.Contents.Serial, r.Contents
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // Verdicts of assess, worst last.
@@ -50,12 +76,18 @@ type LostKey struct {
 
 // ZoneTiming is how long a zone's signatures last, and what that means.
 type ZoneTiming struct {
-	Zone       string     `json:"zone"`
-	Signatures Signatures `json:"signatures"`
-	Error      string     `json:"error,omitempty"` // the signed file could not be read: worst case
-	Expires    time.Time  `json:"expires"`         // the earliest RRSIG expiration (now when unknown)
-	Left       string     `json:"time_left"`
-	DSAtParent bool       `json:"ds_at_parent"`
+	Zone       string      `json:"zone"`
+	Signatures *Signatures `json:"signatures"`      // nil when the signed output cannot be read
+	Error      string      `json:"error,omitempty"` // the signed file could not be read: worst case
+	// Expires is the earliest RRSIG expiration; now when the signed output
+	// cannot be read (the worst case).
+	Expires time.Time `json:"-"`
+	// Left is Expires - now: negative once expired.
+	Left       time.Duration `json:"-"`
+	DSAtParent bool          `json:"ds_at_parent"`
+	// DSSource says where DSAtParent comes from: the parent's own answer,
+	// ods-keyguard's records of what it forwarded, or the enforcer's word.
+	DSSource string `json:"ds_source"`
 	// DSRemovalBy is the latest moment to ask the parent to remove the DS
 	// so that it is gone from caches before the signatures expire.
 	DSRemovalBy time.Time `json:"ds_removal_by"`
@@ -65,6 +97,22 @@ type ZoneTiming struct {
 	// or "" without --delivery.
 	Decision string `json:"decision,omitempty"`
 	Advice   string `json:"advice"`
+}
+
+// MarshalJSON writes the expiry and the time left (in seconds, negative
+// once expired), or null for both when the signed output could not be read.
+func (zt ZoneTiming) MarshalJSON() ([]byte, error) {
+	type plain ZoneTiming
+	doc := struct {
+		plain
+		Expires *time.Time `json:"expires"`
+		Left    *int64     `json:"time_left_seconds"`
+	}{plain: plain(zt)}
+	if zt.Error == "" {
+		left := int64(zt.Left.Seconds())
+		doc.Expires, doc.Left = &zt.Expires, &left
+	}
+	return json.Marshal(doc)
 }
 
 // Assessment is the answer of recover assess.
@@ -101,6 +149,10 @@ type Input struct {
 	Delivery time.Duration // 0: not given
 	// ReadZone reads a zone's signed output; nil: every zone is the worst case.
 	ReadZone func(z *enforcer.Zone) (Signatures, error)
+	// Book is ods-keyguard's DS records, and Parent the parent's DS by zone
+	// where it was read: which zones really have a DS to remove.
+	Book   *ledger.DSBook
+	Parent map[string]parent.Answer
 }
 
 // Assess decides which of the procedure's paths applies.
@@ -118,7 +170,7 @@ func Assess(in Input) *Assessment {
 			if k.Repository != t.Repository {
 				continue
 			}
-			if t.Err == nil && t.Has(k.Locator) {
+			if t.has(k.Locator) {
 				h.Present++
 			} else {
 				h.Missing = append(h.Missing, k.Locator)
@@ -131,7 +183,7 @@ func Assess(in Input) *Assessment {
 	for _, k := range needed {
 		held := false
 		for _, t := range byRepo[k.Repository] {
-			if t.Err == nil && t.Has(k.Locator) {
+			if t.has(k.Locator) {
 				held = true
 			}
 		}
@@ -209,19 +261,15 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 		} else if sigs, err := in.ReadZone(z); err != nil {
 			zt.Error = err.Error()
 		} else {
-			zt.Signatures, zt.Expires = sigs, sigs.Earliest
+			zt.Signatures, zt.Expires = &sigs, sigs.Earliest
 		}
-		for _, u := range z.Keys {
-			if u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen || u.DSAtParent == enforcer.DSRetract {
-				zt.DSAtParent = true
-			}
-		}
+		zt.DSAtParent, zt.DSSource = dsAtParent(in, z)
 		var margin time.Duration
 		if p := z.Policy; p != nil {
 			margin = p.ParentDSTTL + p.ParentPropagationDelay + p.ParentRegistrationDelay
 		}
 		zt.DSRemovalBy = zt.Expires.Add(-margin)
-		zt.Left = left(zt.Expires.Sub(in.Now))
+		zt.Left = zt.Expires.Sub(in.Now)
 		for r := range lostForGood[z.Name] {
 			zt.LostRoles = append(zt.LostRoles, r)
 		}
@@ -238,7 +286,7 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 }
 
 func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
-	by := zt.DSRemovalBy.Format("2006-01-02 15:04 MST")
+	by := zt.DSRemovalBy.Format(when.Display)
 	ksk := false
 	for _, r := range zt.LostRoles {
 		if r == "KSK" || r == "CSK" {
@@ -255,7 +303,7 @@ func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 	case ksk:
 		zt.Advice = "its KSK is lost for good, but no DS is at the parent: roll to new keys"
 	case in.Delivery == 0:
-		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format("2006-01-02 15:04 MST"), zt.Left, by)
+		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format(when.Display), leftText(zt.Left), by)
 		if zt.Error != "" {
 			zt.Advice = fmt.Sprintf("its signed output cannot be read (%s): assume the worst, request DS removal by %s", zt.Error, by)
 		}
@@ -265,14 +313,14 @@ func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 		return
 	case in.Now.Add(in.Delivery).Before(zt.Expires):
 		zt.Decision = "can wait for the new HSMs"
-		zt.Advice = fmt.Sprintf("signatures last until %s, after the new HSMs arrive (%s)", zt.Expires.Format("2006-01-02 15:04 MST"), in.Now.Add(in.Delivery).Format("2006-01-02 15:04 MST"))
+		zt.Advice = fmt.Sprintf("signatures last until %s, after the new HSMs arrive (%s)", zt.Expires.Format(when.Display), in.Now.Add(in.Delivery).Format(when.Display))
 	case !zt.DSAtParent:
 		zt.Decision = "can wait for the new HSMs"
 		zt.Advice = "signatures expire before the new HSMs arrive, but no DS is at the parent: the zone is not validated"
 	default:
 		zt.Decision = "go insecure"
 		zt.Advice = fmt.Sprintf("signatures expire %s, before the new HSMs arrive (%s): request DS removal by %s",
-			zt.Expires.Format("2006-01-02 15:04 MST"), in.Now.Add(in.Delivery).Format("2006-01-02 15:04 MST"), by)
+			zt.Expires.Format(when.Display), in.Now.Add(in.Delivery).Format(when.Display), by)
 		if zt.Error != "" {
 			zt.Advice = fmt.Sprintf("its signed output cannot be read (%s): assume the worst: request DS removal by %s", zt.Error, by)
 		}
@@ -288,22 +336,45 @@ func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 	}
 }
 
-// left prints a duration for people: 2d3h, or "expired 4h ago".
-func left(d time.Duration) string {
+// leftText says how long the signatures last: "2d3h left", or "expired 4h
+// ago".
+func leftText(d time.Duration) string {
 	if d < 0 {
-		return "expired " + short(-d) + " ago"
+		return "expired " + when.Duration(d) + " ago"
 	}
-	return short(d)
+	return when.Duration(d) + " left"
 }
 
-func short(d time.Duration) string {
-	days, hours := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
-	mins := int(d % time.Hour / time.Minute)
-	switch {
-	case days > 0:
-		return fmt.Sprintf("%dd%dh", days, hours)
-	case hours > 0:
-		return fmt.Sprintf("%dh%dm", hours, mins)
+// dsAtParent says whether zone z has a DS at the parent, and how that is
+// known: the parent's own answer where it was read; else, per KSK and CSK
+// whose DS the enforcer has submitted, seen or is retracting, what
+// ods-keyguard forwarded (a DS the hook withheld is not at the parent);
+// a key the records know nothing of counts as at the parent, the worst
+// case for a zone that loses its keys.
+func dsAtParent(in Input, z *enforcer.Zone) (bool, string) {
+	if a, ok := in.Parent[strings.ToLower(z.Name)]; ok && a.Err == nil {
+		return len(a.DS) > 0, "the parent (" + a.Source + ")"
 	}
-	return fmt.Sprintf("%dm", mins)
+	at, source := false, "the enforcer's database"
+	for _, u := range z.Keys {
+		if u.Role == enforcer.ZSK || (u.DSAtParent != enforcer.DSSubmitted && u.DSAtParent != enforcer.DSSeen && u.DSAtParent != enforcer.DSRetract) {
+			continue
+		}
+		if in.Book == nil || in.Book.Created.IsZero() {
+			at = true
+			continue
+		}
+		k := in.Book.Find(z.Name, u.Key.Locator, u.KeyTag, u.Key.Algorithm)
+		switch {
+		case k == nil:
+			at, source = true, "the enforcer's database (ods-keyguard has no record of this DS: assumed at the parent)"
+		case k.AtParent() || !k.InFlight.IsZero():
+			at, source = true, "ods-keyguard's records of what it forwarded"
+		default:
+			if source == "the enforcer's database" {
+				source = "ods-keyguard's records of what it forwarded"
+			}
+		}
+	}
+	return at, source
 }

@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -47,6 +49,17 @@ www 60 IN RRSIG A 13 3 60 20301201000000 20260101000000 12345 example.com. AAAA
 	}
 }
 
+// holding is a token in a test: locator -> fingerprint.
+type holding map[string]string
+
+func (h holding) Find(id string) (hsmcheck.Key, int) {
+	fp, ok := h[id]
+	if !ok {
+		return hsmcheck.Key{}, 0
+	}
+	return hsmcheck.Key{ID: id, Fingerprint: fp}, 1
+}
+
 // world: one zone with a KSK (covered) and a ZSK made after the ceremony,
 // two HSMs.
 func world(t *testing.T) (Input, *enforcer.Key, *enforcer.Key) {
@@ -60,11 +73,16 @@ func world(t *testing.T) (Input, *enforcer.Key, *enforcer.Key) {
 			States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: enforcer.Omnipresent}}
 		k.Uses, z.Keys = []*enforcer.Use{u}, append(z.Keys, u)
 	}
-	store, _ := ledger.Load(t.TempDir())
-	store.End(&ledger.Ceremony{ID: "c1", Repository: "R", Status: ledger.Confirmed, Ended: now, Keys: []ledger.KeyRecord{{Locator: "k1"}}})
-	all := func(string) bool { return true }
+	store, err := ledger.Memory().Ceremonies(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.End(context.Background(), &ledger.Ceremony{ID: "c1", Repository: "R", Status: ledger.Confirmed, Ended: now, Keys: []ledger.KeyRecord{{Locator: "k1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	all := holding{"k1": "f1", "z2": "f2"}
 	in := Input{Now: now, State: &enforcer.State{Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{ksk, zsk}}, Store: store,
-		Tokens: []Token{{Name: "a", Repository: "R", Has: all}, {Name: "b", Repository: "R", Has: all}},
+		Tokens: []Token{{Name: "a", Repository: "R", Keys: all}, {Name: "b", Repository: "R", Keys: all}},
 		ReadZone: func(*enforcer.Zone) (Signatures, error) {
 			return Signatures{Count: 1, Earliest: now.Add(72 * time.Hour)}, nil
 		}}
@@ -76,7 +94,7 @@ func TestAssessPaths(t *testing.T) {
 	if a := Assess(in); a.Verdict != NothingLost || a.Exit != 0 {
 		t.Fatalf("got %s %d", a.Verdict, a.Exit)
 	}
-	in.Tokens[1].Has = func(string) bool { return false }
+	in.Tokens[1].Keys = holding{}
 	if a := Assess(in); a.Verdict != Replace || a.Exit != 1 || len(a.Replace) != 1 || a.Replace[0] != "b" {
 		t.Fatalf("one HSM lost: %+v", a)
 	}
@@ -100,9 +118,11 @@ func TestAssessPaths(t *testing.T) {
 func TestAssessDelivery(t *testing.T) {
 	in, _, zsk := world(t)
 	// Only the covered KSK: the ZSK is on the backup too.
-	in.Store.End(&ledger.Ceremony{ID: "c2", Repository: "R", Status: ledger.Confirmed, Ended: in.Now, Keys: []ledger.KeyRecord{{Locator: zsk.Locator}}})
+	if err := in.Store.End(context.Background(), &ledger.Ceremony{ID: "c2", Repository: "R", Status: ledger.Confirmed, Ended: in.Now, Keys: []ledger.KeyRecord{{Locator: zsk.Locator}}}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range in.Tokens {
-		in.Tokens[i].Has = func(string) bool { return false }
+		in.Tokens[i].Keys = holding{}
 	}
 	in.Delivery = 48 * time.Hour
 	if z := Assess(in).Zones[0]; z.Decision != "can wait for the new HSMs" {

@@ -27,18 +27,12 @@ type Verification struct {
 	Checked  int        `json:"checked"`
 }
 
-// TokenKeys is a readable token with fingerprint lookup.
-type TokenKeys struct {
-	Token
-	Fingerprint func(locator string) (string, bool)
-}
-
 // Verify checks restored tokens against the confirmed ceremonies: every key
 // a confirmed ceremony backed up that OpenDNSSEC still needs, and every key
 // of the repository's last confirmed ceremony, must be on every token with
 // the public key the ceremony recorded. Needed keys that no ceremony covers
 // and that no token holds are lost, with their zones.
-func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verification {
+func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verification {
 	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}}
 	cov := store.Coverage()
 	needed := Needed(st)
@@ -85,9 +79,10 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verifi
 		sort.Strings(locs)
 		for _, l := range locs {
 			rec := want[t.Repository][l]
-			fp, ok := t.Fingerprint(l)
+			got, n := t.Keys.Find(l)
+			fp := got.Fingerprint
 			switch {
-			case !ok:
+			case n == 0:
 				r.Missing = append(r.Missing, describe(st, t.Repository, rec))
 			case rec.Fingerprint != "" && fp != "" && fp != rec.Fingerprint:
 				r.Differs = append(r.Differs, describe(st, t.Repository, rec))
@@ -98,7 +93,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []TokenKeys) *Verifi
 		}
 		for _, k := range needed {
 			if k.Repository == t.Repository {
-				if _, ok := t.Fingerprint(k.Locator); ok {
+				if _, n := t.Keys.Find(k.Locator); n > 0 {
 					onSome[k.Repository+"/"+k.Locator] = true
 				}
 			}

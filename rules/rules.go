@@ -6,6 +6,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -27,36 +28,51 @@ type Input struct {
 
 // Unbacked is a key in use whose backup is not confirmed: rule 1 broken.
 type Unbacked struct {
-	Zone    string `json:"zone"`
-	Role    string `json:"role"`
-	KeyTag  int    `json:"keytag"`
-	Locator string `json:"locator"`
-	Backup  string `json:"enforcer_backup"` // the enforcer's backup state
-	Reason  string `json:"reason"`
+	Zone    string   `json:"zone"`
+	Role    string   `json:"role"`
+	KeyTag  int      `json:"keytag"`
+	Locator string   `json:"locator"`
+	Backup  string   `json:"enforcer_backup"` // the enforcer's backup state
+	Reason  string   `json:"reason"`
+	Live    []string `json:"live"` // its records rumoured or omnipresent: "DNSKEY rumoured"
 }
 
 // Pool is the enforcer's stock of unused keys for one policy key: the keys
 // hsm_key_factory_get_key hands out, lowest id first, whatever their backup.
 type Pool struct {
-	Policy     string `json:"policy"`
-	Role       string `json:"role"`
-	Algorithm  int    `json:"algorithm"`
-	Bits       int    `json:"bits"`
-	Repository string `json:"repository"`
-	Lifetime   time.Duration
-	Manual     bool      `json:"manual_rollover"`
-	Zones      int       `json:"zones"` // zones drawing on it (1 for shared keys)
-	Unused     int       `json:"unused"`
-	Covered    int       `json:"covered"` // backed-up keys at the head, in hand-out order
-	Gap        bool      `json:"gap"`     // a key that is not backed up stands before backed-up ones
-	Until      time.Time `json:"until"`   // next backup due, plus grace
-	Needed     int       `json:"needed"`  // keys taken until then
-	Spare      int       `json:"spare"`   // covered - needed
+	Policy     string        `json:"policy"`
+	Role       string        `json:"role"`
+	Algorithm  int           `json:"algorithm"`
+	Bits       int           `json:"bits"`
+	Repository string        `json:"repository"`
+	Lifetime   time.Duration `json:"-"`
+	Manual     bool          `json:"manual_rollover"`
+	Zones      int           `json:"zones"` // zones drawing on it (1 for shared keys)
+	Unused     int           `json:"unused"`
+	Covered    int           `json:"covered"` // backed-up keys at the head, in hand-out order
+	Gap        bool          `json:"gap"`     // a key that is not backed up stands before backed-up ones
+	Until      time.Time     `json:"until"`   // next backup due, plus grace
+	Needed     int           `json:"needed"`  // keys taken until then
+	Spare      int           `json:"spare"`   // covered - needed
 	// RunsOut is when the enforcer takes a key beyond the covered ones; zero
 	// when not within ten years.
-	RunsOut time.Time `json:"runs_out,omitzero"`
+	RunsOut time.Time `json:"-"`
 	// Idle is a pool no zone draws on and no new zone is expected for.
 	Idle bool `json:"idle"`
+}
+
+// MarshalJSON writes durations in seconds and an unknown time as null.
+func (p Pool) MarshalJSON() ([]byte, error) {
+	type plain Pool
+	var runsOut *time.Time
+	if !p.RunsOut.IsZero() {
+		runsOut = &p.RunsOut
+	}
+	return json.Marshal(struct {
+		plain
+		LifetimeSeconds int64      `json:"lifetime_seconds"`
+		RunsOut         *time.Time `json:"runs_out"`
+	}{plain(p), int64(p.Lifetime.Seconds()), runsOut})
 }
 
 // Name labels the pool: policy/role/algorithm/bits/repository.
@@ -66,11 +82,26 @@ func (p Pool) Name() string {
 
 // Age is the time since a repository's last confirmed ceremony.
 type Age struct {
-	Repository string           `json:"repository"`
-	Last       *ledger.Ceremony `json:"-"`
-	LastID     string           `json:"last_ceremony,omitempty"`
-	Age        time.Duration    `json:"-"`
-	Due        time.Time        `json:"next_due"`
+	Repository string
+	Last       *ledger.Ceremony // nil: never
+	Age        time.Duration
+	Due        time.Time // when the next backup is due
+}
+
+// MarshalJSON writes the age in seconds, and null for what never happened.
+func (a Age) MarshalJSON() ([]byte, error) {
+	doc := struct {
+		Repository string     `json:"repository"`
+		LastID     *string    `json:"last_ceremony"`
+		LastAt     *time.Time `json:"last_backup"`
+		AgeSeconds *int64     `json:"age_seconds"`
+		Due        time.Time  `json:"next_due"`
+	}{Repository: a.Repository, Due: a.Due}
+	if a.Last != nil {
+		age := int64(a.Age.Seconds())
+		doc.LastID, doc.LastAt, doc.AgeSeconds = &a.Last.ID, &a.Last.Ended, &age
+	}
+	return json.Marshal(doc)
 }
 
 // Result is the evaluation.
@@ -83,13 +114,31 @@ type Result struct {
 // Horizon bounds how far ahead RunsOut is looked for.
 const Horizon = 10 * 365 * 24 * time.Hour
 
-// BackedUp reports whether k counts as backed up: in a confirmed ceremony
-// and, where the repository has RequireBackup, Done in the enforcer.
-func (in *Input) BackedUp(cov ledger.Coverage, k *enforcer.Key) bool {
+// BackedUp reports whether k counts as backed up: a confirmed ceremony
+// covers it and, where the repository has RequireBackup, the enforcer has it
+// Done. A key the enforcer has Not Required there (an imported key, or one
+// made before RequireBackup was turned on) never becomes Done: the
+// ceremony is its only record, and enough.
+func BackedUp(cov ledger.Coverage, requireBackup map[string]bool, k *enforcer.Key) bool {
+	return NotBackedUp(cov, requireBackup, k) == ""
+}
+
+// NotBackedUp says why k does not count as backed up, or "" when it does.
+func NotBackedUp(cov ledger.Coverage, requireBackup map[string]bool, k *enforcer.Key) string {
 	if cov.Covering(k.Repository, k.Locator) == nil {
-		return false
+		return "in no confirmed backup ceremony"
 	}
-	return !in.RequireBackup[k.Repository] || k.Backup == enforcer.BackupDone
+	if requireBackup[k.Repository] && k.Backup != enforcer.BackupDone && k.Backup != enforcer.BackupNotRequired {
+		return fmt.Sprintf("the enforcer has it %s, not Done", k.Backup)
+	}
+	return ""
+}
+
+// CoveredByKeyguardOnly reports whether k counts as backed up only by
+// ods-keyguard's ceremony: RequireBackup, and the enforcer has it Not
+// Required.
+func CoveredByKeyguardOnly(cov ledger.Coverage, requireBackup map[string]bool, k *enforcer.Key) bool {
+	return requireBackup[k.Repository] && k.Backup == enforcer.BackupNotRequired && cov.Covering(k.Repository, k.Locator) != nil
 }
 
 // Evaluate applies both rules.
@@ -98,17 +147,14 @@ func Evaluate(in Input) Result {
 	r := Result{Unbacked: []Unbacked{}, Pools: []Pool{}, Ages: []Age{}}
 	// Rule 1: every live use of a key that is not backed up.
 	for _, k := range in.State.Keys {
-		if k.State == enforcer.Delete || in.BackedUp(cov, k) {
+		reason := NotBackedUp(cov, in.RequireBackup, k)
+		if k.State == enforcer.Delete || reason == "" {
 			continue
-		}
-		reason := "in no confirmed backup ceremony"
-		if cov.Covering(k.Repository, k.Locator) != nil {
-			reason = fmt.Sprintf("the enforcer has it %s, not Done", k.Backup)
 		}
 		for _, u := range k.Uses {
 			if u.Live() {
 				r.Unbacked = append(r.Unbacked, Unbacked{Zone: u.Zone.Name, Role: u.Role.String(), KeyTag: u.KeyTag,
-					Locator: k.Locator, Backup: k.Backup.String(), Reason: reason})
+					Locator: k.Locator, Backup: k.Backup.String(), Reason: reason, Live: liveRecords(u)})
 			}
 		}
 	}
@@ -135,7 +181,7 @@ func Evaluate(in Input) Result {
 	for _, repo := range names {
 		a := Age{Repository: repo, Due: in.Now}
 		if c := in.Store.LastConfirmed(repo); c != nil {
-			a.Last, a.LastID, a.Age = c, c.ID, in.Now.Sub(c.Ended)
+			a.Last, a.Age = c, in.Now.Sub(c.Ended)
 			a.Due = c.Ended.Add(in.Interval)
 		}
 		due[repo] = a.Due
@@ -156,6 +202,17 @@ func Evaluate(in Input) Result {
 	return r
 }
 
+// liveRecords names the records of a use that are rumoured or omnipresent.
+func liveRecords(u *enforcer.Use) []string {
+	var out []string
+	for _, t := range []enforcer.RecordType{enforcer.RecordDS, enforcer.RecordDNSKEY, enforcer.RecordRRSIGDNSKEY, enforcer.RecordRRSIG} {
+		if s, ok := u.States[t]; ok && (s == enforcer.Rumoured || s == enforcer.Omnipresent) {
+			out = append(out, t.String()+" "+s.String())
+		}
+	}
+	return out
+}
+
 func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.PolicyKey, zones []*enforcer.Zone, due time.Time) Pool {
 	pool := Pool{Policy: p.Name, Role: pk.Role.String(), Algorithm: pk.Algorithm, Bits: pk.Bits,
 		Repository: pk.Repository, Lifetime: pk.Lifetime, Manual: pk.ManualRollover}
@@ -164,9 +221,9 @@ func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.Polic
 	head := true
 	for _, k := range keys {
 		switch {
-		case in.BackedUp(cov, k) && head:
+		case BackedUp(cov, in.RequireBackup, k) && head:
 			pool.Covered++
-		case in.BackedUp(cov, k):
+		case BackedUp(cov, in.RequireBackup, k):
 			pool.Gap = true
 		default:
 			head = false
@@ -183,7 +240,7 @@ func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.Polic
 	if pk.ManualRollover || pk.Lifetime <= 0 {
 		// Manual rollovers take keys when the operator says: count none,
 		// but a new zone still takes one at once.
-		pool.Needed = newZones
+		pool.Needed = NewZoneKeys(p, len(zones), newZones)
 		pool.Spare = pool.Covered - pool.Needed
 		return pool
 	}
@@ -208,8 +265,10 @@ func PoolKeys(st *enforcer.State, p *enforcer.Policy, pk enforcer.PolicyKey) []*
 }
 
 // Rolls returns when each of zones (all of policy p) next takes a key for
-// pk: its next roll, or now when none is set. Shared keys are taken once per
-// policy. Each expected new zone takes one now.
+// pk: its next roll, or now when none is set. Each expected new zone takes
+// one now. With <ShareKeys/> the policy's zones take one key together: a
+// new zone takes none when the policy has a zone already, and one when it
+// has none.
 func Rolls(p *enforcer.Policy, pk enforcer.PolicyKey, zones []*enforcer.Zone, newZones int, now time.Time) []time.Time {
 	var rolls []time.Time
 	for _, z := range zones {
@@ -219,14 +278,33 @@ func Rolls(p *enforcer.Policy, pk enforcer.PolicyKey, zones []*enforcer.Zone, ne
 		}
 		rolls = append(rolls, t)
 	}
-	if p.KeysShared && len(rolls) > 1 {
+	if p.KeysShared {
 		sort.Slice(rolls, func(i, j int) bool { return rolls[i].Before(rolls[j]) })
-		rolls = rolls[:1]
+		switch {
+		case len(rolls) > 1:
+			rolls = rolls[:1]
+		case len(rolls) == 0 && newZones > 0:
+			rolls = []time.Time{now}
+		}
+		return rolls
 	}
 	for i := 0; i < newZones; i++ {
 		rolls = append(rolls, now)
 	}
 	return rolls
+}
+
+// NewZoneKeys is how many keys of one role the expected new zones take at
+// once: one each, or with <ShareKeys/> one for all when the policy has no
+// zone yet and none when it has.
+func NewZoneKeys(p *enforcer.Policy, zones, newZones int) int {
+	if !p.KeysShared {
+		return newZones
+	}
+	if zones == 0 && newZones > 0 {
+		return 1
+	}
+	return 0
 }
 
 // Needed counts the keys taken until t by zones whose next rolls are

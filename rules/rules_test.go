@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -71,8 +72,7 @@ func TestPoolHeadGap(t *testing.T) {
 			recs = append(recs, ledger.KeyRecord{Locator: loc})
 		}
 	}
-	store, _ := ledger.Load(t.TempDir())
-	store.End(&ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Ended: t0.Add(-day), Keys: recs})
+	store := newStore(t, &ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Ended: t0.Add(-day), Keys: recs})
 	in := Input{Now: t0, State: &enforcer.State{Policies: []*enforcer.Policy{p}, Zones: []*enforcer.Zone{z}, Keys: keys},
 		Store: store, RequireBackup: map[string]bool{"R": true}, Interval: 7 * day, Grace: day}
 	r := Evaluate(in)
@@ -88,7 +88,9 @@ func TestPoolHeadGap(t *testing.T) {
 		t.Errorf("until %v", pool.Until)
 	}
 	// Back the head key up too: all three covered, spare 2.
-	store.End(&ledger.Ceremony{ID: "d", Repository: "R", Status: ledger.Confirmed, Ended: t0, Keys: []ledger.KeyRecord{{Locator: "a1"}}})
+	if err := store.End(context.Background(), &ledger.Ceremony{ID: "d", Repository: "R", Status: ledger.Confirmed, Ended: t0, Keys: []ledger.KeyRecord{{Locator: "a1"}}}); err != nil {
+		t.Fatal(err)
+	}
 	pool = Evaluate(in).Pools[0]
 	if pool.Covered != 3 || pool.Gap || pool.Spare != 2 {
 		t.Errorf("after the head's backup: %+v", pool)
@@ -99,8 +101,14 @@ func TestPoolHeadGap(t *testing.T) {
 	if got := Evaluate(in).Pools[0]; got.Needed != 1 || got.Zones != 1 {
 		t.Errorf("shared: %+v", got)
 	}
-	// A new zone expected takes a key at once.
+	// New zones on a shared policy that has zones take nothing.
 	in.NewZones = map[string]int{"test": 2}
+	if got := Evaluate(in).Pools[0]; got.Needed != 1 {
+		t.Errorf("new zones, shared: %+v", got)
+	}
+	// Not shared, a new zone expected takes a key at once.
+	p.KeysShared = false
+	in.State.Zones = in.State.Zones[:1]
 	if got := Evaluate(in).Pools[0]; got.Needed != 3 {
 		t.Errorf("new zones: %+v", got)
 	}
@@ -118,16 +126,24 @@ func TestRuleOneUnbacked(t *testing.T) {
 	k := &enforcer.Key{ID: 1, Locator: "a1", Repository: "R", Policy: p, Role: enforcer.KSK, State: enforcer.Private, Backup: enforcer.BackupDone}
 	u := &enforcer.Use{Key: k, Zone: z, Role: enforcer.KSK, KeyTag: 12345, States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: enforcer.Rumoured}}
 	k.Uses = []*enforcer.Use{u}
-	store, _ := ledger.Load(t.TempDir())
+	store := newStore(t)
 	in := Input{Now: t0, State: &enforcer.State{Policies: []*enforcer.Policy{p}, Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{k}},
 		Store: store, RequireBackup: map[string]bool{"R": true}, Interval: 7 * day}
 	// Done in the enforcer (committed by hand) but in no ceremony: broken.
 	if r := Evaluate(in); len(r.Unbacked) != 1 || r.Unbacked[0].Reason != "in no confirmed backup ceremony" {
 		t.Fatalf("got %+v", r.Unbacked)
 	}
-	store.End(&ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Keys: []ledger.KeyRecord{{Locator: "a1"}}})
+	if err := store.End(context.Background(), &ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Keys: []ledger.KeyRecord{{Locator: "a1"}}}); err != nil {
+		t.Fatal(err)
+	}
 	if r := Evaluate(in); len(r.Unbacked) != 0 {
 		t.Fatalf("covered: got %+v", r.Unbacked)
+	}
+	// Covered, and Not Required in the enforcer (imported, or made before
+	// RequireBackup was turned on): the ceremony is enough.
+	k.Backup = enforcer.BackupNotRequired
+	if r := Evaluate(in); len(r.Unbacked) != 0 {
+		t.Fatalf("not required: got %+v", r.Unbacked)
 	}
 	// Covered, but the enforcer has it Required again: still broken.
 	k.Backup = enforcer.BackupRequired
@@ -139,5 +155,45 @@ func TestRuleOneUnbacked(t *testing.T) {
 	u.States[enforcer.RecordDNSKEY] = enforcer.Hidden
 	if r := Evaluate(in); len(r.Unbacked) != 0 {
 		t.Fatalf("hidden: got %+v", r.Unbacked)
+	}
+}
+
+// newStore is a ceremony store in memory holding cs as ended ceremonies.
+func newStore(t *testing.T, cs ...*ledger.Ceremony) *ledger.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := ledger.Memory().Ceremonies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if err := s.End(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// ShareKeys: a new zone takes no key when the policy has a zone already,
+// and one of each role when it has none; the same in rule 2 and pool fill.
+func TestSharedKeysNewZones(t *testing.T) {
+	p := &enforcer.Policy{ID: 1, Name: "shared", KeysShared: true}
+	pk := enforcer.PolicyKey{Role: enforcer.KSK, Lifetime: 365 * day}
+	z := &enforcer.Zone{Name: "a.example", Policy: p, NextRoll: map[enforcer.Role]time.Time{enforcer.KSK: t0.Add(300 * day)}}
+	if rolls := Rolls(p, pk, []*enforcer.Zone{z}, 3, t0); len(rolls) != 1 || !rolls[0].Equal(t0.Add(300*day)) {
+		t.Errorf("with a zone: %v", rolls)
+	}
+	if rolls := Rolls(p, pk, nil, 3, t0); len(rolls) != 1 || !rolls[0].Equal(t0) {
+		t.Errorf("without a zone: %v", rolls)
+	}
+	if n := NewZoneKeys(p, 1, 3); n != 0 {
+		t.Errorf("manual, with a zone: %d", n)
+	}
+	if n := NewZoneKeys(p, 0, 3); n != 1 {
+		t.Errorf("manual, without a zone: %d", n)
+	}
+	p.KeysShared = false
+	if rolls := Rolls(p, pk, []*enforcer.Zone{z}, 3, t0); len(rolls) != 4 {
+		t.Errorf("not shared: %v", rolls)
 	}
 }

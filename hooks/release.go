@@ -1,0 +1,354 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// Released is one line of a release's report.
+type Released struct {
+	Action  string `json:"action"` // forwarded, dropped, or kept (still withheld or held)
+	Kind    string `json:"kind"`
+	Zone    string `json:"zone"`
+	KeyTag  int    `json:"keytag"`
+	Locator string `json:"locator,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Release report actions.
+const (
+	ReleaseForwarded = "forwarded"
+	ReleaseDropped   = "dropped"
+	ReleaseKept      = "kept"
+)
+
+func (r Released) String() string {
+	what := fmt.Sprintf("%s zone %s key tag %d", r.Kind, r.Zone, r.KeyTag)
+	switch r.Action {
+	case ReleaseForwarded:
+		return "released: " + what
+	case ReleaseDropped:
+		return fmt.Sprintf("dropped: %s: %s", what, r.Reason)
+	}
+	verb := "still withheld"
+	if r.Kind == ledger.Retract {
+		verb = "still held"
+	}
+	return fmt.Sprintf("%s: %s: %s", verb, what, r.Reason)
+}
+
+// ReleaseReport is what a release did, in order.
+type ReleaseReport struct {
+	Items []Released `json:"items"`
+	Left  int        `json:"left"` // still kept back
+}
+
+// Release decides again, under the lock, everything the hooks kept back
+// and forwards what may go now: first the submissions whose keys a
+// ceremony covers, then the retractions whose successors' DS are at the
+// parent now, in that order. What the enforcer no longer wants (a key it
+// retracted, purged or marked gone) is dropped with the reason, never sent.
+// A submission the enforcer made that has no record at all (the hook could
+// not write) is rebuilt from the key on the token and decided like the
+// others.
+func (g *Guard) Release(ctx context.Context, out io.Writer) (*ReleaseReport, error) {
+	unlock, err := g.Ledger.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return g.ReleaseLocked(ctx, out)
+}
+
+// ReleaseLocked is Release for a caller that holds the lock already: backup
+// done, right after it confirmed a ceremony.
+func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseReport, error) {
+	book, err := g.Ledger.DS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &ReleaseReport{Items: []Released{}}
+	var o Outcome
+	say := func(r Released) {
+		rep.Items = append(rep.Items, r)
+		if out != nil {
+			fmt.Fprintln(out, r.String())
+		}
+	}
+	var subs []Submission
+	for _, e := range book.Pending {
+		if s := ParseLine(e.Line); s.Err == "" {
+			s.CKAID = e.Locator
+			subs = append(subs, s)
+		}
+	}
+	var derived []*enforcer.Key
+	f := g.facts(ctx, subs, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+		derived = unrecorded(st, b)
+		return derived
+	})
+	g.releaseSubmissions(ctx, &o, f, book, derived, say)
+	// The retractions see what was just forwarded.
+	if book, err = g.Ledger.DS(ctx); err != nil {
+		return rep, err
+	}
+	f.Book = book
+	g.releaseRetractions(ctx, &o, f, say)
+	if err := g.Ledger.CompactDS(ctx, nil); err != nil {
+		return rep, err
+	}
+	if o.RecordErr != nil {
+		return rep, o.RecordErr
+	}
+	for _, r := range rep.Items {
+		if r.Action == ReleaseKept {
+			rep.Left++
+		}
+	}
+	return rep, nil
+}
+
+func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, book *ledger.DSBook, derived []*enforcer.Key, say func(Released)) {
+	var evs []ledger.DSEvent
+	for _, e := range book.Pending {
+		if e.Kind != ledger.Submit {
+			continue
+		}
+		s := ParseLine(e.Line)
+		s.CKAID = e.Locator
+		item := Released{Kind: e.Kind, Zone: e.Zone, KeyTag: e.KeyTag, Locator: e.Locator}
+		if s.Err != "" {
+			item.Action, item.Reason = ReleaseDropped, "its line is no DNSKEY: "+s.Err
+			evs = append(evs, dropped(e, item.Reason))
+			say(item)
+			continue
+		}
+		if why := unwanted(f, s); why != "" {
+			item.Action, item.Reason = ReleaseDropped, why
+			evs = append(evs, dropped(e, why))
+			say(item)
+			continue
+		}
+		d := Decide(s, f)
+		if d.Locator != "" {
+			item.Locator = d.Locator
+		}
+		if !d.Forward {
+			item.Action, item.Reason = ReleaseKept, d.Reason
+			if d.Reason != e.Reason {
+				evs = append(evs, event(s, ledger.Submit, ledger.Withheld, d.Reason, d.Locator))
+			}
+			say(item)
+			continue
+		}
+		g.record(ctx, o, "release", evs...)
+		evs = nil
+		if r := g.releaseOne(ctx, o, ledger.Submit, g.SubmitForward, s, d.Locator); r != "" {
+			item.Action, item.Reason = ReleaseKept, r
+		} else {
+			item.Action = ReleaseForwarded
+			g.Log.Info(fmt.Sprintf("ds-submit: released %s: forwarded", s.Describe()))
+		}
+		say(item)
+	}
+	for _, k := range derived {
+		for _, u := range k.Uses {
+			if u.Role == enforcer.ZSK || (u.DSAtParent != enforcer.DSSubmitted && u.DSAtParent != enforcer.DSSeen) {
+				continue
+			}
+			if r := book.Find(u.Zone.Name, k.Locator, u.KeyTag, k.Algorithm); r != nil && (r.AtParent() || !r.InFlight.IsZero()) {
+				continue
+			}
+			item := Released{Kind: ledger.Submit, Zone: u.Zone.Name, KeyTag: u.KeyTag, Locator: k.Locator}
+			pub := publicKey(f, k)
+			if pub == nil {
+				item.Action, item.Reason = ReleaseKept, "no record of it being forwarded, and its public key cannot be read from a token to send it"
+				say(item)
+				continue
+			}
+			ttl := u.Zone.Policy.KeyTTL
+			s := ParseLine(dnskeyLine(u.Zone.Name, ttl, k.Algorithm, pub))
+			s.CKAID = k.Locator
+			d := Decide(s, f)
+			if !d.Forward {
+				why := "no record of it being forwarded (the hook could not record?); " + d.Reason
+				item.Action, item.Reason = ReleaseKept, why
+				evs = append(evs, event(s, ledger.Submit, ledger.Withheld, why, k.Locator))
+				say(item)
+				continue
+			}
+			g.record(ctx, o, "release", evs...)
+			evs = nil
+			if r := g.releaseOne(ctx, o, ledger.Submit, g.SubmitForward, s, k.Locator); r != "" {
+				item.Action, item.Reason = ReleaseKept, r
+			} else {
+				item.Action = ReleaseForwarded
+				g.Log.Info(fmt.Sprintf("ds-submit: released %s (no record of it being forwarded before): forwarded", s.Describe()))
+			}
+			say(item)
+		}
+	}
+	g.record(ctx, o, "release", evs...)
+}
+
+// releaseOne forwards one request; the reason it is still kept back when
+// that fails.
+func (g *Guard) releaseOne(ctx context.Context, o *Outcome, kind, command string, s Submission, locator string) string {
+	var one Outcome
+	g.send(ctx, &one, kind, command, []Submission{s}, map[string]string{s.Fingerprint: locator}, io.Discard)
+	o.RecordErr = joinErr(o.RecordErr, one.RecordErr)
+	switch {
+	case one.Approved > 0:
+		return fmt.Sprintf("covered now, but no forward command is configured ([hooks] ds_%s_forward)", strings.TrimPrefix(kind, "ds-"))
+	case one.ForwardErr != nil:
+		return "forward command failed: " + one.ForwardErr.Error()
+	}
+	return ""
+}
+
+func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say func(Released)) {
+	var evs []ledger.DSEvent
+	for _, e := range f.Book.Pending {
+		if e.Kind != ledger.Retract {
+			continue
+		}
+		s := ParseLine(e.Line)
+		s.CKAID = e.Locator
+		item := Released{Kind: e.Kind, Zone: e.Zone, KeyTag: e.KeyTag, Locator: e.Locator}
+		if s.Err != "" {
+			item.Action, item.Reason = ReleaseDropped, "its line is no DNSKEY: "+s.Err
+			evs = append(evs, dropped(e, item.Reason))
+			say(item)
+			continue
+		}
+		if k := f.Book.Find(e.Zone, e.Locator, e.KeyTag, e.Algorithm); k != nil && k.NeverForwarded() {
+			item.Action, item.Reason = ReleaseDropped, "its DS never went to the parent: nothing to retract"
+			evs = append(evs, dropped(e, item.Reason))
+			say(item)
+			continue
+		}
+		d := DecideRetract(s, f)
+		switch d.Action {
+		case ledger.Skipped:
+			item.Action, item.Reason = ReleaseDropped, d.Reason
+			evs = append(evs, dropped(e, d.Reason))
+		case ledger.Held:
+			item.Action, item.Reason = ReleaseKept, d.Reason
+			if d.Reason != e.Reason {
+				evs = append(evs, event(s, ledger.Retract, ledger.Held, d.Reason, e.Locator))
+			}
+		default:
+			g.record(ctx, o, "release", evs...)
+			evs = nil
+			if r := g.releaseOne(ctx, o, ledger.Retract, g.RetractForward, s, e.Locator); r != "" {
+				item.Action, item.Reason = ReleaseKept, r
+			} else {
+				item.Action = ReleaseForwarded
+				g.Log.Info(fmt.Sprintf("ds-retract: released %s: forwarded", s.Describe()))
+			}
+		}
+		say(item)
+	}
+	g.record(ctx, o, "release", evs...)
+}
+
+func dropped(e *ledger.DSEntry, why string) ledger.DSEvent {
+	return ledger.DSEvent{Kind: e.Kind, Action: ledger.Dropped, Zone: e.Zone, KeyTag: e.KeyTag, Algorithm: e.Algorithm,
+		Locator: e.Locator, Fingerprint: e.Fingerprint, Reason: why, By: "release"}
+}
+
+// unwanted says why the enforcer no longer wants s's DS at the parent, or
+// "" when it does (or cannot be asked).
+func unwanted(f Facts, s Submission) string {
+	if f.State == nil {
+		return ""
+	}
+	u, _ := find(s, f)
+	if u == nil {
+		return fmt.Sprintf("the enforcer no longer has this key for zone %s (purged, or the zone removed)", s.Zone)
+	}
+	switch u.DSAtParent {
+	case enforcer.DSSubmit, enforcer.DSSubmitted, enforcer.DSSeen:
+		return ""
+	case enforcer.DSRetract, enforcer.DSRetracted:
+		return fmt.Sprintf("the enforcer has retracted it (DS %s)", u.DSAtParent)
+	}
+	return fmt.Sprintf("the enforcer no longer wants its DS at the parent (DS %s)", u.DSAtParent)
+}
+
+// unrecorded lists the keys whose DS the enforcer has at the parent
+// (submitted or seen) while the records, once begun, know nothing of it:
+// the hook could not record, or did not run.
+func unrecorded(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	if st == nil || b == nil || b.Created.IsZero() {
+		return nil
+	}
+	var out []*enforcer.Key
+	seen := map[*enforcer.Key]bool{}
+	for _, z := range st.Zones {
+		for _, u := range z.Keys {
+			if u.Role == enforcer.ZSK || (u.DSAtParent != enforcer.DSSubmitted && u.DSAtParent != enforcer.DSSeen) || seen[u.Key] {
+				continue
+			}
+			k := b.Find(z.Name, u.Key.Locator, u.KeyTag, u.Key.Algorithm)
+			if k == nil || (!k.AtParent() && k.InFlight.IsZero() && b.PendingFor(ledger.Submit, k) == nil) {
+				seen[u.Key] = true
+				out = append(out, u.Key)
+			}
+		}
+	}
+	return out
+}
+
+// publicKey is k's public key from the first token that has it.
+func publicKey(f Facts, k *enforcer.Key) []byte {
+	for _, t := range f.Tokens[k.Repository] {
+		if t.Keys == nil {
+			continue
+		}
+		if hk, n := t.Keys.Find(k.Locator); n > 0 && len(hk.PublicKey) > 0 {
+			return hk.PublicKey
+		}
+	}
+	return nil
+}
+
+func joinErr(a, b error) error {
+	if a == nil {
+		return b
+	}
+	if b == nil {
+		return a
+	}
+	return fmt.Errorf("%w; %w", a, b)
+}
+
+// Drop settles a pending entry on purpose, recorded with who and why: a
+// withheld submission the operator sent by hand, say.
+func (g *Guard) Drop(ctx context.Context, id, reason, operator string) (*ledger.DSEntry, error) {
+	unlock, err := g.Ledger.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	book, err := g.Ledger.DS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e := book.Entry(id)
+	if e == nil {
+		return nil, fmt.Errorf("no pending entry %q (ods-keyguard hook pending lists them)", id)
+	}
+	ev := dropped(e, fmt.Sprintf("dropped by %s: %s", operator, reason))
+	ev.By = operator
+	if err := g.Ledger.AddDS(ctx, ev); err != nil {
+		return nil, err
+	}
+	g.Log.Warning(fmt.Sprintf("%s: dropped zone %s key tag %d on purpose by %s: %s", e.Kind, e.Zone, e.KeyTag, operator, reason))
+	return e, g.Ledger.CompactDS(ctx, nil)
+}

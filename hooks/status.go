@@ -1,0 +1,309 @@
+package hooks
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/parent"
+	"github.com/ods-keyguard/ods-keyguard/rules"
+)
+
+// Severity of a finding, as monitoring reads it.
+type Severity int
+
+const (
+	Warning Severity = iota + 1
+	Critical
+	Unknown
+)
+
+func (s Severity) String() string {
+	switch s {
+	case Critical:
+		return "CRITICAL"
+	case Unknown:
+		return "UNKNOWN"
+	}
+	return "WARNING"
+}
+
+// MarshalText writes the severity as monitoring names it.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Finding is something wrong with a zone's DS that check reports.
+type Finding struct {
+	Severity Severity `json:"state"`
+	Category string   `json:"category"` // "hook" (the records) or "parent" (what the parent publishes)
+	Zone     string   `json:"zone"`
+	Text     string   `json:"text"`
+}
+
+// KeyDS is what the guard knows of one KSK or CSK of a zone.
+type KeyDS struct {
+	Role      string `json:"role"`
+	KeyTag    int    `json:"keytag"`
+	Algorithm int    `json:"algorithm"`
+	Locator   string `json:"locator"`
+	// The enforcer's view: keyData.dsAtParent and the DS record's state.
+	EnforcerDS string `json:"enforcer_ds"`
+	DSRecord   string `json:"ds_record"`
+	Published  bool   `json:"published"` // its DNSKEY is rumoured or omnipresent
+	BackedUp   bool   `json:"backed_up"`
+	// The records: when its submission and retraction were forwarded,
+	// whether it was adopted, and what is kept back, with why.
+	Submitted *time.Time      `json:"submitted"`
+	Retracted *time.Time      `json:"retracted"`
+	Adopted   *time.Time      `json:"adopted"`
+	Pending   *ledger.DSEntry `json:"pending"`
+	// Known sums up the records: forwarded, adopted, withheld, held,
+	// failed, in flight, retracted, never submitted, or not known.
+	Known string `json:"known"`
+	// ShouldHold: the parent should have its DS now. The enforcer wants it
+	// there and it is backed up, or its retraction is held.
+	ShouldHold bool `json:"should_hold"`
+	// AtParent: the parent publishes a DS of it (nil: not read).
+	AtParent *bool `json:"at_parent"`
+}
+
+// ZoneDS is the DS of one zone: per key, the enforcer's view, what was
+// forwarded and what is kept back, and what the parent holds and should.
+type ZoneDS struct {
+	Zone     string         `json:"zone"`
+	Keys     []KeyDS        `json:"keys"`
+	Parent   *parent.Answer `json:"parent"`
+	Findings []Finding      `json:"findings"`
+}
+
+// StatusInput is what Status reads.
+type StatusInput struct {
+	State         *enforcer.State
+	Book          *ledger.DSBook
+	Coverage      ledger.Coverage
+	RequireBackup map[string]bool
+	Parent        map[string]parent.Answer // by zone; absent when not read
+	Now           time.Time
+}
+
+// Status puts the enforcer's view of each zone's DS beside the records and,
+// where it was read, the parent's DS set, and says what is wrong.
+func Status(in StatusInput) []ZoneDS {
+	var out []ZoneDS
+	for _, z := range in.State.Zones {
+		out = append(out, zoneStatus(in, z))
+	}
+	// Pending entries of zones the enforcer no longer has.
+	have := map[string]bool{}
+	for _, z := range in.State.Zones {
+		have[strings.ToLower(z.Name)] = true
+	}
+	orphans := map[string]*ZoneDS{}
+	for _, e := range in.Book.Pending {
+		if have[e.Zone] {
+			continue
+		}
+		zs := orphans[e.Zone]
+		if zs == nil {
+			zs = &ZoneDS{Zone: e.Zone, Keys: []KeyDS{}}
+			orphans[e.Zone] = zs
+		}
+		zs.Findings = append(zs.Findings, pendingFinding(e))
+	}
+	var names []string
+	for n := range orphans {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out = append(out, *orphans[n])
+	}
+	return out
+}
+
+func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
+	zs := ZoneDS{Zone: z.Name, Keys: []KeyDS{}, Findings: []Finding{}}
+	if a, ok := in.Parent[strings.ToLower(z.Name)]; ok {
+		zs.Parent = &a
+	}
+	add := func(s Severity, cat, format string, args ...any) {
+		zs.Findings = append(zs.Findings, Finding{Severity: s, Category: cat, Zone: z.Name, Text: fmt.Sprintf(format, args...)})
+	}
+	for _, u := range z.Keys {
+		if u.Role == enforcer.ZSK {
+			continue
+		}
+		k := KeyDS{Role: u.Role.String(), KeyTag: u.KeyTag, Algorithm: u.Key.Algorithm, Locator: u.Key.Locator,
+			EnforcerDS: u.DSAtParent.String(), DSRecord: recordState(u, enforcer.RecordDS),
+			Published: live(u, enforcer.RecordDNSKEY),
+			BackedUp:  in.Coverage != nil && rules.BackedUp(in.Coverage, in.RequireBackup, u.Key)}
+		r := in.Book.Find(z.Name, u.Key.Locator, u.KeyTag, u.Key.Algorithm)
+		if r != nil {
+			k.Submitted, k.Retracted, k.Adopted = stamp(r.Submitted), stamp(r.Retracted), stamp(r.Adopted)
+			if e := in.Book.PendingFor(ledger.Submit, r); e != nil {
+				k.Pending = e
+			}
+			if e := in.Book.PendingFor(ledger.Retract, r); e != nil {
+				k.Pending = e
+			}
+		}
+		wanted := u.DSAtParent == enforcer.DSSubmit || u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen
+		k.Known = known(in.Book, r, k.Pending, wanted)
+		k.ShouldHold = (wanted && k.BackedUp) || (k.Pending != nil && k.Pending.Kind == ledger.Retract)
+		if zs.Parent != nil && zs.Parent.Err == nil {
+			at := false
+			for _, ds := range zs.Parent.DS {
+				if m, _ := ds.Match(z.Name, u.KeyTag, u.Key.Algorithm, publicKeyOf(r)); m {
+					at = true
+				}
+			}
+			k.AtParent = &at
+		}
+		if k.Known == "not known" && (u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen) && (k.AtParent == nil || !*k.AtParent) {
+			add(Warning, "hook", "%s %d (key %s): the enforcer has its DS %s, but ods-keyguard has no record of forwarding it: not known to be at the parent (hook release decides it again)",
+				k.Role, k.KeyTag, k.Locator, u.DSAtParent)
+		}
+		if r != nil && !r.InFlight.IsZero() {
+			add(Warning, "hook", "the forward of %s %d (key %s) began %s and has no outcome recorded: whether the parent got it is not known",
+				k.Role, k.KeyTag, k.Locator, r.InFlight.Format(time.RFC3339))
+		}
+		zs.Keys = append(zs.Keys, k)
+	}
+	for _, e := range in.Book.Pending {
+		if strings.EqualFold(e.Zone, z.Name) {
+			zs.Findings = append(zs.Findings, pendingFinding(e))
+		}
+	}
+	if zs.Parent != nil {
+		parentFindings(&zs, z, in, add)
+	}
+	return zs
+}
+
+func pendingFinding(e *ledger.DSEntry) Finding {
+	what := fmt.Sprintf("%s for zone %s key tag %d", e.Kind, e.Zone, e.KeyTag)
+	var text string
+	switch e.Action {
+	case ledger.Held:
+		text = fmt.Sprintf("%s held since %s: %s (it goes right after its successor's DS: ods-keyguard hook release)",
+			what, e.Since.Format("2006-01-02T15:04Z"), e.Reason)
+	default:
+		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
+			what, e.Since.Format("2006-01-02T15:04Z"), e.Reason)
+	}
+	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Text: text}
+}
+
+func parentFindings(zs *ZoneDS, z *enforcer.Zone, in StatusInput, add func(Severity, string, string, ...any)) {
+	a := zs.Parent
+	if a.Err != nil {
+		add(Unknown, "parent", "cannot read the DS of zone %s: %v", z.Name, a.Err)
+		return
+	}
+	if len(a.Disagree) > 0 {
+		add(Warning, "parent", "zone %s: the parent's servers disagree on its DS (%s answered otherwise than %s)", z.Name, strings.Join(a.Disagree, ", "), a.Source)
+	}
+	if len(a.DS) == 0 {
+		for _, k := range zs.Keys {
+			if k.Submitted != nil && k.Retracted == nil && k.ShouldHold {
+				add(Warning, "parent", "zone %s: the parent has no DS, though the DS of %s %d was forwarded %s: the forward did not reach the registry?",
+					z.Name, k.Role, k.KeyTag, k.Submitted.Format(time.RFC3339))
+			}
+		}
+		return
+	}
+	chain := false
+	var tags []string
+	for _, ds := range a.DS {
+		tags = append(tags, fmt.Sprintf("%d/%d", ds.KeyTag, ds.Algorithm))
+		var match *enforcer.Use
+		for _, u := range z.Keys {
+			if u.Role == enforcer.ZSK {
+				continue
+			}
+			r := in.Book.Find(z.Name, u.Key.Locator, u.KeyTag, u.Key.Algorithm)
+			if m, _ := ds.Match(z.Name, u.KeyTag, u.Key.Algorithm, publicKeyOf(r)); m {
+				match = u
+				break
+			}
+		}
+		switch {
+		case match == nil:
+			add(Warning, "parent", "zone %s: the parent has DS %d/%d, of no key the enforcer has for the zone", z.Name, ds.KeyTag, ds.Algorithm)
+		case match.DSAtParent == enforcer.DSRetract || match.DSAtParent == enforcer.DSRetracted || match.DSAtParent == enforcer.DSUnsubmitted:
+			add(Warning, "parent", "zone %s: the parent has the DS of %s %d (key %s), which the enforcer has %s", z.Name, match.Role, match.KeyTag, match.Key.Locator, match.DSAtParent)
+		case !rules.BackedUp(in.Coverage, in.RequireBackup, match.Key):
+			add(Warning, "parent", "zone %s: the parent has the DS of %s %d (key %s), which is not backed up: %s", z.Name, match.Role, match.KeyTag, match.Key.Locator,
+				rules.NotBackedUp(in.Coverage, in.RequireBackup, match.Key))
+		}
+		if match != nil && live(match, enforcer.RecordDNSKEY) && rules.BackedUp(in.Coverage, in.RequireBackup, match.Key) {
+			chain = true
+		}
+	}
+	if !chain {
+		add(Critical, "parent", "zone %s: no DS at the parent (%s) matches a published, backed-up KSK: the chain of trust is broken, or rests on a key with no backup",
+			z.Name, strings.Join(tags, ", "))
+	}
+}
+
+// known sums up what the records say of a key's DS.
+func known(b *ledger.DSBook, r *ledger.DSKey, pending *ledger.DSEntry, wanted bool) string {
+	switch {
+	case pending != nil && pending.Action == ledger.Failed:
+		return "failed"
+	case pending != nil:
+		return pending.Action
+	case r != nil && !r.InFlight.IsZero():
+		return "in flight"
+	case r != nil && !r.Retracted.IsZero() && !r.AtParent():
+		return "retracted"
+	case r != nil && !r.Adopted.IsZero() && r.AtParent() && r.Submitted.IsZero():
+		return "adopted"
+	case r != nil && r.AtParent():
+		return "forwarded"
+	case !wanted:
+		return "never submitted"
+	case b.Created.IsZero():
+		return "before the records"
+	}
+	return "not known"
+}
+
+func publicKeyOf(r *ledger.DSKey) []byte {
+	if r == nil || r.Line == "" {
+		return nil
+	}
+	return ParseLine(r.Line).PublicKey
+}
+
+func recordState(u *enforcer.Use, t enforcer.RecordType) string {
+	if s, ok := u.States[t]; ok {
+		return s.String()
+	}
+	return "-"
+}
+
+func live(u *enforcer.Use, t enforcer.RecordType) bool {
+	s, ok := u.States[t]
+	return ok && (s == enforcer.Rumoured || s == enforcer.Omnipresent)
+}
+
+func stamp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// Findings gathers the findings of every zone, worst first.
+func Findings(zones []ZoneDS) []Finding {
+	var out []Finding
+	for _, z := range zones {
+		out = append(out, z.Findings...)
+	}
+	rank := map[Severity]int{Critical: 0, Unknown: 1, Warning: 2}
+	sort.SliceStable(out, func(i, j int) bool { return rank[out[i].Severity] < rank[out[j].Severity] })
+	return out
+}

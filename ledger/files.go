@@ -1,0 +1,319 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// files keeps the ledger in state_dir:
+//
+//	lock                   the writers' flock
+//	ceremonies-open.json   the open ceremonies
+//	history.json           the ended ones, only ever added to
+//	ds/events.json         the DS records, compacted
+//	ds/spool/*.json        DS records the hooks added since, one file each
+type files struct {
+	d        *dir
+	opts     Options
+	lockWait time.Duration
+}
+
+const (
+	openFile      = "ceremonies-open.json"
+	historyFile   = "history.json"
+	openFormat    = "ods-keyguard/open-ceremonies/1"
+	historyFormat = "ods-keyguard/history/1"
+)
+
+func openFiles(o Options) (*files, error) {
+	d, err := openDir(o.Dir, !o.ReadOnly, o.Group)
+	if errors.Is(err, os.ErrNotExist) && o.ReadOnly {
+		return &files{opts: o}, nil // nothing recorded yet
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &files{d: d, opts: o}, nil
+}
+
+func (f *files) close() error {
+	if f.d == nil {
+		return nil
+	}
+	return f.d.close()
+}
+
+func (f *files) lock(ctx context.Context) (func(), error) {
+	if f.d == nil {
+		return nil, fmt.Errorf("state_dir %s: does not exist", f.opts.Dir)
+	}
+	l, err := acquireFile(ctx, f.d, f.opts.LockWait, f.opts.Waiting)
+	if err != nil {
+		return nil, err
+	}
+	return l.release, nil
+}
+
+func (f *files) loadCeremonies(ctx context.Context) (map[string]*Ceremony, []*Ceremony, error) {
+	open := map[string]*Ceremony{}
+	var history []*Ceremony
+	if f.d == nil {
+		return open, nil, nil
+	}
+	if err := load(f.d, openFile, openFormat, &open); err != nil {
+		return nil, nil, err
+	}
+	if err := load(f.d, historyFile, historyFormat, &history); err != nil {
+		return nil, nil, err
+	}
+	return open, history, nil
+}
+
+func (f *files) putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony) error {
+	return store(f.d, openFile, openFormat, next)
+}
+
+func (f *files) dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error {
+	return store(f.d, openFile, openFormat, next)
+}
+
+func (f *files) appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error {
+	return store(f.d, historyFile, historyFormat, next)
+}
+
+// envelope is the on-disk form of every state file.
+type envelope struct {
+	Format string          `json:"format"`
+	SHA256 string          `json:"sha256"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// CorruptError is a state file that cannot be trusted.
+type CorruptError struct {
+	Path   string
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("state file %s: %s: move it aside or restore it; ods-keyguard does not replace it", e.Path, e.Reason)
+}
+
+// load reads name into v. A missing file leaves v as it is and is no error.
+func load(d *dir, name, format string, v any) error {
+	b, err := d.read(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fileError(err)
+	}
+	return decode(d.name(name), b, format, v)
+}
+
+// fileError turns a PathError into "state file PATH: reason".
+func fileError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("state file %s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+func decode(path string, b []byte, format string, v any) error {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return &CorruptError{path, "not valid JSON (" + err.Error() + ")"}
+	}
+	if env.Format != format {
+		return &CorruptError{path, fmt.Sprintf("format %q, want %q", env.Format, format)}
+	}
+	// The checksum is over the compact form: indentation is not content.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, env.Data); err != nil {
+		return &CorruptError{path, "not valid JSON (" + err.Error() + ")"}
+	}
+	sum := sha256.Sum256(compact.Bytes())
+	if hex.EncodeToString(sum[:]) != env.SHA256 {
+		return &CorruptError{path, "checksum mismatch (damaged or edited by hand)"}
+	}
+	if err := json.Unmarshal(env.Data, v); err != nil {
+		return &CorruptError{path, "unreadable data (" + err.Error() + ")"}
+	}
+	return nil
+}
+
+func encode(format string, v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	b, err := json.MarshalIndent(envelope{Format: format, SHA256: hex.EncodeToString(sum[:]), Data: data}, "", " ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// store writes v to name atomically.
+func store(d *dir, name, format string, v any) error {
+	b, err := encode(format, v)
+	if err != nil {
+		return err
+	}
+	return d.writeAtomic(name, b, fileMode)
+}
+
+// DS records: ds/events.json and the spool.
+
+const (
+	dsDir         = "ds"
+	spoolDir      = "spool"
+	eventsFile    = "events.json"
+	eventsFormat  = "ods-keyguard/ds-events/1"
+	spoolFormat   = "ods-keyguard/ds-spool/1"
+	legacyPending = "pending.json"
+	legacyFormat  = "ods-keyguard/pending/1"
+)
+
+func (f *files) dsDirs(create bool) (*dir, *dir, error) {
+	if f.d == nil {
+		return nil, nil, os.ErrNotExist
+	}
+	ds, err := f.d.sub(dsDir, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	spool, err := ds.sub(spoolDir, create)
+	if err != nil {
+		ds.close()
+		return nil, nil, err
+	}
+	return ds, spool, nil
+}
+
+func (f *files) loadDS(ctx context.Context) ([]DSEvent, error) {
+	var evs []DSEvent
+	if f.d != nil {
+		var legacy []legacyEntry
+		if err := load(f.d, legacyPending, legacyFormat, &legacy); err != nil {
+			return nil, err
+		}
+		evs = append(evs, importLegacy(legacy)...)
+	}
+	ds, spool, err := f.dsDirs(false)
+	if errors.Is(err, os.ErrNotExist) {
+		return mergeEvents(evs), nil // no hook has recorded anything yet
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer ds.close()
+	defer spool.close()
+	var compacted []DSEvent
+	if err := load(ds, eventsFile, eventsFormat, &compacted); err != nil {
+		return nil, err
+	}
+	evs = append(evs, compacted...)
+	names, err := spool.list(".json")
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		var batch []DSEvent
+		if err := load(spool, n, spoolFormat, &batch); err != nil {
+			return nil, err
+		}
+		evs = append(evs, batch...)
+	}
+	return mergeEvents(evs), nil
+}
+
+// addDS writes evs as one spool file, without the lock: each hook run adds
+// a file of its own, atomically, so nothing waits behind a ceremony.
+func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	ds, spool, err := f.dsDirs(true)
+	if err != nil {
+		return err
+	}
+	defer ds.close()
+	defer spool.close()
+	b, err := encode(spoolFormat, evs)
+	if err != nil {
+		return err
+	}
+	var r [4]byte
+	rand.Read(r[:])
+	name := fmt.Sprintf("%020d-%d-%s.json", time.Now().UnixNano(), os.Getpid(), hex.EncodeToString(r[:]))
+	return spool.writeAtomic(name, b, fileMode)
+}
+
+// compactDS folds the spool (and a legacy pending.json) into events.json,
+// keeping the events keep wants, then removes what it folded in. Call it
+// under the lock. A crash in between leaves spool files that are folded in
+// again: events are merged by id.
+func (f *files) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
+	ds, spool, err := f.dsDirs(true)
+	if err != nil {
+		return err
+	}
+	defer ds.close()
+	defer spool.close()
+	var legacy []legacyEntry
+	if err := load(f.d, legacyPending, legacyFormat, &legacy); err != nil {
+		return err
+	}
+	var evs []DSEvent
+	if err := load(ds, eventsFile, eventsFormat, &evs); err != nil {
+		return err
+	}
+	evs = append(evs, importLegacy(legacy)...)
+	names, err := spool.list(".json")
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		var batch []DSEvent
+		if err := load(spool, n, spoolFormat, &batch); err != nil {
+			return err
+		}
+		evs = append(evs, batch...)
+	}
+	evs = mergeEvents(evs)
+	if keep != nil {
+		kept := evs[:0]
+		for _, e := range evs {
+			if keep(e) {
+				kept = append(kept, e)
+			}
+		}
+		evs = kept
+	}
+	if evs == nil {
+		evs = []DSEvent{}
+	}
+	if err := store(ds, eventsFile, eventsFormat, evs); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := spool.remove(n); err != nil {
+			return err
+		}
+	}
+	if legacy != nil {
+		// Its entries are in events.json now, under ids derived from theirs.
+		return f.d.remove(legacyPending)
+	}
+	return nil
+}

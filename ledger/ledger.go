@@ -1,0 +1,107 @@
+// Package ledger keeps ods-keyguard's own records: backup ceremonies, open
+// and past, and what the DS hooks forwarded, withheld and held. In files
+// (state_dir, the default), each written atomically with a checksum, so a
+// crash leaves the old state or the new one and a damaged or hand-edited
+// file is reported by name instead of being replaced.
+package ledger
+
+import (
+	"context"
+	"io"
+	"os"
+	"time"
+)
+
+// Options say where the ledger is and how writers wait for each other.
+type Options struct {
+	Dir      string        // state_dir
+	Group    int           // group of a state_dir made here (-1: leave it)
+	LockWait time.Duration // how long a writer waits for another
+	Waiting  io.Writer     // told once when a writer has to wait (nil: nobody)
+	// ReadOnly opens an existing ledger without making anything: what
+	// check, run by the monitoring user, does.
+	ReadOnly bool
+}
+
+// Ledger is ods-keyguard's record. Writers of ceremonies take the Lock;
+// the DS hooks add their records without it.
+type Ledger struct {
+	b backend
+}
+
+// backend is where the records live.
+type backend interface {
+	lock(ctx context.Context) (unlock func(), err error)
+	loadCeremonies(ctx context.Context) (open map[string]*Ceremony, history []*Ceremony, err error)
+	// putOpen records c as open; next is the whole open set after it.
+	putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony) error
+	dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error
+	// appendHistory adds c; next is the whole history after it.
+	appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error
+	loadDS(ctx context.Context) ([]DSEvent, error)
+	addDS(ctx context.Context, evs []DSEvent) error
+	compactDS(ctx context.Context, keep func(DSEvent) bool) error
+	close() error
+}
+
+// New opens the ledger in o.Dir.
+func New(o Options) (*Ledger, error) {
+	b, err := openFiles(o)
+	if err != nil {
+		return nil, err
+	}
+	return &Ledger{b: b}, nil
+}
+
+// Close releases what the ledger holds open.
+func (l *Ledger) Close() error { return l.b.close() }
+
+// Lock takes the writers' lock. Call the returned function to let the next
+// writer in.
+func (l *Ledger) Lock(ctx context.Context) (func(), error) { return l.b.lock(ctx) }
+
+// Ceremonies reads the open ceremonies and the history. Changes go through
+// the Store and are written at once; take the Lock first.
+func (l *Ledger) Ceremonies(ctx context.Context) (*Store, error) {
+	open, history, err := l.b.loadCeremonies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if open == nil {
+		open = map[string]*Ceremony{}
+	}
+	return &Store{b: l.b, open: open, history: history}, nil
+}
+
+// host names this machine in records, for a ledger that two hosts share.
+func host() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// DS reads the DS records: the compacted ones and what hooks added since.
+func (l *Ledger) DS(ctx context.Context) (*DSBook, error) {
+	evs, err := l.b.loadDS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return Book(evs), nil
+}
+
+// AddDS records events durably, without waiting for the lock: what a hook
+// does before it exits, however long a ceremony holds the lock.
+func (l *Ledger) AddDS(ctx context.Context, evs ...DSEvent) error {
+	for i := range evs {
+		evs[i] = NewEvent(evs[i])
+	}
+	return l.b.addDS(ctx, evs)
+}
+
+// CompactDS folds what the hooks added into the compacted records, keeping
+// the events keep wants (nil: all). Take the Lock first.
+func (l *Ledger) CompactDS(ctx context.Context, keep func(DSEvent) bool) error {
+	return l.b.compactDS(ctx, keep)
+}

@@ -1,0 +1,361 @@
+package monitor
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hooks"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/parent"
+	"github.com/ods-keyguard/ods-keyguard/rules"
+)
+
+// CheckOptions are check's options, parsed.
+type CheckOptions struct {
+	At              time.Time // evaluate as of (--at); the run itself is now
+	Warn, Crit      Range     // spare backed-up keys per pool
+	Interval, Grace time.Duration
+	NewZones        map[string]int
+}
+
+// Sources are where check reads the facts.
+type Sources struct {
+	Datastore     enforcer.Datastore
+	Tokens        []hsmcheck.Token
+	Ledger        *ledger.Ledger
+	RequireBackup map[string]bool
+	Parent        parent.Config
+}
+
+// Finding is one problem, in the plugin's terms.
+type Finding struct {
+	State    State  `json:"state"`
+	Category string `json:"category"`
+	Text     string `json:"text"`
+}
+
+// Report is check's verdict, for every rendering. A figure that was not
+// measured in this run is nil (or absent), never a zero.
+type Report struct {
+	State    State               `json:"state"`
+	Summary  string              `json:"summary"`
+	At       time.Time           `json:"at"`  // the time evaluated
+	Ran      time.Time           `json:"ran"` // when this run was
+	Findings []Finding           `json:"findings"`
+	Keys     *int                `json:"keys"`
+	Unbacked []rules.Unbacked    `json:"unbacked_in_use"`
+	Missing  *int                `json:"missing_keys"`
+	Withheld *int                `json:"withheld_submissions"`
+	Pools    []rules.Pool        `json:"pools"`
+	Backups  []rules.Age         `json:"backups"`
+	Problems []inventory.Problem `json:"presence_problems"`
+	// Measured is false when the run could not determine the state at all:
+	// then only the verdict and the reason are worth anything.
+	Measured bool         `json:"measured"`
+	Options  CheckOptions `json:"-"`
+}
+
+// Unknown is the verdict of a run that could not determine the state.
+func Unknown(opt CheckOptions, reason string) *Report {
+	return &Report{State: StateUnknown, Summary: oneLine(reason), At: opt.At, Ran: time.Now().UTC(), Findings: []Finding{},
+		Unbacked: []rules.Unbacked{}, Pools: []rules.Pool{}, Backups: []rules.Age{}, Problems: []inventory.Problem{}, Options: opt}
+}
+
+// Check reads everything within ctx and returns the verdict on both rules
+// of the procedure, the presence of every key on its tokens, the backup
+// age, the ceremonies, and the DS guard (with the parent's DS where
+// [parent] is configured).
+func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
+	snap, err := inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+	if err != nil {
+		return Unknown(opt, err.Error())
+	}
+	store, err := src.Ledger.Ceremonies(ctx)
+	if err != nil {
+		return Unknown(opt, err.Error())
+	}
+	book, err := src.Ledger.DS(ctx)
+	if err != nil {
+		return Unknown(opt, err.Error())
+	}
+	answers := map[string]parent.Answer{}
+	if src.Parent.Enabled() {
+		var zones []string
+		for _, z := range snap.State.Zones {
+			zones = append(zones, z.Name)
+		}
+		for _, a := range parent.Read(ctx, src.Parent, zones) {
+			answers[a.Zone] = a
+		}
+	}
+	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup}, opt)
+}
+
+// Facts are what Evaluate judges: one read of everything.
+type Facts struct {
+	Snapshot      *inventory.Snapshot
+	Store         *ledger.Store
+	Book          *ledger.DSBook
+	Parent        map[string]parent.Answer
+	RequireBackup map[string]bool
+}
+
+// Evaluate judges facts.
+func Evaluate(f Facts, opt CheckOptions) *Report {
+	st := f.Snapshot.State
+	res := rules.Evaluate(rules.Input{Now: opt.At, State: st, Store: f.Store, RequireBackup: f.RequireBackup,
+		Interval: opt.Interval, Grace: opt.Grace, NewZones: opt.NewZones})
+	inv := inventory.Build(st, f.Snapshot.Results, "")
+	keys := len(st.Keys)
+	rep := &Report{At: opt.At, Ran: time.Now().UTC(), Keys: &keys, Unbacked: res.Unbacked, Backups: res.Ages,
+		Problems: inv.Problems, Findings: []Finding{}, Pools: []rules.Pool{}, Measured: true, Options: opt}
+	add := func(s State, cat, format string, args ...any) {
+		rep.Findings = append(rep.Findings, Finding{State: s, Category: cat, Text: fmt.Sprintf(format, args...)})
+	}
+	for _, u := range res.Unbacked {
+		add(StateCritical, "rule 1", "zone %s %s %d (key %s) is in use without a confirmed backup: %s", u.Zone, u.Role, u.KeyTag, u.Locator, u.Reason)
+	}
+	// Presence is measured per repository: where a token could not be
+	// read, neither its missing keys nor its pools are.
+	unread := map[string]bool{}
+	for _, r := range f.Snapshot.Results {
+		if r.Err != nil {
+			unread[r.Token.Repository] = true
+			add(StateUnknown, "token", "cannot read %s", oneLine(r.Err.Error()))
+		}
+	}
+	missing := 0
+	for _, p := range inv.Problems {
+		if p.Kind == inventory.Missing {
+			missing++
+		}
+		add(StateCritical, "presence", "%s", p.String())
+	}
+	if len(unread) == 0 {
+		rep.Missing = &missing
+	}
+	for _, p := range res.Pools {
+		if unread[p.Repository] {
+			continue
+		}
+		rep.Pools = append(rep.Pools, p)
+		if p.Idle {
+			continue
+		}
+		s := StateOK
+		switch {
+		case opt.Crit.Alert(float64(p.Spare)):
+			s = StateCritical
+		case opt.Warn.Alert(float64(p.Spare)):
+			s = StateWarning
+		}
+		if s == StateOK {
+			continue
+		}
+		gap := ""
+		if p.Gap {
+			gap = "; a key that is not backed up comes before backed-up ones"
+		}
+		add(s, "rule 2", "pool %s: spare %d: %d backed up at the head of %d unused, %d needed until %s%s",
+			p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(when.Minute), gap)
+	}
+	for _, a := range res.Ages {
+		switch {
+		case a.Last == nil:
+			add(StateWarning, "backup", "no confirmed backup ceremony for repository %s yet", a.Repository)
+		case a.Age > opt.Interval+opt.Grace:
+			add(StateCritical, "backup", "last confirmed backup of %s is %s old, past interval %s + grace %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval), when.Duration(opt.Grace))
+		case a.Age > opt.Interval:
+			add(StateWarning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval))
+		}
+	}
+	ceremonies(st, f.Store, f.RequireBackup, opt, add)
+	zones := hooks.Status(hooks.StatusInput{State: st, Book: f.Book, Coverage: f.Store.Coverage(), RequireBackup: f.RequireBackup, Parent: f.Parent, Now: opt.At})
+	for _, df := range hooks.Findings(zones) {
+		s := StateWarning
+		switch df.Severity {
+		case hooks.Critical:
+			s = StateCritical
+		case hooks.Unknown:
+			s = StateUnknown
+		}
+		add(s, df.Category, "%s", df.Text)
+	}
+	withheld := len(f.Book.Pending)
+	rep.Withheld = &withheld
+	sort.SliceStable(rep.Findings, func(i, j int) bool {
+		return rep.Findings[i].State.Severity() > rep.Findings[j].State.Severity()
+	})
+	for _, fd := range rep.Findings {
+		rep.State = Worse(rep.State, fd.State)
+	}
+	rep.Summary = summarize(rep)
+	return rep
+}
+
+// ceremonies finds what the ceremonies leave stuck: one open past grace
+// (its keys stay Prepared, the enforcer will not make them omnipresent),
+// one a crash left preparing, and keys the enforcer holds Prepared with no
+// ceremony open for them (a prepare killed after the enforcer's, or run by
+// hand).
+func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt CheckOptions, add func(State, string, string, ...any)) {
+	prepared := map[string]int{}
+	for _, k := range st.Keys {
+		if k.State != enforcer.Delete && k.Backup == enforcer.BackupPrepared {
+			prepared[k.Repository]++
+		}
+	}
+	var repos []string
+	for r := range prepared {
+		repos = append(repos, r)
+	}
+	sort.Strings(repos)
+	for _, repo := range repos {
+		if store.Open(repo) == nil {
+			add(StateWarning, "ceremony", "%d keys of repository %s are Prepared in the enforcer with no ceremony open (a backup prepare interrupted, or run by hand): the enforcer will not make them omnipresent; take them into a ceremony with ods-keyguard backup prepare -r %s, or unflag them with ods-keyguard backup rollback -r %s",
+				prepared[repo], repo, repo, repo)
+		}
+	}
+	for _, repo := range store.OpenRepositories() {
+		c := store.Open(repo)
+		switch {
+		case c.Status == ledger.Preparing:
+			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while preparing: run ods-keyguard backup prepare -r %s again (it takes it up), or backup rollback -r %s",
+				c.ID, repo, repo, repo)
+		case opt.At.Sub(c.Prepared) > opt.Grace:
+			add(StateWarning, "ceremony", "backup ceremony %s of %s open for %s: finish it with backup done, or backup rollback; until then its keys stay Prepared",
+				c.ID, repo, when.Duration(opt.At.Sub(c.Prepared)))
+		}
+	}
+}
+
+// summaryBudget keeps the first line within about 200 bytes with its
+// perfdata: schedulers put only that line into notifications.
+const summaryBudget = 120
+
+// summarize names the worst problems first, a clause per category, whole
+// clauses while they fit in summaryBudget bytes, then how many more; never
+// a ';', which Nagios turns into ':'.
+func summarize(rep *Report) string {
+	if len(rep.Findings) == 0 {
+		last := "never"
+		for _, a := range rep.Backups {
+			if a.Last != nil {
+				last = when.Duration(a.Age) + " ago"
+			}
+		}
+		return fmt.Sprintf("%d keys, %d pools: all backed up, enough until the next backup, last backup %s", *rep.Keys, len(rep.Pools), last)
+	}
+	type clause struct {
+		text string
+		n    int // findings it stands for
+	}
+	var clauses []clause
+	seen := map[string]bool{}
+	for _, f := range rep.Findings {
+		if seen[f.Category] {
+			continue
+		}
+		seen[f.Category] = true
+		n := 0
+		for _, g := range rep.Findings {
+			if g.Category == f.Category {
+				n++
+			}
+		}
+		switch f.Category {
+		case "rule 1":
+			var names []string
+			for i, u := range rep.Unbacked {
+				if i == 2 {
+					names = append(names, fmt.Sprintf("+%d", len(rep.Unbacked)-2))
+					break
+				}
+				names = append(names, fmt.Sprintf("%s %s %d", u.Zone, u.Role, u.KeyTag))
+			}
+			clauses = append(clauses, clause{fmt.Sprintf("%d keys in use without a confirmed backup (%s)", len(rep.Unbacked), strings.Join(names, ", ")), n})
+		case "presence":
+			p := rep.Problems[0]
+			clauses = append(clauses, clause{fmt.Sprintf("%d problems on the tokens (key %s %s on %s)", n, p.Locator, p.Kind, p.Token), n})
+		case "rule 2":
+			var pools []string
+			for _, g := range rep.Findings {
+				if g.Category == "rule 2" {
+					name, rest, _ := strings.Cut(strings.TrimPrefix(g.Text, "pool "), ": ")
+					spare, _, _ := strings.Cut(rest, ":")
+					pools = append(pools, name+" "+spare)
+				}
+			}
+			if len(pools) > 2 {
+				pools = append(pools[:2], fmt.Sprintf("+%d", len(pools)-2))
+			}
+			clauses = append(clauses, clause{fmt.Sprintf("%d pools short of backed-up keys (%s)", n, strings.Join(pools, ", ")), n})
+		case "hook":
+			clauses = append(clauses, clause{fmt.Sprintf("%d DS requests kept back or unaccounted for (hook status)", n), n})
+		case "parent":
+			var zones []string
+			for _, g := range rep.Findings {
+				if g.Category == "parent" && g.State == StateCritical {
+					z, _, _ := strings.Cut(strings.TrimPrefix(g.Text, "zone "), ":")
+					zones = append(zones, z)
+				}
+			}
+			text := fmt.Sprintf("%d problems with the DS at the parent (hook status)", n)
+			if len(zones) > 0 {
+				if len(zones) > 2 {
+					zones = append(zones[:2], fmt.Sprintf("+%d", len(zones)-2))
+				}
+				text = fmt.Sprintf("chain of trust broken at the parent: no DS matches a backed-up KSK (%s)", strings.Join(zones, ", "))
+			}
+			clauses = append(clauses, clause{text, n})
+		case "ceremony":
+			text, _, _ := strings.Cut(f.Text, ": ")
+			if n > 1 {
+				text += fmt.Sprintf(" (+%d more)", n-1)
+			}
+			clauses = append(clauses, clause{text, n})
+		default:
+			text := f.Text
+			if n > 1 {
+				text += fmt.Sprintf(" (+%d more)", n-1)
+			}
+			clauses = append(clauses, clause{text, n})
+		}
+	}
+	const reserve = len(", +999 more problems")
+	out, used := "", 0
+	for i, c := range clauses {
+		text := strings.ReplaceAll(c.text, ";", ",")
+		if i == 0 {
+			if len(text) > summaryBudget-reserve {
+				cut := summaryBudget - reserve - len("...")
+				if j := strings.LastIndexByte(text[:cut], ' '); j > 0 {
+					cut = j
+				}
+				text = strings.TrimRight(text[:cut], ",: ") + "..."
+			}
+			out, used = text, c.n
+			continue
+		}
+		if len(out)+2+len(text) > summaryBudget-reserve {
+			break
+		}
+		out += ", " + text
+		used += c.n
+	}
+	if left := len(rep.Findings) - used; left > 0 {
+		out += fmt.Sprintf(", +%d more problems", left)
+	}
+	return out
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}

@@ -1,0 +1,163 @@
+package monitor
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
+)
+
+// Perf splits the report's performance data in two: the core figures that
+// go on the first line, and the rest (per repository and pool), which goes
+// on the last line of the long output. Only what was measured appears.
+func (rep *Report) Perf() (core, rest []Perf) {
+	zero := Float(0)
+	if !rep.Measured {
+		return nil, nil
+	}
+	core = append(core, Perf{Label: "unbacked_in_use", Value: float64(len(rep.Unbacked)), Crit: "0", Min: zero})
+	if rep.Missing != nil {
+		core = append(core, Perf{Label: "missing_keys", Value: float64(*rep.Missing), Crit: "0", Min: zero})
+	}
+	if rep.Withheld != nil {
+		core = append(core, Perf{Label: "withheld_submissions", Value: float64(*rep.Withheld), Warn: "0", Min: zero})
+	}
+	opt := rep.Options
+	for _, a := range rep.Backups {
+		if a.Last == nil {
+			continue
+		}
+		rest = append(rest, Perf{Label: "backup_age " + a.Repository, Value: math.Max(0, a.Age.Seconds()), UOM: "s",
+			Warn: fmt.Sprint(int64(opt.Interval.Seconds())), Crit: fmt.Sprint(int64((opt.Interval + opt.Grace).Seconds())), Min: zero})
+	}
+	for _, p := range rep.Pools {
+		rest = append(rest,
+			Perf{Label: p.Name() + " spare", Value: float64(p.Spare), Warn: opt.Warn.Text, Crit: opt.Crit.Text},
+			Perf{Label: p.Name() + " covered", Value: float64(p.Covered), Min: zero})
+		if !p.RunsOut.IsZero() {
+			rest = append(rest, Perf{Label: p.Name() + " seconds_left", Value: math.Max(0, math.Floor(p.RunsOut.Sub(rep.At).Seconds())), UOM: "s", Min: zero})
+		}
+	}
+	return core, rest
+}
+
+// Text writes the plugin output: "KEYGUARD STATE - summary | perfdata",
+// a line per finding, a line per pool, and the rest of the perfdata.
+func (rep *Report) Text(w io.Writer) {
+	core, rest := rep.Perf()
+	line := fmt.Sprintf("KEYGUARD %s - %s", rep.State, rep.Summary)
+	if len(core) > 0 {
+		line += " | " + Perfdata(core)
+	}
+	fmt.Fprintln(w, line)
+	for _, f := range rep.Findings {
+		fmt.Fprintf(w, "%s: %s: %s\n", f.State, f.Category, f.Text)
+	}
+	for _, p := range rep.Pools {
+		runs := "beyond ten years"
+		if !p.RunsOut.IsZero() {
+			runs = p.RunsOut.Format(when.Minute)
+		}
+		extra := ""
+		switch {
+		case p.Idle:
+			extra = ", no zone uses it"
+		case p.Manual:
+			extra = ", manual rollover"
+		}
+		fmt.Fprintf(w, "pool %s: %d unused, %d backed up at the head, %d needed until %s, spare %d, backed-up keys last until %s%s\n",
+			p.Name(), p.Unused, p.Covered, p.Needed, p.Until.Format(when.Minute), p.Spare, runs, extra)
+	}
+	if len(rest) > 0 {
+		fmt.Fprintln(w, "| "+Perfdata(rest))
+	}
+}
+
+// CheckSchema names the version of check's JSON document.
+const CheckSchema = "ods-keyguard/check/1"
+
+// JSON writes the same verdict as a document.
+func (rep *Report) JSON(w io.Writer) error {
+	core, rest := rep.Perf()
+	doc := struct {
+		Schema string `json:"schema"`
+		Exit   int    `json:"exit"`
+		*Report
+		Perfdata string `json:"perfdata"`
+	}{CheckSchema, int(rep.State), rep, Perfdata(append(core, rest...))}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
+
+// Prometheus renders the figures in the node_exporter textfile format: the
+// verdict, whether the run could determine it, when it ran, and only the
+// figures this run measured, in base units.
+func (rep *Report) Prometheus() string {
+	var b strings.Builder
+	metric := func(name, help, typ string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	esc := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	up := 0
+	if rep.Measured {
+		up = 1
+	}
+	metric("ods_keyguard_up", "1 when the last check could determine the state, 0 when it could not.", "gauge")
+	fmt.Fprintf(&b, "ods_keyguard_up %d\n", up)
+	metric("ods_keyguard_state", "Verdict of the last check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", "gauge")
+	fmt.Fprintf(&b, "ods_keyguard_state %d\n", rep.State)
+	metric("ods_keyguard_last_run_timestamp_seconds", "When the last check ran, in seconds since the epoch.", "gauge")
+	fmt.Fprintf(&b, "ods_keyguard_last_run_timestamp_seconds %d\n", rep.Ran.Unix())
+	if !rep.Measured {
+		return b.String()
+	}
+	metric("ods_keyguard_unbacked_in_use", "Key uses (zone, role) in use without a confirmed backup.", "gauge")
+	fmt.Fprintf(&b, "ods_keyguard_unbacked_in_use %d\n", len(rep.Unbacked))
+	if rep.Missing != nil {
+		metric("ods_keyguard_missing_keys", "Enforcer keys missing from a token or mirror.", "gauge")
+		fmt.Fprintf(&b, "ods_keyguard_missing_keys %d\n", *rep.Missing)
+	}
+	if rep.Withheld != nil {
+		metric("ods_keyguard_withheld_submissions", "DS submissions and retractions the hooks keep back.", "gauge")
+		fmt.Fprintf(&b, "ods_keyguard_withheld_submissions %d\n", *rep.Withheld)
+	}
+	metric("ods_keyguard_last_backup_timestamp_seconds", "When the repository's last confirmed backup ceremony ended, in seconds since the epoch.", "gauge")
+	for _, a := range rep.Backups {
+		if a.Last != nil {
+			fmt.Fprintf(&b, "ods_keyguard_last_backup_timestamp_seconds{repository=\"%s\"} %d\n", esc.Replace(a.Repository), a.Last.Ended.Unix())
+		}
+	}
+	type series struct{ name, help string }
+	for _, s := range []series{
+		{"ods_keyguard_pool_spare_keys", "Backed-up keys at the pool's head beyond those needed until the next backup."},
+		{"ods_keyguard_pool_covered_keys", "Backed-up keys at the head of the pool, in hand-out order."},
+		{"ods_keyguard_pool_needed_keys", "Keys the pool's zones take until the next backup is due plus grace."},
+		{"ods_keyguard_pool_seconds_left", "Seconds until the pool's backed-up keys run out."},
+	} {
+		metric(s.name, s.help, "gauge")
+		for _, p := range rep.Pools {
+			labels := fmt.Sprintf("policy=\"%s\",role=\"%s\",algorithm=\"%d\",bits=\"%d\",repository=\"%s\"",
+				esc.Replace(p.Policy), p.Role, p.Algorithm, p.Bits, esc.Replace(p.Repository))
+			var v string
+			switch s.name {
+			case "ods_keyguard_pool_spare_keys":
+				v = fmt.Sprint(p.Spare)
+			case "ods_keyguard_pool_covered_keys":
+				v = fmt.Sprint(p.Covered)
+			case "ods_keyguard_pool_needed_keys":
+				v = fmt.Sprint(p.Needed)
+			default:
+				if p.RunsOut.IsZero() {
+					continue
+				}
+				v = fmt.Sprint(int64(math.Max(0, p.RunsOut.Sub(rep.At).Seconds())))
+			}
+			fmt.Fprintf(&b, "%s{%s} %s\n", s.name, labels, v)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,192 @@
+// Package parent reads what the parent zone really publishes: the DS RRset
+// of each zone, asked of the parent's own servers or of a resolver, with
+// miekg/dns and a deadline on every query.
+package parent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Config is [parent] of the configuration.
+type Config struct {
+	// Nameservers are the parent zone's servers, asked directly (without
+	// recursion), "HOST:PORT" each.
+	Nameservers []string
+	// Resolver is a recursive resolver, "ADDR:PORT", used when no
+	// nameservers are given.
+	Resolver string
+	// Timeout bounds one query.
+	Timeout time.Duration
+}
+
+// Enabled says whether the parent is to be read at all.
+func (c Config) Enabled() bool { return len(c.Nameservers) > 0 || c.Resolver != "" }
+
+// DS is one DS record at the parent.
+type DS struct {
+	KeyTag     int    `json:"keytag"`
+	Algorithm  int    `json:"algorithm"`
+	DigestType int    `json:"digest_type"`
+	Digest     string `json:"digest"` // lowercase hex
+}
+
+func (d DS) String() string {
+	return fmt.Sprintf("%d %d %d %s", d.KeyTag, d.Algorithm, d.DigestType, d.Digest)
+}
+
+// Answer is what the parent says of one zone.
+type Answer struct {
+	Zone string `json:"zone"`
+	// DS is the DS RRset; empty when the parent has none (NODATA or
+	// NXDOMAIN): the zone is then not validated.
+	DS []DS `json:"ds"`
+	// Source says who answered: "nameserver 192.0.2.1:53" or
+	// "resolver 127.0.0.1:53".
+	Source string `json:"source,omitempty"`
+	// Disagree names servers whose DS set differs from Source's.
+	Disagree []string `json:"disagree,omitempty"`
+	Err      error    `json:"-"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// Read asks for the DS RRset of every zone, at most eight queries at a
+// time, each within cfg.Timeout and all within ctx.
+func Read(ctx context.Context, cfg Config, zones []string) []Answer {
+	out := make([]Answer, len(zones))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, z := range zones {
+		wg.Add(1)
+		go func(i int, z string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			out[i] = readZone(ctx, cfg, z)
+		}(i, z)
+	}
+	wg.Wait()
+	return out
+}
+
+func readZone(ctx context.Context, cfg Config, zone string) Answer {
+	a := Answer{Zone: strings.TrimSuffix(strings.ToLower(zone), ".")}
+	servers, recursive := cfg.Nameservers, false
+	if len(servers) == 0 {
+		servers, recursive = []string{cfg.Resolver}, true
+	}
+	kind := "nameserver"
+	if recursive {
+		kind = "resolver"
+	}
+	var errs []error
+	var sets [][]DS
+	var sources []string
+	for _, s := range servers {
+		ds, err := query(ctx, cfg.Timeout, s, a.Zone, recursive)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", kind, s, err))
+			continue
+		}
+		sets = append(sets, ds)
+		sources = append(sources, kind+" "+s)
+	}
+	if len(sets) == 0 {
+		a.Err = fmt.Errorf("DS of %s: %w", a.Zone, errors.Join(errs...))
+		a.Error = strings.ReplaceAll(a.Err.Error(), "\n", "; ")
+		return a
+	}
+	a.DS, a.Source = sets[0], sources[0]
+	for i := 1; i < len(sets); i++ {
+		if !same(sets[0], sets[i]) {
+			a.Disagree = append(a.Disagree, sources[i])
+		}
+	}
+	if a.DS == nil {
+		a.DS = []DS{}
+	}
+	return a
+}
+
+// query asks server for zone's DS RRset, over UDP and, when truncated, TCP.
+func query(ctx context.Context, timeout time.Duration, server, zone string, recursive bool) ([]DS, error) {
+	if _, _, err := net.SplitHostPort(server); err != nil {
+		server = net.JoinHostPort(server, "53")
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(zone), dns.TypeDS)
+	m.RecursionDesired = recursive
+	m.SetEdns0(4096, true)
+	var r *dns.Msg
+	for _, netw := range []string{"udp", "tcp"} {
+		c := &dns.Client{Net: netw, Timeout: timeout}
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		var err error
+		r, _, err = c.ExchangeContext(qctx, m, server)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if !r.Truncated {
+			break
+		}
+	}
+	switch r.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+	default:
+		return nil, fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
+	}
+	if !recursive && !r.Authoritative && len(r.Answer) == 0 {
+		// A referral: this server does not serve the zone's parent.
+		return nil, errors.New("not authoritative for the parent zone (a referral)")
+	}
+	var out []DS
+	for _, rr := range r.Answer {
+		if ds, ok := rr.(*dns.DS); ok && strings.EqualFold(strings.TrimSuffix(ds.Hdr.Name, "."), zone) {
+			out = append(out, DS{KeyTag: int(ds.KeyTag), Algorithm: int(ds.Algorithm), DigestType: int(ds.DigestType), Digest: strings.ToLower(ds.Digest)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out, nil
+}
+
+func same(a, b []DS) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Match says whether ds points at the key: by digest when the DNSKEY's
+// public key is known, else by key tag and algorithm only.
+func (d DS) Match(zone string, keytag, algorithm int, publicKey []byte) (match, byDigest bool) {
+	if d.KeyTag != keytag || d.Algorithm != algorithm {
+		return false, false
+	}
+	if len(publicKey) == 0 {
+		return true, false
+	}
+	k := &dns.DNSKEY{Hdr: dns.RR_Header{Name: dns.Fqdn(zone), Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET},
+		Flags: 257, Protocol: 3, Algorithm: uint8(algorithm), PublicKey: encode(publicKey)}
+	ds := k.ToDS(uint8(d.DigestType))
+	if ds == nil {
+		return true, false // a digest type miekg/dns cannot compute: the tag matched
+	}
+	return strings.EqualFold(ds.Digest, d.Digest), true
+}

@@ -1,0 +1,113 @@
+package main
+
+// What several commands share: the configuration, the ledger, the DS guard,
+// time limits and JSON output.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/hooks"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// commandConfig refuses positional arguments and loads the configuration:
+// what every command that takes none does first.
+func commandConfig(c *cli.Context) (*config.Config, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	return loadConfig(c)
+}
+
+// noArgs refuses positional arguments for commands that take none.
+func noArgs(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().First())
+	}
+	return nil
+}
+
+// loadConfig reads the configuration named by --config or its defaults.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	return config.Load(config.Path(c.String("config")))
+}
+
+// openLedger opens the ledger; a writer that has to wait for the lock says
+// so on stderr. readOnly makes nothing: check, run by the monitoring user.
+func openLedger(c *cli.Context, cfg *config.Config, readOnly bool) (*ledger.Ledger, error) {
+	return ledger.New(cfg.LedgerOptions(c.App.ErrWriter, readOnly))
+}
+
+// newGuard is the DS guard with this configuration.
+func newGuard(c *cli.Context, cfg *config.Config, l *ledger.Ledger, log hooks.Logger) (*hooks.Guard, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	rb := map[string]bool{}
+	for _, r := range cfg.ODS.Repositories {
+		rb[r.Name] = r.RequireBackup
+	}
+	return &hooks.Guard{
+		Ledger: l, Datastore: cfg.ODS.Datastore, Tokens: tokens, RequireBackup: rb,
+		SubmitForward: cfg.Hooks.DSSubmitForward, RetractForward: cfg.Hooks.DSRetractForward,
+		Parent: cfg.ParentConfig(), Log: log, Stdout: c.App.Writer, Stderr: c.App.ErrWriter,
+	}, nil
+}
+
+// timeoutFlag is -t/--timeout SECONDS: the command answers within it.
+func timeoutFlag(def time.Duration) cli.Flag {
+	return &cli.Float64Flag{Name: "timeout", Aliases: []string{"t"}, Value: def.Seconds(),
+		Usage: "answer within `SECONDS`: a token, the database or the enforcer that does not answer by then is reported as such"}
+}
+
+// deadline is the command's context bounded by --timeout.
+func deadline(c *cli.Context) (context.Context, context.CancelFunc, error) {
+	t := time.Duration(c.Float64("timeout") * float64(time.Second))
+	if t <= 0 {
+		return nil, nil, usagef("%s: --timeout %v: must be more than zero", c.Command.Name, c.Float64("timeout"))
+	}
+	ctx, cancel := context.WithTimeout(c.Context, t)
+	return ctx, cancel, nil
+}
+
+// defaultTimeout bounds the commands an operator runs by hand.
+const defaultTimeout = 120 * time.Second
+
+// take reads the database and every repository's and mirror's token.
+func take(ctx context.Context, cfg *config.Config, req hsmcheck.Request) (*inventory.Snapshot, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	return inventory.Take(ctx, cfg.ODS.Datastore, tokens, req)
+}
+
+// reportUnreadable prints one line per token that could not be read.
+func reportUnreadable(w io.Writer, results []hsmcheck.Result) bool {
+	bad := false
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(w, "ods-keyguard: %s\n", oneLine(r.Err.Error()))
+			bad = true
+		}
+	}
+	return bad
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print a JSON document"} }
