@@ -97,10 +97,23 @@ Exit status: 0 nothing left kept back; 1 some still kept back.`,
 recorded with the operator and the reason.
 Exit status: 0 dropped; 3 no such entry.`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "reason", Required: true, Usage: "why, for the record"},
+					&cli.StringFlag{Name: "reason", Usage: "why, for the record (required)"},
 					&cli.StringFlag{Name: "operator", Usage: "who (default $SUDO_USER, else $USER)"},
 				},
 				Action: runDrop,
+			},
+			{
+				Name:      "history",
+				Usage:     "every DS request the hooks received and what became of it, oldest first",
+				UsageText: "ods-keyguard hook history [--zone Z] [--json]",
+				Description: `One line per event: TIME KIND ACTION ZONE KEYTAG BY REASON. Actions:
+forwarding, forwarded, withheld, held, failed, dropped (no longer wanted, or
+on purpose), skipped (a retraction of a DS that never went to the parent),
+rejected (input that is no DNSKEY), adopted (at the parent before the
+records began).
+Exit status: 0 listed.`,
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag()},
+				Action: runHookHistory,
 			},
 			{
 				Name:      "status",
@@ -252,8 +265,36 @@ func release(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.
 }
 
 func runDrop(c *cli.Context) error {
-	if c.NArg() != 1 {
+	// Flags may follow the ID, as the usage line puts them.
+	reason, operator := c.String("reason"), c.String("operator")
+	var ids []string
+	args := c.Args().Slice()
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-"):
+			ids = append(ids, a)
+			continue
+		case name != "reason" && name != "operator":
+			return usagef("drop: flag provided but not defined: %s", a)
+		case !hasValue && i+1 < len(args):
+			i++
+			value = args[i]
+		case !hasValue:
+			return usagef("drop: flag needs an argument: %s", a)
+		}
+		if name == "reason" {
+			reason = value
+		} else {
+			operator = value
+		}
+	}
+	if len(ids) != 1 {
 		return usagef("drop: want one ID (ods-keyguard hook pending lists them)")
+	}
+	if strings.TrimSpace(reason) == "" {
+		return usagef("drop: --reason TEXT is required: the record says why")
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {
@@ -270,12 +311,53 @@ func runDrop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := g.Drop(c.Context, c.Args().First(), c.String("reason"), ceremony.Operator(c.String("operator")))
+	e, err := g.Drop(c.Context, ids[0], reason, ceremony.Operator(operator))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "dropped: %s zone %s key tag %d: %s\n", e.Kind, e.Zone, e.KeyTag, c.String("reason"))
+	fmt.Fprintf(c.App.Writer, "dropped: %s zone %s key tag %d: %s\n", e.Kind, e.Zone, e.KeyTag, reason)
 	return nil
+}
+
+func runHookHistory(c *cli.Context) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	l, err := openLedger(c, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	b, err := l.DS(c.Context)
+	if err != nil {
+		return err
+	}
+	zone := strings.TrimSuffix(strings.ToLower(c.String("zone")), ".")
+	evs := []ledger.DSEvent{}
+	for _, e := range b.Events {
+		if zone == "" || strings.EqualFold(e.Zone, zone) {
+			evs = append(evs, e)
+		}
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, struct {
+			Schema string           `json:"schema"`
+			Events []ledger.DSEvent `json:"events"`
+		}{"ods-keyguard/hook-history/1", evs})
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tKIND\tACTION\tZONE\tKEYTAG\tBY\tREASON")
+	for _, e := range evs {
+		dash := func(s string) string {
+			if s == "" {
+				return "-"
+			}
+			return s
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), e.KeyTag, dash(e.By), dash(e.Reason))
+	}
+	return tw.Flush()
 }
 
 func runHookStatus(c *cli.Context) error {
@@ -376,7 +458,7 @@ func printHookStatus(w io.Writer, zones []hooks.ZoneDS) {
 	for _, z := range zones {
 		fmt.Fprintf(w, "zone %s\n", z.Zone)
 		for _, k := range z.Keys {
-			fmt.Fprintf(w, "  %s %d (key %s): enforcer DS %s (record %s), %s; parent should hold it: %s%s\n",
+			fmt.Fprintf(w, "  %s %d (key %s): enforcer DS %s (record %s); records: %s; parent should hold it: %s%s\n",
 				k.Role, k.KeyTag, k.Locator, k.EnforcerDS, k.DSRecord, keyRecords(k), yesNo(k.ShouldHold), atParent(k))
 		}
 		if z.Parent != nil {
@@ -401,7 +483,10 @@ func printHookStatus(w io.Writer, zones []hooks.ZoneDS) {
 }
 
 func keyRecords(k hooks.KeyDS) string {
-	parts := []string{k.Known}
+	var parts []string
+	if k.Pending == nil {
+		parts = append(parts, k.Known)
+	}
 	if k.Submitted != nil {
 		parts = append(parts, "submission forwarded "+k.Submitted.UTC().Format(when.Minute))
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +57,9 @@ func TestScripts(t *testing.T) {
 			"syslogd":  cmdSyslogd,
 			"signzone": cmdSignZone,
 			"noproc":   cmdNoProc,
+			"parent":   cmdParent,
+			"setvar":   cmdSetvar,
+			"tmpfs":    cmdTmpfs,
 		},
 	})
 }
@@ -72,6 +76,7 @@ func setupScript(env *testscript.Env) error {
 	env.Setenv("MODULE", sandbox.Module)
 	env.Setenv("CI", os.Getenv("CI"))
 	env.Values["enforcer"] = &enforcerSlot{}
+	env.Values["parent"] = &parentSlot{}
 	return nil
 }
 
@@ -231,9 +236,13 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			}
 		}
 		o := sandbox.Options{
+			// The hooks run in the daemon's environment: give them what the
+			// scripts' forward commands use.
 			Env: []string{
 				"ODS_KEYGUARD_CONFIG=" + ts.Getenv("ODS_KEYGUARD_CONFIG"),
 				"ODS_KEYGUARD_SYSLOG=" + ts.Getenv("ODS_KEYGUARD_SYSLOG"),
+				"WORK=" + ts.Getenv("WORK"),
+				"PARENT_PORT=" + ts.Getenv("PARENT_PORT"),
 			},
 			Dir:          ts.MkAbs("ods"),
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
@@ -554,4 +563,66 @@ func cmdNoProc(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// parentSlot holds a script's parent name server.
+type parentSlot struct{ p *sandbox.Parent }
+
+// parent start ZONE CHILD...: a sandboxed BIND 9 named serving ZONE with
+// CHILD delegated, updatable from 127.0.0.1; sets $PARENT (ADDR:PORT) and
+// $PARENT_PORT. Start it before the enforcer, whose hooks get $PARENT_PORT.
+// parent ds CHILD: print the DS RRset the parent serves for CHILD, one
+// record per line ("TAG ALG DIGESTTYPE DIGEST"), sorted, or "no DS".
+func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: parent start ZONE CHILD... | parent ds CHILD")
+	}
+	switch args[0] {
+	case "start":
+		p, err := sandbox.StartParent(ts.MkAbs("parent"), args[1], args[2:])
+		ts.Check(err)
+		ts.Defer(p.Stop)
+		ts.Value("parent").(*parentSlot).p = p
+		ts.Setenv("PARENT", p.Addr())
+		ts.Setenv("PARENT_PORT", strconv.Itoa(p.Port))
+	case "ds":
+		p := ts.Value("parent").(*parentSlot).p
+		if p == nil {
+			ts.Fatalf("parent ds: no parent started")
+		}
+		ds, err := p.DS(args[1])
+		ts.Check(err)
+		sort.Strings(ds)
+		if len(ds) == 0 {
+			fmt.Fprintln(ts.Stdout(), "no DS")
+		}
+		for _, d := range ds {
+			fmt.Fprintln(ts.Stdout(), d)
+		}
+	default:
+		ts.Fatalf("usage: parent start ZONE CHILD... | parent ds CHILD")
+	}
+}
+
+// setvar NAME FILE: set $NAME to FILE's content, trimmed (FILE may be
+// stdout, after a command).
+func cmdSetvar(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: setvar NAME FILE")
+	}
+	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
+}
+
+// tmpfs DIR SIZE: mount a tmpfs of SIZE (such as 64k) on DIR, unmounted at
+// the end: a disk that fills up for real. It needs root, which CI is.
+func cmdTmpfs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: tmpfs DIR SIZE")
+	}
+	dir := ts.MkAbs(args[0])
+	ts.Check(os.MkdirAll(dir, 0o755))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+args[1], "tmpfs", dir).CombinedOutput(); err != nil {
+		ts.Fatalf("tmpfs: mount (needs root): %v: %s", err, out)
+	}
+	ts.Defer(func() { exec.Command("umount", "-l", dir).Run() })
 }

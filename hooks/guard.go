@@ -165,6 +165,22 @@ func (g *Guard) submit(ctx context.Context, out *Outcome, f Facts, subs []Submis
 		g.Log.Warning(fmt.Sprintf("ds-submit: withheld %s: %s", s.Describe(), d.Reason))
 		evs = append(evs, event(s, ledger.Submit, ledger.Withheld, d.Reason, d.Locator))
 	}
+	// A retraction held for a successor that is withheld now says why.
+	if len(evs) > 0 && f.Book != nil {
+		for _, e := range f.Book.Pending {
+			if e.Kind != ledger.Retract || e.Action != ledger.Held {
+				continue
+			}
+			for _, w := range evs {
+				if strings.EqualFold(w.Zone, e.Zone) {
+					why := fmt.Sprintf("its successor's DS is not at the parent yet: key tag %d (withheld: %s)", w.KeyTag, w.Reason)
+					evs = append(evs, ledger.DSEvent{Kind: ledger.Retract, Action: ledger.Held, Zone: e.Zone, KeyTag: e.KeyTag,
+						Algorithm: e.Algorithm, Locator: e.Locator, Fingerprint: e.Fingerprint, Line: e.Line, Reason: why, By: "hook"})
+					break
+				}
+			}
+		}
+	}
 	// Record before acting: what is withheld is on record before anything
 	// else happens.
 	g.record(ctx, out, ledger.Submit, evs...)

@@ -172,14 +172,45 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 		zs.Keys = append(zs.Keys, k)
 	}
 	for _, e := range in.Book.Pending {
-		if strings.EqualFold(e.Zone, z.Name) {
-			zs.Findings = append(zs.Findings, pendingFinding(e))
+		if !strings.EqualFold(e.Zone, z.Name) {
+			continue
+		}
+		zs.Findings = append(zs.Findings, pendingFinding(e))
+		if e.Kind != ledger.Retract || e.Action != ledger.Held {
+			continue
+		}
+		// The old DS is kept so the chain of trust goes through the old key:
+		// once the enforcer withdraws that key's DNSKEY, the kept DS points at
+		// nothing and validators fail the zone.
+		if u := useOf(z, e); u == nil || !live(u, enforcer.RecordDNSKEY) {
+			state := "purged it"
+			if u != nil {
+				state = "its DNSKEY " + recordState(u, enforcer.RecordDNSKEY)
+			}
+			add(Critical, "hook", "the parent keeps the DS of key tag %d (its retraction held for the successor), but the enforcer has %s: the DS points at no published key and the zone fails validation; back the successor up now (ods-keyguard backup prepare, then backup done): its DS goes, then this retraction",
+				e.KeyTag, state)
 		}
 	}
 	if zs.Parent != nil {
 		parentFindings(&zs, z, in, add)
 	}
 	return zs
+}
+
+// useOf finds the enforcer's use of an entry's key in zone z.
+func useOf(z *enforcer.Zone, e *ledger.DSEntry) *enforcer.Use {
+	for _, u := range z.Keys {
+		if u.Role == enforcer.ZSK {
+			continue
+		}
+		if e.Locator != "" && strings.EqualFold(u.Key.Locator, e.Locator) {
+			return u
+		}
+		if e.Locator == "" && u.KeyTag == e.KeyTag && (e.Algorithm == 0 || u.Key.Algorithm == e.Algorithm) {
+			return u
+		}
+	}
+	return nil
 }
 
 func pendingFinding(e *ledger.DSEntry) Finding {

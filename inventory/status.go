@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"strings"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
@@ -68,7 +69,8 @@ func Status(st *enforcer.State, results []hsmcheck.Result, store *ledger.Store, 
 			}
 			t := TokenStatus{Name: r.Token.Name, Kind: r.Token.Kind, Describe: r.Token.Describe(), Label: r.Token.Label}
 			if r.Err != nil {
-				t.Error = r.Err.Error()
+				// Errors name the token; the line that shows this one does too.
+				t.Error = strings.TrimPrefix(r.Err.Error(), t.Describe+": ")
 			} else {
 				t.Reachable, t.Label, t.Serial, t.Keys = true, r.Contents.Label, r.Contents.Serial, len(r.Contents.Keys)
 			}
