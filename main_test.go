@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,19 +50,21 @@ func TestScripts(t *testing.T) {
 		Setup:               setupScript,
 		Condition:           condition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode": cmdExitcode,
-			"envsubst": cmdEnvsubst,
-			"softhsm":  cmdSoftHSM,
-			"enforcer": cmdEnforcer,
-			"waitdb":   cmdWaitDB,
-			"dbvar":    cmdDBVar,
-			"cpdir":    cmdCpdir,
-			"syslogd":  cmdSyslogd,
-			"signzone": cmdSignZone,
-			"noproc":   cmdNoProc,
-			"parent":   cmdParent,
-			"setvar":   cmdSetvar,
-			"tmpfs":    cmdTmpfs,
+			"exitcode":  cmdExitcode,
+			"envsubst":  cmdEnvsubst,
+			"softhsm":   cmdSoftHSM,
+			"enforcer":  cmdEnforcer,
+			"waitdb":    cmdWaitDB,
+			"dbvar":     cmdDBVar,
+			"cpdir":     cmdCpdir,
+			"syslogd":   cmdSyslogd,
+			"signzone":  cmdSignZone,
+			"noproc":    cmdNoProc,
+			"parent":    cmdParent,
+			"setvar":    cmdSetvar,
+			"tmpfs":     cmdTmpfs,
+			"ageledger": cmdAgeLedger,
+			"killat":    cmdKillAt,
 		},
 	})
 }
@@ -223,6 +228,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		retract := fs.String("ds-retract", "", "DelegationSignerRetractCommand; \"link\" as for -ds-submit")
 		setTime := fs.String("set-time", "", "")
 		label := fs.String("label", "ods-a", "")
+		pin := fs.String("pin", sandbox.PIN, "the repository's PIN, as conf.xml holds it")
 		if err := fs.Parse(args[1:]); err != nil {
 			ts.Fatalf("enforcer start: %v", err)
 		}
@@ -246,7 +252,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			},
 			Dir:          ts.MkAbs("ods"),
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
-			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: sandbox.PIN, RequireBackup: *rb, SkipPublicKey: *spk}},
+			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: *pin, RequireBackup: *rb, SkipPublicKey: *spk}},
 			DSSubmit:     *submit, DSRetract: *retract, ManualKeyGen: *manual, SetTime: *setTime,
 		}
 		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {
@@ -406,15 +412,23 @@ func cmdSyslogd(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv("ODS_KEYGUARD_SYSLOG", sock)
 }
 
-// signzone ZONE FILE DURATION: write FILE, a zone signed for real (ECDSA
-// P-256) whose earliest RRSIG expires DURATION (ISO 8601) from now; the
-// others a day later.
+// signzone ZONE FILE DURATION|@TIME: write FILE, a zone signed for real
+// (ECDSA P-256) whose earliest RRSIG expires DURATION (ISO 8601) from now,
+// or at TIME (RFC 3339, past or far ahead); the others a day later.
 func cmdSignZone(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 3 {
-		ts.Fatalf("usage: signzone ZONE FILE DURATION")
+		ts.Fatalf("usage: signzone ZONE FILE DURATION|@RFC3339")
 	}
-	d, err := config.ParseISODuration(args[2])
-	ts.Check(err)
+	var d time.Duration
+	if at, ok := strings.CutPrefix(args[2], "@"); ok {
+		t, err := time.Parse(time.RFC3339, at)
+		ts.Check(err)
+		d = time.Until(t)
+	} else {
+		var err error
+		d, err = config.ParseISODuration(args[2])
+		ts.Check(err)
+	}
 	origin := dns.Fqdn(args[0])
 	key := &dns.DNSKEY{Hdr: dns.RR_Header{Name: origin, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 60},
 		Flags: 257, Protocol: 3, Algorithm: dns.ECDSAP256SHA256}
@@ -430,9 +444,13 @@ func cmdSignZone(ts *testscript.TestScript, neg bool, args []string) {
 		if i > 0 {
 			exp = exp.Add(24 * time.Hour)
 		}
+		inception := now.Add(-time.Hour)
+		if exp.Before(inception) { // a long expired signature was made before it expired
+			inception = exp.Add(-14 * 24 * time.Hour)
+		}
 		sig := &dns.RRSIG{Hdr: dns.RR_Header{Name: set[0].Header().Name, Rrtype: dns.TypeRRSIG, Class: dns.ClassINET, Ttl: 60},
 			KeyTag: key.KeyTag(), SignerName: origin, Algorithm: key.Algorithm,
-			Inception: uint32(now.Add(-time.Hour).Unix()), Expiration: uint32(exp.Unix())}
+			Inception: uint32(inception.Unix()), Expiration: uint32(exp.Unix())}
 		ts.Check(sig.Sign(priv.(crypto.Signer), set))
 		for _, rr := range set {
 			out.WriteString(rr.String() + "\n")
@@ -625,4 +643,96 @@ func cmdTmpfs(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("tmpfs: mount (needs root): %v: %s", err, out)
 	}
 	ts.Defer(func() { exec.Command("umount", "-l", dir).Run() })
+}
+
+// ageledger DIR DURATION: move every time in the ceremony files of state_dir
+// DIR back by DURATION (ISO 8601), checksums recomputed: a ceremony held a
+// week ago, without waiting a week. A fixture, as check_pool_gap's edit of
+// kasp.db is; ods-keyguard itself never does this.
+func cmdAgeLedger(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: ageledger STATEDIR DURATION")
+	}
+	d, err := config.ParseISODuration(args[1])
+	ts.Check(err)
+	for _, name := range []string{"history.json", "ceremonies-open.json"} {
+		path := filepath.Join(ts.MkAbs(args[0]), name)
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		ts.Check(err)
+		var env struct {
+			Format string          `json:"format"`
+			SHA256 string          `json:"sha256"`
+			Data   json.RawMessage `json:"data"`
+		}
+		ts.Check(json.Unmarshal(b, &env))
+		var data any
+		ts.Check(json.Unmarshal(env.Data, &data))
+		data = shiftTimes(data, d)
+		raw, err := json.Marshal(data)
+		ts.Check(err)
+		sum := sha256.Sum256(raw)
+		env.Data, env.SHA256 = raw, hex.EncodeToString(sum[:])
+		out, err := json.MarshalIndent(env, "", " ")
+		ts.Check(err)
+		ts.Check(os.WriteFile(path, append(out, '\n'), 0o640))
+	}
+}
+
+// shiftTimes moves every RFC 3339 time in a decoded JSON value back by d.
+func shiftTimes(v any, d time.Duration) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = shiftTimes(e, d)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = shiftTimes(e, d)
+		}
+	case string:
+		if t, err := time.Parse(time.RFC3339Nano, x); err == nil && !t.IsZero() && t.Year() > 1 {
+			return t.Add(-d).Format(time.RFC3339Nano)
+		}
+	}
+	return v
+}
+
+// killat MILLIS prog args...: run prog and kill it with SIGKILL after MILLIS
+// milliseconds if it is still running; its exit status does not matter. A
+// crash at a moment nobody chose.
+func cmdKillAt(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: killat MILLIS prog [args...]")
+	}
+	ms, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	path := ""
+	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
+		if fi, err := os.Stat(filepath.Join(dir, args[1])); err == nil && fi.Mode()&0o111 != 0 {
+			path = filepath.Join(dir, args[1])
+			break
+		}
+	}
+	if path == "" {
+		ts.Fatalf("killat: %s not found in $PATH", args[1])
+	}
+	cmd := exec.Command(path, args[2:]...)
+	cmd.Args[0] = args[1]
+	cmd.Dir = ts.Getenv("WORK")
+	// The script's environment wins over the test process's (the last of
+	// a duplicate key is the one used).
+	cmd.Env = os.Environ()
+	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI"} {
+		cmd.Env = append(cmd.Env, k+"="+ts.Getenv(k))
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	ts.Check(cmd.Start())
+	timer := time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { cmd.Process.Kill() })
+	cmd.Wait()
+	timer.Stop()
+	fmt.Fprint(ts.Stdout(), out.String())
 }

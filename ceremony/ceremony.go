@@ -229,5 +229,6 @@ func joinErrs(errs []error) error {
 	case 1:
 		return &Refusal{strings.Join(msgs, "; ")}
 	}
-	return errors.Join(errs...)
+	// Not a Refusal inside: the exit status says "could not act".
+	return errors.New(strings.Join(msgs, "; "))
 }

@@ -29,7 +29,7 @@ type DB struct {
 // lockRetry is how long one attempt waits while the enforcer holds SQLite's
 // write lock (it does so for as long as it generates keys); attempts go on
 // until the caller's deadline.
-const lockRetry = 250 * time.Millisecond
+const lockRetry = 100 * time.Millisecond
 
 // LockedError is a database that the enforcer kept locked until the deadline.
 type LockedError struct {
@@ -106,14 +106,19 @@ func unwrapPath(err error) error {
 // ctx ends; the error is then classified.
 func (d *DB) retry(ctx context.Context, f func() error) error {
 	start := time.Now()
+	sawLock := false
 	for {
 		err := f()
 		if err == nil {
 			return nil
 		}
+		if sawLock && ctx.Err() != nil {
+			return &LockedError{Name: d.name, After: time.Since(start)}
+		}
 		if !locked(err) {
 			return d.classify(err)
 		}
+		sawLock = true
 		select {
 		case <-ctx.Done():
 			return &LockedError{Name: d.name, After: time.Since(start)}
@@ -146,7 +151,11 @@ func (d *DB) classify(err error) error {
 			return d.errorf("cannot open it: %w", syscall.EACCES)
 		case sqlite3.SQLITE_ERROR:
 			if strings.Contains(err.Error(), "no such table") || strings.Contains(err.Error(), "no such column") {
-				return d.errorf("not an OpenDNSSEC 2 enforcer database (%s)", strings.TrimPrefix(se.Error(), "SQL logic error: "))
+				msg := strings.TrimPrefix(se.Error(), "SQL logic error: ")
+				if i := strings.LastIndex(msg, " ("); i > 0 && strings.HasSuffix(msg, ")") {
+					msg = msg[:i]
+				}
+				return d.errorf("not an OpenDNSSEC 2 enforcer database (%s)", msg)
 			}
 		}
 	}

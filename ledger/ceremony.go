@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
 )
 
 // Ceremony statuses.
@@ -147,6 +149,7 @@ func (s *Store) End(ctx context.Context, c *Ceremony) error {
 		}
 		s.history = next
 	}
+	failpoint.Hit("ledger-appended")
 	return s.Forget(ctx, c.Repository)
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +150,83 @@ func TestAssessDelivery(t *testing.T) {
 	in.Delivery = time.Hour
 	if z := Assess(in).Zones[0]; z.Decision != "go insecure" {
 		t.Errorf("unreadable: %+v", z)
+	}
+}
+
+// RRSIG times are serials: read from the inception, 2099 is 2099 and a
+// signature that expired in 2001 expired then.
+func TestExpiration(t *testing.T) {
+	for _, tt := range []struct{ inc, exp string }{
+		{"2026-11-20T00:00:00Z", "2099-06-01T00:00:00Z"},
+		{"2000-12-18T00:00:00Z", "2001-01-01T00:00:00Z"},
+		{"2026-11-20T00:00:00Z", "2026-12-04T00:00:00Z"},
+	} {
+		inc, _ := time.Parse(time.RFC3339, tt.inc)
+		exp, _ := time.Parse(time.RFC3339, tt.exp)
+		if got := Expiration(uint32(inc.Unix()), uint32(exp.Unix())); !got.Equal(exp) {
+			t.Errorf("%s..%s: got %v", tt.inc, tt.exp, got)
+		}
+	}
+}
+
+// A file of NULs is refused at once, without growing memory.
+func TestNULsBounded(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "z")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = ReadSignedZone(p, "example.com")
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "binary data (a NUL byte at offset 0): not a zone file") {
+		t.Fatalf("got %v", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+		t.Errorf("allocated %d bytes reading a 64 MiB file of NULs", grew)
+	}
+	long := filepath.Join(t.TempDir(), "long")
+	if err := os.WriteFile(long, []byte("example.com. 60 IN TXT \""+strings.Repeat("x", 2<<20)+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadSignedZone(long, "example.com"); err == nil || !strings.Contains(err.Error(), "a line longer than") || len(err.Error()) > 300 {
+		t.Errorf("a 2 MiB line: %v", err)
+	}
+}
+
+// After a restore: every key a confirmed ceremony covers that is still
+// needed must be back with the public key recorded; keys used since, on no
+// HSM, are lost.
+func TestVerifyRestore(t *testing.T) {
+	in, ksk, zsk := world(t)
+	// The ceremony recorded k1's public key.
+	in.Store.History()[0].Keys[0].Fingerprint = "f1"
+	good := holding{"k1": "f1"}
+	v := Verify(in.State, in.Store, []Token{{Name: "a", Repository: "R", Serial: "new", Keys: good}})
+	if v.Complete || len(v.Lost) != 1 || v.Lost[0].Locator != zsk.Locator || len(v.HSMs) != 1 || len(v.HSMs[0].Missing) != 0 {
+		t.Fatalf("ZSK made after the ceremony, lost: %+v", v)
+	}
+	if !strings.HasPrefix(v.HSMs[0].SerialNote, "new serial") {
+		t.Errorf("serial note %q", v.HSMs[0].SerialNote)
+	}
+	// Another key pair under k1's CKA_ID: it differs.
+	v = Verify(in.State, in.Store, []Token{{Name: "a", Repository: "R", Keys: holding{"k1": "other", "z2": "f2"}}})
+	if v.Complete || len(v.HSMs[0].Differs) != 1 || v.HSMs[0].Differs[0].Locator != ksk.Locator {
+		t.Fatalf("another key pair: %+v", v.HSMs[0])
+	}
+	// k1 missing altogether.
+	v = Verify(in.State, in.Store, []Token{{Name: "a", Repository: "R", Keys: holding{"z2": "f2"}}})
+	if v.Complete || len(v.HSMs[0].Missing) != 1 {
+		t.Fatalf("missing: %+v", v.HSMs[0])
+	}
+	// Everything back: complete.
+	v = Verify(in.State, in.Store, []Token{{Name: "a", Repository: "R", Keys: holding{"k1": "f1", "z2": "f2"}}})
+	if !v.Complete || v.Checked != 1 || !strings.HasPrefix(v.Summary, "restore complete: 1 backed-up keys checked on 1 HSMs") {
+		t.Fatalf("complete: %+v", v)
 	}
 }

@@ -5,6 +5,7 @@ package sandbox
 
 import (
 	"bytes"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
@@ -109,14 +110,14 @@ const DefaultKasp = `<?xml version="1.0" encoding="UTF-8"?>
 </KASP>
 `
 
-var confTemplate = template.Must(template.New("conf").Parse(`<?xml version="1.0" encoding="UTF-8"?>
+var confTemplate = template.Must(template.New("conf").Funcs(template.FuncMap{"xml": xmlEscape}).Parse(`<?xml version="1.0" encoding="UTF-8"?>
 <Configuration>
  <RepositoryList>
 {{- range .Repositories}}
   <Repository name="{{.Name}}">
    <Module>{{$.Module}}</Module>
    <TokenLabel>{{.Label}}</TokenLabel>
-   <PIN>{{.PIN}}</PIN>
+   <PIN>{{xml .PIN}}</PIN>
    {{- if .RequireBackup}}
    <RequireBackup/>{{end}}
    {{- if .SkipPublicKey}}
@@ -145,6 +146,13 @@ var confTemplate = template.Must(template.New("conf").Parse(`<?xml version="1.0"
  <Signer><WorkingDirectory>{{.Dir}}/signer</WorkingDirectory></Signer>
 </Configuration>
 `))
+
+// xmlEscape escapes s for XML text: a PIN may hold & or <.
+func xmlEscape(s string) string {
+	var b strings.Builder
+	xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
 
 // Configure writes conf.xml, kasp.xml, the zone list and an empty kasp.db
 // into o.Dir, without starting anything.
