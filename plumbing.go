@@ -37,8 +37,20 @@ func noArgs(c *cli.Context) error {
 }
 
 // loadConfig reads the configuration named by --config or its defaults.
+// check takes --config after its name too (a plugin's command line), so
+// the innermost --config given wins: one before the command is not hidden
+// by check's own, unset flag of the same name.
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	return config.Load(config.Path(c.String("config")))
+	return config.Load(config.Path(configFlag(c)))
+}
+
+func configFlag(c *cli.Context) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("config") && ctx.String("config") != "" {
+			return ctx.String("config")
+		}
+	}
+	return ""
 }
 
 // openLedger opens the ledger; a writer that has to wait for the lock says
