@@ -35,11 +35,15 @@ func TestMain(m *testing.M) {
 		"ods-keyguard":            exit,
 		"ods-keyguard-ds-submit":  exit,
 		"ods-keyguard-ds-retract": exit,
+		"check_ods_keyguard":      exit,
 	})
 }
 
 // In CI (CI=true) a missing tool fails a script instead of skipping it.
 var strictTools = os.Getenv("CI") != ""
+
+// startTime is when the tests began: nothing in the source tree may be newer.
+var startTime = time.Now()
 
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
@@ -65,6 +69,8 @@ func TestScripts(t *testing.T) {
 			"tmpfs":     cmdTmpfs,
 			"ageledger": cmdAgeLedger,
 			"killat":    cmdKillAt,
+			"runas":     cmdRunAs,
+			"nagios":    cmdNagios,
 		},
 	})
 }
@@ -89,7 +95,9 @@ var tools = map[string][]string{
 	"softhsm":  {"softhsm2-util", "pkcs11-tool"},
 	"enforcer": {"ods-enforcerd", "ods-enforcer", "sqlite3"},
 	"promtool": {"promtool"},
+	"root":     {},
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
+	"nagios":   {"nagios4"},
 }
 
 func condition(cond string) (bool, error) {
@@ -104,6 +112,12 @@ func condition(cond string) (bool, error) {
 			}
 			return false, nil
 		}
+	}
+	if cond == "root" && os.Getuid() != 0 {
+		if strictTools {
+			return false, errors.New("[root]: the test runs as uid " + strconv.Itoa(os.Getuid()) + ", and CI does not skip")
+		}
+		return false, nil
 	}
 	if cond == "softhsm" {
 		if _, err := os.Stat(sandbox.Module); err != nil {
@@ -491,53 +505,6 @@ func cmdCpdir(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// make install puts the binary, the two hook names as links to it and the
-// example configuration under DESTDIR/PREFIX; make uninstall takes them away.
-func TestMakeInstall(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		if strictTools {
-			t.Fatal("make not found, and CI does not skip")
-		}
-		t.Skip("needs make")
-	}
-	dest := t.TempDir()
-	runMake := func(target string) {
-		t.Helper()
-		cmd := exec.Command("make", target, "DESTDIR="+dest, "PREFIX=/usr")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("make %s: %v\n%s", target, err, out)
-		}
-	}
-	runMake("install")
-	bin := filepath.Join(dest, "usr/bin")
-	if fi, err := os.Stat(filepath.Join(bin, "ods-keyguard")); err != nil || fi.Mode().Perm()&0o111 == 0 {
-		t.Fatalf("binary: %v", err)
-	}
-	for _, hook := range []string{"ods-keyguard-ds-submit", "ods-keyguard-ds-retract"} {
-		target, err := os.Readlink(filepath.Join(bin, hook))
-		if err != nil || target != "ods-keyguard" {
-			t.Errorf("%s: link to %q, %v", hook, target, err)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dest, "usr/share/doc/ods-keyguard/conf.toml.example")); err != nil {
-		t.Errorf("example configuration: %v", err)
-	}
-	// The installed hook name dispatches to the hook: with no config it withholds.
-	cmd := exec.Command(filepath.Join(bin, "ods-keyguard-ds-submit"))
-	cmd.Env = append(os.Environ(), "ODS_KEYGUARD_CONFIG="+filepath.Join(dest, "none.toml"), "ODS_KEYGUARD_SYSLOG=")
-	cmd.Stdin = strings.NewReader("")
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "ds-submit: withheld everything: config") {
-		t.Errorf("installed hook: %v: %s", err, out)
-	}
-	runMake("uninstall")
-	for _, f := range []string{"ods-keyguard", "ods-keyguard-ds-submit", "ods-keyguard-ds-retract"} {
-		if _, err := os.Lstat(filepath.Join(bin, f)); err == nil {
-			t.Errorf("%s still there after uninstall", f)
-		}
-	}
-}
-
 // In CI a missing tool is an error, never a skip.
 func TestConditionStrictInCI(t *testing.T) {
 	saved, savedStrict := tools["softhsm"], strictTools
@@ -700,6 +667,30 @@ func shiftTimes(v any, d time.Duration) any {
 	return v
 }
 
+// scriptCommand is prog, found in the script's $PATH, to run with the
+// script's environment (which wins over the test process's: the last of a
+// duplicate key is the one used) in $WORK.
+func scriptCommand(ts *testscript.TestScript, prog string, args ...string) *exec.Cmd {
+	path := ""
+	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
+		if fi, err := os.Stat(filepath.Join(dir, prog)); err == nil && fi.Mode()&0o111 != 0 {
+			path = filepath.Join(dir, prog)
+			break
+		}
+	}
+	if path == "" {
+		ts.Fatalf("%s not found in $PATH", prog)
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Args[0] = prog
+	cmd.Dir = ts.Getenv("WORK")
+	cmd.Env = os.Environ()
+	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI"} {
+		cmd.Env = append(cmd.Env, k+"="+ts.Getenv(k))
+	}
+	return cmd
+}
+
 // killat MILLIS prog args...: run prog and kill it with SIGKILL after MILLIS
 // milliseconds if it is still running; its exit status does not matter. A
 // crash at a moment nobody chose.
@@ -709,25 +700,7 @@ func cmdKillAt(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ms, err := strconv.Atoi(args[0])
 	ts.Check(err)
-	path := ""
-	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
-		if fi, err := os.Stat(filepath.Join(dir, args[1])); err == nil && fi.Mode()&0o111 != 0 {
-			path = filepath.Join(dir, args[1])
-			break
-		}
-	}
-	if path == "" {
-		ts.Fatalf("killat: %s not found in $PATH", args[1])
-	}
-	cmd := exec.Command(path, args[2:]...)
-	cmd.Args[0] = args[1]
-	cmd.Dir = ts.Getenv("WORK")
-	// The script's environment wins over the test process's (the last of
-	// a duplicate key is the one used).
-	cmd.Env = os.Environ()
-	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI"} {
-		cmd.Env = append(cmd.Env, k+"="+ts.Getenv(k))
-	}
+	cmd := scriptCommand(ts, args[1], args[2:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	ts.Check(cmd.Start())
@@ -735,4 +708,92 @@ func cmdKillAt(ts *testscript.TestScript, neg bool, args []string) {
 	cmd.Wait()
 	timer.Stop()
 	fmt.Fprint(ts.Stdout(), out.String())
+}
+
+// runas UID:GID[:GROUP,...] N prog args...: run prog as that user, with
+// those supplementary groups (numbers: no account is made), which must exit
+// with status N. ods-keyguard is run from a copy in $WORK/bin that any user
+// may execute. Needs root.
+func cmdRunAs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 3 {
+		ts.Fatalf("usage: runas UID:GID[:GROUP,...] N prog [args...]")
+	}
+	ids := strings.Split(args[0], ":")
+	num := func(s string) uint32 {
+		n, err := strconv.ParseUint(s, 10, 32)
+		ts.Check(err)
+		return uint32(n)
+	}
+	cred := &syscall.Credential{Uid: num(ids[0]), Gid: num(ids[1])}
+	if len(ids) > 2 {
+		for _, g := range strings.Split(ids[2], ",") {
+			cred.Groups = append(cred.Groups, num(g))
+		}
+	}
+	want, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	bin := installSelf(ts)
+	cmd := scriptCommand(ts, args[2], args[3:]...)
+	cmd.Env = append(cmd.Env, "PATH="+bin+":"+ts.Getenv("PATH"), "HOME=/")
+	if args[2] == "ods-keyguard" {
+		cmd.Path = filepath.Join(bin, "ods-keyguard")
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	ts.Stdout().Write(stdout.Bytes())
+	ts.Stderr().Write(stderr.Bytes())
+	got := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("runas: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("%s as %s exited %d, want %d", args[2], args[0], got, want)
+	}
+}
+
+// installSelf copies the test binary to $WORK/bin as ods-keyguard, with
+// check_ods_keyguard linked to it, where any user may run it, and returns
+// the folder.
+func installSelf(ts *testscript.TestScript) string {
+	bin := ts.MkAbs("bin")
+	if _, err := os.Stat(filepath.Join(bin, "ods-keyguard")); err == nil {
+		return bin
+	}
+	self, err := os.Executable()
+	ts.Check(err)
+	data, err := os.ReadFile(self)
+	ts.Check(err)
+	ts.Check(os.MkdirAll(bin, 0o755))
+	ts.Check(os.WriteFile(filepath.Join(bin, "ods-keyguard"), data, 0o755))
+	ts.Check(os.Symlink("ods-keyguard", filepath.Join(bin, "check_ods_keyguard")))
+	for dir := ts.Getenv("WORK"); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			ts.Check(os.Chmod(dir, fi.Mode().Perm()|0o011))
+		}
+	}
+	return bin
+}
+
+// nagios [ARGS...]: run check_ods_keyguard ARGS as a service check of a
+// sandboxed Nagios Core, and print what Nagios recorded: state=N,
+// output=..., perfdata=..., and the further lines after long:.
+func cmdNagios(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("usage: nagios [ARGS...]")
+	}
+	bin := installSelf(ts)
+	var env []string
+	for _, k := range []string{"ODS_KEYGUARD_CONFIG", "SOFTHSM2_CONF"} {
+		env = append(env, k+"="+ts.Getenv(k))
+	}
+	env = append(env, "PATH="+bin+":"+ts.Getenv("PATH"), "HOME=/")
+	r, err := sandbox.RunNagios(ts.MkAbs("nagios"), filepath.Join(bin, "check_ods_keyguard"), args, env, 60*time.Second)
+	ts.Check(err)
+	fmt.Fprintf(ts.Stdout(), "state=%d\noutput=%s\nperfdata=%s\nlong:\n%s\n", r.State, r.Output, r.Perfdata, r.Long)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/secret"
@@ -139,6 +140,9 @@ func Load(path string) (*Config, error) {
 		}
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("config %s: no such file (set --config or $%s)", path, EnvVar)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("config %s: permission denied: %s", path, perm.Hint(path))
 		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -296,7 +300,7 @@ const maxPinFile = 4096
 func ReadPinFile(path string) (secret.Value, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+		return "", fmt.Errorf("pin_file %s: %w", path, perm.Explain(path, errors.Unwrap(err)))
 	}
 	defer f.Close()
 	fi, err := f.Stat()

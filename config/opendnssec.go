@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
@@ -81,7 +82,7 @@ type xmlConf struct {
 func LoadOpenDNSSEC(path string) (*OpenDNSSEC, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("opendnssec_conf: %w", err)
+		return nil, fmt.Errorf("opendnssec_conf: %w", perm.Explain(path, err))
 	}
 	var x xmlConf
 	if err := xml.Unmarshal(data, &x); err != nil {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -81,7 +82,7 @@ func checkFile(path string) error {
 	fi, err := os.Stat(path)
 	switch {
 	case err != nil:
-		return fmt.Errorf("enforcer database %s: %w", path, unwrapPath(err))
+		return fmt.Errorf("enforcer database %s: %w", path, perm.Explain(path, unwrapPath(err)))
 	case fi.IsDir():
 		return fmt.Errorf("enforcer database %s: is a directory, not a database file", path)
 	case !fi.Mode().IsRegular():
@@ -89,7 +90,7 @@ func checkFile(path string) error {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("enforcer database %s: %w", path, unwrapPath(err))
+		return fmt.Errorf("enforcer database %s: %w", path, perm.Explain(path, unwrapPath(err)))
 	}
 	return f.Close()
 }

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 )
 
 // dir is a folder of state files opened once: every file in it is opened
@@ -50,7 +52,7 @@ func openDir(path string, create bool, gid int) (*dir, error) {
 	}
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("state_dir %s: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("state_dir %s: %w", path, perm.Explain(path, unwrapPath(err)))
 	case fi.Mode()&os.ModeSymlink != 0:
 		return nil, fmt.Errorf("state_dir %s: is a symlink; ods-keyguard keeps state only in a real folder", path)
 	case !fi.IsDir():
@@ -58,7 +60,7 @@ func openDir(path string, create bool, gid int) (*dir, error) {
 	}
 	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|noFollow, 0)
 	if err != nil {
-		return nil, fmt.Errorf("state_dir %s: %w", path, err)
+		return nil, fmt.Errorf("state_dir %s: %w", path, perm.Explain(path, err))
 	}
 	return &dir{path: path, f: os.NewFile(uintptr(fd), path)}, nil
 }
@@ -87,20 +89,20 @@ func (d *dir) sub(name string, create bool) (*dir, error) {
 		if errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("state folder %s: not a folder (a symlink?)", d.name(name))
 		}
-		return nil, fmt.Errorf("state folder %s: %w", d.name(name), err)
+		return nil, fmt.Errorf("state folder %s: %w", d.name(name), perm.Explain(d.name(name), err))
 	}
 	return &dir{path: d.name(name), f: os.NewFile(uintptr(fd), d.name(name))}, nil
 }
 
 // open opens name with flags, never through a symlink, and checks that it
 // is a regular file.
-func (d *dir) open(name string, flags int, perm uint32) (*os.File, error) {
-	fd, err := syscall.Openat(d.fd(), name, flags|noFollow, perm)
+func (d *dir) open(name string, flags int, mode uint32) (*os.File, error) {
+	fd, err := syscall.Openat(d.fd(), name, flags|noFollow, mode)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("state file %s: is a symlink; ods-keyguard does not follow links in state_dir", d.name(name))
 		}
-		return nil, &os.PathError{Op: "open", Path: d.name(name), Err: err}
+		return nil, &os.PathError{Op: "open", Path: d.name(name), Err: perm.Explain(d.name(name), err)}
 	}
 	f := os.NewFile(uintptr(fd), d.name(name))
 	fi, err := f.Stat()
@@ -139,12 +141,12 @@ func (d *dir) read(name string) ([]byte, error) {
 // either the old file or the new one, never a part: a temporary file made
 // exclusively in the same folder, fsync, rename over name, fsync of the
 // folder. rename replaces a symlink at name; it never writes through it.
-func (d *dir) writeAtomic(name string, data []byte, perm uint32) (err error) {
+func (d *dir) writeAtomic(name string, data []byte, mode uint32) (err error) {
 	var tmp string
 	var f *os.File
 	for i := 0; ; i++ {
 		tmp = fmt.Sprintf(".%s.tmp%d-%d", name, os.Getpid(), i)
-		f, err = d.open(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL, perm)
+		f, err = d.open(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL, mode)
 		if err == nil || i == 100 || !errors.Is(err, syscall.EEXIST) {
 			break
 		}
@@ -161,7 +163,7 @@ func (d *dir) writeAtomic(name string, data []byte, perm uint32) (err error) {
 	if _, err = f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", d.name(name), unwrapPath(err))
 	}
-	if err = f.Chmod(os.FileMode(perm)); err != nil {
+	if err = f.Chmod(os.FileMode(mode)); err != nil {
 		return fmt.Errorf("write %s: %w", d.name(name), unwrapPath(err))
 	}
 	if err = f.Sync(); err != nil {

@@ -29,6 +29,13 @@ func acquireFile(ctx context.Context, d *dir, wait time.Duration, waiting io.Wri
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", unwrapPathKeep(err))
 	}
+	// The umask narrowed what O_CREAT asked for: the enforcer's user (in the
+	// group) takes this lock too.
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != lockMode {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == os.Getuid() {
+			f.Chmod(lockMode)
+		}
+	}
 	deadline := time.Now().Add(wait)
 	told := false
 	for {

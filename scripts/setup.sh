@@ -1,13 +1,27 @@
 #!/bin/sh
-# Installs what ods-keyguard's demo and tests need on Debian: SoftHSMv2,
-# OpenDNSSEC's enforcer, pkcs11-tool and sqlite3. Does nothing when they are
+# Installs what ods-keyguard's demo and tests need on Debian bookworm: the
+# real parts the tests start (SoftHSMv2, OpenDNSSEC's enforcer, BIND as a
+# parent, MariaDB, Nagios Core) and the tools they check with (pkcs11-tool,
+# sqlite3, dig, lintian, promtool, dpkg-deb). Does nothing when they are
 # there already.
 set -eu
 need=""
-command -v softhsm2-util >/dev/null 2>&1 || need="$need softhsm2"
-command -v ods-enforcerd >/dev/null 2>&1 || need="$need opendnssec"
-command -v pkcs11-tool >/dev/null 2>&1 || need="$need opensc"
-command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
+want() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
+want softhsm2-util softhsm2
+want ods-enforcerd opendnssec
+want pkcs11-tool opensc
+want sqlite3 sqlite3
+want named bind9
+want dig bind9-dnsutils
+want mariadbd mariadb-server
+want nagios4 nagios4-core
+want promtool prometheus
+want lintian lintian
+want dpkg-shlibdeps dpkg-dev
+want systemd-analyze systemd
+# The MySQL build of the enforcer conflicts with opendnssec; the tests unpack
+# it from its .deb, whose client library must be installed.
+[ -e /usr/lib/x86_64-linux-gnu/libmariadb.so.3 ] || [ -n "$(ls /usr/lib/*/libmariadb.so.3 2>/dev/null)" ] || need="$need libmariadb3"
 [ -n "$need" ] || exit 0
 if [ "$(id -u)" -ne 0 ]; then
 	echo "setup: missing Debian packages:$need (run as root, or: sudo apt-get install$need)" >&2
@@ -16,5 +30,5 @@ fi
 echo "setup: installing$need"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
-# The package starts nothing that the sandbox needs; a system enforcer, if
-# any, is left alone: the tests use their own folders and sockets.
+# The packages may start system services (named, mariadb, nagios4); the tests
+# start their own on free ports in their own folders and leave those alone.
