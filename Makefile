@@ -1,22 +1,27 @@
-# ods-keyguard: build, install, demo and tests.
+# ods-keyguard: build, install, demo, tests and the Debian package.
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINDIR = $(DESTDIR)$(PREFIX)/bin
+# BUILD is where make build puts the binary (tests point it elsewhere).
+BUILD ?= bin
+SBINDIR = $(DESTDIR)$(PREFIX)/sbin
 DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/ods-keyguard
+STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
+DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench install uninstall clean
+.PHONY: all build setup demo test bench install uninstall deb clean
 
 all: build
 
 build:
-	$(GO) build -buildvcs=auto -o bin/ods-keyguard .
+	$(GO) build -buildvcs=auto -o $(BUILD)/ods-keyguard .
 
 setup:
 	./scripts/setup.sh
 
 # Runs the main job on a sandboxed SoftHSMv2 token and enforcer.
-demo: setup build
+demo: setup
+	$(GO) build -buildvcs=auto -o bin/ods-keyguard .
 	$(GO) run ./internal/demo bin/ods-keyguard
 
 # CI=true turns a skip for a missing tool into a failure.
@@ -26,17 +31,25 @@ test: setup
 bench: setup build
 	./scripts/bench.sh
 
+# The binary beside OpenDNSSEC's admin tools, the hook names as links to
+# it, and state_dir, group-owned by opendnssec where that group exists.
 install: build
-	install -d $(BINDIR) $(DOCDIR)
-	install -m 0755 bin/ods-keyguard $(BINDIR)/ods-keyguard
-	ln -sf ods-keyguard $(BINDIR)/ods-keyguard-ds-submit
-	ln -sf ods-keyguard $(BINDIR)/ods-keyguard-ds-retract
+	install -d $(SBINDIR) $(DOCDIR)
+	install -m 0755 $(BUILD)/ods-keyguard $(SBINDIR)/ods-keyguard
+	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit
+	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-retract
 	install -m 0644 conf.toml.example $(DOCDIR)/conf.toml.example
+	install -d -m 2770 $(STATEDIR)
+	-getent group opendnssec >/dev/null && chgrp opendnssec $(STATEDIR)
 
 uninstall:
-	rm -f $(BINDIR)/ods-keyguard $(BINDIR)/ods-keyguard-ds-submit $(BINDIR)/ods-keyguard-ds-retract
+	rm -f $(SBINDIR)/ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit $(SBINDIR)/ods-keyguard-ds-retract
 	rm -f $(DOCDIR)/conf.toml.example
 	-rmdir $(DOCDIR) 2>/dev/null
 
+# dist/ods-keyguard_VERSION_ARCH.deb, built from a staged tree.
+deb:
+	DIST=$(DIST) GO=$(GO) ./packaging/build-deb.sh
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
