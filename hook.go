@@ -513,7 +513,7 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// The JSON documents of the hook commands (schemas in testdata/schema).
+// The JSON documents of the hook commands (schemas in schema/).
 
 func pendingJSON(b *ledger.DSBook) any {
 	type rejected struct {

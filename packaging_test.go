@@ -111,6 +111,7 @@ func TestDebianPackage(t *testing.T) {
 		"lib/systemd/system/ods-keyguard-textfile.service":              "SuccessExitStatus=1 2",
 		"lib/systemd/system/ods-keyguard-textfile.timer":                "OnUnitActiveSec=5min",
 		"usr/share/doc/ods-keyguard/examples/keyguard.toml":             "state_dir",
+		"usr/share/doc/ods-keyguard/schema/check.json":                  "ods-keyguard/check/1",
 		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml":    "ods_keyguard_unbacked_in_use",
 		"usr/share/doc/ods-keyguard/copyright":                          "BSD-2-clause",
 		"usr/share/doc/ods-keyguard/changelog.gz":                       "file",

@@ -75,8 +75,9 @@ func runPoolFill(c *cli.Context) error {
 	}
 	type asked struct {
 		rules.FillPlan
-		Asked    bool   `json:"asked"`
-		Duration string `json:"duration,omitempty"` // what key generate got
+		Asked bool `json:"asked"`
+		// What key generate got, in seconds; null when nothing was asked.
+		Duration *int64 `json:"duration_seconds"`
 	}
 	doc := struct {
 		Schema   string  `json:"schema"`
@@ -96,14 +97,15 @@ func runPoolFill(c *cli.Context) error {
 			doc.Policies = append(doc.Policies, a)
 			continue
 		}
-		a.Duration = fmt.Sprintf("PT%dS", int64(math.Ceil(p.Duration.Seconds())))
-		if _, err := cli.Run(ctx, "key", "generate", "--policy", p.Policy, "--duration", a.Duration); err != nil {
+		secs := int64(math.Ceil(p.Duration.Seconds()))
+		duration := fmt.Sprintf("PT%dS", secs)
+		if _, err := cli.Run(ctx, "key", "generate", "--policy", p.Policy, "--duration", duration); err != nil {
 			return err
 		}
-		a.Asked = true
+		a.Asked, a.Duration = true, &secs
 		doc.Policies = append(doc.Policies, a)
 		if !c.Bool("json") {
-			fmt.Fprintf(c.App.Writer, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Policy, a.Duration, strings.Join(notes, "; "))
+			fmt.Fprintf(c.App.Writer, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Policy, duration, strings.Join(notes, "; "))
 			fmt.Fprintf(c.App.Writer, "policy %s: the new keys are not backed up: run the next ceremony (ods-keyguard backup prepare)\n", p.Policy)
 		}
 	}

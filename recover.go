@@ -147,11 +147,11 @@ func printAssessment(w io.Writer, a *recovery.Assessment) {
 	for _, h := range a.HSMs {
 		switch {
 		case !h.Reachable:
-			fmt.Fprintf(w, "HSM %s: UNREACHABLE (%s): counted as holding nothing\n", h.Name, h.Error)
+			fmt.Fprintf(w, "HSM %s: UNREACHABLE (%s): counted as holding nothing\n", h.Describe(), h.Error)
 		case len(h.Missing) == 0:
-			fmt.Fprintf(w, "HSM %s: all %d needed keys present\n", h.Name, h.Present)
+			fmt.Fprintf(w, "HSM %s: all %d needed keys present\n", h.Describe(), h.Present)
 		default:
-			fmt.Fprintf(w, "HSM %s: %d needed keys present, %d missing\n", h.Name, h.Present, len(h.Missing))
+			fmt.Fprintf(w, "HSM %s: %d needed keys present, %d missing\n", h.Describe(), h.Present, len(h.Missing))
 		}
 	}
 	for _, l := range a.Lost {
@@ -226,7 +226,7 @@ func runVerifyRestore(c *cli.Context) error {
 	} else {
 		fmt.Fprintf(c.App.Writer, "recover verify: %s\n", v.Summary)
 		for _, h := range v.HSMs {
-			fmt.Fprintf(c.App.Writer, "HSM %s: %d missing, %d another key pair; %s\n", h.Name, len(h.Missing), len(h.Differs), h.SerialNote)
+			fmt.Fprintf(c.App.Writer, "HSM %s: %d missing, %d another key pair; %s\n", h.Describe(), len(h.Missing), len(h.Differs), h.SerialNote)
 			for _, l := range h.Missing {
 				fmt.Fprintf(c.App.Writer, "  MISSING %s\n", keyLine(l))
 			}

@@ -263,9 +263,10 @@ func (k *Key) Usage() string {
 	return UseAssigned
 }
 
-// Zones lists the names of the zones the key is assigned to, sorted.
+// Zones lists the names of the zones the key is assigned to, sorted;
+// empty, never nil, for a key in the pool.
 func (k *Key) Zones() []string {
-	var out []string
+	out := []string{}
 	for _, u := range k.Uses {
 		out = append(out, u.Zone.Name)
 	}

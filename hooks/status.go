@@ -107,7 +107,7 @@ func Status(in StatusInput) []ZoneDS {
 		}
 		zs := orphans[e.Zone]
 		if zs == nil {
-			zs = &ZoneDS{Zone: e.Zone, Keys: []KeyDS{}}
+			zs = &ZoneDS{Zone: e.Zone, Keys: []KeyDS{}, Findings: []Finding{}}
 			orphans[e.Zone] = zs
 		}
 		zs.Findings = append(zs.Findings, pendingFinding(e))

@@ -21,7 +21,7 @@ type Token struct {
 	Serial     string `json:"serial,omitempty"`
 	Model      string `json:"model,omitempty"`
 	Reachable  bool   `json:"reachable"`
-	Keys       int    `json:"keys"`
+	Keys       int    `json:"key_count"`
 	Error      string `json:"error,omitempty"`
 }
 

@@ -32,7 +32,7 @@ type TokenStatus struct {
 	Reachable bool   `json:"reachable"`
 	Label     string `json:"label"`
 	Serial    string `json:"serial,omitempty"`
-	Keys      int    `json:"keys"`
+	Keys      int    `json:"key_count"`
 	Error     string `json:"error,omitempty"`
 }
 
@@ -41,7 +41,7 @@ type RepositoryStatus struct {
 	Name          string           `json:"name"`
 	RequireBackup bool             `json:"require_backup"`
 	Tokens        []TokenStatus    `json:"tokens"`
-	Keys          int              `json:"keys"`
+	Keys          int              `json:"key_count"`
 	Backup        BackupCounts     `json:"backup"`
 	KeyguardOnly  int              `json:"covered_by_keyguard_only"`
 	LastConfirmed *ledger.Ceremony `json:"last_confirmed"`

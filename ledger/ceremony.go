@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -42,6 +43,19 @@ type Ceremony struct {
 	Warnings      []string     `json:"warnings,omitempty"`      // e.g. older keys the backup token lacks
 	LeftRequired  int          `json:"left_required,omitempty"` // keys made during the ceremony, still Required
 	AbandonReason string       `json:"abandon_reason,omitempty"`
+}
+
+// MarshalJSON writes an empty manifest as [], never null: a ceremony that
+// crashed while preparing has none yet.
+func (c Ceremony) MarshalJSON() ([]byte, error) {
+	type plain Ceremony
+	if c.Tokens == nil {
+		c.Tokens = []TokenRecord{}
+	}
+	if c.Keys == nil {
+		c.Keys = []KeyRecord{}
+	}
+	return json.Marshal(plain(c))
 }
 
 // TokenRecord names a token that a ceremony read.

@@ -49,7 +49,7 @@ type Report struct {
 	At       time.Time           `json:"at"`  // the time evaluated
 	Ran      time.Time           `json:"ran"` // when this run was
 	Findings []Finding           `json:"findings"`
-	Keys     *int                `json:"keys"`
+	Keys     *int                `json:"key_count"`
 	Unbacked []rules.Unbacked    `json:"unbacked_in_use"`
 	Missing  *int                `json:"missing_keys"`
 	Withheld *int                `json:"withheld_submissions"`

@@ -102,11 +102,13 @@ func (rep *Report) Prometheus() string {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 	}
 	esc := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	// A token that could not be read leaves the rest measured (and
+	// written below) but the state undetermined: up is 0 for any UNKNOWN.
 	up := 0
-	if rep.Measured {
+	if rep.Measured && rep.State != StateUnknown {
 		up = 1
 	}
-	metric("ods_keyguard_up", "1 when the last check could determine the state, 0 when it could not.", "gauge")
+	metric("ods_keyguard_up", "1 when the last check could determine the state, 0 when it could not (UNKNOWN).", "gauge")
 	fmt.Fprintf(&b, "ods_keyguard_up %d\n", up)
 	metric("ods_keyguard_state", "Verdict of the last check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", "gauge")
 	fmt.Fprintf(&b, "ods_keyguard_state %d\n", rep.State)

@@ -40,6 +40,9 @@ install -m 0644 packaging/ods-keyguard-textfile.service packaging/ods-keyguard-t
 install -m 0644 conf.toml.example "$root/usr/share/doc/ods-keyguard/examples/keyguard.toml"
 install -m 0644 packaging/ods-keyguard.rules.yml "$root/usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml"
 install -m 0644 packaging/copyright "$root/usr/share/doc/ods-keyguard/copyright"
+# The JSON Schemas of the --json documents: an interface, documented.
+install -d "$root/usr/share/doc/ods-keyguard/schema"
+install -m 0644 schema/*.json "$root/usr/share/doc/ods-keyguard/schema/"
 sed "s/@VERSION@/$version/; s/@DATE@/$(date -R -d @"$(git log -1 --format=%ct 2>/dev/null || date +%s)")/" \
 	packaging/changelog.in | gzip -9n > "$root/usr/share/doc/ods-keyguard/changelog.gz"
 

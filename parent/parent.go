@@ -78,7 +78,7 @@ func Read(ctx context.Context, cfg Config, zones []string) []Answer {
 }
 
 func readZone(ctx context.Context, cfg Config, zone string) Answer {
-	a := Answer{Zone: strings.TrimSuffix(strings.ToLower(zone), ".")}
+	a := Answer{Zone: strings.TrimSuffix(strings.ToLower(zone), "."), DS: []DS{}}
 	servers, recursive := cfg.Nameservers, false
 	if len(servers) == 0 {
 		servers, recursive = []string{cfg.Resolver}, true

@@ -17,7 +17,8 @@ import (
 // Token is what recovery knows of one HSM: whether it answered, and what
 // it holds.
 type Token struct {
-	Name       string // `mirror "site-b"`
+	Name       string // as in the configuration: "site-b"
+	Kind       string // repository, mirror or backup token
 	Repository string
 	Serial     string
 	Err        error
@@ -37,7 +38,7 @@ func (t Token) has(locator string) bool {
 func Tokens(results []hsmcheck.Result) []Token {
 	var out []Token
 	for _, r := range results {
-		t := Token{Name: r.Token.Describe(), Repository: r.Token.Repository, Err: r.Err}
+		t := Token{Name: r.Token.Name, Kind: r.Token.Kind, Repository: r.Token.Repository, Err: r.Err}
 		if r.Contents != nil {
 			t.Serial, t.Keys = r.Contents.Serial, r.Contents
 		}
@@ -56,12 +57,18 @@ const (
 // HSM is one token's part in the assessment.
 type HSM struct {
 	Name       string   `json:"name"`
+	Kind       string   `json:"kind"`
 	Repository string   `json:"repository"`
 	Reachable  bool     `json:"reachable"`
 	Error      string   `json:"error,omitempty"`
 	Present    int      `json:"present"`
 	Missing    []string `json:"missing"`
 }
+
+// Describe names the HSM as the messages do: mirror "site-b".
+func (h HSM) Describe() string { return tokenName(h.Kind, h.Name) }
+
+func tokenName(kind, name string) string { return fmt.Sprintf("%s %q", kind, name) }
 
 // LostKey is a needed key that no HSM of its repository holds.
 type LostKey struct {
@@ -162,7 +169,7 @@ func Assess(in Input) *Assessment {
 	byRepo := map[string][]Token{}
 	for _, t := range in.Tokens {
 		byRepo[t.Repository] = append(byRepo[t.Repository], t)
-		h := HSM{Name: t.Name, Repository: t.Repository, Reachable: t.Err == nil, Missing: []string{}}
+		h := HSM{Name: t.Name, Kind: t.Kind, Repository: t.Repository, Reachable: t.Err == nil, Missing: []string{}}
 		if t.Err != nil {
 			h.Error = t.Err.Error()
 		}
@@ -199,7 +206,7 @@ func Assess(in Input) *Assessment {
 	}
 	for _, h := range a.HSMs {
 		if len(h.Missing) > 0 && !damagedRepos[h.Repository] {
-			a.Replace = append(a.Replace, h.Name)
+			a.Replace = append(a.Replace, h.Describe())
 		}
 	}
 	if c := in.Store.LastConfirmed(""); c != nil {

@@ -84,7 +84,7 @@ func world(t *testing.T) (Input, *enforcer.Key, *enforcer.Key) {
 	}
 	all := holding{"k1": "f1", "z2": "f2"}
 	in := Input{Now: now, State: &enforcer.State{Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{ksk, zsk}}, Store: store,
-		Tokens: []Token{{Name: "a", Repository: "R", Keys: all}, {Name: "b", Repository: "R", Keys: all}},
+		Tokens: []Token{{Name: "a", Kind: "repository", Repository: "R", Keys: all}, {Name: "b", Kind: "mirror", Repository: "R", Keys: all}},
 		ReadZone: func(*enforcer.Zone) (Signatures, error) {
 			return Signatures{Count: 1, Earliest: now.Add(72 * time.Hour)}, nil
 		}}
@@ -97,7 +97,7 @@ func TestAssessPaths(t *testing.T) {
 		t.Fatalf("got %s %d", a.Verdict, a.Exit)
 	}
 	in.Tokens[1].Keys = holding{}
-	if a := Assess(in); a.Verdict != Replace || a.Exit != 1 || len(a.Replace) != 1 || a.Replace[0] != "b" {
+	if a := Assess(in); a.Verdict != Replace || a.Exit != 1 || len(a.Replace) != 1 || a.Replace[0] != `mirror "b"` {
 		t.Fatalf("one HSM lost: %+v", a)
 	}
 	in.Tokens[0].Err = errors.New("gone")

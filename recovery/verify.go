@@ -11,12 +11,16 @@ import (
 // Restored is one HSM checked after a restore.
 type Restored struct {
 	Name       string    `json:"name"`
+	Kind       string    `json:"kind"`
 	Repository string    `json:"repository"`
 	Serial     string    `json:"serial"`
 	Missing    []LostKey `json:"missing"` // backed-up keys not on it
 	Differs    []LostKey `json:"differs"` // on it, but another key pair
 	SerialNote string    `json:"serial_note"`
 }
+
+// Describe names the HSM as the messages do: repository "SoftHSM".
+func (r Restored) Describe() string { return tokenName(r.Kind, r.Name) }
 
 // Verification is the answer of recover verify.
 type Verification struct {
@@ -71,7 +75,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 	}
 	onSome := map[string]bool{}
 	for _, t := range tokens {
-		r := Restored{Name: t.Name, Repository: t.Repository, Serial: t.Serial, Missing: []LostKey{}, Differs: []LostKey{}}
+		r := Restored{Name: t.Name, Kind: t.Kind, Repository: t.Repository, Serial: t.Serial, Missing: []LostKey{}, Differs: []LostKey{}}
 		var locs []string
 		for l := range want[t.Repository] {
 			locs = append(locs, l)

@@ -47,7 +47,7 @@ type Pool struct {
 	Repository string        `json:"repository"`
 	Lifetime   time.Duration `json:"-"`
 	Manual     bool          `json:"manual_rollover"`
-	Zones      int           `json:"zones"` // zones drawing on it (1 for shared keys)
+	Zones      int           `json:"zone_count"` // zones drawing on it (1 for shared keys)
 	Unused     int           `json:"unused"`
 	Covered    int           `json:"covered"` // backed-up keys at the head, in hand-out order
 	Gap        bool          `json:"gap"`     // a key that is not backed up stands before backed-up ones
