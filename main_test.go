@@ -781,12 +781,14 @@ func installSelf(ts *testscript.TestScript) string {
 	return bin
 }
 
-// nagios [ARGS...]: run check_ods_keyguard ARGS as a service check of a
-// sandboxed Nagios Core, and print what Nagios recorded: state=N,
-// output=..., perfdata=..., and the further lines after long:.
+// nagios CHECK_COMMAND: run CHECK_COMMAND (check_ods_keyguard, or
+// check_ods_keyguard_spare!W!C), as packaging/nagios-ods-keyguard.cfg
+// defines it, as a service check of a sandboxed Nagios Core; print what
+// Nagios recorded: state=N, output=..., perfdata=..., and the further
+// lines after long:.
 func cmdNagios(ts *testscript.TestScript, neg bool, args []string) {
-	if neg {
-		ts.Fatalf("usage: nagios [ARGS...]")
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: nagios CHECK_COMMAND")
 	}
 	bin := installSelf(ts)
 	var env []string
@@ -794,7 +796,9 @@ func cmdNagios(ts *testscript.TestScript, neg bool, args []string) {
 		env = append(env, k+"="+ts.Getenv(k))
 	}
 	env = append(env, "PATH="+bin+":"+ts.Getenv("PATH"), "HOME=/")
-	r, err := sandbox.RunNagios(ts.MkAbs("nagios"), filepath.Join(bin, "check_ods_keyguard"), args, env, 60*time.Second)
+	commands, err := filepath.Abs("packaging/nagios-ods-keyguard.cfg")
+	ts.Check(err)
+	r, err := sandbox.RunNagios(ts.MkAbs("nagios"), commands, filepath.Join(bin, "check_ods_keyguard"), args[0], env, 60*time.Second)
 	ts.Check(err)
 	fmt.Fprintf(ts.Stdout(), "state=%d\noutput=%s\nperfdata=%s\nlong:\n%s\n", r.State, r.Output, r.Perfdata, r.Long)
 }

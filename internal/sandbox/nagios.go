@@ -25,12 +25,19 @@ type NagiosResult struct {
 	Perfdata string
 }
 
-// RunNagios starts Nagios Core 4 in dir with one host and one service
-// whose command runs plugin with args in env, waits until Nagios has
-// checked the service once, stops it, and returns what Nagios recorded.
-// The check runs the way production runs it: through Nagios's command
-// workers, its output parsed by Nagios and not by the test.
-func RunNagios(dir, plugin string, args, env []string, timeout time.Duration) (*NagiosResult, error) {
+// PluginPath is where the Debian package puts the plugin, and where the
+// packaged command definitions look for it.
+const PluginPath = "/usr/lib/nagios/plugins/check_ods_keyguard"
+
+// RunNagios starts Nagios Core 4 in dir with the command definitions of
+// commandsFile (the packaged ones, PluginPath pointing at plugin, run in
+// env), one host and one service whose check_command is check (such as
+// check_ods_keyguard_spare!2:!1:), waits until Nagios has checked the
+// service once, stops it, and returns what Nagios recorded. The check runs
+// the way production runs it: through Nagios's command workers, its
+// arguments expanded by Nagios, its output parsed by Nagios and not by the
+// test.
+func RunNagios(dir, commandsFile, plugin, check string, env []string, timeout time.Duration) (*NagiosResult, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "checkresults"), 0o755); err != nil {
 		return nil, err
 	}
@@ -42,14 +49,18 @@ func RunNagios(dir, plugin string, args, env []string, timeout time.Duration) (*
 		k, v, _ := strings.Cut(kv, "=")
 		fmt.Fprintf(&wrap, "export %s=%s\n", k, shellQuote(v))
 	}
-	wrap.WriteString("exec " + shellQuote(plugin))
-	for _, a := range args {
-		wrap.WriteString(" " + shellQuote(a))
-	}
-	wrap.WriteString("\n")
+	wrap.WriteString("exec " + shellQuote(plugin) + ` "$@"` + "\n")
 	if err := os.WriteFile(filepath.Join(dir, "plugin.sh"), []byte(wrap.String()), 0o755); err != nil {
 		return nil, err
 	}
+	commands, err := os.ReadFile(commandsFile)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(string(commands), PluginPath) {
+		return nil, fmt.Errorf("%s: no command runs %s", commandsFile, PluginPath)
+	}
+	commands = []byte(strings.ReplaceAll(string(commands), PluginPath, filepath.Join(dir, "plugin.sh")))
 	u, err := user.Current()
 	if err != nil {
 		return nil, err
@@ -59,6 +70,7 @@ func RunNagios(dir, plugin string, args, env []string, timeout time.Duration) (*
 		return nil, err
 	}
 	main := fmt.Sprintf(`log_file=%[1]s/nagios.log
+cfg_file=%[1]s/commands.cfg
 cfg_file=%[1]s/objects.cfg
 object_cache_file=%[1]s/objects.cache
 precached_object_file=%[1]s/objects.precache
@@ -108,10 +120,6 @@ define command {
 	command_name none
 	command_line /bin/true
 }
-define command {
-	command_name check_ods_keyguard
-	command_line $USER1$/plugin.sh
-}
 define host {
 	host_name keyguard
 	address 127.0.0.1
@@ -123,7 +131,7 @@ define host {
 define service {
 	host_name keyguard
 	service_description ods-keyguard
-	check_command check_ods_keyguard
+	check_command ` + check + `
 	max_check_attempts 1
 	check_interval 2
 	retry_interval 2
@@ -134,6 +142,7 @@ define service {
 `
 	files := map[string]string{
 		"nagios.cfg":   main,
+		"commands.cfg": string(commands),
 		"objects.cfg":  objects,
 		"resource.cfg": "$USER1$=" + dir + "\n",
 	}
@@ -141,6 +150,12 @@ define service {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			return nil, err
 		}
+	}
+	// Nagios's own check of the configuration first, as an operator runs it.
+	vctx, vcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer vcancel()
+	if out, err := exec.CommandContext(vctx, "nagios4", "-v", filepath.Join(dir, "nagios.cfg")).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("nagios4 -v: %v: %s", err, tail(string(out)))
 	}
 	log, err := os.Create(filepath.Join(dir, "run.log"))
 	if err != nil {
