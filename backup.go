@@ -90,7 +90,7 @@ already: run backup done, which verifies and records it.`,
 				Description: `Text: one line per ceremony (ID, REPOSITORY, STATUS, PREPARED, ENDED,
 KEYS, BACKUP), then the open ones. BACKUP is "verified:NAME" when the backup
 token was read and checked, "attested" when the operator's word was taken.`,
-				Flags:  []cli.Flag{jsonFlag()},
+				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: runHistory,
 			},
 		},
@@ -113,7 +113,7 @@ func runCeremony(c *cli.Context, step string) error {
 		return err
 	}
 	defer cancel()
-	l, err := openLedger(c, cfg, false)
+	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func lines(s string) []string {
 func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, out io.Writer) error {
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
-	l, err := openLedger(c, cfg, false)
+	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		return err
 	}
@@ -197,12 +197,17 @@ func runHistory(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := openLedger(c, cfg, true)
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	store, err := l.Ceremonies(c.Context)
+	store, err := l.Ceremonies(ctx)
 	if err != nil {
 		return err
 	}

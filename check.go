@@ -125,18 +125,18 @@ func checkReport(c *cli.Context) *monitor.Report {
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
-	l, err := openLedger(c, cfg, true)
+	// Reads end at 70% of the time limit; the answer comes by 90%, when
+	// whatever did not answer has been killed and reaped.
+	budget := timeout - timeout/10
+	ctx, cancel := context.WithTimeout(c.Context, timeout*7/10)
+	defer cancel()
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
 	defer l.Close()
 	src := monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens, Ledger: l,
 		RequireBackup: requireBackup(cfg), Parent: cfg.ParentConfig()}
-	// Reads end at 70% of the time limit; the answer comes by 90%, when
-	// whatever did not answer has been killed and reaped.
-	budget := timeout - timeout/10
-	ctx, cancel := context.WithTimeout(c.Context, timeout*7/10)
-	defer cancel()
 	done := make(chan *monitor.Report, 1)
 	go func() { done <- monitor.Check(ctx, src, opt) }()
 	select {

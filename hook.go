@@ -71,7 +71,7 @@ forward command's status when it failed.`,
 				Description: `Text: one line per entry: ID KIND ZONE KEYTAG SINCE REASON, then the input
 that was rejected (not a DNSKEY), which blocks nothing.
 Exit status: 0 listed (even when empty).`,
-				Flags:  []cli.Flag{jsonFlag()},
+				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: runPending,
 			},
 			{
@@ -99,6 +99,7 @@ Exit status: 0 dropped; 3 no such entry.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "reason", Usage: "why, for the record (required)"},
 					&cli.StringFlag{Name: "operator", Usage: "who (default $SUDO_USER, else $USER)"},
+					timeoutFlag(defaultTimeout),
 				},
 				Action: runDrop,
 			},
@@ -112,7 +113,7 @@ on purpose), skipped (a retraction of a DS that never went to the parent),
 rejected (input that is no DNSKEY), adopted (at the parent before the
 records began).
 Exit status: 0 listed.`,
-				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag()},
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: runHookHistory,
 			},
 			{
@@ -155,7 +156,7 @@ func runHook(c *cli.Context, kind string) error {
 	defer log.Close()
 	ctx, cancel := context.WithTimeout(c.Context, cfg.HookTimeout)
 	defer cancel()
-	l, err := openLedger(c, cfg, false)
+	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
 		return exit(exitProblems, nil)
@@ -187,12 +188,17 @@ func runPending(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := openLedger(c, cfg, true)
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	b, err := l.DS(c.Context)
+	b, err := l.DS(ctx)
 	if err != nil {
 		return err
 	}
@@ -248,7 +254,7 @@ func runRelease(c *cli.Context) error {
 
 // release runs the guard's release; text says whether to print its lines.
 func release(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger, text bool) (*hooks.ReleaseReport, error) {
-	l, err := openLedger(c, cfg, false)
+	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		return nil, err
 	}
@@ -300,9 +306,14 @@ func runDrop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
-	l, err := openLedger(c, cfg, false)
+	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		return err
 	}
@@ -311,7 +322,7 @@ func runDrop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := g.Drop(c.Context, ids[0], reason, ceremony.Operator(operator))
+	e, err := g.Drop(ctx, ids[0], reason, ceremony.Operator(operator))
 	if err != nil {
 		return err
 	}
@@ -324,12 +335,17 @@ func runHookHistory(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := openLedger(c, cfg, true)
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	b, err := l.DS(c.Context)
+	b, err := l.DS(ctx)
 	if err != nil {
 		return err
 	}
@@ -393,7 +409,7 @@ func runHookStatus(c *cli.Context) error {
 // dsStatus reads the enforcer, the ceremonies, the DS records and, with
 // [parent] configured, the parent, and puts them side by side.
 func dsStatus(ctx context.Context, c *cli.Context, cfg *config.Config, only string) ([]hooks.ZoneDS, error) {
-	l, err := openLedger(c, cfg, true)
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return nil, err
 	}

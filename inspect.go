@@ -50,7 +50,7 @@ list is printed all the same, with "unknown" where a token was unreadable).`,
 			if err != nil {
 				return err
 			}
-			l, err := openLedger(c, cfg, true)
+			l, err := openLedger(ctx, c, cfg, true)
 			if err != nil {
 				return err
 			}
@@ -236,7 +236,7 @@ configuration, state or database unreadable.`,
 			if err != nil {
 				return err
 			}
-			l, err := openLedger(c, cfg, true)
+			l, err := openLedger(ctx, c, cfg, true)
 			if err != nil {
 				return err
 			}

@@ -20,6 +20,7 @@
 //	hook ds-submit|ds-retract|pending|release|drop|status
 //	                                       the enforcer's DS hooks (also run as
 //	                                       ods-keyguard-ds-submit, -ds-retract)
+//	ledger init | migrate --to mysql       a MySQL ledger shared by an enforcer pair
 //
 // The configuration is --config FILE, else $ODS_KEYGUARD_CONFIG, else
 // /etc/opendnssec/keyguard.toml (see conf.toml.example).
@@ -225,6 +226,7 @@ func commands() []*cli.Command {
 		checkCommand(),
 		poolCommand(),
 		recoverCommand(),
+		ledgerCommand(),
 		{
 			Name:   hsmcheck.ChildCommand,
 			Hidden: true,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"database/sql"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,17 +28,29 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
 func TestMain(m *testing.M) {
 	exit := func() { os.Exit(Main()) }
-	testscript.Main(m, map[string]func(){
+	testscript.Main(stopShared{m}, map[string]func(){
 		"ods-keyguard":            exit,
 		"ods-keyguard-ds-submit":  exit,
 		"ods-keyguard-ds-retract": exit,
 		"check_ods_keyguard":      exit,
 	})
+}
+
+// stopShared stops the MariaDB server the scripts shared, after them all.
+type stopShared struct{ m *testing.M }
+
+func (s stopShared) Run() int {
+	code := s.m.Run()
+	sandbox.StopShared()
+	return code
 }
 
 // In CI (CI=true) a missing tool fails a script instead of skipping it.
@@ -45,13 +59,47 @@ var strictTools = os.Getenv("CI") != ""
 // startTime is when the tests began: nothing in the source tree may be newer.
 var startTime = time.Now()
 
-func TestScripts(t *testing.T) {
+// The scripts run with the enforcer's database in SQLite and ods-keyguard's
+// ledger in state_dir. Those marked "# backends: sqlite mysql" run again
+// against the MySQL enforcer (opendnssec-enforcer-mysql) and a MySQL
+// ledger on a sandboxed MariaDB server: the same steps, the same expected
+// output, so that any difference between the backends shows.
+func TestScripts(t *testing.T) { runScripts(t, "sqlite", nil) }
+
+func TestScriptsMySQL(t *testing.T) {
+	needTools(t, "mariadbd", "mariadb-install-db", "mariadb", "apt-get", "dpkg-deb")
+	files, err := filepath.Glob("testdata/script/*.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var both []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if regexp.MustCompile(`(?m)^# backends: sqlite mysql$`).Match(data) {
+			both = append(both, f)
+		}
+	}
+	if len(both) == 0 {
+		t.Fatal("no script runs on both backends")
+	}
+	runScripts(t, "mysql", both)
+}
+
+func runScripts(t *testing.T, backend string, files []string) {
+	dir := "testdata/script"
+	if files != nil {
+		dir = ""
+	}
 	testscript.Run(t, testscript.Params{
-		Dir:                 "testdata/script",
+		Dir:                 dir,
+		Files:               files,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
-		UpdateScripts:       os.Getenv("ODS_KEYGUARD_UPDATE_GOLDEN") != "",
-		Setup:               setupScript,
+		UpdateScripts:       os.Getenv("ODS_KEYGUARD_UPDATE_GOLDEN") != "" && backend == "sqlite",
+		Setup:               func(env *testscript.Env) error { return setupScript(env, backend) },
 		Condition:           condition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode":   cmdExitcode,
@@ -78,16 +126,48 @@ func TestScripts(t *testing.T) {
 
 // setupScript points SOFTHSM2_CONF into $WORK, so that no script can touch
 // a token of the machine, and the configuration at $WORK/keyguard.toml.
-func setupScript(env *testscript.Env) error {
+func setupScript(env *testscript.Env, backend string) error {
 	conf, err := sandbox.SoftHSM(filepath.Join(env.WorkDir, "softhsm"))
 	if err != nil {
 		return err
+	}
+	env.Setenv("BACKEND", backend)
+	env.Setenv("LEDGER", "")
+	slot := &enforcerSlot{}
+	if backend == "mysql" {
+		// The enforcer's database is made at "enforcer start"; the ledger
+		// here: $LEDGER, at the end of a script's keyguard.toml, names it.
+		srv, err := sandbox.SharedMariaDB()
+		if err != nil {
+			return err
+		}
+		slot.server = srv
+		db, err := srv.NewDatabase("keyguard")
+		if err != nil {
+			return err
+		}
+		env.Defer(func() { db.Drop() })
+		pw := filepath.Join(env.WorkDir, "ledger.pw")
+		if err := os.WriteFile(pw, []byte(db.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+		// What an operator does once: ods-keyguard ledger init.
+		srvConf := mysqlx.Server{Host: "127.0.0.1", Port: srv.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		l, err := ledger.New(ctx, ledger.Options{MySQL: &srvConf})
+		if err != nil {
+			return err
+		}
+		l.Close()
+		env.Setenv("LEDGER", fmt.Sprintf("[ledger]\nbackend = \"mysql\"\ndsn = %q\npassword_file = %q\n", db.DSN(), pw))
+		env.Setenv("LEDGER_DSN", db.DSN())
 	}
 	env.Setenv("SOFTHSM2_CONF", conf)
 	env.Setenv("ODS_KEYGUARD_CONFIG", filepath.Join(env.WorkDir, "keyguard.toml"))
 	env.Setenv("MODULE", sandbox.Module)
 	env.Setenv("CI", os.Getenv("CI"))
-	env.Values["enforcer"] = &enforcerSlot{}
+	env.Values["enforcer"] = slot
 	env.Values["parent"] = &parentSlot{}
 	return nil
 }
@@ -99,6 +179,7 @@ var tools = map[string][]string{
 	"root":     {},
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
 	"nagios":   {"nagios4"},
+	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
 }
 
 func condition(cond string) (bool, error) {
@@ -203,8 +284,12 @@ func cmdSoftHSM(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// enforcerSlot holds a script's running enforcer.
-type enforcerSlot struct{ e *sandbox.Enforcer }
+// enforcerSlot holds a script's running enforcer and, for the MySQL
+// backend, the server its database goes on.
+type enforcerSlot struct {
+	e      *sandbox.Enforcer
+	server *sandbox.MariaDB
+}
 
 // enforcer start [-require-backup] [-skip-public-key] [-manual-keygen]
 //
@@ -272,6 +357,12 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {
 			o.Kasp = string(kasp)
+		}
+		if slot.server != nil {
+			db, err := slot.server.NewDatabase("kasp")
+			ts.Check(err)
+			ts.Defer(func() { db.Drop() })
+			o.MySQL = db
 		}
 		e, err := sandbox.Start(o)
 		ts.Check(err)
@@ -359,7 +450,14 @@ func cmdDBVar(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 func queryDB(ts *testscript.TestScript, query string) (string, error) {
-	db, err := sql.Open("sqlite", "file:"+ts.Getenv("ODS_DB")+"?mode=ro&_pragma=busy_timeout(5000)")
+	var db *sql.DB
+	var err error
+	if e := ts.Value("enforcer").(*enforcerSlot).e; e != nil && e.MySQL != nil {
+		db, err = mysqlx.Open(mysqlx.Server{Host: "127.0.0.1", Port: e.MySQL.Server.Port, User: e.MySQL.User,
+			Password: secret.Value(e.MySQL.Password), Database: e.MySQL.Name})
+	} else {
+		db, err = sql.Open("sqlite", "file:"+ts.Getenv("ODS_DB")+"?mode=ro&_pragma=busy_timeout(5000)")
+	}
 	if err != nil {
 		return "", err
 	}

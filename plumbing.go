@@ -55,8 +55,12 @@ func configFlag(c *cli.Context) string {
 
 // openLedger opens the ledger; a writer that has to wait for the lock says
 // so on stderr. readOnly makes nothing: check, run by the monitoring user.
-func openLedger(c *cli.Context, cfg *config.Config, readOnly bool) (*ledger.Ledger, error) {
-	return ledger.New(cfg.LedgerOptions(c.App.ErrWriter, readOnly))
+func openLedger(ctx context.Context, c *cli.Context, cfg *config.Config, readOnly bool) (*ledger.Ledger, error) {
+	o, err := cfg.LedgerOptions(c.App.ErrWriter, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.New(ctx, o)
 }
 
 // newGuard is the DS guard with this configuration.

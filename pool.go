@@ -61,7 +61,7 @@ func runPoolFill(c *cli.Context) error {
 	if in.State, err = enforcer.ReadDatastore(ctx, cfg.ODS.Datastore); err != nil {
 		return err
 	}
-	l, err := openLedger(c, cfg, true)
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ func runAssess(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := openLedger(c, cfg, true)
+	l, err := openLedger(ctx, c, cfg, true)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func runVerifyRestore(c *cli.Context) error {
 			return r.Err
 		}
 	}
-	l, err := openLedger(c, cfg, false)
+	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		return err
 	}

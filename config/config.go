@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
@@ -49,6 +50,7 @@ type Config struct {
 	Backup       Backup                     `toml:"backup"`
 	Check        Check                      `toml:"check"`
 	Parent       Parent                     `toml:"parent"`
+	Ledger       Ledger                     `toml:"ledger"`
 
 	// StateGroup is the group that a state_dir made by ods-keyguard gets:
 	// the group of opendnssec_conf (opendnssec on Debian), so that the
@@ -103,6 +105,23 @@ type Parent struct {
 
 	timeout time.Duration
 }
+
+// Ledger says where ods-keyguard keeps its records: "files" in state_dir
+// (the default), or "mysql", a database of its own that the hosts of an
+// enforcer pair share.
+type Ledger struct {
+	Backend      string `toml:"backend"`
+	DSN          string `toml:"dsn"`           // user@tcp(host:3306)/database, no password
+	PasswordFile string `toml:"password_file"` // checked like a pin_file
+
+	server *mysqlx.Server
+}
+
+// Ledger backends.
+const (
+	LedgerFiles = "files"
+	LedgerMySQL = "mysql"
+)
 
 // Backup is the schedule of backup ceremonies, as ISO 8601 durations.
 type Backup struct {
@@ -167,6 +186,7 @@ func Load(path string) (*Config, error) {
 	}
 	abs(&c.OpenDNSSECConf)
 	abs(&c.StateDir)
+	abs(&c.Ledger.PasswordFile)
 	for i := range c.Mirrors {
 		abs(&c.Mirrors[i].PinFile)
 	}
@@ -199,6 +219,9 @@ func Load(path string) (*Config, error) {
 		if _, _, err := net.SplitHostPort(ns); err != nil {
 			return nil, fmt.Errorf("config %s: [parent] %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
 		}
+	}
+	if err := c.Ledger.parse(); err != nil {
+		return nil, fmt.Errorf("config %s: [ledger] %w", path, err)
 	}
 	c.StateGroup = fileGroup(c.OpenDNSSECConf)
 	ods, err := LoadOpenDNSSEC(c.OpenDNSSECConf)
@@ -279,11 +302,57 @@ func fileGroup(path string) int {
 	return -1
 }
 
+func (l *Ledger) parse() error {
+	switch l.Backend {
+	case "", LedgerFiles:
+		l.Backend = LedgerFiles
+		if l.DSN != "" || l.PasswordFile != "" {
+			return errors.New(`dsn and password_file are for backend = "mysql"`)
+		}
+		return nil
+	case LedgerMySQL:
+	default:
+		return fmt.Errorf("backend %q: want \"files\" or \"mysql\"", l.Backend)
+	}
+	if l.DSN == "" || l.PasswordFile == "" {
+		return errors.New(`backend = "mysql" needs dsn and password_file`)
+	}
+	srv, err := mysqlx.ParseDSN(l.DSN)
+	if err != nil {
+		return err
+	}
+	l.server = &srv
+	return nil
+}
+
+// LedgerServer is the MySQL ledger's server, its password read from
+// password_file; nil when [ledger] has none.
+func (c *Config) LedgerServer() (*mysqlx.Server, error) {
+	if c.Ledger.server == nil {
+		return nil, nil
+	}
+	pw, err := readSecretFile("password_file", c.Ledger.PasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("[ledger] %w", err)
+	}
+	srv := *c.Ledger.server
+	srv.Password = pw
+	return &srv, nil
+}
+
 // LedgerOptions says where ods-keyguard's records are. A writer that has
 // to wait for the lock says so on waiting; readOnly makes nothing (check,
 // run by the monitoring user).
-func (c *Config) LedgerOptions(waiting io.Writer, readOnly bool) ledger.Options {
-	return ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly}
+func (c *Config) LedgerOptions(waiting io.Writer, readOnly bool) (ledger.Options, error) {
+	o := ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly}
+	if c.Ledger.Backend == LedgerMySQL {
+		srv, err := c.LedgerServer()
+		if err != nil {
+			return o, err
+		}
+		o.MySQL = srv
+	}
+	return o, nil
 }
 
 // ParentConfig is [parent] for package parent.
@@ -297,36 +366,39 @@ const maxPinFile = 4096
 // ReadPinFile reads a PIN (or a password) from a regular file that nobody
 // but its owner may write and that others may not read: 0600, or 0640 where
 // a group shares it, as Debian shares conf.xml with group opendnssec.
-func ReadPinFile(path string) (secret.Value, error) {
+func ReadPinFile(path string) (secret.Value, error) { return readSecretFile("pin_file", path) }
+
+// readSecretFile reads a PIN or password from the file key names.
+func readSecretFile(key, path string) (secret.Value, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("pin_file %s: %w", path, perm.Explain(path, errors.Unwrap(err)))
+		return "", fmt.Errorf("%s %s: %w", key, path, perm.Explain(path, errors.Unwrap(err)))
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+		return "", fmt.Errorf("%s %s: %w", key, path, errors.Unwrap(err))
 	}
 	switch perm := fi.Mode().Perm(); {
 	case fi.IsDir():
-		return "", fmt.Errorf("pin_file %s: is a directory, not a file", path)
+		return "", fmt.Errorf("%s %s: is a directory, not a file", key, path)
 	case !fi.Mode().IsRegular():
-		return "", fmt.Errorf("pin_file %s: not a regular file (%s)", path, fi.Mode().Type())
+		return "", fmt.Errorf("%s %s: not a regular file (%s)", key, path, fi.Mode().Type())
 	case perm&0o022 != 0:
-		return "", fmt.Errorf("pin_file %s: writable by group or others (mode %04o): chmod 640 it", path, perm)
+		return "", fmt.Errorf("%s %s: writable by group or others (mode %04o): chmod 640 it", key, path, perm)
 	case perm&0o004 != 0:
-		return "", fmt.Errorf("pin_file %s: readable by others (mode %04o): chmod 640 it", path, perm)
+		return "", fmt.Errorf("%s %s: readable by others (mode %04o): chmod 640 it", key, path, perm)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPinFile+1))
 	if err != nil {
-		return "", fmt.Errorf("pin_file %s: %w", path, errors.Unwrap(err))
+		return "", fmt.Errorf("%s %s: %w", key, path, errors.Unwrap(err))
 	}
 	if len(data) > maxPinFile {
-		return "", fmt.Errorf("pin_file %s: longer than %d bytes: not a PIN", path, maxPinFile)
+		return "", fmt.Errorf("%s %s: longer than %d bytes: not a PIN or password", key, path, maxPinFile)
 	}
 	pin := strings.TrimRight(string(data), "\r\n")
 	if pin == "" {
-		return "", fmt.Errorf("pin_file %s: empty", path)
+		return "", fmt.Errorf("%s %s: empty", key, path)
 	}
 	return secret.Value(pin), nil
 }

@@ -1,8 +1,7 @@
 package enforcer
 
 import (
-	"fmt"
-
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
@@ -30,10 +29,10 @@ func (ds Datastore) String() string {
 	return ds.SQLite
 }
 
-func (m *MySQL) String() string {
-	port := m.Port
-	if port == 0 {
-		port = 3306
-	}
-	return fmt.Sprintf("mysql://%s@%s:%d/%s", m.Username, m.Host, port, m.Database)
+func (m *MySQL) String() string { return m.server().String() }
+
+// server is where libmysqlclient would connect for the enforcer: Host
+// "localhost" is the server's unix socket.
+func (m *MySQL) server() mysqlx.Server {
+	return mysqlx.Server{Host: m.Host, Port: m.Port, User: m.Username, Password: m.Password, Database: m.Database}
 }

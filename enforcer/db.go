@@ -48,7 +48,7 @@ func (e *LockedError) Error() string {
 // until ctx's deadline.
 func Open(ctx context.Context, ds Datastore) (*DB, error) {
 	if ds.MySQL != nil {
-		return nil, errors.New("enforcer database: MySQL datastore not supported yet")
+		return openMySQL(ctx, ds)
 	}
 	if err := checkFile(ds.SQLite); err != nil {
 		return nil, err
@@ -186,6 +186,9 @@ func (d *DB) errorf(format string, args ...any) error {
 // Read takes a consistent snapshot in one read transaction, tried again
 // while the enforcer holds the database locked, until ctx's deadline.
 func (d *DB) Read(ctx context.Context) (*State, error) {
+	if d.ds.MySQL != nil {
+		return d.readMySQL(ctx)
+	}
 	var st *State
 	err := d.retry(ctx, func() error {
 		var err error

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
@@ -20,8 +21,17 @@ type Snapshot struct {
 func Take(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, req hsmcheck.Request) (*Snapshot, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A token that hangs is given up on with a quarter of the time left:
+	// what comes after (the ledger, the parent, the answer) still has a
+	// deadline to work in.
+	tctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var tcancel context.CancelFunc
+		tctx, tcancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*3/4))
+		defer tcancel()
+	}
 	done := make(chan []hsmcheck.Result, 1)
-	go func() { done <- hsmcheck.Reader{}.Read(ctx, tokens, req) }()
+	go func() { done <- hsmcheck.Reader{}.Read(tctx, tokens, req) }()
 	st, err := enforcer.ReadDatastore(ctx, ds)
 	if err != nil {
 		cancel()

@@ -41,6 +41,12 @@ func openFiles(o Options) (*files, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !o.Migrating {
+		if err := checkMigrated(d); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
 	return &files{d: d, opts: o}, nil
 }
 

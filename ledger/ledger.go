@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 )
 
 // Options say where the ledger is and how writers wait for each other.
@@ -21,6 +23,12 @@ type Options struct {
 	// ReadOnly opens an existing ledger without making anything: what
 	// check, run by the monitoring user, does.
 	ReadOnly bool
+	// MySQL, when set, keeps the ledger in that database instead of Dir:
+	// one ledger for the hosts of an enforcer pair.
+	MySQL *mysqlx.Server
+	// Migrating opens a state_dir even after it was migrated: for
+	// ledger migrate, run again, to say so.
+	Migrating bool
 }
 
 // Ledger is ods-keyguard's record. Writers of ceremonies take the Lock;
@@ -44,8 +52,16 @@ type backend interface {
 	close() error
 }
 
-// New opens the ledger in o.Dir.
-func New(o Options) (*Ledger, error) {
+// New opens the ledger: in o.MySQL when set, else in o.Dir. Whatever it
+// asks a server runs under ctx's deadline.
+func New(ctx context.Context, o Options) (*Ledger, error) {
+	if o.MySQL != nil {
+		b, err := openMySQL(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		return &Ledger{b: b}, nil
+	}
 	b, err := openFiles(o)
 	if err != nil {
 		return nil, err

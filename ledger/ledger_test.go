@@ -22,7 +22,7 @@ func must(t *testing.T, err error) {
 
 func newLedger(t *testing.T, dir string) *Ledger {
 	t.Helper()
-	l, err := New(Options{Dir: dir, Group: -1, LockWait: time.Second})
+	l, err := New(context.Background(), Options{Dir: dir, Group: -1, LockWait: time.Second})
 	must(t, err)
 	t.Cleanup(func() { l.Close() })
 	return l
@@ -125,7 +125,7 @@ func TestSymlinksAreRefused(t *testing.T) {
 	}
 	link := filepath.Join(base, "link")
 	must(t, os.Symlink(dir, link))
-	if _, err := New(Options{Dir: link, Group: -1}); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+	if _, err := New(context.Background(), Options{Dir: link, Group: -1}); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Errorf("state_dir a symlink: %v", err)
 	}
 	must(t, os.Mkdir(filepath.Join(dir, lockName), 0o700))
@@ -157,7 +157,7 @@ func TestLockNamesTheHolder(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	var told bytes.Buffer
-	l2, err := New(Options{Dir: dir, Group: -1, LockWait: 200 * time.Millisecond, Waiting: &told})
+	l2, err := New(context.Background(), Options{Dir: dir, Group: -1, LockWait: 200 * time.Millisecond, Waiting: &told})
 	must(t, err)
 	defer l2.Close()
 	start := time.Now()
@@ -264,7 +264,7 @@ func TestLegacyPending(t *testing.T) {
 // and makes nothing.
 func TestReadOnlyMakesNothing(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "none")
-	l, err := New(Options{Dir: dir, ReadOnly: true})
+	l, err := New(context.Background(), Options{Dir: dir, ReadOnly: true})
 	must(t, err)
 	s, err := l.Ceremonies(context.Background())
 	must(t, err)

@@ -73,15 +73,16 @@ func Unknown(opt CheckOptions, reason string) *Report {
 // age, the ceremonies, and the DS guard (with the parent's DS where
 // [parent] is configured).
 func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
-	snap, err := inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
-	if err != nil {
-		return Unknown(opt, err.Error())
-	}
+	// The records first: quick, and not to be starved by a token that hangs.
 	store, err := src.Ledger.Ceremonies(ctx)
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
 	book, err := src.Ledger.DS(ctx)
+	if err != nil {
+		return Unknown(opt, err.Error())
+	}
+	snap, err := inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}

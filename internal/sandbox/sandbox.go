@@ -76,11 +76,16 @@ type Options struct {
 	ManualKeyGen bool
 	SetTime      string   // ods-enforcerd --set-time
 	Env          []string // more environment for the daemon (and so its hooks)
+	// MySQL keeps the enforcer's database there instead of kasp.db, run by
+	// the ods-enforcerd of opendnssec-enforcer-mysql (MySQLEnforcerd).
+	MySQL *Database
 }
 
 // Enforcer is a running sandboxed ods-enforcerd.
 type Enforcer struct {
 	Dir, Conf, Socket, DB, Log string
+	MySQL                      *Database // the database, when not DB
+	daemon                     string
 	sockDir                    string
 	cmd                        *exec.Cmd
 	done                       chan error
@@ -131,7 +136,10 @@ var confTemplate = template.Must(template.New("conf").Funcs(template.FuncMap{"xm
   <ZoneListFile>{{.Dir}}/zonelist.xml</ZoneListFile>
  </Common>
  <Enforcer>
-  <Datastore><SQLite>{{.Dir}}/kasp.db</SQLite></Datastore>
+  {{- if .MySQL}}
+  <Datastore><MySQL><Host Port="{{.MySQL.Server.Port}}">127.0.0.1</Host><Database>{{.MySQL.Name}}</Database><Username>{{.MySQL.User}}</Username><Password>{{xml .MySQL.Password}}</Password></MySQL></Datastore>
+  {{- else}}
+  <Datastore><SQLite>{{.Dir}}/kasp.db</SQLite></Datastore>{{end}}
   {{- if .ManualKeyGen}}
   <ManualKeyGeneration/>{{else}}
   <AutomaticKeyGenerationPeriod>P1Y</AutomaticKeyGenerationPeriod>{{end}}
@@ -176,7 +184,15 @@ func Configure(o Options) (*Enforcer, error) {
 	e := &Enforcer{
 		Dir: o.Dir, Conf: filepath.Join(o.Dir, "conf.xml"), Socket: filepath.Join(sockDir, "enforcer.sock"),
 		DB: filepath.Join(o.Dir, "kasp.db"), Log: filepath.Join(o.Dir, "enforcerd.log"), sockDir: sockDir,
-		env: append(append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf), o.Env...),
+		env:    append(append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf), o.Env...),
+		daemon: "ods-enforcerd",
+	}
+	if o.MySQL != nil {
+		daemon, err := MySQLEnforcerd()
+		if err != nil {
+			return nil, err
+		}
+		e.daemon, e.DB, e.MySQL = daemon, "", o.MySQL
 	}
 	var conf bytes.Buffer
 	if err := confTemplate.Execute(&conf, struct {
@@ -197,6 +213,16 @@ func Configure(o Options) (*Enforcer, error) {
 	}
 	// ods-enforcer-db-setup reads only /etc/opendnssec/conf.xml: make the
 	// database from the shipped schema instead.
+	if o.MySQL != nil {
+		schema, err := os.ReadFile("/usr/share/opendnssec/schema.mysql")
+		if err != nil {
+			return nil, fmt.Errorf("enforcer schema: %w", err)
+		}
+		if _, err := o.MySQL.Query(string(schema) + "\nINSERT INTO databaseVersion (version) VALUES (1);\n"); err != nil {
+			return nil, fmt.Errorf("enforcer schema in %s: %w", o.MySQL.Name, err)
+		}
+		return e, nil
+	}
 	os.Remove(e.DB)
 	schema, err := os.ReadFile("/usr/share/opendnssec/schema.sqlite")
 	if err != nil {
@@ -247,7 +273,7 @@ func (e *Enforcer) start(setTime string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ods-enforcerd", args...)
+	cmd := exec.Command(e.daemon, args...)
 	cmd.Env = e.env
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

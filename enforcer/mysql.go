@@ -1,0 +1,77 @@
+package enforcer
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+)
+
+// The enforcer in MySQL or MariaDB (opendnssec-enforcer-mysql): the same
+// tables and the same queries as SQLite (queries.go). What differs is how
+// a consistent read begins: one connection, a REPEATABLE READ transaction
+// started WITH CONSISTENT SNAPSHOT and READ ONLY, so every table is read as
+// of one moment while the enforcer goes on writing, and nothing can be
+// written through it. InnoDB readers do not wait for writers: there is no
+// lock to retry, only the deadline.
+
+func openMySQL(ctx context.Context, ds Datastore) (*DB, error) {
+	srv := ds.MySQL.server()
+	db, err := mysqlx.Open(srv)
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{db: db, ds: ds, name: srv.String()}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM hsmKey`).Scan(&n); err != nil {
+		db.Close()
+		return nil, d.classifyMySQL(ctx, err)
+	}
+	return d, nil
+}
+
+func (d *DB) readMySQL(ctx context.Context) (*State, error) {
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return nil, d.classifyMySQL(ctx, err)
+	}
+	defer conn.Close()
+	for _, stmt := range []string{
+		`SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ`,
+		`START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`,
+	} {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return nil, d.classifyMySQL(ctx, err)
+		}
+	}
+	// Ends the transaction; a connection whose context ended is dropped
+	// by the driver, and the server rolls back.
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+	if afterSnapshot != nil {
+		afterSnapshot()
+	}
+	st := &State{}
+	if err := st.read(ctx, conn); err != nil {
+		return nil, d.classifyMySQL(ctx, err)
+	}
+	return st, nil
+}
+
+// classifyMySQL names what is wrong with the server or the database.
+func (d *DB) classifyMySQL(ctx context.Context, err error) error {
+	switch mysqlx.Number(err) {
+	case mysqlx.ErNoSuchTable, mysqlx.ErBadField:
+		return d.errorf("not an OpenDNSSEC 2 enforcer database (%s)", mysqlx.Message(err))
+	}
+	if ctx.Err() != nil && !errors.Is(err, sql.ErrNoRows) {
+		return d.errorf("no answer in time: %w", ctx.Err())
+	}
+	return d.errorf("%s", mysqlx.Explain(d.ds.MySQL.server(), err))
+}
+
+var _ querier = (*sql.Conn)(nil)
+
+// afterSnapshot, in tests, runs between the start of the snapshot and the
+// first query: where the enforcer's writes must no longer show.
+var afterSnapshot func()

@@ -1,0 +1,266 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/secret"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sandbox.StopShared()
+	os.Exit(code)
+}
+
+// ledgerDB is an empty database on the sandboxed MariaDB server.
+func ledgerDB(t *testing.T) (*sandbox.Database, mysqlx.Server) {
+	t.Helper()
+	for _, tool := range []string{"mariadbd", "mariadb-install-db", "mariadb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not found, and CI does not skip", tool)
+			}
+			t.Skipf("needs %s", tool)
+		}
+	}
+	srv, err := sandbox.SharedMariaDB()
+	must(t, err)
+	db, err := srv.NewDatabase("keyguard")
+	must(t, err)
+	t.Cleanup(func() { db.Drop() })
+	return db, mysqlx.Server{Host: "127.0.0.1", Port: srv.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
+}
+
+func mysqlLedgerFor(t *testing.T, s mysqlx.Server, o Options) *Ledger {
+	t.Helper()
+	o.MySQL = &s
+	if o.LockWait == 0 {
+		o.LockWait = time.Second
+	}
+	l, err := New(context.Background(), o)
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// The ceremonies as the files keep them: open, ended once, in order.
+func TestMySQLStore(t *testing.T) {
+	ctx := context.Background()
+	_, srv := ledgerDB(t)
+	a := mysqlLedgerFor(t, srv, Options{})
+	b := mysqlLedgerFor(t, srv, Options{}) // the other host
+	s, err := a.Ceremonies(ctx)
+	must(t, err)
+	c := &Ceremony{ID: NewID("SoftHSM", time.Unix(0, 0)), Repository: "SoftHSM", Status: Open, Keys: []KeyRecord{{Locator: "aa", Role: "KSK"}}}
+	must(t, s.SaveOpen(ctx, c))
+	s2, err := b.Ceremonies(ctx)
+	must(t, err)
+	if o := s2.Open("SoftHSM"); o == nil || o.ID != c.ID {
+		t.Fatalf("the other host sees open %+v", o)
+	}
+	c.Status = Confirmed
+	must(t, s.End(ctx, c))
+	must(t, s.End(ctx, c)) // again, as after a crash: recorded once
+	// The other host, with a stale view, ends it too: still once.
+	must(t, s2.End(ctx, c))
+	s3, err := b.Ceremonies(ctx)
+	must(t, err)
+	if len(s3.History()) != 1 || s3.Open("SoftHSM") != nil || s3.Coverage().Covering("SoftHSM", "AA") == nil {
+		t.Fatalf("history %d, open %v", len(s3.History()), s3.Open("SoftHSM"))
+	}
+	// The same id with another record is refused, not overwritten.
+	other := *c
+	other.Operator = "mallory"
+	if err := a.b.appendHistory(ctx, nil, &other); err == nil || !strings.Contains(err.Error(), "in the history already, with another record") {
+		t.Errorf("a different record under the same id: %v", err)
+	}
+}
+
+// A row damaged or edited by hand is reported, never trusted.
+func TestMySQLCorruptRow(t *testing.T) {
+	ctx := context.Background()
+	db, srv := ledgerDB(t)
+	l := mysqlLedgerFor(t, srv, Options{})
+	s, err := l.Ceremonies(ctx)
+	must(t, err)
+	must(t, s.End(ctx, &Ceremony{ID: "x", Repository: "A", Status: Confirmed}))
+	_, err = db.Query(`UPDATE keyguard_history SET doc = REPLACE(doc, '"confirmed"', '"abandoned"')`)
+	must(t, err)
+	_, err = l.Ceremonies(ctx)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "table keyguard_history row x: checksum mismatch") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// The writers' lock spans hosts, names its holder, gives up after the
+// wait, and goes with its holder's connection.
+func TestMySQLLock(t *testing.T) {
+	ctx := context.Background()
+	db, srv := ledgerDB(t)
+	a := mysqlLedgerFor(t, srv, Options{})
+	var told bytes.Buffer
+	b := mysqlLedgerFor(t, srv, Options{LockWait: 300 * time.Millisecond, Waiting: &told})
+	unlock, err := a.Lock(ctx)
+	must(t, err)
+	start := time.Now()
+	_, err = b.Lock(ctx)
+	if time.Since(start) < 250*time.Millisecond {
+		t.Error("did not wait")
+	}
+	if err == nil || !strings.Contains(err.Error(), "lock held by ") || !strings.Contains(err.Error(), fmt.Sprintf(" pid %d (", os.Getpid())) ||
+		!strings.Contains(err.Error(), "for over 300ms") {
+		t.Fatalf("got %v", err)
+	}
+	if !strings.Contains(told.String(), "waiting for the ledger lock of "+srv.String()+", held by ") {
+		t.Errorf("not told: %q", told.String())
+	}
+	unlock()
+	unlock2, err := b.Lock(ctx)
+	must(t, err)
+	unlock2()
+
+	// A holder whose connection dies (the host crashed) leaves no lock.
+	_, err = a.Lock(ctx)
+	must(t, err)
+	_, err = db.Server.Root(fmt.Sprintf("SELECT CONCAT('KILL ', IS_USED_LOCK('ods-keyguard:%s'), ';') INTO @k; PREPARE s FROM @k; EXECUTE s;", srv.Database))
+	must(t, err)
+	unlock3, err := b.Lock(ctx)
+	if err != nil {
+		t.Fatalf("after the holder's connection died: %v", err)
+	}
+	unlock3()
+}
+
+// Hooks on two hosts add DS records at the same moment: all of them land,
+// none twice.
+func TestMySQLConcurrentDS(t *testing.T) {
+	ctx := context.Background()
+	_, srv := ledgerDB(t)
+	hosts := []*Ledger{mysqlLedgerFor(t, srv, Options{}), mysqlLedgerFor(t, srv, Options{})}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			e := DSEvent{Kind: Submit, Action: Withheld, Zone: fmt.Sprintf("z%d.example", i), KeyTag: i, Fingerprint: strings.Repeat("a", 63) + fmt.Sprint(i%10), Reason: "test"}
+			errs <- hosts[i%2].AddDS(ctx, e)
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		must(t, err)
+	}
+	book, err := hosts[0].DS(ctx)
+	must(t, err)
+	if len(book.Events) != 40 {
+		t.Fatalf("%d events, want 40", len(book.Events))
+	}
+	// The same event again (a retry) is not recorded twice.
+	must(t, hosts[1].b.addDS(ctx, book.Events[:3]))
+	unlock, err := hosts[0].Lock(ctx)
+	must(t, err)
+	must(t, hosts[0].CompactDS(ctx, func(e DSEvent) bool { return e.KeyTag%2 == 0 }))
+	unlock()
+	book, err = hosts[1].DS(ctx)
+	must(t, err)
+	if len(book.Events) != 20 {
+		t.Errorf("after compaction: %d events, want 20", len(book.Events))
+	}
+}
+
+// A reader does not make tables; a database without them says so. Server
+// trouble is one line, without the password.
+func TestMySQLErrors(t *testing.T) {
+	ctx := context.Background()
+	_, srv := ledgerDB(t)
+	o := srv
+	_, err := New(ctx, Options{MySQL: &o, ReadOnly: true})
+	var ni *NotInitializedError
+	if !errors.As(err, &ni) || err.Error() != "ledger "+srv.String()+": no ods-keyguard tables yet: run ods-keyguard ledger init (or ledger migrate) once" {
+		t.Errorf("read-only on an empty database: %v", err)
+	}
+	wrong := srv
+	wrong.Password = "not-the-password-7"
+	_, err = New(ctx, Options{MySQL: &wrong})
+	if err == nil || err.Error() != fmt.Sprintf("ledger %s: access denied for user %q (wrong password, or no such user from this host)", srv, srv.User) {
+		t.Errorf("wrong password: %v", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "not-the-password-7") {
+		t.Error("the password is in the message")
+	}
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := New(tctx, Options{MySQL: &o}); err == nil || !strings.Contains(err.Error(), "no answer in time") {
+		t.Errorf("past the deadline: %v", err)
+	}
+}
+
+// A state_dir moves into the MySQL ledger whole and verified; run again,
+// the migration changes nothing; the state_dir is refused afterwards.
+func TestMigrate(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "state")
+	files := newLedger(t, dir)
+	s, err := files.Ceremonies(ctx)
+	must(t, err)
+	for i, st := range []string{Confirmed, Abandoned, Confirmed} {
+		must(t, s.End(ctx, &Ceremony{ID: fmt.Sprintf("c%d", i), Repository: "SoftHSM", Status: st, Prepared: time.Unix(int64(i), 0).UTC()}))
+	}
+	must(t, s.SaveOpen(ctx, &Ceremony{ID: "c3", Repository: "SoftHSM", Status: Open}))
+	must(t, files.AddDS(ctx, DSEvent{Kind: Submit, Action: Withheld, Zone: "a.example", KeyTag: 1, Fingerprint: strings.Repeat("b", 64)}))
+	must(t, files.AddDS(ctx, DSEvent{Kind: Submit, Action: Forwarded, Zone: "b.example", KeyTag: 2, Fingerprint: strings.Repeat("c", 64)}))
+	_, srv := ledgerDB(t)
+	to := mysqlLedgerFor(t, srv, Options{})
+	rep, err := Migrate(ctx, files, to)
+	must(t, err)
+	if rep.Open != 1 || rep.History != 3 || rep.Events != 2 || rep.Already {
+		t.Errorf("report %+v", rep)
+	}
+	s2, err := to.Ceremonies(ctx)
+	must(t, err)
+	if len(s2.History()) != 3 || s2.Open("SoftHSM") == nil || s2.LastConfirmed("SoftHSM").ID != "c2" {
+		t.Errorf("migrated: %d ended, open %v", len(s2.History()), s2.Open("SoftHSM"))
+	}
+	// The state_dir is refused now, by writers and readers.
+	for _, ro := range []bool{false, true} {
+		_, err := New(ctx, Options{Dir: dir, Group: -1, ReadOnly: ro})
+		var me *MigratedError
+		if !errors.As(err, &me) || !strings.Contains(err.Error(), "its records were moved to the ledger "+srv.String()) {
+			t.Errorf("read-only %v: %v", ro, err)
+		}
+	}
+	// Run again (it crashed after the commit, say): nothing copied twice.
+	again, err := New(ctx, Options{Dir: dir, Group: -1, LockWait: time.Second, Migrating: true})
+	must(t, err)
+	defer again.Close()
+	rep, err = Migrate(ctx, again, to)
+	must(t, err)
+	if !rep.Already {
+		t.Errorf("second run: %+v", rep)
+	}
+	// Into a ledger that holds other records: refused.
+	_, srv2 := ledgerDB(t)
+	other := mysqlLedgerFor(t, srv2, Options{})
+	os2, err := other.Ceremonies(ctx)
+	must(t, err)
+	must(t, os2.End(ctx, &Ceremony{ID: "zz", Repository: "X", Status: Confirmed}))
+	if _, err := Migrate(ctx, again, other); err == nil || !strings.Contains(err.Error(), "migrate only into an empty ledger") {
+		t.Errorf("into a used ledger: %v", err)
+	}
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+func ledgerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "ledger",
+		Usage: "where ods-keyguard keeps its records: state_dir, or a MySQL database shared by an enforcer pair",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "init",
+				Usage:     "make the tables of the MySQL ledger ([ledger] backend = \"mysql\")",
+				UsageText: "ods-keyguard ledger init [-t SECONDS]",
+				Description: `Makes ods-keyguard's tables in the database of [ledger] dsn, if they are
+not there yet; any command that writes does so too, a reader (check) does
+not. Nothing to do for backend = "files".
+Exit status: 0 ready; 3 could not (server, password, grants).`,
+				Flags:  []cli.Flag{timeoutFlag(defaultTimeout)},
+				Action: runLedgerInit,
+			},
+			{
+				Name:      "migrate",
+				Usage:     "copy state_dir into the MySQL ledger, verified, and retire state_dir",
+				UsageText: "ods-keyguard ledger migrate --to mysql [-t SECONDS]",
+				Description: `Copies every record of state_dir (open ceremonies, the history, the DS
+records and what the hooks spooled) into the empty database of [ledger]
+dsn, under both locks and in one transaction, then reads every record
+back and compares it. state_dir is then marked as migrated: from then on
+backend = "files" refuses it, so no host writes records the others cannot
+see. Set [ledger] backend = "mysql" on every host of the pair. Run again
+after a crash, it copies nothing twice.
+Exit status: 0 migrated (or found migrated); 3 could not, nothing lost.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "to", Usage: "the backend to move to: `mysql`"},
+					timeoutFlag(defaultTimeout),
+				},
+				Action: runLedgerMigrate,
+			},
+		},
+	}
+}
+
+func runLedgerInit(c *cli.Context) error {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	l, err := openLedger(ctx, c, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := l.Init(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ledger %s: ready\n", l.Where())
+	return nil
+}
+
+func runLedgerMigrate(c *cli.Context) error {
+	if c.String("to") != config.LedgerMySQL {
+		return usagef("ledger migrate: --to mysql is the one target")
+	}
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	srv, err := cfg.LedgerServer()
+	if err != nil {
+		return err
+	}
+	if srv == nil {
+		return exit(exitUnknown, errors.New(`ledger migrate: [ledger] names no database: set dsn and password_file (backend may stay "files" until the migration is done)`))
+	}
+	o, err := cfg.LedgerOptions(c.App.ErrWriter, false)
+	if err != nil {
+		return err
+	}
+	from := o
+	from.MySQL, from.Migrating = nil, true
+	src, err := ledger.New(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	to := o
+	to.MySQL = srv
+	dst, err := ledger.New(ctx, to)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	rep, err := ledger.Migrate(ctx, src, dst)
+	if err != nil {
+		return err
+	}
+	if rep.Already {
+		fmt.Fprintf(c.App.Writer, "ledger migrate: %s already holds exactly the records of %s (%d open, %d ended ceremonies, %d DS records): nothing copied\n",
+			rep.To, rep.From, rep.Open, rep.History, rep.Events)
+	} else {
+		fmt.Fprintf(c.App.Writer, "ledger migrate: copied %d open and %d ended ceremonies and %d DS records from %s to %s, each read back and compared\n",
+			rep.Open, rep.History, rep.Events, rep.From, rep.To)
+	}
+	fmt.Fprintf(c.App.Writer, "state_dir %s is retired: set [ledger] backend = \"mysql\" on every host\n", rep.From)
+	return nil
+}
