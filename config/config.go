@@ -305,17 +305,21 @@ func fileGroup(path string) int {
 func (l *Ledger) parse() error {
 	switch l.Backend {
 	case "", LedgerFiles:
+		// dsn and password_file may be set already: the target of
+		// ledger migrate, before the switch to backend = "mysql".
 		l.Backend = LedgerFiles
-		if l.DSN != "" || l.PasswordFile != "" {
-			return errors.New(`dsn and password_file are for backend = "mysql"`)
+		if l.DSN == "" && l.PasswordFile == "" {
+			return nil
 		}
-		return nil
+		if l.DSN == "" || l.PasswordFile == "" {
+			return errors.New("dsn and password_file go together")
+		}
 	case LedgerMySQL:
+		if l.DSN == "" || l.PasswordFile == "" {
+			return errors.New(`backend = "mysql" needs dsn and password_file`)
+		}
 	default:
 		return fmt.Errorf("backend %q: want \"files\" or \"mysql\"", l.Backend)
-	}
-	if l.DSN == "" || l.PasswordFile == "" {
-		return errors.New(`backend = "mysql" needs dsn and password_file`)
 	}
 	srv, err := mysqlx.ParseDSN(l.DSN)
 	if err != nil {

@@ -41,6 +41,9 @@ type Decision struct {
 	Reason   string // why it is withheld; empty when forwarded
 	Locator  string
 	Ceremony string // the confirmed ceremony that covers the key
+	// Backup says how that ceremony knew the backup: verified on the
+	// backup token, or attested by the operator.
+	Backup string
 }
 
 // Candidates returns the enforcer keys a submission may be: same zone, same
@@ -129,6 +132,11 @@ func Decide(s Submission, f Facts) Decision {
 		return d
 	}
 	d.Ceremony = c.ID
+	if c.Verified() {
+		d.Backup = fmt.Sprintf("verified on backup token %q", c.BackupToken.Name)
+	} else {
+		d.Backup = "attested by " + c.EndOperator
+	}
 	if rec, ok := c.Key(key.Locator); ok && rec.Fingerprint != "" && rec.Fingerprint != s.Fingerprint {
 		d.Reason = fmt.Sprintf("the DNSKEY is not the key that ceremony %s backed up as %s", c.ID, key.Locator)
 		return d

@@ -158,7 +158,7 @@ func (g *Guard) submit(ctx context.Context, out *Outcome, f Facts, subs []Submis
 		d := Decide(s, f)
 		if d.Forward {
 			pass = append(pass, s)
-			g.Log.Info(fmt.Sprintf("ds-submit: %s (key %s, ceremony %s): backup verified, forwarding", s.Describe(), d.Locator, d.Ceremony))
+			g.Log.Info(fmt.Sprintf("ds-submit: %s (key %s): backed up in ceremony %s (%s), on every token: forwarding", s.Describe(), d.Locator, d.Ceremony, d.Backup))
 			continue
 		}
 		out.Withheld++
