@@ -2,7 +2,6 @@ package enforcer
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
@@ -40,10 +38,7 @@ func mariaDB(t *testing.T) *sandbox.Database {
 	db, err := srv.NewDatabase("kasp")
 	must(t, err)
 	t.Cleanup(func() { db.Drop() })
-	text, err := os.ReadFile("/usr/share/opendnssec/schema.mysql")
-	must(t, err)
-	_, err = db.Query(string(text))
-	must(t, err)
+	must(t, db.LoadEnforcerSchema())
 	return db
 }
 
@@ -51,34 +46,9 @@ func mysqlStore(db *sandbox.Database) Datastore {
 	return Datastore{MySQL: &MySQL{Host: "127.0.0.1", Port: db.Server.Port, Database: db.Name, Username: db.User, Password: secret.Value(db.Password)}}
 }
 
-// copyTables copies every row of the enforcer's tables from the SQLite
-// file into the MySQL database, as convert_sqlite_to_mysql does.
 func copyTables(t *testing.T, path string, db *sandbox.Database) {
-	src, err := sql.Open("sqlite", path)
-	must(t, err)
-	defer src.Close()
-	dst, err := mysqlx.Open(mysqlx.Server{Host: "127.0.0.1", Port: db.Server.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name})
-	must(t, err)
-	defer dst.Close()
-	for _, table := range []string{"databaseVersion", "policy", "policyKey", "zone", "hsmKey", "keyData", "keyState", "keyDependency"} {
-		rows, err := src.Query("SELECT * FROM " + table)
-		must(t, err)
-		cols, err := rows.Columns()
-		must(t, err)
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			must(t, rows.Scan(ptrs...))
-			q := fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", table, strings.Join(cols, ", "), strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", "))
-			_, err := dst.Exec(q, vals...)
-			must(t, err)
-		}
-		must(t, rows.Err())
-		rows.Close()
-	}
+	t.Helper()
+	must(t, sandbox.CopyKasp(path, db))
 }
 
 // dump writes a State in a form two reads can be compared by.

@@ -27,6 +27,7 @@ import (
 
 func main() {
 	sizes := flag.String("sizes", "1000,10000", "approximate key counts, comma separated")
+	backends := flag.Int("backends", 0, "instead: compare the SQLite and MySQL backends at about this many keys")
 	runs := flag.Int("runs", 5, "runs per command (median reported)")
 	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
@@ -36,6 +37,16 @@ func main() {
 		os.Exit(2)
 	}
 	bin, _ := filepath.Abs(flag.Arg(0))
+	if *backends > 0 {
+		t, err := benchBackends(bin, *backends, *runs)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writeBackends(*out, bin, t); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	var tables []string
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -247,9 +258,13 @@ func table(keys int, gen time.Duration, samples []sample) string {
 	return b.String()
 }
 
-const begin, end = "<!-- bench:inventory begin -->", "<!-- bench:inventory end -->"
-
 func writeReport(path, binary, tables string) error {
+	header := "## Reading tokens: verify, inventory, check and the DS hook\n\nRun %s, `make bench`, %s.\nMedian of the runs; peak RSS is the process's maximum resident set.\nverify, inventory and check are compared with pkcs11-tool's listing of the same token; the hook's\ndecision with pkcs11-tool's look-up of one key by CKA_ID, the floor for one PKCS#11 look-up.\n`ods-hsmutil list` runs once: it looks every key up on its own.\n\n"
+	return writeSection(path, "inventory", fmt.Sprintf(header, machine(), version(binary))+tables)
+}
+
+// machine says when and where: the date, the host, the CPU and its cores.
+func machine() string {
 	host, _ := os.Hostname()
 	cpu := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -260,9 +275,19 @@ func writeReport(path, binary, tables string) error {
 			}
 		}
 	}
+	return fmt.Sprintf("%s on %s (%s, %d cores, %s/%s)", time.Now().UTC().Format("2006-01-02 15:04 MST"), host, cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+}
+
+func version(binary string) string {
 	ver, _ := exec.Command(binary, "--version").Output()
-	section := fmt.Sprintf("%s\n## Reading tokens: verify, inventory, check and the DS hook\n\nRun %s on %s (%s, %d cores, %s/%s), `make bench`, %s.\nMedian of the runs; peak RSS is the process's maximum resident set.\nverify, inventory and check are compared with pkcs11-tool's listing of the same token; the hook's\ndecision with pkcs11-tool's look-up of one key by CKA_ID, the floor for one PKCS#11 look-up.\n`ods-hsmutil list` runs once: it looks every key up on its own.\n\n%s%s\n",
-		begin, time.Now().UTC().Format("2006-01-02 15:04 MST"), host, cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.TrimSpace(string(ver)), tables, end)
+	return strings.TrimSpace(string(ver))
+}
+
+// writeSection replaces the section name of path (between its markers),
+// or adds it.
+func writeSection(path, name, body string) error {
+	begin, end := "<!-- bench:"+name+" begin -->", "<!-- bench:"+name+" end -->"
+	section := begin + "\n" + body + end + "\n"
 	old, err := os.ReadFile(path)
 	if err != nil {
 		old = []byte("# Benchmarks\n\nFigures written by `make bench` (internal/bench). Each section is replaced when its benchmark runs again.\n\n")
@@ -271,7 +296,7 @@ func writeReport(path, binary, tables string) error {
 	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
 		text = text[:i] + section + text[j+len(end)+1:]
 	} else {
-		text += section
+		text += "\n" + section
 	}
 	return os.WriteFile(path, []byte(text), 0o644)
 }

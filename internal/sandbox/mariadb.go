@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+	"github.com/ods-keyguard/ods-keyguard/secret"
+	_ "modernc.org/sqlite"
 )
 
 // MariaDB is a sandboxed MariaDB server (mariadb-server from Debian): its
@@ -249,4 +254,73 @@ func fetchMySQLEnforcer() (string, error) {
 		return "", fmt.Errorf("opendnssec-enforcer-mysql: no usr/sbin/ods-enforcerd in %s", debs[0])
 	}
 	return daemon, nil
+}
+
+// CopyKasp copies every row of the enforcer's tables from a kasp.db into
+// d, whose schema is loaded, as OpenDNSSEC's convert_sqlite_to_mysql does:
+// the same enforcer state on both backends.
+func CopyKasp(kaspDB string, d *Database) error {
+	src, err := sql.Open("sqlite", "file:"+kaspDB+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := mysqlx.Open(mysqlx.Server{Host: "127.0.0.1", Port: d.Server.Port, User: d.User, Password: secret.Value(d.Password), Database: d.Name})
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	for _, table := range []string{"databaseVersion", "policy", "policyKey", "zone", "hsmKey", "keyData", "keyState", "keyDependency"} {
+		if err := copyTable(src, dst, table); err != nil {
+			return fmt.Errorf("%s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+func copyTable(src, dst *sql.DB, table string) error {
+	rows, err := src.Query("SELECT * FROM " + table)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	tx, err := dst.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	q := fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", table, strings.Join(cols, ", "), strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", "))
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(q, vals...); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// LoadEnforcerSchema loads OpenDNSSEC's schema.mysql into d.
+func (d *Database) LoadEnforcerSchema() error {
+	schema, err := os.ReadFile("/usr/share/opendnssec/schema.mysql")
+	if err != nil {
+		return fmt.Errorf("enforcer schema: %w", err)
+	}
+	if _, err := d.Query(string(schema)); err != nil {
+		return fmt.Errorf("enforcer schema in %s: %w", d.Name, err)
+	}
+	return nil
 }

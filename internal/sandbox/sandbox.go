@@ -214,12 +214,11 @@ func Configure(o Options) (*Enforcer, error) {
 	// ods-enforcer-db-setup reads only /etc/opendnssec/conf.xml: make the
 	// database from the shipped schema instead.
 	if o.MySQL != nil {
-		schema, err := os.ReadFile("/usr/share/opendnssec/schema.mysql")
-		if err != nil {
-			return nil, fmt.Errorf("enforcer schema: %w", err)
+		if err := o.MySQL.LoadEnforcerSchema(); err != nil {
+			return nil, err
 		}
-		if _, err := o.MySQL.Query(string(schema) + "\nINSERT INTO databaseVersion (version) VALUES (1);\n"); err != nil {
-			return nil, fmt.Errorf("enforcer schema in %s: %w", o.MySQL.Name, err)
+		if _, err := o.MySQL.Query("INSERT INTO databaseVersion (version) VALUES (1);"); err != nil {
+			return nil, err
 		}
 		return e, nil
 	}
