@@ -138,6 +138,7 @@ func runScripts(t *testing.T, backend string, files []string) {
 			"runas":      cmdRunAs,
 			"nagios":     cmdNagios,
 			"jsonschema": cmdJSONSchema,
+			"logged":     cmdLogged,
 		},
 	})
 }
@@ -509,6 +510,36 @@ func hookLink(ts *testscript.TestScript, name string) string {
 	link := filepath.Join(dir, name)
 	ts.Check(os.Symlink(bin, link))
 	return link
+}
+
+// logged PATTERN: wait (up to 10 s) until a line of $WORK/syslog.txt
+// matches PATTERN, as grep would: the syslogd command writes what it
+// receives a moment after the sender is gone. ! logged PATTERN: no line
+// matches, after that moment.
+func cmdLogged(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: logged PATTERN")
+	}
+	re, err := regexp.Compile("(?m)" + args[0])
+	ts.Check(err)
+	wait := 10 * time.Second
+	if neg {
+		wait = 300 * time.Millisecond
+	}
+	var data []byte
+	for end := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		data, _ = os.ReadFile(ts.MkAbs("syslog.txt"))
+		if re.Match(data) || time.Now().After(end) {
+			break
+		}
+	}
+	switch found := re.Match(data); {
+	case found && neg:
+		ts.Fatalf("syslog.txt has a line matching %q", args[0])
+	case !found && !neg:
+		ts.Logf("[syslog.txt]\n%s", data)
+		ts.Fatalf("no line of syslog.txt matches %q", args[0])
+	}
 }
 
 // syslogd: listen on a unix datagram socket, set $ODS_KEYGUARD_SYSLOG to it,

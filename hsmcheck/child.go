@@ -53,9 +53,10 @@ type Reader struct {
 }
 
 // Read reads every token, each once, in parallel children, and returns the
-// results in the order of tokens. At ctx's deadline the children are killed
-// with their process groups; a token without an answer by then gets a
-// *TimeoutError. Read returns only when every child is reaped.
+// results in the order of tokens. At ctx's deadline the children are told
+// to stop between two PKCS#11 calls and killed with their process groups
+// if they have not within killGrace; a token without an answer by then
+// gets a *TimeoutError. Read returns only when every child is reaped.
 func (r Reader) Read(ctx context.Context, tokens []Token, req Request) []Result {
 	results := make([]Result, len(tokens))
 	groups := map[string][]int{}
@@ -111,6 +112,10 @@ type wireResult struct {
 	Err      string    `json:"error,omitempty"`
 }
 
+// killGrace is how long a child told to stop (SIGTERM) may take to finish
+// the PKCS#11 call in progress before it is killed.
+const killGrace = time.Second
+
 // maxChildStderr bounds what is kept of a child's stderr.
 const maxChildStderr = 4096
 
@@ -142,7 +147,13 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 		fail(err)
 		return
 	}
-	cmd := proc.Command(ctx, exe[0], exe[1:]...)
+	// The grace comes out of the caller's margin: a fifth of the time
+	// given, at most killGrace. A healthy call returns in milliseconds.
+	grace := killGrace
+	if dl, ok := ctx.Deadline(); ok {
+		grace = min(grace, max(dl.Sub(start)/5, 100*time.Millisecond))
+	}
+	cmd := proc.CommandGrace(ctx, grace, exe[0], exe[1:]...)
 	cmd.Args[0] = "ods-keyguard"
 	env := os.Environ()
 	for k, v := range tokens[idx[0]].Env {
@@ -180,9 +191,14 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	proc.KillGroup(cmd)
 	switch {
 	case ctx.Err() != nil:
+		// The time it was given, not the grace it took to stop.
+		after := time.Since(start)
+		if dl, ok := ctx.Deadline(); ok && dl.Sub(start) < after {
+			after = dl.Sub(start)
+		}
 		for j, i := range idx {
 			if !answered[j] {
-				results[i].Err = &TimeoutError{Token: tokens[i], After: time.Since(start)}
+				results[i].Err = &TimeoutError{Token: tokens[i], After: after}
 			}
 		}
 	case err != nil:
@@ -221,7 +237,9 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	if err := json.NewDecoder(r).Decode(&wire); err != nil {
 		return fmt.Errorf("%s: reading request: %w", ChildCommand, err)
 	}
-	ms := NewModules(open)
+	g := &stopGuard{}
+	g.stopOnSignal()
+	ms := NewModules(g.opener(open))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
 	for i, t := range wire.Tokens {

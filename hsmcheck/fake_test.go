@@ -15,6 +15,10 @@ import (
 
 type fakeSpec struct {
 	Tokens []fakeToken `json:"tokens"`
+	// FlakyTokens: the first so many slot listings fail with
+	// CKR_GENERAL_ERROR, as SoftHSMv2 does while another process rewrites
+	// its token.object.
+	FlakyTokens int `json:"flaky_tokens"`
 }
 
 type fakeToken struct {
@@ -23,6 +27,12 @@ type fakeToken struct {
 	PIN    string    `json:"pin"`
 	Keys   []keySpec `json:"keys"`
 	Hang   bool      `json:"hang"` // login never returns, as a dead HSM
+	// WriteFile, when set, makes login write to that file as SoftHSMv2
+	// rewrites token.object: after BeforeMS milliseconds "started", then
+	// WriteMS milliseconds later "written".
+	WriteFile string `json:"write_file"`
+	BeforeMS  int    `json:"before_ms"`
+	WriteMS   int    `json:"write_ms"`
 }
 
 // keySpec is a key pair to put on a token.
@@ -71,10 +81,11 @@ func (k keySpec) material() (dnskey []byte, priv, pub map[Attr][]byte) {
 // fakeModule is the tokens of a spec in memory: objects by handle,
 // attributes by type.
 type fakeModule struct {
-	spec   fakeSpec
-	slots  []fakeSlot
-	calls  int
-	logins int
+	spec     fakeSpec
+	slots    []fakeSlot
+	calls    int
+	logins   int
+	listings int
 	// invalidOnce makes the first attribute read fail with
 	// CKR_OBJECT_HANDLE_INVALID, as when the enforcer adds a key meanwhile.
 	invalidOnce bool
@@ -111,6 +122,10 @@ func fakeOpener(string) (Module, error) {
 }
 
 func (m *fakeModule) Tokens() ([]TokenInfo, error) {
+	m.listings++
+	if m.listings <= m.spec.FlakyTokens {
+		return nil, &Error{Code: 0x05, Name: "CKR_GENERAL_ERROR"}
+	}
 	var out []TokenInfo
 	for i, t := range m.spec.Tokens {
 		out = append(out, TokenInfo{Slot: uint(i), Label: t.Label, Serial: t.Serial})
@@ -128,6 +143,12 @@ func (m *fakeModule) Login(slot uint, pin string) (Session, error) {
 	t := m.spec.Tokens[slot]
 	if t.Hang {
 		time.Sleep(time.Hour)
+	}
+	if t.WriteFile != "" {
+		time.Sleep(time.Duration(t.BeforeMS) * time.Millisecond)
+		os.WriteFile(t.WriteFile, []byte("started"), 0o600)
+		time.Sleep(time.Duration(t.WriteMS) * time.Millisecond)
+		os.WriteFile(t.WriteFile, []byte("written"), 0o600)
 	}
 	if pin != t.PIN {
 		return nil, &Error{Code: 0xA0, Name: "CKR_PIN_INCORRECT"}

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Contents is what one token holds.
@@ -131,11 +132,48 @@ func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 	if req.IDs != nil && raw == nil {
 		raw = [][]byte{}
 	}
-	inv, err := ms.read(t, raw, req.NoPublic)
+	var inv *Contents
+	var err error
+	// SoftHSMv2 rewrites its token.object in place when a user logs in: a
+	// process that reads the token at that moment sees it empty (no token
+	// with that label) or gets CKR_GENERAL_ERROR. Such answers are asked
+	// again, twice, a moment later; a wrong PIN never is.
+	for attempt := 1; ; attempt++ {
+		inv, err = ms.read(t, raw, req.NoPublic)
+		if err == nil || attempt == transientAttempts || !transient(err) {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.Describe(), err)
 	}
 	return inv, nil
+}
+
+// transientAttempts bounds the reads of a token that answers as if it were
+// being written.
+const transientAttempts = 3
+
+// notFoundError is a token label that no slot carries.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+
+// transient reports whether err may be a token caught while it is written.
+func transient(err error) bool {
+	var nf *notFoundError
+	if errors.As(err, &nf) {
+		return true
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		switch e.Code {
+		case 0x05, 0x06, 0x30, 0xE0: // GENERAL_ERROR, FUNCTION_FAILED, DEVICE_ERROR, TOKEN_NOT_PRESENT
+			return true
+		}
+	}
+	return false
 }
 
 func (ms *Modules) read(t Token, ids [][]byte, noPublic bool) (*Contents, error) {
@@ -167,7 +205,7 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool) (*Contents, error)
 		if len(labels) > 0 {
 			present = strings.Join(labels, ", ")
 		}
-		return nil, fmt.Errorf("token %q not found in %s (tokens present: %s)", t.Label, t.Module, present)
+		return nil, &notFoundError{fmt.Sprintf("token %q not found in %s (tokens present: %s)", t.Label, t.Module, present)}
 	case 1:
 	default:
 		return nil, fmt.Errorf("token %q: %d tokens carry that label in %s", t.Label, len(match), t.Module)

@@ -92,3 +92,25 @@ func TestRSADNSKEY(t *testing.T) {
 		t.Errorf("a long exponent: %x", got[:3])
 	}
 }
+
+// A token caught while another process writes it (CKR_GENERAL_ERROR) is
+// asked again; a wrong PIN is not, so that no PIN counter is spent.
+func TestTransientRetried(t *testing.T) {
+	spec := fakeSpec{FlakyTokens: 2, Tokens: []fakeToken{{Label: "a", PIN: "1", Keys: []keySpec{{ID: ecID, Type: "EC"}}}}}
+	m := newFakeModule(spec)
+	ms := NewModules(func(string) (Module, error) { return m, nil })
+	c, err := ms.Read(Token{Name: "R", Kind: KindRepository, Module: "/fake.so", Label: "a", PIN: "1"}, Request{})
+	if err != nil || len(c.Keys) != 1 || m.listings != 3 {
+		t.Fatalf("got %v, %d listings", err, m.listings)
+	}
+	m = newFakeModule(fakeSpec{FlakyTokens: 5, Tokens: spec.Tokens})
+	ms = NewModules(func(string) (Module, error) { return m, nil })
+	if _, err := ms.Read(Token{Name: "R", Kind: KindRepository, Module: "/fake.so", Label: "a", PIN: "1"}, Request{}); err == nil || m.listings != transientAttempts {
+		t.Errorf("a token that stays broken: %v after %d listings", err, m.listings)
+	}
+	m = newFakeModule(fakeSpec{Tokens: spec.Tokens})
+	ms = NewModules(func(string) (Module, error) { return m, nil })
+	if _, err := ms.Read(Token{Name: "R", Kind: KindRepository, Module: "/fake.so", Label: "a", PIN: "2"}, Request{}); err == nil || m.listings != 1 {
+		t.Errorf("a wrong PIN was tried again: %v after %d listings", err, m.listings)
+	}
+}

@@ -320,6 +320,33 @@ func marked(mark string) []string {
 	return out
 }
 
+// At the deadline a child is told to stop, not killed: a login that is
+// writing (SoftHSMv2 rewrites token.object on C_Login) finishes its write,
+// and the child exits before the next call. Killed in between, the token
+// would be left empty.
+func TestStopFinishesTheCallInProgress(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token.object")
+	spec := fakeSpec{Tokens: []fakeToken{{Label: "slow", PIN: "1", Keys: []keySpec{{ID: ecID, Type: "EC"}},
+		WriteFile: file, BeforeMS: 950, WriteMS: 120}}}
+	toks := tokensOf(spec, []tokenDef{{label: "slow", pin: "1"}}, "/fake.so")
+	// The write starts just before the deadline (1 s) and ends inside the
+	// grace (a fifth of it).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	res := reader(t).Read(ctx, toks, Request{})
+	var te *TimeoutError
+	if !errors.As(res[0].Err, &te) || !strings.HasSuffix(te.Error(), "did not answer in 1 s") {
+		t.Fatalf("got %v", res[0].Err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "written" {
+		t.Fatalf("the login's write was cut off: %q", b)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("Read took %v: the child did not stop after the call", d)
+	}
+}
+
 // Two tokens share a child: the one that answers keeps its answer when the
 // other hangs.
 func TestPartialAnswer(t *testing.T) {

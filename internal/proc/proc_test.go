@@ -68,3 +68,28 @@ func waitGone(t *testing.T, pid int) {
 	}
 	t.Fatalf("process %d still running", pid)
 }
+
+// CommandGrace asks first: a child that handles SIGTERM finishes and exits;
+// one that ignores it is killed once the grace is over.
+func TestCommandGrace(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := filepath.Join(dir, "done")
+	cmd := CommandGrace(ctx, 2*time.Second, "/bin/sh", "-c", "trap 'echo finished > "+done+"; exit 0' TERM; while :; do sleep 0.05; done")
+	Run(ctx, cmd)
+	if b, _ := os.ReadFile(done); strings.TrimSpace(string(b)) != "finished" {
+		t.Errorf("the child was not asked to stop: %q", b)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	start := time.Now()
+	cmd = CommandGrace(ctx2, 300*time.Millisecond, "/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
+	err := Run(ctx2, cmd)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d < 450*time.Millisecond || d > 5*time.Second {
+		t.Errorf("a child that ignores SIGTERM was gone after %v, want the deadline plus the grace", d)
+	}
+}

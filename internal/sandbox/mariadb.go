@@ -36,9 +36,11 @@ type MariaDB struct {
 // StartMariaDB makes a data folder in dir with mariadb-install-db and
 // starts mariadbd on it, waiting until it answers.
 func StartMariaDB(dir string) (*MariaDB, error) {
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
+	data, tmp := filepath.Join(dir, "data"), filepath.Join(dir, "tmp")
+	for _, d := range []string{data, tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	m := &MariaDB{Dir: dir, Socket: filepath.Join(dir, "mysqld.sock")}
 	// The server runs as the user the tests run as.
@@ -46,10 +48,11 @@ func StartMariaDB(dir string) (*MariaDB, error) {
 	if os.Getuid() != 0 {
 		user = strconv.Itoa(os.Getuid())
 	}
-	install := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+data, "--user="+user,
+	// A tmpdir of its own: installs running at once collide in /tmp.
+	install := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+data, "--tmpdir="+tmp, "--user="+user,
 		"--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve")
 	if out, err := install.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("mariadb-install-db: %v: %s", err, tail(string(out)))
+		return nil, fmt.Errorf("mariadb-install-db: %v: %s", err, errorLines(string(out)))
 	}
 	port, err := freePort()
 	if err != nil {
@@ -57,7 +60,7 @@ func StartMariaDB(dir string) (*MariaDB, error) {
 	}
 	m.Port = port
 	log := filepath.Join(dir, "mariadbd.log")
-	m.cmd = exec.Command("mariadbd", "--no-defaults", "--datadir="+data, "--user="+user,
+	m.cmd = exec.Command("mariadbd", "--no-defaults", "--datadir="+data, "--tmpdir="+tmp, "--user="+user,
 		"--bind-address=127.0.0.1", "--port="+strconv.Itoa(port), "--socket="+m.Socket,
 		"--pid-file="+filepath.Join(dir, "mariadbd.pid"), "--log-error="+log,
 		"--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=500",
@@ -84,6 +87,20 @@ func StartMariaDB(dir string) (*MariaDB, error) {
 	m.Stop()
 	out, _ := os.ReadFile(log)
 	return nil, fmt.Errorf("mariadbd did not answer in 60 s: %s", tail(string(out)))
+}
+
+// errorLines keeps the lines of out that say ERROR, or its tail.
+func errorLines(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "ERROR") {
+			keep = append(keep, strings.TrimSpace(l))
+		}
+	}
+	if len(keep) == 0 {
+		return tail(out)
+	}
+	return strings.Join(keep, " | ")
 }
 
 // Root runs SQL as the server's root through the socket, with the mariadb

@@ -5,6 +5,7 @@ package sandbox
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -85,6 +86,7 @@ type Options struct {
 type Enforcer struct {
 	Dir, Conf, Socket, DB, Log string
 	MySQL                      *Database // the database, when not DB
+	manualKeyGen               bool
 	daemon                     string
 	sockDir                    string
 	cmd                        *exec.Cmd
@@ -184,8 +186,9 @@ func Configure(o Options) (*Enforcer, error) {
 	e := &Enforcer{
 		Dir: o.Dir, Conf: filepath.Join(o.Dir, "conf.xml"), Socket: filepath.Join(sockDir, "enforcer.sock"),
 		DB: filepath.Join(o.Dir, "kasp.db"), Log: filepath.Join(o.Dir, "enforcerd.log"), sockDir: sockDir,
-		env:    append(append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf), o.Env...),
-		daemon: "ods-enforcerd",
+		env:          append(append(os.Environ(), "SOFTHSM2_CONF="+o.SoftHSMConf), o.Env...),
+		daemon:       "ods-enforcerd",
+		manualKeyGen: o.ManualKeyGen,
 	}
 	if o.MySQL != nil {
 		daemon, err := MySQLEnforcerd()
@@ -338,7 +341,21 @@ func (e *Enforcer) AddZone(zone, policy string) error {
 	if err := e.AddZoneNoWait(zone, policy); err != nil {
 		return err
 	}
-	return e.WaitSignconf(zone)
+	if err := e.WaitSignconf(zone); err != nil {
+		return err
+	}
+	if e.manualKeyGen {
+		return nil
+	}
+	// The key factory runs on events; when it ran for a role before the
+	// zone took that role's key, the pool stays one key short until its
+	// next run. Ask for the year's keys now, as the automatic generation
+	// would (AutomaticKeyGenerationPeriod P1Y), so that every test starts
+	// from the same pool.
+	if _, err := e.CLI("key", "generate", "--policy", policy, "--duration", "P1Y"); err != nil {
+		return err
+	}
+	return e.WaitIdle(time.Now().Add(60 * time.Second))
 }
 
 // AddZoneNoWait adds zone with policy (with <ManualKeyGeneration/> it gets
@@ -388,16 +405,55 @@ func (e *Enforcer) GenerateKeys(policy, duration string) error {
 // enforcement and signconf writing are all tasks, so an idle enforcer has
 // made every key it is going to make.
 func (e *Enforcer) WaitIdle(deadline time.Time) error {
+	// The queue says idle while the key factory may still be filling the
+	// pool on a loaded machine: idle, and the number of keys the same for
+	// a quarter of a second.
+	last, since := -1, time.Now()
 	for {
 		out, err := e.CLI("queue")
 		if err == nil && Idle(out) {
-			return nil
+			n, err := e.keyCount()
+			switch {
+			case err != nil:
+				last = -1
+			case n != last:
+				last, since = n, time.Now()
+			case time.Since(since) >= 250*time.Millisecond:
+				return nil
+			}
+		} else {
+			last = -1
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("enforcer still busy: %s", e.tail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// keyCount is the number of keys in the enforcer's database.
+func (e *Enforcer) keyCount() (int, error) {
+	out, err := e.scalar("SELECT count(*) FROM hsmKey")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(out)
+}
+
+// scalar runs a query of one value on the enforcer's database.
+func (e *Enforcer) scalar(query string) (string, error) {
+	if e.MySQL != nil {
+		out, err := e.MySQL.Query(query)
+		return strings.TrimSpace(out), err
+	}
+	db, err := sql.Open("sqlite", "file:"+e.DB+"?mode=ro&_pragma=busy_timeout(2000)")
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	var v sql.NullString
+	err = db.QueryRow(query).Scan(&v)
+	return v.String, err
 }
 
 var (
