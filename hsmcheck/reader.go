@@ -110,6 +110,14 @@ func (ms *Modules) get(path string) (Module, error) {
 	return m, nil
 }
 
+// reset finalizes the module at path, to be loaded again on next use.
+func (ms *Modules) reset(path string) {
+	if m, ok := ms.loaded[path]; ok {
+		m.Close()
+		delete(ms.loaded, path)
+	}
+}
+
 // Close finalizes every module that was loaded.
 func (ms *Modules) Close() {
 	for p, m := range ms.loaded {
@@ -136,13 +144,16 @@ func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 	var err error
 	// SoftHSMv2 rewrites its token.object in place when a user logs in: a
 	// process that reads the token at that moment sees it empty (no token
-	// with that label) or gets CKR_GENERAL_ERROR. Such answers are asked
-	// again, twice, a moment later; a wrong PIN never is.
+	// with that label, no user PIN) or gets CKR_GENERAL_ERROR. Such answers are asked
+	// again, four times over half a second; a wrong PIN never is.
 	for attempt := 1; ; attempt++ {
 		inv, err = ms.read(t, raw, req.NoPublic)
 		if err == nil || attempt == transientAttempts || !transient(err) {
 			break
 		}
+		// The module may keep what it read: finalize it, and load it
+		// afresh for the next try.
+		ms.reset(t.Module)
 		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
 	}
 	if err != nil {
@@ -153,7 +164,7 @@ func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 
 // transientAttempts bounds the reads of a token that answers as if it were
 // being written.
-const transientAttempts = 3
+const transientAttempts = 5
 
 // notFoundError is a token label that no slot carries.
 type notFoundError struct{ msg string }
@@ -169,7 +180,10 @@ func transient(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		switch e.Code {
-		case 0x05, 0x06, 0x30, 0xE0: // GENERAL_ERROR, FUNCTION_FAILED, DEVICE_ERROR, TOKEN_NOT_PRESENT
+		// GENERAL_ERROR, FUNCTION_FAILED, DEVICE_ERROR, TOKEN_NOT_PRESENT,
+		// TOKEN_NOT_RECOGNIZED, and USER_PIN_NOT_INITIALIZED (token.object
+		// read half written): never PIN_INCORRECT or PIN_LOCKED.
+		case 0x05, 0x06, 0x30, 0xE0, 0xE1, 0x190:
 			return true
 		}
 	}
