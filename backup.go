@@ -193,20 +193,16 @@ func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, o
 }
 
 func runHistory(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	defer r.end()
+	ctx := r.ctx
+	l, err := r.ledger(true)
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
 	store, err := l.Ceremonies(ctx)
 	if err != nil {
 		return err

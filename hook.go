@@ -184,20 +184,16 @@ func runHook(c *cli.Context, kind string) error {
 }
 
 func runPending(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	defer r.end()
+	ctx := r.ctx
+	l, err := r.ledger(true)
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
 	b, err := l.DS(ctx)
 	if err != nil {
 		return err
@@ -226,15 +222,12 @@ func printPending(w io.Writer, b *ledger.DSBook) error {
 }
 
 func runRelease(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
+	defer r.end()
+	cfg, ctx := r.cfg, r.ctx
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
 	rep, err := release(ctx, c, cfg, log, !c.Bool("json"))
@@ -331,20 +324,16 @@ func runDrop(c *cli.Context) error {
 }
 
 func runHookHistory(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	defer r.end()
+	ctx := r.ctx
+	l, err := r.ledger(true)
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
 	b, err := l.DS(ctx)
 	if err != nil {
 		return err
@@ -377,15 +366,12 @@ func runHookHistory(c *cli.Context) error {
 }
 
 func runHookStatus(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
+	defer r.end()
+	cfg, ctx := r.cfg, r.ctx
 	zones, err := dsStatus(ctx, c, cfg, c.String("zone"))
 	if err != nil {
 		return err

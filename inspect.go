@@ -145,15 +145,12 @@ Exit status: 0 clean; 1 problems found; 2 bad usage; 3 could not determine
 unreadable).`,
 		Flags: []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 		Action: func(c *cli.Context) error {
-			cfg, err := commandConfig(c)
+			r, err := begin(c)
 			if err != nil {
 				return err
 			}
-			ctx, cancel, err := deadline(c)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+			defer r.end()
+			cfg, ctx := r.cfg, r.ctx
 			snap, err := take(ctx, cfg, hsmcheck.Request{})
 			if err != nil {
 				return err
@@ -223,24 +220,20 @@ Exit status: 0 reported (an unreachable token is part of the report); 3
 configuration, state or database unreadable.`,
 		Flags: []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 		Action: func(c *cli.Context) error {
-			cfg, err := commandConfig(c)
+			r, err := begin(c)
 			if err != nil {
 				return err
 			}
-			ctx, cancel, err := deadline(c)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+			defer r.end()
+			cfg, ctx := r.cfg, r.ctx
 			snap, err := take(ctx, cfg, hsmcheck.Request{NoPublic: true})
 			if err != nil {
 				return err
 			}
-			l, err := openLedger(ctx, c, cfg, true)
+			l, err := r.ledger(true)
 			if err != nil {
 				return err
 			}
-			defer l.Close()
 			store, err := l.Ceremonies(ctx)
 			if err != nil {
 				return err

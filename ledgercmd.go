@@ -49,20 +49,16 @@ Exit status: 0 migrated (or found migrated); 3 could not, nothing lost.`,
 }
 
 func runLedgerInit(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	defer r.end()
+	ctx := r.ctx
+	l, err := r.ledger(false)
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	l, err := openLedger(ctx, c, cfg, false)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
 	if err := l.Init(ctx); err != nil {
 		return err
 	}
@@ -74,15 +70,12 @@ func runLedgerMigrate(c *cli.Context) error {
 	if c.String("to") != config.LedgerMySQL {
 		return usagef("ledger migrate: --to mysql is the one target")
 	}
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
+	defer r.end()
+	cfg, ctx := r.cfg, r.ctx
 	srv, err := cfg.LedgerServer()
 	if err != nil {
 		return err

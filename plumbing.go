@@ -96,6 +96,48 @@ func deadline(c *cli.Context) (context.Context, context.CancelFunc, error) {
 	return ctx, cancel, nil
 }
 
+// job is what a command works with: its configuration, its deadline, and
+// what it opened, closed by end.
+type job struct {
+	c      *cli.Context
+	cfg    *config.Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	closes []func() error
+}
+
+// begin loads the configuration (refusing positional arguments) and starts
+// the command's deadline (--timeout).
+func begin(c *cli.Context) (*job, error) {
+	cfg, err := commandConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel, err := deadline(c)
+	if err != nil {
+		return nil, err
+	}
+	return &job{c: c, cfg: cfg, ctx: ctx, cancel: cancel}, nil
+}
+
+// ledger opens the ledger within the deadline; end closes it.
+func (r *job) ledger(readOnly bool) (*ledger.Ledger, error) {
+	l, err := openLedger(r.ctx, r.c, r.cfg, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	r.closes = append(r.closes, l.Close)
+	return l, nil
+}
+
+// end closes what the command opened and ends its deadline.
+func (r *job) end() {
+	for i := len(r.closes) - 1; i >= 0; i-- {
+		r.closes[i]()
+	}
+	r.cancel()
+}
+
 // defaultTimeout bounds the commands an operator runs by hand.
 const defaultTimeout = 120 * time.Second
 

@@ -183,15 +183,12 @@ func printAssessment(w io.Writer, a *recovery.Assessment) {
 }
 
 func runVerifyRestore(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
+	defer r.end()
+	cfg, ctx := r.cfg, r.ctx
 	snap, err := take(ctx, cfg, hsmcheck.Request{})
 	if err != nil {
 		return err
@@ -201,11 +198,10 @@ func runVerifyRestore(c *cli.Context) error {
 			return r.Err
 		}
 	}
-	l, err := openLedger(ctx, c, cfg, false)
+	l, err := r.ledger(false)
 	if err != nil {
 		return err
 	}
-	defer l.Close()
 	store, err := l.Ceremonies(ctx)
 	if err != nil {
 		return err

@@ -115,6 +115,18 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 
 func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, book *ledger.DSBook, derived []*enforcer.Key, say func(Released)) {
 	var evs []ledger.DSEvent
+	// send records what was decided so far, then forwards s.
+	send := func(item Released, s Submission, locator, note string) {
+		g.record(ctx, o, "release", evs...)
+		evs = nil
+		if r := g.releaseOne(ctx, o, ledger.Submit, g.SubmitForward, s, locator); r != "" {
+			item.Action, item.Reason = ReleaseKept, r
+		} else {
+			item.Action = ReleaseForwarded
+			g.Log.Info(fmt.Sprintf("ds-submit: released %s%s: forwarded", s.Describe(), note))
+		}
+		say(item)
+	}
 	for _, e := range book.Pending {
 		if e.Kind != ledger.Submit {
 			continue
@@ -146,15 +158,7 @@ func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, boo
 			say(item)
 			continue
 		}
-		g.record(ctx, o, "release", evs...)
-		evs = nil
-		if r := g.releaseOne(ctx, o, ledger.Submit, g.SubmitForward, s, d.Locator); r != "" {
-			item.Action, item.Reason = ReleaseKept, r
-		} else {
-			item.Action = ReleaseForwarded
-			g.Log.Info(fmt.Sprintf("ds-submit: released %s: forwarded", s.Describe()))
-		}
-		say(item)
+		send(item, s, d.Locator, "")
 	}
 	for _, k := range derived {
 		for _, u := range k.Uses {
@@ -182,15 +186,7 @@ func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, boo
 				say(item)
 				continue
 			}
-			g.record(ctx, o, "release", evs...)
-			evs = nil
-			if r := g.releaseOne(ctx, o, ledger.Submit, g.SubmitForward, s, k.Locator); r != "" {
-				item.Action, item.Reason = ReleaseKept, r
-			} else {
-				item.Action = ReleaseForwarded
-				g.Log.Info(fmt.Sprintf("ds-submit: released %s (no record of it being forwarded before): forwarded", s.Describe()))
-			}
-			say(item)
+			send(item, s, k.Locator, " (no record of it being forwarded before)")
 		}
 	}
 	g.record(ctx, o, "release", evs...)

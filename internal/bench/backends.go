@@ -18,39 +18,15 @@ import (
 // in kasp.db, which is then copied row by row into a sandboxed MariaDB,
 // and the ceremony that covers them is migrated into a MySQL ledger.
 func benchBackends(bin string, n, runs int) (string, error) {
-	dir, err := os.MkdirTemp("", "ods-keyguard-bench")
+	dir, e, keys, gen, err := generate(n)
+	if dir != "" {
+		defer os.RemoveAll(dir)
+	}
 	if err != nil {
 		return "", err
-	}
-	defer os.RemoveAll(dir)
-	defer sandbox.StopShared()
-	conf, err := sandbox.SoftHSM(filepath.Join(dir, "softhsm"))
-	if err != nil {
-		return "", err
-	}
-	os.Setenv("SOFTHSM2_CONF", conf)
-	if err := sandbox.InitToken(conf, "ods-a", sandbox.PIN); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(os.Stderr, "bench: the enforcer generates about %d keys...\n", n)
-	start := time.Now()
-	e, err := sandbox.Start(sandbox.Options{Dir: filepath.Join(dir, "ods"), SoftHSMConf: conf, Kasp: kaspFor(n)})
-	if err != nil {
-		return "", err
-	}
-	if err := e.AddZoneNoWait("example.com", "test"); err != nil {
-		e.Close()
-		return "", err
-	}
-	keys, err := waitKeys(e.DB, n, 90*time.Minute)
-	if err == nil {
-		err = e.WaitSignconf("example.com")
 	}
 	e.Close()
-	if err != nil {
-		return "", err
-	}
-	gen := time.Since(start)
+	defer sandbox.StopShared()
 
 	// The same state in MariaDB, and a conf.xml that points there.
 	srv, err := sandbox.SharedMariaDB()

@@ -85,42 +85,55 @@ type sample struct {
 	note   string
 }
 
-func benchSize(bin string, n, runs int, slow time.Duration) (string, error) {
-	dir, err := os.MkdirTemp("", "ods-keyguard-bench")
+// generate has the real enforcer make about n keys on a fresh SoftHSMv2
+// token in a new folder (removed by the caller): the running enforcer, how
+// many keys it made, and how long it took.
+func generate(n int) (dir string, e *sandbox.Enforcer, keys int, took time.Duration, err error) {
+	dir, err = os.MkdirTemp("", "ods-keyguard-bench")
 	if err != nil {
-		return "", err
+		return "", nil, 0, 0, err
 	}
-	defer os.RemoveAll(dir)
 	conf, err := sandbox.SoftHSM(filepath.Join(dir, "softhsm"))
 	if err != nil {
-		return "", err
+		return dir, nil, 0, 0, err
 	}
 	os.Setenv("SOFTHSM2_CONF", conf)
 	if err := sandbox.InitToken(conf, "ods-a", sandbox.PIN); err != nil {
-		return "", err
+		return dir, nil, 0, 0, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: the enforcer generates about %d keys...\n", n)
 	start := time.Now()
-	e, err := sandbox.Start(sandbox.Options{Dir: filepath.Join(dir, "ods"), SoftHSMConf: conf, Kasp: kaspFor(n)})
+	e, err = sandbox.Start(sandbox.Options{Dir: filepath.Join(dir, "ods"), SoftHSMConf: conf, Kasp: kaspFor(n)})
 	if err != nil {
-		return "", err
+		return dir, nil, 0, 0, err
 	}
 	// The enforcer writes the signconf only after it made the pool: with
 	// thousands of keys that takes longer than AddZone waits.
 	if err := e.AddZoneNoWait("example.com", "test"); err != nil {
 		e.Close()
-		return "", err
+		return dir, nil, 0, 0, err
 	}
-	keys, err := waitKeys(e.DB, n, 90*time.Minute)
+	keys, err = waitKeys(e.DB, n, 90*time.Minute)
 	if err == nil {
 		err = e.WaitSignconf("example.com")
 	}
 	if err != nil {
 		e.Close()
+		return dir, nil, 0, 0, err
+	}
+	took = time.Since(start)
+	fmt.Fprintf(os.Stderr, "bench: %d keys in %s\n", keys, took.Round(time.Second))
+	return dir, e, keys, took, nil
+}
+
+func benchSize(bin string, n, runs int, slow time.Duration) (string, error) {
+	dir, e, keys, gen, err := generate(n)
+	if dir != "" {
+		defer os.RemoveAll(dir)
+	}
+	if err != nil {
 		return "", err
 	}
-	gen := time.Since(start)
-	fmt.Fprintf(os.Stderr, "bench: %d keys in %s\n", keys, gen.Round(time.Second))
 	// The KSK's DNSKEY, as the enforcer would pipe it into the DS hook.
 	ksk, err := e.CLI("key", "export", "--zone", "example.com", "--keytype", "ksk", "--keystate", "publish")
 	e.Close()
