@@ -350,12 +350,25 @@ func (e *Enforcer) AddZone(zone, policy string) error {
 	// The key factory runs on events; when it ran for a role before the
 	// zone took that role's key, the pool stays one key short until its
 	// next run. Ask for the year's keys now, as the automatic generation
-	// would (AutomaticKeyGenerationPeriod P1Y), so that every test starts
+	// would (AutomaticKeyGenerationPeriod P1Y), and wait for what that
+	// makes: an unused key of every role of the policy. Every test starts
 	// from the same pool.
 	if _, err := e.CLI("key", "generate", "--policy", policy, "--duration", "P1Y"); err != nil {
 		return err
 	}
-	return e.WaitIdle(time.Now().Add(60 * time.Second))
+	q := fmt.Sprintf(`SELECT (SELECT count(DISTINCT pk.role) FROM policyKey pk JOIN policy p ON p.id = pk.policyId WHERE p.name = '%[1]s')
+		- (SELECT count(DISTINCT k.role) FROM hsmKey k JOIN policy p ON p.id = k.policyId WHERE p.name = '%[1]s' AND k.state = 1)`,
+		strings.ReplaceAll(policy, "'", "''"))
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if out, err := e.scalar(q); err == nil && out == "0" {
+			return e.WaitIdle(deadline)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("zone %s: no unused key of every role of policy %s after 60s: %s", zone, policy, e.tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // AddZoneNoWait adds zone with policy (with <ManualKeyGeneration/> it gets
@@ -405,39 +418,16 @@ func (e *Enforcer) GenerateKeys(policy, duration string) error {
 // enforcement and signconf writing are all tasks, so an idle enforcer has
 // made every key it is going to make.
 func (e *Enforcer) WaitIdle(deadline time.Time) error {
-	// The queue says idle while the key factory may still be filling the
-	// pool on a loaded machine: idle, and the number of keys the same for
-	// a quarter of a second.
-	last, since := -1, time.Now()
 	for {
 		out, err := e.CLI("queue")
 		if err == nil && Idle(out) {
-			n, err := e.keyCount()
-			switch {
-			case err != nil:
-				last = -1
-			case n != last:
-				last, since = n, time.Now()
-			case time.Since(since) >= 250*time.Millisecond:
-				return nil
-			}
-		} else {
-			last = -1
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("enforcer still busy: %s", e.tail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// keyCount is the number of keys in the enforcer's database.
-func (e *Enforcer) keyCount() (int, error) {
-	out, err := e.scalar("SELECT count(*) FROM hsmKey")
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(out)
 }
 
 // scalar runs a query of one value on the enforcer's database.
