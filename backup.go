@@ -3,18 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -100,24 +95,20 @@ token was read and checked, "attested" when the operator's word was taken.`,
 // runCeremony runs one ceremony step. In JSON mode, what the step tells the
 // operator goes into the document's messages.
 func runCeremony(c *cli.Context, step string) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
+	defer r.end()
+	cfg, ctx := r.cfg, r.ctx
 	repos, err := cfg.RepositoryNames(c.String("repository"))
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	l, err := r.ledger(false)
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	l, err := openLedger(ctx, c, cfg, false)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
 	var text bytes.Buffer
 	out := c.App.Writer
 	if c.Bool("json") {
@@ -139,37 +130,11 @@ func runCeremony(c *cli.Context, step string) error {
 		cs, err = ceremony.Rollback(ctx, env, repos, operator, c.String("reason"))
 	}
 	if c.Bool("json") {
-		doc := ceremonyJSON{Schema: "ods-keyguard/backup-" + step + "/1", OK: err == nil, Ceremonies: cs, Messages: lines(text.String())}
-		if doc.Ceremonies == nil {
-			doc.Ceremonies = []*ledger.Ceremony{}
-		}
-		if err != nil {
-			msg := oneLine(err.Error())
-			doc.Error = &msg
-		}
-		if jerr := writeJSON(c.App.Writer, doc); jerr != nil {
+		if jerr := writeJSON(c.App.Writer, ceremony.StepDoc(step, cs, text.String(), err)); jerr != nil {
 			return jerr
 		}
 	}
 	return err
-}
-
-type ceremonyJSON struct {
-	Schema     string             `json:"schema"`
-	OK         bool               `json:"ok"`
-	Error      *string            `json:"error"`
-	Ceremonies []*ledger.Ceremony `json:"ceremonies"`
-	Messages   []string           `json:"messages"`
-}
-
-func lines(s string) []string {
-	out := []string{}
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // releaseAfterDone runs the hook release once a ceremony is confirmed: what
@@ -207,50 +172,8 @@ func runHistory(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var open []*ledger.Ceremony
-	for _, r := range store.OpenRepositories() {
-		open = append(open, store.Open(r))
-	}
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, struct {
-			Schema     string             `json:"schema"`
-			Ceremonies []*ledger.Ceremony `json:"ceremonies"`
-			Open       []*ledger.Ceremony `json:"open"`
-		}{"ods-keyguard/backup-history/1", nonNil(store.History()), nonNil(open)})
+		return writeJSON(c.App.Writer, ceremony.HistoryDoc(store))
 	}
-	return printHistory(c.App.Writer, store.History(), open)
-}
-
-func nonNil(cs []*ledger.Ceremony) []*ledger.Ceremony {
-	if cs == nil {
-		return []*ledger.Ceremony{}
-	}
-	return cs
-}
-
-func printHistory(w io.Writer, hist, open []*ledger.Ceremony) error {
-	if len(hist)+len(open) == 0 {
-		_, err := fmt.Fprintln(w, "no backup ceremony yet")
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREPOSITORY\tSTATUS\tPREPARED\tENDED\tKEYS\tBACKUP")
-	stamp := func(t time.Time) string {
-		if t.IsZero() {
-			return "-"
-		}
-		return t.UTC().Format(when.Minute)
-	}
-	for _, c := range append(append([]*ledger.Ceremony(nil), hist...), open...) {
-		backup := "-"
-		switch {
-		case c.Status != ledger.Confirmed:
-		case c.Verified():
-			backup = "verified:" + c.BackupToken.Name
-		default:
-			backup = "attested"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", c.ID, c.Repository, c.Status, stamp(c.Prepared), stamp(c.Ended), len(c.Keys), backup)
-	}
-	return tw.Flush()
+	return ceremony.WriteHistory(c.App.Writer, store)
 }

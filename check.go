@@ -136,7 +136,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 	}
 	defer l.Close()
 	src := monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens, Ledger: l,
-		RequireBackup: requireBackup(cfg), Parent: cfg.ParentConfig()}
+		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}
 	done := make(chan *monitor.Report, 1)
 	go func() { done <- monitor.Check(ctx, src, opt) }()
 	select {

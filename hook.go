@@ -6,20 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/config"
-	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
-	"github.com/ods-keyguard/ods-keyguard/parent"
 )
 
 func hookCommand() *cli.Command {
@@ -199,26 +194,9 @@ func runPending(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, pendingJSON(b))
+		return writeJSON(c.App.Writer, hooks.PendingDoc(b))
 	}
-	return printPending(c.App.Writer, b)
-}
-
-func printPending(w io.Writer, b *ledger.DSBook) error {
-	if len(b.Pending) == 0 {
-		fmt.Fprintln(w, "nothing withheld")
-	} else {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tKIND\tZONE\tKEYTAG\tSINCE\tREASON")
-		for _, p := range b.Pending {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Kind, p.Zone, p.KeyTag, p.Since.UTC().Format(when.Minute), p.Reason)
-		}
-		tw.Flush()
-	}
-	for _, r := range b.Rejected {
-		fmt.Fprintf(w, "rejected %s: input %s: %s\n", r.Time.UTC().Format(when.Minute), r.Line, r.Reason)
-	}
-	return nil
+	return hooks.WritePending(c.App.Writer, b)
 }
 
 func runRelease(c *cli.Context) error {
@@ -235,7 +213,7 @@ func runRelease(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		if err := writeJSON(c.App.Writer, releaseJSON(rep)); err != nil {
+		if err := writeJSON(c.App.Writer, hooks.ReleaseDoc(rep)); err != nil {
 			return err
 		}
 	}
@@ -338,31 +316,11 @@ func runHookHistory(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	zone := strings.TrimSuffix(strings.ToLower(c.String("zone")), ".")
-	evs := []ledger.DSEvent{}
-	for _, e := range b.Events {
-		if zone == "" || strings.EqualFold(e.Zone, zone) {
-			evs = append(evs, e)
-		}
-	}
+	evs := hooks.History(b, c.String("zone"))
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, struct {
-			Schema string           `json:"schema"`
-			Events []ledger.DSEvent `json:"events"`
-		}{"ods-keyguard/hook-history/1", evs})
+		return writeJSON(c.App.Writer, hooks.HistoryDoc(evs))
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tKIND\tACTION\tZONE\tKEYTAG\tBY\tREASON")
-	for _, e := range evs {
-		dash := func(s string) string {
-			if s == "" {
-				return "-"
-			}
-			return s
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), e.KeyTag, dash(e.By), dash(e.Reason))
-	}
-	return tw.Flush()
+	return hooks.WriteHistory(c.App.Writer, evs)
 }
 
 func runHookStatus(c *cli.Context) error {
@@ -372,14 +330,19 @@ func runHookStatus(c *cli.Context) error {
 	}
 	defer r.end()
 	cfg, ctx := r.cfg, r.ctx
-	zones, err := dsStatus(ctx, c, cfg, c.String("zone"))
+	l, err := r.ledger(true)
+	if err != nil {
+		return err
+	}
+	zones, err := hooks.ReadStatus(ctx, hooks.StatusSources{Datastore: cfg.ODS.Datastore, Ledger: l,
+		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}, c.String("zone"))
 	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		err = writeJSON(c.App.Writer, hookStatusJSON(zones))
+		err = writeJSON(c.App.Writer, hooks.StatusDoc(zones))
 	} else {
-		printHookStatus(c.App.Writer, zones)
+		hooks.WriteStatus(c.App.Writer, zones)
 	}
 	if err != nil {
 		return err
@@ -390,166 +353,4 @@ func runHookStatus(c *cli.Context) error {
 		}
 	}
 	return nil
-}
-
-// dsStatus reads the enforcer, the ceremonies, the DS records and, with
-// [parent] configured, the parent, and puts them side by side.
-func dsStatus(ctx context.Context, c *cli.Context, cfg *config.Config, only string) ([]hooks.ZoneDS, error) {
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	st, err := enforcer.ReadDatastore(ctx, cfg.ODS.Datastore)
-	if err != nil {
-		return nil, err
-	}
-	if only != "" {
-		var keep []*enforcer.Zone
-		for _, z := range st.Zones {
-			if strings.EqualFold(z.Name, strings.TrimSuffix(only, ".")) {
-				keep = append(keep, z)
-			}
-		}
-		if len(keep) == 0 {
-			return nil, fmt.Errorf("zone %q: not in the enforcer's database", only)
-		}
-		st.Zones = keep
-	}
-	store, err := l.Ceremonies(ctx)
-	if err != nil {
-		return nil, err
-	}
-	book, err := l.DS(ctx)
-	if err != nil {
-		return nil, err
-	}
-	in := hooks.StatusInput{State: st, Book: book, Coverage: store.Coverage(), RequireBackup: requireBackup(cfg), Now: time.Now().UTC()}
-	if pc := cfg.ParentConfig(); pc.Enabled() {
-		var names []string
-		for _, z := range st.Zones {
-			names = append(names, z.Name)
-		}
-		in.Parent = map[string]parent.Answer{}
-		for _, a := range parent.Read(ctx, pc, names) {
-			in.Parent[a.Zone] = a
-		}
-	}
-	zones := hooks.Status(in)
-	if only != "" {
-		keep := zones[:0]
-		for _, z := range zones {
-			if strings.EqualFold(z.Zone, strings.TrimSuffix(only, ".")) {
-				keep = append(keep, z)
-			}
-		}
-		zones = keep
-	}
-	return zones, nil
-}
-
-func requireBackup(cfg *config.Config) map[string]bool {
-	rb := map[string]bool{}
-	for _, r := range cfg.ODS.Repositories {
-		rb[r.Name] = r.RequireBackup
-	}
-	return rb
-}
-
-func printHookStatus(w io.Writer, zones []hooks.ZoneDS) {
-	for _, z := range zones {
-		fmt.Fprintf(w, "zone %s\n", z.Zone)
-		for _, k := range z.Keys {
-			fmt.Fprintf(w, "  %s %d (key %s): enforcer DS %s (record %s); records: %s; parent should hold it: %s%s\n",
-				k.Role, k.KeyTag, k.Locator, k.EnforcerDS, k.DSRecord, keyRecords(k), yesNo(k.ShouldHold), atParent(k))
-		}
-		if z.Parent != nil {
-			switch {
-			case z.Parent.Err != nil:
-				fmt.Fprintf(w, "  parent: UNREADABLE: %v\n", z.Parent.Err)
-			case len(z.Parent.DS) == 0:
-				fmt.Fprintf(w, "  parent: no DS (%s)\n", z.Parent.Source)
-			default:
-				var ds []string
-				for _, d := range z.Parent.DS {
-					ds = append(ds, d.String())
-				}
-				sort.Strings(ds)
-				fmt.Fprintf(w, "  parent: DS %s (%s)\n", strings.Join(ds, ", "), z.Parent.Source)
-			}
-		}
-		for _, f := range z.Findings {
-			fmt.Fprintf(w, "  %s: %s: %s\n", f.Severity, f.Category, f.Text)
-		}
-	}
-}
-
-func keyRecords(k hooks.KeyDS) string {
-	var parts []string
-	if k.Pending == nil {
-		parts = append(parts, k.Known)
-	}
-	if k.Submitted != nil {
-		parts = append(parts, "submission forwarded "+k.Submitted.UTC().Format(when.Minute))
-	}
-	if k.Retracted != nil {
-		parts = append(parts, "retraction forwarded "+k.Retracted.UTC().Format(when.Minute))
-	}
-	if k.Pending != nil {
-		parts = append(parts, fmt.Sprintf("%s since %s: %s", k.Pending.Action, k.Pending.Since.UTC().Format(when.Minute), k.Pending.Reason))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func atParent(k hooks.KeyDS) string {
-	if k.AtParent == nil {
-		return ""
-	}
-	return "; at the parent: " + yesNo(*k.AtParent)
-}
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
-// The JSON documents of the hook commands (schemas in schema/).
-
-func pendingJSON(b *ledger.DSBook) any {
-	type rejected struct {
-		Time   time.Time `json:"time"`
-		Input  string    `json:"input"`
-		Reason string    `json:"reason"`
-	}
-	doc := struct {
-		Schema   string            `json:"schema"`
-		Pending  []*ledger.DSEntry `json:"pending"`
-		Rejected []rejected        `json:"rejected"`
-	}{Schema: "ods-keyguard/hook-pending/1", Pending: b.Pending, Rejected: []rejected{}}
-	if doc.Pending == nil {
-		doc.Pending = []*ledger.DSEntry{}
-	}
-	for _, r := range b.Rejected {
-		doc.Rejected = append(doc.Rejected, rejected{r.Time, r.Line, r.Reason})
-	}
-	return doc
-}
-
-func releaseJSON(r *hooks.ReleaseReport) any {
-	return struct {
-		Schema string `json:"schema"`
-		*hooks.ReleaseReport
-	}{"ods-keyguard/hook-release/1", r}
-}
-
-func hookStatusJSON(zones []hooks.ZoneDS) any {
-	if zones == nil {
-		zones = []hooks.ZoneDS{}
-	}
-	return struct {
-		Schema string         `json:"schema"`
-		Zones  []hooks.ZoneDS `json:"zones"`
-	}{"ods-keyguard/hook-status/1", zones}
 }

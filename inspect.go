@@ -1,15 +1,9 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"strings"
-	"text/tabwriter"
-
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 )
 
@@ -60,16 +54,11 @@ list is printed all the same, with "unknown" where a token was unreadable).`,
 				return err
 			}
 			rep := inventory.Build(snap.State, snap.Results, repo)
-			rep.Cover(store.Coverage(), requireBackup(cfg))
+			rep.Cover(store.Coverage(), cfg.RequireBackup())
 			if c.Bool("json") {
-				err = writeJSON(c.App.Writer, struct {
-					Schema string             `json:"schema"`
-					Tokens []inventory.Token  `json:"tokens"`
-					Keys   []inventory.Row    `json:"keys"`
-					Orphan []inventory.Orphan `json:"orphans"`
-				}{"ods-keyguard/inventory/1", rep.Tokens, rep.Rows, rep.Orphans})
+				err = writeJSON(c.App.Writer, rep.InventoryDoc())
 			} else {
-				err = printInventory(c.App.Writer, rep)
+				err = rep.WriteInventory(c.App.Writer)
 			}
 			if err != nil {
 				return err
@@ -80,50 +69,6 @@ list is printed all the same, with "unknown" where a token was unreadable).`,
 			return nil
 		},
 	}
-}
-
-func printInventory(w io.Writer, rep *inventory.Report) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	head := []string{"LOCATOR", "REPOSITORY", "POLICY", "ROLE", "USE", "BACKUP", "CEREMONY", "ZONES"}
-	for _, t := range rep.Tokens {
-		head = append(head, t.Name)
-	}
-	fmt.Fprintln(tw, strings.Join(head, "\t"))
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
-	for _, r := range rep.Rows {
-		cells := []string{r.Locator, r.Repository, dash(r.Policy), r.Role, r.Use, r.Backup, dash(r.CoveredBy), dash(strings.Join(r.Zones, ","))}
-		for _, t := range rep.Tokens {
-			p, ok := r.Present[t.Name]
-			if !ok {
-				p = "-"
-			}
-			cells = append(cells, p)
-		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
-	}
-	for _, o := range rep.Orphans {
-		var repo string
-		for _, t := range rep.Tokens {
-			if t.Name == o.Token {
-				repo = t.Repository
-			}
-		}
-		cells := []string{o.ID, repo, "-", "-", "orphan", "-", "-", "-"}
-		for _, t := range rep.Tokens {
-			p := "-"
-			if t.Name == o.Token {
-				p = inventory.Present
-			}
-			cells = append(cells, p)
-		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
-	}
-	return tw.Flush()
 }
 
 func verifyCommand() *cli.Command {
@@ -156,21 +101,12 @@ unreadable).`,
 				return err
 			}
 			rep := inventory.Build(snap.State, snap.Results, "")
-			verdict := rep.Verdict()
 			if c.Bool("json") {
-				err = writeJSON(c.App.Writer, struct {
-					Schema   string              `json:"schema"`
-					Verdict  string              `json:"verdict"`
-					Tokens   []inventory.Token   `json:"tokens"`
-					Keys     int                 `json:"key_count"`
-					Problems []inventory.Problem `json:"problems"`
-					Orphans  []inventory.Orphan  `json:"orphans"`
-				}{"ods-keyguard/verify/1", verdict, rep.Tokens, len(rep.Rows), rep.Problems, rep.Orphans})
+				if err := writeJSON(c.App.Writer, rep.VerifyDoc()); err != nil {
+					return err
+				}
 			} else {
-				err = printVerify(c.App.Writer, rep, verdict)
-			}
-			if err != nil {
-				return err
+				rep.WriteVerify(c.App.Writer)
 			}
 			if reportUnreadable(c.App.ErrWriter, snap.Results) {
 				return exit(exitUnknown, nil)
@@ -181,24 +117,6 @@ unreadable).`,
 			return nil
 		},
 	}
-}
-
-func printVerify(w io.Writer, rep *inventory.Report, verdict string) error {
-	reachable := 0
-	for _, t := range rep.Tokens {
-		if t.Reachable {
-			reachable++
-		}
-	}
-	fmt.Fprintf(w, "verify: %s: %d keys, %d of %d tokens read, %d problems, %d orphans\n",
-		verdict, len(rep.Rows), reachable, len(rep.Tokens), len(rep.Problems), len(rep.Orphans))
-	for _, p := range rep.Problems {
-		fmt.Fprintf(w, "PROBLEM %s %s %s: %s\n", p.Kind, p.Token, p.Locator, p.Detail)
-	}
-	for _, o := range rep.Orphans {
-		fmt.Fprintf(w, "ORPHAN %s %s %q\n", o.Token, o.ID, o.Label)
-	}
-	return nil
 }
 
 func statusCommand() *cli.Command {
@@ -244,47 +162,10 @@ configuration, state or database unreadable.`,
 			}
 			st := inventory.Status(snap.State, snap.Results, store, repos)
 			if c.Bool("json") {
-				return writeJSON(c.App.Writer, struct {
-					Schema       string                       `json:"schema"`
-					Repositories []inventory.RepositoryStatus `json:"repositories"`
-				}{"ods-keyguard/status/1", st})
+				return writeJSON(c.App.Writer, inventory.StatusDoc(st))
 			}
-			printStatus(c.App.Writer, st)
+			inventory.WriteStatus(c.App.Writer, st)
 			return nil
 		},
-	}
-}
-
-func printStatus(w io.Writer, repos []inventory.RepositoryStatus) {
-	for _, r := range repos {
-		gate := "backups not required by the enforcer"
-		if r.RequireBackup {
-			gate = "RequireBackup"
-		}
-		fmt.Fprintf(w, "repository %s (%s)\n", r.Name, gate)
-		for _, t := range r.Tokens {
-			if !t.Reachable {
-				fmt.Fprintf(w, "  %s: UNREACHABLE: %s\n", t.Describe, t.Error)
-				continue
-			}
-			fmt.Fprintf(w, "  %s: reachable, token %q serial %s, %d private keys\n", t.Describe, t.Label, t.Serial, t.Keys)
-		}
-		b := r.Backup
-		fmt.Fprintf(w, "  keys: %d (Not Required %d, Required %d, Prepared %d, Done %d)\n", r.Keys, b.NotRequired, b.Required, b.Prepared, b.Done)
-		if r.KeyguardOnly > 0 {
-			fmt.Fprintf(w, "  covered by ods-keyguard only (Not Required in the enforcer, in a confirmed ceremony): %d\n", r.KeyguardOnly)
-		}
-		if c := r.LastConfirmed; c != nil {
-			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %d keys\n", c.ID, c.Ended.Format(when.Display), len(c.Keys))
-		} else {
-			fmt.Fprintf(w, "  last confirmed backup: none\n")
-		}
-		if c := r.Open; c != nil {
-			fmt.Fprintf(w, "  open ceremony: %s (%s), %d keys\n", c.ID, c.Status, len(c.Keys))
-		}
-		fmt.Fprintf(w, "  in use without a confirmed backup: %d\n", len(r.Unbacked))
-		for _, u := range r.Unbacked {
-			fmt.Fprintf(w, "    %s %s %d %s backup %s (%s)\n", u.Zone, u.Role, u.KeyTag, u.Locator, u.Backup, strings.Join(u.Live, ", "))
-		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -11,7 +10,6 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/recovery"
 )
@@ -114,72 +112,20 @@ func runAssess(c *cli.Context) error {
 	}
 	in := recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
 		Delivery: delivery, ReadZone: readSigned, Book: book}
-	if pc := cfg.ParentConfig(); pc.Enabled() {
-		var zones []string
-		for _, z := range snap.State.Zones {
-			zones = append(zones, z.Name)
-		}
-		in.Parent = map[string]parent.Answer{}
-		for _, a := range parent.Read(ctx, pc, zones) {
-			in.Parent[a.Zone] = a
-		}
-	}
+	in.Parent = parent.ByZone(ctx, cfg.ParentConfig(), snap.State.ZoneNames())
 	a := recovery.Assess(in)
 	a.Delivery = c.String("delivery")
 	if c.Bool("json") {
-		if err := writeJSON(c.App.Writer, struct {
-			Schema string `json:"schema"`
-			*recovery.Assessment
-		}{"ods-keyguard/recover-assess/1", a}); err != nil {
+		if err := writeJSON(c.App.Writer, a.Doc()); err != nil {
 			return err
 		}
 	} else {
-		printAssessment(c.App.Writer, a)
+		a.WriteText(c.App.Writer)
 	}
 	if a.Exit != 0 {
 		return exit(a.Exit, nil)
 	}
 	return nil
-}
-
-func printAssessment(w io.Writer, a *recovery.Assessment) {
-	fmt.Fprintf(w, "recover assess: %s\n", a.Summary)
-	for _, h := range a.HSMs {
-		switch {
-		case !h.Reachable:
-			fmt.Fprintf(w, "HSM %s: UNREACHABLE (%s): counted as holding nothing\n", h.Describe(), h.Error)
-		case len(h.Missing) == 0:
-			fmt.Fprintf(w, "HSM %s: all %d needed keys present\n", h.Describe(), h.Present)
-		default:
-			fmt.Fprintf(w, "HSM %s: %d needed keys present, %d missing\n", h.Describe(), h.Present, len(h.Missing))
-		}
-	}
-	for _, l := range a.Lost {
-		where := "lost for good: made after the last confirmed ceremony"
-		if l.Recoverable {
-			where = "on the backup token of ceremony " + l.Ceremony
-		}
-		fmt.Fprintf(w, "KEY %s: %s\n", keyLine(l), where)
-	}
-	for _, z := range a.Zones {
-		sig := "signed output unreadable: " + z.Error
-		if z.Error == "" {
-			left := when.Duration(z.Left) + " left"
-			if z.Left < 0 {
-				left = "expired " + when.Duration(z.Left) + " ago"
-			}
-			sig = fmt.Sprintf("earliest RRSIG expires %s (%s, %s %s)", z.Expires.Format(when.Display), left, z.Signatures.Owner, z.Signatures.Type)
-		}
-		ds := "no DS at the parent"
-		if z.DSAtParent {
-			ds = "DS removal by " + z.DSRemovalBy.Format(when.Display)
-		}
-		decision := ""
-		if z.Decision != "" {
-			decision = strings.ToUpper(z.Decision) + ": "
-		}
-		fmt.Fprintf(w, "ZONE %s: %s; %s (DS known from %s); %s%s\n", z.Zone, sig, ds, z.DSSource, decision, z.Advice)
-	}
 }
 
 func runVerifyRestore(c *cli.Context) error {
@@ -213,38 +159,14 @@ func runVerifyRestore(c *cli.Context) error {
 		}
 	}
 	if c.Bool("json") {
-		if err := writeJSON(c.App.Writer, struct {
-			Schema string `json:"schema"`
-			*recovery.Verification
-		}{"ods-keyguard/recover-verify/1", v}); err != nil {
+		if err := writeJSON(c.App.Writer, v.Doc()); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(c.App.Writer, "recover verify: %s\n", v.Summary)
-		for _, h := range v.HSMs {
-			fmt.Fprintf(c.App.Writer, "HSM %s: %d missing, %d another key pair; %s\n", h.Describe(), len(h.Missing), len(h.Differs), h.SerialNote)
-			for _, l := range h.Missing {
-				fmt.Fprintf(c.App.Writer, "  MISSING %s\n", keyLine(l))
-			}
-			for _, l := range h.Differs {
-				fmt.Fprintf(c.App.Writer, "  DIFFERS %s: another key pair under its CKA_ID\n", keyLine(l))
-			}
-		}
-		for _, l := range v.Lost {
-			fmt.Fprintf(c.App.Writer, "LOST %s: used after the last confirmed ceremony, on no HSM\n", keyLine(l))
-		}
+		v.WriteText(c.App.Writer)
 	}
 	if !v.Complete {
 		return exit(exitProblems, nil)
 	}
 	return nil
-}
-
-// keyLine names a key with its role, use and zones: "LOC ZSK (in use, example.com)".
-func keyLine(l recovery.LostKey) string {
-	zones := "no zone"
-	if len(l.Zones) > 0 {
-		zones = strings.Join(l.Zones, ",")
-	}
-	return fmt.Sprintf("%s %s (%s, %s)", l.Locator, l.Role, l.Use, zones)
 }

@@ -359,6 +359,15 @@ func (c *Config) LedgerOptions(waiting io.Writer, readOnly bool) (ledger.Options
 	return o, nil
 }
 
+// RequireBackup says, per repository, whether conf.xml has <RequireBackup/>.
+func (c *Config) RequireBackup() map[string]bool {
+	rb := map[string]bool{}
+	for _, r := range c.ODS.Repositories {
+		rb[r.Name] = r.RequireBackup
+	}
+	return rb
+}
+
 // ParentConfig is [parent] for package parent.
 func (c *Config) ParentConfig() parent.Config {
 	return parent.Config{Nameservers: c.Parent.Nameservers, Resolver: c.Parent.Resolver, Timeout: c.Parent.timeout}

@@ -263,6 +263,15 @@ func (k *Key) Usage() string {
 	return UseAssigned
 }
 
+// ZoneNames lists the names of the zones, in the database's order.
+func (st *State) ZoneNames() []string {
+	var out []string
+	for _, z := range st.Zones {
+		out = append(out, z.Name)
+	}
+	return out
+}
+
 // Zones lists the names of the zones the key is assigned to, sorted;
 // empty, never nil, for a key in the pool.
 func (k *Key) Zones() []string {

@@ -363,21 +363,15 @@ func (g *Guard) facts(ctx context.Context, subs []Submission, tokens bool, extra
 	}
 	done := make(chan map[string]parent.Answer, 1)
 	go func() {
-		answers := map[string]parent.Answer{}
-		if g.Parent.Enabled() {
-			seen := map[string]bool{}
-			var zones []string
-			for _, s := range subs {
-				if !seen[s.Zone] {
-					seen[s.Zone] = true
-					zones = append(zones, s.Zone)
-				}
-			}
-			for _, a := range parent.Read(ctx, g.Parent, zones) {
-				answers[a.Zone] = a
+		seen := map[string]bool{}
+		var zones []string
+		for _, s := range subs {
+			if !seen[s.Zone] {
+				seen[s.Zone] = true
+				zones = append(zones, s.Zone)
 			}
 		}
-		done <- answers
+		done <- parent.ByZone(ctx, g.Parent, zones)
 	}()
 	if tokens && f.State != nil {
 		var more []*enforcer.Key

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -337,4 +338,56 @@ func Findings(zones []ZoneDS) []Finding {
 	rank := map[Severity]int{Critical: 0, Unknown: 1, Warning: 2}
 	sort.SliceStable(out, func(i, j int) bool { return rank[out[i].Severity] < rank[out[j].Severity] })
 	return out
+}
+
+// StatusSources are what ReadStatus reads.
+type StatusSources struct {
+	Datastore     enforcer.Datastore
+	Ledger        *ledger.Ledger
+	RequireBackup map[string]bool
+	Parent        parent.Config
+}
+
+// ReadStatus reads the enforcer, the ceremonies, the DS records and, where
+// [parent] is configured, the parent's DS sets, and puts each zone's DS
+// side by side; zone, when not "", limits it to that zone.
+func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, error) {
+	zone = strings.TrimSuffix(zone, ".")
+	st, err := enforcer.ReadDatastore(ctx, src.Datastore)
+	if err != nil {
+		return nil, err
+	}
+	if zone != "" {
+		var keep []*enforcer.Zone
+		for _, z := range st.Zones {
+			if strings.EqualFold(z.Name, zone) {
+				keep = append(keep, z)
+			}
+		}
+		if len(keep) == 0 {
+			return nil, fmt.Errorf("zone %q: not in the enforcer's database", zone)
+		}
+		st.Zones = keep
+	}
+	store, err := src.Ledger.Ceremonies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	book, err := src.Ledger.DS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := StatusInput{State: st, Book: book, Coverage: store.Coverage(), RequireBackup: src.RequireBackup, Now: time.Now().UTC()}
+	in.Parent = parent.ByZone(ctx, src.Parent, st.ZoneNames())
+	zones := Status(in)
+	if zone != "" {
+		keep := zones[:0]
+		for _, z := range zones {
+			if strings.EqualFold(z.Zone, zone) {
+				keep = append(keep, z)
+			}
+		}
+		zones = keep
+	}
+	return zones, nil
 }

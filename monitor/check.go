@@ -86,16 +86,7 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	answers := map[string]parent.Answer{}
-	if src.Parent.Enabled() {
-		var zones []string
-		for _, z := range snap.State.Zones {
-			zones = append(zones, z.Name)
-		}
-		for _, a := range parent.Read(ctx, src.Parent, zones) {
-			answers[a.Zone] = a
-		}
-	}
+	answers := parent.ByZone(ctx, src.Parent, snap.State.ZoneNames())
 	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup}, opt)
 }
 

@@ -58,6 +58,19 @@ type Answer struct {
 	Error    string   `json:"error,omitempty"`
 }
 
+// ByZone reads the DS RRset of each zone as Read does, keyed by zone name;
+// nil when cfg names no servers.
+func ByZone(ctx context.Context, cfg Config, zones []string) map[string]Answer {
+	if !cfg.Enabled() {
+		return nil
+	}
+	out := map[string]Answer{}
+	for _, a := range Read(ctx, cfg, zones) {
+		out[a.Zone] = a
+	}
+	return out
+}
+
 // Read asks for the DS RRset of every zone, at most eight queries at a
 // time, each within cfg.Timeout and all within ctx.
 func Read(ctx context.Context, cfg Config, zones []string) []Answer {

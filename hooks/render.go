@@ -1,0 +1,176 @@
+package hooks
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// What the hook commands print: text for people, and the JSON documents
+// described by schema/hook-*.json.
+
+// WritePending lists what the hooks keep back, then the input they
+// rejected.
+func WritePending(w io.Writer, b *ledger.DSBook) error {
+	if len(b.Pending) == 0 {
+		fmt.Fprintln(w, "nothing withheld")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tZONE\tKEYTAG\tSINCE\tREASON")
+		for _, p := range b.Pending {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Kind, p.Zone, p.KeyTag, p.Since.UTC().Format(when.Minute), p.Reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	for _, r := range b.Rejected {
+		fmt.Fprintf(w, "rejected %s: input %s: %s\n", r.Time.UTC().Format(when.Minute), r.Line, r.Reason)
+	}
+	return nil
+}
+
+// PendingDoc is hook pending's JSON document.
+func PendingDoc(b *ledger.DSBook) any {
+	type rejected struct {
+		Time   time.Time `json:"time"`
+		Input  string    `json:"input"`
+		Reason string    `json:"reason"`
+	}
+	doc := struct {
+		Schema   string            `json:"schema"`
+		Pending  []*ledger.DSEntry `json:"pending"`
+		Rejected []rejected        `json:"rejected"`
+	}{Schema: "ods-keyguard/hook-pending/1", Pending: b.Pending, Rejected: []rejected{}}
+	if doc.Pending == nil {
+		doc.Pending = []*ledger.DSEntry{}
+	}
+	for _, r := range b.Rejected {
+		doc.Rejected = append(doc.Rejected, rejected{r.Time, r.Line, r.Reason})
+	}
+	return doc
+}
+
+// ReleaseDoc is hook release's JSON document.
+func ReleaseDoc(r *ReleaseReport) any {
+	return struct {
+		Schema string `json:"schema"`
+		*ReleaseReport
+	}{"ods-keyguard/hook-release/1", r}
+}
+
+// History is the DS events of zone ("" for all), oldest first.
+func History(b *ledger.DSBook, zone string) []ledger.DSEvent {
+	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
+	evs := []ledger.DSEvent{}
+	for _, e := range b.Events {
+		if zone == "" || strings.EqualFold(e.Zone, zone) {
+			evs = append(evs, e)
+		}
+	}
+	return evs
+}
+
+// WriteHistory prints one line per event: TIME KIND ACTION ZONE KEYTAG BY
+// REASON.
+func WriteHistory(w io.Writer, evs []ledger.DSEvent) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tKIND\tACTION\tZONE\tKEYTAG\tBY\tREASON")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), e.KeyTag, dash(e.By), dash(e.Reason))
+	}
+	return tw.Flush()
+}
+
+// HistoryDoc is hook history's JSON document.
+func HistoryDoc(evs []ledger.DSEvent) any {
+	return struct {
+		Schema string           `json:"schema"`
+		Events []ledger.DSEvent `json:"events"`
+	}{"ods-keyguard/hook-history/1", evs}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// WriteStatus prints each zone's DS: a line per KSK or CSK, the parent's
+// DS set, and the findings.
+func WriteStatus(w io.Writer, zones []ZoneDS) {
+	for _, z := range zones {
+		fmt.Fprintf(w, "zone %s\n", z.Zone)
+		for _, k := range z.Keys {
+			fmt.Fprintf(w, "  %s %d (key %s): enforcer DS %s (record %s); records: %s; parent should hold it: %s%s\n",
+				k.Role, k.KeyTag, k.Locator, k.EnforcerDS, k.DSRecord, k.records(), yesNo(k.ShouldHold), k.atParent())
+		}
+		if z.Parent != nil {
+			switch {
+			case z.Parent.Err != nil:
+				fmt.Fprintf(w, "  parent: UNREADABLE: %v\n", z.Parent.Err)
+			case len(z.Parent.DS) == 0:
+				fmt.Fprintf(w, "  parent: no DS (%s)\n", z.Parent.Source)
+			default:
+				var ds []string
+				for _, d := range z.Parent.DS {
+					ds = append(ds, d.String())
+				}
+				sort.Strings(ds)
+				fmt.Fprintf(w, "  parent: DS %s (%s)\n", strings.Join(ds, ", "), z.Parent.Source)
+			}
+		}
+		for _, f := range z.Findings {
+			fmt.Fprintf(w, "  %s: %s: %s\n", f.Severity, f.Category, f.Text)
+		}
+	}
+}
+
+// StatusDoc is hook status's JSON document.
+func StatusDoc(zones []ZoneDS) any {
+	if zones == nil {
+		zones = []ZoneDS{}
+	}
+	return struct {
+		Schema string   `json:"schema"`
+		Zones  []ZoneDS `json:"zones"`
+	}{"ods-keyguard/hook-status/1", zones}
+}
+
+func (k KeyDS) records() string {
+	var parts []string
+	if k.Pending == nil {
+		parts = append(parts, k.Known)
+	}
+	if k.Submitted != nil {
+		parts = append(parts, "submission forwarded "+k.Submitted.UTC().Format(when.Minute))
+	}
+	if k.Retracted != nil {
+		parts = append(parts, "retraction forwarded "+k.Retracted.UTC().Format(when.Minute))
+	}
+	if k.Pending != nil {
+		parts = append(parts, fmt.Sprintf("%s since %s: %s", k.Pending.Action, k.Pending.Since.UTC().Format(when.Minute), k.Pending.Reason))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (k KeyDS) atParent() string {
+	if k.AtParent == nil {
+		return ""
+	}
+	return "; at the parent: " + yesNo(*k.AtParent)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

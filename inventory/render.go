@@ -1,0 +1,146 @@
+package inventory
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
+)
+
+// What inventory, verify and status print: text for the operator, and the
+// JSON documents described by schema/inventory.json, verify.json and
+// status.json.
+
+// WriteInventory prints one row per key and per orphan, with a column per
+// token.
+func (r *Report) WriteInventory(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := []string{"LOCATOR", "REPOSITORY", "POLICY", "ROLE", "USE", "BACKUP", "CEREMONY", "ZONES"}
+	for _, t := range r.Tokens {
+		head = append(head, t.Name)
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, row := range r.Rows {
+		cells := []string{row.Locator, row.Repository, dash(row.Policy), row.Role, row.Use, row.Backup, dash(row.CoveredBy), dash(strings.Join(row.Zones, ","))}
+		for _, t := range r.Tokens {
+			p, ok := row.Present[t.Name]
+			if !ok {
+				p = "-"
+			}
+			cells = append(cells, p)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	for _, o := range r.Orphans {
+		var repo string
+		for _, t := range r.Tokens {
+			if t.Name == o.Token {
+				repo = t.Repository
+			}
+		}
+		cells := []string{o.ID, repo, "-", "-", "orphan", "-", "-", "-"}
+		for _, t := range r.Tokens {
+			p := "-"
+			if t.Name == o.Token {
+				p = Present
+			}
+			cells = append(cells, p)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// InventoryDoc is inventory's JSON document.
+func (r *Report) InventoryDoc() any {
+	return struct {
+		Schema string   `json:"schema"`
+		Tokens []Token  `json:"tokens"`
+		Keys   []Row    `json:"keys"`
+		Orphan []Orphan `json:"orphans"`
+	}{"ods-keyguard/inventory/1", r.Tokens, r.Rows, r.Orphans}
+}
+
+// WriteVerify prints verify's summary line, then a line per problem and
+// per orphan.
+func (r *Report) WriteVerify(w io.Writer) {
+	reachable := 0
+	for _, t := range r.Tokens {
+		if t.Reachable {
+			reachable++
+		}
+	}
+	fmt.Fprintf(w, "verify: %s: %d keys, %d of %d tokens read, %d problems, %d orphans\n",
+		r.Verdict(), len(r.Rows), reachable, len(r.Tokens), len(r.Problems), len(r.Orphans))
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "PROBLEM %s %s %s: %s\n", p.Kind, p.Token, p.Locator, p.Detail)
+	}
+	for _, o := range r.Orphans {
+		fmt.Fprintf(w, "ORPHAN %s %s %q\n", o.Token, o.ID, o.Label)
+	}
+}
+
+// VerifyDoc is verify's JSON document.
+func (r *Report) VerifyDoc() any {
+	return struct {
+		Schema   string    `json:"schema"`
+		Verdict  string    `json:"verdict"`
+		Tokens   []Token   `json:"tokens"`
+		Keys     int       `json:"key_count"`
+		Problems []Problem `json:"problems"`
+		Orphans  []Orphan  `json:"orphans"`
+	}{"ods-keyguard/verify/1", r.Verdict(), r.Tokens, len(r.Rows), r.Problems, r.Orphans}
+}
+
+// WriteStatus prints status: per repository its tokens, keys, ceremonies
+// and the keys in use without a confirmed backup.
+func WriteStatus(w io.Writer, repos []RepositoryStatus) {
+	for _, r := range repos {
+		gate := "backups not required by the enforcer"
+		if r.RequireBackup {
+			gate = "RequireBackup"
+		}
+		fmt.Fprintf(w, "repository %s (%s)\n", r.Name, gate)
+		for _, t := range r.Tokens {
+			if !t.Reachable {
+				fmt.Fprintf(w, "  %s: UNREACHABLE: %s\n", t.Describe, t.Error)
+				continue
+			}
+			fmt.Fprintf(w, "  %s: reachable, token %q serial %s, %d private keys\n", t.Describe, t.Label, t.Serial, t.Keys)
+		}
+		b := r.Backup
+		fmt.Fprintf(w, "  keys: %d (Not Required %d, Required %d, Prepared %d, Done %d)\n", r.Keys, b.NotRequired, b.Required, b.Prepared, b.Done)
+		if r.KeyguardOnly > 0 {
+			fmt.Fprintf(w, "  covered by ods-keyguard only (Not Required in the enforcer, in a confirmed ceremony): %d\n", r.KeyguardOnly)
+		}
+		if c := r.LastConfirmed; c != nil {
+			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %d keys\n", c.ID, c.Ended.Format(when.Display), len(c.Keys))
+		} else {
+			fmt.Fprintf(w, "  last confirmed backup: none\n")
+		}
+		if c := r.Open; c != nil {
+			fmt.Fprintf(w, "  open ceremony: %s (%s), %d keys\n", c.ID, c.Status, len(c.Keys))
+		}
+		fmt.Fprintf(w, "  in use without a confirmed backup: %d\n", len(r.Unbacked))
+		for _, u := range r.Unbacked {
+			fmt.Fprintf(w, "    %s %s %d %s backup %s (%s)\n", u.Zone, u.Role, u.KeyTag, u.Locator, u.Backup, strings.Join(u.Live, ", "))
+		}
+	}
+}
+
+// StatusDoc is status's JSON document.
+func StatusDoc(repos []RepositoryStatus) any {
+	return struct {
+		Schema       string             `json:"schema"`
+		Repositories []RepositoryStatus `json:"repositories"`
+	}{"ods-keyguard/status/1", repos}
+}

@@ -1,0 +1,97 @@
+package recovery
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
+)
+
+// What recover assess and recover verify print: text for the operator, and
+// the JSON documents described by schema/recover-*.json.
+
+// WriteText prints the verdict, each HSM, the lost keys and each zone.
+func (a *Assessment) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "recover assess: %s\n", a.Summary)
+	for _, h := range a.HSMs {
+		switch {
+		case !h.Reachable:
+			fmt.Fprintf(w, "HSM %s: UNREACHABLE (%s): counted as holding nothing\n", h.Describe(), h.Error)
+		case len(h.Missing) == 0:
+			fmt.Fprintf(w, "HSM %s: all %d needed keys present\n", h.Describe(), h.Present)
+		default:
+			fmt.Fprintf(w, "HSM %s: %d needed keys present, %d missing\n", h.Describe(), h.Present, len(h.Missing))
+		}
+	}
+	for _, l := range a.Lost {
+		where := "lost for good: made after the last confirmed ceremony"
+		if l.Recoverable {
+			where = "on the backup token of ceremony " + l.Ceremony
+		}
+		fmt.Fprintf(w, "KEY %s: %s\n", l, where)
+	}
+	for _, z := range a.Zones {
+		sig := "signed output unreadable: " + z.Error
+		if z.Error == "" {
+			left := when.Duration(z.Left) + " left"
+			if z.Left < 0 {
+				left = "expired " + when.Duration(z.Left) + " ago"
+			}
+			sig = fmt.Sprintf("earliest RRSIG expires %s (%s, %s %s)", z.Expires.Format(when.Display), left, z.Signatures.Owner, z.Signatures.Type)
+		}
+		ds := "no DS at the parent"
+		if z.DSAtParent {
+			ds = "DS removal by " + z.DSRemovalBy.Format(when.Display)
+		}
+		decision := ""
+		if z.Decision != "" {
+			decision = strings.ToUpper(z.Decision) + ": "
+		}
+		fmt.Fprintf(w, "ZONE %s: %s; %s (DS known from %s); %s%s\n", z.Zone, sig, ds, z.DSSource, decision, z.Advice)
+	}
+}
+
+// Doc is recover assess's JSON document.
+func (a *Assessment) Doc() any {
+	return struct {
+		Schema string `json:"schema"`
+		*Assessment
+	}{"ods-keyguard/recover-assess/1", a}
+}
+
+// WriteText prints the verdict, each HSM with what it misses, and the
+// keys lost.
+func (v *Verification) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "recover verify: %s\n", v.Summary)
+	for _, h := range v.HSMs {
+		fmt.Fprintf(w, "HSM %s: %d missing, %d another key pair; %s\n", h.Describe(), len(h.Missing), len(h.Differs), h.SerialNote)
+		for _, l := range h.Missing {
+			fmt.Fprintf(w, "  MISSING %s\n", l)
+		}
+		for _, l := range h.Differs {
+			fmt.Fprintf(w, "  DIFFERS %s: another key pair under its CKA_ID\n", l)
+		}
+	}
+	for _, l := range v.Lost {
+		fmt.Fprintf(w, "LOST %s: used after the last confirmed ceremony, on no HSM\n", l)
+	}
+}
+
+// Doc is recover verify's JSON document.
+func (v *Verification) Doc() any {
+	return struct {
+		Schema string `json:"schema"`
+		*Verification
+	}{"ods-keyguard/recover-verify/1", v}
+}
+
+// String names a key with its role, use and zones: "LOC ZSK (in use,
+// example.com)".
+func (l LostKey) String() string {
+	zones := "no zone"
+	if len(l.Zones) > 0 {
+		zones = strings.Join(l.Zones, ",")
+	}
+	return fmt.Sprintf("%s %s (%s, %s)", l.Locator, l.Role, l.Use, zones)
+}
