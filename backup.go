@@ -142,15 +142,11 @@ func runCeremony(c *cli.Context, step string) error {
 func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, out io.Writer) error {
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
-	l, err := openLedger(ctx, c, cfg, false)
+	g, closeLedger, err := openGuard(ctx, c, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	g, err := newGuard(c, cfg, l, log)
-	if err != nil {
-		return err
-	}
+	defer closeLedger()
 	// The ceremony holds the state lock: release runs under it, in this
 	// process, without taking it again.
 	_, err = g.ReleaseLocked(ctx, out)
@@ -163,17 +159,9 @@ func runHistory(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	ctx := r.ctx
-	l, err := r.ledger(true)
+	_, store, err := r.ceremonies(true)
 	if err != nil {
 		return err
 	}
-	store, err := l.Ceremonies(ctx)
-	if err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, ceremony.HistoryDoc(store))
-	}
-	return ceremony.WriteHistory(c.App.Writer, store)
+	return output(c, ceremony.HistoryDoc(store), func(w io.Writer) error { return ceremony.WriteHistory(w, store) })
 }

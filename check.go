@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/monitor"
 )
 
@@ -88,8 +88,8 @@ func runCheck(c *cli.Context) error {
 	return exit(int(rep.State), nil)
 }
 
-// checkReport runs the check within its time limit; whatever goes wrong is
-// an UNKNOWN verdict, never a hang or a message elsewhere.
+// checkReport parses check's options and runs it; bad options are an
+// UNKNOWN verdict like any other, on stdout where a scheduler looks.
 func checkReport(c *cli.Context) *monitor.Report {
 	now := time.Now().UTC()
 	opt := monitor.CheckOptions{At: now}
@@ -108,7 +108,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 		return monitor.Unknown(opt, "--critical-spare: "+err.Error())
 	}
 	if s := c.String("at"); s != "" {
-		if opt.At, err = parseAt(s, now); err != nil {
+		if opt.At, err = when.ParseAt(s, now); err != nil {
 			return monitor.Unknown(opt, "--at: "+err.Error())
 		}
 	}
@@ -125,52 +125,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
-	// Reads end at 70% of the time limit; the answer comes by 90%, when
-	// whatever did not answer has been killed and reaped.
-	budget := timeout - timeout/10
-	ctx, cancel := context.WithTimeout(c.Context, timeout*7/10)
-	defer cancel()
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return monitor.Unknown(opt, err.Error())
-	}
-	defer l.Close()
-	src := monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens, Ledger: l,
-		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}
-	done := make(chan *monitor.Report, 1)
-	go func() { done <- monitor.Check(ctx, src, opt) }()
-	select {
-	case rep := <-done:
-		if !rep.Measured && strings.Contains(rep.Summary, context.DeadlineExceeded.Error()) {
-			return slow(opt, budget, timeout) // says more than "deadline exceeded"
-		}
-		return rep
-	case <-time.After(budget):
-		// Give the reads a moment to kill and reap what hangs: no reader
-		// process outlives a check.
-		select {
-		case rep := <-done:
-			return rep
-		case <-time.After(timeout - budget):
-		}
-		return slow(opt, budget, timeout)
-	}
-}
-
-func slow(opt monitor.CheckOptions, budget, timeout time.Duration) *monitor.Report {
-	return monitor.Unknown(opt, fmt.Sprintf("no answer within %.1fs (-t %g): the tokens or the enforcer database are too slow", budget.Seconds(), timeout.Seconds()))
-}
-
-// parseAt reads --at: RFC 3339, a date, a date and time, or a duration from now.
-func parseAt(s string, now time.Time) (time.Time, error) {
-	if strings.HasPrefix(s, "P") {
-		d, err := config.ParseISODuration(s)
-		return now.Add(d), err
-	}
-	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q: want RFC 3339, YYYY-MM-DD[THH:MM] or a duration such as P3D", s)
+	return monitor.Run(c.Context, timeout, monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens,
+		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return openLedger(ctx, c, cfg, true) },
+		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}, opt)
 }

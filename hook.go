@@ -12,7 +12,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/ceremony"
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -144,24 +143,17 @@ func runHook(c *cli.Context, kind string) error {
 	if err != nil {
 		log := hooks.NewSyslog("", c.App.ErrWriter)
 		defer log.Close()
-		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
-		return exit(exitProblems, nil)
+		return withheldAll(log, kind, err)
 	}
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
 	ctx, cancel := context.WithTimeout(c.Context, cfg.HookTimeout)
 	defer cancel()
-	l, err := openLedger(ctx, c, cfg, false)
+	g, closeLedger, err := openGuard(ctx, c, cfg, log)
 	if err != nil {
-		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
-		return exit(exitProblems, nil)
+		return withheldAll(log, kind, err)
 	}
-	defer l.Close()
-	g, err := newGuard(c, cfg, l, log)
-	if err != nil {
-		log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
-		return exit(exitProblems, nil)
-	}
+	defer closeLedger()
 	var o hooks.Outcome
 	if kind == ledger.Submit {
 		o = g.Submit(ctx, c.App.Reader)
@@ -178,25 +170,28 @@ func runHook(c *cli.Context, kind string) error {
 	return nil
 }
 
+// withheldAll is a hook that could not begin: nothing it was given goes
+// on, and the log says why.
+func withheldAll(log hooks.Logger, kind string, err error) error {
+	log.Err(fmt.Sprintf("%s: withheld everything: %v", kind, err))
+	return exit(exitProblems, nil)
+}
+
 func runPending(c *cli.Context) error {
 	r, err := begin(c)
 	if err != nil {
 		return err
 	}
 	defer r.end()
-	ctx := r.ctx
 	l, err := r.ledger(true)
 	if err != nil {
 		return err
 	}
-	b, err := l.DS(ctx)
+	b, err := l.DS(r.ctx)
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, hooks.PendingDoc(b))
-	}
-	return hooks.WritePending(c.App.Writer, b)
+	return output(c, hooks.PendingDoc(b), func(w io.Writer) error { return hooks.WritePending(w, b) })
 }
 
 func runRelease(c *cli.Context) error {
@@ -205,10 +200,15 @@ func runRelease(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	cfg, ctx := r.cfg, r.ctx
-	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
-	defer log.Close()
-	rep, err := release(ctx, c, cfg, log, !c.Bool("json"))
+	g, err := r.guard()
+	if err != nil {
+		return err
+	}
+	out := c.App.Writer
+	if c.Bool("json") {
+		out = nil // the document says it all
+	}
+	rep, err := g.Release(r.ctx, out)
 	if err != nil {
 		return err
 	}
@@ -223,82 +223,63 @@ func runRelease(c *cli.Context) error {
 	return nil
 }
 
-// release runs the guard's release; text says whether to print its lines.
-func release(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger, text bool) (*hooks.ReleaseReport, error) {
-	l, err := openLedger(ctx, c, cfg, false)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	g, err := newGuard(c, cfg, l, log)
-	if err != nil {
-		return nil, err
-	}
-	var out io.Writer
-	if text {
-		out = c.App.Writer
-	}
-	return g.Release(ctx, out)
-}
-
 func runDrop(c *cli.Context) error {
-	// Flags may follow the ID, as the usage line puts them.
-	reason, operator := c.String("reason"), c.String("operator")
-	var ids []string
-	args := c.Args().Slice()
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		switch {
-		case !strings.HasPrefix(a, "-"):
-			ids = append(ids, a)
-			continue
-		case name != "reason" && name != "operator":
-			return usagef("drop: flag provided but not defined: %s", a)
-		case !hasValue && i+1 < len(args):
-			i++
-			value = args[i]
-		case !hasValue:
-			return usagef("drop: flag needs an argument: %s", a)
-		}
-		if name == "reason" {
-			reason = value
-		} else {
-			operator = value
-		}
+	ids, flags, err := interspersed(c, "reason", "operator")
+	if err != nil {
+		return err
 	}
 	if len(ids) != 1 {
 		return usagef("drop: want one ID (ods-keyguard hook pending lists them)")
 	}
-	if strings.TrimSpace(reason) == "" {
+	if strings.TrimSpace(flags["reason"]) == "" {
 		return usagef("drop: --reason TEXT is required: the record says why")
 	}
-	cfg, err := loadConfig(c)
+	r, err := start(c)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	defer r.end()
+	g, err := r.guard()
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
-	defer log.Close()
-	l, err := openLedger(ctx, c, cfg, false)
+	e, err := g.Drop(r.ctx, ids[0], flags["reason"], ceremony.Operator(flags["operator"]))
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	g, err := newGuard(c, cfg, l, log)
-	if err != nil {
-		return err
-	}
-	e, err := g.Drop(ctx, ids[0], reason, ceremony.Operator(operator))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "dropped: %s zone %s key tag %d: %s\n", e.Kind, e.Zone, e.KeyTag, reason)
+	fmt.Fprintf(c.App.Writer, "dropped: %s zone %s key tag %d: %s\n", e.Kind, e.Zone, e.KeyTag, flags["reason"])
 	return nil
+}
+
+// interspersed reads the arguments of a command whose string flags may
+// also follow them, as its usage line puts them: the flags named, set
+// before or after, and the rest.
+func interspersed(c *cli.Context, names ...string) (args []string, flags map[string]string, err error) {
+	flags = map[string]string{}
+	for _, n := range names {
+		flags[n] = c.String(n)
+	}
+	rest := c.Args().Slice()
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if !strings.HasPrefix(a, "-") {
+			args = append(args, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if _, ok := flags[name]; !ok {
+			return nil, nil, usagef("%s: flag provided but not defined: %s", c.Command.Name, a)
+		}
+		if !hasValue {
+			if i+1 == len(rest) {
+				return nil, nil, usagef("%s: flag needs an argument: %s", c.Command.Name, a)
+			}
+			i++
+			value = rest[i]
+		}
+		flags[name] = value
+	}
+	return args, flags, nil
 }
 
 func runHookHistory(c *cli.Context) error {
@@ -307,20 +288,16 @@ func runHookHistory(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	ctx := r.ctx
 	l, err := r.ledger(true)
 	if err != nil {
 		return err
 	}
-	b, err := l.DS(ctx)
+	b, err := l.DS(r.ctx)
 	if err != nil {
 		return err
 	}
 	evs := hooks.History(b, c.String("zone"))
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, hooks.HistoryDoc(evs))
-	}
-	return hooks.WriteHistory(c.App.Writer, evs)
+	return output(c, hooks.HistoryDoc(evs), func(w io.Writer) error { return hooks.WriteHistory(w, evs) })
 }
 
 func runHookStatus(c *cli.Context) error {
@@ -329,22 +306,16 @@ func runHookStatus(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	cfg, ctx := r.cfg, r.ctx
 	l, err := r.ledger(true)
 	if err != nil {
 		return err
 	}
-	zones, err := hooks.ReadStatus(ctx, hooks.StatusSources{Datastore: cfg.ODS.Datastore, Ledger: l,
-		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}, c.String("zone"))
+	zones, err := hooks.ReadStatus(r.ctx, hooks.StatusSources{Datastore: r.cfg.ODS.Datastore, Ledger: l,
+		RequireBackup: r.cfg.RequireBackup(), Parent: r.cfg.ParentConfig()}, c.String("zone"))
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		err = writeJSON(c.App.Writer, hooks.StatusDoc(zones))
-	} else {
-		hooks.WriteStatus(c.App.Writer, zones)
-	}
-	if err != nil {
+	if err := output(c, hooks.StatusDoc(zones), func(w io.Writer) error { return hooks.WriteStatus(w, zones) }); err != nil {
 		return err
 	}
 	for _, z := range zones {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
@@ -24,50 +26,7 @@ list is printed all the same, with "unknown" where a token was unreadable).`,
 			&cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only keys of repository `R`"},
 			jsonFlag(), timeoutFlag(defaultTimeout),
 		},
-		Action: func(c *cli.Context) error {
-			cfg, err := commandConfig(c)
-			if err != nil {
-				return err
-			}
-			repo := c.String("repository")
-			if repo != "" {
-				if _, err := cfg.RepositoryNames(repo); err != nil {
-					return err
-				}
-			}
-			ctx, cancel, err := deadline(c)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			snap, err := take(ctx, cfg, hsmcheck.Request{})
-			if err != nil {
-				return err
-			}
-			l, err := openLedger(ctx, c, cfg, true)
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			store, err := l.Ceremonies(ctx)
-			if err != nil {
-				return err
-			}
-			rep := inventory.Build(snap.State, snap.Results, repo)
-			rep.Cover(store.Coverage(), cfg.RequireBackup())
-			if c.Bool("json") {
-				err = writeJSON(c.App.Writer, rep.InventoryDoc())
-			} else {
-				err = rep.WriteInventory(c.App.Writer)
-			}
-			if err != nil {
-				return err
-			}
-			if reportUnreadable(c.App.ErrWriter, snap.Results) {
-				return exit(exitUnknown, nil)
-			}
-			return nil
-		},
+		Action: runInventory,
 	}
 }
 
@@ -88,34 +47,8 @@ locator: detail") and per orphan ("ORPHAN token id label").
 Exit status: 0 clean; 1 problems found; 2 bad usage; 3 could not determine
 (module missing, token absent or not answering, wrong PIN, database
 unreadable).`,
-		Flags: []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-		Action: func(c *cli.Context) error {
-			r, err := begin(c)
-			if err != nil {
-				return err
-			}
-			defer r.end()
-			cfg, ctx := r.cfg, r.ctx
-			snap, err := take(ctx, cfg, hsmcheck.Request{})
-			if err != nil {
-				return err
-			}
-			rep := inventory.Build(snap.State, snap.Results, "")
-			if c.Bool("json") {
-				if err := writeJSON(c.App.Writer, rep.VerifyDoc()); err != nil {
-					return err
-				}
-			} else {
-				rep.WriteVerify(c.App.Writer)
-			}
-			if reportUnreadable(c.App.ErrWriter, snap.Results) {
-				return exit(exitUnknown, nil)
-			}
-			if len(rep.Problems) > 0 {
-				return exit(exitProblems, nil)
-			}
-			return nil
-		},
+		Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+		Action: runVerify,
 	}
 }
 
@@ -136,36 +69,83 @@ it.
 
 Exit status: 0 reported (an unreachable token is part of the report); 3
 configuration, state or database unreadable.`,
-		Flags: []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-		Action: func(c *cli.Context) error {
-			r, err := begin(c)
-			if err != nil {
-				return err
-			}
-			defer r.end()
-			cfg, ctx := r.cfg, r.ctx
-			snap, err := take(ctx, cfg, hsmcheck.Request{NoPublic: true})
-			if err != nil {
-				return err
-			}
-			l, err := r.ledger(true)
-			if err != nil {
-				return err
-			}
-			store, err := l.Ceremonies(ctx)
-			if err != nil {
-				return err
-			}
-			var repos []inventory.RepositoryConf
-			for _, r := range cfg.ODS.Repositories {
-				repos = append(repos, inventory.RepositoryConf{Name: r.Name, RequireBackup: r.RequireBackup})
-			}
-			st := inventory.Status(snap.State, snap.Results, store, repos)
-			if c.Bool("json") {
-				return writeJSON(c.App.Writer, inventory.StatusDoc(st))
-			}
-			inventory.WriteStatus(c.App.Writer, st)
-			return nil
-		},
+		Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+		Action: runStatus,
 	}
+}
+
+func runInventory(c *cli.Context) error {
+	r, err := begin(c)
+	if err != nil {
+		return err
+	}
+	defer r.end()
+	repo := c.String("repository")
+	if repo != "" {
+		if _, err := r.cfg.RepositoryNames(repo); err != nil {
+			return err
+		}
+	}
+	snap, err := r.snapshot(hsmcheck.Request{})
+	if err != nil {
+		return err
+	}
+	_, store, err := r.ceremonies(true)
+	if err != nil {
+		return err
+	}
+	rep := inventory.Build(snap.State, snap.Results, repo)
+	rep.Cover(store.Coverage(), r.cfg.RequireBackup())
+	if err := output(c, rep.InventoryDoc(), rep.WriteInventory); err != nil {
+		return err
+	}
+	if reportUnreadable(c.App.ErrWriter, snap.Results) {
+		return exit(exitUnknown, nil)
+	}
+	return nil
+}
+
+func runVerify(c *cli.Context) error {
+	r, err := begin(c)
+	if err != nil {
+		return err
+	}
+	defer r.end()
+	snap, err := r.snapshot(hsmcheck.Request{})
+	if err != nil {
+		return err
+	}
+	rep := inventory.Build(snap.State, snap.Results, "")
+	if err := output(c, rep.VerifyDoc(), rep.WriteVerify); err != nil {
+		return err
+	}
+	switch {
+	case reportUnreadable(c.App.ErrWriter, snap.Results):
+		return exit(exitUnknown, nil)
+	case len(rep.Problems) > 0:
+		return exit(exitProblems, nil)
+	}
+	return nil
+}
+
+func runStatus(c *cli.Context) error {
+	r, err := begin(c)
+	if err != nil {
+		return err
+	}
+	defer r.end()
+	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
+	if err != nil {
+		return err
+	}
+	_, store, err := r.ceremonies(true)
+	if err != nil {
+		return err
+	}
+	var repos []inventory.RepositoryConf
+	for _, repo := range r.cfg.ODS.Repositories {
+		repos = append(repos, inventory.RepositoryConf{Name: repo.Name, RequireBackup: repo.RequireBackup})
+	}
+	st := inventory.Status(snap.State, snap.Results, store, repos)
+	return output(c, inventory.StatusDoc(st), func(w io.Writer) error { return inventory.WriteStatus(w, st) })
 }

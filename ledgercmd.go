@@ -54,12 +54,11 @@ func runLedgerInit(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	ctx := r.ctx
 	l, err := r.ledger(false)
 	if err != nil {
 		return err
 	}
-	if err := l.Init(ctx); err != nil {
+	if err := l.Init(r.ctx); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "ledger %s: ready\n", l.Where())
@@ -87,31 +86,10 @@ func runLedgerMigrate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	from := o
-	from.MySQL, from.Migrating = nil, true
-	src, err := ledger.New(ctx, from)
+	rep, err := ledger.MigrateTo(ctx, o, srv)
 	if err != nil {
 		return err
 	}
-	defer src.Close()
-	to := o
-	to.MySQL = srv
-	dst, err := ledger.New(ctx, to)
-	if err != nil {
-		return err
-	}
-	defer dst.Close()
-	rep, err := ledger.Migrate(ctx, src, dst)
-	if err != nil {
-		return err
-	}
-	if rep.Already {
-		fmt.Fprintf(c.App.Writer, "ledger migrate: %s already holds exactly the records of %s (%d open, %d ended ceremonies, %d DS records): nothing copied\n",
-			rep.To, rep.From, rep.Open, rep.History, rep.Events)
-	} else {
-		fmt.Fprintf(c.App.Writer, "ledger migrate: copied %d open and %d ended ceremonies and %d DS records from %s to %s, each read back and compared\n",
-			rep.Open, rep.History, rep.Events, rep.From, rep.To)
-	}
-	fmt.Fprintf(c.App.Writer, "state_dir %s is retired: set [ledger] backend = \"mysql\" on every host\n", rep.From)
+	rep.WriteText(c.App.Writer)
 	return nil
 }

@@ -1,32 +1,11 @@
 // Command ods-keyguard makes sure that no DNSSEC signing key held by
 // OpenDNSSEC 2.1 is used before it is safely backed up, and that a lost HSM
-// never means a lost zone.
+// never means a lost zone. It reads what is on each HSM through PKCS#11 and
+// the enforcer's database read-only; `ods-keyguard --help` and the README
+// describe its commands, outputs and exit statuses.
 //
-// It reads what really is on each HSM through PKCS#11, and what the enforcer
-// does with each key from the enforcer's own database (read-only).
-//
-// Usage:
-//
-//	ods-keyguard [--config FILE] COMMAND [options]
-//
-//	inventory [--repository R] [--json]   every key, where it is, what it is for
-//	verify [--json]                        reconcile the enforcer with the tokens
-//	status [--json]                        summary per repository, rule 1 breaches
-//	backup prepare|done|rollback|history   the backup ceremony, verified
-//	check [-w RANGE] [-c RANGE] [-t SEC] [--at TIME] [--json] [--prometheus FILE]
-//	                                       monitoring plugin for rules 1 and 2
-//	pool fill [--until TIME] [--policy P]  have the enforcer make what rule 2 needs
-//	recover assess [--delivery D] | verify when HSMs lost their keys
-//	hook ds-submit|ds-retract|pending|release|drop|status
-//	                                       the enforcer's DS hooks (also run as
-//	                                       ods-keyguard-ds-submit, -ds-retract)
-//	ledger init | migrate --to mysql       a MySQL ledger shared by an enforcer pair
-//
-// The configuration is --config FILE, else $ODS_KEYGUARD_CONFIG, else
-// /etc/opendnssec/keyguard.toml (see conf.toml.example).
-//
-// Exit status: 0 ok; 1 problems found or action refused; 2 bad usage;
-// 3 could not determine (configuration, module, token, PIN or database).
+// Package main is the command layer: flags, configuration, one call into
+// the package that owns each concept, printing, and exit statuses.
 package main
 
 import (

@@ -27,9 +27,9 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	_ "modernc.org/sqlite"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
@@ -591,7 +591,7 @@ func cmdSignZone(ts *testscript.TestScript, neg bool, args []string) {
 		d = time.Until(t)
 	} else {
 		var err error
-		d, err = config.ParseISODuration(args[2])
+		d, err = when.ParseISODuration(args[2])
 		ts.Check(err)
 	}
 	origin := dns.Fqdn(args[0])
@@ -771,7 +771,7 @@ func cmdAgeLedger(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: ageledger STATEDIR DURATION")
 	}
-	d, err := config.ParseISODuration(args[1])
+	d, err := when.ParseISODuration(args[1])
 	ts.Check(err)
 	for _, name := range []string{"history.json", "ceremonies-open.json"} {
 		path := filepath.Join(ts.MkAbs(args[0]), name)

@@ -19,15 +19,6 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
-// commandConfig refuses positional arguments and loads the configuration:
-// what every command that takes none does first.
-func commandConfig(c *cli.Context) (*config.Config, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
-	}
-	return loadConfig(c)
-}
-
 // noArgs refuses positional arguments for commands that take none.
 func noArgs(c *cli.Context) error {
 	if c.Args().Present() {
@@ -63,11 +54,16 @@ func openLedger(ctx context.Context, c *cli.Context, cfg *config.Config, readOnl
 	return ledger.New(ctx, o)
 }
 
-// newGuard is the DS guard with this configuration.
-func newGuard(c *cli.Context, cfg *config.Config, l *ledger.Ledger, log hooks.Logger) (*hooks.Guard, error) {
+// openGuard opens the ledger for writing and gives the DS guard on it,
+// and what closes the ledger.
+func openGuard(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger) (*hooks.Guard, func() error, error) {
 	tokens, err := cfg.Tokens()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	l, err := openLedger(ctx, c, cfg, false)
+	if err != nil {
+		return nil, nil, err
 	}
 	rb := map[string]bool{}
 	for _, r := range cfg.ODS.Repositories {
@@ -77,7 +73,7 @@ func newGuard(c *cli.Context, cfg *config.Config, l *ledger.Ledger, log hooks.Lo
 		Ledger: l, Datastore: cfg.ODS.Datastore, Tokens: tokens, RequireBackup: rb,
 		SubmitForward: cfg.Hooks.DSSubmitForward, RetractForward: cfg.Hooks.DSRetractForward,
 		Parent: cfg.ParentConfig(), Log: log, Stdout: c.App.Writer, Stderr: c.App.ErrWriter,
-	}, nil
+	}, l.Close, nil
 }
 
 // timeoutFlag is -t/--timeout SECONDS: the command answers within it.
@@ -106,10 +102,18 @@ type job struct {
 	closes []func() error
 }
 
-// begin loads the configuration (refusing positional arguments) and starts
+// begin refuses positional arguments, loads the configuration and starts
 // the command's deadline (--timeout).
 func begin(c *cli.Context) (*job, error) {
-	cfg, err := commandConfig(c)
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	return start(c)
+}
+
+// start is begin for a command that takes arguments.
+func start(c *cli.Context) (*job, error) {
+	cfg, err := loadConfig(c)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +134,37 @@ func (r *job) ledger(readOnly bool) (*ledger.Ledger, error) {
 	return l, nil
 }
 
+// ceremonies opens the ledger and reads the ceremonies.
+func (r *job) ceremonies(readOnly bool) (*ledger.Ledger, *ledger.Store, error) {
+	l, err := r.ledger(readOnly)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := l.Ceremonies(r.ctx)
+	return l, store, err
+}
+
+// guard is the DS guard, logging to syslog; end closes what it opened.
+func (r *job) guard() (*hooks.Guard, error) {
+	log := hooks.NewSyslog(r.cfg.ODS.SyslogFacility, r.c.App.ErrWriter)
+	r.closes = append(r.closes, func() error { log.Close(); return nil })
+	g, closeLedger, err := openGuard(r.ctx, r.c, r.cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	r.closes = append(r.closes, closeLedger)
+	return g, nil
+}
+
+// snapshot reads the database and every repository's and mirror's token.
+func (r *job) snapshot(req hsmcheck.Request) (*inventory.Snapshot, error) {
+	tokens, err := r.cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	return inventory.Take(r.ctx, r.cfg.ODS.Datastore, tokens, req)
+}
+
 // end closes what the command opened and ends its deadline.
 func (r *job) end() {
 	for i := len(r.closes) - 1; i >= 0; i-- {
@@ -141,15 +176,6 @@ func (r *job) end() {
 // defaultTimeout bounds the commands an operator runs by hand.
 const defaultTimeout = 120 * time.Second
 
-// take reads the database and every repository's and mirror's token.
-func take(ctx context.Context, cfg *config.Config, req hsmcheck.Request) (*inventory.Snapshot, error) {
-	tokens, err := cfg.Tokens()
-	if err != nil {
-		return nil, err
-	}
-	return inventory.Take(ctx, cfg.ODS.Datastore, tokens, req)
-}
-
 // reportUnreadable prints one line per token that could not be read.
 func reportUnreadable(w io.Writer, results []hsmcheck.Result) bool {
 	bad := false
@@ -160,6 +186,15 @@ func reportUnreadable(w io.Writer, results []hsmcheck.Result) bool {
 		}
 	}
 	return bad
+}
+
+// output prints a command's result: its JSON document with --json, else
+// its text.
+func output(c *cli.Context, doc any, text func(io.Writer) error) error {
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, doc)
+	}
+	return text(c.App.Writer)
 }
 
 func writeJSON(w io.Writer, v any) error {

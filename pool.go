@@ -1,14 +1,13 @@
 package main
 
 import (
-	"fmt"
-	"math"
-	"strings"
+	"io"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
@@ -39,78 +38,43 @@ Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.`,
 }
 
 func runPoolFill(c *cli.Context) error {
-	cfg, err := commandConfig(c)
+	r, err := begin(c)
 	if err != nil {
 		return err
 	}
-	sched, err := cfg.Schedule()
+	defer r.end()
+	sched, err := r.cfg.Schedule()
 	if err != nil {
 		return err
 	}
-	in := rules.FillInput{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: cfg.Check.NewZones, Policy: c.String("policy")}
+	in := rules.FillInput{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: r.cfg.Check.NewZones, Policy: c.String("policy")}
 	if s := c.String("until"); s != "" {
-		if in.Until, err = parseAt(s, in.Now); err != nil {
+		if in.Until, err = when.ParseAt(s, in.Now); err != nil {
 			return usagef("--until: %v", err)
 		}
 	}
-	ctx, cancel, err := deadline(c)
-	if err != nil {
+	if in.State, err = enforcer.ReadDatastore(r.ctx, r.cfg.ODS.Datastore); err != nil {
 		return err
 	}
-	defer cancel()
-	if in.State, err = enforcer.ReadDatastore(ctx, cfg.ODS.Datastore); err != nil {
-		return err
-	}
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	if in.Store, err = l.Ceremonies(ctx); err != nil {
+	if _, in.Store, err = r.ceremonies(true); err != nil {
 		return err
 	}
 	plans, err := rules.Fill(in)
 	if err != nil {
 		return err
 	}
-	type asked struct {
-		rules.FillPlan
-		Asked bool `json:"asked"`
-		// What key generate got, in seconds; null when nothing was asked.
-		Duration *int64 `json:"duration_seconds"`
+	ods := enforcer.CLI{Program: r.cfg.EnforcerCLI, Socket: r.cfg.ODS.SocketFile}
+	generate := func(policy, duration string) error {
+		_, err := ods.Run(r.ctx, "key", "generate", "--policy", policy, "--duration", duration)
+		return err
 	}
-	doc := struct {
-		Schema   string  `json:"schema"`
-		Policies []asked `json:"policies"`
-	}{Schema: "ods-keyguard/pool-fill/1", Policies: []asked{}}
-	cli := enforcer.CLI{Program: cfg.EnforcerCLI, Socket: cfg.ODS.SocketFile}
-	for _, p := range plans {
-		var notes []string
-		for _, n := range p.Needs {
-			notes = append(notes, n.String())
-		}
-		a := asked{FillPlan: p}
-		if p.Duration == 0 {
-			if !c.Bool("json") {
-				fmt.Fprintf(c.App.Writer, "policy %s: nothing to do (%s)\n", p.Policy, strings.Join(notes, "; "))
-			}
-			doc.Policies = append(doc.Policies, a)
-			continue
-		}
-		secs := int64(math.Ceil(p.Duration.Seconds()))
-		duration := fmt.Sprintf("PT%dS", secs)
-		if _, err := cli.Run(ctx, "key", "generate", "--policy", p.Policy, "--duration", duration); err != nil {
-			return err
-		}
-		a.Asked, a.Duration = true, &secs
-		doc.Policies = append(doc.Policies, a)
-		if !c.Bool("json") {
-			fmt.Fprintf(c.App.Writer, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Policy, duration, strings.Join(notes, "; "))
-			fmt.Fprintf(c.App.Writer, "policy %s: the new keys are not backed up: run the next ceremony (ods-keyguard backup prepare)\n", p.Policy)
-		}
+	var out io.Writer
+	if !c.Bool("json") {
+		out = c.App.Writer
 	}
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, doc)
+	asked, err := rules.AskFill(plans, generate, out)
+	if err != nil || !c.Bool("json") {
+		return err
 	}
-	return nil
+	return writeJSON(c.App.Writer, rules.FillDoc(asked))
 }

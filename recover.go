@@ -1,15 +1,12 @@
 package main
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
-	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/recovery"
 )
@@ -64,63 +61,36 @@ Exit status: 0 complete; 1 incomplete; 3 could not determine.`,
 	}
 }
 
-// readSigned reads a zone's signed output when its adapter is a file.
-func readSigned(z *enforcer.Zone) (recovery.Signatures, error) {
-	if !strings.EqualFold(z.OutputType, "File") || z.OutputURI == "" {
-		return recovery.Signatures{}, fmt.Errorf("output adapter %s %q is not a file", z.OutputType, z.OutputURI)
-	}
-	return recovery.ReadSignedZone(z.OutputURI, z.Name)
-}
-
 func runAssess(c *cli.Context) error {
-	if err := noArgs(c); err != nil {
+	r, err := begin(c)
+	if err != nil {
 		return err
 	}
+	defer r.end()
 	var delivery time.Duration
 	if s := c.String("delivery"); s != "" {
-		d, err := config.ParseISODuration(s)
-		if err != nil {
+		if delivery, err = when.ParseISODuration(s); err != nil {
 			return usagef("--delivery: %v", err)
 		}
-		delivery = d
 	}
-	cfg, err := loadConfig(c)
+	snap, err := r.snapshot(hsmcheck.Request{})
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := deadline(c)
+	l, store, err := r.ceremonies(true)
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	snap, err := take(ctx, cfg, hsmcheck.Request{})
+	book, err := l.DS(r.ctx)
 	if err != nil {
 		return err
 	}
-	l, err := openLedger(ctx, c, cfg, true)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	store, err := l.Ceremonies(ctx)
-	if err != nil {
-		return err
-	}
-	book, err := l.DS(ctx)
-	if err != nil {
-		return err
-	}
-	in := recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
-		Delivery: delivery, ReadZone: readSigned, Book: book}
-	in.Parent = parent.ByZone(ctx, cfg.ParentConfig(), snap.State.ZoneNames())
-	a := recovery.Assess(in)
+	a := recovery.Assess(recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
+		Delivery: delivery, ReadZone: recovery.ReadSignedOutput, Book: book,
+		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())})
 	a.Delivery = c.String("delivery")
-	if c.Bool("json") {
-		if err := writeJSON(c.App.Writer, a.Doc()); err != nil {
-			return err
-		}
-	} else {
-		a.WriteText(c.App.Writer)
+	if err := output(c, a.Doc(), a.WriteText); err != nil {
+		return err
 	}
 	if a.Exit != 0 {
 		return exit(a.Exit, nil)
@@ -134,36 +104,27 @@ func runVerifyRestore(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	cfg, ctx := r.cfg, r.ctx
-	snap, err := take(ctx, cfg, hsmcheck.Request{})
+	snap, err := r.snapshot(hsmcheck.Request{})
 	if err != nil {
 		return err
 	}
-	for _, r := range snap.Results {
-		if r.Err != nil {
-			return r.Err
+	for _, res := range snap.Results {
+		if res.Err != nil {
+			return res.Err
 		}
 	}
-	l, err := r.ledger(false)
-	if err != nil {
-		return err
-	}
-	store, err := l.Ceremonies(ctx)
+	l, store, err := r.ceremonies(false)
 	if err != nil {
 		return err
 	}
 	v := recovery.Verify(snap.State, store, recovery.Tokens(snap.Results))
 	if v.Complete {
-		if err := recovery.RecordRestore(ctx, l, snap.Results, v); err != nil {
+		if err := recovery.RecordRestore(r.ctx, l, snap.Results, v); err != nil {
 			return err
 		}
 	}
-	if c.Bool("json") {
-		if err := writeJSON(c.App.Writer, v.Doc()); err != nil {
-			return err
-		}
-	} else {
-		v.WriteText(c.App.Writer)
+	if err := output(c, v.Doc(), v.WriteText); err != nil {
+		return err
 	}
 	if !v.Complete {
 		return exit(exitProblems, nil)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -118,22 +117,6 @@ token_label = "a2"
 	}
 	if got := RepositoryTokens(toks, "A"); len(got) != 2 {
 		t.Errorf("tokens of A: %+v", got)
-	}
-}
-
-func TestParseISODuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"P7D": 7 * 24 * time.Hour, "PT12H": 12 * time.Hour, "PT3600S": time.Hour, "P1Y": 365 * 24 * time.Hour,
-		"P1M": 31 * 24 * time.Hour, "P2W": 14 * 24 * time.Hour, "P1DT1H1M1S": 25*time.Hour + time.Minute + time.Second, "P0D": 0,
-	} {
-		if got, err := ParseISODuration(in); err != nil || got != want {
-			t.Errorf("%s: got %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "P", "PT", "7D", "P1H", "P1DT", "1 week", "P-1D", "P1.5D"} {
-		if _, err := ParseISODuration(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }
 

@@ -2,35 +2,10 @@ package config
 
 import (
 	"fmt"
-	"regexp"
-	"strconv"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
-
-var isoDuration = regexp.MustCompile(`^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$`)
-
-// ParseISODuration reads an ISO 8601 duration as kasp.xml writes them
-// (P7D, PT12H, P1Y2M): a year is 365 days and a month 31, as OpenDNSSEC
-// counts them.
-func ParseISODuration(s string) (time.Duration, error) {
-	m := isoDuration.FindStringSubmatch(s)
-	if m == nil || s == "P" || s == "PT" || s[len(s)-1] == 'T' {
-		return 0, fmt.Errorf("%q is not an ISO 8601 duration such as P7D or PT12H", s)
-	}
-	units := []time.Duration{365 * 24 * time.Hour, 31 * 24 * time.Hour, 7 * 24 * time.Hour, 24 * time.Hour, time.Hour, time.Minute, time.Second}
-	var d time.Duration
-	for i, u := range units {
-		if m[i+1] == "" {
-			continue
-		}
-		n, err := strconv.ParseInt(m[i+1], 10, 64)
-		if err != nil || n > int64(1<<62)/int64(u) {
-			return 0, fmt.Errorf("%q: too long", s)
-		}
-		d += time.Duration(n) * u
-	}
-	return d, nil
-}
 
 // Schedule is the backup schedule of [backup], parsed.
 type Schedule struct {
@@ -54,10 +29,10 @@ func (c *Config) Schedule() (Schedule, error) {
 	}
 	var s Schedule
 	var err error
-	if s.Interval, err = ParseISODuration(iv); err != nil {
+	if s.Interval, err = when.ParseISODuration(iv); err != nil {
 		return s, fmt.Errorf("config %s: [backup] interval: %w", c.Path, err)
 	}
-	if s.Grace, err = ParseISODuration(gr); err != nil {
+	if s.Grace, err = when.ParseISODuration(gr); err != nil {
 		return s, fmt.Errorf("config %s: [backup] grace: %w", c.Path, err)
 	}
 	if s.Interval <= 0 {

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"sort"
@@ -105,7 +106,8 @@ func dash(s string) string {
 
 // WriteStatus prints each zone's DS: a line per KSK or CSK, the parent's
 // DS set, and the findings.
-func WriteStatus(w io.Writer, zones []ZoneDS) {
+func WriteStatus(out io.Writer, zones []ZoneDS) error {
+	w := bufio.NewWriter(out)
 	for _, z := range zones {
 		fmt.Fprintf(w, "zone %s\n", z.Zone)
 		for _, k := range z.Keys {
@@ -131,6 +133,7 @@ func WriteStatus(w io.Writer, zones []ZoneDS) {
 			fmt.Fprintf(w, "  %s: %s: %s\n", f.Severity, f.Category, f.Text)
 		}
 	}
+	return w.Flush()
 }
 
 // StatusDoc is hook status's JSON document.

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"strings"
@@ -72,7 +73,8 @@ func (r *Report) InventoryDoc() any {
 
 // WriteVerify prints verify's summary line, then a line per problem and
 // per orphan.
-func (r *Report) WriteVerify(w io.Writer) {
+func (r *Report) WriteVerify(out io.Writer) error {
+	w := bufio.NewWriter(out)
 	reachable := 0
 	for _, t := range r.Tokens {
 		if t.Reachable {
@@ -87,6 +89,7 @@ func (r *Report) WriteVerify(w io.Writer) {
 	for _, o := range r.Orphans {
 		fmt.Fprintf(w, "ORPHAN %s %s %q\n", o.Token, o.ID, o.Label)
 	}
+	return w.Flush()
 }
 
 // VerifyDoc is verify's JSON document.
@@ -103,7 +106,8 @@ func (r *Report) VerifyDoc() any {
 
 // WriteStatus prints status: per repository its tokens, keys, ceremonies
 // and the keys in use without a confirmed backup.
-func WriteStatus(w io.Writer, repos []RepositoryStatus) {
+func WriteStatus(out io.Writer, repos []RepositoryStatus) error {
+	w := bufio.NewWriter(out)
 	for _, r := range repos {
 		gate := "backups not required by the enforcer"
 		if r.RequireBackup {
@@ -135,6 +139,7 @@ func WriteStatus(w io.Writer, repos []RepositoryStatus) {
 			fmt.Fprintf(w, "    %s %s %d %s backup %s (%s)\n", u.Zone, u.Role, u.KeyTag, u.Locator, u.Backup, strings.Join(u.Live, ", "))
 		}
 	}
+	return w.Flush()
 }
 
 // StatusDoc is status's JSON document.

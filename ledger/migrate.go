@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 )
 
 // migratedFile, in a state_dir whose records went to a MySQL ledger, says
@@ -54,6 +57,38 @@ type MigrateReport struct {
 	// Already: the database held exactly these records (a migration run
 	// again after it had committed): nothing was copied.
 	Already bool
+}
+
+// MigrateTo opens the state_dir of o (migrated or not) and the MySQL
+// ledger on srv, and migrates the one into the other.
+func MigrateTo(ctx context.Context, o Options, srv *mysqlx.Server) (*MigrateReport, error) {
+	from := o
+	from.MySQL, from.Migrating = nil, true
+	src, err := New(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	to := o
+	to.MySQL = srv
+	dst, err := New(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close()
+	return Migrate(ctx, src, dst)
+}
+
+// WriteText says what the migration copied and what the operator does next.
+func (r *MigrateReport) WriteText(w io.Writer) {
+	if r.Already {
+		fmt.Fprintf(w, "ledger migrate: %s already holds exactly the records of %s (%d open, %d ended ceremonies, %d DS records): nothing copied\n",
+			r.To, r.From, r.Open, r.History, r.Events)
+	} else {
+		fmt.Fprintf(w, "ledger migrate: copied %d open and %d ended ceremonies and %d DS records from %s to %s, each read back and compared\n",
+			r.Open, r.History, r.Events, r.From, r.To)
+	}
+	fmt.Fprintf(w, "state_dir %s is retired: set [ledger] backend = \"mysql\" on every host\n", r.From)
 }
 
 // Migrate copies the ledger in state_dir (from) into the empty MySQL ledger

@@ -27,9 +27,10 @@ type CheckOptions struct {
 
 // Sources are where check reads the facts.
 type Sources struct {
-	Datastore     enforcer.Datastore
-	Tokens        []hsmcheck.Token
-	Ledger        *ledger.Ledger
+	Datastore enforcer.Datastore
+	Tokens    []hsmcheck.Token
+	// OpenLedger opens the records read-only; Check closes them.
+	OpenLedger    func(context.Context) (*ledger.Ledger, error)
 	RequireBackup map[string]bool
 	Parent        parent.Config
 }
@@ -74,11 +75,16 @@ func Unknown(opt CheckOptions, reason string) *Report {
 // [parent] is configured).
 func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	// The records first: quick, and not to be starved by a token that hangs.
-	store, err := src.Ledger.Ceremonies(ctx)
+	l, err := src.OpenLedger(ctx)
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	book, err := src.Ledger.DS(ctx)
+	defer l.Close()
+	store, err := l.Ceremonies(ctx)
+	if err != nil {
+		return Unknown(opt, err.Error())
+	}
+	book, err := l.DS(ctx)
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
@@ -88,6 +94,37 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	}
 	answers := parent.ByZone(ctx, src.Parent, snap.State.ZoneNames())
 	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup}, opt)
+}
+
+// Run is Check within timeout, as a monitoring plugin must answer: the
+// reads end at 70% of it and the verdict comes by 90%, once whatever did
+// not answer has been killed and reaped. Whatever goes wrong, out of time
+// included, is an UNKNOWN verdict, never a hang.
+func Run(ctx context.Context, timeout time.Duration, src Sources, opt CheckOptions) *Report {
+	budget := timeout - timeout/10
+	ctx, cancel := context.WithTimeout(ctx, timeout*7/10)
+	defer cancel()
+	slow := func() *Report {
+		return Unknown(opt, fmt.Sprintf("no answer within %.1fs (-t %g): the tokens or the enforcer database are too slow", budget.Seconds(), timeout.Seconds()))
+	}
+	done := make(chan *Report, 1)
+	go func() { done <- Check(ctx, src, opt) }()
+	select {
+	case rep := <-done:
+		if !rep.Measured && strings.Contains(rep.Summary, context.DeadlineExceeded.Error()) {
+			return slow() // says more than "deadline exceeded"
+		}
+		return rep
+	case <-time.After(budget):
+		// Give the reads a moment to kill and reap what hangs: no reader
+		// process outlives a check.
+		select {
+		case rep := <-done:
+			return rep
+		case <-time.After(timeout - budget):
+		}
+		return slow()
+	}
 }
 
 // Facts are what Evaluate judges: one read of everything.

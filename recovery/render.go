@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"strings"
@@ -12,7 +13,8 @@ import (
 // the JSON documents described by schema/recover-*.json.
 
 // WriteText prints the verdict, each HSM, the lost keys and each zone.
-func (a *Assessment) WriteText(w io.Writer) {
+func (a *Assessment) WriteText(out io.Writer) error {
+	w := bufio.NewWriter(out)
 	fmt.Fprintf(w, "recover assess: %s\n", a.Summary)
 	for _, h := range a.HSMs {
 		switch {
@@ -50,6 +52,7 @@ func (a *Assessment) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "ZONE %s: %s; %s (DS known from %s); %s%s\n", z.Zone, sig, ds, z.DSSource, decision, z.Advice)
 	}
+	return w.Flush()
 }
 
 // Doc is recover assess's JSON document.
@@ -62,7 +65,8 @@ func (a *Assessment) Doc() any {
 
 // WriteText prints the verdict, each HSM with what it misses, and the
 // keys lost.
-func (v *Verification) WriteText(w io.Writer) {
+func (v *Verification) WriteText(out io.Writer) error {
+	w := bufio.NewWriter(out)
 	fmt.Fprintf(w, "recover verify: %s\n", v.Summary)
 	for _, h := range v.HSMs {
 		fmt.Fprintf(w, "HSM %s: %d missing, %d another key pair; %s\n", h.Describe(), len(h.Missing), len(h.Differs), h.SerialNote)
@@ -76,6 +80,7 @@ func (v *Verification) WriteText(w io.Writer) {
 	for _, l := range v.Lost {
 		fmt.Fprintf(w, "LOST %s: used after the last confirmed ceremony, on no HSM\n", l)
 	}
+	return w.Flush()
 }
 
 // Doc is recover verify's JSON document.

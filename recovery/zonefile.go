@@ -6,6 +6,7 @@ package recovery
 
 import (
 	"bufio"
+	"strings"
 
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
 )
 
 // Signatures is what a signed zone file says about its RRSIGs.
@@ -32,6 +34,15 @@ const (
 	maxZoneLine = 1 << 20 // bytes on one line
 	maxQuote    = 120     // bytes of an error's quote of the file
 )
+
+// ReadSignedOutput reads a zone's signed output when its output adapter is
+// a file.
+func ReadSignedOutput(z *enforcer.Zone) (Signatures, error) {
+	if !strings.EqualFold(z.OutputType, "File") || z.OutputURI == "" {
+		return Signatures{}, fmt.Errorf("output adapter %s %q is not a file", z.OutputType, z.OutputURI)
+	}
+	return ReadSignedZone(z.OutputURI, z.Name)
+}
 
 // ReadSignedZone reads a zone file in presentation format and finds the
 // RRSIG that expires first. It reads only a regular file, at most

@@ -2,6 +2,9 @@ package rules
 
 import (
 	"fmt"
+	"io"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
@@ -83,4 +86,52 @@ func Fill(in FillInput) ([]FillPlan, error) {
 		return nil, fmt.Errorf("policy %q: not in the enforcer's database", in.Policy)
 	}
 	return out, nil
+}
+
+// FillAsked is a policy's plan and what pool fill asked the enforcer for.
+type FillAsked struct {
+	FillPlan
+	Asked bool `json:"asked"`
+	// What key generate got, in seconds; null when nothing was asked.
+	Duration *int64 `json:"duration_seconds"`
+}
+
+// AskFill carries the plans out in order: generate (ods-enforcer key
+// generate --policy P --duration D) for each policy that needs keys. What
+// it does goes to out as it happens, when out is not nil.
+func AskFill(plans []FillPlan, generate func(policy, duration string) error, out io.Writer) ([]FillAsked, error) {
+	if out == nil {
+		out = io.Discard
+	}
+	asked := []FillAsked{}
+	for _, p := range plans {
+		var notes []string
+		for _, n := range p.Needs {
+			notes = append(notes, n.String())
+		}
+		a := FillAsked{FillPlan: p}
+		if p.Duration == 0 {
+			fmt.Fprintf(out, "policy %s: nothing to do (%s)\n", p.Policy, strings.Join(notes, "; "))
+			asked = append(asked, a)
+			continue
+		}
+		secs := int64(math.Ceil(p.Duration.Seconds()))
+		duration := fmt.Sprintf("PT%dS", secs)
+		if err := generate(p.Policy, duration); err != nil {
+			return asked, err
+		}
+		a.Asked, a.Duration = true, &secs
+		asked = append(asked, a)
+		fmt.Fprintf(out, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Policy, duration, strings.Join(notes, "; "))
+		fmt.Fprintf(out, "policy %s: the new keys are not backed up: run the next ceremony (ods-keyguard backup prepare)\n", p.Policy)
+	}
+	return asked, nil
+}
+
+// FillDoc is pool fill's JSON document.
+func FillDoc(asked []FillAsked) any {
+	return struct {
+		Schema   string      `json:"schema"`
+		Policies []FillAsked `json:"policies"`
+	}{"ods-keyguard/pool-fill/1", asked}
 }

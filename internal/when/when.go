@@ -4,6 +4,9 @@ package when
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -43,11 +46,42 @@ func Duration(d time.Duration) string {
 	return fmt.Sprintf("%dm", mins)
 }
 
-// Ago says how long ago t was, or how long until it is, seen from now:
-// "3d2h ago", "in 5h".
-func Ago(t, now time.Time) string {
-	if t.After(now) {
-		return "in " + Duration(t.Sub(now))
+var isoDuration = regexp.MustCompile(`^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$`)
+
+// ParseISODuration reads an ISO 8601 duration as kasp.xml writes them
+// (P7D, PT12H, P1Y2M): a year is 365 days and a month 31, as OpenDNSSEC
+// counts them.
+func ParseISODuration(s string) (time.Duration, error) {
+	m := isoDuration.FindStringSubmatch(s)
+	if m == nil || s == "P" || s == "PT" || s[len(s)-1] == 'T' {
+		return 0, fmt.Errorf("%q is not an ISO 8601 duration such as P7D or PT12H", s)
 	}
-	return Duration(now.Sub(t)) + " ago"
+	units := []time.Duration{365 * 24 * time.Hour, 31 * 24 * time.Hour, 7 * 24 * time.Hour, 24 * time.Hour, time.Hour, time.Minute, time.Second}
+	var d time.Duration
+	for i, u := range units {
+		if m[i+1] == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(m[i+1], 10, 64)
+		if err != nil || n > int64(1<<62)/int64(u) {
+			return 0, fmt.Errorf("%q: too long", s)
+		}
+		d += time.Duration(n) * u
+	}
+	return d, nil
+}
+
+// ParseAt reads a moment given on a command line: RFC 3339, a date, a date
+// and time (UTC), or an ISO 8601 duration from now (P3D).
+func ParseAt(s string, now time.Time) (time.Time, error) {
+	if strings.HasPrefix(s, "P") {
+		d, err := ParseISODuration(s)
+		return now.Add(d), err
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q: want RFC 3339, YYYY-MM-DD[THH:MM] or a duration such as P3D", s)
 }

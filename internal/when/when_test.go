@@ -18,12 +18,37 @@ func TestDuration(t *testing.T) {
 	}
 }
 
-func TestAgo(t *testing.T) {
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	if got := Ago(now.Add(-26*time.Hour), now); got != "1d2h ago" {
-		t.Errorf("got %q", got)
+func TestParseISODuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"P7D": 7 * 24 * time.Hour, "PT12H": 12 * time.Hour, "PT3600S": time.Hour, "P1Y": 365 * 24 * time.Hour,
+		"P1M": 31 * 24 * time.Hour, "P2W": 14 * 24 * time.Hour, "P1DT1H1M1S": 25*time.Hour + time.Minute + time.Second, "P0D": 0,
+	} {
+		if got, err := ParseISODuration(in); err != nil || got != want {
+			t.Errorf("%s: got %v, %v; want %v", in, got, err, want)
+		}
 	}
-	if got := Ago(now.Add(5*time.Hour), now); got != "in 5h" {
-		t.Errorf("got %q", got)
+	for _, bad := range []string{"", "P", "PT", "7D", "P1H", "P1DT", "1 week", "P-1D", "P1.5D"} {
+		if _, err := ParseISODuration(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestParseAt(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"P3D":                       now.Add(72 * time.Hour),
+		"2026-12-01":                time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		"2026-12-01T08:30":          time.Date(2026, 12, 1, 8, 30, 0, 0, time.UTC),
+		"2026-12-01T08:30:00+01:00": time.Date(2026, 12, 1, 7, 30, 0, 0, time.UTC),
+	} {
+		if got, err := ParseAt(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("ParseAt(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "tomorrow", "P", "2026-13-01"} {
+		if _, err := ParseAt(bad, now); err == nil {
+			t.Errorf("ParseAt(%q): no error", bad)
+		}
 	}
 }
