@@ -48,7 +48,7 @@ key. Each must be on the repository's token and every mirror, or the
 enforcer is rolled back and nothing is opened. Refuses when a ceremony of
 the repository is already open; takes up one a crash left preparing.`,
 				Flags:  []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: func(c *cli.Context) error { return runCeremony(c, "prepare") },
+				Action: withJob(func(r *job) error { return runCeremony(r, "prepare") }),
 			},
 			{
 				Name:      "done",
@@ -66,7 +66,7 @@ confirmed, and releases what the DS hook withheld for want of it. Without
 verified.`,
 				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "backup-token", Usage: "verify the backup on [backup_token.`NAME`] of the configuration"}},
-				Action: func(c *cli.Context) error { return runCeremony(c, "done") },
+				Action: withJob(func(r *job) error { return runCeremony(r, "done") }),
 			},
 			{
 				Name:      "rollback",
@@ -76,7 +76,7 @@ verified.`,
 already: run backup done, which verifies and records it.`,
 				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "reason", Usage: "why, for the history"}},
-				Action: func(c *cli.Context) error { return runCeremony(c, "rollback") },
+				Action: withJob(func(r *job) error { return runCeremony(r, "rollback") }),
 			},
 			{
 				Name:      "history",
@@ -86,7 +86,7 @@ already: run backup done, which verifies and records it.`,
 KEYS, BACKUP), then the open ones. BACKUP is "verified:NAME" when the backup
 token was read and checked, "attested" when the operator's word was taken.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: runHistory,
+				Action: withJob(runHistory),
 			},
 		},
 	}
@@ -94,13 +94,8 @@ token was read and checked, "attested" when the operator's word was taken.`,
 
 // runCeremony runs one ceremony step. In JSON mode, what the step tells the
 // operator goes into the document's messages.
-func runCeremony(c *cli.Context, step string) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
-	cfg, ctx := r.cfg, r.ctx
+func runCeremony(r *job, step string) error {
+	c, cfg, ctx := r.c, r.cfg, r.ctx
 	repos, err := cfg.RepositoryNames(c.String("repository"))
 	if err != nil {
 		return err
@@ -153,12 +148,8 @@ func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, o
 	return err
 }
 
-func runHistory(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runHistory(r *job) error {
+	c := r.c
 	_, store, err := r.ceremonies(true)
 	if err != nil {
 		return err

@@ -66,7 +66,7 @@ forward command's status when it failed.`,
 that was rejected (not a DNSKEY), which blocks nothing.
 Exit status: 0 listed (even when empty).`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: runPending,
+				Action: withJob(runPending),
 			},
 			{
 				Name:      "release",
@@ -81,7 +81,7 @@ rebuilt from the key on the token and decided the same way. backup done
 runs it.
 Exit status: 0 nothing left kept back; 1 some still kept back.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: runRelease,
+				Action: withJob(runRelease),
 			},
 			{
 				Name:      "drop",
@@ -108,7 +108,7 @@ rejected (input that is no DNSKEY), adopted (at the parent before the
 records began).
 Exit status: 0 listed.`,
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: runHookHistory,
+				Action: withJob(runHookHistory),
 			},
 			{
 				Name:      "status",
@@ -123,7 +123,7 @@ not determine.`,
 					&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"},
 					jsonFlag(), timeoutFlag(30 * time.Second),
 				},
-				Action: runHookStatus,
+				Action: withJob(runHookStatus),
 			},
 		},
 	}
@@ -177,12 +177,8 @@ func withheldAll(log hooks.Logger, kind string, err error) error {
 	return exit(exitProblems, nil)
 }
 
-func runPending(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runPending(r *job) error {
+	c := r.c
 	l, err := r.ledger(true)
 	if err != nil {
 		return err
@@ -194,12 +190,8 @@ func runPending(c *cli.Context) error {
 	return output(c, hooks.PendingDoc(b), func(w io.Writer) error { return hooks.WritePending(w, b) })
 }
 
-func runRelease(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runRelease(r *job) error {
+	c := r.c
 	g, err := r.guard()
 	if err != nil {
 		return err
@@ -282,12 +274,8 @@ func interspersed(c *cli.Context, names ...string) (args []string, flags map[str
 	return args, flags, nil
 }
 
-func runHookHistory(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runHookHistory(r *job) error {
+	c := r.c
 	l, err := r.ledger(true)
 	if err != nil {
 		return err
@@ -300,12 +288,8 @@ func runHookHistory(c *cli.Context) error {
 	return output(c, hooks.HistoryDoc(evs), func(w io.Writer) error { return hooks.WriteHistory(w, evs) })
 }
 
-func runHookStatus(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runHookStatus(r *job) error {
+	c := r.c
 	l, err := r.ledger(true)
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ list is printed all the same, with "unknown" where a token was unreadable).`,
 			&cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only keys of repository `R`"},
 			jsonFlag(), timeoutFlag(defaultTimeout),
 		},
-		Action: runInventory,
+		Action: withJob(runInventory),
 	}
 }
 
@@ -48,7 +48,7 @@ Exit status: 0 clean; 1 problems found; 2 bad usage; 3 could not determine
 (module missing, token absent or not answering, wrong PIN, database
 unreadable).`,
 		Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-		Action: runVerify,
+		Action: withJob(runVerify),
 	}
 }
 
@@ -70,16 +70,12 @@ it.
 Exit status: 0 reported (an unreachable token is part of the report); 3
 configuration, state or database unreadable.`,
 		Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-		Action: runStatus,
+		Action: withJob(runStatus),
 	}
 }
 
-func runInventory(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runInventory(r *job) error {
+	c := r.c
 	repo := c.String("repository")
 	if repo != "" {
 		if _, err := r.cfg.RepositoryNames(repo); err != nil {
@@ -105,12 +101,8 @@ func runInventory(c *cli.Context) error {
 	return nil
 }
 
-func runVerify(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runVerify(r *job) error {
+	c := r.c
 	snap, err := r.snapshot(hsmcheck.Request{})
 	if err != nil {
 		return err
@@ -128,12 +120,8 @@ func runVerify(c *cli.Context) error {
 	return nil
 }
 
-func runStatus(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runStatus(r *job) error {
+	c := r.c
 	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
 	if err != nil {
 		return err

@@ -24,7 +24,7 @@ not there yet; any command that writes does so too, a reader (check) does
 not. Nothing to do for backend = "files".
 Exit status: 0 ready; 3 could not (server, password, grants).`,
 				Flags:  []cli.Flag{timeoutFlag(defaultTimeout)},
-				Action: runLedgerInit,
+				Action: withJob(runLedgerInit),
 			},
 			{
 				Name:      "migrate",
@@ -42,18 +42,14 @@ Exit status: 0 migrated (or found migrated); 3 could not, nothing lost.`,
 					&cli.StringFlag{Name: "to", Usage: "the backend to move to: `mysql`"},
 					timeoutFlag(defaultTimeout),
 				},
-				Action: runLedgerMigrate,
+				Action: withJob(runLedgerMigrate),
 			},
 		},
 	}
 }
 
-func runLedgerInit(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runLedgerInit(r *job) error {
+	c := r.c
 	l, err := r.ledger(false)
 	if err != nil {
 		return err
@@ -65,16 +61,11 @@ func runLedgerInit(c *cli.Context) error {
 	return nil
 }
 
-func runLedgerMigrate(c *cli.Context) error {
+func runLedgerMigrate(r *job) error {
+	c, cfg, ctx := r.c, r.cfg, r.ctx
 	if c.String("to") != config.LedgerMySQL {
 		return usagef("ledger migrate: --to mysql is the one target")
 	}
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
-	cfg, ctx := r.cfg, r.ctx
 	srv, err := cfg.LedgerServer()
 	if err != nil {
 		return err

@@ -111,6 +111,20 @@ func begin(c *cli.Context) (*job, error) {
 	return start(c)
 }
 
+// withJob is the action of a command that takes no arguments: f runs
+// with the configuration loaded and the deadline started, and what it
+// opened is closed after it.
+func withJob(f func(r *job) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		r, err := begin(c)
+		if err != nil {
+			return err
+		}
+		defer r.end()
+		return f(r)
+	}
+}
+
 // start is begin for a command that takes arguments.
 func start(c *cli.Context) (*job, error) {
 	cfg, err := loadConfig(c)

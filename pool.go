@@ -32,17 +32,13 @@ Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.`,
 				&cli.StringFlag{Name: "policy", Usage: "only policy `P`"},
 				jsonFlag(), timeoutFlag(defaultTimeout),
 			},
-			Action: runPoolFill,
+			Action: withJob(runPoolFill),
 		}},
 	}
 }
 
-func runPoolFill(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runPoolFill(r *job) error {
+	c := r.c
 	sched, err := r.cfg.Schedule()
 	if err != nil {
 		return err

@@ -41,7 +41,7 @@ good or a zone must go insecure; 3 could not determine.`,
 					&cli.StringFlag{Name: "delivery", Usage: "how long until the new HSMs are in service (`DURATION`, e.g. P3D)"},
 					jsonFlag(), timeoutFlag(defaultTimeout),
 				},
-				Action: runAssess,
+				Action: withJob(runAssess),
 			},
 			{
 				Name:      "verify",
@@ -55,20 +55,17 @@ recorded. A complete restore is added to the history.
 
 Exit status: 0 complete; 1 incomplete; 3 could not determine.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: runVerifyRestore,
+				Action: withJob(runVerifyRestore),
 			},
 		},
 	}
 }
 
-func runAssess(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runAssess(r *job) error {
+	c := r.c
 	var delivery time.Duration
 	if s := c.String("delivery"); s != "" {
+		var err error
 		if delivery, err = when.ParseISODuration(s); err != nil {
 			return usagef("--delivery: %v", err)
 		}
@@ -98,12 +95,8 @@ func runAssess(c *cli.Context) error {
 	return nil
 }
 
-func runVerifyRestore(c *cli.Context) error {
-	r, err := begin(c)
-	if err != nil {
-		return err
-	}
-	defer r.end()
+func runVerifyRestore(r *job) error {
+	c := r.c
 	snap, err := r.snapshot(hsmcheck.Request{})
 	if err != nil {
 		return err
