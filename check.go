@@ -80,12 +80,13 @@ func runCheck(c *cli.Context) error {
 	} else {
 		rep.Text(c.App.Writer)
 	}
+	code := int(rep.State) // the verdict's status, even when the file fails
 	if path := c.String("prometheus"); path != "" {
 		if err := atomicfile.Write(path, []byte(rep.Prometheus()), 0o644); err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "ods-keyguard: --prometheus: %v\n", err)
+			return exit(code, fmt.Errorf("--prometheus: %w", err))
 		}
 	}
-	return exit(int(rep.State), nil)
+	return exit(code, nil)
 }
 
 // checkReport parses check's options and runs it; bad options are an

@@ -95,10 +95,7 @@ func runInventory(r *job) error {
 	if err := output(c, rep.InventoryDoc(), rep.WriteInventory); err != nil {
 		return err
 	}
-	if reportUnreadable(c.App.ErrWriter, snap.Results) {
-		return exit(exitUnknown, nil)
-	}
-	return nil
+	return unreadable(snap.Results)
 }
 
 func runVerify(r *job) error {
@@ -111,13 +108,10 @@ func runVerify(r *job) error {
 	if err := output(c, rep.VerifyDoc(), rep.WriteVerify); err != nil {
 		return err
 	}
-	switch {
-	case reportUnreadable(c.App.ErrWriter, snap.Results):
-		return exit(exitUnknown, nil)
-	case len(rep.Problems) > 0:
-		return exit(exitProblems, nil)
+	if err := unreadable(snap.Results); err != nil || len(rep.Problems) == 0 {
+		return err
 	}
-	return nil
+	return exit(exitProblems, nil)
 }
 
 func runStatus(r *job) error {

@@ -74,7 +74,7 @@ func Main() int {
 }
 
 // run is the one place that turns an error into an exit status and prints
-// it, on one line.
+// it: one line per error (several when a command found several, joined).
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	args = dispatchHookName(args)
 	err := newApp(stdin, stdout, stderr).Run(args)
@@ -86,7 +86,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &st) && st.err == nil {
 		return code
 	}
-	fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(err.Error()))
+	errs := []error{err}
+	if j, ok := errors.Unwrap(err).(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(e.Error()))
+	}
 	return code
 }
 

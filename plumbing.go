@@ -6,7 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
 	"time"
 
@@ -190,16 +190,19 @@ func (r *job) end() {
 // defaultTimeout bounds the commands an operator runs by hand.
 const defaultTimeout = 120 * time.Second
 
-// reportUnreadable prints one line per token that could not be read.
-func reportUnreadable(w io.Writer, results []hsmcheck.Result) bool {
-	bad := false
+// unreadable is the error of a report that is printed all the same: one
+// per token that could not be read, exit status 3; nil when all were read.
+func unreadable(results []hsmcheck.Result) error {
+	var errs []error
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(w, "ods-keyguard: %s\n", oneLine(r.Err.Error()))
-			bad = true
+			errs = append(errs, r.Err)
 		}
 	}
-	return bad
+	if len(errs) == 0 {
+		return nil
+	}
+	return exit(exitUnknown, errors.Join(errs...))
 }
 
 // output prints a command's result: its JSON document with --json, else
