@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -25,19 +24,7 @@ func TestMain(m *testing.M) {
 // enforcer's schema loaded.
 func mariaDB(t *testing.T) *sandbox.Database {
 	t.Helper()
-	for _, tool := range []string{"mariadbd", "mariadb-install-db", "mariadb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not found, and CI does not skip", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
-	srv, err := sandbox.SharedMariaDB()
-	must(t, err)
-	db, err := srv.NewDatabase("kasp")
-	must(t, err)
-	t.Cleanup(func() { db.Drop() })
+	db := sandbox.TestDatabase(t, "kasp")
 	must(t, db.LoadEnforcerSchema())
 	return db
 }

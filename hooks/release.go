@@ -127,19 +127,8 @@ func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, boo
 		}
 		say(item)
 	}
-	for _, e := range book.Pending {
-		if e.Kind != ledger.Submit {
-			continue
-		}
-		s := ParseLine(e.Line)
-		s.CKAID = e.Locator
-		item := Released{Kind: e.Kind, Zone: e.Zone, KeyTag: e.KeyTag, Locator: e.Locator}
-		if s.Err != "" {
-			item.Action, item.Reason = ReleaseDropped, "its line is no DNSKEY: "+s.Err
-			evs = append(evs, dropped(e, item.Reason))
-			say(item)
-			continue
-		}
+	for _, p := range pendingOf(book, ledger.Submit, &evs, say) {
+		e, s, item := p.e, p.s, p.item
 		if why := unwanted(f, s); why != "" {
 			item.Action, item.Reason = ReleaseDropped, why
 			evs = append(evs, dropped(e, why))
@@ -209,19 +198,8 @@ func (g *Guard) releaseOne(ctx context.Context, o *Outcome, kind, command string
 
 func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say func(Released)) {
 	var evs []ledger.DSEvent
-	for _, e := range f.Book.Pending {
-		if e.Kind != ledger.Retract {
-			continue
-		}
-		s := ParseLine(e.Line)
-		s.CKAID = e.Locator
-		item := Released{Kind: e.Kind, Zone: e.Zone, KeyTag: e.KeyTag, Locator: e.Locator}
-		if s.Err != "" {
-			item.Action, item.Reason = ReleaseDropped, "its line is no DNSKEY: "+s.Err
-			evs = append(evs, dropped(e, item.Reason))
-			say(item)
-			continue
-		}
+	for _, p := range pendingOf(f.Book, ledger.Retract, &evs, say) {
+		e, s, item := p.e, p.s, p.item
 		if k := f.Book.Find(e.Zone, e.Locator, e.KeyTag, e.Algorithm); k != nil && k.NeverForwarded() {
 			item.Action, item.Reason = ReleaseDropped, "its DS never went to the parent: nothing to retract"
 			evs = append(evs, dropped(e, item.Reason))
@@ -251,6 +229,35 @@ func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say
 		say(item)
 	}
 	g.record(ctx, o, "release", evs...)
+}
+
+// pendingEntry is a kept-back entry to decide again, its line parsed.
+type pendingEntry struct {
+	e    *ledger.DSEntry
+	s    Submission
+	item Released
+}
+
+// pendingOf lists book's kept-back entries of kind. One whose line is no
+// DNSKEY is dropped instead (recorded in evs, and said).
+func pendingOf(book *ledger.DSBook, kind string, evs *[]ledger.DSEvent, say func(Released)) []pendingEntry {
+	var out []pendingEntry
+	for _, e := range book.Pending {
+		if e.Kind != kind {
+			continue
+		}
+		s := ParseLine(e.Line)
+		s.CKAID = e.Locator
+		item := Released{Kind: e.Kind, Zone: e.Zone, KeyTag: e.KeyTag, Locator: e.Locator}
+		if s.Err != "" {
+			item.Action, item.Reason = ReleaseDropped, "its line is no DNSKEY: "+s.Err
+			*evs = append(*evs, dropped(e, item.Reason))
+			say(item)
+			continue
+		}
+		out = append(out, pendingEntry{e, s, item})
+	}
+	return out
 }
 
 func dropped(e *ledger.DSEntry, why string) ledger.DSEvent {

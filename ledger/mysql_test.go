@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,20 +26,8 @@ func TestMain(m *testing.M) {
 // ledgerDB is an empty database on the sandboxed MariaDB server.
 func ledgerDB(t *testing.T) (*sandbox.Database, mysqlx.Server) {
 	t.Helper()
-	for _, tool := range []string{"mariadbd", "mariadb-install-db", "mariadb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not found, and CI does not skip", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
-	srv, err := sandbox.SharedMariaDB()
-	must(t, err)
-	db, err := srv.NewDatabase("keyguard")
-	must(t, err)
-	t.Cleanup(func() { db.Drop() })
-	return db, mysqlx.Server{Host: "127.0.0.1", Port: srv.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
+	db := sandbox.TestDatabase(t, "keyguard")
+	return db, mysqlx.Server{Host: "127.0.0.1", Port: db.Server.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
 }
 
 func mysqlLedgerFor(t *testing.T, s mysqlx.Server, o Options) *Ledger {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
@@ -340,4 +341,29 @@ func (d *Database) LoadEnforcerSchema() error {
 		return fmt.Errorf("enforcer schema in %s: %w", d.Name, err)
 	}
 	return nil
+}
+
+// TestDatabase is a new, empty database on the shared server for test t,
+// dropped when t ends. Without MariaDB's tools the test is skipped, except
+// under CI, where nothing skips.
+func TestDatabase(t testing.TB, name string) *Database {
+	t.Helper()
+	for _, tool := range []string{"mariadbd", "mariadb-install-db", "mariadb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not found, and CI does not skip", tool)
+			}
+			t.Skipf("needs %s", tool)
+		}
+	}
+	srv, err := SharedMariaDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := srv.NewDatabase(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Drop() })
+	return db
 }
