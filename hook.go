@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -160,12 +158,8 @@ func runHook(c *cli.Context, kind string) error {
 	} else {
 		o = g.Retract(ctx, c.App.Reader)
 	}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(o.ForwardErr, &ee) && ee.ExitCode() > 0:
-		return exit(ee.ExitCode(), nil)
-	case o.Nothing || o.Withheld+o.Held+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
-		return exit(exitProblems, nil)
+	if code := o.ExitStatus(); code != exitOK {
+		return exit(code, nil)
 	}
 	return nil
 }

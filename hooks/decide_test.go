@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -106,5 +107,29 @@ func TestDecideKeyTagCollision(t *testing.T) {
 	}
 	if d := Decide(s, f); !d.Forward || d.Locator != "aa01" {
 		t.Fatalf("got %+v", d)
+	}
+}
+
+func TestOutcomeExitStatus(t *testing.T) {
+	exit7 := exec.Command("sh", "-c", "exit 7").Run()
+	for _, c := range []struct {
+		name string
+		o    Outcome
+		want int
+	}{
+		{"forwarded", Outcome{Forwarded: 1}, 0},
+		{"approved, no forward command", Outcome{Approved: 1}, 0},
+		{"retraction never at the parent", Outcome{Skipped: 1}, 0},
+		{"no DNSKEY", Outcome{Nothing: true}, 1},
+		{"withheld", Outcome{Forwarded: 1, Withheld: 1}, 1},
+		{"held", Outcome{Held: 1}, 1},
+		{"rejected", Outcome{Forwarded: 1, Rejected: 1}, 1},
+		{"not recorded", Outcome{Forwarded: 1, RecordErr: errors.New("disk full")}, 1},
+		{"forward did not start", Outcome{ForwardErr: errors.New("no such file")}, 1},
+		{"forward failed with 7", Outcome{ForwardErr: exit7}, 7},
+	} {
+		if got := c.o.ExitStatus(); got != c.want {
+			t.Errorf("%s: exit status %d, want %d", c.name, got, c.want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"sort"
 	"strings"
 	"time"
@@ -58,6 +59,20 @@ type Outcome struct {
 	// RecordErr is what could not be recorded. check still sees it: the
 	// enforcer has the DS submitted and the records know nothing of it.
 	RecordErr error
+}
+
+// ExitStatus is the hook's exit status: the forward command's when it
+// failed with one; 1 when anything was withheld, held or rejected, when
+// there was no DNSKEY, or a forward or a record failed; else 0.
+func (o Outcome) ExitStatus() int {
+	var ee *exec.ExitError
+	switch {
+	case errors.As(o.ForwardErr, &ee) && ee.ExitCode() > 0:
+		return ee.ExitCode()
+	case o.Nothing || o.Withheld+o.Held+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
+		return 1
+	}
+	return 0
 }
 
 // recordTimeout bounds the writing of records, which happens even when the
