@@ -22,6 +22,9 @@ func OpenModule(path string) (Module, error) {
 	}
 	if err := ctx.Initialize(); err != nil {
 		ctx.Destroy()
+		if h := softHSMHint(path); h != "" {
+			return nil, fmt.Errorf("module %s: initialize: %w; %s", path, convert(err), h)
+		}
 		return nil, fmt.Errorf("module %s: initialize: %w", path, convert(err))
 	}
 	return &module{ctx: ctx}, nil

@@ -219,7 +219,8 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool) (*Contents, error)
 		if len(labels) > 0 {
 			present = strings.Join(labels, ", ")
 		}
-		return nil, &notFoundError{fmt.Sprintf("token %q not found in %s (tokens present: %s)", t.Label, t.Module, present)}
+		msg := fmt.Sprintf("token %q not found in %s (tokens present: %s)", t.Label, t.Module, present)
+		return nil, &notFoundError{withSoftHSMHint(msg, t.Module)}
 	case 1:
 	default:
 		return nil, fmt.Errorf("token %q: %d tokens carry that label in %s", t.Label, len(match), t.Module)

@@ -58,8 +58,27 @@ func Hint(path string) string {
 	if fi.Mode()&os.ModeSetgid != 0 {
 		mode |= 0o2000
 	}
+	if inGroup(st.Gid) {
+		// Membership is not what is missing: the group's bits are.
+		return fmt.Sprintf("%s needs %s access to%s (%s:%s, mode %04o): it is in group %s, which lacks that access: chmod g+rX %s",
+			me(), what, where, owner, group, mode, group, block)
+	}
 	return fmt.Sprintf("%s needs %s access to%s (%s:%s, mode %04o): run as a member of group %s, or through sudo",
 		me(), what, where, owner, group, mode, group)
+}
+
+// inGroup says whether this process has gid among its groups.
+func inGroup(gid uint32) bool {
+	if uint32(os.Getegid()) == gid {
+		return true
+	}
+	gs, _ := os.Getgroups()
+	for _, g := range gs {
+		if uint32(g) == gid {
+			return true
+		}
+	}
+	return false
 }
 
 func name(id uint32, isUser bool) string {
