@@ -14,59 +14,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
 
 func main() { os.Exit(Main()) }
-
-// Exit statuses shared by every command.
-const (
-	exitOK       = 0
-	exitProblems = 1
-	exitUsage    = 2
-	exitUnknown  = 3
-)
-
-const exitCodesHelp = `EXIT STATUS:
-   0  ok: nothing wrong was found, the action was done
-   1  problems found (verify), action refused (backup), submission withheld (hook)
-   2  bad usage: unknown command, flag or argument
-   3  could not determine: configuration, PKCS#11 module, token, PIN or enforcer
-      database unreadable, enforcer unreachable
-   The check command follows the monitoring plugin convention instead:
-   0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).
-   recover assess: 0 nothing lost, 1 keys lost but recoverable, 2 keys lost for
-   good or a zone must go insecure, 3 could not determine.
-   hook ds-submit and ds-retract return the forward command's status when that
-   failed.`
-
-// status is how a command sets its exit status: with err, main prints it;
-// without, the command has said what it had to.
-type status struct {
-	code int
-	err  error
-}
-
-func (e *status) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *status) Unwrap() error { return e.err }
-
-func exit(code int, err error) error { return &status{code: code, err: err} }
-
-func usagef(format string, args ...any) error {
-	return &status{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
 
 // Main runs ods-keyguard with os.Args and returns the exit status.
 func Main() int {
@@ -96,24 +50,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
-// exitCode maps an error to the exit status.
-func exitCode(err error) int {
-	var st *status
-	var refused *ceremony.Refusal
-	switch {
-	case errors.As(err, &st):
-		return st.code
-	case errors.As(err, &refused):
-		return exitProblems
-	}
-	return exitUnknown
-}
-
-// oneLine keeps an error on one line: a wrapped tool's stderr may have more.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
-}
-
 // dispatchHookName turns the enforcer's hook names into subcommands: the
 // enforcer runs a hook without arguments, so the name is the only switch.
 // The monitoring plugin link check_ods_keyguard runs check.
@@ -127,27 +63,6 @@ func dispatchHookName(args []string) []string {
 		return append([]string{"ods-keyguard", "check"}, args[1:]...)
 	}
 	return args
-}
-
-// version is the module version and the commit the binary was built from.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	if v != "(devel)" && v != "" {
-		return v // a pseudo-version carries the commit already
-	}
-	for _, s := range bi.Settings {
-		switch {
-		case s.Key == "vcs.revision" && len(s.Value) >= 12:
-			v += " " + s.Value[:12]
-		case s.Key == "vcs.modified" && s.Value == "true":
-			v += "+dirty"
-		}
-	}
-	return v
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {

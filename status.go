@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/ceremony"
+)
+
+// Exit statuses, and errors that carry them: the one mechanism by which a
+// command sets its status, for run to map and print.
+
+// Exit statuses shared by every command.
+const (
+	exitOK       = 0
+	exitProblems = 1
+	exitUsage    = 2
+	exitUnknown  = 3
+)
+
+const exitCodesHelp = `EXIT STATUS:
+   0  ok: nothing wrong was found, the action was done
+   1  problems found (verify), action refused (backup), submission withheld (hook)
+   2  bad usage: unknown command, flag or argument
+   3  could not determine: configuration, PKCS#11 module, token, PIN or enforcer
+      database unreadable, enforcer unreachable
+   The check command follows the monitoring plugin convention instead:
+   0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).
+   recover assess: 0 nothing lost, 1 keys lost but recoverable, 2 keys lost for
+   good or a zone must go insecure, 3 could not determine.
+   hook ds-submit and ds-retract return the forward command's status when that
+   failed.`
+
+// status is how a command sets its exit status: with err, main prints it;
+// without, the command has said what it had to.
+type status struct {
+	code int
+	err  error
+}
+
+func (e *status) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *status) Unwrap() error { return e.err }
+
+func exit(code int, err error) error { return &status{code: code, err: err} }
+
+func usagef(format string, args ...any) error {
+	return &status{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// exitCode maps an error to the exit status.
+func exitCode(err error) int {
+	var st *status
+	var refused *ceremony.Refusal
+	switch {
+	case errors.As(err, &st):
+		return st.code
+	case errors.As(err, &refused):
+		return exitProblems
+	}
+	return exitUnknown
+}
+
+// oneLine keeps an error on one line: a wrapped tool's stderr may have more.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
