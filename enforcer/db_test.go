@@ -136,9 +136,11 @@ func TestPlainErrors(t *testing.T) {
 	notDB := filepath.Join(dir, "notdb")
 	must(t, os.WriteFile(notDB, []byte("opendnssec_conf = \"x\"\n"+strings.Repeat("x", 2000)), 0o600))
 	empty := filepath.Join(dir, "empty.db")
-	db, _ := sql.Open("sqlite", empty)
-	db.Exec("CREATE TABLE other (x)")
-	db.Close()
+	db, err := sql.Open("sqlite", empty)
+	must(t, err)
+	_, err = db.Exec("CREATE TABLE other (x)")
+	must(t, err)
+	must(t, db.Close())
 	for path, want := range map[string]string{
 		filepath.Join(dir, "none"): "no such file or directory",
 		dir:                        "is a directory, not a database file",
