@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -94,6 +96,29 @@ Exit status: 0 dropped; 3 no such entry.`,
 					timeoutFlag(defaultTimeout),
 				},
 				Action: runDrop,
+			},
+			{
+				Name:      "retract-gone",
+				Usage:     "retract the DS a zone left at the parent when it was deleted from the enforcer",
+				UsageText: "ods-keyguard hook retract-gone --zone Z [--by-hand --reason TEXT] [--operator NAME]",
+				Description: `The enforcer runs no retract command when it deletes a zone: the DS that
+ods-keyguard forwarded stays at the parent, and check warns. Served
+unsigned, the zone fails validation. This sends the retraction of each such
+DS of zone Z through [hooks] ds_retract_forward (the DNSKEY lines as the
+enforcer once sent them). With --by-hand it only records that the DS was
+settled otherwise: removed at the registrar by hand, or kept on purpose for
+a signer that took the zone over with the same keys.
+Exit status: 0 retracted or recorded; 1 the forward command failed (kept
+back: hook release tries again); 2 bad usage; 3 the zone is still in the
+enforcer, or the records have no DS of it at the parent.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "zone", Usage: "the deleted zone `Z` (required)"},
+					&cli.BoolFlag{Name: "by-hand", Usage: "record that the DS was settled without ods-keyguard; send nothing"},
+					&cli.StringFlag{Name: "reason", Usage: "why, for the record (required with --by-hand)"},
+					&cli.StringFlag{Name: "operator", Usage: "who (default $SUDO_USER, else $USER)"},
+					timeoutFlag(defaultTimeout),
+				},
+				Action: withJob(runRetractGone),
 			},
 			{
 				Name:      "history",
@@ -266,6 +291,37 @@ func interspersed(c *cli.Context, names ...string) (args []string, flags map[str
 		flags[name] = value
 	}
 	return args, flags, nil
+}
+
+func runRetractGone(r *job) error {
+	c := r.c
+	zone, reason := c.String("zone"), c.String("reason")
+	if zone == "" {
+		return usagef("retract-gone: --zone Z is required")
+	}
+	if c.Bool("by-hand") && strings.TrimSpace(reason) == "" {
+		return usagef("retract-gone: --by-hand needs --reason TEXT: the record says what was done")
+	}
+	g, err := r.guard()
+	if err != nil {
+		return err
+	}
+	keys, err := g.RetractGone(r.ctx, zone, reason, ceremony.Operator(c.String("operator")), c.Bool("by-hand"), c.App.Writer)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return exit(exitProblems, err)
+	}
+	if err != nil {
+		return err
+	}
+	done := "retraction forwarded"
+	if c.Bool("by-hand") {
+		done = "settled by hand, recorded"
+	}
+	for _, k := range keys {
+		fmt.Fprintf(c.App.Writer, "zone %s key tag %d: %s\n", k.Zone, k.KeyTag, done)
+	}
+	return nil
 }
 
 func runHookHistory(r *job) error {

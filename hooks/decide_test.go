@@ -5,10 +5,12 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/parent"
 )
 
 // keys is a token in a test: locator -> fingerprint.
@@ -131,5 +133,38 @@ func TestOutcomeExitStatus(t *testing.T) {
 		if got := c.o.ExitStatus(); got != c.want {
 			t.Errorf("%s: exit status %d, want %d", c.name, got, c.want)
 		}
+	}
+}
+
+// A zone the enforcer deleted leaves its forwarded DS at the parent: a
+// warning by the records, none once the parent is read and has no DS of
+// it, none once the operator settled it.
+func TestStatusGoneZone(t *testing.T) {
+	fwd := ledger.DSEvent{Kind: ledger.Submit, Action: ledger.Forwarded, Zone: "gone.example", KeyTag: 7, Algorithm: 13, Locator: "aa", Fingerprint: "ff",
+		Time: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	st := &enforcer.State{}
+	book := ledger.Book([]ledger.DSEvent{fwd})
+	if got := GoneZones(st, book); len(got) != 1 || got[0] != "gone.example" {
+		t.Fatalf("GoneZones = %v", got)
+	}
+	findings := func(in StatusInput) []Finding { return Findings(Status(in)) }
+	f := findings(StatusInput{State: st, Book: book})
+	if len(f) != 1 || f[0].Severity != Warning || !strings.Contains(f[0].Text, "zone gone.example is no longer in the enforcer, but the DS of key tag 7 (key aa)") ||
+		!strings.Contains(f[0].Text, "by the records") {
+		t.Fatalf("by the records: %+v", f)
+	}
+	still := map[string]parent.Answer{"gone.example": {Zone: "gone.example", DS: []parent.DS{{KeyTag: 7, Algorithm: 13, DigestType: 2, Digest: "00"}}}}
+	if f := findings(StatusInput{State: st, Book: book, Parent: still}); len(f) != 1 || !strings.Contains(f[0].Text, "the parent still publishes it") {
+		t.Fatalf("parent has it: %+v", f)
+	}
+	none := map[string]parent.Answer{"gone.example": {Zone: "gone.example"}}
+	if f := findings(StatusInput{State: st, Book: book, Parent: none}); len(f) != 0 {
+		t.Fatalf("parent has none: %+v", f)
+	}
+	settled := fwd
+	settled.Kind, settled.Action, settled.Time = ledger.Retract, ledger.Settled, fwd.Time.Add(time.Hour)
+	book = ledger.Book([]ledger.DSEvent{fwd, settled})
+	if f := findings(StatusInput{State: st, Book: book}); len(f) != 0 || len(GoneZones(st, book)) != 0 {
+		t.Fatalf("settled: %+v", f)
 	}
 }

@@ -113,6 +113,18 @@ func Status(in StatusInput) []ZoneDS {
 		}
 		zs.Findings = append(zs.Findings, pendingFinding(e))
 	}
+	// DS that zones the enforcer deleted left at the parent.
+	for _, n := range GoneZones(in.State, in.Book) {
+		zs := orphans[n]
+		if zs == nil {
+			zs = &ZoneDS{Zone: n, Keys: []KeyDS{}, Findings: []Finding{}}
+			orphans[n] = zs
+		}
+		if a, ok := in.Parent[n]; ok {
+			zs.Parent = &a
+		}
+		goneFindings(zs, goneKeys(in.Book, n))
+	}
 	var names []string
 	for n := range orphans {
 		names = append(names, n)
@@ -340,6 +352,16 @@ func Findings(zones []ZoneDS) []Finding {
 	return out
 }
 
+// inRecords says whether the DS records know zone.
+func inRecords(b *ledger.DSBook, zone string) bool {
+	for _, k := range b.Keys() {
+		if k.Zone == zone {
+			return true
+		}
+	}
+	return false
+}
+
 // StatusSources are what ReadStatus reads.
 type StatusSources struct {
 	Datastore     enforcer.Datastore
@@ -352,8 +374,16 @@ type StatusSources struct {
 // [parent] is configured, the parent's DS sets, and puts each zone's DS
 // side by side; zone, when not "", limits it to that zone.
 func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, error) {
-	zone = strings.TrimSuffix(zone, ".")
+	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
 	st, err := enforcer.ReadDatastore(ctx, src.Datastore)
+	if err != nil {
+		return nil, err
+	}
+	store, err := src.Ledger.Ceremonies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	book, err := src.Ledger.DS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -364,21 +394,13 @@ func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, 
 				keep = append(keep, z)
 			}
 		}
-		if len(keep) == 0 {
-			return nil, fmt.Errorf("zone %q: not in the enforcer's database", zone)
+		if len(keep) == 0 && !inRecords(book, zone) {
+			return nil, fmt.Errorf("zone %q: not in the enforcer's database, nor in the DS records", zone)
 		}
 		st.Zones = keep
 	}
-	store, err := src.Ledger.Ceremonies(ctx)
-	if err != nil {
-		return nil, err
-	}
-	book, err := src.Ledger.DS(ctx)
-	if err != nil {
-		return nil, err
-	}
 	in := StatusInput{State: st, Book: book, Coverage: store.Coverage(), RequireBackup: src.RequireBackup, Now: time.Now().UTC()}
-	in.Parent = parent.ByZone(ctx, src.Parent, st.ZoneNames())
+	in.Parent = parent.ByZone(ctx, src.Parent, append(st.ZoneNames(), GoneZones(st, book)...))
 	zones := Status(in)
 	if zone != "" {
 		keep := zones[:0]

@@ -28,6 +28,7 @@ const (
 	Skipped    = "skipped"    // a retraction not forwarded: its DS never went to the parent
 	Rejected   = "rejected"   // input that is not a usable DNSKEY
 	Adopted    = "adopted"    // at the parent before ods-keyguard recorded DS submissions
+	Settled    = "settled"    // a DS of a zone the enforcer no longer has, settled by the operator by hand
 	Created    = "created"    // the DS records begin
 )
 
@@ -129,6 +130,7 @@ type DSKey struct {
 	Submitted   time.Time // the last forwarded submission
 	Retracted   time.Time // the last forwarded retraction
 	Adopted     time.Time // at the parent before the records began
+	Settled     time.Time // settled by the operator after its zone left the enforcer
 	// InFlight is a forward that began and has no outcome recorded (the
 	// process died meanwhile): whether the parent got it is not known.
 	InFlight time.Time
@@ -213,6 +215,8 @@ func Book(evs []DSEvent) *DSBook {
 			delete(open, id)
 		case Adopted:
 			k.Adopted = e.Time
+		case Settled:
+			k.Settled = e.Time
 		}
 		if e.Action == Failed {
 			k.InFlight = time.Time{}
@@ -266,6 +270,16 @@ func (b *DSBook) key(e DSEvent) *DSKey {
 		k.Line = e.Line
 	}
 	return k
+}
+
+// Unsettled says whether the records have this key's DS at the parent and
+// no operator settled it since it went there.
+func (k *DSKey) Unsettled() bool {
+	last := k.Submitted
+	if k.Adopted.After(last) {
+		last = k.Adopted
+	}
+	return k.AtParent() && !k.Settled.After(last)
 }
 
 // NeverForwarded says whether the records know that this key's DS never

@@ -284,3 +284,29 @@ func TestQuoteInput(t *testing.T) {
 		t.Errorf("got %s", q)
 	}
 }
+
+// A DS settled by the operator after its zone left the enforcer stays at
+// the parent by the records, but no longer asks for anything; a later
+// submission of the same key does again.
+func TestDSSettled(t *testing.T) {
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(kind, action string, at time.Duration) DSEvent {
+		return DSEvent{Kind: kind, Action: action, Zone: "gone.example", KeyTag: 7, Locator: "aa", Fingerprint: "ff", Time: t0.Add(at)}
+	}
+	b := Book([]DSEvent{ev(Submit, Forwarded, 0)})
+	if k := b.Find("gone.example", "aa", 7, 0); k == nil || !k.Unsettled() {
+		t.Fatalf("forwarded: %+v", k)
+	}
+	b = Book([]DSEvent{ev(Submit, Forwarded, 0), ev(Retract, Settled, time.Hour)})
+	if k := b.Find("gone.example", "aa", 7, 0); !k.AtParent() || k.Unsettled() || len(b.Pending) != 0 {
+		t.Fatalf("settled: %+v, pending %v", k, b.Pending)
+	}
+	b = Book([]DSEvent{ev(Submit, Forwarded, 0), ev(Retract, Settled, time.Hour), ev(Submit, Forwarded, 2*time.Hour)})
+	if k := b.Find("gone.example", "aa", 7, 0); !k.Unsettled() {
+		t.Fatalf("submitted again after settling: %+v", k)
+	}
+	b = Book([]DSEvent{ev(Submit, Forwarded, 0), ev(Retract, Forwarded, time.Hour)})
+	if k := b.Find("gone.example", "aa", 7, 0); k.Unsettled() {
+		t.Fatalf("retracted: %+v", k)
+	}
+}

@@ -92,7 +92,7 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	answers := parent.ByZone(ctx, src.Parent, snap.State.ZoneNames())
+	answers := parent.ByZone(ctx, src.Parent, append(snap.State.ZoneNames(), hooks.GoneZones(snap.State, book)...))
 	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup}, opt)
 }
 
