@@ -543,16 +543,36 @@ func cmdLogged(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // syslogd: listen on a unix datagram socket, set $ODS_KEYGUARD_SYSLOG to it,
-// and append every message received to $WORK/syslog.txt.
+// and append every message received to $WORK/syslog.txt. syslogd -stuck: a
+// logger that reads nothing, its queue full before anyone logs.
 func cmdSyslogd(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 0 {
-		ts.Fatalf("usage: syslogd")
+	stuck := len(args) == 1 && args[0] == "-stuck"
+	if neg || (len(args) != 0 && !stuck) {
+		ts.Fatalf("usage: syslogd [-stuck]")
 	}
 	dir, err := os.MkdirTemp("", "slog") // a socket path holds 107 bytes at most
 	ts.Check(err)
 	sock := filepath.Join(dir, "log")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	ts.Check(err)
+	if stuck {
+		// A logger that reads nothing, its queue already full.
+		w, err := net.Dial("unixgram", sock)
+		ts.Check(err)
+		for {
+			w.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := w.Write([]byte("<30>filler")); err != nil {
+				break
+			}
+		}
+		ts.Defer(func() {
+			w.Close()
+			conn.Close()
+			os.RemoveAll(dir)
+		})
+		ts.Setenv("ODS_KEYGUARD_SYSLOG", sock)
+		return
+	}
 	out, err := os.OpenFile(ts.MkAbs("syslog.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	ts.Check(err)
 	done := make(chan struct{})

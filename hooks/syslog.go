@@ -4,16 +4,27 @@ import (
 	"fmt"
 	"io"
 	"log/syslog"
+	"net"
 	"os"
 	"strings"
+	"time"
 )
 
 // Syslog logs the guard's events to syslog, tag ods-keyguard, at the
 // facility conf.xml gives the OpenDNSSEC daemons, and to stderr.
+//
+// The standard library's log/syslog writes with no deadline: a logger that
+// stopped reading (its socket's queue full) would block the hook, and the
+// enforcer behind it. Each line here has writeTimeout; after one that did
+// not go, the rest of the run logs to stderr only.
 type Syslog struct {
-	w      *syslog.Writer
-	stderr io.Writer
+	conn     net.Conn
+	facility syslog.Priority
+	stderr   io.Writer
 }
+
+// writeTimeout bounds one line's write to the logger.
+const writeTimeout = 500 * time.Millisecond
 
 var facilities = map[string]syslog.Priority{
 	"kern": syslog.LOG_KERN, "user": syslog.LOG_USER, "mail": syslog.LOG_MAIL, "daemon": syslog.LOG_DAEMON,
@@ -27,9 +38,12 @@ var facilities = map[string]syslog.Priority{
 // system logger.
 const SyslogSocketEnv = "ODS_KEYGUARD_SYSLOG"
 
-// NewSyslog dials the system logger (or $ODS_KEYGUARD_SYSLOG) at facility
-// (daemon when empty or unknown). Without a logger the lines still reach
-// stderr.
+// syslogSockets are where the system logger listens, as log/syslog looks.
+var syslogSockets = []string{"/dev/log", "/var/run/syslog", "/var/run/log"}
+
+// NewSyslog connects to the system logger (or $ODS_KEYGUARD_SYSLOG) at
+// facility (daemon when empty or unknown). Without a logger the lines still
+// reach stderr.
 func NewSyslog(facility string, stderr io.Writer) *Syslog {
 	s := &Syslog{stderr: stderr}
 	f, ok := facilities[strings.ToLower(facility)]
@@ -39,33 +53,44 @@ func NewSyslog(facility string, stderr io.Writer) *Syslog {
 		}
 		f = syslog.LOG_DAEMON
 	}
-	var err error
+	s.facility = f
+	paths := syslogSockets
 	if sock := os.Getenv(SyslogSocketEnv); sock != "" {
-		s.w, err = syslog.Dial("unixgram", sock, f|syslog.LOG_INFO, "ods-keyguard")
-	} else {
-		s.w, err = syslog.New(f|syslog.LOG_INFO, "ods-keyguard")
+		paths = []string{sock}
 	}
-	if err != nil {
-		s.w = nil
+	for _, p := range paths {
+		for _, network := range []string{"unixgram", "unix"} {
+			if c, err := net.DialTimeout(network, p, writeTimeout); err == nil {
+				s.conn = c
+				return s
+			}
+		}
 	}
 	return s
 }
 
-func (s *Syslog) Info(msg string)    { s.log(msg, (*syslog.Writer).Info) }
-func (s *Syslog) Warning(msg string) { s.log(msg, (*syslog.Writer).Warning) }
-func (s *Syslog) Err(msg string)     { s.log(msg, (*syslog.Writer).Err) }
+func (s *Syslog) Info(msg string)    { s.log(msg, syslog.LOG_INFO) }
+func (s *Syslog) Warning(msg string) { s.log(msg, syslog.LOG_WARNING) }
+func (s *Syslog) Err(msg string)     { s.log(msg, syslog.LOG_ERR) }
 
-func (s *Syslog) log(msg string, at func(*syslog.Writer, string) error) {
+func (s *Syslog) log(msg string, level syslog.Priority) {
 	line := strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", " ")), " ")
-	if s.w != nil {
-		at(s.w, line)
+	if s.conn != nil {
+		// RFC 3164 as the local logger takes it (what log/syslog writes).
+		m := fmt.Sprintf("<%d>%s %s[%d]: %s\n", s.facility|level, time.Now().Format(time.Stamp), "ods-keyguard", os.Getpid(), line)
+		s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := s.conn.Write([]byte(m)); err != nil {
+			s.conn.Close()
+			s.conn = nil
+			fmt.Fprintf(s.stderr, "ods-keyguard: syslog: %v: logging to stderr only\n", err)
+		}
 	}
 	fmt.Fprintf(s.stderr, "ods-keyguard: %s\n", line)
 }
 
 // Close closes the connection to the logger.
 func (s *Syslog) Close() {
-	if s.w != nil {
-		s.w.Close()
+	if s.conn != nil {
+		s.conn.Close()
 	}
 }
