@@ -92,9 +92,30 @@ func (g *Guard) Retract(ctx context.Context, in io.Reader) Outcome {
 	return g.run(ctx, ledger.Retract, in)
 }
 
+// parseWithin is Parse bounded by ctx: a writer that never closes stdin
+// cannot hold the hook past its deadline. (The enforcer closes it; a
+// wrapper script might not.)
+func parseWithin(ctx context.Context, in io.Reader) ([]Submission, error) {
+	type parsed struct {
+		subs []Submission
+		err  error
+	}
+	done := make(chan parsed, 1)
+	go func() {
+		subs, err := Parse(in)
+		done <- parsed{subs, err}
+	}()
+	select {
+	case p := <-done:
+		return p.subs, p.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("stdin was not closed in time (%v): nothing was decided or forwarded", context.Cause(ctx))
+	}
+}
+
 func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 	var out Outcome
-	subs, err := Parse(in)
+	subs, err := parseWithin(ctx, in)
 	if err != nil {
 		g.Log.Err(fmt.Sprintf("%s: %v", kind, err))
 		out.Nothing = true

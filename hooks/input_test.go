@@ -1,13 +1,16 @@
 package hooks
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The lines the notes quote, as the enforcer writes them (ldns output).
@@ -156,5 +159,26 @@ func TestBinaryInput(t *testing.T) {
 	}
 	if last := subs[len(subs)-1]; !strings.Contains(last.Err, "more than") {
 		t.Errorf("the rest past MaxInput: %q", last.Err)
+	}
+}
+
+// A writer that never closes stdin cannot hold the hook past its deadline.
+func TestParseWithinDeadline(t *testing.T) {
+	r, w := io.Pipe()
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := parseWithin(ctx, r)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "stdin was not closed in time") {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("parseWithin did not return at its deadline")
 	}
 }
