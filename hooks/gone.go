@@ -99,15 +99,11 @@ func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, 
 			return nil, fmt.Errorf("zone %s is in the enforcer: it asks for its DS to be retracted itself, through the hook", zone)
 		}
 	}
-	unlock, err := g.Ledger.Lock(ctx)
+	book, unlock, err := g.lockedBook(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	book, err := g.Ledger.DS(ctx)
-	if err != nil {
-		return nil, err
-	}
 	keys := goneKeys(book, zone)
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("zone %s: the records have no DS of it at the parent (ods-keyguard hook history --zone %s)", zone, zone)

@@ -331,18 +331,27 @@ func joinErr(a, b error) error {
 	return fmt.Errorf("%w; %w", a, b)
 }
 
+// lockedBook takes the writers' lock and reads the DS records under it;
+// unlock lets the lock go.
+func (g *Guard) lockedBook(ctx context.Context) (book *ledger.DSBook, unlock func(), err error) {
+	if unlock, err = g.Ledger.Lock(ctx); err != nil {
+		return nil, nil, err
+	}
+	if book, err = g.Ledger.DS(ctx); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return book, unlock, nil
+}
+
 // Drop settles a pending entry on purpose, recorded with who and why: a
 // withheld submission the operator sent by hand, say.
 func (g *Guard) Drop(ctx context.Context, id, reason, operator string) (*ledger.DSEntry, error) {
-	unlock, err := g.Ledger.Lock(ctx)
+	book, unlock, err := g.lockedBook(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	book, err := g.Ledger.DS(ctx)
-	if err != nil {
-		return nil, err
-	}
 	e := book.Entry(id)
 	if e == nil {
 		return nil, fmt.Errorf("no pending entry %q (ods-keyguard hook pending lists them)", id)
