@@ -128,7 +128,7 @@ enforcer, or the records have no DS of it at the parent.`,
 forwarding, forwarded, withheld, held, failed, dropped (no longer wanted, or
 on purpose), skipped (a retraction of a DS that never went to the parent),
 rejected (input that is no DNSKEY), adopted (at the parent before the
-records began).
+records began), settled (the DS of a deleted zone, settled by hand).
 Exit status: 0 listed.`,
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runHookHistory),
