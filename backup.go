@@ -111,7 +111,7 @@ func runCeremony(r *job, step string) error {
 	}
 	env := &ceremony.Env{Cfg: cfg, Ledger: l, Out: out}
 	env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, out) }
-	operator := ceremony.Operator(c.String("operator"))
+	operator := ledger.Operator(c.String("operator"))
 	if c.String("repository") == "" && step != "prepare" {
 		repos = nil // every repository with an open ceremony
 	}

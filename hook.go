@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -254,7 +253,7 @@ func runDrop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := g.Drop(r.ctx, ids[0], flags["reason"], ceremony.Operator(flags["operator"]))
+	e, err := g.Drop(r.ctx, ids[0], flags["reason"], ledger.Operator(flags["operator"]))
 	if err != nil {
 		return err
 	}
@@ -306,7 +305,7 @@ func runRetractGone(r *job) error {
 	if err != nil {
 		return err
 	}
-	keys, err := g.RetractGone(r.ctx, zone, reason, ceremony.Operator(c.String("operator")), c.Bool("by-hand"), c.App.Writer)
+	keys, err := g.RetractGone(r.ctx, zone, reason, ledger.Operator(c.String("operator")), c.Bool("by-hand"), c.App.Writer)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return exit(exitProblems, err)

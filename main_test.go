@@ -54,7 +54,7 @@ func (s stopShared) Run() int {
 }
 
 // In CI (CI=true) a missing tool fails a script instead of skipping it.
-var strictTools = os.Getenv("CI") != ""
+var strictTools = sandbox.Strict
 
 // startTime is when the tests began: nothing in the source tree may be newer.
 var startTime = time.Now()
@@ -90,7 +90,7 @@ var (
 )
 
 func TestScriptsMySQL(t *testing.T) {
-	needTools(t, "mariadbd", "mariadb-install-db", "mariadb", "apt-get", "dpkg-deb")
+	sandbox.NeedTools(t, "mariadbd", "mariadb-install-db", "mariadb", "apt-get", "dpkg-deb")
 	files, err := filepath.Glob("testdata/script/*.txtar")
 	if err != nil {
 		t.Fatal(err)

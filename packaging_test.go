@@ -7,20 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// needTools fails in CI, and skips elsewhere, when a tool is missing.
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if strictTools {
-				t.Fatalf("%s not found, and CI does not skip", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
-}
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+)
 
 func runTool(t *testing.T, dir string, env []string, name string, args ...string) string {
 	t.Helper()
@@ -39,7 +28,7 @@ func runTool(t *testing.T, dir string, env []string, name string, args ...string
 // make uninstall takes them away (state_dir and its history stay). Nothing
 // is written into the source tree.
 func TestMakeInstall(t *testing.T) {
-	needTools(t, "make")
+	sandbox.NeedTools(t, "make")
 	dest, build := t.TempDir(), t.TempDir()
 	vars := []string{"DESTDIR=" + dest, "PREFIX=/usr", "BUILD=" + build}
 	runTool(t, ".", nil, "make", append([]string{"install"}, vars...)...)
@@ -82,7 +71,7 @@ func TestMakeInstall(t *testing.T) {
 // make deb builds a package that lintian accepts, that installs every path
 // into a scratch root with its postinst, and whose plugin link runs check.
 func TestDebianPackage(t *testing.T) {
-	needTools(t, "make", "dpkg-deb", "lintian", "systemd-analyze")
+	sandbox.NeedTools(t, "make", "dpkg-deb", "lintian", "systemd-analyze")
 	dist := t.TempDir()
 	out := runTool(t, ".", nil, "make", "-s", "deb", "DIST="+dist)
 	debs, _ := filepath.Glob(filepath.Join(dist, "ods-keyguard_*_*.deb"))

@@ -69,5 +69,5 @@ func exitCode(err error) int {
 
 // oneLine keeps an error on one line: a wrapped tool's stderr may have more.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+	return strings.Join(strings.Fields(s), " ")
 }

@@ -11,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/user"
 	"sort"
 	"strings"
 	"time"
@@ -56,22 +54,6 @@ func (e *Env) cli() enforcer.CLI {
 }
 
 func (e *Env) say(format string, args ...any) { fmt.Fprintf(e.Out, format+"\n", args...) }
-
-// Operator names who runs the ceremony when --operator does not.
-func Operator(flag string) string {
-	if flag != "" {
-		return flag
-	}
-	for _, v := range []string{"SUDO_USER", "USER", "LOGNAME"} {
-		if s := os.Getenv(v); s != "" {
-			return s
-		}
-	}
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return "unknown"
-}
 
 // begin takes the state lock and reads the ceremonies under it: the start
 // of every ceremony step. The caller calls the returned unlock.

@@ -5,9 +5,7 @@ package hooks
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"regexp"
@@ -15,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/miekg/dns"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
 
 // Submission is one DNSKEY record the enforcer handed to a hook.
@@ -122,13 +121,12 @@ func ParseLine(raw string) Submission {
 		s.Err = "DNSKEY with an unreadable public key"
 		return s
 	}
-	sum := sha256.Sum256(pub)
 	s.Zone = strings.TrimSuffix(strings.ToLower(key.Header().Name), ".")
 	s.KeyTag = int(key.KeyTag())
 	s.Flags = int(key.Flags)
 	s.Algorithm = int(key.Algorithm)
 	s.PublicKey = pub
-	s.Fingerprint = hex.EncodeToString(sum[:])
+	s.Fingerprint = hsmcheck.FingerprintDNSKEY(pub)
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
@@ -232,10 +233,10 @@ func pendingFinding(e *ledger.DSEntry) Finding {
 	switch e.Action {
 	case ledger.Held:
 		text = fmt.Sprintf("%s held since %s: %s (it goes right after its successor's DS: ods-keyguard hook release)",
-			what, e.Since.Format("2006-01-02T15:04Z"), e.Reason)
+			what, e.Since.Format(when.Minute), e.Reason)
 	default:
 		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
-			what, e.Since.Format("2006-01-02T15:04Z"), e.Reason)
+			what, e.Since.Format(when.Minute), e.Reason)
 	}
 	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Text: text}
 }
@@ -387,20 +388,25 @@ func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, 
 	if err != nil {
 		return nil, err
 	}
+	// The parent is asked about the zones shown only; the rest is reckoned
+	// in memory, and the zones not asked for are left out at the end.
+	names := append(st.ZoneNames(), GoneZones(st, book)...)
 	if zone != "" {
-		var keep []*enforcer.Zone
+		names = nil
 		for _, z := range st.Zones {
 			if strings.EqualFold(z.Name, zone) {
-				keep = append(keep, z)
+				names = append(names, z.Name)
 			}
 		}
-		if len(keep) == 0 && !inRecords(book, zone) {
+		if len(names) == 0 && !inRecords(book, zone) {
 			return nil, fmt.Errorf("zone %q: not in the enforcer's database, nor in the DS records", zone)
 		}
-		st.Zones = keep
+		if len(names) == 0 {
+			names = []string{zone}
+		}
 	}
 	in := StatusInput{State: st, Book: book, Coverage: store.Coverage(), RequireBackup: src.RequireBackup, Now: time.Now().UTC()}
-	in.Parent = parent.ByZone(ctx, src.Parent, append(st.ZoneNames(), GoneZones(st, book)...))
+	in.Parent = parent.ByZone(ctx, src.Parent, names)
 	zones := Status(in)
 	if zone != "" {
 		keep := zones[:0]

@@ -74,7 +74,7 @@ func (s *Syslog) Warning(msg string) { s.log(msg, syslog.LOG_WARNING) }
 func (s *Syslog) Err(msg string)     { s.log(msg, syslog.LOG_ERR) }
 
 func (s *Syslog) log(msg string, level syslog.Priority) {
-	line := strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", " ")), " ")
+	line := strings.Join(strings.Fields(msg), " ")
 	if s.conn != nil {
 		// RFC 3164 as the local logger takes it (what log/syslog writes).
 		m := fmt.Sprintf("<%d>%s %s[%d]: %s\n", s.facility|level, time.Now().Format(time.Stamp), "ods-keyguard", os.Getpid(), line)

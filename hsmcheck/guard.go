@@ -36,10 +36,11 @@ func (g *stopGuard) stopOnSignal() {
 	go func() {
 		<-sig
 		g.stopping.Store(true)
-		for end := time.Now().Add(childGrace); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
-			if g.mu.TryLock() {
-				break // no call in progress, and none will start
-			}
+		idle := make(chan struct{})
+		go func() { g.mu.Lock(); close(idle) }() // no call in progress, and none will start
+		select {
+		case <-idle:
+		case <-time.After(childGrace):
 		}
 		os.Exit(143)
 	}()

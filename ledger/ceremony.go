@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
 
 // Ceremony statuses.
@@ -112,7 +113,7 @@ func NewID(repo string, t time.Time) string {
 		}
 		return '_'
 	}, repo)
-	return fmt.Sprintf("%s-%s-%s", t.UTC().Format("20060102T150405Z"), safe, hex.EncodeToString(b))
+	return fmt.Sprintf("%s-%s-%s", t.UTC().Format(when.Stamp), safe, hex.EncodeToString(b))
 }
 
 // Store is the ceremony state: the open ceremonies, one per repository at

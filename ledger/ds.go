@@ -140,11 +140,17 @@ type DSKey struct {
 // AtParent says whether the records have this key's DS at the parent: a
 // submission forwarded (or adopted) after the last forwarded retraction.
 func (k *DSKey) AtParent() bool {
-	last := k.Submitted
-	if k.Adopted.After(last) {
-		last = k.Adopted
-	}
+	last := k.Since()
 	return !last.IsZero() && last.After(k.Retracted)
+}
+
+// Since is when the records last put this key's DS at the parent: its
+// last forwarded submission, or its adoption; zero when neither.
+func (k *DSKey) Since() time.Time {
+	if k.Adopted.After(k.Submitted) {
+		return k.Adopted
+	}
+	return k.Submitted
 }
 
 // DSBook is the DS records read at once: events, pending entries, and per
@@ -275,11 +281,7 @@ func (b *DSBook) key(e DSEvent) *DSKey {
 // Unsettled says whether the records have this key's DS at the parent and
 // no operator settled it since it went there.
 func (k *DSKey) Unsettled() bool {
-	last := k.Submitted
-	if k.Adopted.After(last) {
-		last = k.Adopted
-	}
-	return k.AtParent() && !k.Settled.After(last)
+	return k.AtParent() && !k.Settled.After(k.Since())
 }
 
 // NeverForwarded says whether the records know that this key's DS never
@@ -380,7 +382,9 @@ func importLegacy(list []legacyEntry) []DSEvent {
 }
 
 // lineKey reads the public key's fingerprint and the algorithm from a
-// DNSKEY line in the enforcer's form: OWNER TTL IN DNSKEY FLAGS 3 ALG KEY.
+// DNSKEY line in the enforcer's form: OWNER TTL IN DNSKEY FLAGS 3 ALG KEY,
+// for entries of pending.json from before the DS events. The fingerprint
+// is hsmcheck.FingerprintDNSKEY's (the ledger does not link PKCS#11).
 func lineKey(line string) (fingerprint string, algorithm int) {
 	text, _, _ := strings.Cut(line, ";")
 	f := strings.Fields(text)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/user"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
@@ -120,4 +121,21 @@ func (l *Ledger) AddDS(ctx context.Context, evs ...DSEvent) error {
 // the events keep wants (nil: all). Take the Lock first.
 func (l *Ledger) CompactDS(ctx context.Context, keep func(DSEvent) bool) error {
 	return l.b.compactDS(ctx, keep)
+}
+
+// Operator names who acts, for the records: flag when given (--operator),
+// else the user behind sudo, else the user.
+func Operator(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	for _, v := range []string{"SUDO_USER", "USER", "LOGNAME"} {
+		if s := os.Getenv(v); s != "" {
+			return s
+		}
+	}
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "unknown"
 }

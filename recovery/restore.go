@@ -2,8 +2,6 @@ package recovery
 
 import (
 	"context"
-	"os"
-	"os/user"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
@@ -38,7 +36,7 @@ func RecordRestore(ctx context.Context, l *ledger.Ledger, results []hsmcheck.Res
 			continue
 		}
 		c := &ledger.Ceremony{ID: ledger.NewID(repo, now), Repository: repo, Status: ledger.Restored,
-			Operator: operator(), Prepared: now, Ended: now, Tokens: toks, Checks: []string{v.Summary}}
+			Operator: ledger.Operator(""), Prepared: now, Ended: now, Tokens: toks, Checks: []string{v.Summary}}
 		if err := store.End(ctx, c); err != nil {
 			return err
 		}
@@ -64,16 +62,4 @@ func sameRestore(store *ledger.Store, repo string, toks []ledger.TokenRecord) bo
 		return true
 	}
 	return false
-}
-
-func operator() string {
-	for _, v := range []string{"SUDO_USER", "USER", "LOGNAME"} {
-		if s := os.Getenv(v); s != "" {
-			return s
-		}
-	}
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return "unknown"
 }

@@ -166,13 +166,7 @@ func (m *MariaDB) Stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
-	syscall.Kill(-m.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-m.done:
-	case <-time.After(20 * time.Second):
-		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-		<-m.done
-	}
+	stopDaemon(m.cmd.Process.Pid, true, m.done, 20*time.Second)
 	m.cmd = nil
 }
 
@@ -348,14 +342,7 @@ func (d *Database) LoadEnforcerSchema() error {
 // under CI, where nothing skips.
 func TestDatabase(t testing.TB, name string) *Database {
 	t.Helper()
-	for _, tool := range []string{"mariadbd", "mariadb-install-db", "mariadb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not found, and CI does not skip", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
+	NeedTools(t, "mariadbd", "mariadb-install-db", "mariadb")
 	srv, err := SharedMariaDB()
 	if err != nil {
 		t.Fatal(err)
@@ -366,4 +353,22 @@ func TestDatabase(t testing.TB, name string) *Database {
 	}
 	t.Cleanup(func() { db.Drop() })
 	return db
+}
+
+// Strict is true under CI (CI set), where nothing skips: a test that lacks
+// a tool fails.
+var Strict = os.Getenv("CI") != ""
+
+// NeedTools fails t under CI, and skips it elsewhere, when one of tools is
+// not on PATH.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if Strict {
+				t.Fatalf("%s not found, and CI does not skip", tool)
+			}
+			t.Skipf("needs %s", tool)
+		}
+	}
 }

@@ -127,13 +127,7 @@ func (p *Parent) Stop() {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	stopDaemon(p.cmd.Process.Pid, true, p.done, 5*time.Second)
 	p.cmd = nil
 }
 

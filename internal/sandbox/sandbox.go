@@ -475,15 +475,26 @@ func (e *Enforcer) Stop() error {
 	if e.cmd == nil {
 		return nil
 	}
-	e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
-		<-e.done
-	}
+	stopDaemon(e.cmd.Process.Pid, false, e.done, 10*time.Second)
 	e.cmd = nil
 	return nil
+}
+
+// stopDaemon stops a daemon started in a process group of its own and
+// waited for on done: SIGTERM to it (to its whole group when group), then
+// SIGKILL to the group after grace.
+func stopDaemon(pid int, group bool, done <-chan error, grace time.Duration) {
+	target := pid
+	if group {
+		target = -pid
+	}
+	syscall.Kill(target, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
+	}
 }
 
 // Close stops the daemon and removes the socket's folder.
