@@ -159,6 +159,8 @@ type DSBook struct {
 	Events   []DSEvent
 	Pending  []*DSEntry // oldest first
 	Rejected []DSEvent
+	// Refused names the spool files that were not read (see Refused).
+	Refused []Refused
 	// Created is when the records began; zero when no hook recorded
 	// anything yet (everything at the parent then predates them).
 	Created time.Time

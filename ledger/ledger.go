@@ -47,7 +47,8 @@ type backend interface {
 	dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error
 	// appendHistory adds c; next is the whole history after it.
 	appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error
-	loadDS(ctx context.Context) ([]DSEvent, error)
+	// loadDS reads the events, and names the files it refused to read.
+	loadDS(ctx context.Context) ([]DSEvent, []Refused, error)
 	addDS(ctx context.Context, evs []DSEvent) error
 	compactDS(ctx context.Context, keep func(DSEvent) bool) error
 	close() error
@@ -101,11 +102,13 @@ func host() string {
 
 // DS reads the DS records: the compacted ones and what hooks added since.
 func (l *Ledger) DS(ctx context.Context) (*DSBook, error) {
-	evs, err := l.b.loadDS(ctx)
+	evs, refused, err := l.b.loadDS(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return Book(evs), nil
+	b := Book(evs)
+	b.Refused = refused
+	return b, nil
 }
 
 // AddDS records events durably, without waiting for the lock: what a hook
@@ -121,6 +124,26 @@ func (l *Ledger) AddDS(ctx context.Context, evs ...DSEvent) error {
 // the events keep wants (nil: all). Take the Lock first.
 func (l *Ledger) CompactDS(ctx context.Context, keep func(DSEvent) bool) error {
 	return l.b.compactDS(ctx, keep)
+}
+
+// Exposed names what of the ledger others than its writers can change: for
+// state_dir, folders writable by their group or by everyone. A MySQL ledger
+// relies on the server's grants: nothing to say here.
+func (l *Ledger) Exposed() []string {
+	if f, ok := l.b.(*files); ok {
+		return f.exposed()
+	}
+	return nil
+}
+
+// Refused is a file in state_dir's DS spool that was not read as a record,
+// with why: the trust model lets only root and state_dir's owner write
+// there. Aside: a writer moved it into ds/refused already.
+type Refused struct {
+	Path   string `json:"path"`
+	Name   string `json:"-"`
+	Reason string `json:"reason"`
+	Aside  bool   `json:"moved_aside"`
 }
 
 // Operator names who acts, for the records: flag when given (--operator),

@@ -56,10 +56,11 @@ func TestStoreRoundTripAndAppendOnly(t *testing.T) {
 	if len(matches) > 0 {
 		t.Errorf("temporary files left: %v", matches)
 	}
-	// state_dir is made setgid and group-writable, the files group-readable.
+	// state_dir is made setgid and group-readable, not group-writable (the
+	// group is the monitoring user's), the files group-readable.
 	fi, err := os.Stat(dir)
 	must(t, err)
-	if fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o770 {
+	if fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o750 {
 		t.Errorf("state_dir mode %v", fi.Mode())
 	}
 	fi, err = os.Stat(filepath.Join(dir, historyFile))

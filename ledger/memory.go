@@ -41,8 +41,8 @@ func (m *memory) appendHistory(ctx context.Context, next []*Ceremony, c *Ceremon
 	return nil
 }
 
-func (m *memory) loadDS(ctx context.Context) ([]DSEvent, error) {
-	return mergeEvents(append([]DSEvent(nil), m.ds...)), nil
+func (m *memory) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
+	return mergeEvents(append([]DSEvent(nil), m.ds...)), nil, nil
 }
 
 func (m *memory) addDS(ctx context.Context, evs []DSEvent) error {

@@ -363,7 +363,12 @@ func insertHistory(ctx context.Context, tx *sql.Tx, c *Ceremony, doc, sum string
 	return err
 }
 
-func (m *mysqlLedger) loadDS(ctx context.Context) ([]DSEvent, error) {
+func (m *mysqlLedger) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
+	evs, err := m.events(ctx)
+	return evs, nil, err
+}
+
+func (m *mysqlLedger) events(ctx context.Context) ([]DSEvent, error) {
 	rows, err := m.db.QueryContext(ctx, `SELECT id, doc, sha256 FROM keyguard_ds_event ORDER BY seq`)
 	if err != nil {
 		return nil, m.fail(ctx, err)
@@ -415,7 +420,7 @@ func (m *mysqlLedger) compactDS(ctx context.Context, keep func(DSEvent) bool) er
 	if keep == nil {
 		return nil
 	}
-	evs, err := m.loadDS(ctx)
+	evs, err := m.events(ctx)
 	if err != nil {
 		return err
 	}
