@@ -90,7 +90,16 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 	var derived []*enforcer.Key
 	f := g.facts(ctx, subs, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		derived = unrecorded(st, b)
-		return derived
+		if b == nil {
+			return derived
+		}
+		zones := map[string]bool{}
+		for _, e := range b.Pending {
+			if e.Kind == ledger.Retract {
+				zones[strings.ToLower(e.Zone)] = true
+			}
+		}
+		return append(append([]*enforcer.Key(nil), derived...), successorKeys(st, b, zones)...)
 	})
 	g.releaseSubmissions(ctx, &o, f, book, derived, say)
 	// The retractions see what was just forwarded.
@@ -208,6 +217,10 @@ func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say
 		}
 		d := DecideRetract(s, f)
 		switch d.Action {
+		case ledger.Rejected:
+			item.Action, item.Reason = ReleaseDropped, d.Reason
+			evs = append(evs, dropped(e, d.Reason))
+			g.Log.Err(fmt.Sprintf("ds-retract: dropped %s: %s", s.Describe(), d.Reason))
 		case ledger.Skipped:
 			item.Action, item.Reason = ReleaseDropped, d.Reason
 			evs = append(evs, dropped(e, d.Reason))
