@@ -88,12 +88,23 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	snap, err := inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+	var snap *inventory.Snapshot
+	if src.Parent.Enabled() {
+		// A DS at the parent counts as a key's only by digest: the public
+		// keys of the KSKs and CSKs are read too, which needs the database
+		// read first.
+		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+			return hsmcheck.Request{NoPublic: true, PublicIDs: hooks.SEPKeys(st)}
+		})
+	} else {
+		snap, err = inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+	}
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
 	answers := parent.ByZone(ctx, src.Parent, append(snap.State.ZoneNames(), hooks.GoneZones(snap.State, book)...))
-	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup}, opt)
+	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup,
+		Exposed: l.Exposed()}, opt)
 }
 
 // Run is Check within timeout, as a monitoring plugin must answer: the
@@ -134,6 +145,8 @@ type Facts struct {
 	Book          *ledger.DSBook
 	Parent        map[string]parent.Answer
 	RequireBackup map[string]bool
+	// Exposed names what of the ledger others than its writers can change.
+	Exposed []string
 }
 
 // Evaluate judges facts.
@@ -206,7 +219,14 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		}
 	}
 	ceremonies(st, f.Store, f.RequireBackup, opt, add)
-	zones := hooks.Status(hooks.StatusInput{State: st, Book: f.Book, Coverage: f.Store.Coverage(), RequireBackup: f.RequireBackup, Parent: f.Parent, Now: opt.At})
+	for _, e := range f.Exposed {
+		add(StateWarning, "state", "%s", e)
+	}
+	for _, r := range f.Book.Refused {
+		add(StateWarning, "state", "%s: refused: %s (only root and state_dir's owner write records: look at it, then remove it)", r.Path, r.Reason)
+	}
+	zones := hooks.Status(hooks.StatusInput{State: st, Book: f.Book, Coverage: f.Store.Coverage(), RequireBackup: f.RequireBackup,
+		Parent: f.Parent, PublicKeys: hooks.PublicKeys(f.Snapshot.Results), Now: opt.At})
 	for _, df := range hooks.Findings(zones) {
 		s := StateWarning
 		switch df.Severity {
