@@ -118,7 +118,7 @@ func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, 
 		if err := g.Ledger.AddDS(ctx, evs...); err != nil {
 			return nil, err
 		}
-		return keys, g.Ledger.CompactDS(ctx, nil)
+		return keys, g.Ledger.CompactDS(ctx)
 	}
 	if g.RetractForward == "" {
 		return nil, errors.New("no [hooks] ds_retract_forward is configured: have the registrar remove the DS, then record it with --by-hand")
@@ -139,5 +139,5 @@ func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, 
 	if err := errors.Join(o.ForwardErr, o.RecordErr); err != nil {
 		return nil, err
 	}
-	return keys, g.Ledger.CompactDS(ctx, nil)
+	return keys, g.Ledger.CompactDS(ctx)
 }

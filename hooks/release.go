@@ -108,7 +108,7 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 	}
 	f.Book = book
 	g.releaseRetractions(ctx, &o, f, say)
-	if err := g.Ledger.CompactDS(ctx, nil); err != nil {
+	if err := g.Ledger.CompactDS(ctx); err != nil {
 		return rep, err
 	}
 	if o.RecordErr != nil {
@@ -375,5 +375,5 @@ func (g *Guard) Drop(ctx context.Context, id, reason, operator string) (*ledger.
 		return nil, err
 	}
 	g.Log.Warning(fmt.Sprintf("%s: dropped zone %s key tag %d on purpose by %s: %s", e.Kind, e.Zone, e.KeyTag, operator, reason))
-	return e, g.Ledger.CompactDS(ctx, nil)
+	return e, g.Ledger.CompactDS(ctx)
 }

@@ -50,6 +50,8 @@ func openFiles(o Options) (*files, error) {
 	return &files{d: d, opts: o}, nil
 }
 
+func (f *files) where() string { return f.opts.String() }
+
 func (f *files) close() error {
 	if f.d == nil {
 		return nil
@@ -315,10 +317,10 @@ func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
 }
 
 // compactDS folds the spool (and a legacy pending.json) into events.json,
-// keeping the events keep wants, then removes what it folded in. Call it
-// under the lock. A crash in between leaves spool files that are folded in
-// again: events are merged by id.
-func (f *files) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
+// bounded to max events beyond those that still decide, then removes what
+// it folded in. Call it under the lock. A crash in between leaves spool
+// files that are folded in again: events are merged by id.
+func (f *files) compactDS(ctx context.Context, max int) error {
 	ds, spool, err := f.dsDirs(true)
 	if err != nil {
 		return err
@@ -353,16 +355,7 @@ func (f *files) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
 			}
 		}
 	}
-	evs = mergeEvents(evs)
-	if keep != nil {
-		kept := evs[:0]
-		for _, e := range evs {
-			if keep(e) {
-				kept = append(kept, e)
-			}
-		}
-		evs = kept
-	}
+	evs = bound(mergeEvents(evs), max)
 	if evs == nil {
 		evs = []DSEvent{}
 	}

@@ -208,8 +208,8 @@ func TestDSSpoolAndBook(t *testing.T) {
 	must(t, l.AddDS(ctx, fwd))
 	unlock, err := l.Lock(ctx)
 	must(t, err)
-	must(t, l.CompactDS(ctx, nil))
-	must(t, l.CompactDS(ctx, nil)) // again: nothing doubles
+	must(t, l.CompactDS(ctx))
+	must(t, l.CompactDS(ctx)) // again: nothing doubles
 	unlock()
 	left, _ := filepath.Glob(filepath.Join(dir, "ds", "spool", "*.json"))
 	if len(left) != 0 {
@@ -250,7 +250,7 @@ func TestLegacyPending(t *testing.T) {
 	}
 	unlock, err := l.Lock(ctx)
 	must(t, err)
-	must(t, l.CompactDS(ctx, nil))
+	must(t, l.CompactDS(ctx))
 	unlock()
 	if _, err := os.Stat(filepath.Join(dir, legacyPending)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pending.json still there: %v", err)

@@ -50,6 +50,13 @@ func (m *memory) addDS(ctx context.Context, evs []DSEvent) error {
 	return nil
 }
 
-func (m *memory) compactDS(ctx context.Context, keep func(DSEvent) bool) error { return nil }
+func (m *memory) compactDS(ctx context.Context, max int) error {
+	m.ds = bound(mergeEvents(m.ds), max)
+	return nil
+}
 
 func (m *memory) close() error { return nil }
+
+func (m *memory) where() string { return "the ledger in memory" }
+
+func (m *memory) lockHolder(ctx context.Context) string { return "" }
