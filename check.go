@@ -126,7 +126,12 @@ func checkReport(c *cli.Context) *monitor.Report {
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
+	lo, err := cfg.LedgerOptions(c.App.ErrWriter, true)
+	if err != nil {
+		return monitor.Unknown(opt, err.Error())
+	}
 	return monitor.Run(c.Context, timeout, monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens,
-		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return openLedger(ctx, c, cfg, true) },
+		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
+		Ledger:        lo.String(),
 		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}, opt)
 }

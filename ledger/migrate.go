@@ -197,14 +197,3 @@ func (l *Ledger) Init(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Where names the ledger for messages: the state_dir, or the database.
-func (l *Ledger) Where() string {
-	switch b := l.b.(type) {
-	case *mysqlLedger:
-		return b.srv.String()
-	case *files:
-		return b.opts.Dir
-	}
-	return "memory"
-}

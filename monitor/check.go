@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
@@ -30,7 +31,10 @@ type Sources struct {
 	Datastore enforcer.Datastore
 	Tokens    []hsmcheck.Token
 	// OpenLedger opens the records read-only; Check closes them.
-	OpenLedger    func(context.Context) (*ledger.Ledger, error)
+	OpenLedger func(context.Context) (*ledger.Ledger, error)
+	// Ledger names where the records are, for a message that says what
+	// did not answer (ledger.Options.String).
+	Ledger        string
 	RequireBackup map[string]bool
 	Parent        parent.Config
 }
@@ -74,7 +78,35 @@ func Unknown(opt CheckOptions, reason string) *Report {
 // age, the ceremonies, and the DS guard (with the parent's DS where
 // [parent] is configured).
 func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
+	return check(ctx, src, opt, &stage{})
+}
+
+// stage is what a check is waiting for, so that one out of time can say
+// which part did not answer.
+type stage struct {
+	mu   sync.Mutex
+	what string
+}
+
+func (s *stage) set(what string) {
+	s.mu.Lock()
+	s.what = what
+	s.mu.Unlock()
+}
+
+func (s *stage) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.what
+}
+
+func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Report {
 	// The records first: quick, and not to be starved by a token that hangs.
+	ledgerName := src.Ledger
+	if ledgerName == "" {
+		ledgerName = "the ledger"
+	}
+	at.set(ledgerName)
 	l, err := src.OpenLedger(ctx)
 	if err != nil {
 		return Unknown(opt, err.Error())
@@ -88,6 +120,7 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
+	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Datastore, tokenNames(src.Tokens)))
 	var snap *inventory.Snapshot
 	if src.Parent.Enabled() {
 		// A DS at the parent counts as a key's only by digest: the public
@@ -102,9 +135,13 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
+	if src.Parent.Enabled() {
+		at.set(strings.TrimSpace("the parent's servers " + strings.Join(src.Parent.Nameservers, " ") + " " + src.Parent.Resolver))
+	}
 	answers := parent.ByZone(ctx, src.Parent, append(snap.State.ZoneNames(), hooks.GoneZones(snap.State, book)...))
+	at.set("")
 	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup,
-		Exposed: l.Exposed()}, opt)
+		Exposed: l.Exposed(), Writer: l.LockHolder(ctx)}, opt)
 }
 
 // Run is Check within timeout, as a monitoring plugin must answer: the
@@ -115,11 +152,16 @@ func Run(ctx context.Context, timeout time.Duration, src Sources, opt CheckOptio
 	budget := timeout - timeout/10
 	ctx, cancel := context.WithTimeout(ctx, timeout*7/10)
 	defer cancel()
+	at := &stage{}
 	slow := func() *Report {
-		return Unknown(opt, fmt.Sprintf("no answer within %.1fs (-t %g): the tokens or the enforcer database are too slow", budget.Seconds(), timeout.Seconds()))
+		who := at.String()
+		if who == "" {
+			who = "the tokens or the enforcer database"
+		}
+		return Unknown(opt, fmt.Sprintf("no answer within %.1fs (-t %g) from %s", budget.Seconds(), timeout.Seconds(), who))
 	}
 	done := make(chan *Report, 1)
-	go func() { done <- Check(ctx, src, opt) }()
+	go func() { done <- check(ctx, src, opt, at) }()
 	select {
 	case rep := <-done:
 		if !rep.Measured && strings.Contains(rep.Summary, context.DeadlineExceeded.Error()) {
@@ -147,6 +189,9 @@ type Facts struct {
 	RequireBackup map[string]bool
 	// Exposed names what of the ledger others than its writers can change.
 	Exposed []string
+	// Writer names the live writer holding the ledger's lock, "" when none
+	// does: a ceremony preparing under it is in progress, not interrupted.
+	Writer string
 }
 
 // Evaluate judges facts.
@@ -218,7 +263,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 			add(StateWarning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval))
 		}
 	}
-	ceremonies(st, f.Store, f.RequireBackup, opt, add)
+	ceremonies(st, f.Store, f.RequireBackup, f.Writer, opt, add)
 	for _, e := range f.Exposed {
 		add(StateWarning, "state", "%s", e)
 	}
@@ -254,7 +299,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 // one a crash left preparing, and keys the enforcer holds Prepared with no
 // ceremony open for them (a prepare killed after the enforcer's, or run by
 // hand).
-func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt CheckOptions, add func(State, string, string, ...any)) {
+func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, writer string, opt CheckOptions, add func(State, string, string, ...any)) {
 	prepared := map[string]int{}
 	for _, k := range st.Keys {
 		if k.State != enforcer.Delete && k.Backup == enforcer.BackupPrepared {
@@ -267,7 +312,7 @@ func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt
 	}
 	sort.Strings(repos)
 	for _, repo := range repos {
-		if store.Open(repo) == nil {
+		if store.Open(repo) == nil && writer == "" {
 			add(StateWarning, "ceremony", "%d keys of repository %s are Prepared in the enforcer with no ceremony open (a backup prepare interrupted, or run by hand): the enforcer will not make them omnipresent; take them into a ceremony with ods-keyguard backup prepare -r %s, or unflag them with ods-keyguard backup rollback -r %s",
 				prepared[repo], repo, repo, repo)
 		}
@@ -275,6 +320,8 @@ func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt
 	for _, repo := range store.OpenRepositories() {
 		c := store.Open(repo)
 		switch {
+		case c.Status == ledger.Preparing && writer != "":
+			// In progress: the writer that records it holds the lock.
 		case c.Status == ledger.Preparing:
 			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while preparing: run ods-keyguard backup prepare -r %s again (it takes it up), or backup rollback -r %s",
 				c.ID, repo, repo, repo)
@@ -403,6 +450,18 @@ func summarize(rep *Report) string {
 		out += fmt.Sprintf(", +%d more problems", left)
 	}
 	return out
+}
+
+// tokenNames names the tokens for a message.
+func tokenNames(tokens []hsmcheck.Token) string {
+	var names []string
+	for _, t := range tokens {
+		names = append(names, t.Describe())
+	}
+	if len(names) == 0 {
+		return "none configured"
+	}
+	return strings.Join(names, ", ")
 }
 
 func oneLine(s string) string {
