@@ -338,7 +338,9 @@ func (g *Guard) retract(ctx context.Context, out *Outcome, f Facts, subs []Submi
 		case ledger.Rejected:
 			out.Rejected++
 			g.Log.Err(fmt.Sprintf("ds-retract: rejected %s: %s", s.Describe(), d.Reason))
-			evs = append(evs, event(s, ledger.Retract, ledger.Rejected, d.Reason, d.Locator))
+			ev := event(s, ledger.Retract, ledger.Rejected, d.Reason, d.Locator)
+			ev.Line = ledger.QuoteInput([]byte(strings.TrimSpace(s.Line)))
+			evs = append(evs, ev)
 		case ledger.Held:
 			out.Held++
 			g.Log.Warning(fmt.Sprintf("ds-retract: held %s: %s", s.Describe(), d.Reason))

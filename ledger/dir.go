@@ -123,7 +123,7 @@ func (d *dir) open(name string, flags int, mode uint32) (*os.File, error) {
 	fd, err := syscall.Openat(d.fd(), name, flags|noFollow|syscall.O_NONBLOCK, mode)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("state file %s: is a symlink; ods-keyguard does not follow links in state_dir", d.name(name))
+			return nil, &RefusedError{Path: d.name(name), Reason: "is a symlink; ods-keyguard does not follow links in state_dir"}
 		}
 		return nil, &os.PathError{Op: "open", Path: d.name(name), Err: perm.Explain(d.name(name), err)}
 	}

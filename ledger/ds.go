@@ -419,6 +419,23 @@ func QuoteInput(b []byte) string {
 	return q + more
 }
 
+// settledFor is how long a key's records are kept once nothing about it is
+// open: a year of KSK rollovers and a little more.
+const settledFor = 400 * 24 * time.Hour
+
+// settled says whether k's records decide nothing any more.
+func settled(b *DSBook, k *DSKey, now time.Time) bool {
+	if k.AtParent() || !k.InFlight.IsZero() || now.Sub(k.Events[len(k.Events)-1].Time) < settledFor {
+		return false
+	}
+	for _, kind := range []string{Submit, Retract} {
+		if b.PendingFor(kind, k) != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // maxEvents bounds the DS records that compaction keeps: every event that
 // still decides something (see needed), then the newest others up to this
 // many in all. syslog keeps every event; the records keep what decides.
@@ -428,11 +445,11 @@ const maxEvents = 10000
 // be: every needed event is kept, whatever their number, so that the DS
 // records read the same after compaction (the same pending entries, the
 // same per-key facts); the others are dropped oldest first.
-func bound(evs []DSEvent, max int) []DSEvent {
+func bound(evs []DSEvent, max int, now time.Time) []DSEvent {
 	if len(evs) <= max {
 		return evs
 	}
-	keep := needed(evs)
+	keep := needed(evs, now)
 	room := max - len(keep)
 	for i := len(evs) - 1; i >= 0 && room > 0; i-- {
 		if !keep[evs[i].ID] {
@@ -456,7 +473,10 @@ func bound(evs []DSEvent, max int) []DSEvent {
 // DNSKEY line and the last joining its locator to its public key; per entry
 // kept back, the first and the last event since it was last settled and
 // every failed forward since (the attempts); the last 100 rejected inputs.
-func needed(evs []DSEvent) map[string]bool {
+// A key settled for good (nothing kept back, its DS not at the parent by the
+// records, no forward unfinished) whose last event is older than settledFor
+// needs none: it decides nothing any more.
+func needed(evs []DSEvent, now time.Time) map[string]bool {
 	keep := map[string]bool{}
 	rejected := 0
 	for i := len(evs) - 1; i >= 0; i-- {
@@ -479,6 +499,9 @@ func needed(evs []DSEvent) map[string]bool {
 	b := Book(evs)
 	for _, k := range b.order {
 		ev := k.Events
+		if settled(b, k, now) {
+			continue
+		}
 		last := map[string]int{} // what -> position in ev
 		firstWithheld := -1
 		run := map[string][]int{} // entry -> positions of its current run
@@ -531,7 +554,7 @@ func needed(evs []DSEvent) map[string]bool {
 		}
 		for what, i := range last {
 			ended, hasEnded := last["ended"]
-			if what == "ended" || (what == "forwarding" && hasEnded && ended > i) {
+			if what == "ended" || what == "line" || what == "join" || (what == "forwarding" && hasEnded && ended > i) {
 				continue // a forward that ended since is not in flight
 			}
 			keep[ev[i].ID] = true
@@ -563,6 +586,21 @@ func needed(evs []DSEvent) map[string]bool {
 			if line >= 0 {
 				keep[ev[line].ID] = true
 			}
+		}
+		// The key's DNSKEY (its public key: the same in every line) and the
+		// join of its locator to it, unless a kept event has them already.
+		hasLine, hasJoin := false, false
+		for _, e := range ev {
+			if keep[e.ID] {
+				hasLine = hasLine || e.Line != ""
+				hasJoin = hasJoin || (e.Locator != "" && e.Fingerprint != "")
+			}
+		}
+		if i, ok := last["line"]; ok && !hasLine {
+			keep[ev[i].ID] = true
+		}
+		if i, ok := last["join"]; ok && !hasJoin {
+			keep[ev[i].ID] = true
 		}
 		// An older event kept for one of the reasons above must not open
 		// again what was settled after it: the event that settled it is

@@ -355,7 +355,7 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 			}
 		}
 	}
-	evs = bound(mergeEvents(evs), max)
+	evs = bound(mergeEvents(evs), max, time.Now())
 	if evs == nil {
 		evs = []DSEvent{}
 	}

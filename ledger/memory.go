@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Memory returns a ledger that keeps its records in memory only: for tests
@@ -51,7 +52,7 @@ func (m *memory) addDS(ctx context.Context, evs []DSEvent) error {
 }
 
 func (m *memory) compactDS(ctx context.Context, max int) error {
-	m.ds = bound(mergeEvents(m.ds), max)
+	m.ds = bound(mergeEvents(m.ds), max, time.Now())
 	return nil
 }
 

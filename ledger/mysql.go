@@ -440,7 +440,7 @@ func (m *mysqlLedger) compactDS(ctx context.Context, max int) error {
 		return err
 	}
 	keep := map[string]bool{}
-	for _, e := range bound(evs, max) {
+	for _, e := range bound(evs, max, time.Now()) {
 		keep[e.ID] = true
 	}
 	var drop []any

@@ -397,10 +397,14 @@ func summarize(rep *Report) string {
 			clauses = append(clauses, clause{fmt.Sprintf("%d DS requests kept back or unaccounted for (hook status)", n), n})
 		case "parent":
 			var zones []string
+			named := map[string]bool{}
 			for _, g := range rep.Findings {
 				if g.Category == "parent" && g.State == StateCritical {
 					z, _, _ := strings.Cut(strings.TrimPrefix(g.Text, "zone "), ":")
-					zones = append(zones, z)
+					if !named[z] {
+						named[z] = true
+						zones = append(zones, z)
+					}
 				}
 			}
 			text := fmt.Sprintf("%d problems with the DS at the parent (hook status)", n)

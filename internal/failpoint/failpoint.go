@@ -1,35 +1,44 @@
 // Package failpoint lets a test kill ods-keyguard at a named step, as a
-// crash or kill -9 would, or stop it there, as a slow step would:
-// $ODS_KEYGUARD_FAILPOINT names the step ("STEP" kills, "STEP:stop" stops
-// the process with SIGSTOP after writing its pid to
-// $ODS_KEYGUARD_FAILPOINT_PIDFILE, for the test to inspect it mid-step and
-// then continue or kill it). Unset, a failpoint does nothing.
+// crash or kill -9 would, or hold it there, as a slow step would:
+// $ODS_KEYGUARD_FAILPOINT names the step. "STEP" kills; "STEP:pause" writes
+// the pid to $ODS_KEYGUARD_FAILPOINT_PIDFILE and waits (at most a minute)
+// until the test removes that file, so the test can look at the step in
+// progress, then let it go on. Unset, a failpoint does nothing.
 package failpoint
 
 import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 )
 
-// Env names the step to die (or stop) at; PidEnv the file that gets the
-// pid of a stopped process.
+// Env names the step to die (or pause) at; PidEnv the file a paused
+// process writes its pid to, and waits to see removed.
 const (
 	Env    = "ODS_KEYGUARD_FAILPOINT"
 	PidEnv = "ODS_KEYGUARD_FAILPOINT_PIDFILE"
 )
 
 // Hit kills this process with SIGKILL when $ODS_KEYGUARD_FAILPOINT is
-// point, or stops it with SIGSTOP when it is point + ":stop".
+// point, or pauses it there when it is point + ":pause".
 func Hit(point string) {
 	switch os.Getenv(Env) {
 	case point:
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // SIGKILL is not caught: never returns
-	case point + ":stop":
-		if f := os.Getenv(PidEnv); f != "" {
-			os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	case point + ":pause":
+		f := os.Getenv(PidEnv)
+		if f == "" {
+			return
 		}
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		if err := os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return
+		}
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(f); err != nil {
+				return
+			}
+		}
 	}
 }
