@@ -41,7 +41,9 @@ UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
 database unreadable, bad arguments, out of time.
 
 Output: "KEYGUARD STATE - summary | perfdata" (at most about 200 bytes), then
-one line per problem, one per pool, and "| " with the rest of the perfdata.
+one line per problem, one per pool, and "| " with the rest of the perfdata;
+at most 8,000 bytes in all (what Nagios keeps): findings that do not fit
+are counted per state and category, --json has them all.
 Ranges: [@][start:][end], alert outside (inside with @).
 --at TIME: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
 
