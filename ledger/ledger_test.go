@@ -113,7 +113,7 @@ func TestSymlinksAreRefused(t *testing.T) {
 	}
 	must(t, os.Remove(filepath.Join(dir, lockName)))
 	must(t, os.Symlink(victim, filepath.Join(dir, historyFile)))
-	if _, err := l.Ceremonies(ctx); err == nil || !strings.Contains(err.Error(), historyFile+": is a symlink") {
+	if _, err := l.Ceremonies(ctx); err == nil || !strings.Contains(err.Error(), historyFile+": refused: is a symlink") {
 		t.Errorf("history through a symlink: %v", err)
 	}
 	// Writing replaces the link with a file; the target is untouched.

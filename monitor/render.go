@@ -53,7 +53,7 @@ func (rep *Report) Perf() (core, rest []Perf) {
 const textBudget = 8000
 
 // maxLine bounds one line of the long output.
-const maxLine = 512
+const maxLine = 1024
 
 // Text writes the plugin output: "KEYGUARD STATE - summary | perfdata",
 // a line per finding, a line per pool, and the rest of the perfdata, all
