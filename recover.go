@@ -24,8 +24,12 @@ directly.`,
 				UsageText: "ods-keyguard recover assess [--delivery DURATION] [--json] [-t SECONDS]",
 				Description: `First line, the verdict: nothing lost; some HSMs lost keys another still
 holds (replace them from their peers, do not restore from a backup token);
-or every HSM lost keys (restore from the backup token), with the keys the
-last confirmed ceremony has and those lost for good.
+or every HSM lost keys (restore from the backup token). The keys missing
+everywhere are counted in three classes: in use (handed out to a zone:
+assigned, published, signing, or with a DS), either on the backup token
+or lost for good; unused and on the backup token; unused, made after the
+last ceremony and never handed out: lost, as rule 2 allows, at no cost to
+any zone, but the enforcer's pool still lists them (recover prune-pool).
 Then each HSM, each lost key, and each zone: the earliest RRSIG expiration
 in its signed output, the time left, whether the parent has a DS (read from
 the parent with [parent] configured, else from what ods-keyguard forwarded),
@@ -35,8 +39,10 @@ the policy). With --delivery (ISO 8601, e.g. P3D) each zone "can wait for
 the new HSMs" or must "go insecure". A signed file that cannot be read
 counts as the worst case.
 
-Exit status: 0 nothing lost; 1 keys lost but recoverable; 2 keys lost for
-good or a zone must go insecure; 3 could not determine.`,
+Exit status: 0 nothing lost; 1 keys lost, every key in use recoverable
+(unused keys made after the last ceremony may be lost); 2 a key in use
+lost for good (see recover plan) or a zone must go insecure; 3 could not
+determine; 2 also for bad usage (with a message on stderr).`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "delivery", Usage: "how long until the new HSMs are in service (`DURATION`, e.g. P3D)"},
 					jsonFlag(), timeoutFlag(defaultTimeout),
@@ -49,11 +55,16 @@ good or a zone must go insecure; 3 could not determine.`,
 				UsageText: "ods-keyguard recover verify [--json] [-t SECONDS]",
 				Description: `Every key of the last confirmed ceremony (and every needed key an earlier
 ceremony covers) must be on every token with the public key the ceremony
-recorded. Keys the enforcer used after the last ceremony are listed as lost,
-with their zones. Each token's serial is compared with those the ceremonies
-recorded. A complete restore is added to the history.
+recorded. Keys the enforcer handed out to a zone after the last ceremony
+are lost for good: listed as LOST with their zones (see recover plan), and
+the restore is incomplete. Unused keys made after the last ceremony, never
+handed out, are listed as UNUSED: the restore is complete without them, but
+the enforcer's pool still lists them; remove them with recover prune-pool
+before the enforcer starts. Each token's serial is compared with those the
+ceremonies recorded. A complete restore is added to the history.
 
-Exit status: 0 complete; 1 incomplete; 3 could not determine.`,
+Exit status: 0 complete (every key in use and every backed-up key back);
+1 incomplete; 3 could not determine.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runVerifyRestore),
 			},

@@ -27,11 +27,7 @@ func (a *Assessment) WriteText(out io.Writer) error {
 		}
 	}
 	for _, l := range a.Lost {
-		where := "lost for good: made after the last confirmed ceremony"
-		if l.Recoverable {
-			where = "on the backup token of ceremony " + l.Ceremony
-		}
-		fmt.Fprintf(w, "KEY %s: %s\n", l, where)
+		fmt.Fprintf(w, "KEY %s: %s\n", l, l.Fate())
 	}
 	for _, z := range a.Zones {
 		sig := "signed output unreadable: " + z.Error
@@ -78,7 +74,10 @@ func (v *Verification) WriteText(out io.Writer) error {
 		}
 	}
 	for _, l := range v.Lost {
-		fmt.Fprintf(w, "LOST %s: used after the last confirmed ceremony, on no HSM\n", l)
+		fmt.Fprintf(w, "LOST %s: handed out after the last confirmed ceremony, on no HSM: lost for good (ods-keyguard recover plan)\n", l)
+	}
+	for _, l := range v.Unused {
+		fmt.Fprintf(w, "UNUSED %s: made after the last ceremony, never handed out, on no HSM\n", l)
 	}
 	return w.Flush()
 }
@@ -99,4 +98,17 @@ func (l LostKey) String() string {
 		zones = strings.Join(l.Zones, ",")
 	}
 	return fmt.Sprintf("%s %s (%s, %s)", l.Locator, l.Role, l.Use, zones)
+}
+
+// Fate says what losing the key means, by its class.
+func (l LostKey) Fate() string {
+	switch {
+	case l.Class == InUse && l.Recoverable:
+		return "in use, on the backup token of ceremony " + l.Ceremony
+	case l.Class == InUse:
+		return "in use, handed out after the last confirmed ceremony: lost for good (ods-keyguard recover plan)"
+	case l.Recoverable:
+		return "unused, on the backup token of ceremony " + l.Ceremony
+	}
+	return "made after the last ceremony, never handed out: lost with the HSMs; remove it from the enforcer's pool after the restore (recover prune-pool)"
 }
