@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -68,6 +69,40 @@ Exit status: 0 complete (every key in use and every backed-up key back);
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runVerifyRestore),
 			},
+			{
+				Name:      "prune-pool",
+				Usage:     "after a restore: remove from the enforcer's pool the unused keys no HSM holds",
+				UsageText: "ods-keyguard recover prune-pool [--apply] [--json] [-t SECONDS]",
+				Description: `Unused keys made after the last ceremony are gone with the HSMs, and the
+enforcer's pool still lists them: OpenDNSSEC 2.1 hands them out at a zone's
+next rollover (lowest id first), and the signer then finds no key. 2.1 has
+no command that removes an unused key (key purge takes only dead keys).
+This lists those keys (state UNUSED, assigned to no zone, in no confirmed
+ceremony, on no HSM of their repository: every token must answer) and the
+exact statements that delete their hsmKey rows, for review; nothing
+changes without --apply.
+
+With --apply, and only while ods-enforcerd is stopped (its socket must not
+answer, and no ods-enforcerd may run with this conf.xml; with MySQL, stop
+it on every host using the database, and take a mysqldump first):
+for SQLite a copy of the whole database is made in state_dir first; the
+rows are read again in one transaction (each must still be UNUSED, named by
+no keyData, with the same locator, or nothing is deleted), written to an
+undo file of INSERT statements in state_dir, then deleted. Start the
+enforcer afterwards: it makes new keys on the HSM to fill its pool.
+Nothing is removed while a key in use or a backed-up key is on no HSM:
+complete the restore first (recover verify).
+
+Exit status: 0 nothing to remove, or removed with --apply; 1 keys to remove
+(listed, not removed), or the restore is not complete, or --apply refused
+while the enforcer runs; 3 could not determine (a token or the database did
+not answer); 2 bad usage.`,
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "apply", Usage: "run the statements (the enforcer stopped)"},
+					jsonFlag(), timeoutFlag(defaultTimeout),
+				},
+				Action: withJob(runPrunePool),
+			},
 		},
 	}
 }
@@ -102,6 +137,38 @@ func runAssess(r *job) error {
 	}
 	if a.Exit != 0 {
 		return exit(a.Exit, nil)
+	}
+	return nil
+}
+
+func runPrunePool(r *job) error {
+	c := r.c
+	running := recovery.EnforcerRunning(r.cfg.ODS.SocketFile, r.cfg.ODS.Path)
+	if c.Bool("apply") && running != "" {
+		return exit(exitProblems, fmt.Errorf("recover prune-pool --apply: ods-enforcerd is running (%s): stop it first; nothing changed", running))
+	}
+	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
+	if err != nil {
+		return err
+	}
+	_, store, err := r.ceremonies(false)
+	if err != nil {
+		return err
+	}
+	p, err := recovery.PlanPrune(snap.State, store, recovery.Tokens(snap.Results), r.cfg.ODS.Datastore)
+	if err != nil {
+		return err
+	}
+	if c.Bool("apply") {
+		if err := p.Apply(r.ctx, r.cfg.ODS.Datastore, r.cfg.StateDir, time.Now()); err != nil {
+			return fmt.Errorf("recover prune-pool --apply: %w", err)
+		}
+	}
+	if err := output(c, p.Doc(), p.WriteText); err != nil {
+		return err
+	}
+	if len(p.Blocked) > 0 || (len(p.Keys) > 0 && !p.Applied) {
+		return exit(exitProblems, nil)
 	}
 	return nil
 }

@@ -112,3 +112,42 @@ func (l LostKey) Fate() string {
 	}
 	return "made after the last ceremony, never handed out: lost with the HSMs; remove it from the enforcer's pool after the restore (recover prune-pool)"
 }
+
+// WriteText prints the keys to remove, the statements that remove them,
+// and what was done.
+func (p *Prune) WriteText(out io.Writer) error {
+	w := bufio.NewWriter(out)
+	fmt.Fprintf(w, "recover prune-pool: %s\n", p.Summary)
+	for _, b := range p.Blocked {
+		fmt.Fprintf(w, "BLOCKED %s\n", b)
+	}
+	for _, k := range p.Keys {
+		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d): on no HSM, never handed out\n",
+			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(when.Display), k.ID)
+	}
+	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
+		return w.Flush()
+	}
+	fmt.Fprintf(w, "on %s, in one transaction (SQLite: BEGIN IMMEDIATE; MySQL: START TRANSACTION), each row read again first:\n", p.Datastore)
+	for _, s := range p.Statements {
+		fmt.Fprintf(w, "  %s\n", s)
+	}
+	fmt.Fprintln(w, "  COMMIT;")
+	if !p.Applied {
+		fmt.Fprintln(w, "dry run: nothing changed; stop ods-enforcerd (on every host that uses this database), then run again with --apply")
+		return w.Flush()
+	}
+	if p.Copy != "" {
+		fmt.Fprintf(w, "database copy before the change: %s\n", p.Copy)
+	}
+	fmt.Fprintf(w, "the rows deleted, to put back if need be: %s\n", p.Undo)
+	return w.Flush()
+}
+
+// Doc is recover prune-pool's JSON document.
+func (p *Prune) Doc() any {
+	return struct {
+		Schema string `json:"schema"`
+		*Prune
+	}{"ods-keyguard/recover-prune-pool/1", p}
+}
