@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -68,6 +69,45 @@ Exit status: 0 complete (every key in use and every backed-up key back);
 1 incomplete; 3 could not determine.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runVerifyRestore),
+			},
+			{
+				Name:      "plan",
+				Usage:     "for keys in use lost for good: keep the zone signed (draft-ietf-dnsop-dnssec-keyrestore-01), or the date to remove the DS",
+				UsageText: "ods-keyguard recover plan [--zone ZONE] [--margin DURATION] [--json] [-t SECONDS]",
+				Description: `For each zone with a key in use that no confirmed ceremony covers and no
+HSM holds (lost for good), which path of draft-ietf-dnsop-dnssec-keyrestore-01
+applies, each step dated from the zone's policy in kasp.xml (conf.xml's
+<PolicyFile>): TTLkey <Keys><TTL>, Dprp <Zone><PropagationDelay>, TTLsig
+<Signatures><MaxZoneTTL>, Dsgn <Signatures><Resign>, DprpP
+<Parent><PropagationDelay>, TTLds <Parent><DS><TTL>, Dreg
+<Parent><RegistrationDelay>.
+
+  ZSK lost, KSK operable: pre-publish a new ZSK. Tpub = now,
+    Trdy = Tpub + Dprp + TTLkey, Tdea = Trdy + Dsgn + Dprp + TTLsig.
+  KSK lost: double-DS. Tsbm = now, Trdy = Tsbm + Dreg + DprpP + TTLds,
+    Tdea = Trdy + Dprp + TTLkey.
+  CSK lost: double-DS, Tdea = Trdy + Dsgn + Dprp + max(TTLkey, TTLsig).
+  KSK and ZSK lost: double-DS, then the new ZSK published at Trdy,
+    TrdyZ = Trdy + Dprp + TTLkey, Tdea = TrdyZ + Dsgn + Dprp + TTLsig.
+
+The zone stays signed only if its current signatures (the first RRSIG to
+expire in the signed output, as recover assess reads it) last until Tdea
+plus --margin (default P1D: time for the work by hand); otherwise the plan
+is the DS-removal path: request removal by Texp - (Dreg + DprpP + TTLds).
+A zone without a DS at the parent just rolls to new keys. Each step says
+what OpenDNSSEC 2.1 does for it and what the operator does by hand: its
+signer cannot keep RRSIGs whose key is gone, so the signed zone is frozen
+by hand while the old signatures are needed.
+
+Exit status: 0 no key in use lost for good; 1 every zone concerned can
+stay signed (follow the steps); 2 a zone must go insecure (request DS
+removal by the date given), or bad usage; 3 could not determine.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "zone", Usage: "only `ZONE`"},
+					&cli.StringFlag{Name: "margin", Value: "P1D", Usage: "how long the old signatures must outlast Tdea (`DURATION`)"},
+					jsonFlag(), timeoutFlag(defaultTimeout),
+				},
+				Action: withJob(runPlan),
 			},
 			{
 				Name:      "prune-pool",
@@ -137,6 +177,54 @@ func runAssess(r *job) error {
 	}
 	if a.Exit != 0 {
 		return exit(a.Exit, nil)
+	}
+	return nil
+}
+
+func runPlan(r *job) error {
+	c := r.c
+	margin, err := when.ParseISODuration(c.String("margin"))
+	if err != nil {
+		return usagef("--margin: %v", err)
+	}
+	file, err := recovery.PolicyFile(r.cfg.ODS.Path)
+	if err != nil {
+		return err
+	}
+	kasp, err := recovery.ReadKasp(file)
+	if err != nil {
+		return err
+	}
+	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
+	if err != nil {
+		return err
+	}
+	l, store, err := r.ceremonies(true)
+	if err != nil {
+		return err
+	}
+	book, err := l.DS(r.ctx)
+	if err != nil {
+		return err
+	}
+	if z := c.String("zone"); z != "" {
+		found := false
+		for _, n := range snap.State.ZoneNames() {
+			found = found || strings.EqualFold(n, strings.TrimSuffix(z, "."))
+		}
+		if !found {
+			return usagef("--zone %s: not a zone of the enforcer", z)
+		}
+	}
+	kp := recovery.Plan(recovery.PlanInput{Input: recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store,
+		Tokens: recovery.Tokens(snap.Results), ReadZone: recovery.ReadSignedOutput, Book: book,
+		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())},
+		Kasp: kasp, Margin: margin, Zone: c.String("zone")})
+	if err := output(c, kp.Doc(), kp.WriteText); err != nil {
+		return err
+	}
+	if kp.Exit != 0 {
+		return exit(kp.Exit, nil)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
@@ -150,4 +151,50 @@ func (p *Prune) Doc() any {
 		Schema string `json:"schema"`
 		*Prune
 	}{"ods-keyguard/recover-prune-pool/1", p}
+}
+
+// WriteText prints the verdict, then per zone its path, the timing it
+// was computed from, and each step with its date.
+func (kp *KeyPlan) WriteText(out io.Writer) error {
+	w := bufio.NewWriter(out)
+	fmt.Fprintf(w, "recover plan: %s\n", kp.Summary)
+	for _, z := range kp.Zones {
+		verdict := "KEEPS SIGNED"
+		if !z.Feasible {
+			verdict = "GOES INSECURE"
+		}
+		fmt.Fprintf(w, "ZONE %s (policy %s): lost for good: %s; DS at the parent: %v (%s); path: %s; %s: %s\n",
+			z.Zone, z.Policy, strings.Join(z.LostRoles, ", "), z.DSAtParent, z.DSSource, z.Path, verdict, z.Advice)
+		if z.Seconds != nil && len(z.Steps) > 0 {
+			t := z.Timing
+			fmt.Fprintf(w, "  timing from kasp.xml: TTLkey %s, Dprp %s, TTLsig %s, Dsgn %s, DprpP %s, TTLds %s, Dreg %s, margin %s\n",
+				when.Duration(t.TTLkey), when.Duration(t.Dprp), when.Duration(t.TTLsig), when.Duration(t.Dsgn),
+				when.Duration(t.DprpP), when.Duration(t.TTLds), when.Duration(t.Dreg), when.Duration(kp.Margin))
+			for _, a := range t.Assumed {
+				fmt.Fprintf(w, "  assumed: %s\n", a)
+			}
+		}
+		for _, s := range z.Steps {
+			hand := ""
+			if s.ByHand {
+				hand = "BY HAND: "
+			}
+			off := "now +" + when.Duration(time.Duration(s.Offset)*time.Second)
+			if s.Offset < 0 {
+				off = "now -" + when.Duration(time.Duration(-s.Offset)*time.Second)
+			}
+			fmt.Fprintf(w, "  %s %s (%s: %s): %s%s\n", s.Name, s.At.Format(when.Display), off, s.Formula, hand, s.Action)
+			fmt.Fprintf(w, "    OpenDNSSEC 2.1 %s\n", s.OpenDNSSEC)
+		}
+	}
+	return w.Flush()
+}
+
+// Doc is recover plan's JSON document.
+func (kp *KeyPlan) Doc() any {
+	return struct {
+		Schema        string `json:"schema"`
+		MarginSeconds int64  `json:"margin_seconds"`
+		*KeyPlan
+	}{"ods-keyguard/recover-plan/1", secs(kp.Margin), kp}
 }
