@@ -158,7 +158,7 @@ func (c Counts) Text() string {
 		parts = append(parts, fmt.Sprintf("%d unused, on the backup token", c.Covered))
 	}
 	if c.After > 0 {
-		parts = append(parts, fmt.Sprintf("%d unused made after the last ceremony, never handed out: lost, nothing is in use", c.After))
+		parts = append(parts, fmt.Sprintf("%d unused made after the last ceremony, never handed out: lost, nothing is in use; after the restore, remove them from the enforcer's pool (recover prune-pool)", c.After))
 	}
 	return strings.Join(parts, "; ")
 }
