@@ -16,7 +16,7 @@ import (
 func recoverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "recover",
-		Usage: "recovery when HSMs lost their keys: assess, then verify the restore",
+		Usage: "recovery when HSMs lost their keys: assess, verify the restore, prune the pool, plan for keys lost for good",
 		Description: `Works with the enforcer daemon down: it reads the database and the tokens
 directly.`,
 		Subcommands: []*cli.Command{
