@@ -372,21 +372,16 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 
 func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 	by := zt.DSRemovalBy.Format(when.Display)
-	ksk := false
-	for _, r := range zt.LostRoles {
-		if r == "KSK" || r == "CSK" {
-			ksk = true
-		}
-	}
+	lost := strings.Join(zt.LostRoles, " and ")
 	switch {
 	case !affected:
 		zt.Advice = "its keys are on a working HSM"
 		return
-	case ksk && zt.DSAtParent:
-		zt.Decision = "go insecure"
-		zt.Advice = fmt.Sprintf("its KSK is lost for good and the parent holds its DS: request DS removal by %s", by)
-	case ksk:
-		zt.Advice = "its KSK is lost for good, but no DS is at the parent: roll to new keys"
+	case lost != "" && zt.DSAtParent:
+		// No decision: recover plan tells whether it can stay signed.
+		zt.Advice = fmt.Sprintf("its %s in use is lost for good and the parent holds its DS: ods-keyguard recover plan says whether a rollover keeps it signed (draft-ietf-dnsop-dnssec-keyrestore-01), else request DS removal by %s", lost, by)
+	case lost != "":
+		zt.Advice = fmt.Sprintf("its %s in use is lost for good, but no DS is at the parent: roll to new keys", lost)
 	case in.Delivery == 0:
 		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format(when.Display), leftText(zt.Left), by)
 		if zt.Error != "" {
