@@ -73,7 +73,10 @@ type KeyPlan struct {
 	Summary string        `json:"summary"`
 	Exit    int           `json:"exit"`
 	Margin  time.Duration `json:"-"`
-	Zones   []ZonePlan    `json:"zones"`
+	// Unreachable names the HSMs that did not answer: counted as holding
+	// nothing, as assess counts them.
+	Unreachable []string   `json:"unreachable"`
+	Zones       []ZonePlan `json:"zones"`
 }
 
 // PlanInput is what a plan is made from: what assess reads, the policies'
@@ -89,7 +92,12 @@ type PlanInput struct {
 // draft's paths applies and when each step is due.
 func Plan(in PlanInput) *KeyPlan {
 	a := Assess(in.Input)
-	kp := &KeyPlan{Now: in.Now, Margin: in.Margin, Zones: []ZonePlan{}}
+	kp := &KeyPlan{Now: in.Now, Margin: in.Margin, Zones: []ZonePlan{}, Unreachable: []string{}}
+	for _, h := range a.HSMs {
+		if !h.Reachable {
+			kp.Unreachable = append(kp.Unreachable, fmt.Sprintf("%s: %s", h.Describe(), h.Error))
+		}
+	}
 	byZone := map[string][]LostKey{}
 	for _, l := range a.Lost {
 		if !l.LostForGood() {

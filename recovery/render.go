@@ -158,6 +158,9 @@ func (p *Prune) Doc() any {
 func (kp *KeyPlan) WriteText(out io.Writer) error {
 	w := bufio.NewWriter(out)
 	fmt.Fprintf(w, "recover plan: %s\n", kp.Summary)
+	for _, u := range kp.Unreachable {
+		fmt.Fprintf(w, "HSM %s: UNREACHABLE: counted as holding nothing\n", u)
+	}
 	for _, z := range kp.Zones {
 		verdict := "KEEPS SIGNED"
 		if !z.Feasible {
