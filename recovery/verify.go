@@ -137,7 +137,10 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 		for _, h := range v.HSMs {
 			missing += len(h.Missing) + len(h.Differs)
 		}
-		v.Summary = fmt.Sprintf("restore incomplete: %d backed-up keys missing or different on the HSMs, %d keys in use lost for good (handed out after the last ceremony: ods-keyguard recover plan)", missing, len(v.Lost))
+		v.Summary = fmt.Sprintf("restore incomplete: %d backed-up keys missing or different on the HSMs", missing)
+		if len(v.Lost) > 0 {
+			v.Summary += fmt.Sprintf("; %d keys in use lost for good (handed out after the last ceremony: ods-keyguard recover plan)", len(v.Lost))
+		}
 	}
 	if n := len(v.Unused); n > 0 {
 		v.Summary += fmt.Sprintf("; %d unused keys made after the last ceremony, never handed out, are lost: %s", n, PruneAdvice)
