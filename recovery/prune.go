@@ -145,6 +145,11 @@ func EnforcerRunning(socket, conf string) string {
 				used = strings.TrimPrefix(a, "--config=")
 			}
 		}
+		if !filepath.IsAbs(used) {
+			if cwd, err := os.Readlink(filepath.Join(d, "cwd")); err == nil {
+				used = filepath.Join(cwd, used)
+			}
+		}
 		if sameFile(used, conf) {
 			return fmt.Sprintf("process %s runs with %s", filepath.Base(d), conf)
 		}

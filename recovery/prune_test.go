@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,5 +129,49 @@ func TestPruneUnreadToken(t *testing.T) {
 	_, err := PlanPrune(st, store, []Token{{Name: "a", Kind: "repository", Repository: "R", Err: errors.New("login: CKR_PIN_INCORRECT")}}, enforcer.Datastore{})
 	if err == nil || !strings.Contains(err.Error(), "cannot tell which keys are on no HSM") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// An ods-enforcerd running with this conf.xml, named relative to its own
+// folder, is found; one with another conf.xml is not; after it ends,
+// nothing is.
+func TestEnforcerRunning(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf.xml")
+	other := filepath.Join(dir, "other.xml")
+	for _, f := range []string{conf, other} {
+		if err := os.WriteFile(f, []byte("<Configuration/>"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	daemon := filepath.Join(dir, "ods-enforcerd")
+	if err := os.WriteFile(daemon, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := EnforcerRunning(filepath.Join(dir, "no.sock"), conf); got != "" {
+		t.Fatalf("nothing runs yet: %q", got)
+	}
+	start := func(confArg string) *exec.Cmd {
+		cmd := exec.Command(daemon, "-c", confArg, "-d")
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	stop := func(cmd *exec.Cmd) {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+	cmd := start("other.xml")
+	if got := EnforcerRunning("", conf); got != "" {
+		t.Errorf("another conf.xml: %q", got)
+	}
+	stop(cmd)
+	cmd = start("conf.xml")
+	defer stop(cmd)
+	if got := EnforcerRunning("", conf); !strings.Contains(got, "runs with "+conf) {
+		t.Errorf("this conf.xml: %q", got)
 	}
 }
