@@ -39,7 +39,9 @@ and the latest moment to request DS removal so the parent's DS is gone
 before the signatures expire (DS TTL, propagation and registration delay of
 the policy). With --delivery (ISO 8601, e.g. P3D) each zone "can wait for
 the new HSMs" or must "go insecure". A signed file that cannot be read
-counts as the worst case.
+counts as the worst case. A zone with a key in use lost for good gets no
+decision: recover plan says whether a rollover keeps it signed, and the
+date to request DS removal if not.
 
 Exit status: 0 nothing lost; 1 keys lost, every key in use recoverable
 (unused keys made after the last ceremony may be lost); 2 a key in use
