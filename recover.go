@@ -113,27 +113,29 @@ removal by the date given), or bad usage; 3 could not determine.`,
 			},
 			{
 				Name:      "prune-pool",
-				Usage:     "after a restore: remove from the enforcer's pool the unused keys no HSM holds",
+				Usage:     "after a restore: remove from the enforcer's database the keys no zone used that no HSM holds",
 				UsageText: "ods-keyguard recover prune-pool [--apply] [--json] [-t SECONDS]",
 				Description: `Unused keys made after the last ceremony are gone with the HSMs, and the
-enforcer's pool still lists them: OpenDNSSEC 2.1 hands them out at a zone's
-next rollover (lowest id first), and the signer then finds no key. 2.1 has
-no command that removes an unused key (key purge takes only dead keys).
-This lists those keys (state UNUSED, assigned to no zone, in no confirmed
-ceremony, on no HSM of their repository: every token must answer) and the
-exact statements that delete their hsmKey rows, for review; nothing
-changes without --apply.
+enforcer's pool still lists them. OpenDNSSEC 2.1 has no command that removes
+an unused key (key purge takes only dead keys); at a zone's rollover it
+takes them one by one, fails on each ("updatePolicy: error keytag": it
+needs the key's public part from the HSM) and leaves it PRIVATE with no
+zone, for good; the rollover waits an enforcer run per lost key.
+This lists those keys (UNUSED, or PRIVATE with no zone; named by no
+keyData, in no confirmed ceremony, on no HSM of their repository: every
+token must answer) and the exact statements that delete their hsmKey rows,
+for review; nothing changes without --apply.
 
 With --apply, and only while ods-enforcerd is stopped (its socket must not
 answer, and no ods-enforcerd may run with this conf.xml; with MySQL, stop
 it on every host using the database, and take a mysqldump first):
 for SQLite a copy of the whole database is made in state_dir first; the
-rows are read again in one transaction (each must still be UNUSED, named by
-no keyData, with the same locator, or nothing is deleted), written to an
-undo file of INSERT statements in state_dir, then deleted. Start the
-enforcer afterwards: it makes new keys on the HSM to fill its pool.
-Nothing is removed while a key in use or a backed-up key is on no HSM:
-complete the restore first (recover verify).
+rows are read again in one transaction (each must still be in the state
+listed, named by no keyData, with the same locator, or nothing is
+deleted), written to an undo file of INSERT statements in state_dir, then
+deleted. Start the enforcer afterwards: it makes new keys on the HSM to
+fill its pool. Nothing is removed while a key in use or a backed-up key is
+on no HSM: complete the restore first (recover verify).
 
 Exit status: 0 nothing to remove, or removed with --apply; 1 keys to remove
 (listed, not removed), or the restore is not complete, or --apply refused

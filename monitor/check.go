@@ -268,13 +268,17 @@ func onNoHSM(results []hsmcheck.Result) func(*enforcer.Key) bool {
 	}
 }
 
-// lostPool names what to do about unused keys on no HSM, which the
-// enforcer would hand out at a rollover: restore those a ceremony backed
-// up; remove from its pool those made after the last ceremony.
+// lostPool names what to do about keys no zone took that are on no HSM:
+// at a rollover OpenDNSSEC 2.1 takes them one by one, fails on each
+// ("updatePolicy: error keytag") and leaves it PRIVATE with no zone.
+// Restore those a ceremony backed up; remove from its pool those made after
+// the last ceremony.
 func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) bool, add func(State, string, string, ...any)) {
 	after, covered := map[string]int{}, map[string]int{}
 	for _, k := range st.Keys {
-		if k.State != enforcer.Unused || len(k.Uses) > 0 || !lost(k) {
+		// UNUSED, or PRIVATE with no zone: what 2.1 leaves of a pool key it
+		// took for a rollover and could not use.
+		if k.State == enforcer.Delete || len(k.Uses) > 0 || !lost(k) {
 			continue
 		}
 		if cov.Covering(k.Repository, k.Locator) != nil {
@@ -284,10 +288,10 @@ func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) 
 		}
 	}
 	for _, repo := range sortedKeys(covered) {
-		add(StateCritical, "pool", "%d unused backed-up keys of repository %s are on no HSM, and the enforcer would hand them out at a rollover: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)
+		add(StateCritical, "pool", "%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)
 	}
 	for _, repo := range sortedKeys(after) {
-		add(StateCritical, "pool", "%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would hand them out at a rollover: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)
+		add(StateCritical, "pool", "%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)
 	}
 }
 

@@ -80,7 +80,8 @@ const (
 	Covered = "unused, backed up"
 	// After: in the pool, never handed out, and made after the last
 	// confirmed ceremony. Losing it costs nothing in use, as rule 2
-	// intends, but the enforcer still lists it and would hand it out.
+	// intends, but the enforcer still lists it, takes it at a rollover and
+	// fails on it (recover prune-pool).
 	After = "made after the last ceremony"
 )
 
@@ -95,10 +96,12 @@ func Class(cov ledger.Coverage, k *enforcer.Key) string {
 	return After
 }
 
-// Unused reports whether k is in the enforcer's pool and was never handed
-// out: state UNUSED and no zone's keyData names it.
+// Unused reports whether no zone ever took k: no keyData names it. Most
+// such keys are in the pool (UNUSED); OpenDNSSEC 2.1 also leaves PRIVATE
+// with no keyData a pool key it took for a rollover and could not use (no
+// HSM held it: "updatePolicy: error keytag").
 func Unused(k *enforcer.Key) bool {
-	return k.State == enforcer.Unused && len(k.Uses) == 0
+	return k.State != enforcer.Delete && len(k.Uses) == 0
 }
 
 // LostKey is a needed key that no HSM of its repository holds.

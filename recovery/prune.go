@@ -22,13 +22,15 @@ import (
 
 // After a restore from the backup token, the enforcer's pool still lists
 // the unused keys made after the last ceremony, which went with the HSMs.
-// OpenDNSSEC 2.1 hands pool keys out at a zone's next rollover, lowest id
-// first, and has no command to drop an unused key (key purge takes only
-// dead keys): the signer would then look for a key no HSM holds. The
-// remedy is to delete those hsmKey rows, with the enforcer stopped, in one
-// transaction that checks each row again: still UNUSED, still named by no
-// keyData, the same locator. The enforcer then makes new keys to fill its
-// pool, on the restored HSM.
+// OpenDNSSEC 2.1 has no command to drop an unused key (key purge takes only
+// dead keys). At a zone's rollover it takes them from the pool one by one,
+// fails on each ("updatePolicy: error keytag": it needs the public key from
+// the HSM) and leaves it PRIVATE with no zone: the rollover waits an
+// enforcer run per lost key, and the rows stay for good. The remedy is to
+// delete those hsmKey rows (UNUSED, or PRIVATE with no zone), with the
+// enforcer stopped, in one transaction that checks each row again: the same
+// state, still named by no keyData, the same locator. The enforcer then
+// makes new keys to fill its pool, on the restored HSM.
 
 // PoolKey is an hsmKey row of the pool that no HSM holds.
 type PoolKey struct {
@@ -37,7 +39,9 @@ type PoolKey struct {
 	Repository string    `json:"repository"`
 	Policy     string    `json:"policy"`
 	Role       string    `json:"role"`
+	State      string    `json:"state"` // UNUSED, or PRIVATE: taken for a rollover and never used
 	Inception  time.Time `json:"inception"`
+	state      enforcer.KeyState
 }
 
 // Prune is what recover prune-pool found, and did.
@@ -87,8 +91,12 @@ func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enfor
 			if !locatorRE.MatchString(k.Locator) {
 				return nil, fmt.Errorf("key %d: locator %q is not hexadecimal: not a key ods-keyguard removes", k.ID, k.Locator)
 			}
+			if k.State != enforcer.Unused && k.State != enforcer.Private {
+				p.Blocked = append(p.Blocked, fmt.Sprintf("key %s %s is %s with no zone, on no HSM: not a state ods-keyguard removes", k.Locator, k.Role, k.State))
+				continue
+			}
 			p.Keys = append(p.Keys, PoolKey{ID: k.ID, Locator: k.Locator, Repository: k.Repository, Policy: k.PolicyName(),
-				Role: k.Role.String(), Inception: k.Inception})
+				Role: k.Role.String(), State: k.State.String(), Inception: k.Inception, state: k.State})
 		default:
 			p.Blocked = append(p.Blocked, fmt.Sprintf("key %s %s (%s) is on no HSM: %s", k.Locator, k.Role, k.Usage(), lostKey(cov, k).Fate()))
 		}
@@ -103,16 +111,17 @@ func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enfor
 	case len(p.Keys) == 0:
 		p.Summary = "nothing to remove: every key in the enforcer's pool is on an HSM"
 	default:
-		p.Summary = fmt.Sprintf("%d unused keys made after the last ceremony are on no HSM; the enforcer still lists them in its pool and would hand them out at a rollover", len(p.Keys))
+		p.Summary = fmt.Sprintf("%d keys made after the last ceremony, never used by a zone, are on no HSM; the enforcer still lists them, and at a rollover would take them one by one and fail on each", len(p.Keys))
 	}
 	return p, nil
 }
 
-// deleteStatement deletes one pool row, and only while it is still unused
-// and unassigned: the same text runs on SQLite and MySQL.
+// deleteStatement deletes one row, and only while it is still in the
+// state it was read in and unassigned: the same text runs on SQLite and
+// MySQL.
 func deleteStatement(k PoolKey) string {
 	return fmt.Sprintf("DELETE FROM hsmKey WHERE id = %d AND lower(locator) = '%s' AND state = %d AND id NOT IN (SELECT hsmKeyId FROM keyData);",
-		k.ID, k.Locator, int(enforcer.Unused))
+		k.ID, k.Locator, int(k.state))
 }
 
 // EnforcerRunning says whether ods-enforcerd runs for conf: its socket
@@ -256,8 +265,8 @@ func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, dir string, no
 		switch {
 		case !strings.EqualFold(row.locator, k.Locator):
 			return fmt.Errorf("hsmKey %d: locator %s, not %s: %w; nothing deleted", k.ID, row.locator, k.Locator, ErrChanged)
-		case row.state != int64(enforcer.Unused):
-			return fmt.Errorf("hsmKey %d (%s): now %s, not UNUSED: %w; nothing deleted", k.ID, k.Locator, enforcer.KeyState(row.state), ErrChanged)
+		case row.state != int64(k.state):
+			return fmt.Errorf("hsmKey %d (%s): now %s, not %s: %w; nothing deleted", k.ID, k.Locator, enforcer.KeyState(row.state), k.State, ErrChanged)
 		case uses > 0:
 			return fmt.Errorf("hsmKey %d (%s): now assigned to a zone: %w; nothing deleted", k.ID, k.Locator, ErrChanged)
 		}
@@ -282,7 +291,7 @@ func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, dir string, no
 	}
 	done = true
 	p.Applied = true
-	p.Summary = fmt.Sprintf("removed %d unused keys on no HSM from the enforcer's pool; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", len(p.Keys))
+	p.Summary = fmt.Sprintf("removed %d keys on no HSM, never used by a zone, from the enforcer's database; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", len(p.Keys))
 	return nil
 }
 

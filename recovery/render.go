@@ -123,8 +123,8 @@ func (p *Prune) WriteText(out io.Writer) error {
 		fmt.Fprintf(w, "BLOCKED %s\n", b)
 	}
 	for _, k := range p.Keys {
-		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d): on no HSM, never handed out\n",
-			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(when.Display), k.ID)
+		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d, %s): on no HSM, never used by a zone\n",
+			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(when.Display), k.ID, k.State)
 	}
 	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
 		return w.Flush()
