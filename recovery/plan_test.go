@@ -2,7 +2,9 @@ package recovery
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +152,39 @@ func TestPlanFormulas(t *testing.T) {
 	in.Kasp = map[string]Timing{}
 	if kp := Plan(in); kp.Exit != 3 || len(kp.Zones[0].Steps) != 0 {
 		t.Errorf("unknown policy: %+v", kp)
+	}
+}
+
+// A signed output that cannot be read is the worst case: no keyrestore
+// path, and the DS removal already due.
+func TestPlanUnreadableZone(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	in := planWorld(t, now, now, true, []enforcer.Role{enforcer.KSK, enforcer.ZSK}, enforcer.ZSK)
+	in.ReadZone = func(*enforcer.Zone) (Signatures, error) { return Signatures{}, errors.New("no such file") }
+	kp := Plan(in)
+	zp := kp.Zones[0]
+	if kp.Exit != 2 || zp.Feasible || zp.Path != PathRemoveDS || zp.Signatures != nil ||
+		!strings.Contains(zp.Advice, "the signed output cannot be read (no such file): assume the worst") ||
+		!strings.Contains(zp.Steps[0].Action, "already past: request it now") {
+		t.Fatalf("%+v", zp)
+	}
+}
+
+// kasp.xml without a required element, or with a duration that is not
+// one, is refused with the policy and element named.
+func TestReadKaspErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ body, want string }{
+		{`<KASP><Policy name="p"><Keys><TTL>PT1H</TTL></Keys></Policy></KASP>`, `policy "p" has no <Zone/PropagationDelay>`},
+		{`<KASP><Policy name="p"><Signatures><Resign>PT2H</Resign></Signatures><Keys><TTL>1 hour</TTL></Keys></Policy></KASP>`, `policy "p" <Keys/TTL>: "1 hour" is not an ISO 8601 duration`},
+		{`<KASP><Policy`, `not a kasp.xml`},
+	} {
+		p := filepath.Join(dir, "kasp.xml")
+		if err := os.WriteFile(p, []byte(tt.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadKasp(p); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want %q", tt.body, err, tt.want)
+		}
 	}
 }
