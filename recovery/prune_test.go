@@ -7,18 +7,41 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
-// enforcerDB makes an enforcer database from OpenDNSSEC's own schema with
-// three pool keys (ids 1-3), and returns its path.
-func enforcerDB(t *testing.T) string {
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sandbox.StopShared()
+	os.Exit(code)
+}
+
+// backend is an enforcer database made from OpenDNSSEC's own schema, with
+// three pool keys (ids 1-3) of repository "Soft'HSM".
+type backend struct {
+	ds    enforcer.Datastore
+	exec  func(t *testing.T, sql string) // runs statements
+	count func(t *testing.T, query string) int
+}
+
+const poolRows = `INSERT INTO hsmKey (id, policyId, locator, state, bits, algorithm, role, inception, isRevoked, keyType, repository, backup) VALUES
+	(1, 1, 'AA01', 1, 256, 13, 2, 1700000000, 0, 2, 'Soft''HSM', 1),
+	(2, 1, 'aa02', 1, 256, 13, 2, 1700000000, 0, 2, 'Soft''HSM', 1),
+	(3, 1, 'aa03', 1, 256, 13, 2, 1700000000, 0, 2, 'Soft''HSM', 1)`
+
+const assignAA02 = `INSERT INTO keyData (zoneId, hsmKeyId, algorithm, inception, role, introducing, shouldRevoke, standby, activeZsk, publish, activeKsk, dsAtParent, keytag, minimize)
+	VALUES (1, 2, 13, 0, 2, 1, 0, 0, 0, 0, 0, 0, 1, 0)`
+
+func sqliteBackend(t *testing.T) backend {
 	const schema = "/usr/share/opendnssec/schema.sqlite"
 	text, err := os.ReadFile(schema)
 	if err != nil {
@@ -28,21 +51,53 @@ func enforcerDB(t *testing.T) string {
 		t.Skip("needs OpenDNSSEC's schema")
 	}
 	path := filepath.Join(t.TempDir(), "kasp.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(string(text)); err != nil {
-		t.Fatalf("%s: %v", schema, err)
-	}
-	for i, loc := range []string{"AA01", "aa02", "aa03"} {
-		if _, err := db.Exec(`INSERT INTO hsmKey (id, policyId, locator, state, bits, algorithm, role, inception, isRevoked, keyType, repository, backup)
-			VALUES (?, 1, ?, 1, 256, 13, 2, 1700000000, 0, 2, 'Soft''HSM', 1)`, i+1, loc); err != nil {
+	open := func(t *testing.T) *sql.DB {
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
 			t.Fatal(err)
 		}
+		return db
 	}
-	return path
+	b := backend{ds: enforcer.Datastore{SQLite: path}}
+	b.exec = func(t *testing.T, stmt string) {
+		db := open(t)
+		defer db.Close()
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%.60s: %v", stmt, err)
+		}
+	}
+	b.count = func(t *testing.T, query string) int { return rows(t, path, query) }
+	b.exec(t, string(text))
+	b.exec(t, poolRows)
+	return b
+}
+
+func mysqlBackend(t *testing.T) backend {
+	db := sandbox.TestDatabase(t, "kasp")
+	if err := db.LoadEnforcerSchema(); err != nil {
+		t.Fatal(err)
+	}
+	b := backend{ds: enforcer.Datastore{MySQL: &enforcer.MySQL{Host: "127.0.0.1", Port: db.Server.Port, Database: db.Name,
+		Username: db.User, Password: secret.Value(db.Password)}}}
+	b.exec = func(t *testing.T, stmt string) {
+		if out, err := db.Query(stmt); err != nil {
+			t.Fatalf("%.60s: %v: %s", stmt, err, out)
+		}
+	}
+	b.count = func(t *testing.T, query string) int {
+		out, err := db.Query(query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := strings.Fields(out)
+		n, err := strconv.Atoi(fields[len(fields)-1])
+		if err != nil {
+			t.Fatalf("%s: %q", query, out)
+		}
+		return n
+	}
+	b.exec(t, poolRows)
+	return b
 }
 
 func rows(t *testing.T, path, query string) int {
@@ -58,12 +113,14 @@ func rows(t *testing.T, path, query string) int {
 	return n
 }
 
+func TestPruneApplySQLite(t *testing.T) { testPruneApply(t, sqliteBackend(t)) }
+func TestPruneApplyMySQL(t *testing.T)  { testPruneApply(t, mysqlBackend(t)) }
+
 // The rows to delete are read again in the transaction: one that was
-// handed out since stops it all. Otherwise they go, after a copy of the
-// database and an undo file that puts them back.
-func TestPruneApply(t *testing.T) {
-	path := enforcerDB(t)
-	ds := enforcer.Datastore{SQLite: path}
+// handed out since stops it all. Otherwise they go, after (for SQLite) a
+// copy of the database, and an undo file that puts them back.
+func testPruneApply(t *testing.T, b backend) {
+	ds := b.ds
 	st, err := enforcer.ReadDatastore(context.Background(), ds)
 	if err != nil {
 		t.Fatal(err)
@@ -81,43 +138,38 @@ func TestPruneApply(t *testing.T) {
 		t.Fatalf("plan %+v", p)
 	}
 	// The enforcer hands aa02 out meanwhile.
-	db, _ := sql.Open("sqlite", "file:"+path)
-	if _, err := db.Exec(`INSERT INTO keyData (zoneId, hsmKeyId, algorithm, inception, role, introducing, shouldRevoke, standby, activeZsk, publish, activeKsk, dsAtParent, keytag, minimize)
-		VALUES (1, 2, 13, 0, 2, 1, 0, 0, 0, 0, 0, 0, 1, 0)`); err != nil {
-		t.Fatal(err)
-	}
+	b.exec(t, assignAA02)
 	dir := t.TempDir()
 	now := time.Date(2026, 12, 3, 11, 0, 0, 0, time.UTC)
 	err = p.Apply(context.Background(), ds, dir, now)
 	if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "hsmKey 2 (aa02): now assigned to a zone") {
 		t.Fatalf("assigned meanwhile: %v", err)
 	}
-	if n := rows(t, path, "SELECT count(*) FROM hsmKey"); n != 3 || p.Applied {
+	if n := b.count(t, "SELECT count(*) FROM hsmKey"); n != 3 || p.Applied {
 		t.Fatalf("%d rows left after a refused apply", n)
 	}
 	// Unassigned again: both go.
-	db.Exec(`DELETE FROM keyData`)
-	db.Close()
+	b.exec(t, "DELETE FROM keyData")
 	p.Copy, p.Undo = "", ""
 	if err := p.Apply(context.Background(), ds, dir, now.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if n := rows(t, path, "SELECT count(*) FROM hsmKey"); n != 1 || !p.Applied {
+	if n := b.count(t, "SELECT count(*) FROM hsmKey"); n != 1 || !p.Applied {
 		t.Fatalf("%d rows left", n)
 	}
-	if n := rows(t, p.Copy, "SELECT count(*) FROM hsmKey"); n != 3 {
-		t.Fatalf("the copy has %d rows", n)
+	if ds.MySQL == nil {
+		if n := rows(t, p.Copy, "SELECT count(*) FROM hsmKey"); n != 3 {
+			t.Fatalf("the copy has %d rows", n)
+		}
+	} else if p.Copy != "" {
+		t.Fatalf("a copy of a MySQL database: %s", p.Copy)
 	}
 	undo, err := os.ReadFile(p.Undo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, _ = sql.Open("sqlite", "file:"+path)
-	defer db.Close()
-	if _, err := db.Exec(string(undo)); err != nil {
-		t.Fatalf("undo: %v\n%s", err, undo)
-	}
-	if n := rows(t, path, "SELECT count(*) FROM hsmKey WHERE repository = 'Soft''HSM' AND state = 1 AND backup = 1"); n != 3 {
+	b.exec(t, string(undo))
+	if n := b.count(t, "SELECT count(*) FROM hsmKey WHERE repository = 'Soft''HSM' AND state = 1 AND backup = 1"); n != 3 {
 		t.Fatalf("after undo: %d rows", n)
 	}
 }
