@@ -39,7 +39,9 @@ type Verification struct {
 // a confirmed ceremony backed up that OpenDNSSEC still needs, and every key
 // of the repository's last confirmed ceremony, must be on every token with
 // the public key the ceremony recorded. Needed keys that no ceremony covers
-// and that no token holds are lost, with their zones.
+// and that no token holds are lost: those a zone uses are lost for good
+// (Lost, the restore is incomplete); those no zone ever used cost nothing
+// (Unused, the restore is complete without them).
 func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verification {
 	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}, Unused: []LostKey{}}
 	cov := store.Coverage()
