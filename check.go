@@ -25,6 +25,9 @@ Rule 2: per pool (policy, role, algorithm, bits, repository) the backed-up
 keys at the head of the pool, in the order the enforcer hands them out,
 against the keys its zones take until the next backup is due plus grace.
 Spare = covered - needed, judged by --warning-spare and --critical-spare.
+A pool key on no HSM is never a spare, and ends the head like a key not
+backed up; CRITICAL "pool" names the remedy: restore it from the backup
+token, or, made after the last ceremony, ods-keyguard recover prune-pool.
 Presence, CRITICAL: an enforcer key missing from its token or a mirror, or
 of another type there (public keys are compared by verify, not here: check
 skips the public-key objects to stay quick).

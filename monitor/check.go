@@ -197,8 +197,9 @@ type Facts struct {
 // Evaluate judges facts.
 func Evaluate(f Facts, opt CheckOptions) *Report {
 	st := f.Snapshot.State
+	lost := onNoHSM(f.Snapshot.Results)
 	res := rules.Evaluate(rules.Input{Now: opt.At, State: st, Store: f.Store, RequireBackup: f.RequireBackup,
-		Interval: opt.Interval, Grace: opt.Grace, NewZones: opt.NewZones})
+		Interval: opt.Interval, Grace: opt.Grace, NewZones: opt.NewZones, OnNoHSM: lost})
 	inv := inventory.Build(st, f.Snapshot.Results, "")
 	keys := len(st.Keys)
 	rep := &Report{At: opt.At, Ran: time.Now().UTC(), Keys: &keys, Unbacked: res.Unbacked, Backups: res.Ages,
@@ -228,6 +229,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	if len(unread) == 0 {
 		rep.Missing = &missing
 	}
+	lostPool(st, f.Store.Coverage(), lost, add)
 	for _, p := range res.Pools {
 		if unread[p.Repository] {
 			continue
@@ -247,8 +249,15 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 			continue
 		}
 		gap := ""
-		if p.Gap {
+		lost := p.OnNoHSM != nil && *p.OnNoHSM > 0
+		switch {
+		case p.Gap && lost:
+			gap = "; a key that is not backed up or on no HSM comes before backed-up ones"
+		case p.Gap:
 			gap = "; a key that is not backed up comes before backed-up ones"
+		}
+		if lost {
+			gap += fmt.Sprintf("; %d on no HSM, never spares", *p.OnNoHSM)
 		}
 		add(s, "rule 2", "pool %s: spare %d: %d backed up at the head of %d unused, %d needed until %s%s",
 			p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(when.Minute), gap)
@@ -292,6 +301,72 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	}
 	rep.Summary = summarize(rep)
 	return rep
+}
+
+// onNoHSM reports a key that no token of its repository holds, where
+// every token of the repository was read.
+func onNoHSM(results []hsmcheck.Result) func(*enforcer.Key) bool {
+	read := map[string]bool{} // repository -> every token read
+	for _, r := range results {
+		if r.Token.Kind == hsmcheck.KindBackupToken {
+			continue
+		}
+		if _, seen := read[r.Token.Repository]; !seen {
+			read[r.Token.Repository] = true
+		}
+		if r.Err != nil {
+			read[r.Token.Repository] = false
+		}
+	}
+	return func(k *enforcer.Key) bool {
+		if !read[k.Repository] {
+			return false
+		}
+		for _, r := range results {
+			if r.Token.Repository == k.Repository && r.Token.Kind != hsmcheck.KindBackupToken {
+				if _, n := r.Contents.Find(k.Locator); n > 0 {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+// lostPool names what to do about keys no zone took that are on no HSM:
+// at a rollover OpenDNSSEC 2.1 takes them one by one, fails on each
+// ("updatePolicy: error keytag") and leaves it PRIVATE with no zone.
+// Restore those a ceremony backed up; remove from its pool those made after
+// the last ceremony.
+func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) bool, add func(State, string, string, ...any)) {
+	after, covered := map[string]int{}, map[string]int{}
+	for _, k := range st.Keys {
+		// UNUSED, or PRIVATE with no zone: what 2.1 leaves of a pool key it
+		// took for a rollover and could not use.
+		if k.State == enforcer.Delete || len(k.Uses) > 0 || !lost(k) {
+			continue
+		}
+		if cov.Covering(k.Repository, k.Locator) != nil {
+			covered[k.Repository]++
+		} else {
+			after[k.Repository]++
+		}
+	}
+	for _, repo := range sortedKeys(covered) {
+		add(StateCritical, "pool", "%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)
+	}
+	for _, repo := range sortedKeys(after) {
+		add(StateCritical, "pool", "%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ceremonies finds what the ceremonies leave stuck: one open past grace
