@@ -54,9 +54,6 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			&cli.BoolFlag{Name: "json", Usage: "print the verdict as a JSON document instead"},
 			&cli.StringFlag{Name: "prometheus", Usage: "also write the figures to `FILE` (node_exporter textfile format, atomically)"},
 			&cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version and exit"},
-			// Also here, for the plugin link check_ods_keyguard, whose
-			// arguments all come after "check".
-			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"},
 		},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			// A scheduler shows only stdout: the plugin line carries the reason.
