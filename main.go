@@ -179,24 +179,12 @@ func commands() []*cli.Command {
 		poolCommand(),
 		recoverCommand(),
 		ledgerCommand(),
+		completionCommand(),
 		{
 			Name:   hsmcheck.ChildCommand,
 			Hidden: true,
 			Action: func(c *cli.Context) error {
 				return hsmcheck.ServeChild(c.App.Reader, c.App.Writer, hsmcheck.OpenModule)
-			},
-		},
-		{
-			// The man page, made from the commands themselves (make deb).
-			Name:   "__manpage",
-			Hidden: true,
-			Action: func(c *cli.Context) error {
-				man, err := c.App.ToMan()
-				if err != nil {
-					return err
-				}
-				_, err = io.WriteString(c.App.Writer, man)
-				return err
 			},
 		},
 	}

@@ -224,8 +224,17 @@ func writeJSON(w io.Writer, v any) error {
 
 func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print a JSON document"} }
 
-// version is the module version and the commit the binary was built from.
+// buildVersion is the package's version, set at build time by make build
+// and make deb (-ldflags -X main.buildVersion=...; packaging/version.sh):
+// one version in the package, --version and check -V.
+var buildVersion string
+
+// version is the package's version, else the module version and the
+// commit the binary was built from (go build by hand).
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
