@@ -44,11 +44,13 @@ a DS the enforcer has at the parent that ods-keyguard has no record of
 forwarding. With [parent] configured: CRITICAL when no DS at the parent
 matches a published, backed-up KSK; WARNING for a DS of a key that is not
 backed up or that the enforcer retracted.
-UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
-database unreadable, bad arguments, out of time.
+UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
+SoftHSMv2 object file this user cannot read (never "missing"), database
+unreadable, bad arguments, out of time, sudo refusing (--sudo).
 
-Output: "KEYGUARD STATE - summary | perfdata" (at most about 200 bytes), then
-one line per problem, one per pool, and "| " with the rest of the perfdata.
+Output: "KEYGUARD STATE - summary | perfdata" (the summary at most about
+120 bytes, the line about 200 with its perfdata), then one line per
+problem, one per pool, and "| " with the rest of the perfdata.
 Ranges: [@][start:][end], alert outside (inside with @).
 --at TIME: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
 
