@@ -73,6 +73,9 @@ func softHSMHint(module string) string {
 		if _, err := os.ReadDir(p); err != nil && os.IsPermission(err) {
 			return fmt.Sprintf("SoftHSMv2 skips the token folder %s, which this user cannot read: %s", p, perm.Hint(p))
 		}
+		if tok := filepath.Join(p, "token.object"); syscall.Access(tok, 0x4) != nil && !isNotExist(tok) {
+			return fmt.Sprintf("SoftHSMv2 skips the token in %s, whose token.object this user cannot read: %s", p, perm.Hint(tok))
+		}
 	}
 	return ""
 }
@@ -156,4 +159,10 @@ func withSoftHSMHint(msg, module string) string {
 		return msg + "; " + h
 	}
 	return msg
+}
+
+// isNotExist says whether path is not there at all.
+func isNotExist(path string) bool {
+	_, err := os.Lstat(path)
+	return os.IsNotExist(err)
 }
