@@ -66,8 +66,13 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			&cli.BoolFlag{Name: "sudo", Usage: "run this check again through sudo -n, without --sudo, as the sudoers rule allows: a failure of sudo itself (no rule, a password asked) is UNKNOWN, never a WARNING"},
 		},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			// A scheduler shows only stdout: the plugin line carries the reason.
-			fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
+			// A scheduler shows only stdout: the plugin line (or with
+			// --json the document) carries the reason.
+			if c.App.Metadata[jsonKey] == "check" {
+				monitor.Unknown(monitor.CheckOptions{At: time.Now().UTC()}, err.Error()).JSON(c.App.Writer)
+			} else {
+				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
+			}
 			return exit(exitUnknown, err)
 		},
 		Action: runCheck,

@@ -35,8 +35,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	args = dispatchHookName(args)
 	out := &countingWriter{w: stdout}
 	app := newApp(stdin, out, stderr)
-	app.Metadata = map[string]any{invokedKey: invoked}
 	jsonName := jsonCommand(app, args) // before Run, which adds help commands
+	app.Metadata = map[string]any{invokedKey: invoked, jsonKey: jsonName}
 	err := app.Run(args)
 	if err == nil {
 		return exitOK
@@ -66,6 +66,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // invokedKey is where the app's Metadata holds the command line as it was
 // invoked, before a hook or plugin name was turned into a subcommand.
 const invokedKey = "invoked"
+
+// jsonKey is where it holds the schema name of the command when --json
+// was asked for (jsonCommand), for a failure before the flags are parsed.
+const jsonKey = "json"
 
 // countingWriter counts what a command wrote to stdout.
 type countingWriter struct {
