@@ -448,6 +448,7 @@ func TestDebianPackageInstall(t *testing.T) {
 		"version: ods-keyguard version " + strings.TrimSpace(runTool(t, ".", nil, "dpkg-deb", "-f", deb, "Version")) + "\n",
 		"debsums: clean\n",
 		"refused: /srv/ods/conf.xml\n",
+		"refused: /srv/ods2/conf.xml\n",
 		"removed: deinstall ok config-files\n",
 		"state_dir kept: history.json\n",
 	} {

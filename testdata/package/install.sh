@@ -56,9 +56,20 @@ if dpkg -r ods-keyguard >/tmp/pkg/out 2>&1; then fail "removed while keyguard.to
 grep -q 'refusing to remove the package: /srv/ods/conf.xml names$' /tmp/pkg/out || { cat /tmp/pkg/out; fail "no refusal naming /srv/ods/conf.xml"; }
 echo "refused: /srv/ods/conf.xml"
 
-# The hooks gone from both: removed. The timer disabled, the textfile gone,
-# the conffile and state_dir kept.
+# The enforcer started with -c another conf.xml that names them: refused.
 echo '<Configuration/>' > /srv/ods/conf.xml
+mkdir -p /srv/ods2
+sed 's|<!-- ||; s| -->||' /etc/opendnssec/conf.xml > /srv/ods2/conf.xml
+touch /etc/default/opendnssec-enforcer
+cp /etc/default/opendnssec-enforcer /tmp/pkg/default
+echo 'ODS_ENFORCERD_OPT="-c /srv/ods2/conf.xml"' >> /etc/default/opendnssec-enforcer
+if dpkg -r ods-keyguard >/tmp/pkg/out 2>&1; then fail "removed while the enforcer's -c conf.xml names the hooks"; fi
+grep -q 'refusing to remove the package: /srv/ods2/conf.xml names$' /tmp/pkg/out || { cat /tmp/pkg/out; fail "no refusal naming /srv/ods2/conf.xml"; }
+echo "refused: /srv/ods2/conf.xml"
+cp /tmp/pkg/default /etc/default/opendnssec-enforcer
+
+# The hooks gone from all: removed. The timer disabled, the textfile gone,
+# the conffile and state_dir kept.
 dpkg -r ods-keyguard >/tmp/pkg/out 2>&1 || { cat /tmp/pkg/out; fail "dpkg -r"; }
 echo "removed: $(status)"
 [ ! -e /usr/sbin/ods-keyguard ] || fail "the binary is still there"
