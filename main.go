@@ -113,7 +113,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		OnUsageError:         onUsage,
 		HideHelpCommand:      true,
 		Suggest:              true,
-		EnableBashCompletion: true,
+		EnableBashCompletion: false, // packaging: completion.go, which never runs the program
 		Flags:                []cli.Flag{configFlagDef()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
