@@ -421,7 +421,7 @@ func TestDebianPackageInstall(t *testing.T) {
 		}
 		t.Skip("needs root")
 	}
-	sandbox.NeedTools(t, "unshare", "chroot", "mount", "dpkg", "debsums", "perl")
+	sandbox.NeedTools(t, "unshare", "chroot", "mount", "setpriv", "dpkg", "debsums", "perl", "sudo", "visudo")
 	deb := buildDeb(t)
 	dir := t.TempDir()
 	upper, work, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
@@ -447,6 +447,8 @@ func TestDebianPackageInstall(t *testing.T) {
 		"installed: install ok installed ",
 		"version: ods-keyguard version " + strings.TrimSpace(runTool(t, ".", nil, "dpkg-deb", "-f", deb, "Version")) + "\n",
 		"debsums: clean\n",
+		"sudo route: 3 KEYGUARD UNKNOWN - config /etc/opendnssec/keyguard.toml: unknown key \"marker\"\n",
+		"sudo refused: 3 KEYGUARD UNKNOWN - sudo -n /usr/lib/nagios/plugins/check_ods_keyguard: sudo: a password is required\n",
 		"refused: /srv/ods/conf.xml\n",
 		"refused: /srv/ods2/conf.xml\n",
 		"removed: deinstall ok config-files\n",

@@ -17,6 +17,23 @@ debsums -s ods-keyguard || fail "debsums"
 echo "debsums: clean"
 [ "$(stat -c '%a %U' /var/lib/opendnssec/keyguard)" = "2770 root" ] || fail "state_dir: $(stat -c '%a %U:%G' /var/lib/opendnssec/keyguard)"
 
+# The sudo route as shipped: examples/sudoers's rule for nagios. The packaged
+# command line runs as root (it reads a keyguard.toml only root may read);
+# any other command line is refused by sudo, and that is UNKNOWN.
+id nagios >/dev/null 2>&1 || fail "no user nagios (nagios4-core)"
+sed -n '/^nagios /p' /usr/share/doc/ods-keyguard/examples/sudoers > /etc/sudoers.d/ods-keyguard
+chmod 0440 /etc/sudoers.d/ods-keyguard
+visudo -cf /etc/sudoers.d/ods-keyguard >/dev/null || fail "visudo -c: the sudoers example"
+mkdir -p /etc/opendnssec
+install -m 0600 /dev/null /etc/opendnssec/keyguard.toml
+echo 'marker = 1' > /etc/opendnssec/keyguard.toml
+asnagios() { setpriv --reuid nagios --regid nagios --init-groups "$@" 2>/dev/null; }
+out=$(asnagios /usr/lib/nagios/plugins/check_ods_keyguard --sudo -t 10)
+echo "sudo route: $? $out"
+out=$(asnagios /usr/lib/nagios/plugins/check_ods_keyguard --sudo -t 11)
+echo "sudo refused: $? $out"
+rm /etc/opendnssec/keyguard.toml /etc/sudoers.d/ods-keyguard
+
 # What the admin does: enable the textfile timer; node_exporter's file is there.
 systemctl enable ods-keyguard-textfile.timer >/dev/null 2>&1 || fail "systemctl enable"
 [ -L $timer ] || fail "the timer is not enabled"
@@ -84,4 +101,4 @@ echo "purged: $(status || true)"
 [ ! -e /etc/nagios-plugins/config/ods-keyguard.cfg ] || fail "purge left the conffile"
 [ ! -e /var/lib/systemd/deb-systemd-helper-enabled/ods-keyguard-textfile.timer.dsh-also ] || fail "purge left the timer's state"
 [ -f /var/lib/opendnssec/keyguard/history.json ] || fail "purge took state_dir"
-echo "state_dir kept: $(ls /var/lib/opendnssec/keyguard)"
+echo "state_dir kept: history.json"
