@@ -50,6 +50,7 @@ type stopShared struct{ m *testing.M }
 func (s stopShared) Run() int {
 	code := s.m.Run()
 	sandbox.StopShared()
+	removeDeb()
 	return code
 }
 

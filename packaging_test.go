@@ -79,8 +79,15 @@ func TestMakeInstall(t *testing.T) {
 // debOnce builds the package once for the tests that look at it.
 var debOnce struct {
 	sync.Once
-	deb string
-	err error
+	dir, deb string
+	err      error
+}
+
+// removeDeb removes what buildDeb made, after all the tests (TestMain).
+func removeDeb() {
+	if debOnce.dir != "" {
+		os.RemoveAll(debOnce.dir)
+	}
 }
 
 // buildDeb runs make deb into a folder of its own and returns the .deb.
@@ -93,6 +100,7 @@ func buildDeb(t *testing.T) string {
 			debOnce.err = err
 			return
 		}
+		debOnce.dir = dist
 		out, err := exec.Command("make", "-s", "deb", "DIST="+dist).CombinedOutput()
 		debs, _ := filepath.Glob(filepath.Join(dist, "ods-keyguard_*_*.deb"))
 		if err != nil || len(debs) != 1 || !strings.Contains(string(out), debs[0]) {
