@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"sort"
+	"syscall"
 	"strings"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
 
@@ -19,6 +21,9 @@ const (
 	Preparing  = "preparing"  // recorded before the enforcer's backup prepare: a crash leaves this
 	Open       = "open"       // prepared: the HSM backup is under way
 	Committing = "committing" // verified; the enforcer's commit is being run
+	// RollingBack is recorded before the enforcer's backup rollback: a
+	// commit can no longer start, and a crash leaves this.
+	RollingBack = "rolling back"
 	Confirmed  = "confirmed"  // verified and committed: the keys are backed up
 	Abandoned  = "abandoned"  // rolled back
 	Restored   = "restored"   // HSMs restored from a backup and verified
@@ -44,6 +49,43 @@ type Ceremony struct {
 	Warnings      []string     `json:"warnings,omitempty"`      // e.g. older keys the backup token lacks
 	LeftRequired  int          `json:"left_required,omitempty"` // keys made during the ceremony, still Required
 	AbandonReason string       `json:"abandon_reason,omitempty"`
+
+	// Claim names the process that acts on the ceremony while it is
+	// preparing, committing or rolling back; cleared when it ends.
+	Claim *Claim `json:"claim,omitempty"`
+}
+
+// Claim is a ceremony step in progress: who runs it, and the moment by
+// which its deadline has ended it, dead or alive. The claim is written
+// (compare-and-set) before the enforcer command it authorises, so two
+// hosts never both run it; another host takes a claim over only once its
+// holder is gone (a dead pid on this host) or its deadline is past.
+type Claim struct {
+	Host  string    `json:"host"`
+	PID   int       `json:"pid"`
+	Until time.Time `json:"until"`
+}
+
+// claimSkew is how far the clocks of two hosts may disagree: a claim of
+// another host is taken over only this long after its deadline.
+const claimSkew = 30 * time.Second
+
+// NewClaim is this process's claim, good until ctx's deadline (an hour
+// without one).
+func NewClaim(ctx context.Context) *Claim {
+	until := time.Now().Add(time.Hour)
+	if dl, ok := ctx.Deadline(); ok {
+		until = dl
+	}
+	return &Claim{Host: host(), PID: os.Getpid(), Until: until.UTC().Truncate(time.Microsecond)}
+}
+
+// String names the claim's holder: "host H pid P (until T)".
+func (c *Claim) String() string {
+	if c == nil {
+		return "nobody"
+	}
+	return fmt.Sprintf("host %s pid %d (until %s at the latest)", c.Host, c.PID, c.Until.UTC().Format(time.RFC3339))
 }
 
 // MarshalJSON writes an empty manifest as [], never null: a ceremony that
@@ -118,12 +160,45 @@ func NewID(repo string, t time.Time) string {
 
 // Store is the ceremony state: the open ceremonies, one per repository at
 // most, and the history of ended ones, oldest first, to which records are
-// only ever added. It is read under the lock and changed through its
-// backend, which writes before the Store takes the change in.
+// only ever added. Every change is a compare-and-set against the record as
+// this Store read it (or last wrote it): a change another writer made
+// meanwhile, on this host or another, makes it fail with a ConflictError
+// that says what the record is now. That, not the writers' lock, is what
+// keeps two hosts from both acting on one ceremony: on a Galera cluster the
+// lock is not shared.
 type Store struct {
 	b       backend
 	open    map[string]*Ceremony
+	sums    map[string]string // repository -> the open record's checksum as read or written
 	history []*Ceremony
+}
+
+// ConflictError is a change refused because another writer changed the
+// ceremony first. Current is the repository's open ceremony now (nil:
+// none), Ended the ceremony's record in the history (nil: none).
+type ConflictError struct {
+	Repository, ID string
+	Current        *Ceremony
+	Ended          *Ceremony
+	sum            string
+}
+
+func (e *ConflictError) Error() string {
+	switch {
+	case e.Ended != nil:
+		return fmt.Sprintf("ceremony %s: is %s already (another host ended it)", e.ID, e.Ended.Status)
+	case e.Current != nil && e.Current.ID == e.ID:
+		by := ""
+		if e.Current.Claim != nil {
+			by = ", by " + e.Current.Claim.String()
+		}
+		return fmt.Sprintf("ceremony %s: another host changed it meanwhile: it is %s now%s", e.ID, e.Current.Status, by)
+	case e.Current != nil:
+		return fmt.Sprintf("repository %q: another host opened ceremony %s meanwhile", e.Repository, e.Current.ID)
+	case e.ID != "":
+		return fmt.Sprintf("ceremony %s: no longer open (another host ended it)", e.ID)
+	}
+	return fmt.Sprintf("repository %q: another host changed its ceremony meanwhile", e.Repository)
 }
 
 // Where names where the records are, for messages (Ledger.Where).
@@ -142,36 +217,81 @@ func (s *Store) OpenRepositories() []string {
 	return out
 }
 
-// SaveOpen records c as repo's open ceremony (or its new status).
+// take learns from a conflict what the records are now.
+func (s *Store) take(err error) error {
+	var ce *ConflictError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	next := make(map[string]*Ceremony, len(s.open))
+	for k, v := range s.open {
+		next[k] = v
+	}
+	delete(next, ce.Repository)
+	delete(s.sums, ce.Repository)
+	if ce.Current != nil {
+		next[ce.Repository] = ce.Current
+		s.sums[ce.Repository] = ce.sum
+	}
+	s.open = next
+	if ce.Ended != nil && s.Recorded(ce.Ended.ID) == nil {
+		s.history = append(append([]*Ceremony(nil), s.history...), ce.Ended)
+	}
+	return err
+}
+
+// SaveOpen records c as repo's open ceremony (or its new status), only if
+// the record is still what this Store read: none, when c is new.
 func (s *Store) SaveOpen(ctx context.Context, c *Ceremony) error {
 	next := make(map[string]*Ceremony, len(s.open)+1)
 	for k, v := range s.open {
 		next[k] = v
 	}
 	next[c.Repository] = c
-	if err := s.b.putOpen(ctx, next, c); err != nil {
-		return err
+	sum, err := s.b.putOpen(ctx, next, c, s.sums[c.Repository])
+	if err != nil {
+		return s.take(err)
 	}
 	s.open = next
+	s.sums[c.Repository] = sum
 	return nil
 }
 
-// End appends c to the history and then forgets it as open. A crash between
-// the two leaves an open ceremony whose id is already in the history:
-// Recorded tells, and Forget finishes the job.
+// End appends c to the history and forgets it as open, in one step where
+// the backend can (one transaction in MySQL), guarded like SaveOpen. In
+// state_dir they are two writes: a crash between them leaves an open
+// ceremony whose id is already in the history; Recorded tells, and Forget
+// finishes the job.
 func (s *Store) End(ctx context.Context, c *Ceremony) error {
-	if s.Recorded(c.ID) == nil {
-		next := append(append([]*Ceremony(nil), s.history...), c)
-		if err := s.b.appendHistory(ctx, next, c); err != nil {
-			return err
-		}
-		s.history = next
+	c.Claim = nil
+	add := s.Recorded(c.ID) == nil
+	next := s.history
+	if add {
+		next = append(append([]*Ceremony(nil), s.history...), c)
 	}
-	failpoint.Hit("ledger-appended")
-	return s.Forget(ctx, c.Repository)
+	nextOpen := s.open
+	prev := ""
+	if o, ok := s.open[c.Repository]; ok && o.ID == c.ID {
+		prev = s.sums[c.Repository]
+		nextOpen = make(map[string]*Ceremony, len(s.open))
+		for k, v := range s.open {
+			if k != c.Repository {
+				nextOpen[k] = v
+			}
+		}
+	}
+	if err := s.b.end(ctx, next, nextOpen, c, add, prev); err != nil {
+		return s.take(err)
+	}
+	s.history = next
+	s.open = nextOpen
+	if prev != "" {
+		delete(s.sums, c.Repository)
+	}
+	return nil
 }
 
-// Forget drops repo's open ceremony.
+// Forget drops repo's open ceremony, if it is still what this Store read.
 func (s *Store) Forget(ctx context.Context, repo string) error {
 	if _, ok := s.open[repo]; !ok {
 		return nil
@@ -182,11 +302,44 @@ func (s *Store) Forget(ctx context.Context, repo string) error {
 			next[k] = v
 		}
 	}
-	if err := s.b.dropOpen(ctx, next, repo); err != nil {
-		return err
+	if err := s.b.dropOpen(ctx, next, repo, s.sums[repo]); err != nil {
+		return s.take(err)
 	}
 	s.open = next
+	delete(s.sums, repo)
 	return nil
+}
+
+// Live reports whether c's claim is held by a process that may still act
+// on it: on a ledger whose lock serialises every writer (state_dir), none
+// is; else a live pid on this host, or a claim of another host whose
+// deadline (plus the clocks' skew) has not passed.
+func (s *Store) Live(c *Ceremony) bool {
+	if c == nil || c.Claim == nil || s.b.exclusive() {
+		return false
+	}
+	if c.Claim.Host == host() {
+		return c.Claim.PID != os.Getpid() && alive(c.Claim.PID)
+	}
+	return time.Now().Before(c.Claim.Until.Add(claimSkew))
+}
+
+// alive reports whether pid is a running process (not a zombie).
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
 }
 
 // Recorded returns the ended ceremony with id, or nil.

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
 )
 
 // files keeps the ledger in state_dir:
@@ -70,31 +72,51 @@ func (f *files) lock(ctx context.Context) (func(), error) {
 	return l.release, nil
 }
 
-func (f *files) loadCeremonies(ctx context.Context) (map[string]*Ceremony, []*Ceremony, error) {
+func (f *files) loadCeremonies(ctx context.Context) (map[string]*Ceremony, map[string]string, []*Ceremony, error) {
 	open := map[string]*Ceremony{}
 	var history []*Ceremony
 	if f.d == nil {
-		return open, nil, nil
+		return open, nil, nil, nil
 	}
 	if err := load(f.d, openFile, openFormat, &open); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := load(f.d, historyFile, historyFormat, &history); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return open, history, nil
+	return open, nil, history, nil
 }
 
-func (f *files) putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony) error {
+// The files have one writer at a time, under the flock: what a writer read
+// is what is there, and the compare-and-set holds by itself.
+
+func (f *files) exclusive() bool { return true }
+
+func (f *files) putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony, prev string) (string, error) {
+	_, sum, err := seal(c)
+	if err != nil {
+		return "", err
+	}
+	return sum, store(f.d, openFile, openFormat, next)
+}
+
+func (f *files) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error {
 	return store(f.d, openFile, openFormat, next)
 }
 
-func (f *files) dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error {
-	return store(f.d, openFile, openFormat, next)
-}
-
-func (f *files) appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error {
-	return store(f.d, historyFile, historyFormat, next)
+// end writes the history, then the open list: a crash between the two is
+// found by the next done (Store.Recorded) and finished.
+func (f *files) end(ctx context.Context, history []*Ceremony, open map[string]*Ceremony, c *Ceremony, add bool, prev string) error {
+	if add {
+		if err := store(f.d, historyFile, historyFormat, history); err != nil {
+			return err
+		}
+	}
+	failpoint.Hit("ledger-appended")
+	if prev == "" {
+		return nil
+	}
+	return store(f.d, openFile, openFormat, open)
 }
 
 // envelope is the on-disk form of every state file.

@@ -27,6 +27,10 @@ type Options struct {
 	// MySQL, when set, keeps the ledger in that database instead of Dir:
 	// one ledger for the hosts of an enforcer pair.
 	MySQL *mysqlx.Server
+	// Create makes the MySQL ledger's tables when they are missing: ledger
+	// init and ledger migrate, nothing else (DDL on a Galera cluster runs
+	// cluster-wide, in total order, and conflicts with every writer).
+	Create bool
 	// Migrating opens a state_dir even after it was migrated: for
 	// ledger migrate, run again, to say so.
 	Migrating bool
@@ -38,15 +42,26 @@ type Ledger struct {
 	b backend
 }
 
-// backend is where the records live.
+// backend is where the records live. Changes of the open ceremonies are
+// compare-and-set: prev is the checksum of the record as the Store read it
+// ("" for none), and a record that is something else now fails the change
+// with a *ConflictError that says what it is.
 type backend interface {
+	// lock takes the writers' lock: the correctness of the files backend
+	// (one host); a courtesy for the MySQL one (who waits for whom).
 	lock(ctx context.Context) (unlock func(), err error)
-	loadCeremonies(ctx context.Context) (open map[string]*Ceremony, history []*Ceremony, err error)
+	// loadCeremonies reads the open ceremonies with their checksums, and
+	// the history.
+	loadCeremonies(ctx context.Context) (open map[string]*Ceremony, sums map[string]string, history []*Ceremony, err error)
 	// putOpen records c as open; next is the whole open set after it.
-	putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony) error
-	dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error
-	// appendHistory adds c; next is the whole history after it.
-	appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error
+	putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony, prev string) (sum string, err error)
+	dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error
+	// end adds c to the history (when add; history is the whole history
+	// after it) and drops its open record (when prev is not ""; open is
+	// the open set after it), in one step where the backend can.
+	end(ctx context.Context, history []*Ceremony, open map[string]*Ceremony, c *Ceremony, add bool, prev string) error
+	// exclusive says the writers' lock serialises every writer (one host).
+	exclusive() bool
 	// loadDS reads the events, and names the files it refused to read.
 	loadDS(ctx context.Context) ([]DSEvent, []Refused, error)
 	addDS(ctx context.Context, evs []DSEvent) error
@@ -100,20 +115,31 @@ func (l *Ledger) LockHolder(ctx context.Context) string { return l.b.lockHolder(
 func (l *Ledger) Close() error { return l.b.close() }
 
 // Lock takes the writers' lock. Call the returned function to let the next
-// writer in.
+// writer in. In state_dir (one host) it serialises every writer. On a MySQL
+// ledger it is a courtesy only (GET_LOCK, which a Galera cluster or a
+// fail-over to a replica does not share): it makes a writer wait, and say
+// for whom, rather than run into a conflict; what keeps two hosts from both
+// acting on one ceremony is the compare-and-set of every Store change.
 func (l *Ledger) Lock(ctx context.Context) (func(), error) { return l.b.lock(ctx) }
 
 // Ceremonies reads the open ceremonies and the history. Changes go through
-// the Store and are written at once; take the Lock first.
+// the Store, are written at once, and fail when another writer changed the
+// record first (ConflictError); take the Lock first.
 func (l *Ledger) Ceremonies(ctx context.Context) (*Store, error) {
-	open, history, err := l.b.loadCeremonies(ctx)
+	open, sums, history, err := l.b.loadCeremonies(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if open == nil {
 		open = map[string]*Ceremony{}
 	}
-	return &Store{b: l.b, open: open, history: history}, nil
+	if sums == nil {
+		sums = map[string]string{}
+		for repo, c := range open {
+			_, sums[repo], _ = seal(c)
+		}
+	}
+	return &Store{b: l.b, open: open, sums: sums, history: history}, nil
 }
 
 // host names this machine in records, for a ledger that two hosts share.

@@ -117,7 +117,7 @@ func TestSymlinksAreRefused(t *testing.T) {
 		t.Errorf("history through a symlink: %v", err)
 	}
 	// Writing replaces the link with a file; the target is untouched.
-	must(t, l.b.appendHistory(ctx, []*Ceremony{{ID: "x"}}, nil))
+	must(t, l.b.end(ctx, []*Ceremony{{ID: "x"}}, nil, &Ceremony{ID: "x"}, true, ""))
 	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
 		t.Errorf("the link's target was written: %q", b)
 	}

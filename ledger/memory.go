@@ -19,26 +19,30 @@ type memory struct {
 
 func (m *memory) lock(ctx context.Context) (func(), error) { m.mu.Lock(); return m.mu.Unlock, nil }
 
-func (m *memory) loadCeremonies(ctx context.Context) (map[string]*Ceremony, []*Ceremony, error) {
+func (m *memory) loadCeremonies(ctx context.Context) (map[string]*Ceremony, map[string]string, []*Ceremony, error) {
 	open := map[string]*Ceremony{}
 	for k, v := range m.open {
 		open[k] = v
 	}
-	return open, append([]*Ceremony(nil), m.history...), nil
+	return open, nil, append([]*Ceremony(nil), m.history...), nil
 }
 
-func (m *memory) putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony) error {
+func (m *memory) exclusive() bool { return true }
+
+func (m *memory) putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony, prev string) (string, error) {
+	m.open = next
+	_, sum, err := seal(c)
+	return sum, err
+}
+
+func (m *memory) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error {
 	m.open = next
 	return nil
 }
 
-func (m *memory) dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error {
-	m.open = next
-	return nil
-}
-
-func (m *memory) appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error {
-	m.history = next
+func (m *memory) end(ctx context.Context, history []*Ceremony, open map[string]*Ceremony, c *Ceremony, add bool, prev string) error {
+	m.history = history
+	m.open = open
 	return nil
 }
 

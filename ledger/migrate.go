@@ -70,7 +70,7 @@ func MigrateTo(ctx context.Context, o Options, srv *mysqlx.Server) (*MigrateRepo
 	}
 	defer src.Close()
 	to := o
-	to.MySQL = srv
+	to.MySQL, to.Create = srv, true // ledger migrate makes the tables
 	dst, err := New(ctx, to)
 	if err != nil {
 		return nil, err
@@ -116,7 +116,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 		return nil, err
 	}
 	defer unlockDst()
-	open, history, err := src.loadCeremonies(ctx)
+	open, _, history, err := src.loadCeremonies(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 
 // same compares what dst holds with the records, record by record.
 func same(ctx context.Context, dst *mysqlLedger, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent) error {
-	gotOpen, gotHistory, err := dst.loadCeremonies(ctx)
+	gotOpen, _, gotHistory, err := dst.loadCeremonies(ctx)
 	if err != nil {
 		return err
 	}
@@ -190,10 +190,12 @@ func equalJSON(a, b any) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
-// Init makes the tables of a MySQL ledger (a files ledger needs nothing).
+// Init makes the tables of a MySQL ledger, and its schema version row (a
+// files ledger needs nothing): what ledger init does, once. Open the ledger
+// with Options.Create for it.
 func (l *Ledger) Init(ctx context.Context) error {
 	if m, ok := l.b.(*mysqlLedger); ok {
-		return m.prepare(ctx, true)
+		return m.create(ctx)
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func ledgerDB(t *testing.T) (*sandbox.Database, mysqlx.Server) {
 
 func mysqlLedgerFor(t *testing.T, s mysqlx.Server, o Options) *Ledger {
 	t.Helper()
-	o.MySQL = &s
+	o.MySQL, o.Create = &s, true
 	if o.LockWait == 0 {
 		o.LockWait = time.Second
 	}
@@ -70,7 +70,7 @@ func TestMySQLStore(t *testing.T) {
 	// The same id with another record is refused, not overwritten.
 	other := *c
 	other.Operator = "mallory"
-	if err := a.b.appendHistory(ctx, nil, &other); err == nil || !strings.Contains(err.Error(), "in the history already, with another record") {
+	if err := a.b.(*mysqlLedger).appendHistory(ctx, &other); err == nil || !strings.Contains(err.Error(), "in the history already, with another record") {
 		t.Errorf("a different record under the same id: %v", err)
 	}
 }
@@ -258,5 +258,132 @@ func TestMigrate(t *testing.T) {
 	must(t, os2.End(ctx, &Ceremony{ID: "zz", Repository: "X", Status: Confirmed}))
 	if _, err := Migrate(ctx, again, other); err == nil || !strings.Contains(err.Error(), "migrate only into an empty ledger") {
 		t.Errorf("into a used ledger: %v", err)
+	}
+}
+
+// Two hosts act on one open ceremony at once, with no lock between them
+// (as on two Galera nodes): every change is a compare-and-set, so exactly
+// one commit claim and one end win; the loser learns what the record is.
+func TestMySQLCompareAndSet(t *testing.T) {
+	ctx := context.Background()
+	_, srv := ledgerDB(t)
+	a := mysqlLedgerFor(t, srv, Options{})
+	b := mysqlLedgerFor(t, srv, Options{})
+	sa, err := a.Ceremonies(ctx)
+	must(t, err)
+	c := &Ceremony{ID: "c1", Repository: "R", Status: Open, Keys: []KeyRecord{{Locator: "aa"}}}
+	must(t, sa.SaveOpen(ctx, c))
+	// A second prepare on the other host: refused, it sees the first.
+	sb, err := b.Ceremonies(ctx)
+	must(t, err)
+	c2 := &Ceremony{ID: "c2", Repository: "R", Status: Preparing}
+	sb2, err := b.Ceremonies(ctx)
+	must(t, err)
+	delete(sb2.open, "R")
+	delete(sb2.sums, "R")
+	var ce *ConflictError
+	if err := sb2.SaveOpen(ctx, c2); !errors.As(err, &ce) || ce.Current == nil || ce.Current.ID != "c1" {
+		t.Fatalf("a second open ceremony: %v", err)
+	}
+	// Both claim the commit, many times over: one wins each round.
+	for round := 0; round < 20; round++ {
+		sa, err = a.Ceremonies(ctx)
+		must(t, err)
+		sb, err = b.Ceremonies(ctx)
+		must(t, err)
+		ca, cb := *sa.Open("R"), *sb.Open("R")
+		ca.Status, cb.Status = Committing, RollingBack
+		ca.Operator, cb.Operator = fmt.Sprint("a", round), fmt.Sprint("b", round)
+		var wg sync.WaitGroup
+		var ea, eb error
+		wg.Add(2)
+		go func() { defer wg.Done(); ea = sa.SaveOpen(ctx, &ca) }()
+		go func() { defer wg.Done(); eb = sb.SaveOpen(ctx, &cb) }()
+		wg.Wait()
+		if (ea == nil) == (eb == nil) {
+			t.Fatalf("round %d: both or neither won: %v / %v", round, ea, eb)
+		}
+		loser, winner := eb, ca.Status
+		if ea != nil {
+			loser, winner = ea, cb.Status
+		}
+		if !errors.As(loser, &ce) || ce.Current == nil || ce.Current.Status != winner {
+			t.Fatalf("round %d: the loser was told %v", round, loser)
+		}
+		// Back to open for the next round, from the winner's view.
+		w := sa
+		wc := ca
+		if ea != nil {
+			w, wc = sb, cb
+		}
+		wc.Status = Open
+		must(t, w.SaveOpen(ctx, &wc))
+	}
+	// Both end it, one as confirmed, one as abandoned: one record.
+	sa, _ = a.Ceremonies(ctx)
+	sb, _ = b.Ceremonies(ctx)
+	ca, cb := *sa.Open("R"), *sb.Open("R")
+	ca.Status, cb.Status = Confirmed, Abandoned
+	var wg sync.WaitGroup
+	var ea, eb error
+	wg.Add(2)
+	go func() { defer wg.Done(); ea = sa.End(ctx, &ca) }()
+	go func() { defer wg.Done(); eb = sb.End(ctx, &cb) }()
+	wg.Wait()
+	if (ea == nil) == (eb == nil) {
+		t.Fatalf("both or neither ended it: %v / %v", ea, eb)
+	}
+	loser := ea
+	if ea == nil {
+		loser = eb
+	}
+	if !errors.As(loser, &ce) || ce.Ended == nil || !strings.Contains(loser.Error(), "already (another host ended it)") {
+		t.Fatalf("the loser of the end was told %v", loser)
+	}
+	s, _ := a.Ceremonies(ctx)
+	if len(s.History()) != 1 || s.Open("R") != nil {
+		t.Fatalf("history %d, open %v", len(s.History()), s.Open("R"))
+	}
+}
+
+// A writer makes no tables: on an empty database it says to run ledger
+// init; ledger init makes them once, however many run at once.
+func TestMySQLNoDDLOnOpen(t *testing.T) {
+	ctx := context.Background()
+	db, srv := ledgerDB(t)
+	o := srv
+	_, err := New(ctx, Options{MySQL: &o})
+	var ni *NotInitializedError
+	if !errors.As(err, &ni) {
+		t.Fatalf("a writer on an empty database: %v", err)
+	}
+	if out, _ := db.Query("SHOW TABLES"); out != "" {
+		t.Fatalf("a writer made tables: %q", out)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := New(ctx, Options{MySQL: &o, Create: true})
+			if err == nil {
+				l.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		must(t, err)
+	}
+	if out, _ := db.Query("SELECT count(*) FROM keyguard_schema"); out != "1\n" {
+		t.Errorf("version rows: %q", out)
+	}
+	_, err = db.Query("UPDATE keyguard_schema SET version = 0")
+	must(t, err)
+	if _, err := New(ctx, Options{MySQL: &o}); err == nil || !strings.HasSuffix(err.Error(), "schema version 0, this ods-keyguard needs version 1: run ods-keyguard ledger init once") {
+		t.Errorf("an old schema: %v", err)
 	}
 }

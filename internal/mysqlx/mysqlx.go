@@ -7,6 +7,7 @@ package mysqlx
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -106,8 +107,10 @@ func ParseDSN(dsn string) (Server, error) {
 }
 
 // Open returns a pool for s. Nothing is dialled until the first call,
-// which runs under its context's deadline (the dial included).
-func Open(s Server) (*sql.DB, error) {
+// which runs under its context's deadline (the dial included). vars are
+// name, value pairs of session variables every connection sets
+// (wsrep_sync_wait on a Galera node).
+func Open(s Server, vars ...string) (*sql.DB, error) {
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.DBName = s.User, s.Password.Reveal(), s.Database
 	cfg.Net, cfg.Addr = s.dial()
@@ -116,6 +119,9 @@ func Open(s Server) (*sql.DB, error) {
 	cfg.ParseTime = false
 	cfg.InterpolateParams = false
 	cfg.Params = map[string]string{"sql_mode": "'STRICT_ALL_TABLES'"}
+	for i := 0; i+1 < len(vars); i += 2 {
+		cfg.Params[vars[i]] = vars[i+1]
+	}
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", s, err)
@@ -133,6 +139,7 @@ const (
 	ErBadDB            = 1049
 	ErNoSuchTable      = 1146
 	ErBadField         = 1054
+	ErDupEntry         = 1062
 	ErLockWaitTimeout  = 1205
 	ErTableAccessDeny  = 1142
 	ErLockDeadlock     = 1213
@@ -158,6 +165,23 @@ func Message(err error) string {
 	return err.Error()
 }
 
+// Lost reports whether err is a connection that went away: the server
+// restarted, a Galera node left, a fail-over moved the address.
+func Lost(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch Number(err) {
+	case 2006, 2013, 1927: // gone away, lost during query, connection killed
+		return true
+	case 1047: // WSREP has not yet prepared node for application use
+		return true
+	}
+	return errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
+}
+
 // Explain says in plain words what went wrong talking to s: server down,
 // wrong password, no database, no time. The password is never in it.
 func Explain(s Server, err error) string {
@@ -173,7 +197,9 @@ func Explain(s Server, err error) string {
 		case ErTableAccessDeny:
 			return fmt.Sprintf("user %q lacks a privilege: %s", s.User, me.Message)
 		case ErLockWaitTimeout:
-			return "a row lock was held longer than the server's lock wait timeout"
+			return "a row lock was held longer than the server's lock wait timeout (another host was writing)"
+		case ErLockDeadlock:
+			return "another host wrote first (a deadlock, or a Galera certification conflict: server error 1213)"
 		}
 		return fmt.Sprintf("server error %d: %s", me.Number, me.Message)
 	}
