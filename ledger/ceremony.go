@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"syscall"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
@@ -24,9 +24,9 @@ const (
 	// RollingBack is recorded before the enforcer's backup rollback: a
 	// commit can no longer start, and a crash leaves this.
 	RollingBack = "rolling back"
-	Confirmed  = "confirmed"  // verified and committed: the keys are backed up
-	Abandoned  = "abandoned"  // rolled back
-	Restored   = "restored"   // HSMs restored from a backup and verified
+	Confirmed   = "confirmed" // verified and committed: the keys are backed up
+	Abandoned   = "abandoned" // rolled back
+	Restored    = "restored"  // HSMs restored from a backup and verified
 )
 
 // Ceremony is one backup ceremony of one repository: its manifest (the keys
