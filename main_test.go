@@ -181,11 +181,15 @@ func setupScript(env *testscript.Env, backend string) error {
 		srvConf := mysqlx.Server{Host: "127.0.0.1", Port: srv.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		l, err := ledger.New(ctx, ledger.Options{MySQL: &srvConf})
+		l, err := ledger.New(ctx, ledger.Options{MySQL: &srvConf, Create: true})
 		if err != nil {
 			return err
 		}
+		err = l.Init(ctx)
 		l.Close()
+		if err != nil {
+			return err
+		}
 		env.Setenv("LEDGER", fmt.Sprintf("[ledger]\nbackend = \"mysql\"\ndsn = %q\npassword_file = %q\n", db.DSN(), pw))
 		env.Setenv("LEDGER_DSN", db.DSN())
 		env.Setenv("LEDGER_USER", db.User)

@@ -55,19 +55,93 @@ func (e *Env) cli() enforcer.CLI {
 
 func (e *Env) say(format string, args ...any) { fmt.Fprintf(e.Out, format+"\n", args...) }
 
-// begin takes the state lock and reads the ceremonies under it: the start
-// of every ceremony step. The caller calls the returned unlock.
-func (e *Env) begin(ctx context.Context) (func(), *ledger.Store, error) {
-	unlock, err := e.Ledger.Lock(ctx)
-	if err != nil {
-		return nil, nil, err
+// begin takes the writers' lock and reads the ceremonies under it: the
+// start of every ceremony step. The caller calls the returned unlock. seen
+// is the open ceremonies as they were before the lock: a step that waited
+// for another host's can tell the operator what became of the ceremony it
+// meant. The lock serialises the writers of state_dir; on a MySQL ledger it
+// is a courtesy (the same server: one waits for the other), and every
+// change is a compare-and-set on the record as read (ledger.Store), which
+// is what keeps two hosts on two Galera nodes from both acting.
+func (e *Env) begin(ctx context.Context) (unlock func(), store *ledger.Store, seen map[string]string, err error) {
+	seen = map[string]string{}
+	if pre, err := e.Ledger.Ceremonies(ctx); err == nil {
+		for _, repo := range pre.OpenRepositories() {
+			seen[repo] = pre.Open(repo).ID
+		}
 	}
-	store, err := e.Ledger.Ceremonies(ctx)
+	unlock, err = e.Ledger.Lock(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, err = e.Ledger.Ceremonies(ctx)
 	if err != nil {
 		unlock()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return unlock, store, nil
+	return unlock, store, seen, nil
+}
+
+// conflict says what a step that lost a compare-and-set found: another
+// host's step is what happened to the ceremony. It waits, up to
+// lock_timeout, for another host's commit in progress to end. It returns
+// the ceremony's record when another host confirmed it (done counts it as
+// confirmed: the release runs), a refusal that names what the other host
+// did, or neither when the other host's claim is dead (its process gone, or
+// past its deadline): the caller may take the ceremony over.
+func (e *Env) conflict(ctx context.Context, st **ledger.Store, repo, id, verb string) (*ledger.Ceremony, error) {
+	store := *st
+	deadline := time.Now().Add(e.Cfg.LockWait)
+	told := false
+	for {
+		if h := store.Recorded(id); h != nil {
+			switch h.Status {
+			case ledger.Confirmed:
+				e.say("repository %q: ceremony %s is confirmed already (by another host, or a run before this one): nothing %s here", repo, id, verb)
+				return h, nil
+			case ledger.Abandoned:
+				return nil, refuse("repository %q: ceremony %s was rolled back by another host: nothing %s here", repo, id, verb)
+			}
+			return nil, refuse("repository %q: ceremony %s is %s already: nothing %s here", repo, id, h.Status, verb)
+		}
+		c := store.Open(repo)
+		switch {
+		case c == nil:
+			return nil, refuse("repository %q: ceremony %s is no longer open, and not in the history (another host dropped it): nothing %s here", repo, id, verb)
+		case c.ID != id:
+			return nil, refuse("repository %q: another host opened ceremony %s meanwhile: nothing %s here", repo, c.ID, verb)
+		case !store.Live(c):
+			return nil, nil
+		case c.Status == ledger.RollingBack:
+			return nil, refuse("repository %q: ceremony %s is being rolled back by another host (%s): nothing %s here", repo, id, c.Claim, verb)
+		case c.Status == ledger.Preparing:
+			return nil, refuse("repository %q: ceremony %s is being prepared by another host (%s): nothing %s here", repo, id, c.Claim, verb)
+		case c.Status != ledger.Committing:
+			return nil, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, refuse("repository %q: ceremony %s: another host is committing it (%s): nothing %s here; run the step again once it is done", repo, id, c.Claim, verb)
+		}
+		if !told {
+			e.say("repository %q: ceremony %s: another host is committing it (%s): waiting up to %s for it to end", repo, id, c.Claim, e.Cfg.LockWait)
+			told = true
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		next, err := e.Ledger.Ceremonies(ctx)
+		if err != nil {
+			return nil, err
+		}
+		store, *st = next, next
+	}
+}
+
+// isConflict reports whether err is a lost compare-and-set.
+func isConflict(err error) bool {
+	var ce *ledger.ConflictError
+	return errors.As(err, &ce)
 }
 
 // snapshot reads the database and the tokens of repos, plus extra tokens

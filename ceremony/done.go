@@ -22,7 +22,7 @@ import (
 // older keys the token lacks. Once a ceremony is confirmed (or found
 // confirmed by a run that died), e.Release runs.
 func Done(ctx context.Context, e *Env, repos []string, backupToken, operator string) (confirmed []*ledger.Ceremony, err error) {
-	unlock, store, err := e.begin(ctx)
+	unlock, store, seen, err := e.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,31 @@ func Done(ctx context.Context, e *Env, repos []string, backupToken, operator str
 	var todo []*ledger.Ceremony
 	for _, repo := range repos {
 		c := store.Open(repo)
+		if id := seen[repo]; id != "" && (c == nil || c.ID != id) && store.Recorded(id) != nil {
+			// Ended while this run waited for the lock.
+			rec, err := e.conflict(ctx, &store, repo, id, "committed")
+			if err != nil {
+				return confirmed, err
+			}
+			confirmed = append(confirmed, rec)
+			continue
+		}
 		switch {
+		case c != nil && store.Live(c) && c.Status != ledger.Open:
+			// Another host acts on it now: wait for a commit to end, or say
+			// what it does.
+			rec, err := e.conflict(ctx, &store, repo, c.ID, "committed")
+			switch {
+			case err != nil:
+				return confirmed, err
+			case rec != nil:
+				confirmed = append(confirmed, rec)
+			case store.Open(repo) != nil:
+				todo = append(todo, store.Open(repo))
+			}
+			continue
+		case c != nil && c.Status == ledger.RollingBack:
+			return nil, refuse("repository %q: ceremony %s was interrupted while rolling back, nothing committed: run `backup rollback` again to finish it", repo, c.ID)
 		case c == nil:
 			last := "none yet"
 			if lc := store.LastConfirmed(repo); lc != nil {
@@ -84,30 +108,48 @@ func Done(ctx context.Context, e *Env, repos []string, backupToken, operator str
 	}
 	var errs []error
 	for _, c := range todo {
-		ok, err := e.doneOne(ctx, store, snap, c, operator)
+		rec, err := e.doneOne(ctx, &store, snap, c, operator)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if ok {
-			confirmed = append(confirmed, c)
+		if rec != nil {
+			confirmed = append(confirmed, rec)
 		}
 	}
 	return confirmed, joinErrs(errs)
 }
 
 // doneOne takes one ceremony through done's steps: see where it stands,
-// verify, commit, check what the enforcer did, record.
-func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *inventory.Snapshot, c *ledger.Ceremony, operator string) (bool, error) {
+// verify, commit, check what the enforcer did, record. It returns the
+// confirmed ceremony: this one, or the record of another host that
+// confirmed it first.
+func (e *Env) doneOne(ctx context.Context, st **ledger.Store, snap *inventory.Snapshot, c *ledger.Ceremony, operator string) (*ledger.Ceremony, error) {
+	rec, err := e.doneSteps(ctx, *st, snap, c, operator)
+	if err != nil && isConflict(err) {
+		// Another host got there first: say what it did.
+		other, cerr := e.conflict(ctx, st, c.Repository, c.ID, "committed")
+		if cerr != nil {
+			return nil, cerr
+		}
+		if other != nil {
+			return other, nil
+		}
+		return nil, refuse("repository %q: ceremony %s: %v; nothing committed here: run backup done again", c.Repository, c.ID, err)
+	}
+	return rec, err
+}
+
+func (e *Env) doneSteps(ctx context.Context, store *ledger.Store, snap *inventory.Snapshot, c *ledger.Ceremony, operator string) (*ledger.Ceremony, error) {
 	committed := alreadyCommitted(snap.State, c)
 	checks, warnings, problems, err := e.verify(snap, store, c, committed)
 	if err != nil {
-		return false, e.notConfirmed(c, committed, err.Error())
+		return nil, e.notConfirmed(c, committed, err.Error())
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			e.say("repository %q: %s", c.Repository, p)
 		}
-		return false, &Refusal{e.notConfirmed(c, committed, summarize(problems)).Error()}
+		return nil, &Refusal{e.notConfirmed(c, committed, summarize(problems)).Error()}
 	}
 	for _, w := range warnings {
 		e.say("repository %q: warning: %s", c.Repository, w)
@@ -119,23 +161,23 @@ func (e *Env) doneOne(ctx context.Context, store *ledger.Store, snap *inventory.
 		}
 	}
 	if err := e.commit(ctx, store, c, committed); err != nil {
-		return false, err
+		return nil, err
 	}
 	after, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
 	if err != nil {
-		return false, fmt.Errorf("repository %q: ceremony %s: the enforcer committed, but its result cannot be read; run backup done again: %w", c.Repository, c.ID, err)
+		return nil, fmt.Errorf("repository %q: ceremony %s: the enforcer committed, but its result cannot be read; run backup done again: %w", c.Repository, c.ID, err)
 	}
 	left, post := e.examine(after, store.Coverage(), c, doneBefore)
 	if c.RequireBackup && prepared(c) > 0 {
 		checks = append(checks, "the enforcer marked exactly the manifest's keys Done")
 	}
 	if err := e.record(ctx, store, c, operator, checks, warnings, left, snap); err != nil {
-		return false, err
+		return nil, err
 	}
 	if post != nil {
-		return true, &Warning{post.Error()}
+		return c, &Warning{post.Error()}
 	}
-	return true, nil
+	return c, nil
 }
 
 // alreadyCommitted says whether a ceremony left committing by a crash was
@@ -286,15 +328,19 @@ func (e *Env) commit(ctx context.Context, store *ledger.Store, c *ledger.Ceremon
 	if !c.RequireBackup || committed || prepared(c) == 0 {
 		return nil
 	}
-	c.Status = ledger.Committing
+	// The claim, committed before the enforcer's commit: of two hosts, one
+	// gets it; the other's compare-and-set fails, and it runs nothing.
+	prev, prevClaim := c.Status, c.Claim
+	c.Status, c.Claim = ledger.Committing, ledger.NewClaim(ctx)
 	if err := store.SaveOpen(ctx, c); err != nil {
+		c.Status, c.Claim = prev, prevClaim
 		return err
 	}
 	failpoint.Hit("done-committing")
 	if _, err := e.cli().Run(ctx, "backup", "commit", "-r", c.Repository); err != nil {
 		if errors.Is(err, enforcer.ErrUnreachable) {
 			// The commit did not run: the ceremony is open as before.
-			c.Status = ledger.Open
+			c.Status, c.Claim = ledger.Open, nil
 			if serr := store.SaveOpen(ctx, c); serr != nil {
 				err = errors.Join(err, serr)
 			}
@@ -341,6 +387,9 @@ func (e *Env) record(ctx context.Context, store *ledger.Store, c *ledger.Ceremon
 	c.Warnings = warnings
 	c.LeftRequired = left
 	if err := store.End(ctx, c); err != nil {
+		if isConflict(err) {
+			return err // another host ended it: doneOne says how
+		}
 		state := "nothing recorded"
 		if c.RequireBackup && prepared(c) > 0 {
 			state = "the enforcer has committed it, the history does not have it yet"

@@ -2,6 +2,7 @@ package ceremony
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -25,7 +26,7 @@ import (
 // and on each mirror, or the enforcer is rolled back and nothing is opened.
 // A ceremony left preparing by a crash is taken up again.
 func Prepare(ctx context.Context, e *Env, repos []string, operator string) (opened []*ledger.Ceremony, err error) {
-	unlock, store, err := e.begin(ctx)
+	unlock, store, _, err := e.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -34,8 +35,16 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 	for _, repo := range repos {
 		c := store.Open(repo)
 		switch {
+		case c != nil && c.Status == ledger.Preparing && store.Live(c):
+			return nil, refuse("repository %q: ceremony %s is being prepared by another host (%s): finish it there, or wait for it", repo, c.ID, c.Claim)
 		case c != nil && c.Status == ledger.Preparing:
 			e.say("repository %q: ceremony %s was interrupted while preparing (%s by %s): taking it up again", repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
+			// Taken over with a compare-and-set: of two hosts that both
+			// found it interrupted, one takes it up.
+			c.Claim = ledger.NewClaim(ctx)
+			if err := store.SaveOpen(ctx, c); err != nil {
+				return nil, lostPrepare(repo, err)
+			}
 			cs[repo] = c
 		case c != nil:
 			return nil, refuse("repository %q: ceremony %s is already open (prepared %s by %s): finish it with `backup done` or `backup rollback`",
@@ -50,9 +59,11 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		}
 		r, _ := e.Cfg.ODS.Repository(repo)
 		c := &ledger.Ceremony{ID: ledger.NewID(repo, e.now()), Repository: repo, Status: ledger.Preparing,
-			RequireBackup: r.RequireBackup, Operator: operator, Prepared: e.now()}
+			RequireBackup: r.RequireBackup, Operator: operator, Prepared: e.now(), Claim: ledger.NewClaim(ctx)}
+		// Recorded only if no ceremony is open: another host that opened
+		// one meanwhile wins, and the enforcer is not asked.
 		if err := store.SaveOpen(ctx, c); err != nil {
-			return nil, err
+			return nil, lostPrepare(repo, err)
 		}
 		cs[repo] = c
 	}
@@ -94,6 +105,17 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		}
 	}
 	return opened, joinErrs(errs)
+}
+
+// lostPrepare says that another host opened a ceremony first.
+func lostPrepare(repo string, err error) error {
+	var ce *ledger.ConflictError
+	if errors.As(err, &ce) && ce.Current != nil {
+		c := ce.Current
+		return refuse("repository %q: ceremony %s is already open (prepared %s by %s, on another host meanwhile): finish it with `backup done` or `backup rollback`",
+			repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
+	}
+	return err
 }
 
 func (e *Env) rollbackAll(ctx context.Context, repos []string) {
@@ -179,8 +201,13 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *invento
 		}
 		return refuse("repository %q: %s: %s", repo, how, summarize(problems))
 	}
-	c.Status = ledger.Open
+	c.Status, c.Claim = ledger.Open, nil
 	if err := store.SaveOpen(ctx, c); err != nil {
+		if isConflict(err) {
+			// Another host took the ceremony over (this run's claim ran out):
+			// what the enforcer has flagged is its business now.
+			return refuse("repository %q: ceremony %s: %v: not opened here", repo, c.ID, err)
+		}
 		rollback()
 		return err
 	}

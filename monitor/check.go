@@ -395,11 +395,15 @@ func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, wri
 	for _, repo := range store.OpenRepositories() {
 		c := store.Open(repo)
 		switch {
-		case c.Status == ledger.Preparing && writer != "":
-			// In progress: the writer that records it holds the lock.
+		case (c.Status == ledger.Preparing || c.Status == ledger.RollingBack) && (writer != "" || store.Live(c)):
+			// In progress: the writer that records it holds the lock, or
+			// (on another Galera node) a live claim.
 		case c.Status == ledger.Preparing:
 			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while preparing: run ods-keyguard backup prepare -r %s again (it takes it up), or backup rollback -r %s",
 				c.ID, repo, repo, repo)
+		case c.Status == ledger.RollingBack:
+			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while rolling back: run ods-keyguard backup rollback -r %s again to finish it",
+				c.ID, repo, repo)
 		case opt.At.Sub(c.Prepared) > opt.Grace:
 			add(StateWarning, "ceremony", "backup ceremony %s of %s open for %s: finish it with backup done, or backup rollback; until then its keys stay Prepared",
 				c.ID, repo, when.Duration(opt.At.Sub(c.Prepared)))
