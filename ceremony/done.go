@@ -160,6 +160,7 @@ func (e *Env) doneSteps(ctx context.Context, store *ledger.Store, snap *inventor
 			doneBefore[k.Locator] = true
 		}
 	}
+	failpoint.Hit("done-verified")
 	if err := e.commit(ctx, store, c, committed); err != nil {
 		return nil, err
 	}

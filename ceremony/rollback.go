@@ -27,15 +27,16 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			return nil, rollbackLost(store, repo, id)
 		}
 	}
-	for _, repo := range repos {
-		if c := store.Open(repo); c != nil && store.Live(c) {
-			return nil, rollbackLost(store, repo, c.ID)
-		}
-	}
 	if len(repos) == 0 {
 		repos = store.OpenRepositories()
 		if len(repos) == 0 {
 			return nil, refuse("nothing to roll back: no backup ceremony is open")
+		}
+	}
+	// Another host acts on it now (committing, rolling back, preparing).
+	for _, repo := range repos {
+		if c := store.Open(repo); c != nil && store.Live(c) {
+			return nil, rollbackLost(store, repo, c.ID)
 		}
 	}
 	var st *enforcer.State
@@ -60,6 +61,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			return nil, refuse("repository %q: the enforcer has %d keys of ceremony %s Done (%s): run `backup done`, which verifies them and records the ceremony (nothing rolled back, the history unchanged)", repo, n, c.ID, how)
 		}
 	}
+	failpoint.Hit("rollback-checked")
 	for _, repo := range repos {
 		r, _ := e.Cfg.ODS.Repository(repo)
 		c := store.Open(repo)
