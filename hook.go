@@ -30,7 +30,7 @@ $ODS_KEYGUARD_CONFIG or /etc/opendnssec/keyguard.toml. A DNSKEY is forwarded
 to [hooks] ds_submit_forward only when its key is in a confirmed backup
 ceremony, is on its repository's token and every mirror now, and (with
 RequireBackup) is Done in the enforcer (or Not Required there, which the
-enforcer never changes). Anything else is withheld: recorded in state_dir,
+enforcer never changes). Anything else is withheld: recorded in the ledger,
 logged to syslog (conf.xml's facility, tag ods-keyguard) and stderr.
 A retraction is held while the zone's successor KSK is not known to be at
 the parent, and forwarded right after it; a retraction of a DS that never

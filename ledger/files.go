@@ -126,13 +126,18 @@ type envelope struct {
 	Data   json.RawMessage `json:"data"`
 }
 
-// CorruptError is a state file that cannot be trusted.
+// CorruptError is a state file, or a row of a MySQL ledger (Row), that
+// cannot be trusted.
 type CorruptError struct {
 	Path   string
 	Reason string
+	Row    bool
 }
 
 func (e *CorruptError) Error() string {
+	if e.Row {
+		return fmt.Sprintf("%s: %s: restore it from a backup of the database; ods-keyguard does not replace it", e.Path, e.Reason)
+	}
 	return fmt.Sprintf("state file %s: %s: move it aside or restore it; ods-keyguard does not replace it", e.Path, e.Reason)
 }
 
@@ -164,22 +169,22 @@ func fileError(err error) error {
 func decode(path string, b []byte, format string, v any) error {
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
-		return &CorruptError{path, "not valid JSON (" + err.Error() + ")"}
+		return &CorruptError{Path: path, Reason: "not valid JSON (" + err.Error() + ")"}
 	}
 	if env.Format != format {
-		return &CorruptError{path, fmt.Sprintf("format %q, want %q", env.Format, format)}
+		return &CorruptError{Path: path, Reason: fmt.Sprintf("format %q, want %q", env.Format, format)}
 	}
 	// The checksum is over the compact form: indentation is not content.
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, env.Data); err != nil {
-		return &CorruptError{path, "not valid JSON (" + err.Error() + ")"}
+		return &CorruptError{Path: path, Reason: "not valid JSON (" + err.Error() + ")"}
 	}
 	sum := sha256.Sum256(compact.Bytes())
 	if hex.EncodeToString(sum[:]) != env.SHA256 {
-		return &CorruptError{path, "checksum mismatch (damaged or edited by hand)"}
+		return &CorruptError{Path: path, Reason: "checksum mismatch (damaged or edited by hand)"}
 	}
 	if err := json.Unmarshal(env.Data, v); err != nil {
-		return &CorruptError{path, "unreadable data (" + err.Error() + ")"}
+		return &CorruptError{Path: path, Reason: "unreadable data (" + err.Error() + ")"}
 	}
 	return nil
 }

@@ -426,10 +426,10 @@ func (m *mysqlLedger) unseal(table, key, doc, sum string, v any) error {
 	s := sha256.Sum256([]byte(doc))
 	where := fmt.Sprintf("ledger %s table %s row %s", m.srv.String(), table, key)
 	if hex.EncodeToString(s[:]) != sum {
-		return &CorruptError{where, "checksum mismatch (damaged or edited by hand)"}
+		return &CorruptError{Path: where, Reason: "checksum mismatch (damaged or edited by hand)", Row: true}
 	}
 	if err := json.Unmarshal([]byte(doc), v); err != nil {
-		return &CorruptError{where, "not valid JSON (" + err.Error() + ")"}
+		return &CorruptError{Path: where, Reason: "not valid JSON (" + err.Error() + ")", Row: true}
 	}
 	return nil
 }

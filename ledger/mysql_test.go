@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/secret"
@@ -385,5 +386,63 @@ func TestMySQLNoDDLOnOpen(t *testing.T) {
 	must(t, err)
 	if _, err := New(ctx, Options{MySQL: &o}); err == nil || !strings.HasSuffix(err.Error(), "schema version 0, this ods-keyguard needs version 1: run ods-keyguard ledger init once") {
 		t.Errorf("an old schema: %v", err)
+	}
+}
+
+// A transaction that another host's won (1213: a deadlock, or a Galera
+// certification failure), a lock wait timeout (1205) or a lost connection
+// is tried again, with jittered waits, within the deadline; what still
+// fails says so, and how often it was tried.
+func TestMySQLRetry(t *testing.T) {
+	m := &mysqlLedger{srv: mysqlx.Server{Host: "127.0.0.1", Port: 3306, User: "kg", Database: "kg"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := 0
+	err := m.retry(ctx, func() error {
+		n++
+		if n < 3 {
+			return &mysql.MySQLError{Number: 1213, Message: "Deadlock found when trying to get lock; try restarting transaction"}
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("after two conflicts: %v, %d tries", err, n)
+	}
+	n = 0
+	err = m.retry(ctx, func() error {
+		n++
+		return &mysql.MySQLError{Number: 1213, Message: "Deadlock found when trying to get lock; try restarting transaction"}
+	})
+	want := "ledger mysql://kg@127.0.0.1:3306/kg: another host wrote first (a deadlock, or a Galera certification conflict: server error 1213): retried 7 times"
+	if err == nil || err.Error() != want || n != retryTries {
+		t.Fatalf("always a conflict: %d tries, %v\nwant %s", n, err, want)
+	}
+	n = 0
+	err = m.retry(ctx, func() error {
+		n++
+		if n == 1 {
+			return mysql.ErrInvalidConn
+		}
+		if n == 2 {
+			return &mysql.MySQLError{Number: 1205, Message: "Lock wait timeout exceeded"}
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("a lost connection, a lock wait: %v, %d tries", err, n)
+	}
+	// Other errors are not tried again.
+	n = 0
+	err = m.retry(ctx, func() error { n++; return &mysql.MySQLError{Number: 1142, Message: "INSERT command denied"} })
+	if n != 1 || err == nil || strings.Contains(err.Error(), "retried") {
+		t.Fatalf("a missing grant: %d tries, %v", n, err)
+	}
+	// The deadline ends the tries.
+	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	start := time.Now()
+	err = m.retry(short, func() error { return &mysql.MySQLError{Number: 1213, Message: "Deadlock"} })
+	if time.Since(start) > 2*time.Second || err == nil || !strings.Contains(err.Error(), "another host wrote first") {
+		t.Fatalf("within a short deadline: %v after %s", err, time.Since(start))
 	}
 }
