@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -19,12 +21,29 @@ func ledgerCommand() *cli.Command {
 				Name:      "init",
 				Usage:     "make the tables of the MySQL ledger ([ledger] backend = \"mysql\")",
 				UsageText: "ods-keyguard ledger init [-t SECONDS]",
-				Description: `Makes ods-keyguard's tables in the database of [ledger] dsn, if they are
-not there yet; any command that writes does so too, a reader (check) does
-not. Nothing to do for backend = "files".
+				Description: `Makes ods-keyguard's tables in the database of [ledger] dsn, and its
+schema version row, if they are not there yet: once, before the hosts
+use the ledger. No other command makes tables (on a Galera cluster DDL
+runs cluster-wide and conflicts with every writer): they check the
+version row, and say to run this when it is missing or old. Nothing to do
+for backend = "files".
 Exit status: 0 ready; 3 could not (server, password, grants).`,
 				Flags:  []cli.Flag{timeoutFlag(defaultTimeout)},
 				Action: withJob(runLedgerInit),
+			},
+			{
+				Name:      "status",
+				Usage:     "where the records are, what the server is (single, replica, Galera node), what that guarantees",
+				UsageText: "ods-keyguard ledger status [--json] [-t SECONDS]",
+				Description: `Names the ledger; for a MySQL ledger the server's version, whether it is
+a Galera node (@@wsrep_on: cluster size, node state), a group replication
+member or read-only (@@read_only, @@innodb_read_only: a replica, which
+writers refuse), the schema version, and what the topology guarantees.
+Then the records (open ceremonies, history, DS records), who holds the
+writers' lock, and the problems that stop writers (PROBLEM lines).
+Exit status: 0 reported (problems included); 3 could not reach the ledger.`,
+				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(30 * time.Second)},
+				Action: withJob(runLedgerStatus),
 			},
 			{
 				Name:      "migrate",
@@ -50,10 +69,16 @@ Exit status: 0 migrated (or found migrated); 3 could not, nothing lost.`,
 
 func runLedgerInit(r *job) error {
 	c := r.c
-	l, err := r.ledger(false)
+	o, err := r.cfg.LedgerOptions(c.App.ErrWriter, false)
 	if err != nil {
 		return err
 	}
+	o.Create = true // ledger init makes the tables; nothing else does
+	l, err := ledger.New(r.ctx, o)
+	if err != nil {
+		return err
+	}
+	r.closes = append(r.closes, l.Close)
 	if err := l.Init(r.ctx); err != nil {
 		return err
 	}
@@ -83,4 +108,29 @@ func runLedgerMigrate(r *job) error {
 	}
 	rep.WriteText(c.App.Writer)
 	return nil
+}
+
+func runLedgerStatus(r *job) error {
+	c := r.c
+	o, err := r.cfg.LedgerOptions(c.App.ErrWriter, true)
+	if err != nil {
+		return err
+	}
+	o.Inspect = true
+	l, err := ledger.New(r.ctx, o)
+	if err != nil {
+		return err
+	}
+	r.closes = append(r.closes, l.Close)
+	st, err := l.Status(r.ctx)
+	if err != nil {
+		return err
+	}
+	return output(c, struct {
+		Schema string `json:"schema"`
+		*ledger.Status
+	}{"ods-keyguard/ledger-status/1", st}, func(w io.Writer) error {
+		st.WriteText(w)
+		return nil
+	})
 }

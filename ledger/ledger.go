@@ -31,6 +31,9 @@ type Options struct {
 	// init and ledger migrate, nothing else (DDL on a Galera cluster runs
 	// cluster-wide, in total order, and conflicts with every writer).
 	Create bool
+	// Inspect opens a MySQL ledger without checking it (schema, read-only
+	// server): for ledger status, which reports those.
+	Inspect bool
 	// Migrating opens a state_dir even after it was migrated: for
 	// ledger migrate, run again, to say so.
 	Migrating bool

@@ -141,6 +141,9 @@ func openMySQL(ctx context.Context, o Options) (*mysqlLedger, error) {
 			return nil, err
 		}
 	}
+	if o.Inspect {
+		return m, nil // ledger status: reports what writers would refuse
+	}
 	if !o.ReadOnly && m.info.ReadOnly != "" {
 		m.db.Close()
 		return nil, &ReadOnlyServerError{m.srv.String(), m.info.ReadOnly}
