@@ -446,3 +446,41 @@ func TestMySQLRetry(t *testing.T) {
 		t.Fatalf("within a short deadline: %v after %s", err, time.Since(start))
 	}
 }
+
+// A writer pointed at a read-only server (a replica) is refused, saying
+// so; a reader (check) goes on; ledger status reports it. A server of its
+// own: read_only is global.
+func TestMySQLReadOnlyServer(t *testing.T) {
+	sandbox.NeedTools(t, "mariadbd", "mariadb-install-db", "mariadb")
+	ctx := context.Background()
+	srv, err := sandbox.StartMariaDB(t.TempDir())
+	must(t, err)
+	t.Cleanup(srv.Stop)
+	db, err := srv.NewDatabase("keyguard")
+	must(t, err)
+	s := mysqlx.Server{Host: "127.0.0.1", Port: srv.Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
+	l := mysqlLedgerFor(t, s, Options{})
+	st, err := l.Status(ctx)
+	must(t, err)
+	if !st.Writable || st.Server == nil || st.Server.Galera || st.Topology != "single server (or a primary)" || len(st.Problems) != 0 {
+		t.Fatalf("a writable server: %+v", st)
+	}
+	_, err = srv.Root("SET GLOBAL read_only = 1")
+	must(t, err)
+	_, err = New(ctx, Options{MySQL: &s})
+	var ro *ReadOnlyServerError
+	if !errors.As(err, &ro) || !strings.Contains(err.Error(), ": the server is read-only (@@read_only is 1): a writer needs the primary") {
+		t.Fatalf("a writer on a read-only server: %v", err)
+	}
+	r, err := New(ctx, Options{MySQL: &s, ReadOnly: true})
+	must(t, err)
+	r.Close()
+	i, err := New(ctx, Options{MySQL: &s, Inspect: true})
+	must(t, err)
+	defer i.Close()
+	st, err = i.Status(ctx)
+	must(t, err)
+	if st.Writable || st.Topology != "read-only server (a replica?)" || len(st.Problems) != 1 {
+		t.Fatalf("a read-only server: %+v", st)
+	}
+}
