@@ -146,6 +146,7 @@ func runScripts(t *testing.T, backend string, files []string) {
 			"forgeds":    cmdForgeDS,
 			"gendnskeys": cmdGenDNSKEYs,
 			"blackhole":  cmdBlackhole,
+			"galera":     cmdGalera,
 		},
 	})
 }
@@ -202,6 +203,7 @@ func setupScript(env *testscript.Env, backend string) error {
 	env.Setenv("CI", os.Getenv("CI"))
 	env.Values["enforcer"] = slot
 	env.Values["parent"] = &parentSlot{}
+	env.Values["galera"] = &galeraSlot{}
 	return nil
 }
 
@@ -213,6 +215,7 @@ var tools = map[string][]string{
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
 	"nagios":   {"nagios4"},
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
+	"galera":   {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
 	"sudo":     {"sudo"},
 }
 
@@ -234,6 +237,14 @@ func condition(cond string) (bool, error) {
 			return false, errors.New("[root]: the test runs as uid " + strconv.Itoa(os.Getuid()) + ", and CI does not skip")
 		}
 		return false, nil
+	}
+	if cond == "galera" {
+		if _, err := os.Stat(sandbox.GaleraProvider); err != nil {
+			if strictTools {
+				return false, fmt.Errorf("[galera]: %s not found, and CI does not skip", sandbox.GaleraProvider)
+			}
+			return false, nil
+		}
 	}
 	if cond == "softhsm" {
 		if _, err := os.Stat(sandbox.Module); err != nil {
@@ -1066,4 +1077,63 @@ func cmdBlackhole(ts *testscript.TestScript, neg bool, args []string) {
 		mu.Unlock()
 	})
 	ts.Setenv("BLACKHOLE_PORT", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+}
+
+// galeraSlot holds a script's Galera cluster.
+type galeraSlot struct{ g *sandbox.Galera }
+
+// galera start: a 3-node MariaDB Galera cluster for this script, a ledger
+// database on it (made on node 1, with ledger init), and $LEDGER_1,
+// $LEDGER_2, $LEDGER_3: the [ledger] section of a host that writes to that
+// node; $GALERA_SOCKET_N each node's socket (root).
+// galera kill N: kill node N as a crash would, and wait until the others
+// go on as a cluster without it.
+func cmdGalera(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: galera start | galera kill N")
+	}
+	switch args[0] {
+	case "start":
+		dir, err := os.MkdirTemp("", "keyguard-galera")
+		ts.Check(err)
+		g, err := sandbox.StartGalera(dir, 3)
+		if err != nil {
+			os.RemoveAll(dir)
+			ts.Fatalf("galera start: %v", err)
+		}
+		ts.Defer(func() { g.Stop(); os.RemoveAll(dir) })
+		ts.Value("galera").(*galeraSlot).g = g
+		db, err := g.Nodes[0].NewDatabase("keyguard")
+		ts.Check(err)
+		pw := ts.MkAbs("ledger.pw")
+		ts.Check(os.WriteFile(pw, []byte(db.Password+"\n"), 0o600))
+		srv := mysqlx.Server{Host: "127.0.0.1", Port: g.Nodes[0].Port, User: db.User, Password: secret.Value(db.Password), Database: db.Name}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		l, err := ledger.New(ctx, ledger.Options{MySQL: &srv, Create: true})
+		ts.Check(err)
+		err = l.Init(ctx)
+		l.Close()
+		ts.Check(err)
+		for i, n := range g.Nodes {
+			ts.Setenv(fmt.Sprintf("LEDGER_%d", i+1), fmt.Sprintf("[ledger]\nbackend = \"mysql\"\ndsn = %q\npassword_file = %q\n",
+				fmt.Sprintf("%s@tcp(127.0.0.1:%d)/%s", db.User, n.Port, db.Name), pw))
+			ts.Setenv(fmt.Sprintf("GALERA_SOCKET_%d", i+1), n.Socket)
+		}
+		ts.Setenv("LEDGER_DB", db.Name)
+	case "kill":
+		if len(args) != 2 {
+			ts.Fatalf("usage: galera kill N")
+		}
+		g := ts.Value("galera").(*galeraSlot).g
+		if g == nil {
+			ts.Fatalf("galera kill: no cluster (galera start first)")
+		}
+		n, err := strconv.Atoi(args[1])
+		ts.Check(err)
+		ts.Check(g.Kill(n))
+		ts.Check(g.WaitSize(len(g.Nodes)-1, 60*time.Second))
+	default:
+		ts.Fatalf("usage: galera start | galera kill N")
+	}
 }

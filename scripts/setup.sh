@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what ods-keyguard's demo and tests need on Debian bookworm: the
 # real parts the tests start (SoftHSMv2, OpenDNSSEC's enforcer, BIND as a
-# parent, MariaDB, Nagios Core) and the tools they check with (pkcs11-tool,
+# parent, MariaDB and a Galera cluster of it, Nagios Core) and the tools they check with (pkcs11-tool,
 # sqlite3, dig, lintian, promtool, dpkg-deb, debsums, man, sudo). Does
 # nothing when they are there already.
 set -eu
@@ -14,6 +14,10 @@ want sqlite3 sqlite3
 want named bind9
 want dig bind9-dnsutils
 want mariadbd mariadb-server
+# The Galera harness: three MariaDB nodes with Debian's galera-4, joined by
+# rsync state transfer.
+want rsync rsync
+[ -e /usr/lib/galera/libgalera_smm.so ] || need="$need galera-4"
 want nagios4 nagios4-core
 want promtool prometheus
 want lintian lintian
