@@ -312,16 +312,21 @@ func (s *Store) Forget(ctx context.Context, repo string) error {
 
 // Live reports whether c's claim is held by a process that may still act
 // on it: on a ledger whose lock serialises every writer (state_dir), none
-// is; else a live pid on this host, or a claim of another host whose
-// deadline (plus the clocks' skew) has not passed.
+// is; else a claim whose deadline (plus the clocks' skew) has not passed
+// and, on this host, whose pid still runs.
 func (s *Store) Live(c *Ceremony) bool {
 	if c == nil || c.Claim == nil || s.b.exclusive() {
 		return false
 	}
+	if !time.Now().Before(c.Claim.Until.Add(claimSkew)) {
+		return false // past its deadline: whatever runs under it has stopped
+	}
 	if c.Claim.Host == host() {
+		// A pid of this host tells at once (a pid reused by another
+		// process keeps the claim only until its deadline).
 		return c.Claim.PID != os.Getpid() && alive(c.Claim.PID)
 	}
-	return time.Now().Before(c.Claim.Until.Add(claimSkew))
+	return true
 }
 
 // alive reports whether pid is a running process (not a zombie).

@@ -484,3 +484,38 @@ func TestMySQLReadOnlyServer(t *testing.T) {
 		t.Fatalf("a read-only server: %+v", st)
 	}
 }
+
+// A claim is live while its process runs (this host) or until its
+// deadline (another host); on state_dir, whose flock the writer holds, a
+// claim found is always dead.
+func TestClaimLive(t *testing.T) {
+	_, srv := ledgerDB(t)
+	l := mysqlLedgerFor(t, srv, Options{})
+	s, err := l.Ceremonies(context.Background())
+	must(t, err)
+	soon := time.Now().Add(time.Minute)
+	for _, tt := range []struct {
+		name  string
+		claim *Claim
+		live  bool
+	}{
+		{"none", nil, false},
+		{"this process", &Claim{Host: host(), PID: os.Getpid(), Until: soon}, false},
+		{"a live process of this host", &Claim{Host: host(), PID: os.Getppid(), Until: soon}, true},
+		{"a dead process of this host", &Claim{Host: host(), PID: 1 << 30, Until: soon}, false},
+		{"a live process past its deadline", &Claim{Host: host(), PID: os.Getppid(), Until: time.Now().Add(-time.Hour)}, false},
+		{"another host, within its deadline", &Claim{Host: "elsewhere", PID: 1, Until: soon}, true},
+		{"another host, within the clocks' skew", &Claim{Host: "elsewhere", PID: 1, Until: time.Now().Add(-10 * time.Second)}, true},
+		{"another host, past its deadline", &Claim{Host: "elsewhere", PID: 1, Until: time.Now().Add(-time.Minute)}, false},
+	} {
+		if got := s.Live(&Ceremony{Claim: tt.claim}); got != tt.live {
+			t.Errorf("%s: live %v, want %v", tt.name, got, tt.live)
+		}
+	}
+	f := newLedger(t, t.TempDir())
+	fs, err := f.Ceremonies(context.Background())
+	must(t, err)
+	if fs.Live(&Ceremony{Claim: &Claim{Host: "elsewhere", PID: 1, Until: soon}}) {
+		t.Error("state_dir: a claim found under the flock is live")
+	}
+}
