@@ -78,8 +78,6 @@ func (l *Ledger) Status(ctx context.Context) (*Status, error) {
 		default:
 			return nil, ferr
 		}
-	default:
-		st.Backend, st.Topology, st.Guarantee = "memory", "tests", "none"
 	}
 	open, _, history, err := l.b.loadCeremonies(ctx)
 	if err != nil {
