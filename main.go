@@ -127,6 +127,7 @@ func commands() []*cli.Command {
 		poolCommand(),
 		recoverCommand(),
 		ledgerCommand(),
+		pinCommand(),
 		{
 			Name:   hsmcheck.ChildCommand,
 			Hidden: true,

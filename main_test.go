@@ -112,13 +112,29 @@ func TestScriptsMySQL(t *testing.T) {
 }
 
 func runScripts(t *testing.T, backend string, files []string) {
+	runScriptsOn(t, backend, "softhsm", files)
+}
+
+// runScriptsOn runs the scripts on a backend and a PKCS#11 implementation
+// (impl_test.go).
+func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 	testscript.Run(t, testscript.Params{
 		Files:               files,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		UpdateScripts:       os.Getenv("ODS_KEYGUARD_UPDATE_GOLDEN") != "" && backend == "sqlite",
-		Setup:               func(env *testscript.Env) error { return setupScript(env, backend) },
-		Condition:           condition,
+		Setup: func(env *testscript.Env) error {
+			if err := setupScript(env, backend); err != nil {
+				return err
+			}
+			return setupImpl(env, impl)
+		},
+		Condition: func(cond string) (bool, error) {
+			if ok, isImpl := implCondition(impl, cond); isImpl {
+				return ok, nil
+			}
+			return condition(cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode":   cmdExitcode,
 			"envsubst":   cmdEnvsubst,
@@ -139,6 +155,7 @@ func runScripts(t *testing.T, backend string, files []string) {
 			"nagios":     cmdNagios,
 			"jsonschema": cmdJSONSchema,
 			"logged":     cmdLogged,
+			"token":      cmdToken,
 		},
 	})
 }
@@ -202,6 +219,7 @@ var tools = map[string][]string{
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
 	"nagios":   {"nagios4"},
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
+	"gcc":      {"gcc"},
 }
 
 func condition(cond string) (bool, error) {
@@ -372,11 +390,13 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 				"WORK=" + ts.Getenv("WORK"),
 				"PARENT_PORT=" + ts.Getenv("PARENT_PORT"),
 			},
+			Module:       ts.Getenv("MODULE"),
 			Dir:          ts.MkAbs("ods"),
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
 			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: *pin, RequireBackup: *rb, SkipPublicKey: *spk}},
 			DSSubmit:     *submit, DSRetract: *retract, ManualKeyGen: *manual, SetTime: *setTime,
 		}
+		o.Env = append(o.Env, wrapperEnv(ts)...)
 		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {
 			o.Kasp = string(kasp)
 		}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+)
+
+// Scripts marked "# implementations: softhsm nss" run on SoftHSMv2 (in
+// TestScripts, like every script) and again on NSS softoken, Mozilla's
+// software token, through the wrapper module the harness builds
+// (internal/sandbox/csrc/p11wrap.c): the enforcer makes its keys there and
+// ods-keyguard reads them. The same steps, the same expected output, but
+// for lines guarded by [impl:softhsm] or [impl:nss] where the two differ
+// on purpose. Such scripts handle tokens with the "token" command, which
+// does the same on each implementation.
+var nssToo = regexp.MustCompile(`(?m)^# implementations: .*\bnss\b`)
+
+func TestScriptsNSS(t *testing.T) {
+	sandbox.NeedTools(t, "certutil", "gcc", "pkcs11-tool", "ods-enforcerd")
+	if _, err := sandbox.NSSModule(); err != nil {
+		if strictTools {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	files, err := filepath.Glob("testdata/script/*.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nss []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nssToo.Match(data) {
+			nss = append(nss, f)
+		}
+	}
+	if len(nss) == 0 {
+		t.Fatal("no script runs on NSS softoken")
+	}
+	runScriptsOn(t, "sqlite", "nss", nss)
+}
+
+// setupImpl makes the script's environment point at the implementation:
+// $IMPL, and for NSS the wrapper as $MODULE with the token ods-a's folder.
+func setupImpl(env *testscript.Env, impl string) error {
+	env.Setenv("IMPL", impl)
+	env.Setenv("P11WRAP_LOG", "")
+	env.Setenv("P11WRAP_MODULE", "")
+	env.Setenv("P11WRAP_NSS_DIR", "")
+	env.Setenv("P11WRAP_NSS_LABEL", "")
+	if impl != "nss" {
+		return nil
+	}
+	nss, err := sandbox.NSSModule()
+	if err != nil {
+		return err
+	}
+	so, err := sandbox.BuildWrapper(filepath.Join(env.WorkDir, "p11wrap"))
+	if err != nil {
+		return err
+	}
+	env.Setenv("MODULE", so)
+	env.Setenv("P11WRAP_MODULE", nss)
+	env.Setenv("P11WRAP_NSS_DIR", filepath.Join(env.WorkDir, "nss", "ods-a"))
+	env.Setenv("P11WRAP_NSS_LABEL", "ods-a")
+	return nil
+}
+
+// wrapperEnv is the wrapper's part of the script's environment, for the
+// enforcer (whose hooks and module see it) and pkcs11-tool.
+func wrapperEnv(ts *testscript.TestScript) []string {
+	var env []string
+	for _, k := range []string{"P11WRAP_MODULE", "P11WRAP_NSS_DIR", "P11WRAP_NSS_LABEL", "P11WRAP_LOG"} {
+		if v := ts.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// token spy: put the wrapper in front of $MODULE (the enforcer's module and
+// ods-keyguard's), logging every C_Login to $WORK/p11.log: user type and
+// return value, never the PIN. Run it before enforcer start.
+// token init [-pin P] LABEL: make a token on the script's implementation.
+// token keygen [-pin P] LABEL ID / token delete [-pin P] LABEL ID: make (EC
+// P-256, or -type) or delete the key pair whose CKA_ID is ID.
+// token copy LABEL NAME: copy the token's storage to $WORK/NAME, as a
+// backup of the HSM would be, and set $ENV_NAME to the TOML pairs of an
+// env = { ... } that opens the copy (same label, and same serial).
+// token restore NAME LABEL: put the copy NAME back in the token's place.
+func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
+	usage := "usage: token spy | init|keygen|delete [-pin P] [-type T] LABEL [ID] | copy LABEL NAME | restore NAME LABEL"
+	if neg || len(args) == 0 {
+		ts.Fatalf("%s", usage)
+	}
+	fs := flag.NewFlagSet("token "+args[0], flag.ContinueOnError)
+	pin := fs.String("pin", sandbox.PIN, "user PIN")
+	keyType := fs.String("type", "EC:prime256v1", "key type for keygen")
+	if err := fs.Parse(args[1:]); err != nil {
+		ts.Fatalf("token: %v", err)
+	}
+	rest := fs.Args()
+	impl := ts.Getenv("IMPL")
+	work := ts.Getenv("WORK")
+	// env opens the token labelled label on the implementation.
+	env := func(label string) []string {
+		if impl == "nss" {
+			return append(wrapperEnv(ts), "P11WRAP_NSS_DIR="+filepath.Join(work, "nss", label), "P11WRAP_NSS_LABEL="+label)
+		}
+		return append(wrapperEnv(ts), "SOFTHSM2_CONF="+ts.Getenv("SOFTHSM2_CONF"))
+	}
+	copyDir := func(from, to string) {
+		ts.Check(os.RemoveAll(to))
+		ts.Check(os.MkdirAll(to, 0o700))
+		if out, err := exec.Command("cp", "-a", from+"/.", to).CombinedOutput(); err != nil {
+			ts.Fatalf("token: cp: %v: %s", err, out)
+		}
+	}
+	switch {
+	case args[0] == "spy" && len(rest) == 0:
+		if ts.Getenv("P11WRAP_MODULE") == "" {
+			so, err := sandbox.BuildWrapper(filepath.Join(work, "p11wrap"))
+			ts.Check(err)
+			ts.Setenv("P11WRAP_MODULE", ts.Getenv("MODULE"))
+			ts.Setenv("MODULE", so)
+		}
+		ts.Setenv("P11WRAP_LOG", filepath.Join(work, "p11.log"))
+	case args[0] == "init" && len(rest) == 1:
+		if impl == "nss" {
+			ts.Check(sandbox.NSSInitToken(filepath.Join(work, "nss", rest[0]), *pin))
+			return
+		}
+		conf, err := sandbox.SoftHSM(filepath.Join(work, "softhsm"))
+		ts.Check(err)
+		ts.Check(sandbox.InitToken(conf, rest[0], *pin))
+	case args[0] == "keygen" && len(rest) == 2:
+		ts.Check(sandbox.PKCS11ToolWith(ts.Getenv("MODULE"), env(rest[0]), rest[0], *pin, "--keypairgen", "--key-type", *keyType,
+			"--id", rest[1], "--label", rest[1], "--usage-sign"))
+	case args[0] == "delete" && len(rest) == 2:
+		ts.Check(sandbox.PKCS11ToolWith(ts.Getenv("MODULE"), env(rest[0]), rest[0], *pin, "--delete-object", "--type", "privkey", "--id", rest[1]))
+		sandbox.PKCS11ToolWith(ts.Getenv("MODULE"), env(rest[0]), rest[0], *pin, "--delete-object", "--type", "pubkey", "--id", rest[1])
+	case args[0] == "copy" && len(rest) == 2:
+		label, name := rest[0], rest[1]
+		dst := filepath.Join(work, name)
+		if impl == "nss" {
+			copyDir(filepath.Join(work, "nss", label), filepath.Join(dst, "nss"))
+			ts.Setenv("ENV_"+name, fmt.Sprintf("P11WRAP_NSS_DIR = %q, P11WRAP_NSS_LABEL = %q", filepath.Join(dst, "nss"), label))
+			return
+		}
+		copyDir(filepath.Join(work, "softhsm", "tokens"), filepath.Join(dst, "tokens"))
+		conf, err := sandbox.SoftHSM(dst)
+		ts.Check(err)
+		ts.Setenv("ENV_"+name, fmt.Sprintf("SOFTHSM2_CONF = %q", conf))
+	case args[0] == "restore" && len(rest) == 2:
+		name, label := rest[0], rest[1]
+		if impl == "nss" {
+			copyDir(filepath.Join(work, name, "nss"), filepath.Join(work, "nss", label))
+			return
+		}
+		copyDir(filepath.Join(work, name, "tokens"), filepath.Join(work, "softhsm", "tokens"))
+	default:
+		ts.Fatalf("%s", usage)
+	}
+}
+
+// implCondition answers [impl:NAME]: whether the scripts run on NAME.
+func implCondition(impl, cond string) (bool, bool) {
+	name, ok := strings.CutPrefix(cond, "impl:")
+	if !ok {
+		return false, false
+	}
+	return impl == name, true
+}
