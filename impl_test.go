@@ -53,6 +53,76 @@ func TestScriptsNSS(t *testing.T) {
 	runScriptsOn(t, "sqlite", "nss", nss)
 }
 
+// Scripts marked "# implementations: ... opencryptoki" run on openCryptoki
+// 3.8.1's soft token too: IBM's stack, a slot daemon and shared memory, the
+// shape of many vendor HSM clients; RSA only, and three wrong PINs lock its
+// user PIN. Its paths are compiled in, so the test runs itself again in a
+// private mount and IPC namespace (unshare, as root), where it mounts its
+// own folders over them and starts pkcsslotd. The scripts run one at a
+// time: each initializes the one soft token afresh.
+var openCryptokiToo = regexp.MustCompile(`(?m)^# implementations: .*\bopencryptoki\b`)
+
+func TestScriptsOpenCryptoki(t *testing.T) {
+	sandbox.NeedTools(t, "pkcsslotd", "pkcsconf", "unshare", "mount", "gcc", "pkcs11-tool", "ods-enforcerd")
+	if os.Getuid() != 0 {
+		if strictTools {
+			t.Fatal("openCryptoki: the test needs root for its private namespace, and CI does not skip")
+		}
+		t.Skip("openCryptoki: needs root for its private namespace")
+	}
+	if _, err := os.Stat(sandbox.OpenCryptokiModule); err != nil {
+		if strictTools {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	if os.Getenv(sandbox.OpenCryptokiNamespace) == "" {
+		args := []string{"-m", "-i", "--propagation", "private", os.Args[0], "-test.run", "^TestScriptsOpenCryptoki$", "-test.count=1"}
+		if testing.Verbose() {
+			args = append(args, "-test.v")
+		}
+		cmd := exec.Command("unshare", args...)
+		cmd.Env = append(os.Environ(), sandbox.OpenCryptokiNamespace+"=1")
+		out, err := cmd.CombinedOutput()
+		t.Logf("in a private namespace:\n%s", out)
+		if err != nil {
+			t.Fatalf("openCryptoki scripts: %v", err)
+		}
+		return
+	}
+	files, err := filepath.Glob("testdata/script/*.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ock []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if openCryptokiToo.Match(data) {
+			ock = append(ock, f)
+		}
+	}
+	if len(ock) == 0 {
+		t.Fatal("no script runs on openCryptoki")
+	}
+	o, err := sandbox.StartOpenCryptoki(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After the scripts, which run once this function has returned.
+	t.Cleanup(o.Stop)
+	openCryptoki = o
+	for _, f := range ock {
+		// One at a time: they share the one soft token.
+		runScriptsOn(t, "sqlite", "opencryptoki", []string{f})
+	}
+}
+
+// openCryptoki is the running pkcsslotd, in the namespace's test process.
+var openCryptoki *sandbox.OpenCryptoki
+
 // setupImpl makes the script's environment point at the implementation:
 // $IMPL, and for NSS the wrapper as $MODULE with the token ods-a's folder.
 func setupImpl(env *testscript.Env, impl string) error {
@@ -61,6 +131,10 @@ func setupImpl(env *testscript.Env, impl string) error {
 	env.Setenv("P11WRAP_MODULE", "")
 	env.Setenv("P11WRAP_NSS_DIR", "")
 	env.Setenv("P11WRAP_NSS_LABEL", "")
+	if impl == "opencryptoki" {
+		env.Setenv("MODULE", sandbox.OpenCryptokiModule)
+		return nil
+	}
 	if impl != "nss" {
 		return nil
 	}
@@ -138,6 +212,13 @@ func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Setenv("MODULE", so)
 		}
 		ts.Setenv("P11WRAP_LOG", filepath.Join(work, "p11.log"))
+	case args[0] == "init" && len(rest) == 1 && impl == "opencryptoki":
+		if rest[0] != "ods-a" {
+			ts.Fatalf("token init: openCryptoki has one token here, ods-a")
+		}
+		ts.Check(openCryptoki.InitToken(rest[0], *pin))
+	case impl == "opencryptoki":
+		ts.Fatalf("token %s: not done on openCryptoki (one soft token, nothing to copy)", args[0])
 	case args[0] == "init" && len(rest) == 1:
 		if impl == "nss" {
 			ts.Check(sandbox.NSSInitToken(filepath.Join(work, "nss", rest[0]), *pin))

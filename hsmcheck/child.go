@@ -261,15 +261,32 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	ms := NewModules(g.opener(open))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
+	// Two configured tokens can be one token with one PIN (a mirror
+	// named by its label on the repository's module): after a refusal
+	// the second is not logged in to (lockout.go). In memory only.
+	refused := map[string]string{}
 	for i, t := range wire.Tokens {
-		c, err := ms.Read(Token{
+		tok := Token{
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Module: t.Module, Label: t.Label, PIN: secret.Value(t.PIN),
-		}, wire.Req)
+		}
+		same := t.Module + "\x00" + t.Label + "\x00" + t.PIN
+		if code, ok := refused[same]; ok {
+			res := wireResult{Index: i, Refused: code,
+				Err: fmt.Sprintf("%s: token %q: login: %s (this run, for another name of the same token and PIN: not asked again)", tok.Describe(), t.Label, code)}
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+			continue
+		}
+		c, err := ms.Read(tok, wire.Req)
 		res := wireResult{Index: i, Contents: c}
 		if err != nil {
 			res.Err = err.Error()
 			res.Refused = pinRefusal(err)
+			if res.Refused != "" {
+				refused[same] = res.Refused
+			}
 		}
 		if err := enc.Encode(res); err != nil {
 			return err

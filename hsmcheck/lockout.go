@@ -188,8 +188,11 @@ func admit(t Token) (*guardedToken, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: not logging in: %w", t.Describe(), err)
 	}
+	// A refusal holds while the source it came from is unchanged: the
+	// same PIN from another file (a mirror's pin_file holding the
+	// repository's PIN) is refused as well.
 	for _, r := range doc.Refusals {
-		if r.PINHMAC == gt.mac && r.SourceStamp == gt.stamp {
+		if r.PINHMAC == gt.mac && (r.PINSource == t.PINSource && r.SourceStamp == gt.stamp || r.PINSource != t.PINSource && sourceStamp(r.PINSource) == r.SourceStamp) {
 			return nil, &RefusedError{Token: t, Refusal: r}
 		}
 	}
@@ -480,12 +483,13 @@ func flockTimeout(fd int, wait time.Duration) error {
 	}
 }
 
-// record adds r, replacing an older refusal of the same token and PIN.
+// record adds r, replacing an older refusal of the same token, PIN and
+// source.
 func (g *PINGuard) record(r Refusal) error {
 	return g.update(func(doc *refusalsDoc) bool {
 		out := doc.Refusals[:0]
 		for _, x := range doc.Refusals {
-			if x.PINHMAC != r.PINHMAC {
+			if x.PINHMAC != r.PINHMAC || x.PINSource != r.PINSource {
 				out = append(out, x)
 			}
 		}

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what ods-keyguard's demo and tests need on Debian bookworm: the
 # real parts the tests start (SoftHSMv2, OpenDNSSEC's enforcer, BIND as a
-# parent, MariaDB, Nagios Core) and the tools they check with (pkcs11-tool,
+# parent, MariaDB, Nagios Core, NSS softoken, openCryptoki) and the tools they check with (pkcs11-tool,
 # sqlite3, dig, lintian, promtool, dpkg-deb). Does nothing when they are
 # there already.
 set -eu
@@ -19,6 +19,15 @@ want promtool prometheus
 want lintian lintian
 want dpkg-shlibdeps dpkg-dev
 want systemd-analyze systemd
+# Two more PKCS#11 implementations the tests run on: NSS softoken (certutil
+# makes its tokens; libsoftokn3 comes with libnss3) through a wrapper module
+# the tests build with gcc against p11-kit's PKCS#11 header, and openCryptoki
+# (pkcsslotd, pkcsconf), started in a private namespace by the tests.
+want certutil libnss3-tools
+want pkcsslotd opencryptoki
+want gcc gcc
+[ -e /usr/include/p11-kit-1/p11-kit/pkcs11.h ] || need="$need libp11-kit-dev"
+[ -e /usr/include/dlfcn.h ] || need="$need libc6-dev"
 # The MySQL build of the enforcer conflicts with opendnssec; the tests unpack
 # it from its .deb, whose client library must be installed.
 [ -e /usr/lib/x86_64-linux-gnu/libmariadb.so.3 ] || [ -n "$(ls /usr/lib/*/libmariadb.so.3 2>/dev/null)" ] || need="$need libmariadb3"

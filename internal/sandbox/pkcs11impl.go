@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 //go:embed csrc/p11wrap.c
@@ -80,4 +82,101 @@ func PKCS11ToolWith(module string, env []string, label, pin string, args ...stri
 		return fmt.Errorf("pkcs11-tool: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// openCryptoki 3.8.1's soft token. Its paths are compiled in
+// (/etc/opencryptoki, /var/lib/opencryptoki, /run/pkcsslotd.socket, SysV
+// shared memory), so it runs only in a private mount and IPC namespace
+// (unshare -m -i --propagation private): the caller must already be in
+// one, where StartOpenCryptoki mounts its own folders over those paths.
+
+// OpenCryptokiModule is openCryptoki's PKCS#11 module.
+const OpenCryptokiModule = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
+
+// OpenCryptokiSOPIN is the soft token's default security officer PIN.
+const OpenCryptokiSOPIN = "87654321"
+
+// OpenCryptoki is a running pkcsslotd with one soft token slot (slot 0).
+type OpenCryptoki struct {
+	Dir string
+	pid int
+}
+
+// StartOpenCryptoki mounts dir's folders over openCryptoki's paths, a tmpfs
+// on /dev/shm, and starts pkcsslotd. Only in a private mount namespace.
+func StartOpenCryptoki(dir string) (*OpenCryptoki, error) {
+	if os.Getenv(OpenCryptokiNamespace) == "" {
+		return nil, fmt.Errorf("openCryptoki: not in a private mount namespace (run under unshare -m -i --propagation private with %s=1)", OpenCryptokiNamespace)
+	}
+	for _, d := range []string{"etc", "lib/swtok/TOK_OBJ", "lib/lite", "run/lock", "run/opencryptoki"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o770); err != nil {
+			return nil, err
+		}
+	}
+	conf := "version opencryptoki-3.1\n\nslot 0\n{\nstdll = libpkcs11_sw.so\n}\n"
+	if err := os.WriteFile(filepath.Join(dir, "etc", "opencryptoki.conf"), []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	steps := [][]string{
+		{"chgrp", "-R", "pkcs11", filepath.Join(dir, "lib")},
+		{"chmod", "-R", "0770", filepath.Join(dir, "lib")},
+		{"mount", "--bind", filepath.Join(dir, "etc"), "/etc/opencryptoki"},
+		{"mount", "--bind", filepath.Join(dir, "lib"), "/var/lib/opencryptoki"},
+		{"mount", "--bind", filepath.Join(dir, "run"), "/run"},
+		{"mount", "-t", "tmpfs", "tmpfs", "/dev/shm"},
+		{"pkcsslotd"},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("openCryptoki: %s: %v: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	// pkcsslotd goes to the background, then writes its pid and socket.
+	o := &OpenCryptoki{Dir: dir}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := os.ReadFile("/run/pkcsslotd.pid")
+		_, serr := os.Stat("/run/pkcsslotd.socket")
+		if err == nil && serr == nil {
+			fmt.Sscan(strings.TrimSpace(string(b)), &o.pid)
+			if o.pid > 0 {
+				return o, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("openCryptoki: pkcsslotd wrote no pid file and socket in 20 s")
+		}
+	}
+}
+
+// OpenCryptokiNamespace is set in the environment of a process that runs in
+// the private namespace made for openCryptoki.
+const OpenCryptokiNamespace = "ODS_KEYGUARD_OPENCRYPTOKI_NS"
+
+// InitToken initializes the soft token with label and user PIN pin,
+// erasing what it held: each script starts from an empty token.
+func (o *OpenCryptoki) InitToken(label, pin string) error {
+	cmd := exec.Command("pkcsconf", "-I", "-c", "0", "-S", OpenCryptokiSOPIN)
+	cmd.Stdin = strings.NewReader(label + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pkcsconf -I: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	if out, err := exec.Command("pkcsconf", "-u", "-c", "0", "-S", OpenCryptokiSOPIN, "-n", pin).CombinedOutput(); err != nil {
+		return fmt.Errorf("pkcsconf -u: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Stop stops pkcsslotd and waits for it to go.
+func (o *OpenCryptoki) Stop() {
+	if o.pid <= 0 {
+		return
+	}
+	syscall.Kill(o.pid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		if syscall.Kill(o.pid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(o.pid, syscall.SIGKILL)
 }
