@@ -1,9 +1,9 @@
 #!/bin/sh
 # Installs what ods-keyguard's demo and tests need on Debian bookworm: the
-# real parts the tests start (SoftHSMv2, OpenDNSSEC's enforcer, BIND as a
-# parent, MariaDB, Nagios Core, NSS softoken, openCryptoki) and the tools they check with (pkcs11-tool,
-# sqlite3, dig, lintian, promtool, dpkg-deb). Does nothing when they are
-# there already.
+# real parts the tests start (SoftHSMv2, NSS softoken, openCryptoki,
+# OpenDNSSEC's enforcer, BIND as a parent, MariaDB, Nagios Core) and the
+# tools they check with (pkcs11-tool, sqlite3, dig, lintian, promtool,
+# dpkg-deb). Does nothing when they are there already.
 set -eu
 need=""
 want() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
