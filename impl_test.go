@@ -131,9 +131,15 @@ func setupImpl(env *testscript.Env, impl string) error {
 	env.Setenv("P11WRAP_MODULE", "")
 	env.Setenv("P11WRAP_NSS_DIR", "")
 	env.Setenv("P11WRAP_NSS_LABEL", "")
+	// What the keys are: the pools' names and the DNSKEYs differ by it.
+	env.Setenv("ALG", "13")
+	env.Setenv("BITS", "256")
 	if impl == "opencryptoki" {
 		env.Setenv("MODULE", sandbox.OpenCryptokiModule)
-		return nil
+		env.Setenv("ALG", "8")
+		env.Setenv("BITS", "2048")
+		// enforcer start takes $WORK/kasp.xml.
+		return os.WriteFile(filepath.Join(env.WorkDir, "kasp.xml"), []byte(sandbox.RSAKasp), 0o644)
 	}
 	if impl != "nss" {
 		return nil
@@ -171,10 +177,12 @@ func wrapperEnv(ts *testscript.TestScript) []string {
 // token init [-pin P] LABEL: make a token on the script's implementation.
 // token keygen [-pin P] LABEL ID / token delete [-pin P] LABEL ID: make (EC
 // P-256, or -type) or delete the key pair whose CKA_ID is ID.
-// token copy LABEL NAME: copy the token's storage to $WORK/NAME, as a
-// backup of the HSM would be, and set $ENV_NAME to the TOML pairs of an
-// env = { ... } that opens the copy (same label, and same serial).
-// token restore NAME LABEL: put the copy NAME back in the token's place.
+// token copy LABEL NAME: copy the token's keys to a backup token, as a
+// backup of the HSM would: on SoftHSMv2 and NSS its storage to $WORK/NAME,
+// the same label and serial; on openCryptoki into slot 1, labelled NAME.
+// Sets $ENV_NAME to the TOML pairs of an env = { ... } that opens the copy
+// and $LABEL_NAME to its label.
+// token restore NAME LABEL: put the copy NAME's keys back on the token.
 func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
 	usage := "usage: token spy | init|keygen|delete [-pin P] [-type T] LABEL [ID] | copy LABEL NAME | restore NAME LABEL"
 	if neg || len(args) == 0 {
@@ -214,11 +222,18 @@ func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Setenv("P11WRAP_LOG", filepath.Join(work, "p11.log"))
 	case args[0] == "init" && len(rest) == 1 && impl == "opencryptoki":
 		if rest[0] != "ods-a" {
-			ts.Fatalf("token init: openCryptoki has one token here, ods-a")
+			ts.Fatalf("token init: openCryptoki's HSM here is ods-a (slot 0)")
 		}
-		ts.Check(openCryptoki.InitToken(rest[0], *pin))
-	case impl == "opencryptoki":
-		ts.Fatalf("token %s: not done on openCryptoki (one soft token, nothing to copy)", args[0])
+		ts.Check(openCryptoki.Reset())
+		ts.Check(openCryptoki.InitToken(0, rest[0], *pin))
+	case args[0] == "copy" && len(rest) == 2 && impl == "opencryptoki":
+		// Slot 1 is the copy, under its own label: one module sees both.
+		ts.Check(openCryptoki.InitToken(1, rest[1], *pin))
+		ts.Check(openCryptoki.CopyObjects(0, 1))
+		ts.Setenv("ENV_"+rest[1], "")
+		ts.Setenv("LABEL_"+rest[1], rest[1])
+	case args[0] == "restore" && len(rest) == 2 && impl == "opencryptoki":
+		ts.Check(openCryptoki.CopyObjects(1, 0))
 	case args[0] == "init" && len(rest) == 1:
 		if impl == "nss" {
 			ts.Check(sandbox.NSSInitToken(filepath.Join(work, "nss", rest[0]), *pin))
@@ -239,12 +254,14 @@ func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
 		if impl == "nss" {
 			copyDir(filepath.Join(work, "nss", label), filepath.Join(dst, "nss"))
 			ts.Setenv("ENV_"+name, fmt.Sprintf("P11WRAP_NSS_DIR = %q, P11WRAP_NSS_LABEL = %q", filepath.Join(dst, "nss"), label))
+			ts.Setenv("LABEL_"+name, label)
 			return
 		}
 		copyDir(filepath.Join(work, "softhsm", "tokens"), filepath.Join(dst, "tokens"))
 		conf, err := sandbox.SoftHSM(dst)
 		ts.Check(err)
 		ts.Setenv("ENV_"+name, fmt.Sprintf("SOFTHSM2_CONF = %q", conf))
+		ts.Setenv("LABEL_"+name, label)
 	case args[0] == "restore" && len(rest) == 2:
 		name, label := rest[0], rest[1]
 		if impl == "nss" {

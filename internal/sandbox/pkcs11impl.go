@@ -96,7 +96,8 @@ const OpenCryptokiModule = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
 // OpenCryptokiSOPIN is the soft token's default security officer PIN.
 const OpenCryptokiSOPIN = "87654321"
 
-// OpenCryptoki is a running pkcsslotd with one soft token slot (slot 0).
+// OpenCryptoki is a running pkcsslotd with two soft token slots: slot 0,
+// the HSM, and slot 1, for a backup token (its folders tok0 and tok1).
 type OpenCryptoki struct {
 	Dir string
 	pid int
@@ -108,42 +109,67 @@ func StartOpenCryptoki(dir string) (*OpenCryptoki, error) {
 	if os.Getenv(OpenCryptokiNamespace) == "" {
 		return nil, fmt.Errorf("openCryptoki: not in a private mount namespace (run under unshare -m -i --propagation private with %s=1)", OpenCryptokiNamespace)
 	}
-	for _, d := range []string{"etc", "lib/swtok/TOK_OBJ", "lib/lite", "run/lock", "run/opencryptoki"} {
+	for _, d := range []string{"etc", "lib/tok0/TOK_OBJ", "lib/tok1/TOK_OBJ", "lib/lite", "run/lock", "run/opencryptoki"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o770); err != nil {
 			return nil, err
 		}
 	}
-	conf := "version opencryptoki-3.1\n\nslot 0\n{\nstdll = libpkcs11_sw.so\n}\n"
+	conf := "version opencryptoki-3.1\n\nslot 0\n{\nstdll = libpkcs11_sw.so\ntokname = tok0\n}\n\nslot 1\n{\nstdll = libpkcs11_sw.so\ntokname = tok1\n}\n"
 	if err := os.WriteFile(filepath.Join(dir, "etc", "opencryptoki.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
 	steps := [][]string{
-		{"chgrp", "-R", "pkcs11", filepath.Join(dir, "lib")},
-		{"chmod", "-R", "0770", filepath.Join(dir, "lib")},
 		{"mount", "--bind", filepath.Join(dir, "etc"), "/etc/opencryptoki"},
 		{"mount", "--bind", filepath.Join(dir, "lib"), "/var/lib/opencryptoki"},
 		{"mount", "--bind", filepath.Join(dir, "run"), "/run"},
 		{"mount", "-t", "tmpfs", "tmpfs", "/dev/shm"},
-		{"pkcsslotd"},
 	}
 	for _, s := range steps {
 		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("openCryptoki: %s: %v: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
 		}
 	}
-	// pkcsslotd goes to the background, then writes its pid and socket.
 	o := &OpenCryptoki{Dir: dir}
+	return o, o.Reset()
+}
+
+// Reset stops pkcsslotd, empties both tokens' folders and the shared
+// memory, and starts pkcsslotd again: a script's tokens start from
+// nothing. (C_InitToken alone leaves the objects of an earlier script
+// behind on openCryptoki 3.8.1.)
+func (o *OpenCryptoki) Reset() error {
+	o.Stop()
+	lib := filepath.Join(o.Dir, "lib")
+	for _, d := range []string{"tok0", "tok1"} {
+		if err := os.RemoveAll(filepath.Join(lib, d)); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(lib, d, "TOK_OBJ"), 0o770); err != nil {
+			return err
+		}
+	}
+	if shm, err := filepath.Glob("/dev/shm/*"); err == nil {
+		for _, f := range shm {
+			os.RemoveAll(f)
+		}
+	}
+	for _, s := range [][]string{{"chgrp", "-R", "pkcs11", lib}, {"chmod", "-R", "0770", lib}, {"pkcsslotd"}} {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("openCryptoki: %s: %v: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	// pkcsslotd goes to the background, then writes its pid and socket.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		b, err := os.ReadFile("/run/pkcsslotd.pid")
 		_, serr := os.Stat("/run/pkcsslotd.socket")
 		if err == nil && serr == nil {
 			fmt.Sscan(strings.TrimSpace(string(b)), &o.pid)
 			if o.pid > 0 {
-				return o, nil
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("openCryptoki: pkcsslotd wrote no pid file and socket in 20 s")
+			return fmt.Errorf("openCryptoki: pkcsslotd wrote no pid file and socket in 20 s")
 		}
 	}
 }
@@ -152,25 +178,48 @@ func StartOpenCryptoki(dir string) (*OpenCryptoki, error) {
 // the private namespace made for openCryptoki.
 const OpenCryptokiNamespace = "ODS_KEYGUARD_OPENCRYPTOKI_NS"
 
-// InitToken initializes the soft token with label and user PIN pin,
-// erasing what it held: each script starts from an empty token.
-func (o *OpenCryptoki) InitToken(label, pin string) error {
-	cmd := exec.Command("pkcsconf", "-I", "-c", "0", "-S", OpenCryptokiSOPIN)
+// InitToken initializes the soft token in slot with label and user PIN
+// pin, erasing what it held: each script starts from empty tokens.
+func (o *OpenCryptoki) InitToken(slot int, label, pin string) error {
+	c := fmt.Sprint(slot)
+	cmd := exec.Command("pkcsconf", "-I", "-c", c, "-S", OpenCryptokiSOPIN)
 	cmd.Stdin = strings.NewReader(label + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pkcsconf -I: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	if out, err := exec.Command("pkcsconf", "-u", "-c", "0", "-S", OpenCryptokiSOPIN, "-n", pin).CombinedOutput(); err != nil {
+	if out, err := exec.Command("pkcsconf", "-u", "-c", c, "-S", OpenCryptokiSOPIN, "-n", pin).CombinedOutput(); err != nil {
 		return fmt.Errorf("pkcsconf -u: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
+
+// CopyObjects copies the token objects and master keys of slot from into
+// slot to, as a backup of the HSM onto a backup token would: to keeps its
+// own label and PINs (the same user PIN is needed).
+func (o *OpenCryptoki) CopyObjects(from, to int) error {
+	src := filepath.Join(o.Dir, "lib", fmt.Sprintf("tok%d", from))
+	dst := filepath.Join(o.Dir, "lib", fmt.Sprintf("tok%d", to))
+	if err := os.RemoveAll(filepath.Join(dst, "TOK_OBJ")); err != nil {
+		return err
+	}
+	args := []string{"-a", filepath.Join(src, "TOK_OBJ"), filepath.Join(src, "MK_USER"), filepath.Join(src, "MK_SO"), dst + "/"}
+	if out, err := exec.Command("cp", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy token objects: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// RSAKasp is DefaultKasp with RSA 2048 keys, for openCryptoki 3.8.1, whose
+// soft token makes no EC keys.
+var RSAKasp = strings.NewReplacer(`<Algorithm length="256">13</Algorithm>`, `<Algorithm length="2048">8</Algorithm>`,
+	"ods-keyguard sandbox", "ods-keyguard sandbox, RSA").Replace(DefaultKasp)
 
 // Stop stops pkcsslotd and waits for it to go.
 func (o *OpenCryptoki) Stop() {
 	if o.pid <= 0 {
 		return
 	}
+	defer func() { o.pid = 0; os.Remove("/run/pkcsslotd.pid"); os.Remove("/run/pkcsslotd.socket") }()
 	syscall.Kill(o.pid, syscall.SIGTERM)
 	for i := 0; i < 100; i++ {
 		if syscall.Kill(o.pid, 0) != nil {
