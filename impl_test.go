@@ -115,8 +115,11 @@ func TestScriptsOpenCryptoki(t *testing.T) {
 	t.Cleanup(o.Stop)
 	openCryptoki = o
 	for _, f := range ock {
-		// One at a time: they share the one soft token.
-		runScriptsOn(t, "sqlite", "opencryptoki", []string{f})
+		// One at a time: they share the slot daemon. t.Run returns once
+		// the script, a parallel subtest, has ended.
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txtar"), func(t *testing.T) {
+			runScriptsOn(t, "sqlite", "opencryptoki", []string{f})
+		})
 	}
 }
 
@@ -175,8 +178,9 @@ func wrapperEnv(ts *testscript.TestScript) []string {
 // ods-keyguard's), logging every C_Login to $WORK/p11.log: user type and
 // return value, never the PIN. Run it before enforcer start.
 // token init [-pin P] LABEL: make a token on the script's implementation.
-// token keygen [-pin P] LABEL ID / token delete [-pin P] LABEL ID: make (EC
-// P-256, or -type) or delete the key pair whose CKA_ID is ID.
+// token keygen [-pin P] [-on NAME] LABEL ID / token delete [-pin P] [-on
+// NAME] LABEL ID: make (EC P-256, or -type) or delete the key pair whose
+// CKA_ID is ID, on the token or on its copy NAME (LABEL is then $LABEL_NAME).
 // token copy LABEL NAME: copy the token's keys to a backup token, as a
 // backup of the HSM would: on SoftHSMv2 and NSS its storage to $WORK/NAME,
 // the same label and serial; on openCryptoki into slot 1, labelled NAME.
@@ -191,6 +195,7 @@ func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
 	fs := flag.NewFlagSet("token "+args[0], flag.ContinueOnError)
 	pin := fs.String("pin", sandbox.PIN, "user PIN")
 	keyType := fs.String("type", "EC:prime256v1", "key type for keygen")
+	on := fs.String("on", "", "keygen, delete: on the copy NAME (token copy)")
 	if err := fs.Parse(args[1:]); err != nil {
 		ts.Fatalf("token: %v", err)
 	}
@@ -199,6 +204,12 @@ func cmdToken(ts *testscript.TestScript, neg bool, args []string) {
 	work := ts.Getenv("WORK")
 	// env opens the token labelled label on the implementation.
 	env := func(label string) []string {
+		switch {
+		case *on != "" && impl == "nss":
+			return append(wrapperEnv(ts), "P11WRAP_NSS_DIR="+filepath.Join(work, *on, "nss"), "P11WRAP_NSS_LABEL="+label)
+		case *on != "":
+			return append(wrapperEnv(ts), "SOFTHSM2_CONF="+filepath.Join(work, *on, "softhsm2.conf"))
+		}
 		if impl == "nss" {
 			return append(wrapperEnv(ts), "P11WRAP_NSS_DIR="+filepath.Join(work, "nss", label), "P11WRAP_NSS_LABEL="+label)
 		}

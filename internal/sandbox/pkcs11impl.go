@@ -206,6 +206,13 @@ func (o *OpenCryptoki) CopyObjects(from, to int) error {
 	if out, err := exec.Command("cp", args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("copy token objects: %v: %s", err, strings.TrimSpace(string(out)))
 	}
+	// The soft token keeps its object index in POSIX shared memory, made
+	// from the folder by the first process that opens the token: drop it,
+	// so that the next one reads the copy. (A process still holding the
+	// token, such as a running enforcer, keeps its old view.)
+	if err := os.Remove(fmt.Sprintf("/dev/shm/var.lib.opencryptoki.tok%d", to)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
 	return nil
 }
 
