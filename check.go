@@ -38,7 +38,10 @@ forwarding. With [parent] configured: CRITICAL when no DS at the parent
 matches a published, backed-up KSK; WARNING for a DS of a key that is not
 backed up or that the enforcer retracted.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
-database unreadable, bad arguments, out of time.
+database unreadable, bad arguments, out of time. A PIN a token refused is
+recorded in state_dir and never tried again (see ods-keyguard pin): check
+then says UNKNOWN at once, without touching the token, until the PIN's
+file changes or ods-keyguard pin clear.
 
 Output: "KEYGUARD STATE - summary | perfdata" (at most about 200 bytes), then
 one line per problem, one per pool, and "| " with the rest of the perfdata.
