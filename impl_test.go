@@ -77,7 +77,14 @@ func TestScriptsOpenCryptoki(t *testing.T) {
 		t.Skip(err)
 	}
 	if os.Getenv(sandbox.OpenCryptokiNamespace) == "" {
-		args := []string{"-m", "-i", "--propagation", "private", os.Args[0], "-test.run", "^TestScriptsOpenCryptoki$", "-test.count=1"}
+		// The same -run pattern, so that a single script runs alone here too.
+		run := "^TestScriptsOpenCryptoki$"
+		if f := flag.Lookup("test.run"); f != nil {
+			if _, sub, ok := strings.Cut(f.Value.String(), "/"); ok {
+				run += "/" + sub
+			}
+		}
+		args := []string{"-m", "-i", "--propagation", "private", os.Args[0], "-test.run", run, "-test.count=1"}
 		if testing.Verbose() {
 			args = append(args, "-test.v")
 		}
