@@ -540,9 +540,9 @@ func refusalName(r Refusal) string {
 	return r.Token
 }
 
-// Logins returns how many logins this process asked of the token (by
-// module, label and environment): for tests.
-func Logins(t Token) int {
+// loginCount returns how many logins this process asked of the token (by
+// module, label and environment).
+func loginCount(t Token) int {
 	logins.Lock()
 	defer logins.Unlock()
 	return logins.m[tokenIdentity(t)]

@@ -51,8 +51,8 @@ func TestPINGuardRecordsAndRefuses(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "login: CKR_PIN_INCORRECT; recorded in ") {
 		t.Fatalf("first read: %v", err)
 	}
-	if Logins(tok) != 1 {
-		t.Fatalf("logins asked: %d, want 1", Logins(tok))
+	if loginCount(tok) != 1 {
+		t.Fatalf("logins asked: %d, want 1", loginCount(tok))
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "state", RefusalsFile))
 	if err != nil {
@@ -68,7 +68,7 @@ func TestPINGuardRecordsAndRefuses(t *testing.T) {
 		if err := readOne(t, tok); !errors.As(err, &re) || re.Refusal.Error != "CKR_PIN_INCORRECT" {
 			t.Fatalf("run %d: %v", i, err)
 		}
-		if Logins(tok) != 0 {
+		if loginCount(tok) != 0 {
 			t.Fatalf("run %d logged in", i)
 		}
 	}
@@ -97,8 +97,8 @@ func TestPINGuardRecordsAndRefuses(t *testing.T) {
 	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "recorded in") {
 		t.Fatalf("after clear: %v", err)
 	}
-	if Logins(tok) != 1 {
-		t.Fatalf("logins after clear: %d", Logins(tok))
+	if loginCount(tok) != 1 {
+		t.Fatalf("logins after clear: %d", loginCount(tok))
 	}
 }
 
@@ -119,8 +119,8 @@ func TestPINGuardInOneRunAsksOnce(t *testing.T) {
 	if err := readOne(t, tok); !errors.As(err, &re) {
 		t.Fatalf("second in the run: %v", err)
 	}
-	if Logins(tok) != 1 {
-		t.Fatalf("logins: %d", Logins(tok))
+	if loginCount(tok) != 1 {
+		t.Fatalf("logins: %d", loginCount(tok))
 	}
 }
 
