@@ -3,7 +3,7 @@
 # real parts the tests start (SoftHSMv2, NSS softoken, openCryptoki,
 # OpenDNSSEC's enforcer, BIND as a parent, MariaDB, Nagios Core) and the
 # tools they check with (pkcs11-tool, sqlite3, dig, lintian, promtool,
-# dpkg-deb). Does nothing when they are there already.
+# dpkg-deb, debsums, man, sudo). Does nothing when they are there already.
 set -eu
 need=""
 want() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
@@ -19,6 +19,15 @@ want promtool prometheus
 want lintian lintian
 want dpkg-shlibdeps dpkg-dev
 want systemd-analyze systemd
+# The package test: debsums on the installed package, the man pages through
+# man --warnings, check --sudo through a real sudo, the install in a chroot
+# (unshare and mount from util-linux and mount, objcopy from binutils).
+want debsums debsums
+want man man-db
+want sudo sudo
+want objcopy binutils
+want unshare util-linux
+want mount mount
 # Two more PKCS#11 implementations the tests run on: NSS softoken (certutil
 # makes its tokens; libsoftokn3 comes with libnss3) through a wrapper module
 # the tests build with gcc against p11-kit's PKCS#11 header, and openCryptoki
