@@ -137,6 +137,17 @@ var openCryptoki *sandbox.OpenCryptoki
 // $IMPL, and for NSS the wrapper as $MODULE with the token ods-a's folder.
 func setupImpl(env *testscript.Env, impl string) error {
 	env.Setenv("IMPL", impl)
+	// Where a user that cannot write state_dir keeps its own record of
+	// refused PINs (hsmcheck.UserGuard): in the script's folder, open to
+	// every user as /var/tmp is, not on the machine.
+	xdg := filepath.Join(env.WorkDir, "xdg-state")
+	if err := os.MkdirAll(xdg, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(xdg, 0o1777); err != nil {
+		return err
+	}
+	env.Setenv("XDG_STATE_HOME", xdg)
 	env.Setenv("P11WRAP_LOG", "")
 	env.Setenv("P11WRAP_MODULE", "")
 	env.Setenv("P11WRAP_NSS_DIR", "")

@@ -884,7 +884,8 @@ func scriptCommand(ts *testscript.TestScript, prog string, args ...string) *exec
 	cmd.Args[0] = prog
 	cmd.Dir = ts.Getenv("WORK")
 	cmd.Env = os.Environ()
-	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI"} {
+	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI", "XDG_STATE_HOME",
+		"P11WRAP_MODULE", "P11WRAP_NSS_DIR", "P11WRAP_NSS_LABEL", "P11WRAP_LOG"} {
 		cmd.Env = append(cmd.Env, k+"="+ts.Getenv(k))
 	}
 	return cmd

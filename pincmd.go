@@ -1,11 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
 
 func pinCommand() *cli.Command {
@@ -56,6 +60,13 @@ func runPinRefusals(r *job) error {
 	if err != nil {
 		return exit(exitUnknown, err)
 	}
+	if u := hsmcheck.UserGuard(); u != nil {
+		mine, h, err := u.Refusals()
+		if err != nil {
+			return exit(exitUnknown, err)
+		}
+		refusals, holds = append(refusals, mine...), append(holds, h...)
+	}
 	w := tabwriter.NewWriter(r.c.App.Writer, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "pin refusals: %d recorded\n", len(refusals))
 	if len(refusals) > 0 {
@@ -85,6 +96,14 @@ func runPinClear(c *cli.Context) error {
 	gone, err := r.cfg.PINGuard().Clear(name)
 	if err != nil {
 		return exit(exitUnknown, err)
+	}
+	// A user that cannot write state_dir keeps its own record: clear that too.
+	if u := hsmcheck.UserGuard(); u != nil {
+		mine, err := u.Clear(name)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return exit(exitUnknown, err)
+		}
+		gone = append(gone, mine...)
 	}
 	if len(gone) == 0 {
 		what := "any token"

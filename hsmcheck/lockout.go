@@ -17,11 +17,10 @@ package hsmcheck
 //     up: a recorded refusal whose source has not changed since fails the
 //     token at once, without touching it.
 //   - A process that could not record a refusal does not log in: each run
-//     would otherwise spend one more of the token's tries. So the guard
-//     first makes sure it can write state_dir (the enforcer's hooks and
-//     the operator can; the monitoring user can as a member of state_dir's
-//     group, or through sudo); where it cannot, the token is not read, and
-//     the error says what to change.
+//     would otherwise spend one more of the token's tries. state_dir is
+//     written by the enforcer's hooks, the operator and root; a user that
+//     may only read it (the monitoring user, in its group) keeps its own
+//     record (UserGuard) and consults both.
 //   - Within one process a token is asked to log in with a PIN at most
 //     once after a refusal: the refusal is kept in memory too, whatever
 //     became of the record.
@@ -59,7 +58,7 @@ const (
 	refusalsKeyFile  = "pin-refusals.key"
 	refusalsFormat   = "ods-keyguard/pin-refusals/1"
 	refusalFileMode  = 0o640
-	refusalDirMode   = os.ModeSetgid | 0o770
+	refusalDirMode   = os.ModeSetgid | 0o750 // as the ledger makes state_dir
 	maxRefusalsBytes = 4 << 20
 	noFollow         = syscall.O_NOFOLLOW | syscall.O_CLOEXEC
 )
@@ -68,6 +67,8 @@ const (
 type PINGuard struct {
 	Dir   string // state_dir
 	Group int    // the group a state_dir made here gets; -1: none
+	// private: a user's own folder (UserGuard), 0700 and owned by it.
+	private bool
 }
 
 // Refusal is one refused PIN, as recorded.
@@ -163,46 +164,76 @@ func sourceStamp(path string) string {
 type guardedToken struct {
 	mac, stamp string
 	guard      *PINGuard
+	own        bool // recorded in the user's own record, not state_dir
 }
 
 // admit decides whether t may log in: nil when it may (with what to record
 // on a refusal), an error when it may not. A token without a guard or
 // without a PIN is admitted as it is.
+//
+// Refusals are looked up in state_dir (recorded by whoever can write it:
+// the enforcer's hooks, the operator's commands, root) and in this user's
+// own record (UserGuard), which a user that cannot write state_dir (the
+// monitoring user, in state_dir's group, reads only) keeps instead. A user
+// that can record in neither does not log in.
 func admit(t Token) (*guardedToken, error) {
 	if t.Guard == nil || t.PIN.Reveal() == "" {
 		return nil, nil
 	}
-	g := t.Guard
-	key, err := g.key(true)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not logging in: %w", t.Describe(), err)
-	}
-	gt := &guardedToken{mac: pinMAC(key, t), stamp: sourceStamp(t.PINSource), guard: g}
+	stamp := sourceStamp(t.PINSource)
 	runRefusals.Lock()
-	r, seen := runRefusals.m[gt.mac]
+	r, seen := runRefusals.m[runMAC(t)]
 	runRefusals.Unlock()
 	if seen {
 		return nil, &RefusedError{Token: t, Refusal: r}
 	}
-	doc, err := g.load()
-	if err != nil {
-		return nil, fmt.Errorf("%s: not logging in: %w", t.Describe(), err)
+	stores := []*PINGuard{t.Guard}
+	if u := UserGuard(); u != nil {
+		stores = append(stores, u)
 	}
-	// A refusal holds while the source it came from is unchanged: the
-	// same PIN from another file (a mirror's pin_file holding the
-	// repository's PIN) is refused as well.
-	for _, r := range doc.Refusals {
-		if r.PINHMAC == gt.mac && (r.PINSource == t.PINSource && r.SourceStamp == gt.stamp || r.PINSource != t.PINSource && sourceStamp(r.PINSource) == r.SourceStamp) {
-			return nil, &RefusedError{Token: t, Refusal: r}
+	for _, g := range stores {
+		key, err := g.key(false)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // no key, so no record made with it
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: not logging in: %w", t.Describe(), err)
+		}
+		doc, err := g.load()
+		if err != nil {
+			return nil, fmt.Errorf("%s: not logging in: %w", t.Describe(), err)
+		}
+		mac := pinMAC(key, t)
+		// A refusal holds while the source it came from is unchanged:
+		// the same PIN from another file (a mirror's pin_file holding
+		// the repository's PIN) is refused as well.
+		for _, r := range doc.Refusals {
+			if r.PINHMAC == mac && (r.PINSource == t.PINSource && r.SourceStamp == stamp || r.PINSource != t.PINSource && sourceStamp(r.PINSource) == r.SourceStamp) {
+				return nil, &RefusedError{Token: t, Refusal: r}
+			}
 		}
 	}
-	if err := g.writable(); err != nil {
+	// Where a refusal would be recorded: state_dir, else this user's own.
+	rec := t.Guard
+	werr := t.Guard.writable()
+	if werr != nil {
+		u := UserGuard()
+		if u == nil {
+			return nil, fmt.Errorf("%s: not logging in, since a refused PIN could not be recorded: %w", t.Describe(), werr)
+		}
+		if err := u.writable(); err != nil {
+			return nil, fmt.Errorf("%s: not logging in, since a refused PIN could not be recorded: %w; nor in %s: %v", t.Describe(), werr, u.Dir, err)
+		}
+		rec = u
+	}
+	key, err := rec.key(true)
+	if err != nil {
 		return nil, fmt.Errorf("%s: not logging in, since a refused PIN could not be recorded: %w", t.Describe(), err)
 	}
 	logins.Lock()
 	logins.m[tokenIdentity(t)]++
 	logins.Unlock()
-	return gt, nil
+	return &guardedToken{mac: pinMAC(key, t), stamp: stamp, guard: rec, own: rec != t.Guard}, nil
 }
 
 // refused records that t refused its PIN with code, and returns the error
@@ -214,7 +245,7 @@ func (gt *guardedToken) refused(t Token, code string, loginErr error) error {
 		By: fmt.Sprintf("uid %d", os.Getuid()),
 	}
 	runRefusals.Lock()
-	runRefusals.m[gt.mac] = r
+	runRefusals.m[runMAC(t)] = r
 	runRefusals.Unlock()
 	if err := gt.guard.record(r); err != nil {
 		return fmt.Errorf("%w; the refusal could not be recorded (%v): the next run may try this PIN once more: correct it now", loginErr, err)
@@ -223,8 +254,36 @@ func (gt *guardedToken) refused(t Token, code string, loginErr error) error {
 	if t.PINSource != "" {
 		src = t.PINSource
 	}
+	where := filepath.Join(gt.guard.Dir, RefusalsFile)
+	if gt.own {
+		where = fmt.Sprintf("%s for uid %d only (it cannot write state_dir; a writer records it for all)", where, os.Getuid())
+	}
 	return fmt.Errorf("%w; recorded in %s: this PIN is not tried again until %s changes or an operator runs ods-keyguard pin clear %s",
-		loginErr, filepath.Join(gt.guard.Dir, RefusalsFile), src, t.Name)
+		loginErr, where, src, t.Name)
+}
+
+// runKey keys the refusals this process met, in memory only.
+var runKey = func() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
+}()
+
+func runMAC(t Token) string { return pinMAC(runKey, t) }
+
+// UserGuard is the record of refused PINs of a user that cannot write
+// state_dir: a folder of its own (0700) in $XDG_STATE_HOME, else in
+// /var/tmp, which outlives a reboot. nil for root, which can always write
+// state_dir.
+func UserGuard() *PINGuard {
+	if os.Getuid() == 0 {
+		return nil
+	}
+	base := "/var/tmp"
+	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		base = x
+	}
+	return &PINGuard{Dir: fmt.Sprintf("%s/ods-keyguard-pin-refusals-%d", base, os.Getuid()), Group: -1, private: true}
 }
 
 // pinMAC is the keyed hash of the token's identity and its PIN.
@@ -244,14 +303,26 @@ func (g *PINGuard) open(create bool) (*os.File, error) {
 		if err := os.MkdirAll(filepath.Dir(g.Dir), 0o755); err != nil {
 			return nil, fmt.Errorf("state_dir %s: %w", g.Dir, err)
 		}
-		if err := os.Mkdir(g.Dir, 0o770); err != nil && !errors.Is(err, os.ErrExist) {
+		mode := os.FileMode(0o750)
+		if g.private {
+			mode = 0o700
+		}
+		if err := os.Mkdir(g.Dir, mode); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("state_dir %s: %w", g.Dir, err)
 		}
 		if g.Group >= 0 {
 			os.Lchown(g.Dir, -1, g.Group) // only root may give it away
 		}
-		os.Chmod(g.Dir, refusalDirMode)
+		if !g.private {
+			os.Chmod(g.Dir, refusalDirMode)
+		}
 		fi, err = os.Lstat(g.Dir)
+	}
+	if err == nil && g.private {
+		// In /var/tmp anyone may make a folder of that name first.
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%s: not this user's own folder (owner or mode): remove it", g.Dir)
+		}
 	}
 	switch {
 	case err != nil:
@@ -435,17 +506,12 @@ func (g *PINGuard) update(f func(*refusalsDoc) bool) error {
 		return err
 	}
 	defer d.Close()
-	// A lock of its own, so that two processes recording at once keep both.
-	lfd, err := syscall.Openat(int(d.Fd()), ".pin-refusals.lock", syscall.O_RDWR|syscall.O_CREAT|noFollow, 0o660)
-	if err != nil {
-		return fmt.Errorf("state file %s: %w", filepath.Join(g.Dir, ".pin-refusals.lock"), perm.Explain(g.Dir, err))
-	}
-	defer syscall.Close(lfd)
-	syscall.Fchmod(lfd, 0o660)
-	if err := flockTimeout(lfd, 5*time.Second); err != nil {
+	// The folder itself is the lock, so that two processes recording at
+	// once keep both, and no file is needed that every writer may open.
+	if err := flockTimeout(int(d.Fd()), 5*time.Second); err != nil {
 		return fmt.Errorf("state file %s: %w", filepath.Join(g.Dir, RefusalsFile), err)
 	}
-	defer syscall.Flock(lfd, syscall.LOCK_UN)
+	defer syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
 	doc, err := g.load()
 	if err != nil {
 		return err
