@@ -3,6 +3,7 @@ package hsmcheck
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,10 +107,12 @@ func TestPINGuardInOneRunAsksOnce(t *testing.T) {
 	resetRun()
 	dir := t.TempDir()
 	tok, _ := guardedTokens(t, dir, "9999")
-	// Recording fails (a folder where the record's lock goes): the run
-	// still does not ask again.
-	if err := os.MkdirAll(filepath.Join(dir, "state", ".pin-refusals.lock"), 0o700); err != nil {
-		t.Fatal(err)
+	// Recording fails (every temporary name the record could take is
+	// taken): the run still does not ask again.
+	for i := 0; i <= 100; i++ {
+		if err := os.MkdirAll(filepath.Join(dir, "state", fmt.Sprintf(".%s.tmp%d-%d", RefusalsFile, os.Getpid(), i)), 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	err := readOne(t, tok)
 	if err == nil || !strings.Contains(err.Error(), "could not be recorded") {
@@ -129,7 +132,11 @@ func TestPINGuardSymlinksAndDamage(t *testing.T) {
 	dir := t.TempDir()
 	tok, _ := guardedTokens(t, dir, "1234")
 	state := filepath.Join(dir, "state")
-	os.MkdirAll(state, 0o770)
+	// A first read makes the install's key; from then on every read
+	// looks at the record.
+	if err := readOne(t, tok); err != nil {
+		t.Fatal(err)
+	}
 	// A link planted where the record goes is not followed.
 	os.Symlink("/etc/passwd", filepath.Join(state, RefusalsFile))
 	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "is a symlink") {
