@@ -31,12 +31,43 @@ func main() {
 	runs := flag.Int("runs", 5, "runs per command (median reported)")
 	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
+	race := flag.Int("race", 0, "instead: the SoftHSMv2 concurrency experiment, this many runs per reader kind")
+	raceKeys := flag.Int("race-keys", 150, "about this many keys per generation")
+	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool", "reader kinds: none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin")
+	raceFixed := flag.String("race-fixed", "", "an ods-keyguard built with the fix, for keyguard-fixed")
+	raceTag := flag.String("race-tag", "experiment", "names the BENCHMARKS.md section")
+	raceLog := flag.String("race-log", "", "append each run as a JSON line to this file")
+	raceListMode := flag.Bool("race-list", false, "internal: list token ods-a's objects as JSON (SOFTHSM2_CONF)")
 	flag.Parse()
+	if *raceListMode {
+		if err := raceList(); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: bench [-sizes N,N] [-runs N] BINARY")
 		os.Exit(2)
 	}
 	bin, _ := filepath.Abs(flag.Arg(0))
+	if *race > 0 {
+		self, err := os.Executable()
+		if err != nil {
+			fatal(err)
+		}
+		fixed := *raceFixed
+		if fixed != "" {
+			fixed, _ = filepath.Abs(fixed)
+		}
+		t, err := benchRace(self, bin, fixed, *race, *raceKeys, strings.Split(*raceKinds, ","), *raceLog)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writeRace(*out, *raceTag, bin, fixed, t, *race); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *backends > 0 {
 		t, err := benchBackends(bin, *backends, *runs)
 		if err != nil {
