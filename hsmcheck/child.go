@@ -102,6 +102,10 @@ type wireToken struct {
 type wireRequest struct {
 	Tokens []wireToken
 	Req    Request
+	// SnapshotDir is where the child copies SoftHSMv2 tokens to read them
+	// (snapshot.go); the parent makes it and removes it once the child
+	// is gone, however it ended.
+	SnapshotDir string
 }
 
 // wireResult is one line of the child's answer, sent as soon as a token is
@@ -141,6 +145,14 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	for _, i := range idx {
 		t := tokens[i]
 		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal()})
+		if isSoftHSM(t.Module) && wire.SnapshotDir == "" {
+			// Without a folder for the copy the child reads in place, as
+			// before: a reader that works beats none.
+			if dir, err := os.MkdirTemp("", "ods-keyguard-read-"); err == nil {
+				wire.SnapshotDir = dir
+				defer os.RemoveAll(dir)
+			}
+		}
 	}
 	in, err := json.Marshal(wire)
 	if err != nil {
@@ -239,7 +251,9 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	}
 	g := &stopGuard{}
 	g.stopOnSignal()
-	ms := NewModules(g.opener(open))
+	// The copy is made outside the guard: a child told to stop may stop
+	// in the middle of it, since it writes nothing but the copy.
+	ms := NewModules(snapshotOpener(g.opener(open), wire.SnapshotDir))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
 	for i, t := range wire.Tokens {
