@@ -106,6 +106,9 @@ type wireRequest struct {
 	// (snapshot.go); the parent makes it and removes it once the child
 	// is gone, however it ended.
 	SnapshotDir string
+	// NoSnapshot says why there is no such folder: SoftHSMv2 tokens are
+	// then not read at all, rather than read in place.
+	NoSnapshot string
 }
 
 // wireResult is one line of the child's answer, sent as soon as a token is
@@ -145,13 +148,14 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	for _, i := range idx {
 		t := tokens[i]
 		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal()})
-		if isSoftHSM(t.Module) && wire.SnapshotDir == "" {
-			// Without a folder for the copy the child reads in place, as
-			// before: a reader that works beats none.
-			if dir, err := os.MkdirTemp("", "ods-keyguard-read-"); err == nil {
-				wire.SnapshotDir = dir
-				defer os.RemoveAll(dir)
+		if isSoftHSM(t.Module) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
+			dir, err := snapshotFolder()
+			if err != nil {
+				wire.NoSnapshot = err.Error()
+				continue
 			}
+			wire.SnapshotDir = dir
+			defer os.RemoveAll(dir)
 		}
 	}
 	in, err := json.Marshal(wire)
@@ -253,7 +257,7 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	g.stopOnSignal()
 	// The copy is made outside the guard: a child told to stop may stop
 	// in the middle of it, since it writes nothing but the copy.
-	ms := NewModules(snapshotOpener(g.opener(open), wire.SnapshotDir))
+	ms := NewModules(snapshotOpener(g.opener(open), wire.SnapshotDir, wire.NoSnapshot))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
 	for i, t := range wire.Tokens {

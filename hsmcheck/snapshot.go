@@ -70,16 +70,36 @@ func isSoftHSM(module string) bool {
 	return strings.Contains(strings.ToLower(filepath.Base(module)), "softhsm")
 }
 
+// snapshotFolder makes the folder for the copies, private to this user:
+// under TMPDIR, or /tmp where TMPDIR cannot be written (a user other than
+// the one whose TMPDIR it is).
+func snapshotFolder() (string, error) {
+	dir, err := os.MkdirTemp("", "ods-keyguard-read-")
+	if err == nil {
+		return dir, nil
+	}
+	if os.TempDir() != "/tmp" {
+		if dir, err2 := os.MkdirTemp("/tmp", "ods-keyguard-read-"); err2 == nil {
+			return dir, nil
+		}
+	}
+	return "", fmt.Errorf("no folder for a copy of the SoftHSMv2 tokens, which are not read in place (set TMPDIR to a folder this user may write): %w", err)
+}
+
 // snapshotOpener wraps open: a SoftHSMv2 module is opened on a fresh copy
 // of its tokens, made in a new folder under dir, which the module's Close
 // removes. Every open makes a new copy, so a read that is tried again
-// sees the token as it is then. With dir empty, or a configuration that
-// allows no copy, the module reads its tokens in place.
-func snapshotOpener(open Opener, dir string) Opener {
+// sees the token as it is then. A configuration that allows no copy is
+// read in place; without dir, a SoftHSMv2 module is not opened at all
+// (unavailable says why): another module is opened as it is.
+func snapshotOpener(open Opener, dir, unavailable string) Opener {
 	n := 0
 	return func(path string) (Module, error) {
-		if dir == "" || !isSoftHSM(path) {
+		if !isSoftHSM(path) {
 			return open(path)
+		}
+		if dir == "" {
+			return nil, errors.New(unavailable)
 		}
 		orig, set := os.LookupEnv("SOFTHSM2_CONF")
 		conf := orig

@@ -216,3 +216,18 @@ func TestWholeObjectFile(t *testing.T) {
 		}
 	}
 }
+
+// Without a folder for the copy a SoftHSMv2 token is not read at all:
+// read in place it could destroy the key being generated. Other modules
+// are opened as they are.
+func TestNoSnapshotFolder(t *testing.T) {
+	opened := ""
+	open := func(path string) (Module, error) { opened = path; return nil, errors.New("opened") }
+	o := snapshotOpener(open, "", "no folder for a copy")
+	if _, err := o(softhsmModule); err == nil || err.Error() != "no folder for a copy" || opened != "" {
+		t.Errorf("SoftHSMv2: %v, opened %q", err, opened)
+	}
+	if _, err := o("/usr/lib/x86_64-linux-gnu/libcs_pkcs11_R3.so"); err == nil || err.Error() != "opened" {
+		t.Errorf("another module: %v", err)
+	}
+}
