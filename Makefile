@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-softhsm install uninstall deb clean
 
 all: build
 
@@ -34,6 +34,11 @@ bench: setup build
 # verify and check at about 1,000 keys, SQLite beside MySQL (MariaDB).
 bench-backends: setup build
 	$(GO) run ./internal/bench -backends 1000 bin/ods-keyguard
+
+# SoftHSMv2 beside readers: 20 generations of ~150 keys by the enforcer per
+# kind of reader, each reconciled with kasp.db (about half an hour).
+bench-softhsm: setup build
+	$(GO) run ./internal/bench -race 20 -race-tag softhsm bin/ods-keyguard
 
 # The binary beside OpenDNSSEC's admin tools, the hook names as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.

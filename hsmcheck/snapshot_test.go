@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -229,5 +230,59 @@ func TestNoSnapshotFolder(t *testing.T) {
 	}
 	if _, err := o("/usr/lib/x86_64-linux-gnu/libcs_pkcs11_R3.so"); err == nil || err.Error() != "opened" {
 		t.Errorf("another module: %v", err)
+	}
+}
+
+// BenchmarkSnapshot copies a token folder of 20,002 object files, as
+// SoftHSMv2 keeps 10,000 key pairs: the price of reading from a copy.
+// (The object files are copies of one key pair's; the copy does not care.)
+func BenchmarkSnapshot(b *testing.B) {
+	if _, err := os.Stat(softhsmModule); err != nil {
+		b.Skip("needs SoftHSMv2")
+	}
+	base := b.TempDir()
+	conf := filepath.Join(base, "softhsm2.conf")
+	if err := os.MkdirAll(filepath.Join(base, "tokens"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte("directories.tokendir = "+base+"/tokens/\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, argv := range [][]string{
+		{"softhsm2-util", "--init-token", "--free", "--label", "ods-a", "--pin", "1234", "--so-pin", "5678"},
+		{"pkcs11-tool", "--module", softhsmModule, "--token-label", "ods-a", "--pin", "1234", "--keypairgen", "--key-type", "EC:prime256v1", "--id", ecID},
+	} {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v: %s", argv[0], err, out)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(filepath.Dir(conf), "tokens", "*"))
+	files, _ := filepath.Glob(filepath.Join(dirs[0], "*.object"))
+	var keys [][]byte
+	for _, f := range files {
+		if filepath.Base(f) != "token.object" {
+			data, _ := os.ReadFile(f)
+			keys = append(keys, data)
+		}
+	}
+	for i := 0; i < 10000; i++ {
+		for j, data := range keys {
+			name := fmt.Sprintf("%08x-0000-0000-0000-%012x.object", i, j)
+			if err := os.WriteFile(filepath.Join(dirs[0], name), data, 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(b.TempDir(), "copy")
+		if _, err := snapshotSoftHSM(conf, dir); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
 	}
 }

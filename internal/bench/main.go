@@ -33,7 +33,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
 	race := flag.Int("race", 0, "instead: the SoftHSMv2 concurrency experiment, this many runs per reader kind")
 	raceKeys := flag.Int("race-keys", 150, "about this many keys per generation")
-	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool", "reader kinds: none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin")
+	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool,pkcs11-tool-nologin", "reader kinds: none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin")
 	raceFixed := flag.String("race-fixed", "", "an ods-keyguard built with the fix, for keyguard-fixed")
 	raceTag := flag.String("race-tag", "experiment", "names the BENCHMARKS.md section")
 	raceLog := flag.String("race-log", "", "append each run as a JSON line to this file")
@@ -63,7 +63,7 @@ func main() {
 		if err != nil {
 			fatal(err)
 		}
-		if err := writeRace(*out, *raceTag, bin, fixed, t, *race); err != nil {
+		if err := writeRace(*out, *raceTag, bin, fixed, t, *race, *raceKinds); err != nil {
 			fatal(err)
 		}
 		return

@@ -496,8 +496,8 @@ func raceName(c raceCondition) string {
 	return c.name
 }
 
-func writeRace(path, tag, binary, fixed, table string, runs int) error {
-	header := fmt.Sprintf("## SoftHSMv2: generation with readers beside it (%s)\n\nRun %s, `go run ./internal/bench -race %d -race-tag %s`, %s.\n", tag, machine(), runs, tag, version(binary))
+func writeRace(path, tag, binary, fixed, table string, runs int, kinds string) error {
+	header := fmt.Sprintf("## SoftHSMv2: generation with readers beside it (%s)\n\nRun %s, `go run ./internal/bench -race %d -race-readers %s -race-tag %s`, %s.\n", tag, machine(), runs, kinds, tag, version(binary))
 	if fixed != "" {
 		header += fmt.Sprintf("With the fix: %s.\n", version(fixed))
 	}
