@@ -99,6 +99,9 @@ func snapshotOpener(open Opener, dir, unavailable string) Opener {
 			return open(path)
 		}
 		if dir == "" {
+			if unavailable == "" {
+				unavailable = "no folder for a copy of the SoftHSMv2 tokens, which are not read in place"
+			}
 			return nil, errors.New(unavailable)
 		}
 		orig, set := os.LookupEnv("SOFTHSM2_CONF")
