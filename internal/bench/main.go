@@ -38,6 +38,8 @@ func main() {
 	raceTag := flag.String("race-tag", "experiment", "names the BENCHMARKS.md section")
 	raceLog := flag.String("race-log", "", "append each run as a JSON line to this file")
 	raceListMode := flag.Bool("race-list", false, "internal: list token ods-a's objects as JSON (SOFTHSM2_CONF)")
+	raceRender := flag.String("race-render", "", "instead of running: write the section from this -race-log")
+	raceTook := flag.Duration("race-took", 0, "with -race-render: how long the runs took")
 	flag.Parse()
 	if *raceListMode {
 		if err := raceList(); err != nil {
@@ -50,6 +52,20 @@ func main() {
 		os.Exit(2)
 	}
 	bin, _ := filepath.Abs(flag.Arg(0))
+	if *raceRender != "" {
+		fixed := *raceFixed
+		if fixed != "" {
+			fixed, _ = filepath.Abs(fixed)
+		}
+		t, runs, err := renderRace(*raceRender, strings.Split(*raceKinds, ","), bin, fixed, *raceKeys, *raceTook)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writeRace(*out, *raceTag, bin, fixed, t, runs, *raceKinds); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *race > 0 {
 		self, err := os.Executable()
 		if err != nil {

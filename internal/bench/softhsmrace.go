@@ -413,12 +413,23 @@ func raceList() error {
 	return errors.New(`token "ods-a" not found`)
 }
 
-// raceTable summarises the runs per condition, and lists every anomaly.
+// raceTable summarises the runs per condition, and lists every run that
+// lost a key.
 func raceTable(conds []raceCondition, results map[string][]raceRun, n int, took time.Duration) string {
-	full := 0 // the most keys any run made: a generation that went through
-	for _, rs := range results {
-		for _, r := range rs {
-			full = max(full, r.Keys)
+	// A generation went through when it made as many keys as the least a
+	// run without readers made (the enforcer's count varies by one with
+	// the moment it computes the pool).
+	full := 0
+	for _, r := range results["none"] {
+		if r.Err == "" && (full == 0 || r.Keys < full) {
+			full = r.Keys
+		}
+	}
+	if full == 0 {
+		for _, rs := range results {
+			for _, r := range rs {
+				full = max(full, r.Keys)
+			}
 		}
 	}
 	var b strings.Builder
@@ -429,10 +440,13 @@ func raceTable(conds []raceCondition, results map[string][]raceRun, n int, took 
 		rs := results[c.name]
 		minK, maxK := -1, 0
 		var short, lostRuns, lost, lostPub, orphans, empty, hidden, stalled, reads, fails, errs int
+		var damaged []string
+		samples := map[string]bool{}
+		var sampleList []string
 		for i, r := range rs {
 			if r.Err != "" {
 				errs++
-				notes = append(notes, fmt.Sprintf("%s, run %d: %s", c.name, i+1, r.Err))
+				notes = append(notes, fmt.Sprintf("%s, run %d: %s", raceName(c), i+1, r.Err))
 				continue
 			}
 			if minK < 0 || r.Keys < minK {
@@ -444,6 +458,7 @@ func raceTable(conds []raceCondition, results map[string][]raceRun, n int, took 
 			}
 			if len(r.Lost)+len(r.LostPublic) > 0 {
 				lostRuns++
+				damaged = append(damaged, fmt.Sprintf("%d (%d keys made; %d private, %d public objects lost)", i+1, r.Keys, len(r.Lost), len(r.LostPublic)))
 			}
 			lost += len(r.Lost)
 			lostPub += len(r.LostPublic)
@@ -455,12 +470,9 @@ func raceTable(conds []raceCondition, results map[string][]raceRun, n int, took 
 			}
 			reads += r.Reads
 			fails += r.ReadFails
-			if len(r.Lost)+len(r.LostPublic)+len(r.Orphans)+r.EmptyID > 0 || r.Files != r.Objects || r.Stalled {
-				notes = append(notes, fmt.Sprintf("%s, run %d: %d keys in kasp.db, %d object files, %d objects listed, private keys lost %v, public keys lost %v, orphans %v, %d without CKA_ID, settled in %s",
-					c.name, i+1, r.Keys, r.Files, r.Objects, r.Lost, r.LostPublic, r.Orphans, r.EmptyID, r.Took))
-			}
-			if r.ReadSample != "" {
-				notes = append(notes, fmt.Sprintf("%s, run %d: %d of %d reader invocations failed, e.g. `%s`", c.name, i+1, r.ReadFails, r.Reads, r.ReadSample))
+			if r.ReadSample != "" && !samples[r.ReadSample] && len(sampleList) < 3 {
+				samples[r.ReadSample] = true
+				sampleList = append(sampleList, "`"+r.ReadSample+"`")
 			}
 		}
 		keys := "-"
@@ -469,15 +481,45 @@ func raceTable(conds []raceCondition, results map[string][]raceRun, n int, took 
 		}
 		done := len(rs) - errs
 		fmt.Fprintf(&b, "| %s | %d | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d (%d) |\n", raceName(c), done, keys, short, lostRuns, lost, lostPub, orphans, empty, hidden, stalled, reads, fails)
+		if len(damaged) > 0 {
+			notes = append(notes, fmt.Sprintf("%s: keys lost in runs %s", raceName(c), strings.Join(damaged, ", ")))
+		}
+		if len(sampleList) > 0 {
+			notes = append(notes, fmt.Sprintf("%s: readers that failed or alarmed said, e.g., %s", raceName(c), strings.Join(sampleList, ", ")))
+		}
 	}
 	fmt.Fprintf(&b, "\nAbout %d keys per generation (ECDSA P-256, pool pre-generation for one zone); %s in all.\n", n, took.Round(time.Minute))
 	if len(notes) > 0 {
-		b.WriteString("\nRuns with something to note:\n\n")
+		b.WriteString("\n")
 		for _, n := range notes {
 			fmt.Fprintf(&b, "- %s\n", n)
 		}
 	}
 	return b.String()
+}
+
+// renderRace writes the section again from the runs' log (-race-log), in
+// the order of kinds, without running anything.
+func renderRace(logPath string, kinds []string, bin, fixed string, n int, took time.Duration) (string, int, error) {
+	conds, err := raceConditions(kinds, bin, fixed)
+	if err != nil {
+		return "", 0, err
+	}
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		return "", 0, err
+	}
+	results := map[string][]raceRun{}
+	runs := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r raceRun
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			return "", 0, fmt.Errorf("%s: %w", logPath, err)
+		}
+		results[r.Condition] = append(results[r.Condition], r)
+		runs = max(runs, len(results[r.Condition]))
+	}
+	return raceTable(conds, results, n, took), runs, nil
 }
 
 func raceName(c raceCondition) string {
