@@ -48,7 +48,7 @@ install: build
 	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit
 	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-retract
 	install -m 0644 conf.toml.example $(DOCDIR)/conf.toml.example
-	install -d -m 2770 $(STATEDIR)
+	install -d -m 2750 $(STATEDIR)
 	-getent group opendnssec >/dev/null && chgrp opendnssec $(STATEDIR)
 
 uninstall:

@@ -25,6 +25,9 @@ Rule 2: per pool (policy, role, algorithm, bits, repository) the backed-up
 keys at the head of the pool, in the order the enforcer hands them out,
 against the keys its zones take until the next backup is due plus grace.
 Spare = covered - needed, judged by --warning-spare and --critical-spare.
+A pool key on no HSM is never a spare, and ends the head like a key not
+backed up; CRITICAL "pool" names the remedy: restore it from the backup
+token, or, made after the last ceremony, ods-keyguard recover prune-pool.
 Presence, CRITICAL: an enforcer key missing from its token or a mirror, or
 of another type there (public keys are compared by verify, not here: check
 skips the public-key objects to stay quick).
@@ -41,7 +44,9 @@ UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
 database unreadable, bad arguments, out of time.
 
 Output: "KEYGUARD STATE - summary | perfdata" (at most about 200 bytes), then
-one line per problem, one per pool, and "| " with the rest of the perfdata.
+one line per problem, one per pool, and "| " with the rest of the perfdata;
+at most 8,000 bytes in all (what Nagios keeps): findings that do not fit
+are counted per state and category, --json has them all.
 Ranges: [@][start:][end], alert outside (inside with @).
 --at TIME: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
 
@@ -126,7 +131,12 @@ func checkReport(c *cli.Context) *monitor.Report {
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
+	lo, err := cfg.LedgerOptions(c.App.ErrWriter, true)
+	if err != nil {
+		return monitor.Unknown(opt, err.Error())
+	}
 	return monitor.Run(c.Context, timeout, monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens,
-		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return openLedger(ctx, c, cfg, true) },
+		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
+		Ledger:        lo.String(),
 		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}, opt)
 }

@@ -343,8 +343,12 @@ func runHookStatus(r *job) error {
 	if err != nil {
 		return err
 	}
+	tokens, err := r.cfg.Tokens()
+	if err != nil {
+		return err
+	}
 	zones, err := hooks.ReadStatus(r.ctx, hooks.StatusSources{Datastore: r.cfg.ODS.Datastore, Ledger: l,
-		RequireBackup: r.cfg.RequireBackup(), Parent: r.cfg.ParentConfig()}, c.String("zone"))
+		RequireBackup: r.cfg.RequireBackup(), Parent: r.cfg.ParentConfig(), Tokens: tokens}, c.String("zone"))
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,8 @@
 // Command ods-keyguard makes sure that no DNSSEC signing key held by
 // OpenDNSSEC 2.1 is used before it is safely backed up, and that a lost HSM
 // never means a lost zone. It reads what is on each HSM through PKCS#11 and
-// the enforcer's database read-only; `ods-keyguard --help` and the README
+// the enforcer's database read-only (recover prune-pool --apply alone
+// writes it, with the enforcer stopped); `ods-keyguard --help` and the README
 // describe its commands, outputs and exit statuses.
 //
 // Package main is the command layer: flags, configuration, one call into
@@ -72,7 +73,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Version:              version(),
 		Usage:                "no DNSSEC key used before it is backed up, no zone lost with an HSM",
 		UsageText:            "ods-keyguard [--config FILE] COMMAND [options]",
-		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only.\n\n" + exitCodesHelp,
+		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only (recover prune-pool\n--apply alone writes it, with the enforcer stopped).\n\n" + exitCodesHelp,
 		Reader:               stdin,
 		Writer:               stdout,
 		ErrWriter:            stderr,

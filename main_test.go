@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -139,6 +142,9 @@ func runScripts(t *testing.T, backend string, files []string) {
 			"nagios":     cmdNagios,
 			"jsonschema": cmdJSONSchema,
 			"logged":     cmdLogged,
+			"forgeds":    cmdForgeDS,
+			"gendnskeys": cmdGenDNSKEYs,
+			"blackhole":  cmdBlackhole,
 		},
 	})
 }
@@ -971,4 +977,87 @@ func cmdNagios(ts *testscript.TestScript, neg bool, args []string) {
 	r, err := sandbox.RunNagios(ts.MkAbs("nagios"), commands, filepath.Join(bin, "check_ods_keyguard"), args[0], env, 60*time.Second)
 	ts.Check(err)
 	fmt.Fprintf(ts.Stdout(), "state=%d\noutput=%s\nperfdata=%s\nlong:\n%s\n", r.State, r.Output, r.Perfdata, r.Long)
+}
+
+// forgeds FILE KIND ACTION LINEFILE [LOCATOR]: write a DS spool file in the
+// spool's own format (checksum and all) holding one event for the DNSKEY
+// in LINEFILE: what someone who can write the spool could plant there.
+func cmdForgeDS(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 4 || len(args) > 5 {
+		ts.Fatalf("usage: forgeds FILE KIND ACTION LINEFILE [LOCATOR]")
+	}
+	line := strings.SplitN(ts.ReadFile(args[3]), "\n", 2)[0] + "\n"
+	rr, err := dns.NewRR(strings.SplitN(line, ";", 2)[0])
+	ts.Check(err)
+	k, ok := rr.(*dns.DNSKEY)
+	if !ok {
+		ts.Fatalf("forgeds: %s holds no DNSKEY", args[3])
+	}
+	pub, err := base64.StdEncoding.DecodeString(k.PublicKey)
+	ts.Check(err)
+	fp := sha256.Sum256(pub)
+	ev := ledger.DSEvent{ID: "forged-" + filepath.Base(args[0]), Time: time.Now().UTC(), Kind: args[1], Action: args[2],
+		Zone: strings.TrimSuffix(k.Hdr.Name, "."), KeyTag: int(k.KeyTag()), Algorithm: int(k.Algorithm),
+		Fingerprint: hex.EncodeToString(fp[:]), Line: line, Reason: "its successor's DS is not at the parent yet", By: "hook"}
+	if len(args) == 5 {
+		ev.Locator = args[4]
+	}
+	data, err := json.Marshal([]ledger.DSEvent{ev})
+	ts.Check(err)
+	sum := sha256.Sum256(data)
+	doc, err := json.Marshal(map[string]any{"format": "ods-keyguard/ds-spool/1", "sha256": hex.EncodeToString(sum[:]), "data": json.RawMessage(data)})
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), append(doc, '\n'), 0o640))
+}
+
+// gendnskeys N ZONE FILE: write N DNSKEY lines (flags 257, algorithm 13) of
+// random public keys for ZONE, in the enforcer's form: keys the enforcer
+// does not have, for a flood of requests.
+func cmdGenDNSKEYs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: gendnskeys N ZONE FILE")
+	}
+	n, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	var b strings.Builder
+	pub := make([]byte, 64)
+	for i := 0; i < n; i++ {
+		_, err := rand.Read(pub)
+		ts.Check(err)
+		fmt.Fprintf(&b, "%s. 3600 IN DNSKEY 257 3 13 %s \n", args[1], base64.StdEncoding.EncodeToString(pub))
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[2]), []byte(b.String()), 0o644))
+}
+
+// blackhole: a TCP server on 127.0.0.1 that accepts connections and never
+// answers, as a server stopped with SIGSTOP does (the kernel still accepts);
+// $BLACKHOLE_PORT names its port. Closed at the end of the script.
+func cmdBlackhole(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: blackhole")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	ts.Defer(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	ts.Setenv("BLACKHOLE_PORT", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 }

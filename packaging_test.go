@@ -44,7 +44,7 @@ func TestMakeInstall(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dest, "usr/share/doc/ods-keyguard/conf.toml.example")); err != nil {
 		t.Errorf("example configuration: %v", err)
 	}
-	if fi, err := os.Stat(filepath.Join(dest, "var/lib/opendnssec/keyguard")); err != nil || fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o770 {
+	if fi, err := os.Stat(filepath.Join(dest, "var/lib/opendnssec/keyguard")); err != nil || fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o750 {
 		t.Errorf("state_dir: %v %v", fi.Mode(), err)
 	}
 	// The installed hook name dispatches to the hook: with no config it withholds.
@@ -118,8 +118,8 @@ func TestDebianPackage(t *testing.T) {
 				t.Errorf("%s: links to %q, want %s", path, target, want)
 			}
 		case want == "dir":
-			if !fi.IsDir() || fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o770 {
-				t.Errorf("%s: %v, want a setgid folder 2770", path, fi.Mode())
+			if !fi.IsDir() || fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o750 {
+				t.Errorf("%s: %v, want a setgid folder 2750", path, fi.Mode())
 			}
 		case want == "file":
 			if !fi.Mode().IsRegular() || fi.Size() == 0 {

@@ -345,7 +345,7 @@ func (e *Env) record(ctx context.Context, store *ledger.Store, c *ledger.Ceremon
 		if c.RequireBackup && prepared(c) > 0 {
 			state = "the enforcer has committed it, the history does not have it yet"
 		}
-		return fmt.Errorf("repository %q: ceremony %s verified, but %s: %w; run backup done again when state_dir can be written", c.Repository, c.ID, state, err)
+		return fmt.Errorf("repository %q: ceremony %s verified, but %s: %w; run backup done again when %s can be written", c.Repository, c.ID, state, err, store.Where())
 	}
 	how := "the backup itself was attested by the operator, not verified (no --backup-token)"
 	if backupRec != nil {

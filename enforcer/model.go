@@ -3,6 +3,7 @@ package enforcer
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -300,4 +301,16 @@ func AlgorithmKey(alg int) (typ, curve string) {
 		return "EdDSA", "Ed448"
 	}
 	return "", ""
+}
+
+// Zone returns the zone of that name (any case, with or without the final
+// dot), or nil.
+func (st *State) Zone(name string) *Zone {
+	name = strings.TrimSuffix(name, ".")
+	for _, z := range st.Zones {
+		if strings.EqualFold(z.Name, name) {
+			return z
+		}
+	}
+	return nil
 }

@@ -176,12 +176,16 @@ type RetractDecision struct {
 	Locator string
 }
 
-// DecideRetract holds a retraction while the zone's successor KSK (or CSK)
-// is not known to be at the parent: its submission withheld, or with no
-// record of being forwarded. Removing the old DS first would leave the
-// parent with no DS of any published key. A retraction with no successor
-// (the zone goes unsigned, or is removed) passes. A retraction of a DS that
-// never went to the parent is skipped: there is nothing to remove.
+// DecideRetract decides a retraction from the enforcer's state and the key
+// on the token, never from what the request says alone: the request may come
+// from anybody who can run the hook or write a record. It goes out only when
+// the enforcer has retracted that key's DS (retract, retracted, or
+// unsubmitted after a ds-gone), the DNSKEY is that key's, and the zone's
+// successor KSK (or CSK) is known to be at the parent: removing the old DS
+// first would leave the parent with no DS of any published key. A
+// retraction with no successor (the zone goes unsigned) passes. One of a DS
+// that never went to the parent is skipped: there is nothing to remove. A
+// retraction of a DS the enforcer still wants at the parent is rejected.
 func DecideRetract(s Submission, f Facts) RetractDecision {
 	if s.Err != "" {
 		return RetractDecision{Action: ledger.Rejected, Reason: s.Err}
@@ -193,67 +197,151 @@ func DecideRetract(s Submission, f Facts) RetractDecision {
 		}
 		return RetractDecision{Action: ledger.Held, Reason: why + "; whether a successor's DS is withheld cannot be told"}
 	}
-	d := RetractDecision{Action: ledger.Forwarded}
-	self := f.Book.Find(s.Zone, s.CKAID, s.KeyTag, s.Algorithm)
-	if f.State != nil {
-		if u, _ := find(s, f); u != nil {
-			d.Locator = u.Key.Locator
-			if k := f.Book.Find(s.Zone, u.Key.Locator, s.KeyTag, s.Algorithm); k != nil {
-				self = k
-			}
+	if f.State == nil {
+		why := "the enforcer's database could not be read"
+		if f.StateErr != nil {
+			why = f.StateErr.Error()
 		}
+		return RetractDecision{Action: ledger.Held, Reason: why + "; whether the enforcer retracted this DS cannot be told"}
 	}
-	if self != nil && self.NeverForwarded() && !onParent(f, s.Zone, s.KeyTag, s.Algorithm, s.PublicKey) {
-		return RetractDecision{Action: ledger.Skipped, Locator: d.Locator,
+	// A DS that never went to the parent needs no retraction: nothing is
+	// sent, whoever asks.
+	never := func(self *ledger.DSKey) bool {
+		return self != nil && self.NeverForwarded() && !onParent(f, s.Zone, s.KeyTag, s.Algorithm, s.PublicKey)
+	}
+	skip := func(locator string) RetractDecision {
+		return RetractDecision{Action: ledger.Skipped, Locator: locator,
 			Reason: "its DS never went to the parent (its submission was withheld): nothing to retract"}
+	}
+	z := f.State.Zone(s.Zone)
+	u, why := find(s, f)
+	if z == nil || u == nil {
+		if never(f.Book.Find(s.Zone, s.CKAID, s.KeyTag, s.Algorithm)) {
+			return skip("")
+		}
+		if z == nil {
+			why = fmt.Sprintf("the enforcer has no zone %s: ods-keyguard does not retract a deleted zone's DS on a request's word (ods-keyguard hook retract-gone --zone %s does, on purpose)", s.Zone, s.Zone)
+		} else {
+			why += ": whether the enforcer retracted this DS cannot be told; if the parent still serves it, remove it at the registrar by hand, then ods-keyguard hook drop"
+		}
+		return RetractDecision{Action: ledger.Held, Reason: why}
+	}
+	d := RetractDecision{Action: ledger.Forwarded, Locator: u.Key.Locator}
+	switch u.DSAtParent {
+	case enforcer.DSSubmit, enforcer.DSSubmitted, enforcer.DSSeen:
+		return RetractDecision{Action: ledger.Rejected, Locator: d.Locator,
+			Reason: fmt.Sprintf("the enforcer wants this DS at the parent (DS %s): a retraction it did not ask for is never forwarded", u.DSAtParent)}
+	}
+	if why := sameKey(s, u, f); why != "" {
+		return RetractDecision{Action: ledger.Rejected, Locator: d.Locator, Reason: why}
+	}
+	if never(f.Book.Find(s.Zone, u.Key.Locator, s.KeyTag, s.Algorithm)) {
+		return skip(d.Locator)
 	}
 	// The successors: the zone's other KSKs and CSKs whose DS the enforcer
 	// wants at the parent.
 	var waiting []string
 	successors := 0
-	if f.State == nil {
-		for _, e := range f.Book.Pending {
-			if e.Kind == ledger.Submit && strings.EqualFold(e.Zone, s.Zone) && e.Fingerprint != s.Fingerprint {
-				waiting = append(waiting, fmt.Sprintf("key tag %d (%s)", e.KeyTag, e.Reason))
-				successors++
-			}
-		}
-		if successors > 0 {
-			d.Action, d.Reason = ledger.Held, fmt.Sprintf("the submission of its successor %s is withheld", strings.Join(waiting, ", "))
-		}
-		return d
-	}
-	for _, z := range f.State.Zones {
-		if !strings.EqualFold(z.Name, s.Zone) {
+	for _, v := range z.Keys {
+		if (v.Role != enforcer.KSK && v.Role != enforcer.CSK) || strings.EqualFold(v.Key.Locator, d.Locator) {
 			continue
 		}
-		for _, u := range z.Keys {
-			if (u.Role != enforcer.KSK && u.Role != enforcer.CSK) || strings.EqualFold(u.Key.Locator, d.Locator) ||
-				(d.Locator == "" && u.KeyTag == s.KeyTag) {
-				continue
-			}
-			switch u.DSAtParent {
-			case enforcer.DSSubmit, enforcer.DSSubmitted, enforcer.DSSeen:
-			default:
-				continue
-			}
-			successors++
-			k := f.Book.Find(z.Name, u.Key.Locator, u.KeyTag, u.Key.Algorithm)
-			if (k != nil && k.AtParent()) || onParent(f, z.Name, u.KeyTag, u.Key.Algorithm, nil) {
-				return d // the parent has a successor's DS: the old one may go
-			}
-			why := "no record of it being forwarded"
-			if e := f.Book.PendingFor(ledger.Submit, k); e != nil {
-				why = "withheld: " + e.Reason
-			}
-			waiting = append(waiting, fmt.Sprintf("key tag %d (%s)", u.KeyTag, why))
+		switch v.DSAtParent {
+		case enforcer.DSSubmit, enforcer.DSSubmitted, enforcer.DSSeen:
+		default:
+			continue
 		}
+		successors++
+		k := f.Book.Find(z.Name, v.Key.Locator, v.KeyTag, v.Key.Algorithm)
+		pub := publicKey(f, v.Key)
+		if pub == nil && k != nil {
+			pub = publicKeyOf(k)
+		}
+		if (k != nil && k.AtParent()) || onParent(f, z.Name, v.KeyTag, v.Key.Algorithm, pub) {
+			return d // the parent has a successor's DS: the old one may go
+		}
+		why := "no record of it being forwarded"
+		if e := f.Book.PendingFor(ledger.Submit, k); e != nil {
+			why = "withheld: " + e.Reason
+		}
+		waiting = append(waiting, fmt.Sprintf("key tag %d (%s)", v.KeyTag, why))
 	}
 	if successors > 0 {
 		d.Action = ledger.Held
 		d.Reason = fmt.Sprintf("its successor's DS is not at the parent yet: %s", strings.Join(waiting, ", "))
 	}
 	return d
+}
+
+// sameKey says why the DNSKEY of a retraction is not the enforcer key u,
+// or "" when it is: the public key on a token, else the one the records
+// forwarded for it, must be the one the request names. A retraction's line
+// is what the registrar removes: it must be the retracted key's.
+func sameKey(s Submission, u *enforcer.Use, f Facts) string {
+	if pub := publicKey(f, u.Key); pub != nil {
+		if hsmcheck.FingerprintDNSKEY(pub) != s.Fingerprint {
+			return fmt.Sprintf("the DNSKEY is not key %s, which the tokens hold with another public key", u.Key.Locator)
+		}
+		return ""
+	}
+	if fp := forwardedKey(f.Book.Find(s.Zone, u.Key.Locator, u.KeyTag, u.Key.Algorithm)); fp != "" {
+		if fp != s.Fingerprint {
+			return fmt.Sprintf("the DNSKEY is not key %s, whose DS went to the parent with another public key", u.Key.Locator)
+		}
+		return ""
+	}
+	// Neither a token nor the records know the key's public key (purged
+	// from the HSM, adopted before the records): the key tag and cka_id
+	// matched the enforcer's, and the successor rule still applies.
+	return ""
+}
+
+// forwardedKey is the fingerprint of the DNSKEY that the records forwarded
+// as k's submission, or "": what went to the parent, not what a request
+// kept back said.
+func forwardedKey(k *ledger.DSKey) string {
+	if k == nil {
+		return ""
+	}
+	fp := ""
+	for _, e := range k.Events {
+		if e.Kind == ledger.Submit && e.Action == ledger.Forwarded && e.Fingerprint != "" {
+			fp = e.Fingerprint
+		}
+	}
+	return fp
+}
+
+// successorKeys lists the KSKs and CSKs of the zones named whose DS the
+// enforcer wants at the parent, and the keys of the retractions kept back
+// for those zones: what a retraction is decided on, read from the tokens.
+func successorKeys(st *enforcer.State, b *ledger.DSBook, zones map[string]bool) []*enforcer.Key {
+	var out []*enforcer.Key
+	for _, z := range st.Zones {
+		if !zones[strings.ToLower(z.Name)] {
+			continue
+		}
+		for _, u := range z.Keys {
+			if u.Role == enforcer.ZSK {
+				continue
+			}
+			switch u.DSAtParent {
+			case enforcer.DSSubmit, enforcer.DSSubmitted, enforcer.DSSeen:
+				out = append(out, u.Key)
+				continue
+			}
+			if b == nil {
+				continue
+			}
+			for _, e := range b.Pending {
+				if e.Kind == ledger.Retract && strings.EqualFold(e.Zone, z.Name) && strings.EqualFold(e.Locator, u.Key.Locator) {
+					out = append(out, u.Key)
+					break
+				}
+			}
+		}
+	}
+	return out
 }
 
 // onParent says whether the parent, where it was read, publishes a DS of

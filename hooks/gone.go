@@ -70,10 +70,12 @@ func goneFindings(zs *ZoneDS, keys []*ledger.DSKey) {
 	}
 }
 
-// publishes says whether the parent's answer has a DS of k.
+// publishes says whether the parent's answer may have a DS of k: one that
+// matches it by digest, or one of its key tag that cannot be told apart
+// (the records lack its DNSKEY). A warning is cleared only on proof.
 func publishes(a *parent.Answer, k *ledger.DSKey) bool {
 	for _, ds := range a.DS {
-		if m, _ := ds.Match(k.Zone, k.KeyTag, k.Algorithm, publicKeyOf(k)); m {
+		if m, known := ds.Match(k.Zone, k.KeyTag, k.Algorithm, publicKeyOf(k)); m || !known {
 			return true
 		}
 	}
@@ -116,7 +118,7 @@ func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, 
 		if err := g.Ledger.AddDS(ctx, evs...); err != nil {
 			return nil, err
 		}
-		return keys, g.Ledger.CompactDS(ctx, nil)
+		return keys, g.Ledger.CompactDS(ctx)
 	}
 	if g.RetractForward == "" {
 		return nil, errors.New("no [hooks] ds_retract_forward is configured: have the registrar remove the DS, then record it with --by-hand")
@@ -137,5 +139,5 @@ func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, 
 	if err := errors.Join(o.ForwardErr, o.RecordErr); err != nil {
 		return nil, err
 	}
-	return keys, g.Ledger.CompactDS(ctx, nil)
+	return keys, g.Ledger.CompactDS(ctx)
 }

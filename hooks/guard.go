@@ -150,7 +150,13 @@ func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 	// The facts within 60% of the time left: the rest is for recording and
 	// forwarding.
 	fctx, cancel := share(ctx, 0.6)
-	f := g.facts(fctx, good, kind == ledger.Submit, nil)
+	zones := map[string]bool{}
+	for _, s := range good {
+		zones[strings.ToLower(s.Zone)] = true
+	}
+	f := g.facts(fctx, good, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+		return successorKeys(st, b, zones)
+	})
 	cancel()
 	g.baseline(ctx, &out, kind, f, good)
 	if kind == ledger.Submit {
@@ -329,6 +335,12 @@ func (g *Guard) retract(ctx context.Context, out *Outcome, f Facts, subs []Submi
 		d := DecideRetract(s, f)
 		locators[s.Fingerprint] = d.Locator
 		switch d.Action {
+		case ledger.Rejected:
+			out.Rejected++
+			g.Log.Err(fmt.Sprintf("ds-retract: rejected %s: %s", s.Describe(), d.Reason))
+			ev := event(s, ledger.Retract, ledger.Rejected, d.Reason, d.Locator)
+			ev.Line = ledger.QuoteInput([]byte(strings.TrimSpace(s.Line)))
+			evs = append(evs, ev)
 		case ledger.Held:
 			out.Held++
 			g.Log.Warning(fmt.Sprintf("ds-retract: held %s: %s", s.Describe(), d.Reason))

@@ -90,7 +90,16 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 	var derived []*enforcer.Key
 	f := g.facts(ctx, subs, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		derived = unrecorded(st, b)
-		return derived
+		if b == nil {
+			return derived
+		}
+		zones := map[string]bool{}
+		for _, e := range b.Pending {
+			if e.Kind == ledger.Retract {
+				zones[strings.ToLower(e.Zone)] = true
+			}
+		}
+		return append(append([]*enforcer.Key(nil), derived...), successorKeys(st, b, zones)...)
 	})
 	g.releaseSubmissions(ctx, &o, f, book, derived, say)
 	// The retractions see what was just forwarded.
@@ -99,7 +108,7 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 	}
 	f.Book = book
 	g.releaseRetractions(ctx, &o, f, say)
-	if err := g.Ledger.CompactDS(ctx, nil); err != nil {
+	if err := g.Ledger.CompactDS(ctx); err != nil {
 		return rep, err
 	}
 	if o.RecordErr != nil {
@@ -208,6 +217,10 @@ func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say
 		}
 		d := DecideRetract(s, f)
 		switch d.Action {
+		case ledger.Rejected:
+			item.Action, item.Reason = ReleaseDropped, d.Reason
+			evs = append(evs, dropped(e, d.Reason))
+			g.Log.Err(fmt.Sprintf("ds-retract: dropped %s: %s", s.Describe(), d.Reason))
 		case ledger.Skipped:
 			item.Action, item.Reason = ReleaseDropped, d.Reason
 			evs = append(evs, dropped(e, d.Reason))
@@ -362,5 +375,5 @@ func (g *Guard) Drop(ctx context.Context, id, reason, operator string) (*ledger.
 		return nil, err
 	}
 	g.Log.Warning(fmt.Sprintf("%s: dropped zone %s key tag %d on purpose by %s: %s", e.Kind, e.Zone, e.KeyTag, operator, reason))
-	return e, g.Ledger.CompactDS(ctx, nil)
+	return e, g.Ledger.CompactDS(ctx)
 }

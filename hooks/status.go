@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
@@ -87,7 +88,20 @@ type StatusInput struct {
 	Coverage      ledger.Coverage
 	RequireBackup map[string]bool
 	Parent        map[string]parent.Answer // by zone; absent when not read
-	Now           time.Time
+	// PublicKeys are the DNSKEY public keys of KSKs and CSKs read from
+	// the tokens, by lowercase locator: what a DS at the parent is matched
+	// against where the records lack the key's DNSKEY line.
+	PublicKeys map[string][]byte
+	Now        time.Time
+}
+
+// publicKey is the public key of u's key: from a token, else from the DNSKEY
+// line the records hold of it; nil when neither has it.
+func (in StatusInput) publicKey(u *enforcer.Use, r *ledger.DSKey) []byte {
+	if pk := in.PublicKeys[strings.ToLower(u.Key.Locator)]; len(pk) > 0 {
+		return pk
+	}
+	return publicKeyOf(r)
 }
 
 // Status puts the enforcer's view of each zone's DS beside the records and,
@@ -167,13 +181,18 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 		k.Known = known(in.Book, r, k.Pending, wanted)
 		k.ShouldHold = (wanted && k.BackedUp) || (k.Pending != nil && k.Pending.Kind == ledger.Retract)
 		if zs.Parent != nil && zs.Parent.Err == nil {
-			at := false
+			at, unsure := false, false
 			for _, ds := range zs.Parent.DS {
-				if m, _ := ds.Match(z.Name, u.KeyTag, u.Key.Algorithm, publicKeyOf(r)); m {
-					at = true
-				}
+				m, known := ds.Match(z.Name, u.KeyTag, u.Key.Algorithm, in.publicKey(u, r))
+				at = at || m
+				unsure = unsure || !known
 			}
-			k.AtParent = &at
+			if at || !unsure {
+				k.AtParent = &at
+			} else {
+				add(Unknown, "parent", "zone %s: the parent has a DS with the key tag of %s %d (key %s), but whether it is that key's cannot be told: its public key is on no token read and in no record",
+					z.Name, k.Role, k.KeyTag, k.Locator)
+			}
 		}
 		if k.Known == "not known" && (u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen) && (k.AtParent == nil || !*k.AtParent) {
 			add(Warning, "hook", "%s %d (key %s): the enforcer has its DS %s, but ods-keyguard has no record of forwarding it: not known to be at the parent (hook release decides it again)",
@@ -259,22 +278,30 @@ func parentFindings(zs *ZoneDS, z *enforcer.Zone, in StatusInput, add func(Sever
 		}
 		return
 	}
-	chain := false
+	chain, unsure := false, false
 	var tags []string
 	for _, ds := range a.DS {
 		tags = append(tags, fmt.Sprintf("%d/%d", ds.KeyTag, ds.Algorithm))
-		var match *enforcer.Use
+		var match, tagOnly *enforcer.Use
 		for _, u := range z.Keys {
 			if u.Role == enforcer.ZSK {
 				continue
 			}
 			r := in.Book.Find(z.Name, u.Key.Locator, u.KeyTag, u.Key.Algorithm)
-			if m, _ := ds.Match(z.Name, u.KeyTag, u.Key.Algorithm, publicKeyOf(r)); m {
+			m, known := ds.Match(z.Name, u.KeyTag, u.Key.Algorithm, in.publicKey(u, r))
+			if m {
 				match = u
 				break
 			}
+			if !known {
+				tagOnly = u
+			}
 		}
 		switch {
+		case match == nil && tagOnly != nil:
+			unsure = true // said per key above
+		case match == nil && hasTag(z, ds.KeyTag, ds.Algorithm):
+			add(Critical, "parent", "zone %s: the parent has DS %d/%d %d %s, whose digest matches no DNSKEY of the zone's keys with that key tag: a wrong or forged DS", z.Name, ds.KeyTag, ds.Algorithm, ds.DigestType, ds.Digest)
 		case match == nil:
 			add(Warning, "parent", "zone %s: the parent has DS %d/%d, of no key the enforcer has for the zone", z.Name, ds.KeyTag, ds.Algorithm)
 		case match.DSAtParent == enforcer.DSRetract || match.DSAtParent == enforcer.DSRetracted || match.DSAtParent == enforcer.DSUnsubmitted:
@@ -287,10 +314,23 @@ func parentFindings(zs *ZoneDS, z *enforcer.Zone, in StatusInput, add func(Sever
 			chain = true
 		}
 	}
-	if !chain {
+	if !chain && unsure {
+		add(Unknown, "parent", "zone %s: whether a DS at the parent (%s) matches a published, backed-up KSK cannot be told: a public key is missing (see above)",
+			z.Name, strings.Join(tags, ", "))
+	} else if !chain {
 		add(Critical, "parent", "zone %s: no DS at the parent (%s) matches a published, backed-up KSK: the chain of trust is broken, or rests on a key with no backup",
 			z.Name, strings.Join(tags, ", "))
 	}
+}
+
+// hasTag says whether z has a KSK or CSK with that key tag and algorithm.
+func hasTag(z *enforcer.Zone, keytag, algorithm int) bool {
+	for _, u := range z.Keys {
+		if u.Role != enforcer.ZSK && u.KeyTag == keytag && u.Key.Algorithm == algorithm {
+			return true
+		}
+	}
+	return false
 }
 
 // known sums up what the records say of a key's DS.
@@ -369,6 +409,43 @@ type StatusSources struct {
 	Ledger        *ledger.Ledger
 	RequireBackup map[string]bool
 	Parent        parent.Config
+	// Tokens are read, with the parent configured, for the public keys
+	// of the zones' KSKs and CSKs: a DS matches a key only by digest.
+	Tokens []hsmcheck.Token
+	Reader hsmcheck.Reader
+}
+
+// SEPKeys lists the locators of st's KSKs and CSKs, sorted, once each.
+func SEPKeys(st *enforcer.State) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, z := range st.Zones {
+		for _, u := range z.Keys {
+			if u.Role != enforcer.ZSK && !seen[strings.ToLower(u.Key.Locator)] {
+				seen[strings.ToLower(u.Key.Locator)] = true
+				out = append(out, strings.ToLower(u.Key.Locator))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// PublicKeys gathers the public keys that token reads found, by lowercase
+// locator.
+func PublicKeys(results []hsmcheck.Result) map[string][]byte {
+	out := map[string][]byte{}
+	for _, r := range results {
+		if r.Contents == nil {
+			continue
+		}
+		for _, k := range r.Contents.Keys {
+			if len(k.PublicKey) > 0 {
+				out[strings.ToLower(k.ID)] = k.PublicKey
+			}
+		}
+	}
+	return out
 }
 
 // ReadStatus reads the enforcer, the ceremonies, the DS records and, where
@@ -406,7 +483,20 @@ func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, 
 		}
 	}
 	in := StatusInput{State: st, Book: book, Coverage: store.Coverage(), RequireBackup: src.RequireBackup, Now: time.Now().UTC()}
-	in.Parent = parent.ByZone(ctx, src.Parent, names)
+	done := make(chan map[string]parent.Answer, 1)
+	go func() { done <- parent.ByZone(ctx, src.Parent, names) }()
+	if src.Parent.Enabled() {
+		var tokens []hsmcheck.Token
+		for _, t := range src.Tokens {
+			if t.Kind != hsmcheck.KindBackupToken {
+				tokens = append(tokens, t)
+			}
+		}
+		if ids := SEPKeys(st); len(ids) > 0 && len(tokens) > 0 {
+			in.PublicKeys = PublicKeys(src.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: ids}))
+		}
+	}
+	in.Parent = <-done
 	zones := Status(in)
 	if zone != "" {
 		keep := zones[:0]

@@ -131,25 +131,23 @@ func (ms *Modules) Close() {
 // Read reads one token with the modules of this process: what a child does
 // for each token it is given.
 func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
-	var raw [][]byte
-	for _, id := range req.IDs {
-		b, err := hex.DecodeString(id)
-		if err != nil || len(b) == 0 {
-			return nil, fmt.Errorf("%s: CKA_ID %q is not hex", t.Describe(), id)
-		}
-		raw = append(raw, b)
+	raw, err := rawIDs(t, req.IDs)
+	if err != nil {
+		return nil, err
 	}
-	if req.IDs != nil && raw == nil {
-		raw = [][]byte{}
+	var pubIDs [][]byte
+	if req.NoPublic {
+		if pubIDs, err = rawIDs(t, req.PublicIDs); err != nil {
+			return nil, err
+		}
 	}
 	var inv *Contents
-	var err error
 	// SoftHSMv2 rewrites its token.object in place when a user logs in: a
 	// process that reads the token at that moment sees it empty (no token
 	// with that label, no user PIN) or gets CKR_GENERAL_ERROR. Such answers are asked
 	// again, four times over half a second; a wrong PIN never is.
 	for attempt := 1; ; attempt++ {
-		inv, err = ms.read(t, raw, req.NoPublic)
+		inv, err = ms.read(t, raw, req.NoPublic, pubIDs)
 		if err == nil || attempt == transientAttempts || !transient(err) {
 			break
 		}
@@ -162,6 +160,22 @@ func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 		return nil, fmt.Errorf("%s: %w", t.Describe(), err)
 	}
 	return inv, nil
+}
+
+// rawIDs decodes hex CKA_IDs; nil stays nil (every key), empty stays empty.
+func rawIDs(t Token, ids []string) ([][]byte, error) {
+	var raw [][]byte
+	for _, id := range ids {
+		b, err := hex.DecodeString(id)
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("%s: CKA_ID %q is not hex", t.Describe(), id)
+		}
+		raw = append(raw, b)
+	}
+	if ids != nil && raw == nil {
+		raw = [][]byte{}
+	}
+	return raw, nil
 }
 
 // transientAttempts bounds the reads of a token that answers as if it were
@@ -193,7 +207,7 @@ func transient(err error) bool {
 	return false
 }
 
-func (ms *Modules) read(t Token, ids [][]byte, noPublic bool) (*Contents, error) {
+func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (*Contents, error) {
 	if t.Module == "" {
 		return nil, errors.New("no PKCS#11 module configured")
 	}
@@ -241,7 +255,7 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool) (*Contents, error)
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
 		}
-		err := readKeys(s, inv, ids, noPublic)
+		err := readKeys(s, inv, ids, noPublic, pubIDs)
 		if err == nil {
 			return inv, nil
 		}
@@ -335,7 +349,7 @@ func find(s Session, class Class, ids [][]byte) ([]Handle, error) {
 	return out, nil
 }
 
-func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool) error {
+func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool, pubIDs [][]byte) error {
 	privs, err := find(s, ClassPrivateKey, ids)
 	if err != nil {
 		return err
@@ -356,9 +370,10 @@ func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool) error {
 	sort.SliceStable(inv.Keys, func(i, j int) bool { return inv.Keys[i].ID < inv.Keys[j].ID })
 	// Public objects give the fingerprint where the private object has no
 	// public material (EC keys).
-	need := false
+	need, search := false, ids
 	for _, k := range inv.Keys {
 		if noPublic {
+			need, search = len(pubIDs) > 0, pubIDs
 			break
 		}
 		if k.Fingerprint == "" {
@@ -369,7 +384,7 @@ func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool) error {
 	if !need {
 		return nil
 	}
-	pubs, err := find(s, ClassPublicKey, ids)
+	pubs, err := find(s, ClassPublicKey, search)
 	if err != nil {
 		return err
 	}

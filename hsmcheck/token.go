@@ -40,4 +40,8 @@ type Request struct {
 	// of what type and size, but no public key where the private object
 	// carries none (EC). For check, which answers within a time limit.
 	NoPublic bool `json:"no_public"`
+	// PublicIDs, with NoPublic, are the keys whose public key is read all
+	// the same (a search per key): the KSKs and CSKs whose DS check matches
+	// against the parent's by digest.
+	PublicIDs []string `json:"public_ids,omitempty"`
 }

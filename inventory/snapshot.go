@@ -41,6 +41,23 @@ func Take(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, r
 	return &Snapshot{State: st, Results: <-done}, nil
 }
 
+// TakeFor reads the datastore first, then the tokens with the request that
+// the enforcer's state asks for: for a read that needs to know the keys
+// before it reads them (check's public keys of KSKs, for the parent's DS).
+func TakeFor(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, req func(*enforcer.State) hsmcheck.Request) (*Snapshot, error) {
+	st, err := enforcer.ReadDatastore(ctx, ds)
+	if err != nil {
+		return nil, err
+	}
+	tctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*3/4))
+		defer cancel()
+	}
+	return &Snapshot{State: st, Results: hsmcheck.Reader{}.Read(tctx, tokens, req(st))}, nil
+}
+
 // Of returns the results of the tokens that hold repo's keys (its own and
 // its mirrors'), in order.
 func (s *Snapshot) Of(repo string) []hsmcheck.Result {

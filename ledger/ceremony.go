@@ -126,6 +126,9 @@ type Store struct {
 	history []*Ceremony
 }
 
+// Where names where the records are, for messages (Ledger.Where).
+func (s *Store) Where() string { return s.b.where() }
+
 // Open returns the open ceremony of repo, or nil.
 func (s *Store) Open(repo string) *Ceremony { return s.open[repo] }
 

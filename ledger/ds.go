@@ -159,6 +159,8 @@ type DSBook struct {
 	Events   []DSEvent
 	Pending  []*DSEntry // oldest first
 	Rejected []DSEvent
+	// Refused names the spool files that were not read (see Refused).
+	Refused []Refused
 	// Created is when the records began; zero when no hook recorded
 	// anything yet (everything at the parent then predates them).
 	Created time.Time
@@ -234,6 +236,9 @@ func Book(evs []DSEvent) *DSBook {
 			delete(open, id) // listed once
 		}
 	}
+	// Oldest first: by when each was kept back, whatever older events of
+	// the same request compaction dropped.
+	sort.SliceStable(b.Pending, func(i, j int) bool { return b.Pending[i].Since.Before(b.Pending[j].Since) })
 	return b
 }
 
@@ -412,4 +417,216 @@ func QuoteInput(b []byte) string {
 	}
 	q := fmt.Sprintf("%+q", b)
 	return q + more
+}
+
+// settledFor is how long a key's records are kept once nothing about it is
+// open: a year of KSK rollovers and a little more.
+const settledFor = 400 * 24 * time.Hour
+
+// settled says whether k's records decide nothing any more.
+func settled(b *DSBook, k *DSKey, now time.Time) bool {
+	if k.AtParent() || !k.InFlight.IsZero() || now.Sub(k.Events[len(k.Events)-1].Time) < settledFor {
+		return false
+	}
+	for _, kind := range []string{Submit, Retract} {
+		if b.PendingFor(kind, k) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// maxEvents bounds the DS records that compaction keeps: every event that
+// still decides something (see needed), then the newest others up to this
+// many in all. syslog keeps every event; the records keep what decides.
+const maxEvents = 10000
+
+// bound returns evs (merged, oldest first) cut to maxEvents where it can
+// be: every needed event is kept, whatever their number, so that the DS
+// records read the same after compaction (the same pending entries, the
+// same per-key facts); the others are dropped oldest first.
+func bound(evs []DSEvent, max int, now time.Time) []DSEvent {
+	if len(evs) <= max {
+		return evs
+	}
+	keep := needed(evs, now)
+	room := max - len(keep)
+	for i := len(evs) - 1; i >= 0 && room > 0; i-- {
+		if !keep[evs[i].ID] {
+			keep[evs[i].ID] = true
+			room--
+		}
+	}
+	out := make([]DSEvent, 0, len(keep))
+	for _, e := range evs {
+		if keep[e.ID] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// needed names the events that Book reads facts from: the first event of
+// the records; per key, its last forwarded submission and retraction, its
+// adoption and settlement, a forward begun and not ended, the first
+// withheld submission of a key never forwarded, the last event carrying its
+// DNSKEY line and the last joining its locator to its public key; per entry
+// kept back, the first and the last event since it was last settled and
+// every failed forward since (the attempts); the last 100 rejected inputs.
+// A key settled for good (nothing kept back, its DS not at the parent by the
+// records, no forward unfinished) whose last event is older than settledFor
+// needs none: it decides nothing any more.
+func needed(evs []DSEvent, now time.Time) map[string]bool {
+	keep := map[string]bool{}
+	rejected := 0
+	for i := len(evs) - 1; i >= 0; i-- {
+		switch evs[i].Action {
+		case Created:
+			// the first one is kept below
+		case Rejected:
+			if rejected < 100 {
+				keep[evs[i].ID] = true
+				rejected++
+			}
+		}
+	}
+	for _, e := range evs {
+		if e.Action == Created {
+			keep[e.ID] = true
+			break
+		}
+	}
+	b := Book(evs)
+	for _, k := range b.order {
+		ev := k.Events
+		if settled(b, k, now) {
+			continue
+		}
+		last := map[string]int{} // what -> position in ev
+		firstWithheld := -1
+		run := map[string][]int{} // entry -> positions of its current run
+		// The first event makes the key, in its place among the keys; the
+		// first with a public key and the first with a locator give it
+		// the names it is found by.
+		keep[ev[0].ID] = true
+		firstFP, firstLoc := false, false
+		for i, e := range ev {
+			if e.Fingerprint != "" && !firstFP {
+				firstFP = true
+				keep[e.ID] = true
+			}
+			if e.Locator != "" && !firstLoc {
+				firstLoc = true
+				keep[e.ID] = true
+			}
+			switch e.Action {
+			case Forwarded:
+				last["forwarded "+e.Kind] = i
+				last["ended"] = i
+			case Failed:
+				last["ended"] = i
+			case Forwarding:
+				last["forwarding"] = i
+			case Adopted, Settled:
+				last[e.Action] = i
+			}
+			switch {
+			case e.Kind == Submit && (e.Action == Forwarding || e.Action == Forwarded || e.Action == Failed || e.Action == Adopted):
+				last["sent"] = i // the key was forwarded once: not "never forwarded"
+			case e.Action == Withheld:
+				if e.Kind == Submit && firstWithheld < 0 {
+					firstWithheld = i
+				}
+			}
+			if e.Line != "" {
+				last["line"] = i
+			}
+			if e.Locator != "" && e.Fingerprint != "" {
+				last["join"] = i
+			}
+			id := e.entry()
+			switch e.Action {
+			case Withheld, Held, Failed:
+				run[id] = append(run[id], i)
+			case Forwarded, Dropped, Skipped:
+				delete(run, id)
+			}
+		}
+		for what, i := range last {
+			ended, hasEnded := last["ended"]
+			if what == "ended" || what == "line" || what == "join" || (what == "forwarding" && hasEnded && ended > i) {
+				continue // a forward that ended since is not in flight
+			}
+			keep[ev[i].ID] = true
+		}
+		if k.NeverForwarded() && firstWithheld >= 0 {
+			keep[ev[firstWithheld].ID] = true
+		}
+		for _, pos := range run {
+			// Since (the first), the state and reason (the last), the last
+			// locator and line the entry carries, and every failed forward
+			// (its attempts).
+			keep[ev[pos[0]].ID] = true
+			keep[ev[pos[len(pos)-1]].ID] = true
+			loc, line := -1, -1
+			for _, i := range pos {
+				if ev[i].Locator != "" {
+					loc = i
+				}
+				if ev[i].Line != "" {
+					line = i
+				}
+				if ev[i].Action == Failed {
+					keep[ev[i].ID] = true
+				}
+			}
+			if loc >= 0 {
+				keep[ev[loc].ID] = true
+			}
+			if line >= 0 {
+				keep[ev[line].ID] = true
+			}
+		}
+		// The key's DNSKEY (its public key: the same in every line) and the
+		// join of its locator to it, unless a kept event has them already.
+		hasLine, hasJoin := false, false
+		for _, e := range ev {
+			if keep[e.ID] {
+				hasLine = hasLine || e.Line != ""
+				hasJoin = hasJoin || (e.Locator != "" && e.Fingerprint != "")
+			}
+		}
+		if i, ok := last["line"]; ok && !hasLine {
+			keep[ev[i].ID] = true
+		}
+		if i, ok := last["join"]; ok && !hasJoin {
+			keep[ev[i].ID] = true
+		}
+		// An older event kept for one of the reasons above must not open
+		// again what was settled after it: the event that settled it is
+		// kept too (and a forward begun then, its end).
+		for i, e := range ev {
+			if !keep[e.ID] {
+				continue
+			}
+			switch e.Action {
+			case Withheld, Held, Failed:
+				for j := i + 1; j < len(ev); j++ {
+					if ev[j].entry() == e.entry() && (ev[j].Action == Forwarded || ev[j].Action == Dropped || ev[j].Action == Skipped) {
+						keep[ev[j].ID] = true
+						break
+					}
+				}
+			}
+			if e.Action == Forwarding {
+				for j := i + 1; j < len(ev); j++ {
+					if ev[j].Action == Forwarded || ev[j].Action == Failed {
+						keep[ev[j].ID] = true
+						break
+					}
+				}
+			}
+		}
+	}
+	return keep
 }

@@ -50,6 +50,8 @@ func openFiles(o Options) (*files, error) {
 	return &files{d: d, opts: o}, nil
 }
 
+func (f *files) where() string { return f.opts.String() }
+
 func (f *files) close() error {
 	if f.d == nil {
 		return nil
@@ -114,7 +116,11 @@ func (e *CorruptError) Error() string {
 
 // load reads name into v. A missing file leaves v as it is and is no error.
 func load(d *dir, name, format string, v any) error {
-	b, err := d.read(name)
+	return loadMax(d, name, format, v, maxStateFile)
+}
+
+func loadMax(d *dir, name, format string, v any, max int64) error {
+	b, err := d.read(name, max)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -206,41 +212,86 @@ func (f *files) dsDirs(create bool) (*dir, *dir, error) {
 	return ds, spool, nil
 }
 
-func (f *files) loadDS(ctx context.Context) ([]DSEvent, error) {
+func (f *files) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
 	var evs []DSEvent
 	if f.d != nil {
 		var legacy []legacyEntry
 		if err := load(f.d, legacyPending, legacyFormat, &legacy); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		evs = append(evs, importLegacy(legacy)...)
 	}
 	ds, spool, err := f.dsDirs(false)
 	if errors.Is(err, os.ErrNotExist) {
-		return mergeEvents(evs), nil // no hook has recorded anything yet
+		return mergeEvents(evs), nil, nil // no hook has recorded anything yet
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer ds.close()
 	defer spool.close()
 	var compacted []DSEvent
 	if err := load(ds, eventsFile, eventsFormat, &compacted); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	evs = append(evs, compacted...)
-	names, err := spool.list(".json")
+	batch, _, refused, err := readSpool(spool)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	for _, n := range names {
+	evs = append(evs, batch...)
+	refused = append(refused, asideList(ds)...)
+	return mergeEvents(evs), refused, nil
+}
+
+// refusedDir is where the writers move what the spool may not hold, under
+// ds/: reported by check until an operator removes it.
+const refusedDir = "refused"
+
+// readSpool reads every spool file: the events of those it accepts, their
+// names, and what it refused (not a regular file, too large, written by a
+// user the trust model does not let write there). A refused file is never
+// read, and never stops the others from being read.
+func readSpool(spool *dir) (evs []DSEvent, names []string, refused []Refused, err error) {
+	all, err := spool.list(".json")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, n := range all {
 		var batch []DSEvent
-		if err := load(spool, n, spoolFormat, &batch); err != nil {
-			return nil, err
+		err := loadMax(spool, n, spoolFormat, &batch, maxSpoolFile)
+		var re *RefusedError
+		switch {
+		case errors.As(err, &re):
+			refused = append(refused, Refused{Path: re.Path, Name: n, Reason: re.Reason})
+			continue
+		case errors.Is(err, os.ErrNotExist):
+			continue // compacted meanwhile
+		case err != nil:
+			return nil, nil, nil, err
 		}
 		evs = append(evs, batch...)
+		names = append(names, n)
 	}
-	return mergeEvents(evs), nil
+	return evs, names, refused, nil
+}
+
+// asideList names what the writers moved into ds/refused, for the report.
+func asideList(ds *dir) []Refused {
+	a, err := ds.sub(refusedDir, false)
+	if err != nil {
+		return nil
+	}
+	defer a.close()
+	names, err := a.list("")
+	if err != nil {
+		return nil
+	}
+	var out []Refused
+	for _, n := range names {
+		out = append(out, Refused{Path: a.name(n), Name: n, Reason: "moved aside, refused earlier", Aside: true})
+	}
+	return out
 }
 
 // addDS writes evs as one spool file, without the lock: each hook run adds
@@ -266,10 +317,10 @@ func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
 }
 
 // compactDS folds the spool (and a legacy pending.json) into events.json,
-// keeping the events keep wants, then removes what it folded in. Call it
-// under the lock. A crash in between leaves spool files that are folded in
-// again: events are merged by id.
-func (f *files) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
+// bounded to max events beyond those that still decide, then removes what
+// it folded in. Call it under the lock. A crash in between leaves spool
+// files that are folded in again: events are merged by id.
+func (f *files) compactDS(ctx context.Context, max int) error {
 	ds, spool, err := f.dsDirs(true)
 	if err != nil {
 		return err
@@ -285,27 +336,26 @@ func (f *files) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
 		return err
 	}
 	evs = append(evs, importLegacy(legacy)...)
-	names, err := spool.list(".json")
+	batch, names, refused, err := readSpool(spool)
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		var batch []DSEvent
-		if err := load(spool, n, spoolFormat, &batch); err != nil {
+	evs = append(evs, batch...)
+	// What the spool may not hold goes aside, once: check reports it there
+	// until an operator looks at it and removes it.
+	if len(refused) > 0 {
+		aside, err := ds.sub(refusedDir, createDir)
+		if err != nil {
 			return err
 		}
-		evs = append(evs, batch...)
-	}
-	evs = mergeEvents(evs)
-	if keep != nil {
-		kept := evs[:0]
-		for _, e := range evs {
-			if keep(e) {
-				kept = append(kept, e)
+		defer aside.close()
+		for _, r := range refused {
+			if _, err := spool.moveTo(r.Name, aside); err != nil {
+				return err
 			}
 		}
-		evs = kept
 	}
+	evs = bound(mergeEvents(evs), max, time.Now())
 	if evs == nil {
 		evs = []DSEvent{}
 	}
@@ -322,4 +372,52 @@ func (f *files) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
 		return f.d.remove(legacyPending)
 	}
 	return nil
+}
+
+// exposed names the folders of state_dir that others than their owner can
+// write: the group or everyone. The trust model wants them 2750: a group
+// that can write there can delete records, or add files that are then
+// refused (see dir.trusted).
+func (f *files) exposed() []string {
+	if f.d == nil {
+		return nil
+	}
+	var out []string
+	check := func(d *dir) {
+		fi, err := d.f.Stat()
+		if err != nil {
+			return
+		}
+		if m := fi.Mode().Perm(); m&0o022 != 0 {
+			who := "its group"
+			if m&0o002 != 0 {
+				who = "everyone"
+			}
+			out = append(out, fmt.Sprintf("state folder %s is writable by %s (mode %04o): only its owner and root should write records there (chmod g-w,o-w %s)",
+				d.path, who, uint32(fi.Mode().Perm())|modeBits(fi.Mode()), d.path))
+		}
+	}
+	check(f.d)
+	ds, spool, err := f.dsDirs(false)
+	if err == nil {
+		check(ds)
+		check(spool)
+		ds.close()
+		spool.close()
+	}
+	return out
+}
+
+func modeBits(m os.FileMode) uint32 {
+	var b uint32
+	if m&os.ModeSetgid != 0 {
+		b |= 0o2000
+	}
+	if m&os.ModeSetuid != 0 {
+		b |= 0o4000
+	}
+	if m&os.ModeSticky != 0 {
+		b |= 0o1000
+	}
+	return b
 }

@@ -47,10 +47,27 @@ type backend interface {
 	dropOpen(ctx context.Context, next map[string]*Ceremony, repo string) error
 	// appendHistory adds c; next is the whole history after it.
 	appendHistory(ctx context.Context, next []*Ceremony, c *Ceremony) error
-	loadDS(ctx context.Context) ([]DSEvent, error)
+	// loadDS reads the events, and names the files it refused to read.
+	loadDS(ctx context.Context) ([]DSEvent, []Refused, error)
 	addDS(ctx context.Context, evs []DSEvent) error
-	compactDS(ctx context.Context, keep func(DSEvent) bool) error
+	// compactDS folds the hooks' additions in and bounds the records to
+	// max events beyond those that still decide something (bound).
+	compactDS(ctx context.Context, max int) error
+	// where names the records for messages (Options.String).
+	where() string
+	// holder names the live writer that holds the lock, or "" when none
+	// does (or it cannot be told): what a reader asks without locking.
+	lockHolder(ctx context.Context) string
 	close() error
+}
+
+// String names where the ledger is, for messages: "state_dir PATH", or
+// "the ledger server mysql://user@host:port/db" (never a password).
+func (o Options) String() string {
+	if o.MySQL != nil {
+		return "the ledger server " + o.MySQL.String()
+	}
+	return "state_dir " + o.Dir
 }
 
 // New opens the ledger: in o.MySQL when set, else in o.Dir. Whatever it
@@ -69,6 +86,15 @@ func New(ctx context.Context, o Options) (*Ledger, error) {
 	}
 	return &Ledger{b: b}, nil
 }
+
+// Where names where the records are, for messages: "state_dir PATH" or "the
+// ledger server mysql://user@host:port/db".
+func (l *Ledger) Where() string { return l.b.where() }
+
+// LockHolder names the live writer holding the writers' lock ("pid 1234
+// (ods-keyguard backup prepare)"), or "" when none does: how check tells a
+// ceremony in progress from one a crash interrupted, without locking.
+func (l *Ledger) LockHolder(ctx context.Context) string { return l.b.lockHolder(ctx) }
 
 // Close releases what the ledger holds open.
 func (l *Ledger) Close() error { return l.b.close() }
@@ -101,11 +127,13 @@ func host() string {
 
 // DS reads the DS records: the compacted ones and what hooks added since.
 func (l *Ledger) DS(ctx context.Context) (*DSBook, error) {
-	evs, err := l.b.loadDS(ctx)
+	evs, refused, err := l.b.loadDS(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return Book(evs), nil
+	b := Book(evs)
+	b.Refused = refused
+	return b, nil
 }
 
 // AddDS records events durably, without waiting for the lock: what a hook
@@ -117,10 +145,31 @@ func (l *Ledger) AddDS(ctx context.Context, evs ...DSEvent) error {
 	return l.b.addDS(ctx, evs)
 }
 
-// CompactDS folds what the hooks added into the compacted records, keeping
-// the events keep wants (nil: all). Take the Lock first.
-func (l *Ledger) CompactDS(ctx context.Context, keep func(DSEvent) bool) error {
-	return l.b.compactDS(ctx, keep)
+// CompactDS folds what the hooks added into the compacted records and
+// bounds them: every event that still decides something is kept, and the
+// newest others up to 10,000 events in all (see bound). Take the Lock first.
+func (l *Ledger) CompactDS(ctx context.Context) error {
+	return l.b.compactDS(ctx, maxEvents)
+}
+
+// Exposed names what of the ledger others than its writers can change: for
+// state_dir, folders writable by their group or by everyone. A MySQL ledger
+// relies on the server's grants: nothing to say here.
+func (l *Ledger) Exposed() []string {
+	if f, ok := l.b.(*files); ok {
+		return f.exposed()
+	}
+	return nil
+}
+
+// Refused is a file in state_dir's DS spool that was not read as a record,
+// with why: the trust model lets only root and state_dir's owner write
+// there. Aside: a writer moved it into ds/refused already.
+type Refused struct {
+	Path   string `json:"path"`
+	Name   string `json:"-"`
+	Reason string `json:"reason"`
+	Aside  bool   `json:"moved_aside"`
 }
 
 // Operator names who acts, for the records: flag when given (--operator),

@@ -56,10 +56,11 @@ func TestStoreRoundTripAndAppendOnly(t *testing.T) {
 	if len(matches) > 0 {
 		t.Errorf("temporary files left: %v", matches)
 	}
-	// state_dir is made setgid and group-writable, the files group-readable.
+	// state_dir is made setgid and group-readable, not group-writable (the
+	// group is the monitoring user's), the files group-readable.
 	fi, err := os.Stat(dir)
 	must(t, err)
-	if fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o770 {
+	if fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o750 {
 		t.Errorf("state_dir mode %v", fi.Mode())
 	}
 	fi, err = os.Stat(filepath.Join(dir, historyFile))
@@ -112,7 +113,7 @@ func TestSymlinksAreRefused(t *testing.T) {
 	}
 	must(t, os.Remove(filepath.Join(dir, lockName)))
 	must(t, os.Symlink(victim, filepath.Join(dir, historyFile)))
-	if _, err := l.Ceremonies(ctx); err == nil || !strings.Contains(err.Error(), historyFile+": is a symlink") {
+	if _, err := l.Ceremonies(ctx); err == nil || !strings.Contains(err.Error(), historyFile+": refused: is a symlink") {
 		t.Errorf("history through a symlink: %v", err)
 	}
 	// Writing replaces the link with a file; the target is untouched.
@@ -207,8 +208,8 @@ func TestDSSpoolAndBook(t *testing.T) {
 	must(t, l.AddDS(ctx, fwd))
 	unlock, err := l.Lock(ctx)
 	must(t, err)
-	must(t, l.CompactDS(ctx, nil))
-	must(t, l.CompactDS(ctx, nil)) // again: nothing doubles
+	must(t, l.CompactDS(ctx))
+	must(t, l.CompactDS(ctx)) // again: nothing doubles
 	unlock()
 	left, _ := filepath.Glob(filepath.Join(dir, "ds", "spool", "*.json"))
 	if len(left) != 0 {
@@ -249,7 +250,7 @@ func TestLegacyPending(t *testing.T) {
 	}
 	unlock, err := l.Lock(ctx)
 	must(t, err)
-	must(t, l.CompactDS(ctx, nil))
+	must(t, l.CompactDS(ctx))
 	unlock()
 	if _, err := os.Stat(filepath.Join(dir, legacyPending)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pending.json still there: %v", err)

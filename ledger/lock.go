@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fileLock is the one flock in state_dir that serialises every writer of
@@ -134,4 +136,27 @@ func unwrapPathKeep(err error) error {
 		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
 	}
 	return err
+}
+
+// lockHolder names the live process that holds state_dir's lock, from
+// /proc/locks, without opening the lock (a reader may not: it is 0600), or
+// "" when nobody holds it. Only a holder running as root or as state_dir's
+// owner counts: the trust model lets nobody else take it.
+func (f *files) lockHolder(ctx context.Context) string {
+	if f.d == nil {
+		return ""
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(f.d.fd(), lockName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return ""
+	}
+	pid := lockHolder("/proc/locks", uint64(st.Dev), uint64(st.Ino))
+	if pid <= 0 {
+		return ""
+	}
+	var ps syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d", pid), &ps); err != nil || !f.d.trusted(ps.Uid) {
+		return ""
+	}
+	return describePid(pid)
 }

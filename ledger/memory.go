@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Memory returns a ledger that keeps its records in memory only: for tests
@@ -41,8 +42,8 @@ func (m *memory) appendHistory(ctx context.Context, next []*Ceremony, c *Ceremon
 	return nil
 }
 
-func (m *memory) loadDS(ctx context.Context) ([]DSEvent, error) {
-	return mergeEvents(append([]DSEvent(nil), m.ds...)), nil
+func (m *memory) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
+	return mergeEvents(append([]DSEvent(nil), m.ds...)), nil, nil
 }
 
 func (m *memory) addDS(ctx context.Context, evs []DSEvent) error {
@@ -50,6 +51,13 @@ func (m *memory) addDS(ctx context.Context, evs []DSEvent) error {
 	return nil
 }
 
-func (m *memory) compactDS(ctx context.Context, keep func(DSEvent) bool) error { return nil }
+func (m *memory) compactDS(ctx context.Context, max int) error {
+	m.ds = bound(mergeEvents(m.ds), max, time.Now())
+	return nil
+}
 
 func (m *memory) close() error { return nil }
+
+func (m *memory) where() string { return "the ledger in memory" }
+
+func (m *memory) lockHolder(ctx context.Context) string { return "" }

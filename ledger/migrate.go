@@ -120,7 +120,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs, err := src.loadDS(ctx)
+	evs, _, err := src.loadDS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func same(ctx context.Context, dst *mysqlLedger, open map[string]*Ceremony, hist
 	if err != nil {
 		return err
 	}
-	gotEvs, err := dst.loadDS(ctx)
+	gotEvs, err := dst.events(ctx)
 	if err != nil {
 		return err
 	}
@@ -196,15 +196,4 @@ func (l *Ledger) Init(ctx context.Context) error {
 		return m.prepare(ctx, true)
 	}
 	return nil
-}
-
-// Where names the ledger for messages: the state_dir, or the database.
-func (l *Ledger) Where() string {
-	switch b := l.b.(type) {
-	case *mysqlLedger:
-		return b.srv.String()
-	case *files:
-		return b.opts.Dir
-	}
-	return "memory"
 }

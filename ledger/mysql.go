@@ -142,6 +142,23 @@ func (m *mysqlLedger) prepare(ctx context.Context, create bool) error {
 
 func (m *mysqlLedger) close() error { return m.db.Close() }
 
+func (m *mysqlLedger) where() string { return "the ledger server " + m.srv.String() }
+
+// lockHolder asks the server who holds the writers' lock. On a Galera
+// cluster GET_LOCK is node-local: this sees only holders on the same node.
+func (m *mysqlLedger) lockHolder(ctx context.Context) string {
+	var used sql.NullInt64
+	if err := m.db.QueryRowContext(ctx, `SELECT IS_USED_LOCK(?)`, m.lockName()).Scan(&used); err != nil || !used.Valid {
+		return ""
+	}
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Sprintf("connection %d", used.Int64)
+	}
+	defer conn.Close()
+	return m.holder(ctx, conn)
+}
+
 // lockName is the server-wide name of this ledger's writers' lock.
 func (m *mysqlLedger) lockName() string { return "ods-keyguard:" + m.srv.Database }
 
@@ -363,7 +380,12 @@ func insertHistory(ctx context.Context, tx *sql.Tx, c *Ceremony, doc, sum string
 	return err
 }
 
-func (m *mysqlLedger) loadDS(ctx context.Context) ([]DSEvent, error) {
+func (m *mysqlLedger) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
+	evs, err := m.events(ctx)
+	return evs, nil, err
+}
+
+func (m *mysqlLedger) events(ctx context.Context) ([]DSEvent, error) {
 	rows, err := m.db.QueryContext(ctx, `SELECT id, doc, sha256 FROM keyguard_ds_event ORDER BY seq`)
 	if err != nil {
 		return nil, m.fail(ctx, err)
@@ -410,18 +432,20 @@ func insertEvents(ctx context.Context, tx *sql.Tx, evs []DSEvent) error {
 	return nil
 }
 
-// compactDS drops the events keep does not want, in one transaction.
-func (m *mysqlLedger) compactDS(ctx context.Context, keep func(DSEvent) bool) error {
-	if keep == nil {
-		return nil
-	}
-	evs, err := m.loadDS(ctx)
+// compactDS drops, in one transaction, the events beyond max that decide
+// nothing any more (bound).
+func (m *mysqlLedger) compactDS(ctx context.Context, max int) error {
+	evs, err := m.events(ctx)
 	if err != nil {
 		return err
 	}
+	keep := map[string]bool{}
+	for _, e := range bound(evs, max, time.Now()) {
+		keep[e.ID] = true
+	}
 	var drop []any
 	for _, e := range evs {
-		if !keep(e) {
+		if !keep[e.ID] {
 			drop = append(drop, e.ID)
 		}
 	}

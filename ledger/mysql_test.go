@@ -161,12 +161,21 @@ func TestMySQLConcurrentDS(t *testing.T) {
 	must(t, hosts[1].b.addDS(ctx, book.Events[:3]))
 	unlock, err := hosts[0].Lock(ctx)
 	must(t, err)
-	must(t, hosts[0].CompactDS(ctx, func(e DSEvent) bool { return e.KeyTag%2 == 0 }))
-	unlock()
-	book, err = hosts[1].DS(ctx)
+	// The same request withheld again and again: compaction keeps its first
+	// and last event, and every other entry, whatever the bound.
+	for i := 0; i < 30; i++ {
+		must(t, hosts[1].AddDS(ctx, DSEvent{Kind: Submit, Action: Withheld, Zone: "z0.example", KeyTag: 0,
+			Fingerprint: strings.Repeat("a", 63) + "0", Reason: fmt.Sprint("test ", i)}))
+	}
+	book, err = hosts[0].DS(ctx)
 	must(t, err)
-	if len(book.Events) != 20 {
-		t.Errorf("after compaction: %d events, want 20", len(book.Events))
+	must(t, hosts[0].b.compactDS(ctx, 20))
+	unlock()
+	after, err := hosts[1].DS(ctx)
+	must(t, err)
+	if len(after.Events) != 41 || !sameBook(book, after) {
+		t.Errorf("after compaction to 20: %d events, want 41 (40 entries, and the first of one withheld 31 times), the records read the same: %v",
+			len(after.Events), sameBook(book, after))
 	}
 }
 

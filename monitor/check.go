@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
@@ -30,7 +31,10 @@ type Sources struct {
 	Datastore enforcer.Datastore
 	Tokens    []hsmcheck.Token
 	// OpenLedger opens the records read-only; Check closes them.
-	OpenLedger    func(context.Context) (*ledger.Ledger, error)
+	OpenLedger func(context.Context) (*ledger.Ledger, error)
+	// Ledger names where the records are, for a message that says what
+	// did not answer (ledger.Options.String).
+	Ledger        string
 	RequireBackup map[string]bool
 	Parent        parent.Config
 }
@@ -74,7 +78,35 @@ func Unknown(opt CheckOptions, reason string) *Report {
 // age, the ceremonies, and the DS guard (with the parent's DS where
 // [parent] is configured).
 func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
+	return check(ctx, src, opt, &stage{})
+}
+
+// stage is what a check is waiting for, so that one out of time can say
+// which part did not answer.
+type stage struct {
+	mu   sync.Mutex
+	what string
+}
+
+func (s *stage) set(what string) {
+	s.mu.Lock()
+	s.what = what
+	s.mu.Unlock()
+}
+
+func (s *stage) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.what
+}
+
+func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Report {
 	// The records first: quick, and not to be starved by a token that hangs.
+	ledgerName := src.Ledger
+	if ledgerName == "" {
+		ledgerName = "the ledger"
+	}
+	at.set(ledgerName)
 	l, err := src.OpenLedger(ctx)
 	if err != nil {
 		return Unknown(opt, err.Error())
@@ -88,12 +120,28 @@ func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	snap, err := inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Datastore, tokenNames(src.Tokens)))
+	var snap *inventory.Snapshot
+	if src.Parent.Enabled() {
+		// A DS at the parent counts as a key's only by digest: the public
+		// keys of the KSKs and CSKs are read too, which needs the database
+		// read first.
+		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+			return hsmcheck.Request{NoPublic: true, PublicIDs: hooks.SEPKeys(st)}
+		})
+	} else {
+		snap, err = inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+	}
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
+	if src.Parent.Enabled() {
+		at.set(strings.TrimSpace("the parent's servers " + strings.Join(src.Parent.Nameservers, " ") + " " + src.Parent.Resolver))
+	}
 	answers := parent.ByZone(ctx, src.Parent, append(snap.State.ZoneNames(), hooks.GoneZones(snap.State, book)...))
-	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup}, opt)
+	at.set("")
+	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup,
+		Exposed: l.Exposed(), Writer: l.LockHolder(ctx)}, opt)
 }
 
 // Run is Check within timeout, as a monitoring plugin must answer: the
@@ -104,11 +152,16 @@ func Run(ctx context.Context, timeout time.Duration, src Sources, opt CheckOptio
 	budget := timeout - timeout/10
 	ctx, cancel := context.WithTimeout(ctx, timeout*7/10)
 	defer cancel()
+	at := &stage{}
 	slow := func() *Report {
-		return Unknown(opt, fmt.Sprintf("no answer within %.1fs (-t %g): the tokens or the enforcer database are too slow", budget.Seconds(), timeout.Seconds()))
+		who := at.String()
+		if who == "" {
+			who = "the tokens or the enforcer database"
+		}
+		return Unknown(opt, fmt.Sprintf("no answer within %.1fs (-t %g) from %s", budget.Seconds(), timeout.Seconds(), who))
 	}
 	done := make(chan *Report, 1)
-	go func() { done <- Check(ctx, src, opt) }()
+	go func() { done <- check(ctx, src, opt, at) }()
 	select {
 	case rep := <-done:
 		if !rep.Measured && strings.Contains(rep.Summary, context.DeadlineExceeded.Error()) {
@@ -134,13 +187,19 @@ type Facts struct {
 	Book          *ledger.DSBook
 	Parent        map[string]parent.Answer
 	RequireBackup map[string]bool
+	// Exposed names what of the ledger others than its writers can change.
+	Exposed []string
+	// Writer names the live writer holding the ledger's lock, "" when none
+	// does: a ceremony preparing under it is in progress, not interrupted.
+	Writer string
 }
 
 // Evaluate judges facts.
 func Evaluate(f Facts, opt CheckOptions) *Report {
 	st := f.Snapshot.State
+	lost := onNoHSM(f.Snapshot.Results)
 	res := rules.Evaluate(rules.Input{Now: opt.At, State: st, Store: f.Store, RequireBackup: f.RequireBackup,
-		Interval: opt.Interval, Grace: opt.Grace, NewZones: opt.NewZones})
+		Interval: opt.Interval, Grace: opt.Grace, NewZones: opt.NewZones, OnNoHSM: lost})
 	inv := inventory.Build(st, f.Snapshot.Results, "")
 	keys := len(st.Keys)
 	rep := &Report{At: opt.At, Ran: time.Now().UTC(), Keys: &keys, Unbacked: res.Unbacked, Backups: res.Ages,
@@ -170,6 +229,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	if len(unread) == 0 {
 		rep.Missing = &missing
 	}
+	lostPool(st, f.Store.Coverage(), lost, add)
 	for _, p := range res.Pools {
 		if unread[p.Repository] {
 			continue
@@ -189,8 +249,15 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 			continue
 		}
 		gap := ""
-		if p.Gap {
+		lost := p.OnNoHSM != nil && *p.OnNoHSM > 0
+		switch {
+		case p.Gap && lost:
+			gap = "; a key that is not backed up or on no HSM comes before backed-up ones"
+		case p.Gap:
 			gap = "; a key that is not backed up comes before backed-up ones"
+		}
+		if lost {
+			gap += fmt.Sprintf("; %d on no HSM, never spares", *p.OnNoHSM)
 		}
 		add(s, "rule 2", "pool %s: spare %d: %d backed up at the head of %d unused, %d needed until %s%s",
 			p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(when.Minute), gap)
@@ -205,8 +272,15 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 			add(StateWarning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval))
 		}
 	}
-	ceremonies(st, f.Store, f.RequireBackup, opt, add)
-	zones := hooks.Status(hooks.StatusInput{State: st, Book: f.Book, Coverage: f.Store.Coverage(), RequireBackup: f.RequireBackup, Parent: f.Parent, Now: opt.At})
+	ceremonies(st, f.Store, f.RequireBackup, f.Writer, opt, add)
+	for _, e := range f.Exposed {
+		add(StateWarning, "state", "%s", e)
+	}
+	for _, r := range f.Book.Refused {
+		add(StateWarning, "state", "%s: refused: %s (only root and state_dir's owner write records: look at it, then remove it)", r.Path, r.Reason)
+	}
+	zones := hooks.Status(hooks.StatusInput{State: st, Book: f.Book, Coverage: f.Store.Coverage(), RequireBackup: f.RequireBackup,
+		Parent: f.Parent, PublicKeys: hooks.PublicKeys(f.Snapshot.Results), Now: opt.At})
 	for _, df := range hooks.Findings(zones) {
 		s := StateWarning
 		switch df.Severity {
@@ -229,12 +303,78 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	return rep
 }
 
+// onNoHSM reports a key that no token of its repository holds, where
+// every token of the repository was read.
+func onNoHSM(results []hsmcheck.Result) func(*enforcer.Key) bool {
+	read := map[string]bool{} // repository -> every token read
+	for _, r := range results {
+		if r.Token.Kind == hsmcheck.KindBackupToken {
+			continue
+		}
+		if _, seen := read[r.Token.Repository]; !seen {
+			read[r.Token.Repository] = true
+		}
+		if r.Err != nil {
+			read[r.Token.Repository] = false
+		}
+	}
+	return func(k *enforcer.Key) bool {
+		if !read[k.Repository] {
+			return false
+		}
+		for _, r := range results {
+			if r.Token.Repository == k.Repository && r.Token.Kind != hsmcheck.KindBackupToken {
+				if _, n := r.Contents.Find(k.Locator); n > 0 {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+// lostPool names what to do about keys no zone took that are on no HSM:
+// at a rollover OpenDNSSEC 2.1 takes them one by one, fails on each
+// ("updatePolicy: error keytag") and leaves it PRIVATE with no zone.
+// Restore those a ceremony backed up; remove from its pool those made after
+// the last ceremony.
+func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) bool, add func(State, string, string, ...any)) {
+	after, covered := map[string]int{}, map[string]int{}
+	for _, k := range st.Keys {
+		// UNUSED, or PRIVATE with no zone: what 2.1 leaves of a pool key it
+		// took for a rollover and could not use.
+		if k.State == enforcer.Delete || len(k.Uses) > 0 || !lost(k) {
+			continue
+		}
+		if cov.Covering(k.Repository, k.Locator) != nil {
+			covered[k.Repository]++
+		} else {
+			after[k.Repository]++
+		}
+	}
+	for _, repo := range sortedKeys(covered) {
+		add(StateCritical, "pool", "%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)
+	}
+	for _, repo := range sortedKeys(after) {
+		add(StateCritical, "pool", "%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // ceremonies finds what the ceremonies leave stuck: one open past grace
 // (its keys stay Prepared, the enforcer will not make them omnipresent),
 // one a crash left preparing, and keys the enforcer holds Prepared with no
 // ceremony open for them (a prepare killed after the enforcer's, or run by
 // hand).
-func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt CheckOptions, add func(State, string, string, ...any)) {
+func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, writer string, opt CheckOptions, add func(State, string, string, ...any)) {
 	prepared := map[string]int{}
 	for _, k := range st.Keys {
 		if k.State != enforcer.Delete && k.Backup == enforcer.BackupPrepared {
@@ -247,7 +387,7 @@ func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt
 	}
 	sort.Strings(repos)
 	for _, repo := range repos {
-		if store.Open(repo) == nil {
+		if store.Open(repo) == nil && writer == "" {
 			add(StateWarning, "ceremony", "%d keys of repository %s are Prepared in the enforcer with no ceremony open (a backup prepare interrupted, or run by hand): the enforcer will not make them omnipresent; take them into a ceremony with ods-keyguard backup prepare -r %s, or unflag them with ods-keyguard backup rollback -r %s",
 				prepared[repo], repo, repo, repo)
 		}
@@ -255,6 +395,8 @@ func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, opt
 	for _, repo := range store.OpenRepositories() {
 		c := store.Open(repo)
 		switch {
+		case c.Status == ledger.Preparing && writer != "":
+			// In progress: the writer that records it holds the lock.
 		case c.Status == ledger.Preparing:
 			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while preparing: run ods-keyguard backup prepare -r %s again (it takes it up), or backup rollback -r %s",
 				c.ID, repo, repo, repo)
@@ -330,10 +472,14 @@ func summarize(rep *Report) string {
 			clauses = append(clauses, clause{fmt.Sprintf("%d DS requests kept back or unaccounted for (hook status)", n), n})
 		case "parent":
 			var zones []string
+			named := map[string]bool{}
 			for _, g := range rep.Findings {
 				if g.Category == "parent" && g.State == StateCritical {
 					z, _, _ := strings.Cut(strings.TrimPrefix(g.Text, "zone "), ":")
-					zones = append(zones, z)
+					if !named[z] {
+						named[z] = true
+						zones = append(zones, z)
+					}
 				}
 			}
 			text := fmt.Sprintf("%d problems with the DS at the parent (hook status)", n)
@@ -383,6 +529,18 @@ func summarize(rep *Report) string {
 		out += fmt.Sprintf(", +%d more problems", left)
 	}
 	return out
+}
+
+// tokenNames names the tokens for a message.
+func tokenNames(tokens []hsmcheck.Token) string {
+	var names []string
+	for _, t := range tokens {
+		names = append(names, t.Describe())
+	}
+	if len(names) == 0 {
+		return "none configured"
+	}
+	return strings.Join(names, ", ")
 }
 
 func oneLine(s string) string {

@@ -1,9 +1,14 @@
 package monitor
 
 import (
+	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
 // Every row of the guidelines' table, plus edges.
@@ -86,5 +91,46 @@ func TestPerfdata(t *testing.T) {
 func TestWorse(t *testing.T) {
 	if Worse(StateOK, StateWarning) != StateWarning || Worse(StateCritical, StateUnknown) != StateCritical || Worse(StateWarning, StateUnknown) != StateUnknown {
 		t.Error("order")
+	}
+}
+
+// The plugin output stays within what Nagios keeps, however many findings:
+// the first line and the perfdata always, the worst findings first, a count
+// of the rest per state and category.
+func TestTextBounded(t *testing.T) {
+	keys, missing, withheld := 10000, 0, 5000
+	rep := &Report{State: StateCritical, Summary: "1 keys in use without a confirmed backup", Measured: true,
+		Keys: &keys, Missing: &missing, Withheld: &withheld,
+		At: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)}
+	rep.Findings = append(rep.Findings, Finding{State: StateCritical, Category: "rule 1", Text: "zone a.example KSK 1 is in use without a confirmed backup"})
+	for i := 0; i < 5000; i++ {
+		rep.Findings = append(rep.Findings, Finding{State: StateWarning, Category: "hook",
+			Text: fmt.Sprintf("ds-submit for zone z%d.example key tag %d withheld since 2026-12-03T10:00Z: key %032x is in no confirmed backup ceremony", i, i, i)})
+	}
+	for i := 0; i < 300; i++ {
+		rep.Pools = append(rep.Pools, rules.Pool{Policy: fmt.Sprintf("policy-%03d", i), Role: "KSK", Algorithm: 13, Bits: 256, Repository: "SoftHSM",
+			Unused: 3, Covered: 3, Needed: 1, Spare: 2, Until: rep.At.Add(24 * time.Hour)})
+	}
+	var b strings.Builder
+	rep.Text(&b)
+	out := b.String()
+	if len(out) > textBudget {
+		t.Errorf("plugin output %d bytes, want at most %d", len(out), textBudget)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "KEYGUARD CRITICAL - ") || !strings.Contains(lines[0], " | unbacked_in_use=0;;0;0 ") {
+		t.Errorf("first line %q: want the verdict and the core perfdata", lines[0])
+	}
+	if !strings.HasPrefix(lines[len(lines)-1], "| 'policy-000/KSK/13/256/SoftHSM spare'=2 ") {
+		t.Errorf("last line %q: want the rest of the perfdata", lines[len(lines)-1])
+	}
+	if lines[1] != "CRITICAL: rule 1: zone a.example KSK 1 is in use without a confirmed backup" {
+		t.Errorf("second line %q: want the critical finding first", lines[1])
+	}
+	if !regexp.MustCompile(`(?m)^WARNING: hook: [0-9]+ more findings not shown \(check --json lists them all\)$`).MatchString(out) {
+		t.Errorf("no count of the hook findings not shown:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^[0-9]+ more pools not shown \(check --json lists them all\)$`).MatchString(out) {
+		t.Errorf("no count of the pools not shown:\n%s", out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
@@ -44,18 +45,71 @@ func (rep *Report) Perf() (core, rest []Perf) {
 	return core, rest
 }
 
+// textBudget bounds the plugin output: Nagios keeps 8 KiB of it
+// (MAX_PLUGIN_OUTPUT_LENGTH 8192, perfdata included) and drops the rest, so
+// the text stays within 8,000 bytes whatever the number of findings.
+// Beyond it, findings are summed up per state and category, with a count;
+// --json carries every one.
+const textBudget = 8000
+
+// maxLine bounds one line of the long output.
+const maxLine = 1024
+
 // Text writes the plugin output: "KEYGUARD STATE - summary | perfdata",
-// a line per finding, a line per pool, and the rest of the perfdata.
+// a line per finding, a line per pool, and the rest of the perfdata, all
+// within textBudget bytes: the first line and the perfdata always, then
+// what fits, the worst first, and a count of what did not.
 func (rep *Report) Text(w io.Writer) {
 	core, rest := rep.Perf()
-	line := fmt.Sprintf("KEYGUARD %s - %s", rep.State, rep.Summary)
+	first := fmt.Sprintf("KEYGUARD %s - %s", rep.State, rep.Summary)
 	if len(core) > 0 {
-		line += " | " + Perfdata(core)
+		first += " | " + Perfdata(core)
 	}
-	fmt.Fprintln(w, line)
+	// The perfdata line: whole items while they fit in a quarter of the
+	// budget (figures per pool; a site with hundreds of pools reads the
+	// rest in --json or the Prometheus textfile).
+	var perf []string
+	used := 0
+	for _, p := range rest {
+		item := Perfdata([]Perf{p})
+		if used+len(item)+1 > textBudget/4 {
+			break
+		}
+		perf = append(perf, item)
+		used += len(item) + 1
+	}
+	tail := ""
+	if len(perf) > 0 {
+		tail = "| " + strings.Join(perf, " ") + "\n"
+	}
+	left := textBudget - len(first) - 1 - len(tail)
+	var body []string
+	// skipped counts what did not fit, by "STATE: category".
+	skipped := map[string]int{}
+	var order []string
+	note := len("CRITICAL: presence: 999999 more findings not shown (check --json lists them all)\n")
+	// Room is kept for a count line per category left out, and one for
+	// the pools left out.
+	reserve := func() int { return note * (len(order) + 2) }
 	for _, f := range rep.Findings {
-		fmt.Fprintf(w, "%s: %s: %s\n", f.State, f.Category, f.Text)
+		line := clip(fmt.Sprintf("%s: %s: %s", f.State, f.Category, f.Text))
+		key := fmt.Sprintf("%s: %s", f.State, f.Category)
+		if skipped[key] == 0 && len(line)+1 <= left-reserve() {
+			body = append(body, line)
+			left -= len(line) + 1
+			continue
+		}
+		if skipped[key] == 0 {
+			order = append(order, key)
+		}
+		skipped[key]++
 	}
+	for _, key := range order {
+		line := fmt.Sprintf("%s: %d more findings not shown (check --json lists them all)", key, skipped[key])
+		body = append(body, line)
+		left -= len(line) + 1
+	}
+	pools := 0
 	for _, p := range rep.Pools {
 		runs := "beyond ten years"
 		if !p.RunsOut.IsZero() {
@@ -68,12 +122,35 @@ func (rep *Report) Text(w io.Writer) {
 		case p.Manual:
 			extra = ", manual rollover"
 		}
-		fmt.Fprintf(w, "pool %s: %d unused, %d backed up at the head, %d needed until %s, spare %d, backed-up keys last until %s%s\n",
-			p.Name(), p.Unused, p.Covered, p.Needed, p.Until.Format(when.Minute), p.Spare, runs, extra)
+		line := clip(fmt.Sprintf("pool %s: %d unused, %d backed up at the head, %d needed until %s, spare %d, backed-up keys last until %s%s",
+			p.Name(), p.Unused, p.Covered, p.Needed, p.Until.Format(when.Minute), p.Spare, runs, extra))
+		if len(line)+1 > left-note {
+			break
+		}
+		body = append(body, line)
+		left -= len(line) + 1
+		pools++
 	}
-	if len(rest) > 0 {
-		fmt.Fprintln(w, "| "+Perfdata(rest))
+	if n := len(rep.Pools) - pools; n > 0 {
+		body = append(body, fmt.Sprintf("%d more pools not shown (check --json lists them all)", n))
 	}
+	fmt.Fprintln(w, first)
+	for _, l := range body {
+		fmt.Fprintln(w, l)
+	}
+	fmt.Fprint(w, tail)
+}
+
+// clip cuts a line to maxLine bytes, on a character boundary.
+func clip(s string) string {
+	if len(s) <= maxLine {
+		return s
+	}
+	cut := maxLine - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // CheckSchema names the version of check's JSON document.

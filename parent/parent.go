@@ -186,20 +186,26 @@ func same(a, b []DS) bool {
 	return true
 }
 
-// Match says whether ds points at the key: by digest when the DNSKEY's
-// public key is known, else by key tag and algorithm only.
-func (d DS) Match(zone string, keytag, algorithm int, publicKey []byte) (match, byDigest bool) {
+// Match says whether d is the DS of a key: key tag, algorithm and digest
+// all match the DNSKEY made of publicKey. known is false when that cannot
+// be told (no public key, or a digest type miekg/dns cannot compute): match
+// is then false, never a guess on the key tag alone, which anybody can
+// make collide.
+func (d DS) Match(zone string, keytag, algorithm int, publicKey []byte) (match, known bool) {
 	if d.KeyTag != keytag || d.Algorithm != algorithm {
-		return false, false
+		return false, true
 	}
 	if len(publicKey) == 0 {
-		return true, false
+		return false, false
 	}
 	k := &dns.DNSKEY{Hdr: dns.RR_Header{Name: dns.Fqdn(zone), Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET},
 		Flags: 257, Protocol: 3, Algorithm: uint8(algorithm), PublicKey: encode(publicKey)}
+	if int(k.KeyTag()) != keytag {
+		return false, true // the public key is another key's
+	}
 	ds := k.ToDS(uint8(d.DigestType))
 	if ds == nil {
-		return true, false // a digest type miekg/dns cannot compute: the tag matched
+		return false, false
 	}
 	return strings.EqualFold(ds.Digest, d.Digest), true
 }

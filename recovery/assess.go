@@ -70,6 +70,40 @@ func (h HSM) Describe() string { return tokenName(h.Kind, h.Name) }
 
 func tokenName(kind, name string) string { return fmt.Sprintf("%s %q", kind, name) }
 
+// Classes of keys in recovery: what losing one means.
+const (
+	// InUse: handed out to a zone (assigned, published, signing, retiring,
+	// or with a DS anywhere). Lost without a backup, it is lost for good.
+	InUse = "in use"
+	// Covered: in the pool, never handed out, and in a confirmed ceremony:
+	// on the backup token.
+	Covered = "unused, backed up"
+	// After: in the pool, never handed out, and made after the last
+	// confirmed ceremony. Losing it costs nothing in use, as rule 2
+	// intends, but the enforcer still lists it, takes it at a rollover and
+	// fails on it (recover prune-pool).
+	After = "made after the last ceremony"
+)
+
+// Class says which of the three classes k is in.
+func Class(cov ledger.Coverage, k *enforcer.Key) string {
+	switch {
+	case !Unused(k):
+		return InUse
+	case cov.Covering(k.Repository, k.Locator) != nil:
+		return Covered
+	}
+	return After
+}
+
+// Unused reports whether no zone ever took k: no keyData names it. Most
+// such keys are in the pool (UNUSED); OpenDNSSEC 2.1 also leaves PRIVATE
+// with no keyData a pool key it took for a rollover and could not use (no
+// HSM held it: "updatePolicy: error keytag").
+func Unused(k *enforcer.Key) bool {
+	return k.State != enforcer.Delete && len(k.Uses) == 0
+}
+
 // LostKey is a needed key that no HSM of its repository holds.
 type LostKey struct {
 	Locator     string   `json:"locator"`
@@ -77,8 +111,59 @@ type LostKey struct {
 	Role        string   `json:"role"`
 	Use         string   `json:"use"`
 	Zones       []string `json:"zones"`
-	Recoverable bool     `json:"recoverable"` // in the last confirmed ceremony, so on the backup token
+	Class       string   `json:"class"`
+	Recoverable bool     `json:"recoverable"` // in a confirmed ceremony, so on the backup token
 	Ceremony    string   `json:"ceremony,omitempty"`
+}
+
+// LostForGood reports whether losing the key costs something in use: a
+// key handed out to a zone that no confirmed ceremony covers.
+func (l LostKey) LostForGood() bool { return l.Class == InUse && !l.Recoverable }
+
+// Counts sorts the keys missing everywhere into the three classes.
+type Counts struct {
+	InUse       int `json:"in_use"`
+	LostForGood int `json:"lost_for_good"` // in use, in no confirmed ceremony
+	Covered     int `json:"unused_backed_up"`
+	After       int `json:"unused_after_ceremony"` // lost, never handed out
+}
+
+func count(lost []LostKey) Counts {
+	var c Counts
+	for _, l := range lost {
+		switch {
+		case l.Class == InUse:
+			c.InUse++
+			if !l.Recoverable {
+				c.LostForGood++
+			}
+		case l.Class == Covered:
+			c.Covered++
+		default:
+			c.After++
+		}
+	}
+	return c
+}
+
+// Text says it in words: "2 in use, all on the backup token; ...".
+func (c Counts) Text() string {
+	var parts []string
+	switch {
+	case c.InUse == 0:
+		parts = append(parts, "none in use")
+	case c.LostForGood == 0:
+		parts = append(parts, fmt.Sprintf("%d in use, all on the backup token", c.InUse))
+	default:
+		parts = append(parts, fmt.Sprintf("%d in use, %d of them in no confirmed ceremony: lost for good (ods-keyguard recover plan)", c.InUse, c.LostForGood))
+	}
+	if c.Covered > 0 {
+		parts = append(parts, fmt.Sprintf("%d unused, on the backup token", c.Covered))
+	}
+	if c.After > 0 {
+		parts = append(parts, fmt.Sprintf("%d unused made after the last ceremony, never handed out: lost, nothing is in use; after the restore, remove them from the enforcer's pool (recover prune-pool)", c.After))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // ZoneTiming is how long a zone's signatures last, and what that means.
@@ -130,6 +215,7 @@ type Assessment struct {
 	HSMs     []HSM        `json:"hsms"`
 	Replace  []string     `json:"replace,omitempty"` // HSMs to replace from their peers
 	Lost     []LostKey    `json:"lost"`
+	Classes  Counts       `json:"classes"`
 	Zones    []ZoneTiming `json:"zones"`
 	Ceremony string       `json:"last_ceremony,omitempty"`
 	Delivery string       `json:"delivery,omitempty"` // as the operator gave it
@@ -198,11 +284,7 @@ func Assess(in Input) *Assessment {
 			continue
 		}
 		damagedRepos[k.Repository] = true
-		lk := lostKey(k)
-		if c := cov.Covering(k.Repository, k.Locator); c != nil {
-			lk.Recoverable, lk.Ceremony = true, c.ID
-		}
-		a.Lost = append(a.Lost, lk)
+		a.Lost = append(a.Lost, lostKey(cov, k))
 	}
 	for _, h := range a.HSMs {
 		if len(h.Missing) > 0 && !damagedRepos[h.Repository] {
@@ -212,18 +294,17 @@ func Assess(in Input) *Assessment {
 	if c := in.Store.LastConfirmed(""); c != nil {
 		a.Ceremony = c.ID
 	}
-	forGood := 0
-	for _, l := range a.Lost {
-		if !l.Recoverable {
-			forGood++
-		}
-	}
+	a.Classes = count(a.Lost)
 	switch {
 	case len(a.Lost) > 0:
 		a.Verdict, a.Exit = Restore, 1
-		a.Summary = fmt.Sprintf("every HSM of %s lost keys: restore from the backup token (%d needed keys missing everywhere: %d in the last confirmed ceremony, %d lost for good)",
-			joinKeys(damagedRepos), len(a.Lost), len(a.Lost)-forGood, forGood)
-		if forGood > 0 {
+		a.Summary = fmt.Sprintf("every HSM of %s lost keys: restore from the backup token (%d keys missing everywhere: %s)",
+			joinKeys(damagedRepos), len(a.Lost), a.Classes.Text())
+		if a.Classes.InUse-a.Classes.LostForGood+a.Classes.Covered == 0 {
+			a.Summary = fmt.Sprintf("every HSM of %s lost keys that no backup holds: nothing to restore (%d keys missing everywhere: %s)",
+				joinKeys(damagedRepos), len(a.Lost), a.Classes.Text())
+		}
+		if a.Classes.LostForGood > 0 {
 			a.Exit = 2
 		}
 	case len(a.Replace) > 0:
@@ -251,7 +332,7 @@ func joinKeys(m map[string]bool) string {
 func (a *Assessment) zones(in Input, damaged map[string]bool) {
 	lostForGood := map[string]map[string]bool{} // zone -> roles
 	for _, l := range a.Lost {
-		if l.Recoverable {
+		if !l.LostForGood() {
 			continue
 		}
 		for _, z := range l.Zones {
@@ -294,21 +375,16 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 
 func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 	by := zt.DSRemovalBy.Format(when.Display)
-	ksk := false
-	for _, r := range zt.LostRoles {
-		if r == "KSK" || r == "CSK" {
-			ksk = true
-		}
-	}
+	lost := strings.Join(zt.LostRoles, " and ")
 	switch {
 	case !affected:
 		zt.Advice = "its keys are on a working HSM"
 		return
-	case ksk && zt.DSAtParent:
-		zt.Decision = "go insecure"
-		zt.Advice = fmt.Sprintf("its KSK is lost for good and the parent holds its DS: request DS removal by %s", by)
-	case ksk:
-		zt.Advice = "its KSK is lost for good, but no DS is at the parent: roll to new keys"
+	case lost != "" && zt.DSAtParent:
+		// No decision: recover plan tells whether it can stay signed.
+		zt.Advice = fmt.Sprintf("its %s in use is lost for good and the parent holds its DS: ods-keyguard recover plan says whether a rollover keeps it signed (draft-ietf-dnsop-dnssec-keyrestore-01), else request DS removal by %s", lost, by)
+	case lost != "":
+		zt.Advice = fmt.Sprintf("its %s in use is lost for good, but no DS is at the parent: roll to new keys", lost)
 	case in.Delivery == 0:
 		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format(when.Display), leftText(zt.Left), by)
 		if zt.Error != "" {

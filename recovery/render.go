@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
@@ -27,11 +28,7 @@ func (a *Assessment) WriteText(out io.Writer) error {
 		}
 	}
 	for _, l := range a.Lost {
-		where := "lost for good: made after the last confirmed ceremony"
-		if l.Recoverable {
-			where = "on the backup token of ceremony " + l.Ceremony
-		}
-		fmt.Fprintf(w, "KEY %s: %s\n", l, where)
+		fmt.Fprintf(w, "KEY %s: %s\n", l, l.Fate())
 	}
 	for _, z := range a.Zones {
 		sig := "signed output unreadable: " + z.Error
@@ -78,7 +75,10 @@ func (v *Verification) WriteText(out io.Writer) error {
 		}
 	}
 	for _, l := range v.Lost {
-		fmt.Fprintf(w, "LOST %s: used after the last confirmed ceremony, on no HSM\n", l)
+		fmt.Fprintf(w, "LOST %s: handed out after the last confirmed ceremony, on no HSM: lost for good (ods-keyguard recover plan)\n", l)
+	}
+	for _, l := range v.Unused {
+		fmt.Fprintf(w, "UNUSED %s: made after the last ceremony, never handed out, on no HSM\n", l)
 	}
 	return w.Flush()
 }
@@ -99,4 +99,105 @@ func (l LostKey) String() string {
 		zones = strings.Join(l.Zones, ",")
 	}
 	return fmt.Sprintf("%s %s (%s, %s)", l.Locator, l.Role, l.Use, zones)
+}
+
+// Fate says what losing the key means, by its class.
+func (l LostKey) Fate() string {
+	switch {
+	case l.Class == InUse && l.Recoverable:
+		return "in use, on the backup token of ceremony " + l.Ceremony
+	case l.Class == InUse:
+		return "in use, handed out after the last confirmed ceremony: lost for good (ods-keyguard recover plan)"
+	case l.Recoverable:
+		return "unused, on the backup token of ceremony " + l.Ceremony
+	}
+	return "made after the last ceremony, never handed out: lost with the HSMs; remove it from the enforcer's pool after the restore (recover prune-pool)"
+}
+
+// WriteText prints the keys to remove, the statements that remove them,
+// and what was done.
+func (p *Prune) WriteText(out io.Writer) error {
+	w := bufio.NewWriter(out)
+	fmt.Fprintf(w, "recover prune-pool: %s\n", p.Summary)
+	for _, b := range p.Blocked {
+		fmt.Fprintf(w, "BLOCKED %s\n", b)
+	}
+	for _, k := range p.Keys {
+		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d, %s): on no HSM, never used by a zone\n",
+			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(when.Display), k.ID, k.State)
+	}
+	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
+		return w.Flush()
+	}
+	fmt.Fprintf(w, "on %s, in one transaction (SQLite: BEGIN IMMEDIATE; MySQL: START TRANSACTION), each row read again first:\n", p.Datastore)
+	for _, s := range p.Statements {
+		fmt.Fprintf(w, "  %s\n", s)
+	}
+	fmt.Fprintln(w, "  COMMIT;")
+	if !p.Applied {
+		fmt.Fprintln(w, "dry run: nothing changed; stop ods-enforcerd (on every host that uses this database), then run again with --apply")
+		return w.Flush()
+	}
+	if p.Copy != "" {
+		fmt.Fprintf(w, "database copy before the change: %s\n", p.Copy)
+	}
+	fmt.Fprintf(w, "the rows deleted, to put back if need be: %s\n", p.Undo)
+	return w.Flush()
+}
+
+// Doc is recover prune-pool's JSON document.
+func (p *Prune) Doc() any {
+	return struct {
+		Schema string `json:"schema"`
+		*Prune
+	}{"ods-keyguard/recover-prune-pool/1", p}
+}
+
+// WriteText prints the verdict, then per zone its path, the timing it
+// was computed from, and each step with its date.
+func (kp *KeyPlan) WriteText(out io.Writer) error {
+	w := bufio.NewWriter(out)
+	fmt.Fprintf(w, "recover plan: %s\n", kp.Summary)
+	for _, u := range kp.Unreachable {
+		fmt.Fprintf(w, "HSM %s: UNREACHABLE: counted as holding nothing\n", u)
+	}
+	for _, z := range kp.Zones {
+		verdict := "KEEPS SIGNED"
+		if !z.Feasible {
+			verdict = "GOES INSECURE"
+		}
+		fmt.Fprintf(w, "ZONE %s (policy %s): lost for good: %s; DS at the parent: %v (%s); path: %s; %s: %s\n",
+			z.Zone, z.Policy, strings.Join(z.LostRoles, ", "), z.DSAtParent, z.DSSource, z.Path, verdict, z.Advice)
+		if z.Seconds != nil && len(z.Steps) > 0 {
+			t := z.Timing
+			fmt.Fprintf(w, "  timing from kasp.xml: TTLkey %s, Dprp %s, TTLsig %s, Dsgn %s, DprpP %s, TTLds %s, Dreg %s, margin %s\n",
+				when.Duration(t.TTLkey), when.Duration(t.Dprp), when.Duration(t.TTLsig), when.Duration(t.Dsgn),
+				when.Duration(t.DprpP), when.Duration(t.TTLds), when.Duration(t.Dreg), when.Duration(kp.Margin))
+			for _, a := range t.Assumed {
+				fmt.Fprintf(w, "  assumed: %s\n", a)
+			}
+		}
+		for _, s := range z.Steps {
+			hand := ""
+			if s.ByHand {
+				hand = "BY HAND: "
+			}
+			off := "now +" + when.Duration(time.Duration(s.Offset)*time.Second)
+			if s.Offset < 0 {
+				off = "now -" + when.Duration(time.Duration(-s.Offset)*time.Second)
+			}
+			fmt.Fprintf(w, "  %s %s (%s: %s): %s%s\n", s.Name, s.At.Format(when.Display), off, s.Formula, hand, s.Action)
+			fmt.Fprintf(w, "    OpenDNSSEC 2.1 %s\n", s.OpenDNSSEC)
+		}
+	}
+	return w.Flush()
+}
+
+// Doc is recover plan's JSON document.
+func (kp *KeyPlan) Doc() any {
+	return struct {
+		Schema        string `json:"schema"`
+		MarginSeconds int64  `json:"margin_seconds"`
+		*KeyPlan
+	}{"ods-keyguard/recover-plan/1", secs(kp.Margin), kp}
 }

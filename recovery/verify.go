@@ -27,17 +27,23 @@ type Verification struct {
 	Complete bool       `json:"complete"`
 	Summary  string     `json:"summary"`
 	HSMs     []Restored `json:"hsms"`
-	Lost     []LostKey  `json:"lost"` // used after the last ceremony, gone with the HSMs
-	Checked  int        `json:"checked"`
+	Lost     []LostKey  `json:"lost"` // in use, in no confirmed ceremony, gone with the HSMs: lost for good
+	// Unused are keys made after the last ceremony and never handed out,
+	// gone with the HSMs: nothing in use is lost, but the enforcer's pool
+	// still lists them (PrunePool).
+	Unused  []LostKey `json:"unused_lost"`
+	Checked int       `json:"checked"`
 }
 
 // Verify checks restored tokens against the confirmed ceremonies: every key
 // a confirmed ceremony backed up that OpenDNSSEC still needs, and every key
 // of the repository's last confirmed ceremony, must be on every token with
 // the public key the ceremony recorded. Needed keys that no ceremony covers
-// and that no token holds are lost, with their zones.
+// and that no token holds are lost: those a zone uses are lost for good
+// (Lost, the restore is incomplete); those no zone ever used cost nothing
+// (Unused, the restore is complete without them).
 func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verification {
-	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}}
+	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}, Unused: []LostKey{}}
 	cov := store.Coverage()
 	needed := Needed(st)
 	// What each repository's backup must have brought back.
@@ -87,9 +93,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			fp := got.Fingerprint
 			switch {
 			case n == 0:
-				r.Missing = append(r.Missing, describe(st, t.Repository, rec))
+				r.Missing = append(r.Missing, describe(st, cov, t.Repository, rec))
 			case rec.Fingerprint != "" && fp != "" && fp != rec.Fingerprint:
-				r.Differs = append(r.Differs, describe(st, t.Repository, rec))
+				r.Differs = append(r.Differs, describe(st, cov, t.Repository, rec))
 			default:
 				onSome[t.Repository+"/"+l] = true
 			}
@@ -116,7 +122,11 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 		if !repos[k.Repository] || onSome[k.Repository+"/"+k.Locator] || cov.Covering(k.Repository, k.Locator) != nil {
 			continue
 		}
-		v.Lost = append(v.Lost, lostKey(k))
+		if Unused(k) {
+			v.Unused = append(v.Unused, lostKey(cov, k))
+		} else {
+			v.Lost = append(v.Lost, lostKey(cov, k))
+		}
 	}
 	if len(v.Lost) > 0 {
 		v.Complete = false
@@ -129,30 +139,44 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 		for _, h := range v.HSMs {
 			missing += len(h.Missing) + len(h.Differs)
 		}
-		v.Summary = fmt.Sprintf("restore incomplete: %d backed-up keys missing or different on the HSMs, %d keys used since the last ceremony lost", missing, len(v.Lost))
+		v.Summary = fmt.Sprintf("restore incomplete: %d backed-up keys missing or different on the HSMs", missing)
+		if len(v.Lost) > 0 {
+			v.Summary += fmt.Sprintf("; %d keys in use lost for good (handed out after the last ceremony: ods-keyguard recover plan)", len(v.Lost))
+		}
+	}
+	if n := len(v.Unused); n > 0 {
+		v.Summary += fmt.Sprintf("; %d unused keys made after the last ceremony, never handed out, are lost: %s", n, PruneAdvice)
 	}
 	return v
 }
 
-func lostKey(k *enforcer.Key) LostKey {
+// PruneAdvice is the remedy for unused keys on no HSM, as assess, verify
+// and check name it.
+const PruneAdvice = "remove them from the enforcer's pool with ods-keyguard recover prune-pool before it starts"
+
+func lostKey(cov ledger.Coverage, k *enforcer.Key) LostKey {
 	zones := k.Zones()
 	if zones == nil {
 		zones = []string{}
 	}
-	return LostKey{Locator: k.Locator, Repository: k.Repository, Role: k.Role.String(), Use: k.Usage(), Zones: zones}
+	l := LostKey{Locator: k.Locator, Repository: k.Repository, Role: k.Role.String(), Use: k.Usage(), Zones: zones, Class: Class(cov, k)}
+	if c := cov.Covering(k.Repository, k.Locator); c != nil {
+		l.Recoverable, l.Ceremony = true, c.ID
+	}
+	return l
 }
 
 // describe names a backed-up key as the enforcer knows it now (or as the
 // ceremony recorded it, when the enforcer has forgotten it).
-func describe(st *enforcer.State, repo string, rec ledger.KeyRecord) LostKey {
+func describe(st *enforcer.State, cov ledger.Coverage, repo string, rec ledger.KeyRecord) LostKey {
 	for _, k := range st.Keys {
 		if k.Repository == repo && k.Locator == rec.Locator {
-			return lostKey(k)
+			return lostKey(cov, k)
 		}
 	}
 	zones := rec.Zones
 	if zones == nil {
 		zones = []string{}
 	}
-	return LostKey{Locator: rec.Locator, Repository: repo, Role: rec.Role, Use: "unknown to the enforcer", Zones: zones}
+	return LostKey{Locator: rec.Locator, Repository: repo, Role: rec.Role, Use: "unknown to the enforcer", Zones: zones, Class: Covered, Recoverable: true}
 }

@@ -24,6 +24,10 @@ type Input struct {
 	Interval      time.Duration   // backup schedule
 	Grace         time.Duration
 	NewZones      map[string]int // policy -> zones expected before the next backup
+	// OnNoHSM reports a key that no HSM of its repository holds, every
+	// token read; nil when the HSMs were not read. Such a pool key is no
+	// spare: the enforcer would hand it out and the signer find no key.
+	OnNoHSM func(*enforcer.Key) bool
 }
 
 // Unbacked is a key in use whose backup is not confirmed: rule 1 broken.
@@ -50,10 +54,13 @@ type Pool struct {
 	Zones      int           `json:"zone_count"` // zones drawing on it (1 for shared keys)
 	Unused     int           `json:"unused"`
 	Covered    int           `json:"covered"` // backed-up keys at the head, in hand-out order
-	Gap        bool          `json:"gap"`     // a key that is not backed up stands before backed-up ones
-	Until      time.Time     `json:"until"`   // next backup due, plus grace
-	Needed     int           `json:"needed"`  // keys taken until then
-	Spare      int           `json:"spare"`   // covered - needed
+	Gap        bool          `json:"gap"`     // a key that is not backed up (or on no HSM) stands before backed-up ones
+	// OnNoHSM counts the unused keys no HSM holds (nil: the HSMs were not
+	// read): never spares, and they end the head like a key not backed up.
+	OnNoHSM *int      `json:"on_no_hsm,omitempty"`
+	Until   time.Time `json:"until"`  // next backup due, plus grace
+	Needed  int       `json:"needed"` // keys taken until then
+	Spare   int       `json:"spare"`  // covered - needed
 	// RunsOut is when the enforcer takes a key beyond the covered ones; zero
 	// when not within ten years.
 	RunsOut time.Time `json:"-"`
@@ -219,8 +226,14 @@ func (in *Input) pool(cov ledger.Coverage, p *enforcer.Policy, pk enforcer.Polic
 	keys := PoolKeys(in.State, p, pk)
 	pool.Unused = len(keys)
 	head := true
+	if in.OnNoHSM != nil {
+		pool.OnNoHSM = new(int)
+	}
 	for _, k := range keys {
 		switch {
+		case in.OnNoHSM != nil && in.OnNoHSM(k):
+			*pool.OnNoHSM++
+			head = false
 		case BackedUp(cov, in.RequireBackup, k) && head:
 			pool.Covered++
 		case BackedUp(cov, in.RequireBackup, k):

@@ -197,3 +197,33 @@ func TestSharedKeysNewZones(t *testing.T) {
 		t.Errorf("not shared: %v", rolls)
 	}
 }
+
+// A backed-up pool key that no HSM holds is no spare, and the enforcer
+// hands it out first: the keys behind it are not at the head either.
+func TestPoolKeyOnNoHSM(t *testing.T) {
+	p := &enforcer.Policy{ID: 1, Name: "test", Keys: []enforcer.PolicyKey{{Role: enforcer.ZSK, Algorithm: 13, Bits: 256, Lifetime: 30 * day, Repository: "R"}}}
+	z := &enforcer.Zone{Name: "example.com", Policy: p, NextRoll: map[enforcer.Role]time.Time{enforcer.ZSK: t0.Add(3 * day)}}
+	var keys []*enforcer.Key
+	var recs []ledger.KeyRecord
+	for i, loc := range []string{"a1", "a2", "a3"} {
+		keys = append(keys, &enforcer.Key{ID: int64(i + 1), Locator: loc, Repository: "R", Policy: p, Role: enforcer.ZSK,
+			State: enforcer.Unused, Algorithm: 13, Bits: 256, Backup: enforcer.BackupDone})
+		recs = append(recs, ledger.KeyRecord{Locator: loc})
+	}
+	store := newStore(t, &ledger.Ceremony{ID: "c", Repository: "R", Status: ledger.Confirmed, Ended: t0.Add(-day), Keys: recs})
+	in := Input{Now: t0, State: &enforcer.State{Policies: []*enforcer.Policy{p}, Zones: []*enforcer.Zone{z}, Keys: keys},
+		Store: store, RequireBackup: map[string]bool{"R": true}, Interval: 7 * day, Grace: day}
+	if pl := Evaluate(in).Pools[0]; pl.Covered != 3 || pl.OnNoHSM != nil {
+		t.Fatalf("HSMs not read: %+v", pl)
+	}
+	gone := map[string]bool{}
+	in.OnNoHSM = func(k *enforcer.Key) bool { return gone[k.Locator] }
+	gone["a3"] = true
+	if pl := Evaluate(in).Pools[0]; pl.Covered != 2 || *pl.OnNoHSM != 1 || pl.Spare != 1 {
+		t.Fatalf("last key on no HSM: %+v", pl)
+	}
+	gone["a1"] = true
+	if pl := Evaluate(in).Pools[0]; pl.Covered != 0 || *pl.OnNoHSM != 2 || !pl.Gap || pl.Spare != -1 {
+		t.Fatalf("head key on no HSM: %+v", pl)
+	}
+}

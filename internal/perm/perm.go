@@ -101,3 +101,13 @@ func me() string {
 	}
 	return "uid " + strconv.Itoa(os.Getuid())
 }
+
+// User names a uid for a message: "user nagios (uid 110)", or "uid 4343"
+// when no such user is known.
+func User(uid int) string {
+	s := strconv.Itoa(uid)
+	if u, err := user.LookupId(s); err == nil {
+		return "user " + u.Username + " (uid " + s + ")"
+	}
+	return "uid " + s
+}

@@ -1,0 +1,305 @@
+package recovery
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
+	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
+)
+
+// After a restore from the backup token, the enforcer's pool still lists
+// the unused keys made after the last ceremony, which went with the HSMs.
+// OpenDNSSEC 2.1 has no command to drop an unused key (key purge takes only
+// dead keys). At a zone's rollover it takes them from the pool one by one,
+// fails on each ("updatePolicy: error keytag": it needs the public key from
+// the HSM) and leaves it PRIVATE with no zone: the rollover waits an
+// enforcer run per lost key, and the rows stay for good. The remedy is to
+// delete those hsmKey rows (UNUSED, or PRIVATE with no zone), with the
+// enforcer stopped, in one transaction that checks each row again: the same
+// state, still named by no keyData, the same locator. The enforcer then
+// makes new keys to fill its pool, on the restored HSM.
+
+// PoolKey is an hsmKey row of the pool that no HSM holds.
+type PoolKey struct {
+	ID         int64     `json:"id"`
+	Locator    string    `json:"locator"`
+	Repository string    `json:"repository"`
+	Policy     string    `json:"policy"`
+	Role       string    `json:"role"`
+	State      string    `json:"state"` // UNUSED, or PRIVATE: taken for a rollover and never used
+	Inception  time.Time `json:"inception"`
+	state      enforcer.KeyState
+}
+
+// Prune is what recover prune-pool found, and did.
+type Prune struct {
+	Summary    string    `json:"summary"`
+	Datastore  string    `json:"datastore"`
+	Keys       []PoolKey `json:"keys"`
+	Statements []string  `json:"statements"`
+	// Blocked says why nothing may be deleted yet: keys a ceremony covers,
+	// or keys in use, on no HSM (the restore is not complete).
+	Blocked []string `json:"blocked"`
+	Applied bool     `json:"applied"`
+	Copy    string   `json:"database_copy,omitempty"` // SQLite: the whole database before
+	Undo    string   `json:"undo,omitempty"`          // the rows deleted, as INSERT statements
+}
+
+// locatorRE is what a locator must look like to go into a statement.
+var locatorRE = regexp.MustCompile(`^[0-9a-f]{1,256}$`)
+
+// PlanPrune finds the unused keys made after the last ceremony that no
+// HSM of their repository holds. Every token must have been read: a token
+// that did not answer is not a token without the key.
+func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enforcer.Datastore) (*Prune, error) {
+	p := &Prune{Datastore: ds.String(), Keys: []PoolKey{}, Statements: []string{}, Blocked: []string{}}
+	byRepo := map[string][]Token{}
+	for _, t := range tokens {
+		if t.Err != nil {
+			return nil, fmt.Errorf("%s: %w: cannot tell which keys are on no HSM", tokenName(t.Kind, t.Name), t.Err)
+		}
+		byRepo[t.Repository] = append(byRepo[t.Repository], t)
+	}
+	cov := store.Coverage()
+	for _, k := range st.Keys {
+		toks := byRepo[k.Repository]
+		if k.State == enforcer.Delete || len(toks) == 0 {
+			continue
+		}
+		held := false
+		for _, t := range toks {
+			held = held || t.has(k.Locator)
+		}
+		if held {
+			continue
+		}
+		switch Class(cov, k) {
+		case After:
+			if !locatorRE.MatchString(k.Locator) {
+				return nil, fmt.Errorf("key %d: locator %q is not hexadecimal: not a key ods-keyguard removes", k.ID, k.Locator)
+			}
+			if k.State != enforcer.Unused && k.State != enforcer.Private {
+				p.Blocked = append(p.Blocked, fmt.Sprintf("key %s %s is %s with no zone, on no HSM: not a state ods-keyguard removes", k.Locator, k.Role, k.State))
+				continue
+			}
+			p.Keys = append(p.Keys, PoolKey{ID: k.ID, Locator: k.Locator, Repository: k.Repository, Policy: k.PolicyName(),
+				Role: k.Role.String(), State: k.State.String(), Inception: k.Inception, state: k.State})
+		default:
+			p.Blocked = append(p.Blocked, fmt.Sprintf("key %s %s (%s) is on no HSM: %s", k.Locator, k.Role, k.Usage(), lostKey(cov, k).Fate()))
+		}
+	}
+	sort.Slice(p.Keys, func(i, j int) bool { return p.Keys[i].ID < p.Keys[j].ID })
+	for _, k := range p.Keys {
+		p.Statements = append(p.Statements, deleteStatement(k))
+	}
+	switch {
+	case len(p.Blocked) > 0:
+		p.Summary = fmt.Sprintf("the restore is not complete: %d keys in use or on the backup token are on no HSM; restore them (recover verify) before removing anything from the pool", len(p.Blocked))
+	case len(p.Keys) == 0:
+		p.Summary = "nothing to remove: every key in the enforcer's pool is on an HSM"
+	default:
+		p.Summary = fmt.Sprintf("%d keys made after the last ceremony, never used by a zone, are on no HSM; the enforcer still lists them, and at a rollover would take them one by one and fail on each", len(p.Keys))
+	}
+	return p, nil
+}
+
+// deleteStatement deletes one row, and only while it is still in the
+// state it was read in and unassigned: the same text runs on SQLite and
+// MySQL.
+func deleteStatement(k PoolKey) string {
+	return fmt.Sprintf("DELETE FROM hsmKey WHERE id = %d AND lower(locator) = '%s' AND state = %d AND id NOT IN (SELECT hsmKeyId FROM keyData);",
+		k.ID, k.Locator, int(k.state))
+}
+
+// EnforcerRunning says whether ods-enforcerd runs for conf: its socket
+// answers, or a process of that name runs with that conf.xml. "" when
+// neither.
+func EnforcerRunning(socket, conf string) string {
+	if socket != "" {
+		if c, err := net.DialTimeout("unix", socket, time.Second); err == nil {
+			c.Close()
+			return "its socket " + socket + " answers"
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range procs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "ods-enforcerd" {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		used := "/etc/opendnssec/conf.xml"
+		for i, a := range args {
+			switch {
+			case (a == "-c" || a == "--config") && i+1 < len(args):
+				used = args[i+1]
+			case strings.HasPrefix(a, "--config="):
+				used = strings.TrimPrefix(a, "--config=")
+			}
+		}
+		if !filepath.IsAbs(used) {
+			if cwd, err := os.Readlink(filepath.Join(d, "cwd")); err == nil {
+				used = filepath.Join(cwd, used)
+			}
+		}
+		if sameFile(used, conf) {
+			return fmt.Sprintf("process %s runs with %s", filepath.Base(d), conf)
+		}
+	}
+	return ""
+}
+
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	if errA != nil || errB != nil {
+		return filepath.Clean(a) == filepath.Clean(b)
+	}
+	return os.SameFile(fa, fb)
+}
+
+// ErrChanged is a row that is no longer what the plan saw.
+var ErrChanged = errors.New("changed since it was read")
+
+// Apply runs the plan's statements in one transaction on the enforcer's
+// database, with the enforcer stopped. Before it deletes anything it
+// writes, in dir, the deleted rows as INSERT statements (the undo) and,
+// for SQLite, a copy of the whole database. A row that is no longer
+// UNUSED, is now assigned, or carries another locator stops it all:
+// nothing is deleted.
+func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, dir string, now time.Time) error {
+	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	stamp := now.UTC().Format("20060102T150405Z")
+	p.Undo = filepath.Join(dir, "prune-pool-"+stamp+".undo.sql")
+	var db *sql.DB
+	var err error
+	mysql := ds.MySQL != nil
+	if mysql {
+		m := ds.MySQL
+		db, err = mysqlx.Open(mysqlx.Server{Host: m.Host, Port: m.Port, User: m.Username, Password: m.Password, Database: m.Database})
+	} else {
+		if fi, serr := os.Lstat(ds.SQLite); serr != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("enforcer database %s: not a regular file", ds.SQLite)
+		}
+		db, err = sql.Open("sqlite", "file:"+ds.SQLite+"?_pragma=busy_timeout(5000)")
+	}
+	if err != nil {
+		return fmt.Errorf("enforcer database %s: %w", ds, err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("enforcer database %s: %w", ds, err)
+	}
+	defer conn.Close()
+	if !mysql {
+		p.Copy = filepath.Join(dir, "kasp.db.before-prune-"+stamp)
+		if _, err := os.Lstat(p.Copy); err == nil {
+			return fmt.Errorf("database copy %s: already there", p.Copy)
+		}
+		if _, err := conn.ExecContext(ctx, "VACUUM INTO ?", p.Copy); err != nil {
+			return fmt.Errorf("copy of enforcer database %s to %s: %w", ds, p.Copy, err)
+		}
+	}
+	begin := "BEGIN IMMEDIATE"
+	if mysql {
+		begin = "START TRANSACTION"
+	}
+	if _, err := conn.ExecContext(ctx, begin); err != nil {
+		return fmt.Errorf("enforcer database %s: %s: %w", ds, begin, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	var undo bytes.Buffer
+	fmt.Fprintf(&undo, "-- ods-keyguard recover prune-pool, %s: the hsmKey rows it deleted from %s.\n-- To put them back, with the enforcer stopped, run these statements.\n",
+		now.UTC().Format(time.RFC3339), ds)
+	lock := ""
+	if mysql {
+		lock = " FOR UPDATE"
+	}
+	for _, k := range p.Keys {
+		var row struct {
+			id, rev, policyID, state, bits, alg, role, inception, revoked, keyType, backup int64
+			locator, repo                                                                  string
+		}
+		err := conn.QueryRowContext(ctx, `SELECT id, rev, policyId, locator, state, bits, algorithm, role, inception,
+			isRevoked, keyType, repository, backup FROM hsmKey WHERE id = ?`+lock, k.ID).Scan(
+			&row.id, &row.rev, &row.policyID, &row.locator, &row.state, &row.bits, &row.alg, &row.role, &row.inception,
+			&row.revoked, &row.keyType, &row.repo, &row.backup)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("hsmKey %d (%s): gone: %w; nothing deleted", k.ID, k.Locator, ErrChanged)
+		}
+		if err != nil {
+			return fmt.Errorf("enforcer database %s: hsmKey %d: %w", ds, k.ID, err)
+		}
+		var uses int
+		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM keyData WHERE hsmKeyId = ?`, k.ID).Scan(&uses); err != nil {
+			return fmt.Errorf("enforcer database %s: keyData of hsmKey %d: %w", ds, k.ID, err)
+		}
+		switch {
+		case !strings.EqualFold(row.locator, k.Locator):
+			return fmt.Errorf("hsmKey %d: locator %s, not %s: %w; nothing deleted", k.ID, row.locator, k.Locator, ErrChanged)
+		case row.state != int64(k.state):
+			return fmt.Errorf("hsmKey %d (%s): now %s, not %s: %w; nothing deleted", k.ID, k.Locator, enforcer.KeyState(row.state), k.State, ErrChanged)
+		case uses > 0:
+			return fmt.Errorf("hsmKey %d (%s): now assigned to a zone: %w; nothing deleted", k.ID, k.Locator, ErrChanged)
+		}
+		fmt.Fprintf(&undo, "INSERT INTO hsmKey (id, rev, policyId, locator, state, bits, algorithm, role, inception, isRevoked, keyType, repository, backup) VALUES (%d, %d, %d, %s, %d, %d, %d, %d, %d, %d, %d, %s, %d);\n",
+			row.id, row.rev, row.policyID, sqlString(row.locator, mysql), row.state, row.bits, row.alg, row.role, row.inception,
+			row.revoked, row.keyType, sqlString(row.repo, mysql), row.backup)
+	}
+	if err := atomicfile.Write(p.Undo, undo.Bytes(), 0o600); err != nil {
+		return err
+	}
+	for i, stmt := range p.Statements {
+		res, err := conn.ExecContext(ctx, stmt)
+		if err != nil {
+			return fmt.Errorf("enforcer database %s: %s: %w", ds, stmt, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("hsmKey %d (%s): deleted %d rows, not 1: %w; nothing deleted", p.Keys[i].ID, p.Keys[i].Locator, n, ErrChanged)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("enforcer database %s: COMMIT: %w; nothing deleted", ds, err)
+	}
+	done = true
+	p.Applied = true
+	p.Summary = fmt.Sprintf("removed %d keys on no HSM, never used by a zone, from the enforcer's database; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", len(p.Keys))
+	return nil
+}
+
+// sqlString quotes s as an SQL string literal: quotes doubled, and for
+// MySQL backslashes too.
+func sqlString(s string, mysql bool) string {
+	if mysql {
+		s = strings.ReplaceAll(s, `\`, `\\`)
+	}
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
