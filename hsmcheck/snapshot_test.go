@@ -234,8 +234,10 @@ func TestNoSnapshotFolder(t *testing.T) {
 }
 
 // BenchmarkSnapshot copies a token folder of 20,002 object files, as
-// SoftHSMv2 keeps 10,000 key pairs: the price of reading from a copy.
-// (The object files are copies of one key pair's; the copy does not care.)
+// SoftHSMv2 keeps 10,000 key pairs: the price of reading from a copy. It
+// copies under TMPDIR: set it to the folder to measure (/dev/shm, where
+// the reader copies unless TMPDIR is set). The object files are copies of
+// one key pair's; the copy does not care.
 func BenchmarkSnapshot(b *testing.B) {
 	if _, err := os.Stat(softhsmModule); err != nil {
 		b.Skip("needs SoftHSMv2")
