@@ -543,6 +543,6 @@ func writeRace(path, tag, binary, fixed, table string, runs int, kinds string) e
 	if fixed != "" {
 		header += fmt.Sprintf("With the fix: %s.\n", version(fixed))
 	}
-	header += "Each run: a fresh SoftHSMv2 2.6.1 token and a fresh ods-enforcerd; readers of one kind loop while the enforcer pre-generates the zone's keys; when it is idle the readers stop, the enforcer stops, and a process of its own logs in and lists every object: a key of kasp.db without its private key is lost, a private key kasp.db lacks is an orphan. Conditions interleaved run by run.\n\n"
+	header += "Each run: a fresh SoftHSMv2 2.6.1 token and a fresh ods-enforcerd; readers of one kind loop while the enforcer pre-generates the zone's keys; when it is idle the readers stop, the enforcer stops, and a process of its own logs in and lists every object: a key of kasp.db without its private (or public) key object is lost, a private key kasp.db lacks is an orphan. Conditions interleaved run by run.\n\n"
 	return writeSection(path, "race-"+tag, header+table)
 }
