@@ -13,15 +13,16 @@ GO ?= go
 
 all: build
 
+# The package's version, which --version prints too.
 build:
-	$(GO) build -buildvcs=auto -o $(BUILD)/ods-keyguard .
+	$(GO) build -buildvcs=auto -ldflags "-X main.buildVersion=$$(./packaging/version.sh)" -o $(BUILD)/ods-keyguard .
 
 setup:
 	./scripts/setup.sh
 
 # Runs the main job on a sandboxed SoftHSMv2 token and enforcer.
 demo: setup
-	$(GO) build -buildvcs=auto -o bin/ods-keyguard .
+	$(GO) build -buildvcs=auto -ldflags "-X main.buildVersion=$$(./packaging/version.sh)" -o bin/ods-keyguard .
 	$(GO) run ./internal/demo bin/ods-keyguard
 
 # CI=true turns a skip for a missing tool into a failure.

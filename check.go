@@ -1,13 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
+	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/monitor"
@@ -17,7 +24,7 @@ func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "check",
 		Usage:     "monitoring plugin (Nagios, Icinga, Naemon, Sensu) for both rules of the backup procedure",
-		UsageText: "ods-keyguard check [-w RANGE] [-c RANGE] [-t SECONDS] [--at TIME] [--json] [--prometheus FILE] [-V] [-h]",
+		UsageText: "ods-keyguard check [-w RANGE] [-c RANGE] [-t SECONDS] [--at TIME] [--json] [--prometheus FILE] [--sudo] [--config FILE] [-V] [-h]",
 		Description: `Rule 1, CRITICAL: a key in use (a DS, DNSKEY, RRSIG or RRSIGDNSKEY record
 rumoured or omnipresent) whose backup is not confirmed: in no confirmed
 ceremony, or, with RequireBackup, Required or Prepared in the enforcer.
@@ -40,13 +47,15 @@ a DS the enforcer has at the parent that ods-keyguard has no record of
 forwarding. With [parent] configured: CRITICAL when no DS at the parent
 matches a published, backed-up KSK; WARNING for a DS of a key that is not
 backed up or that the enforcer retracted.
-UNKNOWN when it cannot tell: module missing, wrong PIN, token absent,
-database unreadable, bad arguments, out of time.
+UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
+SoftHSMv2 object file this user cannot read (never "missing"), database
+unreadable, bad arguments, out of time, sudo refusing (--sudo).
 
-Output: "KEYGUARD STATE - summary | perfdata" (at most about 200 bytes), then
-one line per problem, one per pool, and "| " with the rest of the perfdata;
-at most 8,000 bytes in all (what Nagios keeps): findings that do not fit
-are counted per state and category, --json has them all.
+Output: "KEYGUARD STATE - summary | perfdata" (the summary at most about
+120 bytes, the line about 200 with its perfdata), then one line per
+problem, one per pool, and "| " with the rest of the perfdata; at most
+8,000 bytes in all (what Nagios keeps): findings that do not fit are
+counted per state and category, --json has them all.
 Ranges: [@][start:][end], alert outside (inside with @).
 --at TIME: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
 
@@ -59,13 +68,16 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			&cli.BoolFlag{Name: "json", Usage: "print the verdict as a JSON document instead"},
 			&cli.StringFlag{Name: "prometheus", Usage: "also write the figures to `FILE` (node_exporter textfile format, atomically)"},
 			&cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version and exit"},
-			// Also here, for the plugin link check_ods_keyguard, whose
-			// arguments all come after "check".
-			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"},
+			&cli.BoolFlag{Name: "sudo", Usage: "run this check again through sudo -n, without --sudo, as the sudoers rule allows: a failure of sudo itself (no rule, a password asked) is UNKNOWN, never a WARNING"},
 		},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			// A scheduler shows only stdout: the plugin line carries the reason.
-			fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
+			// A scheduler shows only stdout: the plugin line (or with
+			// --json the document) carries the reason.
+			if c.App.Metadata[jsonKey] == "check" {
+				monitor.Unknown(monitor.CheckOptions{At: time.Now().UTC()}, err.Error()).JSON(c.App.Writer)
+			} else {
+				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
+			}
 			return exit(exitUnknown, err)
 		},
 		Action: runCheck,
@@ -77,13 +89,12 @@ func runCheck(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "check_ods_keyguard (ods-keyguard) %s\n", version())
 		return nil
 	}
+	if c.Bool("sudo") {
+		return runSudo(c)
+	}
 	rep := checkReport(c)
-	if c.Bool("json") {
-		if err := rep.JSON(c.App.Writer); err != nil {
-			return err
-		}
-	} else {
-		rep.Text(c.App.Writer)
+	if err := render(c, rep); err != nil {
+		return err
 	}
 	code := int(rep.State) // the verdict's status, even when the file fails
 	if path := c.String("prometheus"); path != "" {
@@ -92,6 +103,112 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	return exit(code, nil)
+}
+
+// render prints the verdict as the plugin's lines, or with --json as a
+// document.
+func render(c *cli.Context, rep *monitor.Report) error {
+	if c.Bool("json") {
+		return rep.JSON(c.App.Writer)
+	}
+	rep.Text(c.App.Writer)
+	return nil
+}
+
+// sudoPath is where Debian's sudo is; PATH is looked up when it is not there.
+const sudoPath = "/usr/bin/sudo"
+
+// runSudo runs the check as it was invoked, without --sudo, through
+// sudo -n. sudo exits 1 when it cannot run the command (no rule, a password
+// required, the user unknown), which a scheduler would show as WARNING: what
+// does not come back as the plugin's own output is UNKNOWN, naming what
+// sudo said.
+func runSudo(c *cli.Context) error {
+	invoked, _ := c.App.Metadata[invokedKey].([]string)
+	prog, args, err := sudoCommandLine(invoked)
+	unknown := func(msg string) error {
+		rep := monitor.Unknown(monitor.CheckOptions{At: time.Now().UTC()}, msg)
+		if err := render(c, rep); err != nil {
+			return err
+		}
+		return exit(exitUnknown, nil)
+	}
+	if err != nil {
+		return unknown("--sudo: " + err.Error())
+	}
+	sudo := sudoPath
+	if _, err := os.Stat(sudo); err != nil {
+		if sudo, err = exec.LookPath("sudo"); err != nil {
+			return unknown("--sudo: sudo is not installed")
+		}
+	}
+	// The inner check answers within its own -t; sudo gets a little more.
+	t := time.Duration(c.Float64("timeout")*float64(time.Second)) + 5*time.Second
+	ctx, cancel := context.WithTimeout(c.Context, t)
+	defer cancel()
+	cmd := proc.Command(ctx, sudo, append([]string{"-n", "--", prog}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = proc.Run(ctx, cmd)
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return unknown(fmt.Sprintf("sudo -n %s: no answer within %s", prog, t))
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		return unknown(fmt.Sprintf("sudo -n %s: %v", prog, err))
+	}
+	out := stdout.Bytes()
+	plugin := bytes.HasPrefix(out, []byte("KEYGUARD "))
+	if c.Bool("json") {
+		plugin = bytes.HasPrefix(out, []byte("{\n  \"schema\": \"ods-keyguard/check/1\""))
+	}
+	if !plugin || code < 0 || code > 3 {
+		why := strings.TrimSpace(stderr.String())
+		if i := strings.IndexByte(why, '\n'); i >= 0 {
+			why = why[:i]
+		}
+		if why == "" {
+			why = fmt.Sprintf("exit status %d without the plugin's output", code)
+		}
+		return unknown(fmt.Sprintf("sudo -n %s: %s", prog, why))
+	}
+	c.App.Writer.Write(out)
+	return exit(code, nil)
+}
+
+// sudoCommandLine is the command line check was invoked with, without
+// --sudo, its program by an absolute path (the one a sudoers rule names).
+func sudoCommandLine(invoked []string) (string, []string, error) {
+	if len(invoked) == 0 {
+		return "", nil, errors.New("no command line")
+	}
+	prog := invoked[0]
+	var err error
+	switch {
+	case filepath.IsAbs(prog):
+	case strings.Contains(prog, "/"):
+		prog, err = filepath.Abs(prog)
+	default:
+		prog, err = exec.LookPath(prog)
+		if err == nil {
+			prog, err = filepath.Abs(prog)
+		}
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	var args []string
+	for _, a := range invoked[1:] {
+		switch a {
+		case "--sudo", "-sudo", "--sudo=true", "-sudo=true":
+			continue
+		}
+		args = append(args, a)
+	}
+	return prog, args, nil
 }
 
 // checkReport parses check's options and runs it; bad options are an

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -31,8 +32,13 @@ func Main() int {
 // run is the one place that turns an error into an exit status and prints
 // it: one line per error (several when a command found several, joined).
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	invoked := args
 	args = dispatchHookName(args)
-	err := newApp(stdin, stdout, stderr).Run(args)
+	out := &countingWriter{w: stdout}
+	app := newApp(stdin, out, stderr)
+	jsonName := jsonCommand(app, args) // before Run, which adds help commands
+	app.Metadata = map[string]any{invokedKey: invoked, jsonKey: jsonName}
+	err := app.Run(args)
 	if err == nil {
 		return exitOK
 	}
@@ -45,10 +51,37 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if j, ok := errors.Unwrap(err).(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
+	var lines []string
 	for _, e := range errs {
+		lines = append(lines, oneLine(e.Error()))
 		fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(e.Error()))
 	}
+	// A --json command that failed before its document: the document of
+	// the failure, so that a consumer always gets one.
+	if out.n == 0 && jsonName != "" {
+		writeJSON(stdout, failureDocument(jsonName, code, strings.Join(lines, "; ")))
+	}
 	return code
+}
+
+// invokedKey is where the app's Metadata holds the command line as it was
+// invoked, before a hook or plugin name was turned into a subcommand.
+const invokedKey = "invoked"
+
+// jsonKey is where it holds the schema name of the command when --json
+// was asked for (jsonCommand), for a failure before the flags are parsed.
+const jsonKey = "json"
+
+// countingWriter counts what a command wrote to stdout.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
 }
 
 // dispatchHookName turns the enforcer's hook names into subcommands: the
@@ -72,7 +105,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Name:                 "ods-keyguard",
 		Version:              version(),
 		Usage:                "no DNSSEC key used before it is backed up, no zone lost with an HSM",
-		UsageText:            "ods-keyguard [--config FILE] COMMAND [options]",
+		UsageText:            "ods-keyguard [--config FILE] COMMAND [options] [--config FILE]",
 		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only (recover prune-pool\n--apply alone writes it, with the enforcer stopped).\n\n" + exitCodesHelp,
 		Reader:               stdin,
 		Writer:               stdout,
@@ -81,10 +114,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		OnUsageError:         onUsage,
 		HideHelpCommand:      true,
 		Suggest:              true,
-		EnableBashCompletion: true,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"},
-		},
+		EnableBashCompletion: false, // packaging: completion.go, which never runs the program
+		Flags:                []cli.Flag{configFlagDef()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("unknown command %q (see ods-keyguard --help)", c.Args().First())
@@ -96,8 +127,33 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	}
 	for _, cmd := range app.Commands {
 		setUsage(cmd, onUsage)
+		addConfigFlag(cmd)
 	}
 	return app
+}
+
+// addConfigFlag gives every command that runs --config, so that it may
+// come after the command's name as well as before it; the one given
+// innermost wins (configFlag).
+func addConfigFlag(cmd *cli.Command) {
+	for _, sub := range cmd.Subcommands {
+		addConfigFlag(sub)
+	}
+	if len(cmd.Subcommands) > 0 || cmd.Hidden {
+		return
+	}
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n == "config" {
+				return
+			}
+		}
+	}
+	cmd.Flags = append(cmd.Flags, configFlagDef())
+}
+
+func configFlagDef() cli.Flag {
+	return &cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default $ODS_KEYGUARD_CONFIG, else /etc/opendnssec/keyguard.toml)"}
 }
 
 func setUsage(cmd *cli.Command, f cli.OnUsageErrorFunc) {
@@ -128,24 +184,12 @@ func commands() []*cli.Command {
 		poolCommand(),
 		recoverCommand(),
 		ledgerCommand(),
+		completionCommand(),
 		{
 			Name:   hsmcheck.ChildCommand,
 			Hidden: true,
 			Action: func(c *cli.Context) error {
 				return hsmcheck.ServeChild(c.App.Reader, c.App.Writer, hsmcheck.OpenModule)
-			},
-		},
-		{
-			// The man page, made from the commands themselves (make deb).
-			Name:   "__manpage",
-			Hidden: true,
-			Action: func(c *cli.Context) error {
-				man, err := c.App.ToMan()
-				if err != nil {
-					return err
-				}
-				_, err = io.WriteString(c.App.Writer, man)
-				return err
 			},
 		},
 	}

@@ -53,6 +53,7 @@ type stopShared struct{ m *testing.M }
 func (s stopShared) Run() int {
 	code := s.m.Run()
 	sandbox.StopShared()
+	removeDeb()
 	return code
 }
 
@@ -208,6 +209,7 @@ var tools = map[string][]string{
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
 	"nagios":   {"nagios4"},
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
+	"sudo":     {"sudo"},
 }
 
 func condition(cond string) (bool, error) {
@@ -912,8 +914,8 @@ func cmdRunAs(ts *testscript.TestScript, neg bool, args []string) {
 	bin := installSelf(ts)
 	cmd := scriptCommand(ts, args[2], args[3:]...)
 	cmd.Env = append(cmd.Env, "PATH="+bin+":"+ts.Getenv("PATH"), "HOME=/")
-	if args[2] == "ods-keyguard" {
-		cmd.Path = filepath.Join(bin, "ods-keyguard")
+	if args[2] == "ods-keyguard" || args[2] == "check_ods_keyguard" {
+		cmd.Path = filepath.Join(bin, args[2])
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	var stdout, stderr bytes.Buffer

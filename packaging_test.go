@@ -2,12 +2,20 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 )
 
@@ -68,19 +76,57 @@ func TestMakeInstall(t *testing.T) {
 	}
 }
 
-// make deb builds a package that lintian accepts, that installs every path
-// into a scratch root with its postinst, and whose plugin link runs check.
-func TestDebianPackage(t *testing.T) {
-	sandbox.NeedTools(t, "make", "dpkg-deb", "lintian", "systemd-analyze")
-	dist := t.TempDir()
-	out := runTool(t, ".", nil, "make", "-s", "deb", "DIST="+dist)
-	debs, _ := filepath.Glob(filepath.Join(dist, "ods-keyguard_*_*.deb"))
-	if len(debs) != 1 || !strings.Contains(out, debs[0]) {
-		t.Fatalf("made %v (%s)", debs, out)
+// debOnce builds the package once for the tests that look at it.
+var debOnce struct {
+	sync.Once
+	dir, deb string
+	err      error
+}
+
+// removeDeb removes what buildDeb made, after all the tests (TestMain).
+func removeDeb() {
+	if debOnce.dir != "" {
+		os.RemoveAll(debOnce.dir)
 	}
-	deb := debs[0]
-	if l := runTool(t, ".", nil, "lintian", "--tag-display-limit", "0", deb); strings.Contains(l, "E: ") || strings.Contains(l, "W: ") {
-		t.Errorf("lintian:\n%s", l)
+}
+
+// buildDeb runs make deb into a folder of its own and returns the .deb.
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	sandbox.NeedTools(t, "make", "dpkg-deb")
+	debOnce.Do(func() {
+		dist, err := os.MkdirTemp("", "ods-keyguard-deb")
+		if err != nil {
+			debOnce.err = err
+			return
+		}
+		debOnce.dir = dist
+		out, err := exec.Command("make", "-s", "deb", "DIST="+dist).CombinedOutput()
+		debs, _ := filepath.Glob(filepath.Join(dist, "ods-keyguard_*_*.deb"))
+		if err != nil || len(debs) != 1 || !strings.Contains(string(out), debs[0]) {
+			debOnce.err = fmt.Errorf("make deb: %v: made %v\n%s", err, debs, out)
+			return
+		}
+		debOnce.deb = debs[0]
+	})
+	if debOnce.err != nil {
+		t.Fatal(debOnce.err)
+	}
+	return debOnce.deb
+}
+
+// make deb builds a package that lintian accepts even pedantically, with
+// md5sums and the hardening flags, that installs every path into a scratch
+// root with its postinst, and whose plugin link runs check.
+func TestDebianPackage(t *testing.T) {
+	sandbox.NeedTools(t, "lintian", "systemd-analyze", "man", "bash")
+	deb := buildDeb(t)
+	// Every tag, info and pedantic ones included, is a finding.
+	l := runTool(t, ".", nil, "lintian", "-I", "-E", "--pedantic", "--tag-display-limit", "0", deb)
+	// As root (CI), lintian says so on stderr: not a finding.
+	l = strings.Replace(l, "running with root privileges is not recommended!\n", "", 1)
+	if strings.TrimSpace(l) != "" {
+		t.Errorf("lintian -I -E --pedantic:\n%s", l)
 	}
 	root := t.TempDir()
 	runTool(t, ".", nil, "dpkg-deb", "-x", deb, root)
@@ -88,23 +134,28 @@ func TestDebianPackage(t *testing.T) {
 	runTool(t, ".", nil, "dpkg-deb", "-e", deb, control)
 	runTool(t, ".", []string{"DPKG_ROOT=" + root}, filepath.Join(control, "postinst"), "configure")
 	for path, want := range map[string]string{
-		"usr/sbin/ods-keyguard":                                         "file",
-		"usr/sbin/ods-keyguard-ds-submit":                               "-> ods-keyguard",
-		"usr/sbin/ods-keyguard-ds-retract":                              "-> ods-keyguard",
-		"usr/lib/nagios/plugins/check_ods_keyguard":                     "-> ../../../sbin/ods-keyguard",
-		"etc/nagios-plugins/config/ods-keyguard.cfg":                    "check_ods_keyguard",
-		"usr/share/icinga2/include/plugins-contrib.d/ods-keyguard.conf": `object CheckCommand "ods_keyguard"`,
-		"usr/share/man/man8/ods-keyguard.8.gz":                          "file",
-		"usr/share/man/man8/ods-keyguard-ds-submit.8.gz":                "-> ods-keyguard.8.gz",
-		"usr/share/bash-completion/completions/ods-keyguard":            "--generate-bash-completion",
-		"lib/systemd/system/ods-keyguard-textfile.service":              "SuccessExitStatus=1 2",
-		"lib/systemd/system/ods-keyguard-textfile.timer":                "OnUnitActiveSec=5min",
-		"usr/share/doc/ods-keyguard/examples/keyguard.toml":             "state_dir",
-		"usr/share/doc/ods-keyguard/schema/check.json":                  "ods-keyguard/check/1",
-		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml":    "ods_keyguard_unbacked_in_use",
-		"usr/share/doc/ods-keyguard/copyright":                          "BSD-2-clause",
-		"usr/share/doc/ods-keyguard/changelog.gz":                       "file",
-		"var/lib/opendnssec/keyguard":                                   "dir",
+		"usr/sbin/ods-keyguard":                                           "file",
+		"usr/sbin/ods-keyguard-ds-submit":                                 "-> ods-keyguard",
+		"usr/sbin/ods-keyguard-ds-retract":                                "-> ods-keyguard",
+		"usr/lib/nagios/plugins/check_ods_keyguard":                       "-> ../../../sbin/ods-keyguard",
+		"etc/nagios-plugins/config/ods-keyguard.cfg":                      "check_ods_keyguard_spare_sudo",
+		"usr/share/icinga2/include/plugins-contrib.d/ods-keyguard.conf":   `object CheckCommand "ods_keyguard"`,
+		"usr/share/man/man8/ods-keyguard.8.gz":                            "file",
+		"usr/share/man/man5/keyguard.toml.5.gz":                           "file",
+		"usr/share/man/man8/ods-keyguard-ds-submit.8.gz":                  "-> ods-keyguard.8.gz",
+		"usr/share/bash-completion/completions/ods-keyguard":              "_ods_keyguard_flags",
+		"lib/systemd/system/ods-keyguard-textfile.service":                "SuccessExitStatus=1 2",
+		"lib/systemd/system/ods-keyguard-textfile.timer":                  "OnUnitActiveSec=5min",
+		"usr/share/doc/ods-keyguard/README.md.gz":                         "file",
+		"usr/share/doc/ods-keyguard/examples/keyguard.toml":               "state_dir",
+		"usr/share/doc/ods-keyguard/examples/sudoers":                     "NOPASSWD: /usr/lib/nagios/plugins/check_ods_keyguard -t 10",
+		"usr/share/doc/ods-keyguard/examples/nrpe.cfg":                    "command[check_ods_keyguard]=/usr/lib/nagios/plugins/check_ods_keyguard --sudo -t 10",
+		"usr/share/doc/ods-keyguard/schema/check.json":                    "ods-keyguard/check/1",
+		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml":      "absent(ods_keyguard_up)",
+		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.test.yml": "rule_files",
+		"usr/share/doc/ods-keyguard/copyright":                            "BSD-2-clause",
+		"usr/share/doc/ods-keyguard/changelog.gz":                         "file",
+		"var/lib/opendnssec/keyguard":                                     "dir",
 	} {
 		p := filepath.Join(root, path)
 		fi, err := os.Lstat(p)
@@ -131,9 +182,24 @@ func TestDebianPackage(t *testing.T) {
 			}
 		}
 	}
+	// md5sums lists every file but the conffile, and they match.
+	sums, err := os.ReadFile(filepath.Join(control, "md5sums"))
+	if err != nil || !bytes.Contains(sums, []byte("  usr/sbin/ods-keyguard\n")) || bytes.Contains(sums, []byte(" etc/")) {
+		t.Errorf("md5sums: %v\n%s", err, sums)
+	}
+	check := exec.Command("md5sum", "--check", "--quiet", filepath.Join(control, "md5sums"))
+	check.Dir = root
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("md5sum --check: %v\n%s", err, out)
+	}
+	// One version: the package's is what --version and check -V print.
+	pkgVersion := strings.TrimSpace(runTool(t, ".", nil, "dpkg-deb", "-f", deb, "Version"))
+	if v := runTool(t, ".", nil, filepath.Join(root, "usr/sbin/ods-keyguard"), "--version"); v != "ods-keyguard version "+pkgVersion+"\n" {
+		t.Errorf("--version: %q, package %q", v, pkgVersion)
+	}
 	// The plugin link is check: -V and -h as the plugin guidelines ask.
 	plugin := filepath.Join(root, "usr/lib/nagios/plugins/check_ods_keyguard")
-	if v := runTool(t, ".", nil, plugin, "-V"); !strings.HasPrefix(v, "check_ods_keyguard (ods-keyguard) ") {
+	if v := runTool(t, ".", nil, plugin, "-V"); v != "check_ods_keyguard (ods-keyguard) "+pkgVersion+"\n" {
 		t.Errorf("-V: %q", v)
 	}
 	if h := runTool(t, ".", nil, plugin, "-h"); !strings.Contains(h, "monitoring plugin") || !strings.Contains(h, "--critical-spare RANGE, -c RANGE") {
@@ -144,7 +210,20 @@ func TestDebianPackage(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.HasPrefix(string(o), "KEYGUARD UNKNOWN - config ") {
 		t.Errorf("the plugin without a configuration: %v %q", err, o)
 	}
-	// The units are valid systemd units; the alert rules valid Prometheus rules.
+	// The man pages as man formats them: no warning.
+	for _, page := range []string{"usr/share/man/man8/ods-keyguard.8.gz", "usr/share/man/man5/keyguard.toml.5.gz"} {
+		c := exec.Command("man", "--warnings", "-E", "UTF-8", "-l", filepath.Join(root, page))
+		c.Env = append(os.Environ(), "MANWIDTH=80", "LC_ALL=C.UTF-8", "MAN_DISABLE_SECCOMP=1")
+		var stdout, stderr bytes.Buffer
+		c.Stdout, c.Stderr = &stdout, &stderr
+		if err := c.Run(); err != nil || stderr.Len() > 0 || !bytes.Contains(stdout.Bytes(), []byte("SEE ALSO")) {
+			t.Errorf("man --warnings -l %s: %v\n%s", page, err, stderr.String())
+		}
+	}
+	// Completion, through bash's compgen, of every command's flags.
+	testCompletion(t, filepath.Join(root, "usr/share/bash-completion/completions/ods-keyguard"))
+	// The units are valid systemd units; the alert rules valid Prometheus
+	// rules whose every alert is tested.
 	units := filepath.Join(root, "lib/systemd/system")
 	// The unit runs /bin/mkdir, which the scratch root lacks: lend it.
 	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
@@ -156,6 +235,235 @@ func TestDebianPackage(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	if _, err := exec.LookPath("promtool"); err == nil || strictTools {
-		runTool(t, ".", nil, "promtool", "check", "rules", filepath.Join(root, "usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml"))
+		examples := filepath.Join(root, "usr/share/doc/ods-keyguard/examples")
+		runTool(t, ".", nil, "promtool", "check", "rules", filepath.Join(examples, "ods-keyguard.rules.yml"))
+		runTool(t, examples, nil, "promtool", "test", "rules", "ods-keyguard.rules.test.yml")
+	}
+}
+
+// testCompletion sources the completion script in bash and completes
+// "ods-keyguard CMD --" for every command: every visible flag is offered,
+// and nothing runs the program.
+func testCompletion(t *testing.T, script string) {
+	t.Helper()
+	var cases []string
+	var want [][]string
+	var walk func(path string, cmds []*cli.Command, flags []cli.Flag)
+	walk = func(path string, cmds []*cli.Command, flags []cli.Flag) {
+		var names []string
+		for _, f := range flags {
+			if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
+				continue
+			}
+			for _, n := range f.Names() {
+				if len(n) > 1 {
+					names = append(names, "--"+n)
+				}
+			}
+		}
+		cases = append(cases, path)
+		want = append(want, names)
+		for _, c := range cmds {
+			if !c.Hidden {
+				walk(path+" "+c.Name, c.Subcommands, c.Flags)
+			}
+		}
+	}
+	app := newApp(nil, io.Discard, io.Discard)
+	walk("ods-keyguard", app.Commands, app.Flags)
+	var sh strings.Builder
+	fmt.Fprintf(&sh, "source %q\n", script)
+	sh.WriteString("c() { COMP_WORDS=($1 \"$2\"); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _ods_keyguard; echo \"${COMPREPLY[*]}\"; }\n")
+	for _, c := range cases {
+		fmt.Fprintf(&sh, "c %q --\n", c)
+	}
+	// A flag's value is never completed by running the program: after
+	// --operator nothing is offered, after --config file names are.
+	sh.WriteString("c 'ods-keyguard backup done --operator' ''\n")
+	fmt.Fprintf(&sh, "c 'ods-keyguard status --config' %q\n", script)
+	sh.WriteString("c 'ods-keyguard backup' ''\n")
+	sh.WriteString("c 'check_ods_keyguard' --cr\n")
+	// ods-keyguard is not on PATH here: completing must not need it.
+	c := exec.Command("bash", "--norc", "--noprofile", "-c", sh.String())
+	c.Env = []string{"PATH=/usr/bin:/bin"}
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bash: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(cases)+4 {
+		t.Fatalf("completion printed %d lines for %d cases:\n%s", len(lines), len(cases)+4, out)
+	}
+	for i, c := range cases {
+		got := " " + lines[i] + " "
+		for _, f := range want[i] {
+			if !strings.Contains(got, " "+f+" ") {
+				t.Errorf("%s --<TAB>: %q lacks %s", c, lines[i], f)
+			}
+		}
+	}
+	tail := lines[len(cases):]
+	for i, w := range []string{"", script, "prepare done rollback history", "--critical-spare"} {
+		if tail[i] != w {
+			t.Errorf("completion case %d: %q, want %q", i, tail[i], w)
+		}
+	}
+}
+
+// The hand-written man pages keep up with the program: every command and
+// every flag is in ods-keyguard(8), every key of keyguard.toml in
+// keyguard.toml(5) and in ods-keyguard(8)'s CONFIGURATION.
+func TestManPagesComplete(t *testing.T) {
+	page8, err := os.ReadFile("packaging/ods-keyguard.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page5, err := os.ReadFile("packaging/keyguard.toml.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	man8 := strings.ReplaceAll(string(page8), `\-`, "-")
+	var walk func(path string, cmds []*cli.Command, flags []cli.Flag)
+	walk = func(path string, cmds []*cli.Command, flags []cli.Flag) {
+		if path != "" && !regexp.MustCompile(`(?m)^\.SS (.*, )?`+regexp.QuoteMeta(path)+`( |,|$)`).MatchString(man8) {
+			t.Errorf("ods-keyguard(8) has no section for %q", path)
+		}
+		for _, f := range flags {
+			if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
+				continue
+			}
+			if n := f.Names()[0]; !strings.Contains(man8, "--"+n) {
+				t.Errorf("ods-keyguard(8) does not name %s --%s", path, n)
+			}
+		}
+		for _, c := range cmds {
+			if !c.Hidden {
+				walk(strings.TrimSpace(path+" "+c.Name), c.Subcommands, c.Flags)
+			}
+		}
+	}
+	app := newApp(nil, io.Discard, io.Discard)
+	walk("", app.Commands, app.Flags)
+	conf := man8[strings.Index(man8, ".SH CONFIGURATION"):strings.Index(man8, ".SH ENVIRONMENT")]
+	for _, key := range tomlKeys(reflect.TypeOf(config.Config{}), "") {
+		name := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(page5), ".B "+name+"\n") {
+			t.Errorf("keyguard.toml(5) does not describe %s", key)
+		}
+		if !strings.Contains(conf, name) {
+			t.Errorf("ods-keyguard(8) CONFIGURATION does not name %s", key)
+		}
+	}
+	for _, section := range []string{"SYNOPSIS", "EXIT STATUS", "FILES", "ENVIRONMENT", "CONFIGURATION", "SEE ALSO"} {
+		if !strings.Contains(man8, ".SH "+section+"\n") {
+			t.Errorf("ods-keyguard(8) has no %s section", section)
+		}
+	}
+}
+
+// tomlKeys lists the keys of a configuration struct: "hooks.timeout".
+func tomlKeys(typ reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		tag := f.Tag.Get("toml")
+		if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+			keys = append(keys, tomlKeys(f.Type, prefix)...)
+			continue
+		}
+		if tag == "" || tag == "-" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Map || ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+			if ft.Kind() == reflect.Map && ft.Elem().Kind() != reflect.Struct {
+				break
+			}
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct {
+			keys = append(keys, tomlKeys(ft, prefix+tag+".")...)
+			continue
+		}
+		keys = append(keys, prefix+tag)
+	}
+	return keys
+}
+
+// The shipped alerting rules pass promtool's own unit tests, and every
+// alert has one.
+func TestPrometheusRules(t *testing.T) {
+	sandbox.NeedTools(t, "promtool")
+	runTool(t, "packaging", nil, "promtool", "test", "rules", "ods-keyguard.rules.test.yml")
+	rules, err := os.ReadFile("packaging/ods-keyguard.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("packaging/ods-keyguard.rules.test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := regexp.MustCompile(`(?m)^\s+- alert: (\S+)$`).FindAllStringSubmatch(string(rules), -1)
+	if len(alerts) == 0 {
+		t.Fatal("no alerts in the rules")
+	}
+	for _, a := range alerts {
+		fire := regexp.MustCompile(`(?m)^\s+alertname: ` + a[1] + `\n\s+exp_alerts:\n\s+- exp_labels:`)
+		quiet := regexp.MustCompile(`(?m)^\s+alertname: ` + a[1] + `\n\s+exp_alerts: \[\]`)
+		if !fire.Match(tests) || !quiet.Match(tests) {
+			t.Errorf("alert %s: the tests need a case where it fires and one where it does not", a[1])
+		}
+	}
+}
+
+// The package installs into a real root: a chroot onto an overlay of this
+// host's root in a mount namespace of its own, so the host stays as it
+// was. There dpkg -i, debsums, dpkg -r refused while conf.xml names the
+// hooks (with the timer enabled and its textfile written), dpkg -r and
+// dpkg -P, as testdata/package/install.sh asserts step by step. systemd
+// does not run in the chroot: the daemon-reload and stop are not exercised.
+func TestDebianPackageInstall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if strictTools {
+			t.Fatal("needs root (a mount namespace, an overlay, chroot), and CI does not skip")
+		}
+		t.Skip("needs root")
+	}
+	sandbox.NeedTools(t, "unshare", "chroot", "mount", "setpriv", "dpkg", "debsums", "perl", "sudo", "visudo")
+	deb := buildDeb(t)
+	dir := t.TempDir()
+	upper, work, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
+	pkg := filepath.Join(upper, "tmp/pkg")
+	for _, d := range []string{pkg, work, merged} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runTool(t, ".", nil, "cp", deb, filepath.Join(pkg, "ods-keyguard.deb"))
+	runTool(t, ".", nil, "cp", "testdata/package/install.sh", filepath.Join(pkg, "install.sh"))
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-ec",
+		`mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"
+		mount --rbind /dev "$3/dev"
+		mount -t proc proc "$3/proc"
+		exec chroot "$3" /bin/sh /tmp/pkg/install.sh`, "sh", upper, work, merged)
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("install.sh in the chroot: %v", err)
+	}
+	for _, want := range []string{
+		"installed: install ok installed ",
+		"version: ods-keyguard version " + strings.TrimSpace(runTool(t, ".", nil, "dpkg-deb", "-f", deb, "Version")) + "\n",
+		"debsums: clean\n",
+		"sudo route: 3 KEYGUARD UNKNOWN - config /etc/opendnssec/keyguard.toml: unknown key \"marker\"\n",
+		"sudo refused: 3 KEYGUARD UNKNOWN - sudo -n /usr/lib/nagios/plugins/check_ods_keyguard: sudo: a password is required\n",
+		"refused: /srv/ods/conf.xml\n",
+		"refused: /srv/ods2/conf.xml\n",
+		"removed: deinstall ok config-files\n",
+		"state_dir kept: history.json\n",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("install.sh did not say %q", want)
+		}
 	}
 }

@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
+
+	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 )
 
@@ -56,4 +62,81 @@ func TestTrackedFiles(t *testing.T) {
 			t.Errorf("%s: binary content tracked in git: a build output? remove it and list it in .gitignore", name)
 		}
 	}
+}
+
+// The README's minimal configuration loads as written on a host with
+// Debian's OpenDNSSEC (/etc/opendnssec/conf.xml, as scripts/setup.sh
+// installs it), and every other keyguard.toml fragment it shows is made of
+// keys ods-keyguard knows.
+func TestREADMEConfigurations(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	text = text[strings.Index(text, "\n## Configuration\n"):]
+	text = text[:strings.Index(text[1:], "\n## ")]
+	blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(text, -1)
+	if len(blocks) < 4 {
+		t.Fatalf("%d toml blocks in the README's Configuration, want the minimal one, a mirror, the hooks and a backup token", len(blocks))
+	}
+	dir := t.TempDir()
+	minimal := filepath.Join(dir, "minimal.toml")
+	if err := os.WriteFile(minimal, []byte(blocks[0][1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/etc/opendnssec/conf.xml"); err == nil || sandbox.Strict {
+		if _, err := config.Load(minimal); err != nil {
+			t.Errorf("the minimal configuration: %v", err)
+		}
+	}
+	// The fragments: strict decoding, the PIN files and conf.xml aside.
+	known := map[string]bool{}
+	for _, k := range tomlKeys(reflect.TypeOf(config.Config{}), "") {
+		known[k] = true
+	}
+	for _, b := range blocks {
+		var doc map[string]any
+		if _, err := toml.Decode(b[1], &doc); err != nil {
+			t.Errorf("README toml block does not parse: %v\n%s", err, b[1])
+			continue
+		}
+		for _, k := range flatKeys(doc, "") {
+			if !known[k] {
+				t.Errorf("README toml block: unknown key %s", k)
+			}
+		}
+	}
+}
+
+// flatKeys lists a decoded TOML document's keys as tomlKeys names them:
+// tables by their field names, [repository.NAME] and [backup_token.NAME]
+// without NAME, env and new_zones as values.
+func flatKeys(doc map[string]any, prefix string) []string {
+	var keys []string
+	for k, v := range doc {
+		switch v := v.(type) {
+		case map[string]any:
+			if prefix == "" && (k == "repository" || k == "backup_token") {
+				for _, inner := range v {
+					if m, ok := inner.(map[string]any); ok {
+						keys = append(keys, flatKeys(m, k+".")...)
+					}
+				}
+				continue
+			}
+			if k == "env" || k == "new_zones" {
+				keys = append(keys, prefix+k)
+				continue
+			}
+			keys = append(keys, flatKeys(v, prefix+k+".")...)
+		case []map[string]any:
+			for _, m := range v {
+				keys = append(keys, flatKeys(m, prefix+k+".")...)
+			}
+		default:
+			keys = append(keys, prefix+k)
+		}
+	}
+	return keys
 }

@@ -243,6 +243,9 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 		return nil, fmt.Errorf("token %q: %d tokens carry that label in %s", t.Label, len(match), t.Module)
 	}
 	ti := match[0]
+	if err := unreadableObjects(t.Module, ti.Serial); err != nil {
+		return nil, fmt.Errorf("token %q: %w", t.Label, err)
+	}
 	s, err := m.Login(ti.Slot, t.PIN.Reveal())
 	if err != nil {
 		return nil, fmt.Errorf("token %q: login: %w", t.Label, err)

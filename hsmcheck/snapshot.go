@@ -13,8 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 )
 
 // SoftHSMv2 tokens are read from a private copy of their folder, never in
@@ -64,11 +62,6 @@ const (
 	snapshotBackoff  = 2 * time.Millisecond
 	maxObjectFile    = 1 << 20
 )
-
-// isSoftHSM reports whether module is SoftHSMv2's library.
-func isSoftHSM(module string) bool {
-	return strings.Contains(strings.ToLower(filepath.Base(module)), "softhsm")
-}
 
 // snapshotFolder makes the folder for the copies, private to this user:
 // under TMPDIR when it is set, else in memory (/dev/shm: 20,000 files cost
@@ -159,10 +152,10 @@ func (m snapshotModule) Close() error {
 // snapshotSoftHSM copies the tokens of the SoftHSMv2 configured by conf
 // into dir and writes a configuration for the copy, whose path it returns.
 // It opens every file of the live token read-only and writes nothing
-// there. Token folders this user cannot read are left out, as SoftHSMv2
-// leaves them out; an object file it cannot read is an error (the key is
-// not known to be absent); an object file that keeps changing without
-// ever reading whole is a *BusyError.
+// there. Folders and files this user cannot read are left out, as
+// SoftHSMv2 leaves them out (softHSMHint and unreadableObjects name them,
+// so that such a key is UNKNOWN, never missing); an object file that keeps
+// changing without ever reading whole is a *BusyError.
 func snapshotSoftHSM(conf, dir string) (string, error) {
 	text, _, err := readRegular(conf, 1<<20)
 	if err != nil {
@@ -235,8 +228,11 @@ func copyTokenFolder(src, dst string) error {
 			continue
 		}
 		b, err := readObjectFile(filepath.Join(src, name))
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errDeadFile) {
-			continue // destroyed while we copied, or no object for SoftHSMv2 either
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errDeadFile) || errors.Is(err, fs.ErrPermission) {
+			// Destroyed while we copied, no object for SoftHSMv2 either, or
+			// one it would skip unseen as well: unreadableObjects names
+			// those, on the token itself.
+			continue
 		}
 		if err != nil {
 			return err
@@ -257,10 +253,7 @@ func readObjectFile(path string) ([]byte, error) {
 	for attempt := 0; attempt < snapshotAttempts; attempt++ {
 		b, mtime, err := readRegular(path, maxObjectFile)
 		if err != nil {
-			if errors.Is(err, fs.ErrPermission) {
-				return nil, fmt.Errorf("SoftHSMv2 object file %s: %w: %s", path, fs.ErrPermission, perm.Hint(path))
-			}
-			if errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
 				return nil, err
 			}
 			return nil, fmt.Errorf("SoftHSMv2 object file: %w", err)

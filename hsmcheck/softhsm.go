@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 )
@@ -13,15 +14,15 @@ import (
 // softHSMConf is SoftHSMv2's configuration file when SOFTHSM2_CONF is unset.
 const softHSMConf = "/etc/softhsm/softhsm2.conf"
 
-// softHSMHint says which of SoftHSMv2's files this process may not read,
-// and who could: its configuration, its token folder, or a token's folder
-// (SoftHSMv2 skips a token it cannot read, so the token looks absent).
-// It says nothing for another module, or when all can be read. It runs in
-// the reader's process, whose environment is the token's.
-func softHSMHint(module string) string {
-	if !strings.Contains(strings.ToLower(filepath.Base(module)), "softhsm") {
-		return ""
-	}
+// isSoftHSM says whether module is SoftHSMv2, by its file name.
+func isSoftHSM(module string) bool {
+	return strings.Contains(strings.ToLower(filepath.Base(module)), "softhsm")
+}
+
+// softHSMTokenDir is SoftHSMv2's token folder (directories.tokendir) in
+// the configuration this process's environment names, or "" with a hint
+// when the configuration cannot be read.
+func softHSMTokenDir() (dir, hint string) {
 	conf := os.Getenv("SOFTHSM2_CONF")
 	if conf == "" {
 		conf = softHSMConf
@@ -29,12 +30,11 @@ func softHSMHint(module string) string {
 	f, err := os.Open(conf)
 	if err != nil {
 		if os.IsPermission(err) {
-			return fmt.Sprintf("SoftHSMv2 cannot read its configuration %s: %s", conf, perm.Hint(conf))
+			return "", fmt.Sprintf("SoftHSMv2 cannot read its configuration %s: %s", conf, perm.Hint(conf))
 		}
-		return ""
+		return "", ""
 	}
 	defer f.Close()
-	dir := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), "=")
@@ -42,8 +42,21 @@ func softHSMHint(module string) string {
 			dir = strings.TrimSpace(v)
 		}
 	}
-	if dir == "" {
+	return dir, ""
+}
+
+// softHSMHint says which of SoftHSMv2's files this process may not read,
+// and who could: its configuration, its token folder, or a token's folder
+// (SoftHSMv2 skips a token it cannot read, so the token looks absent).
+// It says nothing for another module, or when all can be read. It runs in
+// the reader's process, whose environment is the token's.
+func softHSMHint(module string) string {
+	if !isSoftHSM(module) {
 		return ""
+	}
+	dir, hint := softHSMTokenDir()
+	if dir == "" {
+		return hint
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -60,8 +73,84 @@ func softHSMHint(module string) string {
 		if _, err := os.ReadDir(p); err != nil && os.IsPermission(err) {
 			return fmt.Sprintf("SoftHSMv2 skips the token folder %s, which this user cannot read: %s", p, perm.Hint(p))
 		}
+		if tok := filepath.Join(p, "token.object"); syscall.Access(tok, 0x4) != nil && !isNotExist(tok) {
+			return fmt.Sprintf("SoftHSMv2 skips the token in %s, whose token.object this user cannot read: %s", p, perm.Hint(tok))
+		}
 	}
 	return ""
+}
+
+// softHSMSerial is the serial number SoftHSMv2 gives the token whose folder
+// is named uuid: characters 19-22 and 24-35 of the UUID.
+func softHSMSerial(uuid string) string {
+	if len(uuid) != 36 || uuid[23] != '-' {
+		return ""
+	}
+	return uuid[19:23] + uuid[24:]
+}
+
+// unreadableObjects is an error when this process cannot read some of the
+// object files of the SoftHSMv2 token with serial: SoftHSMv2 skips an
+// object file it cannot open, so the key on it would look missing, and
+// PKCS#11 cannot tell that from a key that is gone. SoftHSMv2 makes each
+// object file 0600 whatever the umask, so a monitoring user that reads
+// the token as a group member loses sight of every key made since the last
+// chmod. Nil for another module, for root, or when the folder cannot be
+// listed (softHSMHint speaks of that). Without a folder named for serial,
+// every token folder is looked at: a wrong UNKNOWN costs less than a wrong
+// "missing".
+func unreadableObjects(module, serial string) error {
+	if !isSoftHSM(module) || os.Geteuid() == 0 {
+		return nil
+	}
+	dir, _ := softHSMTokenDir()
+	if dir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var folders []string
+	for _, e := range entries {
+		if e.IsDir() && serial != "" && softHSMSerial(e.Name()) == serial {
+			folders = []string{filepath.Join(dir, e.Name())}
+			break
+		}
+		if e.IsDir() {
+			folders = append(folders, filepath.Join(dir, e.Name()))
+		}
+	}
+	for _, folder := range folders {
+		files, err := os.ReadDir(folder)
+		if err != nil {
+			continue
+		}
+		var bad []string
+		for _, f := range files {
+			if f.IsDir() || !strings.HasSuffix(f.Name(), ".object") {
+				continue
+			}
+			// R_OK; a file deleted meanwhile is no longer a key.
+			if err := syscall.Access(filepath.Join(folder, f.Name()), 0x4); err != nil && !os.IsNotExist(err) {
+				bad = append(bad, f.Name())
+			}
+		}
+		if len(bad) == 0 {
+			continue
+		}
+		names := strings.Join(bad, ", ")
+		if len(bad) > 3 {
+			names = fmt.Sprintf("%s, +%d more", strings.Join(bad[:3], ", "), len(bad)-3)
+		}
+		hint := perm.Hint(filepath.Join(folder, bad[0]))
+		if rest, ok := strings.CutSuffix(hint, "chmod g+rX "+filepath.Join(folder, bad[0])); ok {
+			hint = rest + "chmod g+r " + folder + "/*.object"
+		}
+		return fmt.Errorf("cannot read %d object files in token folder %s (%s), whose keys SoftHSMv2 then skips: %s",
+			len(bad), folder, names, strings.Replace(hint, "needs read access to it", "needs read access to them", 1))
+	}
+	return nil
 }
 
 // withSoftHSMHint adds softHSMHint's finding to msg, if it has one.
@@ -70,4 +159,10 @@ func withSoftHSMHint(msg, module string) string {
 		return msg + "; " + h
 	}
 	return msg
+}
+
+// isNotExist says whether path is not there at all.
+func isNotExist(path string) bool {
+	_, err := os.Lstat(path)
+	return os.IsNotExist(err)
 }

@@ -210,6 +210,13 @@ func (rep *Report) Prometheus() string {
 			fmt.Fprintf(&b, "ods_keyguard_last_backup_timestamp_seconds{repository=\"%s\"} %d\n", esc.Replace(a.Repository), a.Last.Ended.Unix())
 		}
 	}
+	// [backup] as configured, so that alerts on the backup age follow it.
+	if o := rep.Options; o.Interval > 0 {
+		metric("ods_keyguard_backup_interval_seconds", "[backup] interval: a last confirmed backup older than this is overdue (WARNING).", "gauge")
+		fmt.Fprintf(&b, "ods_keyguard_backup_interval_seconds %d\n", int64(o.Interval.Seconds()))
+		metric("ods_keyguard_backup_grace_seconds", "[backup] grace: a last confirmed backup older than interval plus this is CRITICAL.", "gauge")
+		fmt.Fprintf(&b, "ods_keyguard_backup_grace_seconds %d\n", int64(o.Grace.Seconds()))
+	}
 	type series struct{ name, help string }
 	for _, s := range []series{
 		{"ods_keyguard_pool_spare_keys", "Backed-up keys at the pool's head beyond those needed until the next backup."},

@@ -6,48 +6,69 @@ set -eu
 cd "$(dirname "$0")/.."
 DIST=${DIST:-dist}
 GO=${GO:-go}
-base=$(cat packaging/VERSION)
-if git rev-parse --short=12 HEAD >/dev/null 2>&1; then
-	stamp=$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S)
-	version="$base+git$stamp.$(git rev-parse --short=12 HEAD)"
-else
-	version=$base
-fi
+version=$(packaging/version.sh)
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root=$stage/root
 
+doc=$root/usr/share/doc/ods-keyguard
 install -d -m 0755 "$root/DEBIAN" "$root/usr/sbin" "$root/usr/lib/nagios/plugins" \
 	"$root/etc/nagios-plugins/config" "$root/usr/share/icinga2/include/plugins-contrib.d" \
-	"$root/usr/share/man/man8" "$root/usr/share/bash-completion/completions" \
-	"$root/lib/systemd/system" "$root/usr/share/doc/ods-keyguard/examples"
+	"$root/usr/share/man/man8" "$root/usr/share/man/man5" "$root/usr/share/bash-completion/completions" \
+	"$root/lib/systemd/system" "$doc/examples" "$root/usr/share/lintian/overrides"
 
-CGO_ENABLED=1 $GO build -trimpath -buildvcs=auto -buildmode=pie -ldflags "-s -w" -o "$root/usr/sbin/ods-keyguard" .
+# Debian's hardening flags (PIE, RELRO, BIND_NOW, fortify, stack
+# protector) for the cgo part and the external link; the version the
+# package carries, for --version.
+export DEB_BUILD_MAINT_OPTIONS=hardening=+all
+export CGO_CFLAGS="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
+export CGO_LDFLAGS="$(dpkg-buildflags --get LDFLAGS)"
+CGO_ENABLED=1 $GO build -trimpath -buildvcs=auto -buildmode=pie \
+	-ldflags "-s -w -linkmode=external -extldflags '$CGO_LDFLAGS' -X main.buildVersion=$version" \
+	-o "$root/usr/sbin/ods-keyguard" .
+objcopy --remove-section=.comment "$root/usr/sbin/ods-keyguard"
 chmod 0755 "$root/usr/sbin/ods-keyguard"
 ln -s ods-keyguard "$root/usr/sbin/ods-keyguard-ds-submit"
 ln -s ods-keyguard "$root/usr/sbin/ods-keyguard-ds-retract"
 ln -s ../../../sbin/ods-keyguard "$root/usr/lib/nagios/plugins/check_ods_keyguard"
 
-"$root/usr/sbin/ods-keyguard" __manpage | gzip -9n > "$root/usr/share/man/man8/ods-keyguard.8.gz"
+# The man pages, written by hand; the date of the commit built.
+date=$(date -u -d @"$(git log -1 --format=%ct 2>/dev/null || date +%s)" +%Y-%m-%d)
+for page in ods-keyguard.8 keyguard.toml.5; do
+	sed "s/@VERSION@/$version/; s/@DATE@/$date/" "packaging/$page" | gzip -9n > "$root/usr/share/man/man${page##*.}/$page.gz"
+done
 ln -s ods-keyguard.8.gz "$root/usr/share/man/man8/ods-keyguard-ds-submit.8.gz"
 ln -s ods-keyguard.8.gz "$root/usr/share/man/man8/ods-keyguard-ds-retract.8.gz"
 
 install -m 0644 packaging/nagios-ods-keyguard.cfg "$root/etc/nagios-plugins/config/ods-keyguard.cfg"
 install -m 0644 packaging/icinga2-ods-keyguard.conf "$root/usr/share/icinga2/include/plugins-contrib.d/ods-keyguard.conf"
-install -m 0644 packaging/bash-completion "$root/usr/share/bash-completion/completions/ods-keyguard"
+# Completion of every command and flag, from the program's command tree.
+"$root/usr/sbin/ods-keyguard" __bash-completion > "$root/usr/share/bash-completion/completions/ods-keyguard"
+chmod 0644 "$root/usr/share/bash-completion/completions/ods-keyguard"
 install -m 0644 packaging/ods-keyguard-textfile.service packaging/ods-keyguard-textfile.timer "$root/lib/systemd/system/"
-install -m 0644 conf.toml.example "$root/usr/share/doc/ods-keyguard/examples/keyguard.toml"
-install -m 0644 packaging/ods-keyguard.rules.yml "$root/usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml"
-install -m 0644 packaging/copyright "$root/usr/share/doc/ods-keyguard/copyright"
+install -m 0644 conf.toml.example "$doc/examples/keyguard.toml"
+install -m 0644 packaging/ods-keyguard.rules.yml "$doc/examples/ods-keyguard.rules.yml"
+install -m 0644 packaging/ods-keyguard.rules.test.yml "$doc/examples/ods-keyguard.rules.test.yml"
+install -m 0644 packaging/sudoers.example "$doc/examples/sudoers"
+install -m 0644 packaging/nrpe.example "$doc/examples/nrpe.cfg"
+install -m 0644 packaging/copyright "$doc/copyright"
+# The README the Nagios definitions and the man page point to.
+gzip -9n < README.md > "$doc/README.md.gz"
+chmod 0644 "$doc/README.md.gz"
 # The JSON Schemas of the --json documents: an interface, documented.
-install -d "$root/usr/share/doc/ods-keyguard/schema"
-install -m 0644 schema/*.json "$root/usr/share/doc/ods-keyguard/schema/"
+install -d "$doc/schema"
+install -m 0644 schema/*.json "$doc/schema/"
 sed "s/@VERSION@/$version/; s/@DATE@/$(date -R -d @"$(git log -1 --format=%ct 2>/dev/null || date +%s)")/" \
-	packaging/changelog.in | gzip -9n > "$root/usr/share/doc/ods-keyguard/changelog.gz"
+	packaging/changelog.in | gzip -9n > "$doc/changelog.gz"
+install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ods-keyguard"
 
-install -m 0755 packaging/postinst "$root/DEBIAN/postinst"
+install -m 0755 packaging/postinst packaging/prerm packaging/postrm "$root/DEBIAN/"
 echo /etc/nagios-plugins/config/ods-keyguard.cfg > "$root/DEBIAN/conffiles"
+# md5sums of every file but the conffiles, for debsums and dpkg --verify.
+(cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print |
+	sed 's|^\./||' | LC_ALL=C sort | xargs md5sum) > "$root/DEBIAN/md5sums"
+chmod 0644 "$root/DEBIAN/md5sums"
 size=$(du -k -s --exclude=DEBIAN "$root" | cut -f1)
 sed "s/@VERSION@/$version/; s/@ARCH@/$arch/; s/@SIZE@/$size/" packaging/control.in > "$root/DEBIAN/control"
 

@@ -2,8 +2,8 @@
 # Installs what ods-keyguard's demo and tests need on Debian bookworm: the
 # real parts the tests start (SoftHSMv2, OpenDNSSEC's enforcer, BIND as a
 # parent, MariaDB, Nagios Core) and the tools they check with (pkcs11-tool,
-# sqlite3, dig, lintian, promtool, dpkg-deb). Does nothing when they are
-# there already.
+# sqlite3, dig, lintian, promtool, dpkg-deb, debsums, man, sudo). Does
+# nothing when they are there already.
 set -eu
 need=""
 want() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
@@ -19,6 +19,15 @@ want promtool prometheus
 want lintian lintian
 want dpkg-shlibdeps dpkg-dev
 want systemd-analyze systemd
+# The package test: debsums on the installed package, the man pages through
+# man --warnings, check --sudo through a real sudo, the install in a chroot
+# (unshare and mount from util-linux and mount, objcopy from binutils).
+want debsums debsums
+want man man-db
+want sudo sudo
+want objcopy binutils
+want unshare util-linux
+want mount mount
 # The MySQL build of the enforcer conflicts with opendnssec; the tests unpack
 # it from its .deb, whose client library must be installed.
 [ -e /usr/lib/x86_64-linux-gnu/libmariadb.so.3 ] || [ -n "$(ls /usr/lib/*/libmariadb.so.3 2>/dev/null)" ] || need="$need libmariadb3"
