@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-softhsm install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm install uninstall deb clean
 
 all: build
 
@@ -35,6 +35,9 @@ bench: setup build
 # verify and check at about 1,000 keys, SQLite beside MySQL (MariaDB).
 bench-backends: setup build
 	$(GO) run ./internal/bench -backends 1000 bin/ods-keyguard
+
+bench-implementations: setup build
+	$(GO) run ./internal/bench -implementations 1000 bin/ods-keyguard
 
 # SoftHSMv2 beside readers: 20 generations of ~150 keys by the enforcer per
 # kind of reader, each reconciled with kasp.db (about half an hour).
