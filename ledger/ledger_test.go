@@ -311,3 +311,24 @@ func TestDSSettled(t *testing.T) {
 		t.Fatalf("retracted: %+v", k)
 	}
 }
+
+// ledger status of state_dir: one host, its flock, the records.
+func TestFilesStatus(t *testing.T) {
+	ctx := context.Background()
+	l := newLedger(t, t.TempDir())
+	s, err := l.Ceremonies(ctx)
+	must(t, err)
+	must(t, s.SaveOpen(ctx, &Ceremony{ID: "c", Repository: "R", Status: Open}))
+	must(t, l.AddDS(ctx, DSEvent{Kind: Submit, Action: Withheld, Zone: "example.com", KeyTag: 1, Fingerprint: strings.Repeat("a", 64)}))
+	st, err := l.Status(ctx)
+	must(t, err)
+	if st.Backend != "files" || st.Server != nil || st.SchemaVersion != nil || !st.Writable || st.OpenCount != 1 || st.DSEventCount != 1 ||
+		!strings.HasPrefix(st.Where, "state_dir ") || len(st.Problems) != 0 {
+		t.Fatalf("%+v", st)
+	}
+	var b strings.Builder
+	st.WriteText(&b)
+	if !strings.Contains(b.String(), "records: 1 open ceremonies, 0 in the history, 1 DS records\nlock: free\nguarantee: one host: the writers' flock serialises every change of a ceremony\n") {
+		t.Errorf("text:\n%s", b.String())
+	}
+}
