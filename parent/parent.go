@@ -209,3 +209,40 @@ func (d DS) Match(zone string, keytag, algorithm int, publicKey []byte) (match, 
 	}
 	return strings.EqualFold(ds.Digest, d.Digest), true
 }
+
+// ServerAnswer is what one parent server says of a zone's DS RRset.
+type ServerAnswer struct {
+	Server string `json:"server"`
+	// DS is the DS RRset it serves: empty when it serves none; nil with
+	// Err when it could not be read.
+	DS  []DS  `json:"ds"`
+	Err error `json:"-"`
+}
+
+// EachServer asks every one of cfg's nameservers, directly and each within
+// cfg.Timeout, for zone's DS RRset: what each serves, not what the first
+// to answer says. A resolver is no use here (its cache is one server's
+// past answer), so it needs Nameservers.
+func EachServer(ctx context.Context, cfg Config, zone string) ([]ServerAnswer, error) {
+	if len(cfg.Nameservers) == 0 {
+		return nil, errors.New("[parent] nameservers is empty: the parent's servers are asked each directly (a resolver's cache cannot tell whether every server has a DS)")
+	}
+	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
+	out := make([]ServerAnswer, len(cfg.Nameservers))
+	var wg sync.WaitGroup
+	for i, s := range cfg.Nameservers {
+		wg.Add(1)
+		go func(i int, s string) {
+			defer wg.Done()
+			ds, err := query(ctx, cfg.Timeout, s, zone, false)
+			if err != nil {
+				err = fmt.Errorf("nameserver %s: DS of %s: %w", s, zone, err)
+			} else if ds == nil {
+				ds = []DS{}
+			}
+			out[i] = ServerAnswer{Server: s, DS: ds, Err: err}
+		}(i, s)
+	}
+	wg.Wait()
+	return out, nil
+}
