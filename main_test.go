@@ -146,6 +146,8 @@ func runScripts(t *testing.T, backend string, files []string) {
 			"forgeds":    cmdForgeDS,
 			"gendnskeys": cmdGenDNSKEYs,
 			"blackhole":  cmdBlackhole,
+			"childzone":  cmdChildZone,
+			"zoneserver": cmdZoneServer,
 		},
 	})
 }
@@ -198,6 +200,7 @@ func setupScript(env *testscript.Env, backend string) error {
 	env.Setenv("CI", os.Getenv("CI"))
 	env.Values["enforcer"] = slot
 	env.Values["parent"] = &parentSlot{}
+	env.Values["zoneserver"] = &zoneSlot{}
 	return nil
 }
 

@@ -152,6 +152,9 @@ type Policy struct {
 	ParentPropagationDelay  time.Duration
 	ParentRegistrationDelay time.Duration
 	KeyTTL                  time.Duration // the DNSKEY TTL (<Keys><TTL>)
+	// SignaturesResign is how often the signer runs (<Signatures><Resign>);
+	// SignaturesRefresh how long before expiry it renews a signature.
+	SignaturesResign, SignaturesRefresh time.Duration
 	Keys                    []PolicyKey
 }
 
