@@ -67,12 +67,8 @@ func openGuard(ctx context.Context, c *cli.Context, cfg *config.Config, log hook
 	if err != nil {
 		return nil, nil, err
 	}
-	rb := map[string]bool{}
-	for _, r := range cfg.ODS.Repositories {
-		rb[r.Name] = r.RequireBackup
-	}
 	return &hooks.Guard{
-		Ledger: l, Datastore: cfg.ODS.Datastore, Tokens: tokens, RequireBackup: rb,
+		Ledger: l, Datastore: cfg.ODS.Datastore, Tokens: tokens, RequireBackup: cfg.RequireBackup(),
 		SubmitForward: cfg.Hooks.DSSubmitForward, RetractForward: cfg.Hooks.DSRetractForward,
 		Parent: cfg.ParentConfig(), Log: log, Stdout: c.App.Writer, Stderr: c.App.ErrWriter,
 	}, l.Close, nil

@@ -99,7 +99,7 @@ func TestPreparedSet(t *testing.T) {
 // is a warning naming where that key's backup is.
 func TestOlderKeysOnTheBackupToken(t *testing.T) {
 	ctx := t.Context()
-	store, err := ledger.Memory().Ceremonies(ctx)
+	store, err := testLedger(t).Ceremonies(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

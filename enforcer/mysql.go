@@ -16,13 +16,19 @@ import (
 // written through it. InnoDB readers do not wait for writers: there is no
 // lock to retry, only the deadline.
 
-func openMySQL(ctx context.Context, ds Datastore) (*DB, error) {
-	srv := ds.MySQL.server()
+// mysqlDB is the enforcer's MySQL database, opened for reading only.
+type mysqlDB struct {
+	db  *sql.DB
+	srv mysqlx.Server
+}
+
+func openMySQL(ctx context.Context, m MySQL) (*mysqlDB, error) {
+	srv := m.server()
 	db, err := mysqlx.Open(srv)
 	if err != nil {
 		return nil, err
 	}
-	d := &DB{db: db, ds: ds, name: srv.String()}
+	d := &mysqlDB{db: db, srv: srv}
 	var n int
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM hsmKey`).Scan(&n); err != nil {
 		db.Close()
@@ -31,7 +37,9 @@ func openMySQL(ctx context.Context, ds Datastore) (*DB, error) {
 	return d, nil
 }
 
-func (d *DB) readMySQL(ctx context.Context) (*State, error) {
+func (d *mysqlDB) close() error { return d.db.Close() }
+
+func (d *mysqlDB) read(ctx context.Context) (*State, error) {
 	conn, err := d.db.Conn(ctx)
 	if err != nil {
 		return nil, d.classifyMySQL(ctx, err)
@@ -59,15 +67,15 @@ func (d *DB) readMySQL(ctx context.Context) (*State, error) {
 }
 
 // classifyMySQL names what is wrong with the server or the database.
-func (d *DB) classifyMySQL(ctx context.Context, err error) error {
+func (d *mysqlDB) classifyMySQL(ctx context.Context, err error) error {
 	switch mysqlx.Number(err) {
 	case mysqlx.ErNoSuchTable, mysqlx.ErBadField:
-		return d.errorf("not an OpenDNSSEC 2 enforcer database (%s)", mysqlx.Message(err))
+		return errorf(d.srv.String(), "not an OpenDNSSEC 2 enforcer database (%s)", mysqlx.Message(err))
 	}
 	if ctx.Err() != nil && !errors.Is(err, sql.ErrNoRows) {
-		return d.errorf("no answer in time: %w", ctx.Err())
+		return errorf(d.srv.String(), "no answer in time: %w", ctx.Err())
 	}
-	return d.errorf("%s", mysqlx.Explain(d.ds.MySQL.server(), err))
+	return errorf(d.srv.String(), "%s", mysqlx.Explain(d.srv, err))
 }
 
 var _ querier = (*sql.Conn)(nil)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
 // The kasp.xml OpenDNSSEC ships: its "default" policy, read as the plan
@@ -71,7 +70,7 @@ func planWorld(t *testing.T, now, exp time.Time, ds bool, roles []enforcer.Role,
 			}
 		}
 	}
-	store, err := ledger.Memory().Ceremonies(context.Background())
+	store, err := testLedger(t).Ceremonies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

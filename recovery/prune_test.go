@@ -15,7 +15,6 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
-	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
@@ -125,7 +124,7 @@ func testPruneApply(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := ledger.Memory().Ceremonies(context.Background())
+	store, err := testLedger(t).Ceremonies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +175,7 @@ func testPruneApply(t *testing.T, b backend) {
 
 // A token that did not answer is not a token without the key: no plan.
 func TestPruneUnreadToken(t *testing.T) {
-	store, _ := ledger.Memory().Ceremonies(context.Background())
+	store, _ := testLedger(t).Ceremonies(context.Background())
 	st := &enforcer.State{Keys: []*enforcer.Key{{ID: 1, Locator: "aa", Repository: "R", State: enforcer.Unused}}}
 	_, err := PlanPrune(st, store, []Token{{Name: "a", Kind: "repository", Repository: "R", Err: errors.New("login: CKR_PIN_INCORRECT")}}, enforcer.Datastore{})
 	if err == nil || !strings.Contains(err.Error(), "cannot tell which keys are on no HSM") {

@@ -75,7 +75,7 @@ func world(t *testing.T) (Input, *enforcer.Key, *enforcer.Key) {
 			States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: enforcer.Omnipresent}}
 		k.Uses, z.Keys = []*enforcer.Use{u}, append(z.Keys, u)
 	}
-	store, err := ledger.Memory().Ceremonies(context.Background())
+	store, err := testLedger(t).Ceremonies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

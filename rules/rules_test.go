@@ -162,7 +162,7 @@ func TestRuleOneUnbacked(t *testing.T) {
 func newStore(t *testing.T, cs ...*ledger.Ceremony) *ledger.Store {
 	t.Helper()
 	ctx := context.Background()
-	s, err := ledger.Memory().Ceremonies(ctx)
+	s, err := testLedger(t).Ceremonies(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
