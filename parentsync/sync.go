@@ -282,7 +282,15 @@ func decide(z *enforcer.Zone, u *enforcer.Use, r *ledger.DSKey, book *ledger.DSB
 		}
 		return it
 	}
+	// The longer of the policy's DS TTL and the TTL the parent serves its
+	// DS RRset with (the successor's DS is in the same RRset): what a
+	// resolver that fetched the old DS may keep it for.
 	ttl := z.Policy.ParentDSTTL
+	for _, a := range answers {
+		if a.TTL > ttl {
+			ttl = a.TTL
+		}
+	}
 	since := now
 	if it.Vanished != nil {
 		since = *it.Vanished

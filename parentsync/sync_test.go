@@ -84,6 +84,12 @@ func TestDecide(t *testing.T) {
 		{"gone for longer than the TTL", use(enforcer.DSRetracted), rold, bold, served([]parent.DS{}, []parent.DS{}), pub, ActGone, "its TTL (1h0m0s) has passed"},
 		{"gone, a server not read", use(enforcer.DSRetracted), rold, bold, served([]parent.DS{}, nil), pub, ActUnknown, "nothing told"},
 		{"held by ods-keyguard: never ds-gone", use(enforcer.DSRetracted), held.Find("a.example", "00aa", tag, 13), held, served([]parent.DS{}, []parent.DS{}), pub, ActHeld, "do not remove that DS"},
+		{"the parent's TTL is longer than the policy's", use(enforcer.DSRetracted), rold, bold,
+			func() []parent.ServerAnswer {
+				a := served([]parent.DS{}, []parent.DS{})
+				a[1].TTL = 3 * time.Hour
+				return a
+			}(), pub, ActWait, "until its TTL (3h0m0s) has passed"},
 		{"gone, no public key, another key's tag only", use(enforcer.DSRetracted), rold, bold, served([]parent.DS{}, []parent.DS{}), nil, ActGone, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
