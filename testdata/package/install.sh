@@ -16,7 +16,7 @@ echo "installed: $(status) $(dpkg-query -W -f '${Version}' ods-keyguard)"
 echo "version: $(ods-keyguard --version)"
 debsums -s ods-keyguard || fail "debsums"
 echo "debsums: clean"
-[ "$(stat -c '%a %U' /var/lib/opendnssec/keyguard)" = "2770 root" ] || fail "state_dir: $(stat -c '%a %U:%G' /var/lib/opendnssec/keyguard)"
+[ "$(stat -c '%a %U' /var/lib/opendnssec/keyguard)" = "2750 root" ] || fail "state_dir: $(stat -c '%a %U:%G' /var/lib/opendnssec/keyguard)"
 
 # The sudo route as shipped: examples/sudoers's rule for nagios. The packaged
 # command line runs as root (it reads a keyguard.toml only root may read);
