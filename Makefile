@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations install uninstall deb clean
 
 all: build
 
@@ -35,6 +35,9 @@ bench: setup build
 # verify and check at about 1,000 keys, SQLite beside MySQL (MariaDB).
 bench-backends: setup build
 	$(GO) run ./internal/bench -backends 1000 bin/ods-keyguard
+
+bench-implementations: setup build
+	$(GO) run ./internal/bench -implementations 1000 bin/ods-keyguard
 
 # The binary beside OpenDNSSEC's admin tools, the hook names as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.

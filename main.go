@@ -185,6 +185,7 @@ func commands() []*cli.Command {
 		poolCommand(),
 		recoverCommand(),
 		ledgerCommand(),
+		pinCommand(),
 		completionCommand(),
 		{
 			Name:   hsmcheck.ChildCommand,

@@ -116,13 +116,29 @@ func TestScriptsMySQL(t *testing.T) {
 }
 
 func runScripts(t *testing.T, backend string, files []string) {
+	runScriptsOn(t, backend, "softhsm", files)
+}
+
+// runScriptsOn runs the scripts on a backend and a PKCS#11 implementation
+// (impl_test.go).
+func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 	testscript.Run(t, testscript.Params{
 		Files:               files,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		UpdateScripts:       os.Getenv("ODS_KEYGUARD_UPDATE_GOLDEN") != "" && backend == "sqlite",
-		Setup:               func(env *testscript.Env) error { return setupScript(env, backend) },
-		Condition:           condition,
+		Setup: func(env *testscript.Env) error {
+			if err := setupScript(env, backend); err != nil {
+				return err
+			}
+			return setupImpl(env, impl)
+		},
+		Condition: func(cond string) (bool, error) {
+			if ok, isImpl := implCondition(impl, cond); isImpl {
+				return ok, nil
+			}
+			return condition(cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode":   cmdExitcode,
 			"envsubst":   cmdEnvsubst,
@@ -143,6 +159,7 @@ func runScripts(t *testing.T, backend string, files []string) {
 			"nagios":     cmdNagios,
 			"jsonschema": cmdJSONSchema,
 			"logged":     cmdLogged,
+			"token":      cmdToken,
 			"forgeds":    cmdForgeDS,
 			"gendnskeys": cmdGenDNSKEYs,
 			"blackhole":  cmdBlackhole,
@@ -212,6 +229,7 @@ var tools = map[string][]string{
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
 	"nagios":   {"nagios4"},
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
+	"gcc":      {"gcc"},
 	"sudo":     {"sudo"},
 }
 
@@ -384,11 +402,13 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 				"PARENT_PORT=" + ts.Getenv("PARENT_PORT"),
 				"PARENT2_PORT=" + ts.Getenv("PARENT2_PORT"),
 			},
+			Module:       ts.Getenv("MODULE"),
 			Dir:          ts.MkAbs("ods"),
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
 			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: *pin, RequireBackup: *rb, SkipPublicKey: *spk}},
 			DSSubmit:     *submit, DSRetract: *retract, ManualKeyGen: *manual, SetTime: *setTime,
 		}
+		o.Env = append(o.Env, wrapperEnv(ts)...)
 		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {
 			o.Kasp = string(kasp)
 		}
@@ -893,7 +913,8 @@ func scriptCommand(ts *testscript.TestScript, prog string, args ...string) *exec
 	cmd.Args[0] = prog
 	cmd.Dir = ts.Getenv("WORK")
 	cmd.Env = os.Environ()
-	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI"} {
+	for _, k := range []string{"WORK", "PATH", "HOME", "TMPDIR", "SOFTHSM2_CONF", "ODS_KEYGUARD_CONFIG", "ODS_KEYGUARD_SYSLOG", "ODS_KEYGUARD_FAILPOINT", "CI", "XDG_STATE_HOME",
+		"P11WRAP_MODULE", "P11WRAP_NSS_DIR", "P11WRAP_NSS_LABEL", "P11WRAP_LOG"} {
 		cmd.Env = append(cmd.Env, k+"="+ts.Getenv(k))
 	}
 	return cmd

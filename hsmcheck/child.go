@@ -29,6 +29,8 @@ type Result struct {
 	Token    Token
 	Contents *Contents
 	Err      error
+
+	refused string // the CKR name when the token refused the PIN
 }
 
 // TimeoutError is a token that had not answered when the deadline came.
@@ -61,8 +63,16 @@ func (r Reader) Read(ctx context.Context, tokens []Token, req Request) []Result 
 	results := make([]Result, len(tokens))
 	groups := map[string][]int{}
 	var keys []string
+	// A token whose PIN it refused before is not logged in to (lockout.go).
+	guarded := make([]*guardedToken, len(tokens))
 	for i, t := range tokens {
 		results[i].Token = t
+		gt, err := admit(t)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		guarded[i] = gt
 		k := envKey(t.Env)
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
@@ -79,6 +89,11 @@ func (r Reader) Read(ctx context.Context, tokens []Token, req Request) []Result 
 		}(groups[k])
 	}
 	wg.Wait()
+	for i, res := range results {
+		if res.refused != "" && guarded[i] != nil {
+			results[i].Err = guarded[i].refused(res.Token, res.refused, res.Err)
+		}
+	}
 	return results
 }
 
@@ -110,6 +125,9 @@ type wireResult struct {
 	Index    int       `json:"index"`
 	Contents *Contents `json:"contents,omitempty"`
 	Err      string    `json:"error,omitempty"`
+	// Refused is the CKR name when the token refused the PIN: the parent
+	// records it, so that the PIN is not tried again.
+	Refused string `json:"refused,omitempty"`
 }
 
 // killGrace is how long a child told to stop (SIGTERM) may take to finish
@@ -184,6 +202,7 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 		results[i].Contents = res.Contents
 		if res.Err != "" {
 			results[i].Contents, results[i].Err = nil, errors.New(res.Err)
+			results[i].refused = res.Refused
 		}
 	}
 	io.Copy(io.Discard, out)
@@ -242,14 +261,32 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	ms := NewModules(g.opener(open))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
+	// Two configured tokens can be one token with one PIN (a mirror
+	// named by its label on the repository's module): after a refusal
+	// the second is not logged in to (lockout.go). In memory only.
+	refused := map[string]string{}
 	for i, t := range wire.Tokens {
-		c, err := ms.Read(Token{
+		tok := Token{
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Module: t.Module, Label: t.Label, PIN: secret.Value(t.PIN),
-		}, wire.Req)
+		}
+		same := t.Module + "\x00" + t.Label + "\x00" + t.PIN
+		if code, ok := refused[same]; ok {
+			res := wireResult{Index: i, Refused: code,
+				Err: fmt.Sprintf("%s: token %q: login: %s (this run, for another name of the same token and PIN: not asked again)", tok.Describe(), t.Label, code)}
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+			continue
+		}
+		c, err := ms.Read(tok, wire.Req)
 		res := wireResult{Index: i, Contents: c}
 		if err != nil {
 			res.Err = err.Error()
+			res.Refused = pinRefusal(err)
+			if res.Refused != "" {
+				refused[same] = res.Refused
+			}
 		}
 		if err := enc.Encode(res); err != nil {
 			return err

@@ -22,6 +22,12 @@ type Token struct {
 	Module     string // the PKCS#11 module's path
 	Label      string // CKA_LABEL of the token
 	PIN        secret.Value
+	// PINSource is the file the PIN was read from (conf.xml or a
+	// pin_file): a refused PIN is tried again once it changes.
+	PINSource string
+	// Guard keeps the PINs this token refused (lockout.go); nil in tests
+	// that need none.
+	Guard *PINGuard
 	// Env is the environment the module needs (SOFTHSM2_CONF,
 	// ChrystokiConfigurationPath ...), on top of this process's.
 	Env map[string]string

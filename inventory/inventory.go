@@ -110,6 +110,9 @@ type Report struct {
 	Rows     []Row     `json:"keys"`
 	Problems []Problem `json:"problems"`
 	Orphans  []Orphan  `json:"orphans"`
+	// Notes say where tokens that must be two cannot be told apart, or
+	// are one (hsmcheck.Resemblance): never decided on a serial alone.
+	Notes []string `json:"notes"`
 	// Unreadable is set when a token could not be read: the report is then
 	// not the whole truth.
 	Unreadable bool `json:"unreadable"`
@@ -117,7 +120,7 @@ type Report struct {
 
 // Build reconciles st with the token results, limited to repo when not "".
 func Build(st *enforcer.State, results []hsmcheck.Result, repo string) *Report {
-	r := &Report{Problems: []Problem{}, Orphans: []Orphan{}, Rows: []Row{}}
+	r := &Report{Problems: []Problem{}, Orphans: []Orphan{}, Rows: []Row{}, Notes: []string{}}
 	byRepo := map[string][]hsmcheck.Result{}
 	for _, res := range results {
 		t := res.Token
@@ -168,6 +171,16 @@ func Build(st *enforcer.State, results []hsmcheck.Result, repo string) *Report {
 			r.Orphans = append(r.Orphans, Orphan{Token: res.Token.Name, ID: key.ID, Label: key.Label})
 		}
 	}
+	for _, rs := range byRepo {
+		for i := range rs {
+			for j := i + 1; j < len(rs); j++ {
+				if note := hsmcheck.Resemblance(rs[i], rs[j]); note != "" {
+					r.Notes = append(r.Notes, note)
+				}
+			}
+		}
+	}
+	sort.Strings(r.Notes)
 	sort.SliceStable(r.Rows, func(i, j int) bool {
 		if r.Rows[i].Repository != r.Rows[j].Repository {
 			return r.Rows[i].Repository < r.Rows[j].Repository

@@ -89,6 +89,9 @@ func (r *Report) WriteVerify(out io.Writer) error {
 	for _, o := range r.Orphans {
 		fmt.Fprintf(w, "ORPHAN %s %s %q\n", o.Token, o.ID, o.Label)
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "NOTE identity: %s\n", n)
+	}
 	return w.Flush()
 }
 
@@ -101,7 +104,8 @@ func (r *Report) VerifyDoc() any {
 		Keys     int       `json:"key_count"`
 		Problems []Problem `json:"problems"`
 		Orphans  []Orphan  `json:"orphans"`
-	}{"ods-keyguard/verify/1", r.Verdict(), r.Tokens, len(r.Rows), r.Problems, r.Orphans}
+		Notes    []string  `json:"notes"`
+	}{"ods-keyguard/verify/1", r.Verdict(), r.Tokens, len(r.Rows), r.Problems, r.Orphans, r.Notes}
 }
 
 // WriteStatus prints status: per repository its tokens, keys, ceremonies

@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -71,12 +72,12 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			addWant(k.Repository, rec)
 		}
 	}
-	seenSerial := map[string]string{} // serial -> ceremony id
+	// The tokens the ceremonies read: a serial alone tells no token from
+	// another (hsmcheck/identity.go).
+	var seen []hsmcheck.Recorded
 	for _, c := range store.History() {
 		for _, t := range c.Tokens {
-			if _, ok := seenSerial[t.Serial]; !ok {
-				seenSerial[t.Serial] = c.ID
-			}
+			seen = append(seen, hsmcheck.Recorded{Label: t.Label, Serial: t.Serial, Where: "ceremony " + c.ID})
 		}
 	}
 	onSome := map[string]bool{}
@@ -108,11 +109,11 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 				}
 			}
 		}
-		if id, ok := seenSerial[t.Serial]; ok {
-			r.SerialNote = fmt.Sprintf("serial %s is the one recorded at ceremony %s: not a new token", t.Serial, id)
-		} else {
-			r.SerialNote = fmt.Sprintf("new serial %s", t.Serial)
+		c, ok := t.Keys.(*hsmcheck.Contents)
+		if !ok || c == nil {
+			c = &hsmcheck.Contents{Serial: t.Serial}
 		}
+		r.SerialNote = hsmcheck.RecognizeNote(c, seen)
 		if len(r.Missing)+len(r.Differs) > 0 {
 			v.Complete = false
 		}

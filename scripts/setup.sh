@@ -1,9 +1,9 @@
 #!/bin/sh
 # Installs what ods-keyguard's demo and tests need on Debian bookworm: the
-# real parts the tests start (SoftHSMv2, OpenDNSSEC's enforcer, BIND as a
-# parent, MariaDB, Nagios Core) and the tools they check with (pkcs11-tool,
-# sqlite3, dig, lintian, promtool, dpkg-deb, debsums, man, sudo). Does
-# nothing when they are there already.
+# real parts the tests start (SoftHSMv2, NSS softoken, openCryptoki,
+# OpenDNSSEC's enforcer, BIND as a parent, MariaDB, Nagios Core) and the
+# tools they check with (pkcs11-tool, sqlite3, dig, lintian, promtool,
+# dpkg-deb, debsums, man, sudo). Does nothing when they are there already.
 set -eu
 need=""
 want() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
@@ -28,6 +28,15 @@ want sudo sudo
 want objcopy binutils
 want unshare util-linux
 want mount mount
+# Two more PKCS#11 implementations the tests run on: NSS softoken (certutil
+# makes its tokens; libsoftokn3 comes with libnss3) through a wrapper module
+# the tests build with gcc against p11-kit's PKCS#11 header, and openCryptoki
+# (pkcsslotd, pkcsconf), started in a private namespace by the tests.
+want certutil libnss3-tools
+want pkcsslotd opencryptoki
+want gcc gcc
+[ -e /usr/include/p11-kit-1/p11-kit/pkcs11.h ] || need="$need libp11-kit-dev"
+[ -e /usr/include/dlfcn.h ] || need="$need libc6-dev"
 # The MySQL build of the enforcer conflicts with opendnssec; the tests unpack
 # it from its .deb, whose client library must be installed.
 [ -e /usr/lib/x86_64-linux-gnu/libmariadb.so.3 ] || [ -n "$(ls /usr/lib/*/libmariadb.so.3 2>/dev/null)" ] || need="$need libmariadb3"

@@ -28,6 +28,9 @@ import (
 func main() {
 	sizes := flag.String("sizes", "1000,10000", "approximate key counts, comma separated")
 	backends := flag.Int("backends", 0, "instead: compare the SQLite and MySQL backends at about this many keys")
+	impls := flag.Int("implementations", 0, "instead: verify and check at about this many keys on SoftHSMv2, NSS softoken and openCryptoki")
+	only := flag.String("only", "", "with -implementations: this implementation only")
+	tableOnly := flag.Bool("table", false, "with -implementations: print the table instead of writing the file")
 	runs := flag.Int("runs", 5, "runs per command (median reported)")
 	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
@@ -37,6 +40,20 @@ func main() {
 		os.Exit(2)
 	}
 	bin, _ := filepath.Abs(flag.Arg(0))
+	if *impls > 0 {
+		t, err := benchImplementations(bin, *impls, *runs, *only)
+		if err != nil {
+			fatal(err)
+		}
+		if *tableOnly {
+			fmt.Print(t)
+			return
+		}
+		if err := writeImplementations(*out, bin, t); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *backends > 0 {
 		t, err := benchBackends(bin, *backends, *runs)
 		if err != nil {

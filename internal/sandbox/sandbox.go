@@ -69,6 +69,7 @@ type Repo struct {
 // Options shape the sandboxed enforcer.
 type Options struct {
 	Dir          string // everything lives here
+	Module       string // the repositories' PKCS#11 module; default Module
 	SoftHSMConf  string // SOFTHSM2_CONF for the enforcer
 	Repositories []Repo // default: SoftHSM on token "ods-a"
 	Kasp         string // kasp.xml contents; default DefaultKasp
@@ -197,11 +198,15 @@ func Configure(o Options) (*Enforcer, error) {
 		}
 		e.daemon, e.DB, e.MySQL = daemon, "", o.MySQL
 	}
+	module := Module
+	if o.Module != "" {
+		module = o.Module
+	}
 	var conf bytes.Buffer
 	if err := confTemplate.Execute(&conf, struct {
 		Options
 		Module, Socket string
-	}{o, Module, e.Socket}); err != nil {
+	}{o, module, e.Socket}); err != nil {
 		return nil, err
 	}
 	files := map[string]string{

@@ -1,0 +1,178 @@
+package hsmcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The PIN guard, on the fake module through the real Reader: a refused PIN
+// is recorded and not tried again until its source changes or it is
+// cleared; a guard that cannot record keeps the token untouched.
+
+func guardedTokens(t *testing.T, dir, pin string) (Token, string) {
+	t.Helper()
+	toks, _ := fakeBackend{}.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: "01", Type: "EC"}}})
+	tok := toks[0]
+	src := filepath.Join(dir, "site-b.pin")
+	if err := os.WriteFile(src, []byte(pin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok.PIN, tok.PINSource = pinOf(pin), src
+	tok.Guard = &PINGuard{Dir: filepath.Join(dir, "state"), Group: -1}
+	return tok, src
+}
+
+func readOne(t *testing.T, tok Token) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return reader(t).Read(ctx, []Token{tok}, Request{})[0].Err
+}
+
+func resetRun() {
+	runRefusals.Lock()
+	runRefusals.m = map[string]Refusal{}
+	runRefusals.Unlock()
+	logins.Lock()
+	logins.m = map[string]int{}
+	logins.Unlock()
+}
+
+func TestPINGuardRecordsAndRefuses(t *testing.T) {
+	resetRun()
+	dir := t.TempDir()
+	tok, src := guardedTokens(t, dir, "9999")
+	err := readOne(t, tok)
+	if err == nil || !strings.Contains(err.Error(), "login: CKR_PIN_INCORRECT; recorded in ") {
+		t.Fatalf("first read: %v", err)
+	}
+	if loginCount(tok) != 1 {
+		t.Fatalf("logins asked: %d, want 1", loginCount(tok))
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "state", RefusalsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "9999") {
+		t.Fatal("the refused PIN is in the record")
+	}
+	// A later run (the memory of this one forgotten) is refused from the record.
+	for i := 0; i < 5; i++ {
+		resetRun()
+		var re *RefusedError
+		if err := readOne(t, tok); !errors.As(err, &re) || re.Refusal.Error != "CKR_PIN_INCORRECT" {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if loginCount(tok) != 0 {
+			t.Fatalf("run %d logged in", i)
+		}
+	}
+	// The source rewritten with the right PIN: read.
+	resetRun()
+	if err := os.WriteFile(src, []byte("1234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok.PIN = pinOf("1234")
+	if err := readOne(t, tok); err != nil {
+		t.Fatalf("right PIN: %v", err)
+	}
+	// The same wrong PIN from a touched file is tried once more, then
+	// cleared by the operator's command, tried once more.
+	resetRun()
+	tok.PIN = pinOf("9999")
+	os.WriteFile(src, []byte("9999\n"), 0o600)
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "recorded in") {
+		t.Fatalf("changed source: %v", err)
+	}
+	gone, err := tok.Guard.Clear("R-ods-a")
+	if err != nil || len(gone) != 1 {
+		t.Fatalf("clear: %v, %v", gone, err)
+	}
+	resetRun()
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "recorded in") {
+		t.Fatalf("after clear: %v", err)
+	}
+	if loginCount(tok) != 1 {
+		t.Fatalf("logins after clear: %d", loginCount(tok))
+	}
+}
+
+func TestPINGuardInOneRunAsksOnce(t *testing.T) {
+	resetRun()
+	dir := t.TempDir()
+	tok, _ := guardedTokens(t, dir, "9999")
+	// Recording fails (every temporary name the record could take is
+	// taken): the run still does not ask again.
+	for i := 0; i <= 100; i++ {
+		if err := os.MkdirAll(filepath.Join(dir, "state", fmt.Sprintf(".%s.tmp%d-%d", RefusalsFile, os.Getpid(), i)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := readOne(t, tok)
+	if err == nil || !strings.Contains(err.Error(), "could not be recorded") {
+		t.Fatalf("first: %v", err)
+	}
+	var re *RefusedError
+	if err := readOne(t, tok); !errors.As(err, &re) {
+		t.Fatalf("second in the run: %v", err)
+	}
+	if loginCount(tok) != 1 {
+		t.Fatalf("logins: %d", loginCount(tok))
+	}
+}
+
+func TestPINGuardSymlinksAndDamage(t *testing.T) {
+	resetRun()
+	dir := t.TempDir()
+	tok, _ := guardedTokens(t, dir, "1234")
+	state := filepath.Join(dir, "state")
+	// A first read makes the install's key; from then on every read
+	// looks at the record.
+	if err := readOne(t, tok); err != nil {
+		t.Fatal(err)
+	}
+	// A link planted where the record goes is not followed.
+	os.Symlink("/etc/passwd", filepath.Join(state, RefusalsFile))
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Fatalf("symlink: %v", err)
+	}
+	os.Remove(filepath.Join(state, RefusalsFile))
+	// A damaged record is named, never replaced.
+	os.WriteFile(filepath.Join(state, RefusalsFile), []byte("{nonsense"), 0o640)
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "not a record of refused PINs") {
+		t.Fatalf("damaged: %v", err)
+	}
+	// A state_dir that is a link is refused.
+	os.RemoveAll(state)
+	os.Symlink(t.TempDir(), state)
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Fatalf("state_dir link: %v", err)
+	}
+}
+
+func TestSharedSerialAndRecognize(t *testing.T) {
+	if SharedSerial("NSS 3", "Mozilla Foundation", "0000000000000000") == "" ||
+		SharedSerial("IBM SoftTok", "IBM Corp.", "123") == "" ||
+		SharedSerial("SoftHSM v2", "SoftHSM project", "0a1b2c3d4e5f6a7b") != "" {
+		t.Fatal("shared serials")
+	}
+	seen := []Recorded{{Label: "ods-a", Serial: "0a1b", Where: "ceremony X"}}
+	c := &Contents{Label: "ods-a", Serial: "0a1b", Model: "SoftHSM v2"}
+	if got := RecognizeNote(c, seen); got != "serial 0a1b is the one recorded at ceremony X: not a new token" {
+		t.Fatal(got)
+	}
+	c.Label = "other"
+	if got := RecognizeNote(c, seen); !strings.Contains(got, "another token, or relabelled") {
+		t.Fatal(got)
+	}
+	n := &Contents{Label: "ods-a", Serial: "0000000000000000", Model: "NSS 3"}
+	if got := RecognizeNote(n, []Recorded{{Label: "ods-a", Serial: "0000000000000000", Where: "ceremony Y"}}); !strings.HasPrefix(got, "serial 0000000000000000 cannot tell a new token") {
+		t.Fatal(got)
+	}
+}
