@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-implementations install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm install uninstall deb clean
 
 all: build
 
@@ -38,6 +38,11 @@ bench-backends: setup build
 
 bench-implementations: setup build
 	$(GO) run ./internal/bench -implementations 1000 bin/ods-keyguard
+
+# SoftHSMv2 beside readers: 20 generations of ~150 keys by the enforcer per
+# kind of reader, each reconciled with kasp.db (about half an hour).
+bench-softhsm: setup build
+	$(GO) run ./internal/bench -race 20 -race-tag softhsm bin/ods-keyguard
 
 # The binary beside OpenDNSSEC's admin tools, the hook names as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.

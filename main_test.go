@@ -51,10 +51,33 @@ func TestMain(m *testing.M) {
 type stopShared struct{ m *testing.M }
 
 func (s stopShared) Run() int {
+	before := hostState()
 	code := s.m.Run()
 	sandbox.StopShared()
 	removeDeb()
+	if after := hostState(); after != before {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests changed the host's %s (a script without state_dir?):\nbefore: %s\nafter:  %s\n", hostStateDir, before, after)
+		return 1
+	}
 	return code
+}
+
+// hostStateDir is ods-keyguard's default state_dir: no test may write there.
+const hostStateDir = "/var/lib/opendnssec/keyguard"
+
+// hostState sums up what hostStateDir holds: names, sizes and times.
+func hostState() string {
+	entries, err := os.ReadDir(hostStateDir)
+	if err != nil {
+		return "absent"
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			fmt.Fprintf(&b, "%s:%d:%d ", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String()
 }
 
 // In CI (CI=true) a missing tool fails a script instead of skipping it.

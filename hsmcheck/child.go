@@ -117,6 +117,13 @@ type wireToken struct {
 type wireRequest struct {
 	Tokens []wireToken
 	Req    Request
+	// SnapshotDir is where the child copies SoftHSMv2 tokens to read them
+	// (snapshot.go); the parent makes it and removes it once the child
+	// is gone, however it ended.
+	SnapshotDir string
+	// NoSnapshot says why there is no such folder: SoftHSMv2 tokens are
+	// then not read at all, rather than read in place.
+	NoSnapshot string
 }
 
 // wireResult is one line of the child's answer, sent as soon as a token is
@@ -159,6 +166,15 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	for _, i := range idx {
 		t := tokens[i]
 		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal()})
+		if isSoftHSM(t.Module) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
+			dir, err := snapshotFolder()
+			if err != nil {
+				wire.NoSnapshot = err.Error()
+				continue
+			}
+			wire.SnapshotDir = dir
+			defer os.RemoveAll(dir)
+		}
 	}
 	in, err := json.Marshal(wire)
 	if err != nil {
@@ -258,7 +274,9 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	}
 	g := &stopGuard{}
 	g.stopOnSignal()
-	ms := NewModules(g.opener(open))
+	// The copy is made outside the guard: a child told to stop may stop
+	// in the middle of it, since it writes nothing but the copy.
+	ms := NewModules(snapshotOpener(g.opener(open), wire.SnapshotDir, wire.NoSnapshot))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
 	// Two configured tokens can be one token with one PIN (a mirror

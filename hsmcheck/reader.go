@@ -110,12 +110,14 @@ func (ms *Modules) get(path string) (Module, error) {
 	return m, nil
 }
 
-// reset finalizes the module at path, to be loaded again on next use.
+// reset finalizes the module at path, to be loaded again on next use
+// (and forgets a failed load, which may have been transient).
 func (ms *Modules) reset(path string) {
 	if m, ok := ms.loaded[path]; ok {
 		m.Close()
 		delete(ms.loaded, path)
 	}
+	delete(ms.failed, path)
 }
 
 // Close finalizes every module that was loaded.
@@ -188,7 +190,8 @@ func (e *notFoundError) Error() string { return e.msg }
 // transient reports whether err may be a token caught while it is written.
 func transient(err error) bool {
 	var nf *notFoundError
-	if errors.As(err, &nf) {
+	var busy *BusyError
+	if errors.As(err, &nf) || errors.As(err, &busy) {
 		return true
 	}
 	var e *Error

@@ -34,12 +34,59 @@ func main() {
 	runs := flag.Int("runs", 5, "runs per command (median reported)")
 	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
+	race := flag.Int("race", 0, "instead: the SoftHSMv2 concurrency experiment, this many runs per reader kind")
+	raceKeys := flag.Int("race-keys", 150, "about this many keys per generation")
+	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool,pkcs11-tool-nologin", "reader kinds: none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin")
+	raceFixed := flag.String("race-fixed", "", "an ods-keyguard built with the fix, for keyguard-fixed")
+	raceTag := flag.String("race-tag", "experiment", "names the BENCHMARKS.md section")
+	raceLog := flag.String("race-log", "", "append each run as a JSON line to this file")
+	raceListMode := flag.Bool("race-list", false, "internal: list token ods-a's objects as JSON (SOFTHSM2_CONF)")
+	raceRender := flag.String("race-render", "", "instead of running: write the section from this -race-log")
+	raceTook := flag.Duration("race-took", 0, "with -race-render: how long the runs took")
 	flag.Parse()
+	if *raceListMode {
+		if err := raceList(); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: bench [-sizes N,N] [-runs N] BINARY")
 		os.Exit(2)
 	}
 	bin, _ := filepath.Abs(flag.Arg(0))
+	if *raceRender != "" {
+		fixed := *raceFixed
+		if fixed != "" {
+			fixed, _ = filepath.Abs(fixed)
+		}
+		t, runs, err := renderRace(*raceRender, strings.Split(*raceKinds, ","), bin, fixed, *raceKeys, *raceTook)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writeRace(*out, *raceTag, bin, fixed, t, runs, *raceKinds); err != nil {
+			fatal(err)
+		}
+		return
+	}
+	if *race > 0 {
+		self, err := os.Executable()
+		if err != nil {
+			fatal(err)
+		}
+		fixed := *raceFixed
+		if fixed != "" {
+			fixed, _ = filepath.Abs(fixed)
+		}
+		t, err := benchRace(self, bin, fixed, *race, *raceKeys, strings.Split(*raceKinds, ","), *raceLog)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writeRace(*out, *raceTag, bin, fixed, t, *race, *raceKinds); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *impls > 0 {
 		t, err := benchImplementations(bin, *impls, *runs, *only)
 		if err != nil {

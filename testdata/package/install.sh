@@ -11,12 +11,15 @@ timer=/etc/systemd/system/timers.target.wants/ods-keyguard-textfile.timer
 synctimer=/etc/systemd/system/timers.target.wants/ods-keyguard-parent-sync.timer
 prom=/var/lib/prometheus/node-exporter/ods_keyguard.prom
 
+# A fresh host: no state_dir left by anything before (this is the overlay's
+# copy, the host's own is untouched).
+rm -rf /var/lib/opendnssec/keyguard
 dpkg -i /tmp/pkg/ods-keyguard.deb >/tmp/pkg/log 2>&1 || { cat /tmp/pkg/log; fail "dpkg -i"; }
 echo "installed: $(status) $(dpkg-query -W -f '${Version}' ods-keyguard)"
 echo "version: $(ods-keyguard --version)"
 debsums -s ods-keyguard || fail "debsums"
 echo "debsums: clean"
-[ "$(stat -c '%a %U' /var/lib/opendnssec/keyguard)" = "2750 root" ] || fail "state_dir: $(stat -c '%a %U:%G' /var/lib/opendnssec/keyguard)"
+[ "$(stat -c '%a %U:%G' /var/lib/opendnssec/keyguard)" = "2750 root:opendnssec" ] || fail "state_dir: $(stat -c '%a %U:%G' /var/lib/opendnssec/keyguard)"
 
 # The sudo route as shipped: examples/sudoers's rule for nagios. The packaged
 # command line runs as root (it reads a keyguard.toml only root may read);

@@ -1,0 +1,290 @@
+package hsmcheck
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// needSoftHSM returns the SoftHSMv2 backend, or skips (fails under CI).
+func needSoftHSM(t *testing.T) softhsmBackend {
+	t.Helper()
+	for _, b := range backends(t) {
+		if s, ok := b.(softhsmBackend); ok {
+			return s
+		}
+	}
+	t.Skip("needs SoftHSMv2")
+	return softhsmBackend{}
+}
+
+// objectRecord is one attribute of a SoftHSMv2 object file: its type and
+// where it lies in the file.
+type objectRecord struct {
+	typ        uint64
+	start, end int
+	value      []byte
+}
+
+// records splits a whole object file into its attributes (the test's own
+// reading of the format, for making files SoftHSMv2 would rewrite).
+func records(t *testing.T, b []byte) []objectRecord {
+	t.Helper()
+	var out []objectRecord
+	for i := 8; i < len(b); {
+		typ, kind := binary.BigEndian.Uint64(b[i:]), binary.BigEndian.Uint64(b[i+8:])
+		j := i + 16
+		var v []byte
+		switch kind {
+		case 1:
+			v, j = b[j:j+1], j+1
+		case 2:
+			v, j = b[j:j+8], j+8
+		case 3, 4:
+			l := int(binary.BigEndian.Uint64(b[j:]))
+			v, j = b[j+8:j+8+l], j+8+l
+		case 5:
+			c := int(binary.BigEndian.Uint64(b[j:]))
+			j += 8 + 8*c
+		default:
+			t.Fatalf("kind %d at %d", kind, i)
+		}
+		out = append(out, objectRecord{typ, i, j, v})
+		i = j
+	}
+	return out
+}
+
+// tokenFolder is the one token folder of a SoftHSMv2 configured by conf.
+func tokenFolder(t *testing.T, conf string) string {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(filepath.Dir(conf), "tokens", "*"))
+	if len(dirs) != 1 {
+		t.Fatalf("token folders: %v", dirs)
+	}
+	return dirs[0]
+}
+
+// folderState is every file of a folder: name, size, modification time
+// and content hash.
+func folderState(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	must(t, err)
+	var out []string
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
+		must(t, err)
+		b, err := os.ReadFile(p)
+		must(t, err)
+		sum := sha256.Sum256(b)
+		out = append(out, fmt.Sprintf("%s %d %s %x", e.Name(), fi.Size(), fi.ModTime().Format(time.RFC3339Nano), sum[:8]))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Reading a SoftHSMv2 token writes nothing into its folder. SoftHSMv2
+// 2.6.1 read in place rewrites token.object at login, the generation file
+// at initialisation, and an object file whose attributes lack one it
+// gives a default to (as an object being created does, at the moment
+// another process caches it): that last write put a half-made copy over a
+// key the enforcer had just finished, in the experiment of BENCHMARKS.md.
+// Here the public key lacks CKA_COPYABLE, as a reader's stale copy would.
+func TestReadingLeavesTheTokenAlone(t *testing.T) {
+	b := needSoftHSM(t)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where the reader makes its copy
+	toks, pubs := b.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: ecID, Type: "EC"}, {ID: rsaID, Type: "RSA", Bits: 1024}}})
+	dir := tokenFolder(t, toks[0].Env["SOFTHSM2_CONF"])
+
+	stripped := false
+	files, _ := filepath.Glob(filepath.Join(dir, "*.object"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		must(t, err)
+		rs := records(t, data)
+		public, id := false, ""
+		for _, r := range rs {
+			if r.typ == 0 && bytes.Equal(r.value, []byte{0, 0, 0, 0, 0, 0, 0, 2}) {
+				public = true
+			}
+			if r.typ == 0x102 {
+				id = hex.EncodeToString(r.value)
+			}
+		}
+		if !public || id != ecID {
+			continue
+		}
+		for _, r := range rs {
+			if r.typ == 0x171 { // CKA_COPYABLE
+				must(t, os.WriteFile(f, append(data[:r.start:r.start], data[r.end:]...), 0o600))
+				stripped = true
+			}
+		}
+	}
+	if !stripped {
+		t.Fatal("no public key object with CKA_COPYABLE")
+	}
+	before := folderState(t, dir)
+
+	res := reader(t).Read(context.Background(), toks, Request{})[0]
+	must(t, res.Err)
+	ec, n := res.Contents.Find(ecID)
+	if n != 1 || ec.Fingerprint != FingerprintDNSKEY(pubs[ecID]) || len(res.Contents.Keys) != 2 {
+		t.Fatalf("read %+v", res.Contents.Keys)
+	}
+	if after := folderState(t, dir); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Errorf("the token folder changed:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the copy was left behind: %v", left)
+	}
+}
+
+// An object file that does not parse: left out when nobody has touched it
+// for a while (SoftHSMv2 takes it for no object too), asked again while it
+// is being written.
+func TestSnapshotHalfWrittenFiles(t *testing.T) {
+	b := needSoftHSM(t)
+	toks, _ := b.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: ecID, Type: "EC"}}})
+	conf := toks[0].Env["SOFTHSM2_CONF"]
+	dir := tokenFolder(t, conf)
+
+	dead := filepath.Join(dir, "0badf11e-0000-0000-0000-000000000000.object")
+	must(t, os.WriteFile(dead, nil, 0o600))
+	old := time.Now().Add(-time.Hour)
+	must(t, os.Chtimes(dead, old, old))
+	copyConf, err := snapshotSoftHSM(conf, filepath.Join(t.TempDir(), "copy"))
+	must(t, err)
+	copied, _ := filepath.Glob(filepath.Join(filepath.Dir(copyConf), "tokens", "*", "*.object"))
+	live, _ := filepath.Glob(filepath.Join(dir, "*.object"))
+	if len(copied) != len(live)-1 {
+		t.Errorf("copied %d object files of %d, the dead one left out: %v", len(copied), len(live), copied)
+	}
+	res := reader(t).Read(context.Background(), toks, Request{})[0]
+	if res.Err != nil || len(res.Contents.Keys) != 1 {
+		t.Fatalf("with a dead object file: %+v %v", res.Contents, res.Err)
+	}
+
+	// A modification time ahead of now: still being written, whatever
+	// the machine's load.
+	future := time.Now().Add(time.Hour)
+	must(t, os.Chtimes(dead, future, future))
+	_, err = readObjectFile(dead)
+	var busy *BusyError
+	if !errors.As(err, &busy) || !transient(err) || err.Error() != "SoftHSMv2 object file "+dead+" is being written (empty or cut short each time it was read)" {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestWholeObjectFile(t *testing.T) {
+	b := needSoftHSM(t)
+	toks, _ := b.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: ecID, Type: "EC"}, {ID: rsaID, Type: "RSA", Bits: 1024}}})
+	files, _ := filepath.Glob(filepath.Join(tokenFolder(t, toks[0].Env["SOFTHSM2_CONF"]), "*.object"))
+	if len(files) != 5 { // token.object and two key pairs
+		t.Fatalf("object files: %v", files)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		must(t, err)
+		if !wholeObjectFile(data) {
+			t.Errorf("%s: a whole file taken for a half-written one", f)
+		}
+		rs := records(t, data)
+		last := rs[len(rs)-1]
+		for _, cut := range []int{0, 7, last.start + 3, last.start + 16, len(data) - 1} {
+			if wholeObjectFile(data[:cut]) {
+				t.Errorf("%s cut at %d of %d: taken for a whole file", f, cut, len(data))
+			}
+		}
+		bad := append(append([]byte(nil), data...), make([]byte, 16)...)
+		binary.BigEndian.PutUint64(bad[len(data)+8:], 9) // no such kind
+		if wholeObjectFile(bad) {
+			t.Errorf("%s: an attribute of an unknown kind accepted", f)
+		}
+	}
+}
+
+// Without a folder for the copy a SoftHSMv2 token is not read at all:
+// read in place it could destroy the key being generated. Other modules
+// are opened as they are.
+func TestNoSnapshotFolder(t *testing.T) {
+	opened := ""
+	open := func(path string) (Module, error) { opened = path; return nil, errors.New("opened") }
+	o := snapshotOpener(open, "", "no folder for a copy")
+	if _, err := o(softhsmModule); err == nil || err.Error() != "no folder for a copy" || opened != "" {
+		t.Errorf("SoftHSMv2: %v, opened %q", err, opened)
+	}
+	if _, err := o("/usr/lib/x86_64-linux-gnu/libcs_pkcs11_R3.so"); err == nil || err.Error() != "opened" {
+		t.Errorf("another module: %v", err)
+	}
+}
+
+// BenchmarkSnapshot copies a token folder of 20,002 object files, as
+// SoftHSMv2 keeps 10,000 key pairs: the price of reading from a copy. It
+// copies under TMPDIR: set it to the folder to measure (/dev/shm, where
+// the reader copies unless TMPDIR is set). The object files are copies of
+// one key pair's; the copy does not care.
+func BenchmarkSnapshot(b *testing.B) {
+	if _, err := os.Stat(softhsmModule); err != nil {
+		b.Skip("needs SoftHSMv2")
+	}
+	base := b.TempDir()
+	conf := filepath.Join(base, "softhsm2.conf")
+	if err := os.MkdirAll(filepath.Join(base, "tokens"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte("directories.tokendir = "+base+"/tokens/\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, argv := range [][]string{
+		{"softhsm2-util", "--init-token", "--free", "--label", "ods-a", "--pin", "1234", "--so-pin", "5678"},
+		{"pkcs11-tool", "--module", softhsmModule, "--token-label", "ods-a", "--pin", "1234", "--keypairgen", "--key-type", "EC:prime256v1", "--id", ecID},
+	} {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v: %s", argv[0], err, out)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(filepath.Dir(conf), "tokens", "*"))
+	files, _ := filepath.Glob(filepath.Join(dirs[0], "*.object"))
+	var keys [][]byte
+	for _, f := range files {
+		if filepath.Base(f) != "token.object" {
+			data, _ := os.ReadFile(f)
+			keys = append(keys, data)
+		}
+	}
+	for i := 0; i < 10000; i++ {
+		for j, data := range keys {
+			name := fmt.Sprintf("%08x-0000-0000-0000-%012x.object", i, j)
+			if err := os.WriteFile(filepath.Join(dirs[0], name), data, 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(b.TempDir(), "copy")
+		if _, err := snapshotSoftHSM(conf, dir); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+}
