@@ -21,8 +21,8 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
-	"github.com/ods-keyguard/ods-keyguard/served"
 	"github.com/ods-keyguard/ods-keyguard/secret"
+	"github.com/ods-keyguard/ods-keyguard/served"
 )
 
 // DefaultPath is read when neither --config nor $ODS_KEYGUARD_CONFIG is given.

@@ -155,7 +155,7 @@ type Policy struct {
 	// SignaturesResign is how often the signer runs (<Signatures><Resign>);
 	// SignaturesRefresh how long before expiry it renews a signature.
 	SignaturesResign, SignaturesRefresh time.Duration
-	Keys                    []PolicyKey
+	Keys                                []PolicyKey
 }
 
 // PolicyKey is one <KSK>, <ZSK> or <CSK> of a policy.
