@@ -258,5 +258,5 @@ func checkReport(c *cli.Context) *monitor.Report {
 	return monitor.Run(c.Context, timeout, monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
-		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig()}, opt)
+		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)
 }

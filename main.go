@@ -180,6 +180,7 @@ func commands() []*cli.Command {
 		statusCommand(),
 		backupCommand(),
 		hookCommand(),
+		parentCommand(),
 		checkCommand(),
 		poolCommand(),
 		recoverCommand(),

@@ -187,6 +187,8 @@ func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 			"gendnskeys": cmdGenDNSKEYs,
 			"blackhole":  cmdBlackhole,
 			"galera":     cmdGalera,
+			"childzone":  cmdChildZone,
+			"zoneserver": cmdZoneServer,
 		},
 	})
 }
@@ -244,6 +246,7 @@ func setupScript(env *testscript.Env, backend string) error {
 	env.Values["enforcer"] = slot
 	env.Values["parent"] = &parentSlot{}
 	env.Values["galera"] = &galeraSlot{}
+	env.Values["zoneserver"] = &zoneSlot{}
 	return nil
 }
 
@@ -435,6 +438,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 				"ODS_KEYGUARD_SYSLOG=" + ts.Getenv("ODS_KEYGUARD_SYSLOG"),
 				"WORK=" + ts.Getenv("WORK"),
 				"PARENT_PORT=" + ts.Getenv("PARENT_PORT"),
+				"PARENT2_PORT=" + ts.Getenv("PARENT2_PORT"),
 			},
 			Module:       ts.Getenv("MODULE"),
 			Dir:          ts.MkAbs("ods"),
@@ -787,32 +791,57 @@ func cmdNoProc(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// parentSlot holds a script's parent name server.
-type parentSlot struct{ p *sandbox.Parent }
+// parentSlot holds a script's parent name servers.
+type parentSlot struct{ ps []*sandbox.Parent }
 
-// parent start ZONE CHILD...: a sandboxed BIND 9 named serving ZONE with
-// CHILD delegated, updatable from 127.0.0.1; sets $PARENT (ADDR:PORT) and
-// $PARENT_PORT. Start it before the enforcer, whose hooks get $PARENT_PORT.
-// parent ds CHILD: print the DS RRset the parent serves for CHILD, one
-// record per line ("TAG ALG DIGESTTYPE DIGEST"), sorted, or "no DS".
+// parent start [-servers N] ZONE CHILD...: sandboxed BIND 9 named servers
+// (one unless -servers), each serving ZONE with CHILD delegated, on ports
+// of their own, updatable from 127.0.0.1; sets $PARENT (ADDR:PORT) and
+// $PARENT_PORT of the first, and $PARENT2, $PARENT2_PORT... of the others.
+// The servers are independent primaries: an update that reaches only one
+// is a parent server that lags. Start them before the enforcer, whose
+// hooks get $PARENT_PORT and $PARENT2_PORT.
+// parent ds CHILD [N]: print CHILD's DS RRset as server N (default 1)
+// serves it, one record a line, sorted; "no DS" when it has none.
 func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
+	usage := "usage: parent start [-servers N] ZONE CHILD... | parent ds CHILD [N]"
 	if neg || len(args) < 2 {
-		ts.Fatalf("usage: parent start ZONE CHILD... | parent ds CHILD")
+		ts.Fatalf("%s", usage)
 	}
+	slot := ts.Value("parent").(*parentSlot)
 	switch args[0] {
 	case "start":
-		p, err := sandbox.StartParent(ts.MkAbs("parent"), args[1], args[2:])
-		ts.Check(err)
-		ts.Defer(p.Stop)
-		ts.Value("parent").(*parentSlot).p = p
-		ts.Setenv("PARENT", p.Addr())
-		ts.Setenv("PARENT_PORT", strconv.Itoa(p.Port))
-	case "ds":
-		p := ts.Value("parent").(*parentSlot).p
-		if p == nil {
-			ts.Fatalf("parent ds: no parent started")
+		n := 1
+		args = args[1:]
+		if args[0] == "-servers" && len(args) > 2 {
+			var err error
+			n, err = strconv.Atoi(args[1])
+			ts.Check(err)
+			args = args[2:]
 		}
-		ds, err := p.DS(args[1])
+		for i := 1; i <= n; i++ {
+			dir, suffix := "parent", ""
+			if i > 1 {
+				dir, suffix = "parent"+strconv.Itoa(i), strconv.Itoa(i)
+			}
+			p, err := sandbox.StartParent(ts.MkAbs(dir), args[0], args[1:])
+			ts.Check(err)
+			ts.Defer(p.Stop)
+			slot.ps = append(slot.ps, p)
+			ts.Setenv("PARENT"+suffix, p.Addr())
+			ts.Setenv("PARENT"+suffix+"_PORT", strconv.Itoa(p.Port))
+		}
+	case "ds":
+		i := 1
+		if len(args) == 3 {
+			var err error
+			i, err = strconv.Atoi(args[2])
+			ts.Check(err)
+		}
+		if i < 1 || i > len(slot.ps) {
+			ts.Fatalf("parent ds: no parent server %d started", i)
+		}
+		ds, err := slot.ps[i-1].DS(args[1])
 		ts.Check(err)
 		sort.Strings(ds)
 		if len(ds) == 0 {
@@ -822,7 +851,7 @@ func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
 			fmt.Fprintln(ts.Stdout(), d)
 		}
 	default:
-		ts.Fatalf("usage: parent start ZONE CHILD... | parent ds CHILD")
+		ts.Fatalf("%s", usage)
 	}
 }
 
@@ -1090,8 +1119,9 @@ func cmdGenDNSKEYs(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(os.WriteFile(ts.MkAbs(args[2]), []byte(b.String()), 0o644))
 }
 
-// blackhole: a TCP server on 127.0.0.1 that accepts connections and never
-// answers, as a server stopped with SIGSTOP does (the kernel still accepts);
+// blackhole: a TCP and UDP server on 127.0.0.1 that takes connections and
+// queries and never answers (a DNS server that hangs), as a server stopped
+// with SIGSTOP does (the kernel still accepts);
 // $BLACKHOLE_PORT names its port. Closed at the end of the script.
 func cmdBlackhole(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 0 {
@@ -1120,7 +1150,23 @@ func cmdBlackhole(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		mu.Unlock()
 	})
-	ts.Setenv("BLACKHOLE_PORT", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	// The same port over UDP: a DNS server that never answers takes
+	// the query and says nothing.
+	port := ln.Addr().(*net.TCPAddr).Port
+	if u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				if _, _, err := u.ReadFrom(buf); err != nil {
+					return
+				}
+			}
+		}()
+		ts.Defer(func() { u.Close() })
+	} else {
+		ts.Fatalf("blackhole: udp port %d: %v", port, err)
+	}
+	ts.Setenv("BLACKHOLE_PORT", strconv.Itoa(port))
 }
 
 // galeraSlot holds a script's Galera cluster.

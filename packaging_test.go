@@ -146,6 +146,8 @@ func TestDebianPackage(t *testing.T) {
 		"usr/share/bash-completion/completions/ods-keyguard":              "_ods_keyguard_flags",
 		"lib/systemd/system/ods-keyguard-textfile.service":                "SuccessExitStatus=1 2",
 		"lib/systemd/system/ods-keyguard-textfile.timer":                  "OnUnitActiveSec=5min",
+		"lib/systemd/system/ods-keyguard-parent-sync.service":             "ExecStart=/usr/sbin/ods-keyguard parent sync -t 120",
+		"lib/systemd/system/ods-keyguard-parent-sync.timer":               "OnUnitActiveSec=10min",
 		"usr/share/doc/ods-keyguard/README.md.gz":                         "file",
 		"usr/share/doc/ods-keyguard/examples/keyguard.toml":               "state_dir",
 		"usr/share/doc/ods-keyguard/examples/sudoers":                     "NOPASSWD: /usr/lib/nagios/plugins/check_ods_keyguard -t 10",
@@ -231,7 +233,8 @@ func TestDebianPackage(t *testing.T) {
 	}
 	runTool(t, ".", nil, "cp", "/bin/mkdir", filepath.Join(root, "bin/mkdir"))
 	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--recursive-errors=no", "--root="+root,
-		filepath.Join(units, "ods-keyguard-textfile.service"), filepath.Join(units, "ods-keyguard-textfile.timer")).CombinedOutput(); err != nil || len(out) > 0 {
+		filepath.Join(units, "ods-keyguard-textfile.service"), filepath.Join(units, "ods-keyguard-textfile.timer"),
+		filepath.Join(units, "ods-keyguard-parent-sync.service"), filepath.Join(units, "ods-keyguard-parent-sync.timer")).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	if _, err := exec.LookPath("promtool"); err == nil || strictTools {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -139,4 +140,20 @@ func flatKeys(doc map[string]any, prefix string) []string {
 		}
 	}
 	return keys
+}
+
+// TestGofmt keeps every Go file as gofmt writes it: a merge can leave an
+// import out of order without breaking the build.
+func TestGofmt(t *testing.T) {
+	gofmt := filepath.Join(runtime.GOROOT(), "bin", "gofmt")
+	if _, err := os.Stat(gofmt); err != nil {
+		gofmt = "gofmt"
+	}
+	out, err := exec.Command(gofmt, "-l", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("gofmt -l: %v: %s", err, out)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("not gofmt'd (run gofmt -w): %s", strings.ReplaceAll(s, "\n", ", "))
+	}
 }

@@ -30,7 +30,10 @@ const exitCodesHelp = `EXIT STATUS:
    recover assess: 0 nothing lost, 1 keys lost but recoverable, 2 keys lost for
    good or a zone must go insecure, 3 could not determine.
    hook ds-submit and ds-retract return the forward command's status when that
-   failed.`
+   failed.
+   parent sync: 0 done (what was due was told), 1 an ods-enforcer command
+   failed, 3 a parent server or the enforcer's database could not be read
+   (nothing told about what was not known).`
 
 // status is how a command sets its exit status: with err, main prints it;
 // without, the command has said what it had to.

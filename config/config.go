@@ -22,6 +22,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/secret"
+	"github.com/ods-keyguard/ods-keyguard/served"
 )
 
 // DefaultPath is read when neither --config nor $ODS_KEYGUARD_CONFIG is given.
@@ -50,6 +51,7 @@ type Config struct {
 	Backup       Backup                     `toml:"backup"`
 	Check        Check                      `toml:"check"`
 	Parent       Parent                     `toml:"parent"`
+	Zone         Zone                       `toml:"zone"`
 	Ledger       Ledger                     `toml:"ledger"`
 
 	// StateGroup is the group that a state_dir made by ods-keyguard gets:
@@ -104,6 +106,20 @@ type Parent struct {
 	Timeout string `toml:"timeout"`
 
 	timeout time.Duration
+}
+
+// Zone says where to read the zones as they are served: their DNSKEY RRset
+// and its signatures, which check compares with the enforcer and the HSMs.
+type Zone struct {
+	// Nameservers serve the zones the enforcer signs, asked directly
+	// ("HOST:PORT"); empty: the served zones are not read.
+	Nameservers []string `toml:"nameservers"`
+	// RRSIGWarning: a DNSKEY RRset signature that expires within it is a
+	// WARNING (Go duration; default the policy's <Signatures><Refresh>:
+	// the signer should have renewed it by then).
+	RRSIGWarning string `toml:"rrsig_warning"`
+
+	rrsigWarning time.Duration
 }
 
 // Ledger says where ods-keyguard keeps its records: "files" in state_dir
@@ -218,6 +234,14 @@ func Load(path string) (*Config, error) {
 		}
 		if _, _, err := net.SplitHostPort(ns); err != nil {
 			return nil, fmt.Errorf("config %s: [parent] %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
+		}
+	}
+	if c.Zone.rrsigWarning, err = duration(c.Zone.RRSIGWarning, 0); err != nil {
+		return nil, fmt.Errorf("config %s: [zone] rrsig_warning %q: want a duration such as 72h", path, c.Zone.RRSIGWarning)
+	}
+	for _, ns := range c.Zone.Nameservers {
+		if _, _, err := net.SplitHostPort(ns); err != nil {
+			return nil, fmt.Errorf("config %s: [zone] nameservers %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
 		}
 	}
 	if err := c.Ledger.parse(); err != nil {
@@ -366,6 +390,12 @@ func (c *Config) RequireBackup() map[string]bool {
 		rb[r.Name] = r.RequireBackup
 	}
 	return rb
+}
+
+// ServedConfig is [zone] for package served; its queries take [parent]
+// timeout.
+func (c *Config) ServedConfig() served.Config {
+	return served.Config{Nameservers: c.Zone.Nameservers, Timeout: c.Parent.timeout, Warn: c.Zone.rrsigWarning}
 }
 
 // ParentConfig is [parent] for package parent.

@@ -152,7 +152,10 @@ type Policy struct {
 	ParentPropagationDelay  time.Duration
 	ParentRegistrationDelay time.Duration
 	KeyTTL                  time.Duration // the DNSKEY TTL (<Keys><TTL>)
-	Keys                    []PolicyKey
+	// SignaturesResign is how often the signer runs (<Signatures><Resign>);
+	// SignaturesRefresh how long before expiry it renews a signature.
+	SignaturesResign, SignaturesRefresh time.Duration
+	Keys                                []PolicyKey
 }
 
 // PolicyKey is one <KSK>, <ZSK> or <CSK> of a policy.

@@ -35,7 +35,7 @@ func (st *State) read(ctx context.Context, q querier) error {
 
 func (st *State) readPolicies(ctx context.Context, q querier) error {
 	rows, err := q.QueryContext(ctx, `SELECT id, name, keysShared, parentDsTtl, parentPropagationDelay,
-		parentRegistrationDelay, keysTtl FROM policy ORDER BY id`)
+		parentRegistrationDelay, keysTtl, signaturesResign, signaturesRefresh FROM policy ORDER BY id`)
 	if err != nil {
 		return err
 	}
@@ -43,8 +43,8 @@ func (st *State) readPolicies(ctx context.Context, q querier) error {
 	for rows.Next() {
 		p := &Policy{}
 		var shared int
-		var dsTTL, prop, reg, keyTTL int64
-		if err := rows.Scan(&p.ID, &p.Name, &shared, &dsTTL, &prop, &reg, &keyTTL); err != nil {
+		var dsTTL, prop, reg, keyTTL, resign, refresh int64
+		if err := rows.Scan(&p.ID, &p.Name, &shared, &dsTTL, &prop, &reg, &keyTTL, &resign, &refresh); err != nil {
 			rows.Close()
 			return err
 		}
@@ -53,6 +53,7 @@ func (st *State) readPolicies(ctx context.Context, q querier) error {
 		p.ParentPropagationDelay = seconds(prop)
 		p.ParentRegistrationDelay = seconds(reg)
 		p.KeyTTL = seconds(keyTTL)
+		p.SignaturesResign, p.SignaturesRefresh = seconds(resign), seconds(refresh)
 		st.Policies = append(st.Policies, p)
 		byID[p.ID] = p
 	}

@@ -168,3 +168,23 @@ func TestStatusGoneZone(t *testing.T) {
 		t.Fatalf("settled: %+v", f)
 	}
 }
+
+func TestEventText(t *testing.T) {
+	for _, c := range []struct {
+		e    ledger.DSEvent
+		want string
+	}{
+		{ledger.DSEvent{Action: ledger.Created, By: "ds-submit", Reason: "0 DS records adopted"},
+			"ods-keyguard's DS records begin here (the first run of ds-submit); no KSK or CSK had its DS at the parent before: nothing adopted"},
+		{ledger.DSEvent{Action: ledger.Created, By: "ds-retract", Reason: "2 DS records adopted"},
+			"ods-keyguard's DS records begin here (the first run of ds-retract); 2 DS the enforcer had at the parent before are adopted (the adopted rows)"},
+		{ledger.DSEvent{Action: ledger.Created, By: "ds-submit", Reason: createdReason(1)},
+			"ods-keyguard's DS records begin here (the first run of ds-submit); 1 DS the enforcer had at the parent before is adopted (the adopted row)"},
+		{ledger.DSEvent{Kind: ledger.Retract, Action: ledger.Forwarded}, "the forward command took the retraction to the registrar"},
+		{ledger.DSEvent{Kind: ledger.Submit, Action: ledger.Withheld, Reason: "why"}, "why"},
+	} {
+		if got := EventText(c.e); got != c.want {
+			t.Errorf("EventText(%+v) = %q, want %q", c.e, got, c.want)
+		}
+	}
+}

@@ -343,7 +343,7 @@ func (g *Guard) retract(ctx context.Context, out *Outcome, f Facts, subs []Submi
 			evs = append(evs, ev)
 		case ledger.Held:
 			out.Held++
-			g.Log.Warning(fmt.Sprintf("ds-retract: held %s: %s", s.Describe(), d.Reason))
+			g.Log.Warning(fmt.Sprintf("ds-retract: held %s by ods-keyguard: %s; %s", s.Describe(), d.Reason, HoldAdvice))
 			evs = append(evs, event(s, ledger.Retract, ledger.Held, d.Reason, d.Locator))
 		case ledger.Skipped:
 			out.Skipped++
@@ -495,7 +495,7 @@ func (g *Guard) baseline(ctx context.Context, out *Outcome, kind string, f Facts
 			}
 		}
 	}
-	evs = append(evs, ledger.DSEvent{Action: ledger.Created, By: kind, Reason: fmt.Sprintf("%d DS records adopted", len(evs))})
+	evs = append(evs, ledger.DSEvent{Action: ledger.Created, By: kind, Reason: createdReason(len(evs))})
 	g.record(ctx, out, kind, evs...)
 }
 

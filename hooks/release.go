@@ -68,6 +68,12 @@ func (g *Guard) Release(ctx context.Context, out io.Writer) (*ReleaseReport, err
 // ReleaseLocked is Release for a caller that holds the lock already: backup
 // done, right after it confirmed a ceremony.
 func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseReport, error) {
+	// One line per action: printed on out, it goes to syslog only.
+	if q, ok := g.Log.(interface{ SyslogOnly() Logger }); ok && out != nil {
+		log := g.Log
+		g.Log = q.SyslogOnly()
+		defer func() { g.Log = log }()
+	}
 	book, err := g.Ledger.DS(ctx)
 	if err != nil {
 		return nil, err
@@ -190,11 +196,21 @@ func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, boo
 	g.record(ctx, o, "release", evs...)
 }
 
+// noInfo drops the info lines of a logger: a forward's "forwarded", which
+// release logs itself as "released".
+type noInfo struct{ Logger }
+
+func (noInfo) Info(string) {}
+
 // releaseOne forwards one request; the reason it is still kept back when
 // that fails.
 func (g *Guard) releaseOne(ctx context.Context, o *Outcome, kind, command string, s Submission, locator string) string {
 	var one Outcome
+	// The caller logs what became of it, once: "released ...: forwarded".
+	log := g.Log
+	g.Log = noInfo{log}
 	g.send(ctx, &one, kind, command, []Submission{s}, map[string]string{s.Fingerprint: locator}, io.Discard)
+	g.Log = log
 	o.RecordErr = joinErr(o.RecordErr, one.RecordErr)
 	switch {
 	case one.Approved > 0:

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -79,22 +81,80 @@ func History(b *ledger.DSBook, zone string) []ledger.DSEvent {
 }
 
 // WriteHistory prints one line per event: TIME KIND ACTION ZONE KEYTAG BY
-// REASON.
+// WHAT, the last an operator's sentence (see EventText).
 func WriteHistory(w io.Writer, evs []ledger.DSEvent) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tKIND\tACTION\tZONE\tKEYTAG\tBY\tREASON")
+	fmt.Fprintln(tw, "TIME\tKIND\tACTION\tZONE\tKEYTAG\tBY\tWHAT")
 	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), e.KeyTag, dash(e.By), dash(e.Reason))
+		tag := "-"
+		if e.KeyTag != 0 || e.Zone != "" {
+			tag = strconv.Itoa(e.KeyTag)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), tag, dash(e.By), dash(EventText(e)))
 	}
 	return tw.Flush()
 }
 
+// createdReason is the reason of the event that begins the DS records.
+func createdReason(adopted int) string {
+	switch adopted {
+	case 0:
+		return "no KSK or CSK had its DS at the parent before: nothing adopted"
+	case 1:
+		return "1 DS the enforcer had at the parent before is adopted (the adopted row)"
+	}
+	return fmt.Sprintf("%d DS the enforcer had at the parent before are adopted (the adopted rows)", adopted)
+}
+
+// oldCreated is how records before 2026-12 worded the created event.
+var oldCreated = regexp.MustCompile(`^([0-9]+) DS records adopted$`)
+
+// EventText says what an event means, for an operator: its reason, and
+// for the events that carry none, what happened.
+func EventText(e ledger.DSEvent) string {
+	switch e.Action {
+	case ledger.Created:
+		why := e.Reason
+		if m := oldCreated.FindStringSubmatch(why); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			why = createdReason(n)
+		}
+		by := ""
+		if e.By != "" {
+			by = fmt.Sprintf(" (the first run of %s)", e.By)
+		}
+		return "ods-keyguard's DS records begin here" + by + "; " + why
+	case ledger.Forwarding:
+		if e.Reason == "" {
+			return "the forward command is run (recorded before it runs)"
+		}
+	case ledger.Forwarded:
+		if e.Reason == "" {
+			if e.Kind == ledger.Retract {
+				return "the forward command took the retraction to the registrar"
+			}
+			return "the forward command took the DS to the registrar"
+		}
+	}
+	return e.Reason
+}
+
+// historyEvent is an event of hook history's JSON document, with its text.
+type historyEvent struct {
+	ledger.DSEvent
+	Text string `json:"text"`
+}
+
 // HistoryDoc is hook history's JSON document.
 func HistoryDoc(evs []ledger.DSEvent) any {
+	out := make([]historyEvent, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, historyEvent{e, EventText(e)})
+	}
 	return struct {
-		Schema string           `json:"schema"`
-		Events []ledger.DSEvent `json:"events"`
-	}{"ods-keyguard/hook-history/1", evs}
+		Schema string         `json:"schema"`
+		Events []historyEvent `json:"events"`
+	}{"ods-keyguard/hook-history/1", out}
 }
 
 func dash(s string) string {

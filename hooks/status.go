@@ -246,13 +246,18 @@ func useOf(z *enforcer.Zone, e *ledger.DSEntry) *enforcer.Use {
 	return nil
 }
 
+// HoldAdvice is what every message about a held retraction tells the
+// operator: the DS is kept on purpose, and removing it by hand (or telling
+// the enforcer ds-gone) breaks the chain of trust.
+const HoldAdvice = "do not remove that DS at the registrar by hand, nor run ods-enforcer key ds-gone for it: it is the zone's chain of trust until its successor's DS is at the parent, and then ods-keyguard retracts it (hook release)"
+
 func pendingFinding(e *ledger.DSEntry) Finding {
 	what := fmt.Sprintf("%s for zone %s key tag %d", e.Kind, e.Zone, e.KeyTag)
 	var text string
 	switch e.Action {
 	case ledger.Held:
-		text = fmt.Sprintf("%s held since %s: %s (it goes right after its successor's DS: ods-keyguard hook release)",
-			what, e.Since.Format(when.Minute), e.Reason)
+		text = fmt.Sprintf("%s held by ods-keyguard since %s: %s; %s",
+			what, e.Since.Format(when.Minute), e.Reason, HoldAdvice)
 	default:
 		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
 			what, e.Since.Format(when.Minute), e.Reason)
@@ -305,6 +310,12 @@ func parentFindings(zs *ZoneDS, z *enforcer.Zone, in StatusInput, add func(Sever
 		case match == nil:
 			add(Warning, "parent", "zone %s: the parent has DS %d/%d, of no key the enforcer has for the zone", z.Name, ds.KeyTag, ds.Algorithm)
 		case match.DSAtParent == enforcer.DSRetract || match.DSAtParent == enforcer.DSRetracted || match.DSAtParent == enforcer.DSUnsubmitted:
+			r := in.Book.Find(z.Name, match.Key.Locator, match.KeyTag, match.Key.Algorithm)
+			if e := in.Book.PendingFor(ledger.Retract, r); r != nil && e != nil && e.Action == ledger.Held {
+				add(Warning, "parent", "zone %s: the parent has the DS of %s %d (key %s), which the enforcer has %s: ods-keyguard holds that retraction on purpose (%s); %s",
+					z.Name, match.Role, match.KeyTag, match.Key.Locator, match.DSAtParent, e.Reason, HoldAdvice)
+				break
+			}
 			add(Warning, "parent", "zone %s: the parent has the DS of %s %d (key %s), which the enforcer has %s", z.Name, match.Role, match.KeyTag, match.Key.Locator, match.DSAtParent)
 		case !rules.BackedUp(in.Coverage, in.RequireBackup, match.Key):
 			add(Warning, "parent", "zone %s: the parent has the DS of %s %d (key %s), which is not backed up: %s", z.Name, match.Role, match.KeyTag, match.Key.Locator,

@@ -21,6 +21,9 @@ type Syslog struct {
 	conn     net.Conn
 	facility syslog.Priority
 	stderr   io.Writer
+	// quiet: lines go to the logger only, not stderr (a command that
+	// prints the same on stdout); to stderr still when no logger takes them.
+	quiet bool
 }
 
 // writeTimeout bounds one line's write to the logger.
@@ -85,7 +88,29 @@ func (s *Syslog) log(msg string, level syslog.Priority) {
 			fmt.Fprintf(s.stderr, "ods-keyguard: syslog: %v: logging to stderr only\n", err)
 		}
 	}
+	if s.quiet && s.conn != nil {
+		return
+	}
 	fmt.Fprintf(s.stderr, "ods-keyguard: %s\n", line)
+}
+
+// SyslogOnly is a logger that writes s's logger only, not stderr: for a
+// command that prints one line per action on stdout already. With no
+// logger connected the lines still reach stderr, so nothing is lost.
+func (s *Syslog) SyslogOnly() Logger {
+	return &quietSyslog{s}
+}
+
+type quietSyslog struct{ s *Syslog }
+
+func (q *quietSyslog) Info(msg string)    { q.log(msg, syslog.LOG_INFO) }
+func (q *quietSyslog) Warning(msg string) { q.log(msg, syslog.LOG_WARNING) }
+func (q *quietSyslog) Err(msg string)     { q.log(msg, syslog.LOG_ERR) }
+
+func (q *quietSyslog) log(msg string, level syslog.Priority) {
+	q.s.quiet = true
+	defer func() { q.s.quiet = false }()
+	q.s.log(msg, level)
 }
 
 // Close closes the connection to the logger.

@@ -30,6 +30,12 @@ const (
 	Adopted    = "adopted"    // at the parent before ods-keyguard recorded DS submissions
 	Settled    = "settled"    // a DS of a zone the enforcer no longer has, settled by the operator by hand
 	Created    = "created"    // the DS records begin
+
+	// parent sync's: what the parent's servers serve, told to the enforcer.
+	Seen       = "seen"       // every parent server serves the DS: ods-enforcer key ds-seen was run
+	Vanished   = "vanished"   // no parent server serves the DS any more: its TTL runs from now
+	Reappeared = "reappeared" // a DS seen vanished is served again: the TTL starts over when it goes
+	Gone       = "gone"       // gone from every server for its TTL: ods-enforcer key ds-gone was run
 )
 
 // DSEvent is one thing that happened to a DS submission or retraction.
@@ -47,7 +53,10 @@ type DSEvent struct {
 	Fingerprint string    `json:"fingerprint,omitempty"` // SHA-256 of the DNSKEY public key
 	Line        string    `json:"line,omitempty"`        // the DNSKEY line as the enforcer sent it
 	Reason      string    `json:"reason,omitempty"`
-	By          string    `json:"by,omitempty"` // the hook, release, or the operator who dropped it
+	By          string    `json:"by,omitempty"` // the hook, release, parent sync, or the operator who dropped it
+	// Parent is what each parent server served, for parent sync's events:
+	// "SERVER: DS ..." or "SERVER: no DS".
+	Parent []string `json:"parent,omitempty"`
 }
 
 // NewEvent stamps an event with a fresh id, the time and this host.
@@ -134,7 +143,13 @@ type DSKey struct {
 	// InFlight is a forward that began and has no outcome recorded (the
 	// process died meanwhile): whether the parent got it is not known.
 	InFlight time.Time
-	Events   []DSEvent
+	// Vanished is when parent sync first found its DS on no parent server
+	// (since it last saw it served); zero when it did not, or saw it again.
+	Vanished time.Time
+	// Seen and Gone are when parent sync last told the enforcer ds-seen
+	// and ds-gone of it.
+	Seen, Gone time.Time
+	Events     []DSEvent
 }
 
 // AtParent says whether the records have this key's DS at the parent: a
@@ -225,6 +240,19 @@ func Book(evs []DSEvent) *DSBook {
 			k.Adopted = e.Time
 		case Settled:
 			k.Settled = e.Time
+		case Vanished:
+			if k.Vanished.IsZero() {
+				k.Vanished = e.Time
+			}
+		case Reappeared:
+			k.Vanished = time.Time{}
+		case Seen:
+			k.Seen = e.Time
+		case Gone:
+			k.Gone = e.Time
+		}
+		if e.Kind == Submit && (e.Action == Forwarded || e.Action == Adopted) {
+			k.Vanished = time.Time{} // put at the parent again: a new life
 		}
 		if e.Action == Failed {
 			k.InFlight = time.Time{}
@@ -527,7 +555,7 @@ func needed(evs []DSEvent, now time.Time) map[string]bool {
 				last["ended"] = i
 			case Forwarding:
 				last["forwarding"] = i
-			case Adopted, Settled:
+			case Adopted, Settled, Vanished, Reappeared, Seen, Gone:
 				last[e.Action] = i
 			}
 			switch {

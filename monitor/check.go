@@ -16,6 +16,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
+	"github.com/ods-keyguard/ods-keyguard/served"
 )
 
 // CheckOptions are check's options, parsed.
@@ -37,6 +38,9 @@ type Sources struct {
 	Ledger        string
 	RequireBackup map[string]bool
 	Parent        parent.Config
+	// Served is [zone]: where the zones are served, read to compare with
+	// the enforcer and the HSMs.
+	Served served.Config
 }
 
 // Finding is one problem, in the plugin's terms.
@@ -122,7 +126,13 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	}
 	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Datastore, tokenNames(src.Tokens)))
 	var snap *inventory.Snapshot
-	if src.Parent.Enabled() {
+	if src.Served.Enabled() {
+		// The served DNSKEYs are matched to the enforcer's keys by their
+		// public keys: every key of every zone's.
+		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+			return hsmcheck.Request{NoPublic: true, PublicIDs: zoneKeys(st)}
+		})
+	} else if src.Parent.Enabled() {
 		// A DS at the parent counts as a key's only by digest: the public
 		// keys of the KSKs and CSKs are read too, which needs the database
 		// read first.
@@ -138,10 +148,16 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	if src.Parent.Enabled() {
 		at.set(strings.TrimSpace("the parent's servers " + strings.Join(src.Parent.Nameservers, " ") + " " + src.Parent.Resolver))
 	}
+	servedc := make(chan map[string][]served.Answer, 1)
+	go func() { servedc <- served.Read(ctx, src.Served, snap.State.ZoneNames()) }()
 	answers := parent.ByZone(ctx, src.Parent, append(snap.State.ZoneNames(), hooks.GoneZones(snap.State, book)...))
+	if src.Served.Enabled() {
+		at.set("the zones' servers " + strings.Join(src.Served.Nameservers, " "))
+	}
+	zones := <-servedc
 	at.set("")
 	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup,
-		Exposed: l.Exposed(), Writer: l.LockHolder(ctx)}, opt)
+		Exposed: l.Exposed(), Writer: l.LockHolder(ctx), Served: zones, ServedWarn: src.Served.Warn}, opt)
 }
 
 // Run is Check within timeout, as a monitoring plugin must answer: the
@@ -192,6 +208,47 @@ type Facts struct {
 	// Writer names the live writer holding the ledger's lock, "" when none
 	// does: a ceremony preparing under it is in progress, not interrupted.
 	Writer string
+	// Served is what the zones' servers serve, by zone ([zone]); nil when
+	// not read. ServedWarn is [zone] rrsig_warning.
+	Served     map[string][]served.Answer
+	ServedWarn time.Duration
+}
+
+// zoneKeys lists the locators of every key a zone uses, once each.
+func zoneKeys(st *enforcer.State) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, z := range st.Zones {
+		for _, u := range z.Keys {
+			if l := strings.ToLower(u.Key.Locator); !seen[l] {
+				seen[l] = true
+				out = append(out, l)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// servedInput is what served.Compare needs from the token reads.
+func servedInput(f Facts, opt CheckOptions) served.Input {
+	in := served.Input{State: f.Snapshot.State, Served: f.Served, Parent: f.Parent, Coverage: f.Store.Coverage(),
+		RequireBackup: f.RequireBackup, PublicKeys: hooks.PublicKeys(f.Snapshot.Results),
+		Holders: map[string]int{}, Tokens: map[string]int{}, TokensRead: true, Warn: f.ServedWarn, Now: opt.At}
+	for _, r := range f.Snapshot.Results {
+		if r.Token.Kind == hsmcheck.KindBackupToken {
+			continue
+		}
+		in.Tokens[r.Token.Repository]++
+		if r.Err != nil || r.Contents == nil {
+			in.TokensRead = false
+			continue
+		}
+		for _, k := range r.Contents.Keys {
+			in.Holders[strings.ToLower(k.ID)]++
+		}
+	}
+	return in
 }
 
 // Evaluate judges facts.
@@ -290,6 +347,16 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 			s = StateUnknown
 		}
 		add(s, df.Category, "%s", df.Text)
+	}
+	for _, sf := range served.Compare(servedInput(f, opt)) {
+		s := StateWarning
+		switch {
+		case sf.Unknown:
+			s = StateUnknown
+		case sf.Critical:
+			s = StateCritical
+		}
+		add(s, "zone", "%s", sf.Text)
 	}
 	withheld := len(f.Book.Pending)
 	rep.Withheld = &withheld
@@ -474,6 +541,22 @@ func summarize(rep *Report) string {
 			clauses = append(clauses, clause{fmt.Sprintf("%d pools short of backed-up keys (%s)", n, strings.Join(pools, ", ")), n})
 		case "hook":
 			clauses = append(clauses, clause{fmt.Sprintf("%d DS requests kept back or unaccounted for (hook status)", n), n})
+		case "zone":
+			var zones []string
+			named := map[string]bool{}
+			for _, g := range rep.Findings {
+				if g.Category == "zone" {
+					z, _, _ := strings.Cut(strings.TrimPrefix(g.Text, "zone "), ":")
+					if !named[z] {
+						named[z] = true
+						zones = append(zones, z)
+					}
+				}
+			}
+			if len(zones) > 2 {
+				zones = append(zones[:2], fmt.Sprintf("+%d", len(zones)-2))
+			}
+			clauses = append(clauses, clause{fmt.Sprintf("%d problems with the zones as served (%s)", n, strings.Join(zones, ", ")), n})
 		case "parent":
 			var zones []string
 			named := map[string]bool{}

@@ -131,6 +131,13 @@ func readZone(ctx context.Context, cfg Config, zone string) Answer {
 
 // query asks server for zone's DS RRset, over UDP and, when truncated, TCP.
 func query(ctx context.Context, timeout time.Duration, server, zone string, recursive bool) ([]DS, error) {
+	ds, _, err := queryTTL(ctx, timeout, server, zone, recursive)
+	return ds, err
+}
+
+// queryTTL is query, with the DS RRset's TTL as served (the longest, should
+// the records differ).
+func queryTTL(ctx context.Context, timeout time.Duration, server, zone string, recursive bool) ([]DS, time.Duration, error) {
 	if _, _, err := net.SplitHostPort(server); err != nil {
 		server = net.JoinHostPort(server, "53")
 	}
@@ -149,7 +156,7 @@ func query(ctx context.Context, timeout time.Duration, server, zone string, recu
 		r, _, err = c.ExchangeContext(qctx, m, server)
 		cancel()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if !r.Truncated {
 			break
@@ -158,20 +165,24 @@ func query(ctx context.Context, timeout time.Duration, server, zone string, recu
 	switch r.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 	default:
-		return nil, fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
+		return nil, 0, fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
 	}
 	if !recursive && !r.Authoritative && len(r.Answer) == 0 {
 		// A referral: this server does not serve the zone's parent.
-		return nil, errors.New("not authoritative for the parent zone (a referral)")
+		return nil, 0, errors.New("not authoritative for the parent zone (a referral)")
 	}
 	var out []DS
+	var ttl time.Duration
 	for _, rr := range r.Answer {
 		if ds, ok := rr.(*dns.DS); ok && strings.EqualFold(strings.TrimSuffix(ds.Hdr.Name, "."), zone) {
+			if t := time.Duration(ds.Hdr.Ttl) * time.Second; t > ttl {
+				ttl = t
+			}
 			out = append(out, DS{KeyTag: int(ds.KeyTag), Algorithm: int(ds.Algorithm), DigestType: int(ds.DigestType), Digest: strings.ToLower(ds.Digest)})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return out, nil
+	return out, ttl, nil
 }
 
 func same(a, b []DS) bool {
@@ -208,4 +219,44 @@ func (d DS) Match(zone string, keytag, algorithm int, publicKey []byte) (match, 
 		return false, false
 	}
 	return strings.EqualFold(ds.Digest, d.Digest), true
+}
+
+// ServerAnswer is what one parent server says of a zone's DS RRset.
+type ServerAnswer struct {
+	Server string `json:"server"`
+	// DS is the DS RRset it serves: empty when it serves none; nil with
+	// Err when it could not be read.
+	DS []DS `json:"ds"`
+	// TTL is the DS RRset's TTL as the server serves it: how long a
+	// resolver may keep what it fetched; zero with no DS.
+	TTL time.Duration `json:"-"`
+	Err error         `json:"-"`
+}
+
+// EachServer asks every one of cfg's nameservers, directly and each within
+// cfg.Timeout, for zone's DS RRset: what each serves, not what the first
+// to answer says. A resolver is no use here (its cache is one server's
+// past answer), so it needs Nameservers.
+func EachServer(ctx context.Context, cfg Config, zone string) ([]ServerAnswer, error) {
+	if len(cfg.Nameservers) == 0 {
+		return nil, errors.New("[parent] nameservers is empty: the parent's servers are asked each directly (a resolver's cache cannot tell whether every server has a DS)")
+	}
+	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
+	out := make([]ServerAnswer, len(cfg.Nameservers))
+	var wg sync.WaitGroup
+	for i, s := range cfg.Nameservers {
+		wg.Add(1)
+		go func(i int, s string) {
+			defer wg.Done()
+			ds, ttl, err := queryTTL(ctx, cfg.Timeout, s, zone, false)
+			if err != nil {
+				err = fmt.Errorf("nameserver %s: DS of %s: %w", s, zone, err)
+			} else if ds == nil {
+				ds = []DS{}
+			}
+			out[i] = ServerAnswer{Server: s, DS: ds, TTL: ttl, Err: err}
+		}(i, s)
+	}
+	wg.Wait()
+	return out, nil
 }

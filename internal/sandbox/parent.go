@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,18 +36,40 @@ func StartParent(dir, zone string, children []string) (*Parent, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	p := &Parent{Dir: dir, Zone: zone, Port: port}
 	var z strings.Builder
 	fmt.Fprintf(&z, "$ORIGIN %s.\n$TTL 60\n@ SOA ns1 hostmaster 1 60 60 600 60\n@ NS ns1\nns1 A 127.0.0.1\n", zone)
 	for _, c := range children {
 		c = strings.TrimSuffix(c, ".")
 		fmt.Fprintf(&z, "%s. NS ns1.%s.\nns1.%s. A 192.0.2.1\n", c, c, c)
 	}
-	conf := fmt.Sprintf(`options {
+	if err := os.WriteFile(filepath.Join(dir, "parent.zone"), []byte(z.String()), 0o644); err != nil {
+		return nil, err
+	}
+	return StartZones(dir, 0, map[string]string{zone: filepath.Join(dir, "parent.zone")}, true)
+}
+
+// StartZones starts named in dir serving each zone from its file (zone ->
+// path), on port (a free one when 0), updatable from 127.0.0.1 when update
+// is set, and waits until it answers for the first zone.
+func StartZones(dir string, port int, zones map[string]string, update bool) (*Parent, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var err error
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	var names []string
+	for n := range zones {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	zone := names[0]
+	p := &Parent{Dir: dir, Zone: zone, Port: port}
+	var conf strings.Builder
+	fmt.Fprintf(&conf, `options {
 	directory "%[1]s";
 	listen-on port %[2]d { 127.0.0.1; };
 	listen-on-v6 { none; };
@@ -57,18 +80,17 @@ func StartParent(dir, zone string, children []string) (*Parent, error) {
 	notify no;
 };
 controls { };
-zone "%[3]s" {
-	type primary;
-	file "%[1]s/parent.zone";
-	journal "%[1]s/parent.zone.jnl";
-	allow-update { 127.0.0.1; };
-};
-`, dir, port, zone)
-	if err := os.WriteFile(filepath.Join(dir, "parent.zone"), []byte(z.String()), 0o644); err != nil {
-		return nil, err
+`, dir, port)
+	for _, n := range names {
+		upd := "none"
+		if update {
+			upd = "127.0.0.1"
+		}
+		fmt.Fprintf(&conf, "zone %q {\n\ttype primary;\n\tfile %q;\n\tjournal %q;\n\tallow-update { %s; };\n};\n",
+			n, zones[n], zones[n]+".jnl", upd)
 	}
 	confPath := filepath.Join(dir, "named.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
 		return nil, err
 	}
 	log, err := os.Create(filepath.Join(dir, "named.log"))

@@ -8,6 +8,7 @@ export DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=
 fail() { echo "FAIL: $*"; exit 1; }
 status() { dpkg-query -W -f '${Status}' ods-keyguard 2>/dev/null; }
 timer=/etc/systemd/system/timers.target.wants/ods-keyguard-textfile.timer
+synctimer=/etc/systemd/system/timers.target.wants/ods-keyguard-parent-sync.timer
 prom=/var/lib/prometheus/node-exporter/ods_keyguard.prom
 
 # A fresh host: no state_dir left by anything before (this is the overlay's
@@ -38,8 +39,12 @@ echo "sudo refused: $? $out"
 rm /etc/opendnssec/keyguard.toml /etc/sudoers.d/ods-keyguard
 
 # What the admin does: enable the textfile timer; node_exporter's file is there.
+[ ! -e $timer ] || fail "the textfile timer is enabled by the package"
+[ ! -e $synctimer ] || fail "the parent sync timer is enabled by the package: it is shipped disabled"
 systemctl enable ods-keyguard-textfile.timer >/dev/null 2>&1 || fail "systemctl enable"
 [ -L $timer ] || fail "the timer is not enabled"
+systemctl enable ods-keyguard-parent-sync.timer >/dev/null 2>&1 || fail "systemctl enable parent sync"
+[ -L $synctimer ] || fail "the parent sync timer is not enabled"
 mkdir -p /var/lib/prometheus/node-exporter
 echo 'ods_keyguard_up 1' > $prom
 echo 'record' > /var/lib/opendnssec/keyguard/history.json
@@ -94,6 +99,7 @@ dpkg -r ods-keyguard >/tmp/pkg/out 2>&1 || { cat /tmp/pkg/out; fail "dpkg -r"; }
 echo "removed: $(status)"
 [ ! -e /usr/sbin/ods-keyguard ] || fail "the binary is still there"
 [ ! -L $timer ] || fail "the timer is still enabled"
+[ ! -L $synctimer ] || fail "the parent sync timer is still enabled"
 [ ! -e $prom ] || fail "the stale textfile is still there"
 [ -f /etc/nagios-plugins/config/ods-keyguard.cfg ] || fail "remove took the conffile"
 [ -f /var/lib/opendnssec/keyguard/history.json ] || fail "remove took state_dir"
@@ -103,5 +109,6 @@ dpkg -P ods-keyguard >/tmp/pkg/out 2>&1 || { cat /tmp/pkg/out; fail "dpkg -P"; }
 echo "purged: $(status || true)"
 [ ! -e /etc/nagios-plugins/config/ods-keyguard.cfg ] || fail "purge left the conffile"
 [ ! -e /var/lib/systemd/deb-systemd-helper-enabled/ods-keyguard-textfile.timer.dsh-also ] || fail "purge left the timer's state"
+[ ! -e /var/lib/systemd/deb-systemd-helper-enabled/ods-keyguard-parent-sync.timer.dsh-also ] || fail "purge left the parent sync timer's state"
 [ -f /var/lib/opendnssec/keyguard/history.json ] || fail "purge took state_dir"
 echo "state_dir kept: history.json"
