@@ -7,13 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/dnsq"
 )
 
 // Config is [parent] of the configuration.
@@ -138,29 +139,9 @@ func query(ctx context.Context, timeout time.Duration, server, zone string, recu
 // queryTTL is query, with the DS RRset's TTL as served (the longest, should
 // the records differ).
 func queryTTL(ctx context.Context, timeout time.Duration, server, zone string, recursive bool) ([]DS, time.Duration, error) {
-	if _, _, err := net.SplitHostPort(server); err != nil {
-		server = net.JoinHostPort(server, "53")
-	}
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(zone), dns.TypeDS)
-	m.RecursionDesired = recursive
-	m.SetEdns0(4096, true)
-	var r *dns.Msg
-	for _, netw := range []string{"udp", "tcp"} {
-		c := &dns.Client{Net: netw, Timeout: timeout}
-		qctx, cancel := context.WithTimeout(ctx, timeout)
-		var err error
-		r, _, err = c.ExchangeContext(qctx, m, server)
-		cancel()
-		if err != nil {
-			return nil, 0, err
-		}
-		if !r.Truncated {
-			break
-		}
+	r, err := dnsq.Exchange(ctx, timeout, server, zone, dns.TypeDS, recursive)
+	if err != nil {
+		return nil, 0, err
 	}
 	switch r.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:

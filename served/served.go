@@ -10,12 +10,13 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/dnsq"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
@@ -78,31 +79,10 @@ func Read(ctx context.Context, cfg Config, zones []string) map[string][]Answer {
 
 func query(ctx context.Context, timeout time.Duration, server, zone string) Answer {
 	a := Answer{Server: server}
-	addr := server
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(addr, "53")
-	}
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(zone), dns.TypeDNSKEY)
-	m.RecursionDesired = false
-	m.SetEdns0(4096, true)
-	var r *dns.Msg
-	for _, netw := range []string{"udp", "tcp"} {
-		c := &dns.Client{Net: netw, Timeout: timeout}
-		qctx, cancel := context.WithTimeout(ctx, timeout)
-		var err error
-		r, _, err = c.ExchangeContext(qctx, m, addr)
-		cancel()
-		if err != nil {
-			a.Err = fmt.Errorf("server %s: DNSKEY of %s: %w", server, zone, err)
-			return a
-		}
-		if !r.Truncated {
-			break
-		}
+	r, err := dnsq.Exchange(ctx, timeout, server, zone, dns.TypeDNSKEY, false)
+	if err != nil {
+		a.Err = fmt.Errorf("server %s: DNSKEY of %s: %w", server, zone, err)
+		return a
 	}
 	if r.Rcode != dns.RcodeSuccess {
 		a.Err = fmt.Errorf("server %s: DNSKEY of %s: answered %s", server, zone, dns.RcodeToString[r.Rcode])
