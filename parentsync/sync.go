@@ -248,6 +248,9 @@ func decide(z *enforcer.Zone, u *enforcer.Use, r *ledger.DSKey, book *ledger.DSB
 		it.Vanished = &v
 	}
 	switch {
+	case len(answers) == 0:
+		it.Action, it.Reason = ActUnknown, "no parent server was asked: nothing told"
+		return it
 	case len(unread) > 0:
 		it.Action, it.Reason = ActUnknown, "not every parent server could be read, nothing told: "+strings.Join(unread, "; ")
 		return it

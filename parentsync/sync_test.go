@@ -91,6 +91,7 @@ func TestDecide(t *testing.T) {
 				return a
 			}(), pub, ActWait, "until its TTL (3h0m0s) has passed"},
 		{"gone, no public key, another key's tag only", use(enforcer.DSRetracted), rold, bold, served([]parent.DS{}, []parent.DS{}), nil, ActGone, ""},
+		{"no server asked: nothing told", use(enforcer.DSSubmitted), nil, empty, nil, pub, ActUnknown, "no parent server was asked"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			it := decide(z, c.u, c.r, c.b, c.answers, c.pub, now)
