@@ -110,7 +110,7 @@ func runCeremony(r *job, step string) error {
 		out = &text
 	}
 	env := &ceremony.Env{Cfg: cfg, Ledger: l, Out: out}
-	env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, out) }
+	env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, l, out) }
 	operator := ledger.Operator(c.String("operator"))
 	if c.String("repository") == "" && step != "prepare" {
 		repos = nil // every repository with an open ceremony
@@ -133,15 +133,15 @@ func runCeremony(r *job, step string) error {
 }
 
 // releaseAfterDone runs the hook release once a ceremony is confirmed: what
-// the DS hook withheld for want of this backup can go now.
-func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, out io.Writer) error {
+// the DS hook withheld for want of this backup can go now. It runs on the
+// ceremony's own ledger, opened once in this process.
+func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, l *ledger.Ledger, out io.Writer) error {
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
-	g, closeLedger, err := openGuard(ctx, c, cfg, log)
+	g, err := newGuard(c, cfg, l, log)
 	if err != nil {
 		return err
 	}
-	defer closeLedger()
 	// The ceremony holds the state lock: release runs under it, in this
 	// process, without taking it again.
 	_, err = g.ReleaseLocked(ctx, out)

@@ -59,19 +59,29 @@ func openLedger(ctx context.Context, c *cli.Context, cfg *config.Config, readOnl
 // openGuard opens the ledger for writing and gives the DS guard on it,
 // and what closes the ledger.
 func openGuard(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger) (*hooks.Guard, func() error, error) {
-	tokens, err := cfg.Tokens()
-	if err != nil {
-		return nil, nil, err
-	}
 	l, err := openLedger(ctx, c, cfg, false)
 	if err != nil {
 		return nil, nil, err
+	}
+	g, err := newGuard(c, cfg, l, log)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return g, l.Close, nil
+}
+
+// newGuard is the DS guard on a ledger the caller opened (and closes).
+func newGuard(c *cli.Context, cfg *config.Config, l *ledger.Ledger, log hooks.Logger) (*hooks.Guard, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
 	}
 	return &hooks.Guard{
 		Ledger: l, Datastore: cfg.ODS.Datastore, Tokens: tokens, RequireBackup: cfg.RequireBackup(),
 		SubmitForward: cfg.Hooks.DSSubmitForward, RetractForward: cfg.Hooks.DSRetractForward,
 		Parent: cfg.ParentConfig(), Log: log, Stdout: c.App.Writer, Stderr: c.App.ErrWriter,
-	}, l.Close, nil
+	}, nil
 }
 
 // timeoutFlag is -t/--timeout SECONDS: the command answers within it.
