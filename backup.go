@@ -9,6 +9,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -109,19 +110,24 @@ func runCeremony(r *job, step string) error {
 	if c.Bool("json") {
 		out = &text
 	}
-	env := &ceremony.Env{Cfg: cfg, Ledger: l, Out: out}
-	env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, l, out) }
+	env, err := ceremonyEnv(cfg, l, out)
+	if err == nil {
+		env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, l, out) }
+	}
 	operator := ledger.Operator(c.String("operator"))
 	if c.String("repository") == "" && step != "prepare" {
 		repos = nil // every repository with an open ceremony
 	}
 	var cs []*ledger.Ceremony
-	switch step {
-	case "prepare":
+	switch {
+	case err != nil:
+		// A token's configuration (a pin_file, say) failed: reported as
+		// the step's failure, in its document too.
+	case step == "prepare":
 		cs, err = ceremony.Prepare(ctx, env, repos, operator)
-	case "done":
+	case step == "done":
 		cs, err = ceremony.Done(ctx, env, repos, c.String("backup-token"), operator)
-	case "rollback":
+	case step == "rollback":
 		cs, err = ceremony.Rollback(ctx, env, repos, operator, c.String("reason"))
 	}
 	if c.Bool("json") {
@@ -130,6 +136,22 @@ func runCeremony(r *job, step string) error {
 		}
 	}
 	return err
+}
+
+// ceremonyEnv gives a ceremony step what it works with, from the
+// configuration.
+func ceremonyEnv(cfg *config.Config, l *ledger.Ledger, out io.Writer) (*ceremony.Env, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	repos := map[string]ceremony.Repository{}
+	for _, r := range cfg.ODS.Repositories {
+		repos[r.Name] = ceremony.Repository{RequireBackup: r.RequireBackup, TokenLabel: r.TokenLabel}
+	}
+	return &ceremony.Env{Ledger: l, Datastore: cfg.ODS.Datastore, LockWait: cfg.LockWait,
+		CLI:          enforcer.CLI{Program: cfg.EnforcerCLI, Socket: cfg.ODS.SocketFile},
+		Repositories: repos, Tokens: tokens, BackupToken: cfg.BackupToken, Out: out}, nil
 }
 
 // releaseAfterDone runs the hook release once a ceremony is confirmed: what

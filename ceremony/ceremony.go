@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
@@ -36,22 +35,35 @@ type Warning struct{ msg string }
 
 func (w *Warning) Error() string { return w.msg }
 
-// Env is what a ceremony step works with.
+// Env is what a ceremony step works with: plain values, no configuration
+// file (the command layer builds them).
 type Env struct {
-	Cfg    *config.Config
-	Ledger *ledger.Ledger
-	Out    io.Writer // what the operator reads
+	Ledger    *ledger.Ledger
+	Datastore enforcer.Datastore // the enforcer's database, read-only
+	CLI       enforcer.CLI       // ods-enforcer, for backup prepare, commit, rollback
+	LockWait  time.Duration      // how long to wait for another host's step
+	// Repositories are conf.xml's, by name.
+	Repositories map[string]Repository
+	// Tokens are every repository's token and mirror.
+	Tokens []hsmcheck.Token
+	// BackupToken returns the backup token configured under name.
+	BackupToken func(name string) (hsmcheck.Token, error)
+	Out         io.Writer // what the operator reads
 	// Release runs after a ceremony is confirmed (also when done finds it
 	// confirmed already by a run that died): the DS guard's release of
 	// what was withheld for want of this backup.
 	Release func(ctx context.Context) error
 }
 
+// Repository is what a ceremony needs of a conf.xml repository.
+type Repository struct {
+	RequireBackup bool
+	TokenLabel    string
+}
+
 func (e *Env) now() time.Time { return time.Now().UTC() }
 
-func (e *Env) cli() enforcer.CLI {
-	return enforcer.CLI{Program: e.Cfg.EnforcerCLI, Socket: e.Cfg.ODS.SocketFile}
-}
+func (e *Env) cli() enforcer.CLI { return e.CLI }
 
 func (e *Env) say(format string, args ...any) { fmt.Fprintf(e.Out, format+"\n", args...) }
 
@@ -91,7 +103,7 @@ func (e *Env) begin(ctx context.Context) (unlock func(), store *ledger.Store, se
 // past its deadline): the caller may take the ceremony over.
 func (e *Env) conflict(ctx context.Context, st **ledger.Store, repo, id, verb string) (*ledger.Ceremony, error) {
 	store := *st
-	deadline := time.Now().Add(e.Cfg.LockWait)
+	deadline := time.Now().Add(e.LockWait)
 	told := false
 	for {
 		if h := store.Recorded(id); h != nil {
@@ -123,7 +135,7 @@ func (e *Env) conflict(ctx context.Context, st **ledger.Store, repo, id, verb st
 			return nil, refuse("repository %q: ceremony %s: another host is committing it (%s): nothing %s here; run the step again once it is done", repo, id, c.Claim, verb)
 		}
 		if !told {
-			e.say("repository %q: ceremony %s: another host is committing it (%s): waiting up to %s for it to end", repo, id, c.Claim, e.Cfg.LockWait)
+			e.say("repository %q: ceremony %s: another host is committing it (%s): waiting up to %s for it to end", repo, id, c.Claim, e.LockWait)
 			told = true
 		}
 		select {
@@ -147,15 +159,15 @@ func isConflict(err error) bool {
 // snapshot reads the database and the tokens of repos, plus extra tokens
 // (a backup token), in one pass.
 func (e *Env) snapshot(ctx context.Context, repos []string, extra ...hsmcheck.Token) (*inventory.Snapshot, error) {
-	all, err := e.Cfg.Tokens()
-	if err != nil {
-		return nil, err
-	}
 	var tokens []hsmcheck.Token
 	for _, r := range repos {
-		tokens = append(tokens, config.RepositoryTokens(all, r)...)
+		for _, t := range e.Tokens {
+			if t.Repository == r && t.Kind != hsmcheck.KindBackupToken {
+				tokens = append(tokens, t)
+			}
+		}
 	}
-	return inventory.Take(ctx, e.Cfg.ODS.Datastore, append(tokens, extra...), hsmcheck.Request{})
+	return inventory.Take(ctx, e.Datastore, append(tokens, extra...), hsmcheck.Request{})
 }
 
 // backupToken returns the backup token's result in snap, if one was read.

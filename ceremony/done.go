@@ -92,7 +92,7 @@ func Done(ctx context.Context, e *Env, repos []string, backupToken, operator str
 	}
 	var extra []hsmcheck.Token
 	if backupToken != "" {
-		t, err := e.Cfg.BackupToken(backupToken)
+		t, err := e.BackupToken(backupToken)
 		if err != nil {
 			return confirmed, err
 		}
@@ -164,7 +164,7 @@ func (e *Env) doneSteps(ctx context.Context, store *ledger.Store, snap *inventor
 	if err := e.commit(ctx, store, c, committed); err != nil {
 		return nil, err
 	}
-	after, err := enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore)
+	after, err := enforcer.ReadDatastore(ctx, e.Datastore)
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: ceremony %s: the enforcer committed, but its result cannot be read; run backup done again: %w", c.Repository, c.ID, err)
 	}

@@ -57,7 +57,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		if cs[repo] != nil {
 			continue
 		}
-		r, _ := e.Cfg.ODS.Repository(repo)
+		r := e.Repositories[repo]
 		c := &ledger.Ceremony{ID: ledger.NewID(repo, e.now()), Repository: repo, Status: ledger.Preparing,
 			RequireBackup: r.RequireBackup, Operator: operator, Prepared: e.now(), Claim: ledger.NewClaim(ctx)}
 		// Recorded only if no ceremony is open: another host that opened
@@ -77,7 +77,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		}
 	}
 	for _, repo := range repos {
-		r, _ := e.Cfg.ODS.Repository(repo)
+		r := e.Repositories[repo]
 		if !r.RequireBackup {
 			continue
 		}
@@ -217,7 +217,7 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *invento
 		what = fmt.Sprintf("%d keys (%s): nothing new since the last ceremony, a scheduled backup of every needed key", len(c.Keys), roles(c.Keys))
 	}
 	e.say("repository %q: ceremony %s prepared: %s on %s", repo, c.ID, what, describeTokens(c.Tokens))
-	r, _ := e.Cfg.ODS.Repository(repo)
+	r := e.Repositories[repo]
 	e.say("next: back up token %q onto a backup token (procedure steps 2-6), then run:", r.TokenLabel)
 	e.say("  ods-keyguard backup done -r %s --backup-token NAME", repo)
 	return nil

@@ -46,7 +46,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			continue
 		}
 		if st == nil {
-			if st, err = enforcer.ReadDatastore(ctx, e.Cfg.ODS.Datastore); err != nil {
+			if st, err = enforcer.ReadDatastore(ctx, e.Datastore); err != nil {
 				if c.Status == ledger.Committing {
 					return nil, refuse("repository %q: ceremony %s is committing and the enforcer's database cannot be read to tell whether the commit happened (%v): run `backup done` (nothing rolled back, the history unchanged)", repo, c.ID, err)
 				}
@@ -63,7 +63,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 	}
 	failpoint.Hit("rollback-checked")
 	for _, repo := range repos {
-		r, _ := e.Cfg.ODS.Repository(repo)
+		r := e.Repositories[repo]
 		c := store.Open(repo)
 		if c != nil {
 			// The claim, before the enforcer is asked.
