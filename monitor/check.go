@@ -77,14 +77,6 @@ func Unknown(opt CheckOptions, reason string) *Report {
 		Unbacked: []rules.Unbacked{}, Pools: []rules.Pool{}, Backups: []rules.Age{}, Problems: []inventory.Problem{}, Options: opt}
 }
 
-// Check reads everything within ctx and returns the verdict on both rules
-// of the procedure, the presence of every key on its tokens, the backup
-// age, the ceremonies, and the DS guard (with the parent's DS where
-// [parent] is configured).
-func Check(ctx context.Context, src Sources, opt CheckOptions) *Report {
-	return check(ctx, src, opt, &stage{})
-}
-
 // stage is what a check is waiting for, so that one out of time can say
 // which part did not answer.
 type stage struct {
@@ -104,6 +96,10 @@ func (s *stage) String() string {
 	return s.what
 }
 
+// check reads everything within ctx and returns the verdict on both rules
+// of the procedure, the presence of every key on its tokens, the backup
+// age, the ceremonies, and the DS guard (with the parent's DS where
+// [parent] is configured); at says what it is waiting for.
 func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Report {
 	// The records first: quick, and not to be starved by a token that hangs.
 	ledgerName := src.Ledger
@@ -160,7 +156,8 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 		Exposed: l.Exposed(), Writer: l.LockHolder(ctx), Served: zones, ServedWarn: src.Served.Warn}, opt)
 }
 
-// Run is Check within timeout, as a monitoring plugin must answer: the
+// Run reads everything and judges it within timeout, as a monitoring
+// plugin must answer (naming what did not answer in time): the
 // reads end at 70% of it and the verdict comes by 90%, once whatever did
 // not answer has been killed and reaped. Whatever goes wrong, out of time
 // included, is an UNKNOWN verdict, never a hang.
