@@ -160,21 +160,12 @@ func runAssess(r *job) error {
 			return usagef("--delivery: %v", err)
 		}
 	}
-	snap, err := r.snapshot(hsmcheck.Request{})
+	in, err := r.recoveryInput(hsmcheck.Request{})
 	if err != nil {
 		return err
 	}
-	l, store, err := r.ceremonies(true)
-	if err != nil {
-		return err
-	}
-	book, err := l.DS(r.ctx)
-	if err != nil {
-		return err
-	}
-	a := recovery.Assess(recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
-		Delivery: delivery, ReadZone: recovery.ReadSignedOutput, Book: book,
-		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())})
+	in.Delivery = delivery
+	a := recovery.Assess(in)
 	a.Delivery = c.String("delivery")
 	if err := output(c, a.Doc(), a.WriteText); err != nil {
 		return err
@@ -199,31 +190,20 @@ func runPlan(r *job) error {
 	if err != nil {
 		return err
 	}
-	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
-	if err != nil {
-		return err
-	}
-	l, store, err := r.ceremonies(true)
-	if err != nil {
-		return err
-	}
-	book, err := l.DS(r.ctx)
+	in, err := r.recoveryInput(hsmcheck.Request{NoPublic: true})
 	if err != nil {
 		return err
 	}
 	if z := c.String("zone"); z != "" {
 		found := false
-		for _, n := range snap.State.ZoneNames() {
+		for _, n := range in.State.ZoneNames() {
 			found = found || strings.EqualFold(n, strings.TrimSuffix(z, "."))
 		}
 		if !found {
 			return usagef("--zone %s: not a zone of the enforcer", z)
 		}
 	}
-	kp := recovery.Plan(recovery.PlanInput{Input: recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store,
-		Tokens: recovery.Tokens(snap.Results), ReadZone: recovery.ReadSignedOutput, Book: book,
-		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())},
-		Kasp: kasp, Margin: margin, Zone: c.String("zone")})
+	kp := recovery.Plan(recovery.PlanInput{Input: in, Kasp: kasp, Margin: margin, Zone: c.String("zone")})
 	if err := output(c, kp.Doc(), kp.WriteText); err != nil {
 		return err
 	}
@@ -231,6 +211,27 @@ func runPlan(r *job) error {
 		return exit(kp.Exit, nil)
 	}
 	return nil
+}
+
+// recoveryInput reads what recover assess and plan judge: the database and
+// every token (with req), the ceremonies, the DS records and, where
+// [parent] is configured, the parent's DS.
+func (r *job) recoveryInput(req hsmcheck.Request) (recovery.Input, error) {
+	snap, err := r.snapshot(req)
+	if err != nil {
+		return recovery.Input{}, err
+	}
+	l, store, err := r.ceremonies(true)
+	if err != nil {
+		return recovery.Input{}, err
+	}
+	book, err := l.DS(r.ctx)
+	if err != nil {
+		return recovery.Input{}, err
+	}
+	return recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
+		ReadZone: recovery.ReadSignedOutput, Book: book,
+		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())}, nil
 }
 
 func runPrunePool(r *job) error {
