@@ -2,6 +2,7 @@ package ceremony
 
 import (
 	"errors"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"strings"
 	"testing"
 
@@ -99,7 +100,7 @@ func TestPreparedSet(t *testing.T) {
 // is a warning naming where that key's backup is.
 func TestOlderKeysOnTheBackupToken(t *testing.T) {
 	ctx := t.Context()
-	store, err := testLedger(t).Ceremonies(ctx)
+	store, err := ledgertest.New(t).Ceremonies(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

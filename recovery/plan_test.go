@@ -3,6 +3,7 @@ package recovery
 import (
 	"context"
 	"errors"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +71,7 @@ func planWorld(t *testing.T, now, exp time.Time, ds bool, roles []enforcer.Role,
 			}
 		}
 	}
-	store, err := testLedger(t).Ceremonies(context.Background())
+	store, err := ledgertest.New(t).Ceremonies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

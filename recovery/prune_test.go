@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,7 +125,7 @@ func testPruneApply(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := testLedger(t).Ceremonies(context.Background())
+	store, err := ledgertest.New(t).Ceremonies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func testPruneApply(t *testing.T, b backend) {
 
 // A token that did not answer is not a token without the key: no plan.
 func TestPruneUnreadToken(t *testing.T) {
-	store, _ := testLedger(t).Ceremonies(context.Background())
+	store, _ := ledgertest.New(t).Ceremonies(context.Background())
 	st := &enforcer.State{Keys: []*enforcer.Key{{ID: 1, Locator: "aa", Repository: "R", State: enforcer.Unused}}}
 	_, err := PlanPrune(st, store, []Token{{Name: "a", Kind: "repository", Repository: "R", Err: errors.New("login: CKR_PIN_INCORRECT")}}, enforcer.Datastore{})
 	if err == nil || !strings.Contains(err.Error(), "cannot tell which keys are on no HSM") {

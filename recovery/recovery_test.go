@@ -3,6 +3,7 @@ package recovery
 import (
 	"context"
 	"errors"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -75,7 +76,7 @@ func world(t *testing.T) (Input, *enforcer.Key, *enforcer.Key) {
 			States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: enforcer.Omnipresent}}
 		k.Uses, z.Keys = []*enforcer.Use{u}, append(z.Keys, u)
 	}
-	store, err := testLedger(t).Ceremonies(context.Background())
+	store, err := ledgertest.New(t).Ceremonies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"testing"
 	"time"
 
@@ -162,7 +163,7 @@ func TestRuleOneUnbacked(t *testing.T) {
 func newStore(t *testing.T, cs ...*ledger.Ceremony) *ledger.Store {
 	t.Helper()
 	ctx := context.Background()
-	s, err := testLedger(t).Ceremonies(ctx)
+	s, err := ledgertest.New(t).Ceremonies(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
