@@ -2,13 +2,13 @@ package ceremony
 
 import (
 	"errors"
-	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"strings"
 	"testing"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 )
 
 // Unit tests of the ceremony's steps on data; the steps with the real

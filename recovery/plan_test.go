@@ -3,7 +3,6 @@ package recovery
 import (
 	"context"
 	"errors"
-	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 )
 
 // The kasp.xml OpenDNSSEC ships: its "default" policy, read as the plan

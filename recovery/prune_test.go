@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 

@@ -3,7 +3,6 @@ package recovery
 import (
 	"context"
 	"errors"
-	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,6 +13,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 )
 
 func TestSerialTime(t *testing.T) {

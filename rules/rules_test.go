@@ -2,12 +2,12 @@ package rules
 
 import (
 	"context"
-	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"testing"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 )
 
 var t0 = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
