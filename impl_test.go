@@ -28,10 +28,7 @@ var nssToo = regexp.MustCompile(`(?m)^# implementations: .*\bnss\b`)
 func TestScriptsNSS(t *testing.T) {
 	sandbox.NeedTools(t, "certutil", "gcc", "pkcs11-tool", "ods-enforcerd")
 	if _, err := sandbox.NSSModule(); err != nil {
-		if strictTools {
-			t.Fatal(err)
-		}
-		t.Skip(err)
+		sandbox.Missing(t, "%v", err)
 	}
 	files, err := filepath.Glob("testdata/script/*.txtar")
 	if err != nil {
@@ -65,16 +62,10 @@ var openCryptokiToo = regexp.MustCompile(`(?m)^# implementations: .*\bopencrypto
 func TestScriptsOpenCryptoki(t *testing.T) {
 	sandbox.NeedTools(t, "pkcsslotd", "pkcsconf", "unshare", "mount", "gcc", "pkcs11-tool", "ods-enforcerd")
 	if os.Getuid() != 0 {
-		if strictTools {
-			t.Fatal("openCryptoki: the test needs root for its private namespace, and CI does not skip")
-		}
-		t.Skip("openCryptoki: needs root for its private namespace")
+		sandbox.Missing(t, "openCryptoki: needs root for its private namespace")
 	}
 	if _, err := os.Stat(sandbox.OpenCryptokiModule); err != nil {
-		if strictTools {
-			t.Fatal(err)
-		}
-		t.Skip(err)
+		sandbox.Missing(t, "%v", err)
 	}
 	if os.Getenv(sandbox.OpenCryptokiNamespace) == "" {
 		// The same -run pattern, so that a single script runs alone here too.

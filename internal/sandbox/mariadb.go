@@ -365,10 +365,18 @@ func NeedTools(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if Strict {
-				t.Fatalf("%s not found, and CI does not skip", tool)
-			}
-			t.Skipf("needs %s", tool)
+			Missing(t, "%s not found", tool)
 		}
 	}
+}
+
+// Missing ends a test that lacks what it needs (a tool, a file, root): a
+// failure in CI (Strict), where nothing skips, and a skip elsewhere. The
+// one place that decides it.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Strict {
+		t.Fatalf(format+", and CI does not skip", args...)
+	}
+	t.Skipf(format, args...)
 }
