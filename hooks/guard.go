@@ -154,7 +154,7 @@ func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 	for _, s := range good {
 		zones[strings.ToLower(s.Zone)] = true
 	}
-	f := g.facts(fctx, good, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	f := g.facts(fctx, good, nil, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		return successorKeys(st, b, zones)
 	})
 	cancel()
@@ -391,13 +391,16 @@ func (g *Guard) forward(ctx context.Context, command string, subs []Submission, 
 	return err
 }
 
-// facts reads what decisions need, once: the DS records, the database, the
-// ceremonies and, for submissions, the candidate keys on the tokens (only
-// those), plus the parent's DS where [parent] is configured. extra names
-// more keys to read on the tokens, once the database is read.
-func (g *Guard) facts(ctx context.Context, subs []Submission, tokens bool, extra func(*enforcer.State, *ledger.DSBook) []*enforcer.Key) Facts {
+// facts reads what decisions need, once: the DS records (book, when the
+// caller read them already), the database, the ceremonies and the candidate
+// keys on the tokens (only those), plus the parent's DS where [parent] is
+// configured. extra names more keys to read on the tokens, once the
+// database is read.
+func (g *Guard) facts(ctx context.Context, subs []Submission, book *ledger.DSBook, extra func(*enforcer.State, *ledger.DSBook) []*enforcer.Key) Facts {
 	f := Facts{RequireBackup: g.RequireBackup, Tokens: map[string][]TokenView{}, Parent: map[string]parent.Answer{}}
-	f.Book, f.BookErr = g.Ledger.DS(ctx)
+	if f.Book = book; book == nil {
+		f.Book, f.BookErr = g.Ledger.DS(ctx)
+	}
 	if store, err := g.Ledger.Ceremonies(ctx); err != nil {
 		f.CeremoniesErr = err
 	} else {
@@ -421,7 +424,7 @@ func (g *Guard) facts(ctx context.Context, subs []Submission, tokens bool, extra
 		}
 		done <- parent.ByZone(ctx, g.Parent, zones)
 	}()
-	if tokens && f.State != nil {
+	if f.State != nil {
 		var more []*enforcer.Key
 		if extra != nil {
 			more = extra(f.State, f.Book)

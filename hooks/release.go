@@ -94,11 +94,8 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 		}
 	}
 	var derived []*enforcer.Key
-	f := g.facts(ctx, subs, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	f := g.facts(ctx, subs, book, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		derived = unrecorded(st, b)
-		if b == nil {
-			return derived
-		}
 		zones := map[string]bool{}
 		for _, e := range b.Pending {
 			if e.Kind == ledger.Retract {

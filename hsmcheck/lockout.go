@@ -350,7 +350,9 @@ func unwrapPath(err error) error {
 // readAt reads name in d, a regular file never reached through a symlink.
 func readAt(d *os.File, name string) ([]byte, error) {
 	path := filepath.Join(d.Name(), name)
-	fd, err := syscall.Openat(int(d.Fd()), name, syscall.O_RDONLY|noFollow, 0)
+	// Never waiting: a FIFO under that name opens at once and is refused
+	// below, instead of stalling every token read (the DS hook's too).
+	fd, err := syscall.Openat(int(d.Fd()), name, syscall.O_RDONLY|noFollow|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("state file %s: is a symlink; ods-keyguard does not follow links in state_dir", path)

@@ -21,15 +21,8 @@ type Snapshot struct {
 func Take(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, req hsmcheck.Request) (*Snapshot, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// A token that hangs is given up on with a quarter of the time left:
-	// what comes after (the ledger, the parent, the answer) still has a
-	// deadline to work in.
-	tctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var tcancel context.CancelFunc
-		tctx, tcancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*3/4))
-		defer tcancel()
-	}
+	tctx, tcancel := tokenContext(ctx)
+	defer tcancel()
 	done := make(chan []hsmcheck.Result, 1)
 	go func() { done <- hsmcheck.Reader{}.Read(tctx, tokens, req) }()
 	st, err := enforcer.ReadDatastore(ctx, ds)
@@ -49,13 +42,20 @@ func TakeFor(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token
 	if err != nil {
 		return nil, err
 	}
-	tctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		tctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*3/4))
-		defer cancel()
-	}
+	tctx, cancel := tokenContext(ctx)
+	defer cancel()
 	return &Snapshot{State: st, Results: hsmcheck.Reader{}.Read(tctx, tokens, req(st))}, nil
+}
+
+// tokenContext is what the token reads get: three quarters of the time left,
+// so that a token that hangs is given up on while what comes after (the
+// ledger, the parent, the answer) still has a deadline to work in.
+func tokenContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*3/4))
 }
 
 // Of returns the results of the tokens that hold repo's keys (its own and
