@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -189,6 +190,8 @@ func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 			"galera":     cmdGalera,
 			"childzone":  cmdChildZone,
 			"zoneserver": cmdZoneServer,
+			"signer":     cmdSigner,
+			"validate":   cmdValidate,
 		},
 	})
 }
@@ -247,6 +250,7 @@ func setupScript(env *testscript.Env, backend string) error {
 	env.Values["parent"] = &parentSlot{}
 	env.Values["galera"] = &galeraSlot{}
 	env.Values["zoneserver"] = &zoneSlot{}
+	env.Values["validator"] = &validatorSlot{}
 	return nil
 }
 
@@ -256,6 +260,7 @@ var tools = map[string][]string{
 	"promtool": {"promtool"},
 	"root":     {},
 	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
+	"signer":   {"ods-signerd", "ods-signer", "unshare", "nsenter", "mount", "delv"},
 	"nagios":   {"nagios4"},
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
 	"galera":   {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
@@ -374,9 +379,11 @@ type enforcerSlot struct {
 
 // enforcer start [-require-backup] [-skip-public-key] [-manual-keygen]
 //
-//	[-ds-submit CMD] [-ds-retract CMD] [-set-time T] [-label L]
+//	[-ds-submit CMD] [-ds-retract CMD] [-set-time T] [-label L] [-signer]
 //
-// starts ods-enforcerd in $WORK/ods (kasp.xml from $WORK/kasp.xml if
+// starts ods-enforcerd in $WORK/ods (-signer: and ods-signerd beside it,
+// both in a private mount namespace where $WORK/ods/run is
+// /run/opendnssec; it needs root) (kasp.xml from $WORK/kasp.xml if
 // present) and sets $ODS_CONF, $ODS_SOCK and $ODS_DB.
 // enforcer zone [-nowait] ZONE [POLICY]: add a zone and wait for its keys.
 // enforcer signconf ZONE: wait for the zone's signconf (after -nowait).
@@ -410,6 +417,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		setTime := fs.String("set-time", "", "")
 		label := fs.String("label", "ods-a", "")
 		pin := fs.String("pin", sandbox.PIN, "the repository's PIN, as conf.xml holds it")
+		signer := fs.Bool("signer", false, "ods-signerd beside it, both in a mount namespace of their own")
 		if err := fs.Parse(args[1:]); err != nil {
 			ts.Fatalf("enforcer start: %v", err)
 		}
@@ -437,6 +445,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
 			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: *pin, RequireBackup: *rb, SkipPublicKey: *spk}},
 			DSSubmit:     *submit, DSRetract: *retract, ManualKeyGen: *manual, SetTime: *setTime,
+			Signer: *signer,
 		}
 		o.Env = append(o.Env, wrapperEnv(ts)...)
 		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {
@@ -786,42 +795,53 @@ func cmdNoProc(ts *testscript.TestScript, neg bool, args []string) {
 // parentSlot holds a script's parent name servers.
 type parentSlot struct{ ps []*sandbox.Parent }
 
-// parent start [-servers N] ZONE CHILD...: sandboxed BIND 9 named servers
-// (one unless -servers), each serving ZONE with CHILD delegated, on ports
-// of their own, updatable from 127.0.0.1; sets $PARENT (ADDR:PORT) and
-// $PARENT_PORT of the first, and $PARENT2, $PARENT2_PORT... of the others.
+// parent start [-servers N] [-signed] ZONE CHILD...: sandboxed BIND 9 named
+// servers (one unless -servers), each serving ZONE with CHILD delegated, on
+// ports of their own, updatable from 127.0.0.1; sets $PARENT (ADDR:PORT)
+// and $PARENT_PORT of the first, and $PARENT2, $PARENT2_PORT... of the
+// others. -signed: BIND signs ZONE (all servers with one CSK) and re-signs
+// it after every update; $PARENT_ANCHOR is a file holding its trust anchor
+// (trust-anchors { "ZONE." static-key 257 3 13 "..."; };), for delv -a.
 // The servers are independent primaries: an update that reaches only one
 // is a parent server that lags. Start them before the enforcer, whose
 // hooks get $PARENT_PORT and $PARENT2_PORT.
 // parent ds CHILD [N]: print CHILD's DS RRset as server N (default 1)
 // serves it, one record a line, sorted; "no DS" when it has none.
 func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
-	usage := "usage: parent start [-servers N] ZONE CHILD... | parent ds CHILD [N]"
+	usage := "usage: parent start [-servers N] [-signed] ZONE CHILD... | parent ds CHILD [N]"
 	if neg || len(args) < 2 {
 		ts.Fatalf("%s", usage)
 	}
 	slot := ts.Value("parent").(*parentSlot)
 	switch args[0] {
 	case "start":
-		n := 1
-		args = args[1:]
-		if args[0] == "-servers" && len(args) > 2 {
-			var err error
-			n, err = strconv.Atoi(args[1])
-			ts.Check(err)
-			args = args[2:]
+		fs := flag.NewFlagSet("parent start", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		n := fs.Int("servers", 1, "")
+		signed := fs.Bool("signed", false, "")
+		if fs.Parse(args[1:]) != nil || fs.NArg() < 1 {
+			ts.Fatalf("%s", usage)
 		}
-		for i := 1; i <= n; i++ {
+		args = fs.Args()
+		keys := ""
+		for i := 1; i <= *n; i++ {
 			dir, suffix := "parent", ""
 			if i > 1 {
 				dir, suffix = "parent"+strconv.Itoa(i), strconv.Itoa(i)
 			}
-			p, err := sandbox.StartParent(ts.MkAbs(dir), args[0], args[1:])
+			p, err := sandbox.StartParentWith(sandbox.ParentOptions{Dir: ts.MkAbs(dir), Zone: args[0], Children: args[1:], Signed: *signed, Keys: keys})
 			ts.Check(err)
 			ts.Defer(p.Stop)
 			slot.ps = append(slot.ps, p)
 			ts.Setenv("PARENT"+suffix, p.Addr())
 			ts.Setenv("PARENT"+suffix+"_PORT", strconv.Itoa(p.Port))
+			if *signed && i == 1 {
+				// The others sign with the same key: one zone, one anchor.
+				keys = filepath.Join(p.Dir, "keys")
+				anchor := ts.MkAbs("parent-anchor.conf")
+				ts.Check(p.AnchorFile(anchor))
+				ts.Setenv("PARENT_ANCHOR", anchor)
+			}
 		}
 	case "ds":
 		i := 1

@@ -14,6 +14,11 @@ want pkcs11-tool opensc
 want sqlite3 sqlite3
 want named bind9
 want dig bind9-dnsutils
+want delv bind9-dnsutils
+# The signer lab: ods-signerd signs the children, in a mount namespace of
+# its own (unshare, nsenter).
+want ods-signerd opendnssec-signer
+want nsenter util-linux
 want mariadbd mariadb-server
 # The Galera harness: three MariaDB nodes with Debian's galera-4, joined by
 # rsync state transfer.

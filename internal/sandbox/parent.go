@@ -22,8 +22,12 @@ import (
 type Parent struct {
 	Dir, Zone string
 	Port      int
-	cmd       *exec.Cmd
-	done      chan error
+	// Signed: BIND signs the zone (dnssec-policy) and re-signs it after
+	// every update; Anchor is then its key-signing DNSKEY.
+	Signed bool
+	Anchor *dns.DNSKEY
+	cmd    *exec.Cmd
+	done   chan error
 }
 
 // Addr is the server's address: 127.0.0.1:PORT.
@@ -32,7 +36,41 @@ func (p *Parent) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // StartParent starts named in dir serving zone, with children delegated to
 // it (an NS and glue each), and waits until it answers.
 func StartParent(dir, zone string, children []string) (*Parent, error) {
-	zone = strings.TrimSuffix(zone, ".")
+	return StartParentWith(ParentOptions{Dir: dir, Zone: zone, Children: children})
+}
+
+// ParentOptions shape a parent server.
+type ParentOptions struct {
+	Dir, Zone string
+	Children  []string
+	// Signed has BIND sign the zone with a CSK of its own (dnssec-policy),
+	// and re-sign it after every dynamic update.
+	Signed bool
+	// Keys, with Signed, is another signed parent's key folder: this server
+	// signs with the same key (two servers of one signed zone).
+	Keys string
+}
+
+// signPolicy is the parent's dnssec-policy: one ECDSA P-256 CSK that never
+// rolls, short TTLs, signatures valid two weeks.
+const signPolicy = `dnssec-policy "parent" {
+	keys { csk key-directory lifetime unlimited algorithm 13; };
+	dnskey-ttl 60;
+	max-zone-ttl 60;
+	zone-propagation-delay 0;
+	publish-safety 0;
+	retire-safety 0;
+	signatures-validity P14D;
+	signatures-validity-dnskey P14D;
+	signatures-refresh P5D;
+};
+`
+
+// StartParentWith starts a parent server as o says, and waits until it
+// answers (signed: until it serves its DNSKEY and the signatures over it
+// and over its SOA).
+func StartParentWith(o ParentOptions) (*Parent, error) {
+	dir, zone, children := o.Dir, strings.TrimSuffix(o.Zone, "."), o.Children
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -45,13 +83,109 @@ func StartParent(dir, zone string, children []string) (*Parent, error) {
 	if err := os.WriteFile(filepath.Join(dir, "parent.zone"), []byte(z.String()), 0o644); err != nil {
 		return nil, err
 	}
-	return StartZones(dir, 0, map[string]string{zone: filepath.Join(dir, "parent.zone")}, true)
+	files := map[string]string{zone: filepath.Join(dir, "parent.zone")}
+	if !o.Signed {
+		return StartZones(dir, 0, files, true)
+	}
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return nil, err
+	}
+	if o.Keys != "" {
+		ents, err := os.ReadDir(o.Keys)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(o.Keys, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(keys, e.Name()), b, 0o600); err != nil {
+				return nil, err
+			}
+		}
+	}
+	p, err := startNamed(dir, 0, files, true, signPolicy, keys)
+	if err != nil {
+		return nil, err
+	}
+	p.Signed = true
+	if err := p.waitSigned(20 * time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitSigned waits until the server serves its DNSKEY RRset with an RRSIG
+// by a key of it, and a signed SOA, and sets p.Anchor to the KSK (or CSK).
+func (p *Parent) waitSigned(within time.Duration) error {
+	ask := func(t uint16) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(p.Zone), t)
+		m.SetEdns0(4096, true)
+		m.RecursionDesired = false
+		return dns.Exchange(m, p.Addr())
+	}
+	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(p.Dir, "named.log"))
+			return fmt.Errorf("named: zone %s not signed after %s: %s", p.Zone, within, tail(string(b)))
+		}
+		r, err := ask(dns.TypeDNSKEY)
+		if err != nil {
+			continue
+		}
+		var ksk *dns.DNSKEY
+		signed := false
+		for _, rr := range r.Answer {
+			if k, ok := rr.(*dns.DNSKEY); ok && k.Flags&dns.SEP != 0 {
+				ksk = k
+			}
+		}
+		for _, rr := range r.Answer {
+			if s, ok := rr.(*dns.RRSIG); ok && ksk != nil && s.TypeCovered == dns.TypeDNSKEY && s.KeyTag == ksk.KeyTag() {
+				signed = true
+			}
+		}
+		if !signed {
+			continue
+		}
+		if r, err = ask(dns.TypeSOA); err != nil {
+			continue
+		}
+		for _, rr := range r.Answer {
+			if s, ok := rr.(*dns.RRSIG); ok && s.TypeCovered == dns.TypeSOA {
+				p.Anchor = ksk
+				return nil
+			}
+		}
+	}
+}
+
+// AnchorFile writes the parent's trust anchor, in the form delv's -a and
+// named's trust-anchors take, to path.
+func (p *Parent) AnchorFile(path string) error {
+	if p.Anchor == nil {
+		return fmt.Errorf("parent %s: not signed", p.Zone)
+	}
+	k := p.Anchor
+	text := fmt.Sprintf("trust-anchors {\n\t%q static-key %d %d %d %q;\n};\n", dns.Fqdn(p.Zone), k.Flags, k.Protocol, k.Algorithm, k.PublicKey)
+	return os.WriteFile(path, []byte(text), 0o644)
 }
 
 // StartZones starts named in dir serving each zone from its file (zone ->
 // path), on port (a free one when 0), updatable from 127.0.0.1 when update
 // is set, and waits until it answers for the first zone.
 func StartZones(dir string, port int, zones map[string]string, update bool) (*Parent, error) {
+	return startNamed(dir, port, zones, update, "", "")
+}
+
+// startNamed is StartZones, the zones signed by BIND with policy (a
+// dnssec-policy statement named "parent") and keys in keys, when policy is
+// not "".
+func startNamed(dir string, port int, zones map[string]string, update bool, policy, keys string) (*Parent, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -81,16 +215,74 @@ func StartZones(dir string, port int, zones map[string]string, update bool) (*Pa
 };
 controls { };
 `, dir, port)
+	conf.WriteString(policy)
 	for _, n := range names {
 		upd := "none"
 		if update {
 			upd = "127.0.0.1"
 		}
-		fmt.Fprintf(&conf, "zone %q {\n\ttype primary;\n\tfile %q;\n\tjournal %q;\n\tallow-update { %s; };\n};\n",
-			n, zones[n], zones[n]+".jnl", upd)
+		sign := ""
+		if policy != "" {
+			sign = fmt.Sprintf("\tdnssec-policy \"parent\";\n\tkey-directory %q;\n", keys)
+		}
+		fmt.Fprintf(&conf, "zone %q {\n\ttype primary;\n\tfile %q;\n\tjournal %q;\n\tallow-update { %s; };\n%s};\n",
+			n, zones[n], zones[n]+".jnl", upd, sign)
 	}
+	return runNamed(p, conf.String(), false)
+}
+
+// StartResolver starts named in dir as a recursive resolver on a port of
+// its own that forwards each zone to its server (zone -> ADDR:PORT) and
+// caches nothing: what a validator asks through it is what the servers
+// serve now. It validates nothing itself (delv does), and waits until it
+// answers for probe, one of the zones.
+func StartResolver(dir string, forwards map[string]string, probe string) (*Parent, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &Parent{Dir: dir, Zone: strings.TrimSuffix(probe, "."), Port: port}
+	var conf strings.Builder
+	fmt.Fprintf(&conf, `options {
+	directory "%[1]s";
+	listen-on port %[2]d { 127.0.0.1; };
+	listen-on-v6 { none; };
+	pid-file "%[1]s/named.pid";
+	session-keyfile "%[1]s/session.key";
+	recursion yes;
+	allow-recursion { 127.0.0.1; };
+	dnssec-validation no;
+	notify no;
+	max-cache-ttl 0;
+	max-ncache-ttl 0;
+	servfail-ttl 0;
+};
+controls { };
+`, dir, port)
+	var names []string
+	for n := range forwards {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		host, port, err := net.SplitHostPort(forwards[n])
+		if err != nil {
+			return nil, fmt.Errorf("forwarder of %s: %w", n, err)
+		}
+		fmt.Fprintf(&conf, "zone %q {\n\ttype forward;\n\tforward only;\n\tforwarders { %s port %s; };\n};\n", strings.TrimSuffix(n, "."), host, port)
+	}
+	return runNamed(p, conf.String(), true)
+}
+
+// runNamed writes conf and starts named on it, then waits until it
+// answers for p.Zone's SOA (recursive: asking for recursion).
+func runNamed(p *Parent, conf string, recursive bool) (*Parent, error) {
+	dir := p.Dir
 	confPath := filepath.Join(dir, "named.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
 	log, err := os.Create(filepath.Join(dir, "named.log"))
@@ -114,7 +306,8 @@ controls { };
 		default:
 		}
 		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(zone), dns.TypeSOA)
+		m.SetQuestion(dns.Fqdn(p.Zone), dns.TypeSOA)
+		m.RecursionDesired = recursive
 		if r, err := dns.Exchange(m, p.Addr()); err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
 			return p, nil
 		}

@@ -81,6 +81,9 @@ type Options struct {
 	// MySQL keeps the enforcer's database there instead of kasp.db, run by
 	// the ods-enforcerd of opendnssec-enforcer-mysql (MySQLEnforcerd).
 	MySQL *Database
+	// Signer runs ods-signerd beside the enforcer, both in a mount
+	// namespace of their own where Dir/run is /run/opendnssec (signer.go).
+	Signer bool
 }
 
 // Enforcer is a running sandboxed ods-enforcerd.
@@ -93,6 +96,12 @@ type Enforcer struct {
 	cmd                        *exec.Cmd
 	done                       chan error
 	env                        []string
+	// With a signer (Options.Signer): the namespace, the signer daemon,
+	// and the signer's DNS listener port (unused, but it must not clash).
+	ns         *namespace
+	signer     *exec.Cmd
+	signerDone chan error
+	signerPort int
 }
 
 // DefaultKasp has one policy, "test": ECDSA P-256 keys with long lifetimes
@@ -154,7 +163,10 @@ var confTemplate = template.Must(template.New("conf").Funcs(template.FuncMap{"xm
   {{- if .DSRetract}}
   <DelegationSignerRetractCommand>{{.DSRetract}}</DelegationSignerRetractCommand>{{end}}
  </Enforcer>
- <Signer><WorkingDirectory>{{.Dir}}/signer</WorkingDirectory></Signer>
+ <Signer><WorkingDirectory>{{.Dir}}/signer</WorkingDirectory>
+  {{- if .SignerPort}}
+  <Listener><Interface><Address>127.0.0.1</Address><Port>{{.SignerPort}}</Port></Interface></Listener>{{end}}
+ </Signer>
 </Configuration>
 `))
 
@@ -202,11 +214,20 @@ func Configure(o Options) (*Enforcer, error) {
 	if o.Module != "" {
 		module = o.Module
 	}
+	if o.Signer {
+		if e.signerPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Join(o.Dir, "run"), 0o755); err != nil {
+			return nil, err
+		}
+	}
 	var conf bytes.Buffer
 	if err := confTemplate.Execute(&conf, struct {
 		Options
 		Module, Socket string
-	}{o, module, e.Socket}); err != nil {
+		SignerPort     int
+	}{o, module, e.Socket, e.signerPort}); err != nil {
 		return nil, err
 	}
 	files := map[string]string{
@@ -250,8 +271,20 @@ func Start(o Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Signer {
+		if e.ns, err = newNamespace(filepath.Join(o.Dir, "run"), filepath.Join(o.Dir, "namespace.log")); err != nil {
+			return nil, err
+		}
+	}
 	if err := e.start(o.SetTime); err != nil {
+		e.ns.close()
 		return nil, err
+	}
+	if o.Signer {
+		if err := e.startSigner(); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	if _, err := e.CLI("policy", "import"); err != nil {
 		e.Stop()
@@ -280,7 +313,7 @@ func (e *Enforcer) start(setTime string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(e.daemon, args...)
+	cmd := e.ns.command(e.daemon, args...)
 	cmd.Env = e.env
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -502,9 +535,12 @@ func stopDaemon(pid int, group bool, done <-chan error, grace time.Duration) {
 	}
 }
 
-// Close stops the daemon and removes the socket's folder.
+// Close stops the daemons (the signer's too) and removes the socket's
+// folder.
 func (e *Enforcer) Close() error {
+	e.stopSigner()
 	err := e.Stop()
+	e.ns.close()
 	os.RemoveAll(e.sockDir)
 	return err
 }
