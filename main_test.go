@@ -802,13 +802,16 @@ type parentSlot struct{ ps []*sandbox.Parent }
 // others. -signed: BIND signs ZONE (all servers with one CSK) and re-signs
 // it after every update; $PARENT_ANCHOR is a file holding its trust anchor
 // (trust-anchors { "ZONE." static-key 257 3 13 "..."; };), for delv -a.
+// -as NAME (one server): another server of the zone, not the parent that
+// parent ds and validate read (a spoofing server, say): sets $NAME and
+// $NAME_PORT.
 // The servers are independent primaries: an update that reaches only one
 // is a parent server that lags. Start them before the enforcer, whose
 // hooks get $PARENT_PORT and $PARENT2_PORT.
 // parent ds CHILD [N]: print CHILD's DS RRset as server N (default 1)
 // serves it, one record a line, sorted; "no DS" when it has none.
 func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
-	usage := "usage: parent start [-servers N] [-signed] ZONE CHILD... | parent ds CHILD [N]"
+	usage := "usage: parent start [-servers N] [-signed] [-as NAME] ZONE CHILD... | parent ds CHILD [N]"
 	if neg || len(args) < 2 {
 		ts.Fatalf("%s", usage)
 	}
@@ -819,22 +822,28 @@ func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
 		fs.SetOutput(io.Discard)
 		n := fs.Int("servers", 1, "")
 		signed := fs.Bool("signed", false, "")
-		if fs.Parse(args[1:]) != nil || fs.NArg() < 1 {
+		as := fs.String("as", "PARENT", "")
+		if fs.Parse(args[1:]) != nil || fs.NArg() < 1 || (*as != "PARENT" && *n != 1) {
 			ts.Fatalf("%s", usage)
 		}
 		args = fs.Args()
 		keys := ""
 		for i := 1; i <= *n; i++ {
-			dir, suffix := "parent", ""
+			dir, suffix := strings.ToLower(*as), ""
 			if i > 1 {
-				dir, suffix = "parent"+strconv.Itoa(i), strconv.Itoa(i)
+				dir, suffix = dir+strconv.Itoa(i), strconv.Itoa(i)
 			}
 			p, err := sandbox.StartParentWith(sandbox.ParentOptions{Dir: ts.MkAbs(dir), Zone: args[0], Children: args[1:], Signed: *signed, Keys: keys})
 			ts.Check(err)
 			ts.Defer(p.Stop)
+			ts.Setenv(*as+suffix, p.Addr())
+			ts.Setenv(*as+suffix+"_PORT", strconv.Itoa(p.Port))
+			if *as != "PARENT" {
+				// Another server of the zone (a spoofing one): not the
+				// parent that parent ds and validate read.
+				continue
+			}
 			slot.ps = append(slot.ps, p)
-			ts.Setenv("PARENT"+suffix, p.Addr())
-			ts.Setenv("PARENT"+suffix+"_PORT", strconv.Itoa(p.Port))
 			if *signed && i == 1 {
 				// The others sign with the same key: one zone, one anchor.
 				keys = filepath.Join(p.Dir, "keys")

@@ -104,8 +104,13 @@ type Parent struct {
 	Resolver string `toml:"resolver"`
 	// Timeout bounds one query (Go duration, default 3s).
 	Timeout string `toml:"timeout"`
+	// TrustAnchor is a file holding the parent zone's own key (DNSKEY or DS
+	// records, or BIND's trust-anchors statement): every DS answer must
+	// then validate from it, or counts as not read.
+	TrustAnchor string `toml:"trust_anchor"`
 
 	timeout time.Duration
+	anchor  *parent.Anchor
 }
 
 // Zone says where to read the zones as they are served: their DNSKEY RRset
@@ -203,6 +208,7 @@ func Load(path string) (*Config, error) {
 	abs(&c.OpenDNSSECConf)
 	abs(&c.StateDir)
 	abs(&c.Ledger.PasswordFile)
+	abs(&c.Parent.TrustAnchor)
 	for i := range c.Mirrors {
 		abs(&c.Mirrors[i].PinFile)
 	}
@@ -234,6 +240,11 @@ func Load(path string) (*Config, error) {
 		}
 		if _, _, err := net.SplitHostPort(ns); err != nil {
 			return nil, fmt.Errorf("config %s: [parent] %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
+		}
+	}
+	if c.Parent.TrustAnchor != "" {
+		if c.Parent.anchor, err = parent.LoadAnchor(c.Parent.TrustAnchor); err != nil {
+			return nil, fmt.Errorf("config %s: [parent] trust_anchor: %w", path, err)
 		}
 	}
 	if c.Zone.rrsigWarning, err = duration(c.Zone.RRSIGWarning, 0); err != nil {
@@ -400,7 +411,7 @@ func (c *Config) ServedConfig() served.Config {
 
 // ParentConfig is [parent] for package parent.
 func (c *Config) ParentConfig() parent.Config {
-	return parent.Config{Nameservers: c.Parent.Nameservers, Resolver: c.Parent.Resolver, Timeout: c.Parent.timeout}
+	return parent.Config{Nameservers: c.Parent.Nameservers, Resolver: c.Parent.Resolver, Timeout: c.Parent.timeout, Anchor: c.Parent.anchor}
 }
 
 // maxPinFile bounds what is read of a pin_file.

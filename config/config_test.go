@@ -203,3 +203,26 @@ func TestXMLErrorsQuoteNoPIN(t *testing.T) {
 		}
 	}
 }
+
+// [parent] trust_anchor is read at load, relative to the config file; a
+// file that is no anchor is a one-line error naming it.
+func TestTrustAnchor(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "conf.xml"), []byte(confXML), 0o600)
+	os.WriteFile(filepath.Join(dir, "anchor.key"), []byte("example. 3600 IN DS 12345 13 2 "+strings.Repeat("ab", 32)+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "bad.key"), []byte("example. 3600 IN A 192.0.2.1\n"), 0o600)
+	cfg := filepath.Join(dir, "k.toml")
+	os.WriteFile(cfg, []byte("opendnssec_conf = \"conf.xml\"\nstate_dir = \"state\"\n[parent]\nnameservers = [\"192.0.2.53:53\"]\ntrust_anchor = \"anchor.key\"\n"), 0o600)
+	c, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.ParentConfig().Anchor; a == nil || a.Zone != "example." {
+		t.Fatalf("anchor %v", a)
+	}
+	os.WriteFile(cfg, []byte("opendnssec_conf = \"conf.xml\"\nstate_dir = \"state\"\n[parent]\ntrust_anchor = \"bad.key\"\n"), 0o600)
+	_, err = Load(cfg)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "[parent] trust_anchor: trust anchor "+filepath.Join(dir, "bad.key")+": a A record: want DNSKEY or DS") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -27,6 +27,9 @@ type Config struct {
 	Resolver string
 	// Timeout bounds one query.
 	Timeout time.Duration
+	// Anchor, when set, is the parent zone's trust anchor: every DS answer
+	// must validate from it (anchor.go), or the server counts as not read.
+	Anchor *Anchor
 }
 
 // Enabled says whether the parent is to be read at all.
@@ -105,7 +108,7 @@ func readZone(ctx context.Context, cfg Config, zone string) Answer {
 	var sets [][]DS
 	var sources []string
 	for _, s := range servers {
-		ds, err := query(ctx, cfg.Timeout, s, a.Zone, recursive)
+		ds, err := query(ctx, cfg, s, a.Zone, recursive)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", kind, s, err))
 			continue
@@ -131,15 +134,15 @@ func readZone(ctx context.Context, cfg Config, zone string) Answer {
 }
 
 // query asks server for zone's DS RRset, over UDP and, when truncated, TCP.
-func query(ctx context.Context, timeout time.Duration, server, zone string, recursive bool) ([]DS, error) {
-	ds, _, err := queryTTL(ctx, timeout, server, zone, recursive)
+func query(ctx context.Context, cfg Config, server, zone string, recursive bool) ([]DS, error) {
+	ds, _, err := queryTTL(ctx, cfg, server, zone, recursive)
 	return ds, err
 }
 
 // queryTTL is query, with the DS RRset's TTL as served (the longest, should
 // the records differ).
-func queryTTL(ctx context.Context, timeout time.Duration, server, zone string, recursive bool) ([]DS, time.Duration, error) {
-	r, err := dnsq.Exchange(ctx, timeout, server, zone, dns.TypeDS, recursive)
+func queryTTL(ctx context.Context, cfg Config, server, zone string, recursive bool) ([]DS, time.Duration, error) {
+	r, err := dnsq.Exchange(ctx, cfg.Timeout, server, zone, dns.TypeDS, recursive)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -151,6 +154,14 @@ func queryTTL(ctx context.Context, timeout time.Duration, server, zone string, r
 	if !recursive && !r.Authoritative && len(r.Answer) == 0 {
 		// A referral: this server does not serve the zone's parent.
 		return nil, 0, errors.New("not authoritative for the parent zone (a referral)")
+	}
+	if cfg.Anchor != nil {
+		ask := func(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+			return dnsq.Exchange(ctx, cfg.Timeout, server, name, qtype, recursive)
+		}
+		if err := cfg.Anchor.Validate(ctx, server, ask, zone, r, time.Now()); err != nil {
+			return nil, 0, fmt.Errorf("the answer does not validate from [parent] trust_anchor: %w", err)
+		}
 	}
 	var out []DS
 	var ttl time.Duration
@@ -229,7 +240,7 @@ func EachServer(ctx context.Context, cfg Config, zone string) ([]ServerAnswer, e
 		wg.Add(1)
 		go func(i int, s string) {
 			defer wg.Done()
-			ds, ttl, err := queryTTL(ctx, cfg.Timeout, s, zone, false)
+			ds, ttl, err := queryTTL(ctx, cfg, s, zone, false)
 			if err != nil {
 				err = fmt.Errorf("nameserver %s: DS of %s: %w", s, zone, err)
 			} else if ds == nil {
