@@ -255,7 +255,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
-	return monitor.Run(c.Context, timeout, monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens,
+	return monitor.Run(c.Context, timeout, monitor.Sources{Source: source(cfg), Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
 		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)

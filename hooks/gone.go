@@ -89,7 +89,7 @@ func publishes(a *parent.Answer, k *ledger.DSKey) bool {
 // by hand, or kept on purpose for another signer). It returns the keys.
 func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, byHand bool, out io.Writer) ([]*ledger.DSKey, error) {
 	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
-	st, err := enforcer.ReadDatastore(ctx, g.Datastore)
+	st, err := g.Source.State(ctx)
 	if err != nil {
 		return nil, err
 	}

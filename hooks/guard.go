@@ -15,6 +15,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 )
@@ -23,8 +24,9 @@ import (
 // they kept back once a ceremony covers it, and what an operator drops on
 // purpose. Every call to the outside runs within the context's deadline.
 type Guard struct {
-	Ledger         *ledger.Ledger
-	Datastore      enforcer.Datastore
+	Ledger *ledger.Ledger
+	// Source reads the enforcer's database and the tokens.
+	Source         inventory.Source
 	Tokens         []hsmcheck.Token // every repository's token and mirror
 	RequireBackup  map[string]bool
 	SubmitForward  string // [hooks] ds_submit_forward
@@ -32,7 +34,6 @@ type Guard struct {
 	Parent         parent.Config
 	Log            Logger
 	Stdout, Stderr io.Writer // the forward command's output
-	Reader         hsmcheck.Reader
 }
 
 // Logger takes one line per event, by severity: what was forwarded (info),
@@ -406,7 +407,7 @@ func (g *Guard) facts(ctx context.Context, subs []Submission, book *ledger.DSBoo
 	} else {
 		f.Coverage = store.Coverage()
 	}
-	st, err := enforcer.ReadDatastore(ctx, g.Datastore)
+	st, err := g.Source.State(ctx)
 	if err != nil {
 		f.StateErr = err
 	} else {
@@ -462,7 +463,7 @@ func (g *Guard) readTokens(ctx context.Context, f *Facts, subs []Submission, ext
 		list = append(list, id)
 	}
 	sort.Strings(list)
-	for _, res := range g.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: list}) {
+	for _, res := range g.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: list}) {
 		v := TokenView{Name: res.Token.Describe(), Err: res.Err}
 		if res.Contents != nil {
 			v.Keys = res.Contents

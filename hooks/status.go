@@ -10,6 +10,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
@@ -416,14 +417,13 @@ func inRecords(b *ledger.DSBook, zone string) bool {
 
 // StatusSources are what ReadStatus reads.
 type StatusSources struct {
-	Datastore     enforcer.Datastore
+	Source        inventory.Source // the enforcer's database and the tokens
 	Ledger        *ledger.Ledger
 	RequireBackup map[string]bool
 	Parent        parent.Config
 	// Tokens are read, with the parent configured, for the public keys
 	// of the zones' KSKs and CSKs: a DS matches a key only by digest.
 	Tokens []hsmcheck.Token
-	Reader hsmcheck.Reader
 }
 
 // SEPKeys lists the locators of st's KSKs and CSKs, sorted, once each.
@@ -464,7 +464,7 @@ func PublicKeys(results []hsmcheck.Result) map[string][]byte {
 // side by side; zone, when not "", limits it to that zone.
 func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, error) {
 	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
-	st, err := enforcer.ReadDatastore(ctx, src.Datastore)
+	st, err := src.Source.State(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -504,7 +504,7 @@ func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, 
 			}
 		}
 		if ids := SEPKeys(st); len(ids) > 0 && len(tokens) > 0 {
-			in.PublicKeys = PublicKeys(src.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: ids}))
+			in.PublicKeys = PublicKeys(src.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: ids}))
 		}
 	}
 	in.Parent = <-done

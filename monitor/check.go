@@ -29,8 +29,8 @@ type CheckOptions struct {
 
 // Sources are where check reads the facts.
 type Sources struct {
-	Datastore enforcer.Datastore
-	Tokens    []hsmcheck.Token
+	Source inventory.Source // the enforcer's database and the tokens
+	Tokens []hsmcheck.Token
 	// OpenLedger opens the records read-only; Check closes them.
 	OpenLedger func(context.Context) (*ledger.Ledger, error)
 	// Ledger names where the records are, for a message that says what
@@ -120,23 +120,23 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Datastore, tokenNames(src.Tokens)))
+	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Source, tokenNames(src.Tokens)))
 	var snap *inventory.Snapshot
 	if src.Served.Enabled() {
 		// The served DNSKEYs are matched to the enforcer's keys by their
 		// public keys: every key of every zone's.
-		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
 			return hsmcheck.Request{NoPublic: true, PublicIDs: zoneKeys(st)}
 		})
 	} else if src.Parent.Enabled() {
 		// A DS at the parent counts as a key's only by digest: the public
 		// keys of the KSKs and CSKs are read too, which needs the database
 		// read first.
-		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
 			return hsmcheck.Request{NoPublic: true, PublicIDs: hooks.SEPKeys(st)}
 		})
 	} else {
-		snap, err = inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+		snap, err = inventory.Take(ctx, src.Source, src.Tokens, hsmcheck.Request{NoPublic: true})
 	}
 	if err != nil {
 		return Unknown(opt, err.Error())
