@@ -46,13 +46,16 @@ func (w *World) Key(repo, locator string, role enforcer.Role, backup enforcer.Ba
 }
 
 // Zone returns the zone of that name, added with the default policy when
-// new.
+// new, its next rolls months away.
 func (w *World) Zone(name string) *enforcer.Zone {
 	if z := w.St.Zone(name); z != nil {
 		return z
 	}
 	w.id++
-	z := &enforcer.Zone{ID: w.id, Name: strings.TrimSuffix(name, "."), Policy: w.Policy, NextRoll: map[enforcer.Role]time.Time{}}
+	// Its keys were made lately: the next rolls are months away.
+	now := time.Now().UTC()
+	z := &enforcer.Zone{ID: w.id, Name: strings.TrimSuffix(name, "."), Policy: w.Policy, NextRoll: map[enforcer.Role]time.Time{
+		enforcer.KSK: now.Add(300 * 24 * time.Hour), enforcer.ZSK: now.Add(80 * 24 * time.Hour), enforcer.CSK: now.Add(80 * 24 * time.Hour)}}
 	w.St.Zones = append(w.St.Zones, z)
 	return z
 }
