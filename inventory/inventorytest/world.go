@@ -70,7 +70,7 @@ func (w *World) Assign(zone string, k *enforcer.Key, ds enforcer.DSState, live b
 		state = enforcer.Omnipresent
 	}
 	u := &enforcer.Use{Key: k, Zone: z, Role: k.Role, KeyTag: KeyTag(w.Pairs[k.Locator]), DSAtParent: ds,
-		States: map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: state, enforcer.RecordRRSIGDNSKEY: state},
+		States:  map[enforcer.RecordType]enforcer.RecordState{enforcer.RecordDNSKEY: state, enforcer.RecordRRSIGDNSKEY: state},
 		Changed: map[enforcer.RecordType]time.Time{}}
 	if k.Role != enforcer.ZSK {
 		u.States[enforcer.RecordDS] = state
