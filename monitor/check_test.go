@@ -161,3 +161,26 @@ func (s *slowSource) State(ctx context.Context) (*enforcer.State, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
+
+// The first line is made from the findings' fields, not from their text:
+// a text worded otherwise summarizes the same.
+func TestSummaryFromFields(t *testing.T) {
+	zero, minus := 0, -1
+	keys := 9
+	rep := &Report{Keys: &keys, Findings: []Finding{
+		{State: StateCritical, Category: "rule 2", Subject: "p/KSK", Spare: &minus, Text: "worded otherwise"},
+		{State: StateWarning, Category: "rule 2", Subject: "p/ZSK", Spare: &zero, Text: "worded otherwise"},
+	}}
+	if got := summarize(rep); got != "2 pools short of backed-up keys (p/KSK spare -1, p/ZSK spare 0)" {
+		t.Errorf("rule 2: %s", got)
+	}
+	rep.Findings = []Finding{{State: StateWarning, Category: "zone", Zone: "b.example", Text: "no zone name here"},
+		{State: StateWarning, Category: "zone", Zone: "b.example", Text: "nor here"}}
+	if got := summarize(rep); got != "2 problems with the zones as served (b.example)" {
+		t.Errorf("zone: %s", got)
+	}
+	rep.Findings = []Finding{{State: StateCritical, Category: "parent", Zone: "a.example", Text: "x"}, {State: StateWarning, Category: "parent", Zone: "c.example", Text: "y"}}
+	if got := summarize(rep); got != "chain of trust broken at the parent: no DS matches a backed-up KSK (a.example)" {
+		t.Errorf("parent: %s", got)
+	}
+}
