@@ -93,7 +93,7 @@ func (g *Guard) Retract(ctx context.Context, in io.Reader) Outcome {
 	return g.run(ctx, ledger.Retract, in)
 }
 
-// parseWithin is Parse bounded by ctx: a writer that never closes stdin
+// parseWithin is parse bounded by ctx: a writer that never closes stdin
 // cannot hold the hook past its deadline. (The enforcer closes it; a
 // wrapper script might not.)
 func parseWithin(ctx context.Context, in io.Reader) ([]Submission, error) {
