@@ -368,7 +368,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		case hooks.Unknown:
 			s = StateUnknown
 		}
-		add(Finding{State: s, Category: df.Category, Zone: df.Zone, Text: df.Text})
+		add(Finding{State: s, Category: df.Category, Zone: df.Zone, Key: df.Key, Text: df.Text})
 	}
 	for _, sf := range served.Compare(servedInput(f, opt)) {
 		s := StateWarning
