@@ -10,6 +10,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
@@ -42,6 +43,7 @@ type Finding struct {
 	Severity Severity `json:"state"`
 	Category string   `json:"category"` // "hook" (the records) or "parent" (what the parent publishes)
 	Zone     string   `json:"zone"`
+	Key      string   `json:"key,omitempty"` // the key's locator, where it is about one
 	Text     string   `json:"text"`
 }
 
@@ -159,6 +161,10 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 	add := func(s Severity, cat, format string, args ...any) {
 		zs.Findings = append(zs.Findings, Finding{Severity: s, Category: cat, Zone: z.Name, Text: fmt.Sprintf(format, args...)})
 	}
+	// addKey adds a finding about one key.
+	addKey := func(key string, s Severity, cat, format string, args ...any) {
+		zs.Findings = append(zs.Findings, Finding{Severity: s, Category: cat, Zone: z.Name, Key: key, Text: fmt.Sprintf(format, args...)})
+	}
 	for _, u := range z.Keys {
 		if u.Role == enforcer.ZSK {
 			continue
@@ -190,16 +196,16 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 			if at || !unsure {
 				k.AtParent = &at
 			} else {
-				add(Unknown, "parent", "zone %s: the parent has a DS with the key tag of %s %d (key %s), but whether it is that key's cannot be told: its public key is on no token read and in no record",
+				addKey(k.Locator, Unknown, "parent", "zone %s: the parent has a DS with the key tag of %s %d (key %s), but whether it is that key's cannot be told: its public key is on no token read and in no record",
 					z.Name, k.Role, k.KeyTag, k.Locator)
 			}
 		}
 		if k.Known == "not known" && (u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen) && (k.AtParent == nil || !*k.AtParent) {
-			add(Warning, "hook", "%s %d (key %s): the enforcer has its DS %s, but ods-keyguard has no record of forwarding it: not known to be at the parent (hook release decides it again)",
+			addKey(k.Locator, Warning, "hook", "%s %d (key %s): the enforcer has its DS %s, but ods-keyguard has no record of forwarding it: not known to be at the parent (hook release decides it again)",
 				k.Role, k.KeyTag, k.Locator, u.DSAtParent)
 		}
 		if r != nil && !r.InFlight.IsZero() {
-			add(Warning, "hook", "the forward of %s %d (key %s) began %s and has no outcome recorded: whether the parent got it is not known",
+			addKey(k.Locator, Warning, "hook", "the forward of %s %d (key %s) began %s and has no outcome recorded: whether the parent got it is not known",
 				k.Role, k.KeyTag, k.Locator, r.InFlight.Format(time.RFC3339))
 		}
 		zs.Keys = append(zs.Keys, k)
@@ -220,7 +226,7 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 			if u != nil {
 				state = "its DNSKEY " + recordState(u, enforcer.RecordDNSKEY)
 			}
-			add(Critical, "hook", "the parent keeps the DS of key tag %d (its retraction held for the successor), but the enforcer has %s: the DS points at no published key and the zone fails validation; back the successor up now (ods-keyguard backup prepare, then backup done): its DS goes, then this retraction",
+			addKey(e.Locator, Critical, "hook", "the parent keeps the DS of key tag %d (its retraction held for the successor), but the enforcer has %s: the DS points at no published key and the zone fails validation; back the successor up now (ods-keyguard backup prepare, then backup done): its DS goes, then this retraction",
 				e.KeyTag, state)
 		}
 	}
@@ -262,7 +268,7 @@ func pendingFinding(e *ledger.DSEntry) Finding {
 		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
 			what, e.Since.Format(when.Minute), e.Reason)
 	}
-	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Text: text}
+	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Key: e.Locator, Text: text}
 }
 
 func parentFindings(zs *ZoneDS, z *enforcer.Zone, in StatusInput, add func(Severity, string, string, ...any)) {
@@ -416,14 +422,13 @@ func inRecords(b *ledger.DSBook, zone string) bool {
 
 // StatusSources are what ReadStatus reads.
 type StatusSources struct {
-	Datastore     enforcer.Datastore
+	Source        inventory.Source // the enforcer's database and the tokens
 	Ledger        *ledger.Ledger
 	RequireBackup map[string]bool
 	Parent        parent.Config
 	// Tokens are read, with the parent configured, for the public keys
 	// of the zones' KSKs and CSKs: a DS matches a key only by digest.
 	Tokens []hsmcheck.Token
-	Reader hsmcheck.Reader
 }
 
 // SEPKeys lists the locators of st's KSKs and CSKs, sorted, once each.
@@ -464,7 +469,7 @@ func PublicKeys(results []hsmcheck.Result) map[string][]byte {
 // side by side; zone, when not "", limits it to that zone.
 func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, error) {
 	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
-	st, err := enforcer.ReadDatastore(ctx, src.Datastore)
+	st, err := src.Source.State(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -504,7 +509,7 @@ func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, 
 			}
 		}
 		if ids := SEPKeys(st); len(ids) > 0 && len(tokens) > 0 {
-			in.PublicKeys = PublicKeys(src.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: ids}))
+			in.PublicKeys = PublicKeys(src.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: ids}))
 		}
 	}
 	in.Parent = <-done
