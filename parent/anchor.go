@@ -210,7 +210,10 @@ func (a *Anchor) verified(rrset []dns.RR, sigs []*dns.RRSIG, keys []*dns.DNSKEY,
 // puts questions to the same server (the parent's DNSKEY RRset).
 func (a *Anchor) Validate(ctx context.Context, server string, ask asker, child string, r *dns.Msg, now time.Time) error {
 	child = strings.ToLower(dns.Fqdn(child))
-	if child == a.Zone || !dns.IsSubDomain(a.Zone, child) {
+	if child == a.Zone {
+		return fmt.Errorf("the trust anchor is a key of %s itself, not of its parent", child)
+	}
+	if !dns.IsSubDomain(a.Zone, child) {
 		return fmt.Errorf("%s is not below the trust anchor's zone %s", child, a.Zone)
 	}
 	keys, err := a.zoneKeys(ctx, server, ask, now)

@@ -115,6 +115,7 @@ func TestValidateDS(t *testing.T) {
 		{"no such name: a covering NSEC", "b.example.", z.ask(z), msg(nil, with(cover, z.sign(cover, week))), ""},
 		{"a name below a delegation: its NSEC proves nothing", "x.a.example.", z.ask(z), msg(nil, with(delegation, z.sign(delegation, week))), "without a signed NSEC"},
 		{"a zone not below the anchor", "a.example.org.", z.ask(z), msg(nil, nil), "not below the trust anchor"},
+		{"the anchor is the zone's own key", "example.", z.ask(z), msg(nil, nil), "a key of example. itself"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := z.anchor(t)
