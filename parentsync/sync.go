@@ -383,7 +383,7 @@ func act(ctx context.Context, src Sources, it *Item, u *enforcer.Use, r *ledger.
 	if cmd == "" {
 		return
 	}
-	if _, err := src.Enforcer.Run(ctx, "key", cmd, "--zone", it.Zone, "--cka_id", it.Locator); err != nil {
+	if err := tell(ctx, src.Enforcer, "key", cmd, "--zone", it.Zone, "--cka_id", it.Locator); err != nil {
 		it.Action = ActFailed
 		it.Reason = fmt.Sprintf("%s; ods-enforcer key %s failed: %v", it.Reason, cmd, err)
 		src.Log.Err("parent sync: " + what + ": " + it.Reason)
@@ -391,4 +391,32 @@ func act(ctx context.Context, src Sources, it *Item, u *enforcer.Use, r *ledger.
 	}
 	it.Told = true
 	src.Log.Info(fmt.Sprintf("parent sync: %s: %s: told the enforcer %s", what, it.Reason, cmd))
+}
+
+// retryAfter is how long tell waits before its one retry.
+var retryAfter = time.Second
+
+// tell runs `ods-enforcer key ds-seen|ds-gone ...`. When the enforcer
+// answers that it changed no key ("0 KSKs changed") although its database
+// showed the key waiting when this run read it, the command is tried once
+// more a second later: ods-enforcerd 2.1 has been seen to answer so, now
+// and then, for the second zone told in one run, while it ran the task the
+// first command started; a second later it takes it. The command changes
+// nothing when the key is no longer waiting, so trying it again is safe.
+func tell(ctx context.Context, e Enforcer, args ...string) error {
+	out, err := e.Run(ctx, args...)
+	if err == nil || !strings.Contains(out+err.Error(), "0 KSKs changed") {
+		return err
+	}
+	t := time.NewTimer(retryAfter)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return err
+	case <-t.C:
+	}
+	if _, err := e.Run(ctx, args...); err != nil {
+		return fmt.Errorf("%w (and again a second later)", err)
+	}
+	return nil
 }

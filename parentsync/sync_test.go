@@ -1,6 +1,7 @@
 package parentsync
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -99,5 +100,50 @@ func TestDecide(t *testing.T) {
 				t.Errorf("got %s: %s; want %s with %q", it.Action, it.Reason, c.want, c.reason)
 			}
 		})
+	}
+}
+
+// fakeEnforcer answers each call with the next of its answers.
+type fakeEnforcer struct {
+	answers []error
+	calls   int
+}
+
+func (f *fakeEnforcer) Run(_ context.Context, args ...string) (string, error) {
+	err := f.answers[f.calls]
+	f.calls++
+	if err != nil && strings.Contains(err.Error(), "0 KSKs changed") {
+		return "0 KSK matches found.\n0 KSKs changed.\n", err
+	}
+	if err != nil {
+		return "", err
+	}
+	return "1 KSK matches found.\n1 KSKs changed.\n", nil
+}
+
+// "0 KSKs changed" is tried once more; any other failure, or a second
+// refusal, is the command's failure.
+func TestTellRetriesOnce(t *testing.T) {
+	saved := retryAfter
+	retryAfter = time.Millisecond
+	defer func() { retryAfter = saved }()
+	refused := errors.New("ods-enforcer key ds-seen: exit status 12: 0 KSKs changed.")
+	down := errors.New("ods-enforcer key ds-seen: cannot connect to the enforcer")
+	for _, c := range []struct {
+		name    string
+		answers []error
+		calls   int
+		ok      bool
+	}{
+		{"taken at once", []error{nil}, 1, true},
+		{"taken a second later", []error{refused, nil}, 2, true},
+		{"refused twice", []error{refused, refused}, 2, false},
+		{"another failure: not tried again", []error{down, nil}, 1, false},
+	} {
+		f := &fakeEnforcer{answers: c.answers}
+		err := tell(context.Background(), f, "key", "ds-seen", "--zone", "a.example", "--cka_id", "00aa")
+		if (err == nil) != c.ok || f.calls != c.calls {
+			t.Errorf("%s: err %v after %d calls; want ok %v after %d", c.name, err, f.calls, c.ok, c.calls)
+		}
 	}
 }

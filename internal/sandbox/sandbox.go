@@ -287,7 +287,7 @@ func Start(o Options) (*Enforcer, error) {
 		}
 	}
 	if _, err := e.CLI("policy", "import"); err != nil {
-		e.Stop()
+		e.Close()
 		return nil, err
 	}
 	return e, nil

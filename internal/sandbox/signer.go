@@ -178,16 +178,13 @@ func (e *Enforcer) Signed(zone string) string { return filepath.Join(e.Dir, "sig
 // signconfKeys reads the keys of a signconf.
 type signconfKeys struct {
 	Keys []struct {
-		Flags   int       `xml:"Flags"`
-		Locator string    `xml:"Locator"`
-		KSK     *struct{} `xml:"KSK"`
-		ZSK     *struct{} `xml:"ZSK"`
-		Publish *struct{} `xml:"Publish"`
+		KSK     *struct{} `xml:"KSK"`     // signs the DNSKEY RRset
+		Publish *struct{} `xml:"Publish"` // its DNSKEY is published
 	} `xml:"Zone>Keys>Key"`
 }
 
 // Sign waits until the enforcer is idle (its signconf written), has the
-// signer sign zone now, and waits until the signer has written the signed
+// signer read the signconf and sign zone now, and waits until the signer has written the signed
 // zone as that signconf says: as many DNSKEYs as keys to publish, and an
 // RRSIG over the DNSKEY RRset by each key that signs it.
 func (e *Enforcer) Sign(zone string) error {
@@ -217,7 +214,9 @@ func (e *Enforcer) Sign(zone string) error {
 	// mtime is later, in whole seconds, than when it last read it, and the
 	// enforcer may write one twice in a second (a zone added, a leap): move
 	// the mtime on a second, then have the signer read it (update), as the
-	// enforcer's own update does, and sign.
+	// enforcer's own update does: a signconf read anew has the zone signed
+	// anew. (Not ods-signer sign: the signer keeps one task a zone, and an
+	// immediate sign replaces the signconf task that update scheduled.)
 	later := func(path string) {
 		if fi, err := os.Stat(path); err == nil {
 			t := fi.ModTime().Add(time.Second)
@@ -239,9 +238,6 @@ func (e *Enforcer) Sign(zone string) error {
 			return err
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := e.SignerCLI("sign", zone); err != nil {
-		return err
 	}
 	var got string
 	for ; time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
