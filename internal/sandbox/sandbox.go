@@ -102,6 +102,7 @@ type Enforcer struct {
 	signer     *exec.Cmd
 	signerDone chan error
 	signerPort int
+	touched    map[string]time.Time // what Sign moved a file's mtime to
 }
 
 // DefaultKasp has one policy, "test": ECDSA P-256 keys with long lifetimes

@@ -218,9 +218,23 @@ func (e *Enforcer) Sign(zone string) error {
 	// anew. (Not ods-signer sign: the signer keeps one task a zone, and an
 	// immediate sign replaces the signconf task that update scheduled.)
 	later := func(path string) {
-		if fi, err := os.Stat(path); err == nil {
-			t := fi.ModTime().Add(time.Second)
-			os.Chtimes(path, t, t)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return
+		}
+		// Later than what the signer last read: the file's mtime now, or
+		// what this moved it to before, whichever is later (the enforcer
+		// may have written it since, at a time before that).
+		t := fi.ModTime()
+		if last := e.touched[path]; last.After(t) {
+			t = last
+		}
+		t = t.Truncate(time.Second).Add(time.Second)
+		if os.Chtimes(path, t, t) == nil {
+			if e.touched == nil {
+				e.touched = map[string]time.Time{}
+			}
+			e.touched[path] = t
 		}
 	}
 	later(e.signconf(zone))
