@@ -60,14 +60,14 @@ problem, one per pool, and "| " with the rest of the perfdata; at most
 8,000 bytes in all (what Nagios keeps): findings that do not fit are
 counted per state and category, --json has them all.
 Ranges: [@][start:][end], alert outside (inside with @).
---at TIME: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
+--at TIME: now or later: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
 
 Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "warning-spare", Aliases: []string{"w"}, Value: "1:", Usage: "WARNING when a pool's spare backed-up keys are outside `RANGE`"},
 			&cli.StringFlag{Name: "critical-spare", Aliases: []string{"c"}, Value: "0:", Usage: "CRITICAL when a pool's spare backed-up keys are outside `RANGE`"},
 			&cli.Float64Flag{Name: "timeout", Aliases: []string{"t"}, Value: 10, Usage: "answer UNKNOWN before `SECONDS` have passed"},
-			&cli.StringFlag{Name: "at", Usage: "evaluate as of `TIME` (\"at Friday's backup, is there enough?\")"},
+			&cli.StringFlag{Name: "at", Usage: "evaluate as of `TIME`, now or later (\"at Friday's backup, is there enough?\")"},
 			&cli.BoolFlag{Name: "json", Usage: "print the verdict as a JSON document instead"},
 			&cli.StringFlag{Name: "prometheus", Usage: "also write the figures to `FILE` (node_exporter textfile format, atomically)"},
 			&cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version and exit"},
@@ -234,7 +234,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 		return monitor.Unknown(opt, "--critical-spare: "+err.Error())
 	}
 	if s := c.String("at"); s != "" {
-		if opt.At, err = when.ParseAt(s, now); err != nil {
+		if opt.At, err = when.ParseLater(s, now); err != nil {
 			return monitor.Unknown(opt, "--at: "+err.Error())
 		}
 	}
