@@ -114,6 +114,9 @@ type LostKey struct {
 	Class       string   `json:"class"`
 	Recoverable bool     `json:"recoverable"` // in a confirmed ceremony, so on the backup token
 	Ceremony    string   `json:"ceremony,omitempty"`
+	// BackupToken is the backup token the ceremony verified the key on;
+	// "" when its backup was attested by the operator, no token read.
+	BackupToken string `json:"backup_token,omitempty"`
 }
 
 // LostForGood reports whether losing the key costs something in use: a

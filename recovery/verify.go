@@ -163,6 +163,9 @@ func lostKey(cov ledger.Coverage, k *enforcer.Key) LostKey {
 	l := LostKey{Locator: k.Locator, Repository: k.Repository, Role: k.Role.String(), Use: k.Usage(), Zones: zones, Class: Class(cov, k)}
 	if c := cov.Covering(k.Repository, k.Locator); c != nil {
 		l.Recoverable, l.Ceremony = true, c.ID
+		if c.BackupToken != nil {
+			l.BackupToken = c.BackupToken.Name
+		}
 	}
 	return l
 }
