@@ -484,13 +484,23 @@ const summaryBudget = 120
 // a ';', which Nagios turns into ':'.
 func summarize(rep *Report) string {
 	if len(rep.Findings) == 0 {
-		last := "never"
-		for _, a := range rep.Backups {
-			if a.Last != nil {
-				last = when.Duration(a.Age) + " ago"
+		// Pool keys made since the last ceremony need no backup yet: what
+		// holds is that every key in use has one. Of several repositories
+		// the oldest last backup is the one due first.
+		last := "last backup never"
+		var oldest *rules.Age
+		for i, a := range rep.Backups {
+			if a.Last != nil && (oldest == nil || a.Age > oldest.Age) {
+				oldest = &rep.Backups[i]
 			}
 		}
-		return fmt.Sprintf("%d keys, %d pools: all backed up, enough until the next backup, last backup %s", *rep.Keys, len(rep.Pools), last)
+		switch {
+		case oldest != nil && len(rep.Backups) > 1:
+			last = fmt.Sprintf("oldest last backup %s ago (%s)", when.Duration(oldest.Age), oldest.Repository)
+		case oldest != nil:
+			last = "last backup " + when.Duration(oldest.Age) + " ago"
+		}
+		return fmt.Sprintf("%d keys, %d pools: every key in use backed up, enough until the next backup, %s", *rep.Keys, len(rep.Pools), last)
 	}
 	type clause struct {
 		text string
