@@ -319,7 +319,33 @@ func Assess(in Input) *Assessment {
 		a.Summary = "nothing lost: every key OpenDNSSEC needs is on every HSM"
 	}
 	a.zones(in, damagedRepos)
+	// The procedure's first step is to be certain the HSMs lost the keys:
+	// one that did not answer was counted as holding nothing, the worst
+	// case, which is not a certainty.
+	if prefix := uncertain(a.HSMs); prefix != "" {
+		a.Summary, a.Exit = prefix+a.Summary, 3
+	}
 	return a
+}
+
+// uncertain is what a verdict that counted unreachable HSMs as holding
+// nothing starts with: `cannot tell for certain, mirror "site-b" could not
+// be read: if it holds nothing, `; "" when every HSM answered.
+func uncertain(hsms []HSM) string {
+	var names []string
+	for _, h := range hsms {
+		if !h.Reachable {
+			names = append(names, h.Describe())
+		}
+	}
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return fmt.Sprintf("cannot tell for certain, %s could not be read: if it holds nothing, ", names[0])
+	}
+	return fmt.Sprintf("cannot tell for certain, %s and %s could not be read: if they hold nothing, ",
+		strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
 }
 
 func joinKeys(m map[string]bool) string {
