@@ -81,7 +81,9 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			} else {
 				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
 			}
-			return exit(exitUnknown, err)
+			// Said on stdout, as every other UNKNOWN: not again on stderr,
+			// which Icinga 2 appends to the plugin's output.
+			return exit(exitUnknown, nil)
 		},
 		Action: runCheck,
 	}
