@@ -149,7 +149,7 @@ func ceremonyEnv(cfg *config.Config, l *ledger.Ledger, out io.Writer) (*ceremony
 	for _, r := range cfg.ODS.Repositories {
 		repos[r.Name] = ceremony.Repository{RequireBackup: r.RequireBackup, TokenLabel: r.TokenLabel}
 	}
-	return &ceremony.Env{Ledger: l, Datastore: cfg.ODS.Datastore, LockWait: cfg.LockWait,
+	return &ceremony.Env{Ledger: l, Source: source(cfg), LockWait: cfg.LockWait,
 		CLI:          enforcer.CLI{Program: cfg.EnforcerCLI, Socket: cfg.ODS.SocketFile},
 		Repositories: repos, Tokens: tokens, BackupToken: cfg.BackupToken, Out: out}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
+	"github.com/ods-keyguard/ods-keyguard/internal/msg"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
@@ -79,7 +80,7 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			if c.App.Metadata[jsonKey] == "check" {
 				monitor.Unknown(monitor.CheckOptions{At: time.Now().UTC()}, err.Error()).JSON(c.App.Writer)
 			} else {
-				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", oneLine(err.Error()))
+				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", msg.OneLine(err.Error()))
 			}
 			// Said on stdout, as every other UNKNOWN: not again on stderr,
 			// which Icinga 2 appends to the plugin's output.
@@ -257,7 +258,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 	if err != nil {
 		return monitor.Unknown(opt, err.Error())
 	}
-	return monitor.Run(c.Context, timeout, monitor.Sources{Datastore: cfg.ODS.Datastore, Tokens: tokens,
+	return monitor.Run(c.Context, timeout, monitor.Sources{Source: source(cfg), Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
 		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)

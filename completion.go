@@ -27,59 +27,16 @@ func completionCommand() *cli.Command {
 // fileFlags are the flags whose value is a file: bash completes file names.
 var fileFlags = map[string]bool{"config": true, "prometheus": true}
 
-func writeBashCompletion(w io.Writer, app *cli.App) error {
-	var b strings.Builder
-	b.WriteString(`# bash completion for ods-keyguard: every command and every command's
+// completionHeader begins the script: the tables the walk fills.
+const completionHeader = `# bash completion for ods-keyguard: every command and every command's
 # flags, written from the program's own command tree when the package was
 # built. Completing never runs ods-keyguard.
 
 declare -gA _ods_keyguard_cmds _ods_keyguard_flags _ods_keyguard_values _ods_keyguard_files
-`)
-	var walk func(path string, cmds []*cli.Command, flags []cli.Flag)
-	walk = func(path string, cmds []*cli.Command, flags []cli.Flag) {
-		var subs []string
-		for _, c := range cmds {
-			if !c.Hidden && c.Name != "help" {
-				subs = append(subs, c.Name)
-			}
-		}
-		var names, values, files []string
-		for _, f := range flags {
-			if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
-				continue
-			}
-			_, isBool := f.(*cli.BoolFlag)
-			for _, n := range f.Names() {
-				opt := "--" + n
-				if len(n) == 1 {
-					opt = "-" + n
-				}
-				names = append(names, opt)
-				if !isBool {
-					values = append(values, opt)
-					if fileFlags[f.Names()[0]] {
-						files = append(files, opt)
-					}
-				}
-			}
-		}
-		names = append(names, "--help", "-h")
-		if path == "ods-keyguard" {
-			names = append(names, "--version", "-v")
-		}
-		names = unique(names)
-		fmt.Fprintf(&b, "_ods_keyguard_cmds[%q]=%q\n", path, strings.Join(subs, " "))
-		fmt.Fprintf(&b, "_ods_keyguard_flags[%q]=%q\n", path, strings.Join(names, " "))
-		fmt.Fprintf(&b, "_ods_keyguard_values[%q]=%q\n", path, " "+strings.Join(values, " ")+" ")
-		fmt.Fprintf(&b, "_ods_keyguard_files[%q]=%q\n", path, " "+strings.Join(files, " ")+" ")
-		for _, c := range cmds {
-			if !c.Hidden && c.Name != "help" {
-				walk(path+" "+c.Name, c.Subcommands, c.Flags)
-			}
-		}
-	}
-	walk("ods-keyguard", app.Commands, app.Flags)
-	b.WriteString(`
+`
+
+// completionFunc ends the script: the function that reads the tables.
+const completionFunc = `
 _ods_keyguard() {
 	local cur prev node=ods-keyguard w i skip=""
 	COMPREPLY=()
@@ -118,9 +75,61 @@ _ods_keyguard() {
 
 complete -o bashdefault -o default -F _ods_keyguard ods-keyguard
 complete -o bashdefault -o default -F _ods_keyguard check_ods_keyguard
-`)
+`
+
+func writeBashCompletion(w io.Writer, app *cli.App) error {
+	var b strings.Builder
+	b.WriteString(completionHeader)
+	writeCompletionNode(&b, "ods-keyguard", app.Commands, app.Flags)
+	b.WriteString(completionFunc)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeCompletionNode writes the tables' rows for the command at path
+// (its subcommands, its flags, those that take a value, those whose value
+// is a file), then for each of its subcommands.
+func writeCompletionNode(b *strings.Builder, path string, cmds []*cli.Command, flags []cli.Flag) {
+	var subs []string
+	for _, c := range cmds {
+		if !c.Hidden && c.Name != "help" {
+			subs = append(subs, c.Name)
+		}
+	}
+	var names, values, files []string
+	for _, f := range flags {
+		if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
+			continue
+		}
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			opt := "--" + n
+			if len(n) == 1 {
+				opt = "-" + n
+			}
+			names = append(names, opt)
+			if !isBool {
+				values = append(values, opt)
+				if fileFlags[f.Names()[0]] {
+					files = append(files, opt)
+				}
+			}
+		}
+	}
+	names = append(names, "--help", "-h")
+	if path == "ods-keyguard" {
+		names = append(names, "--version", "-v")
+	}
+	names = unique(names)
+	fmt.Fprintf(b, "_ods_keyguard_cmds[%q]=%q\n", path, strings.Join(subs, " "))
+	fmt.Fprintf(b, "_ods_keyguard_flags[%q]=%q\n", path, strings.Join(names, " "))
+	fmt.Fprintf(b, "_ods_keyguard_values[%q]=%q\n", path, " "+strings.Join(values, " ")+" ")
+	fmt.Fprintf(b, "_ods_keyguard_files[%q]=%q\n", path, " "+strings.Join(files, " ")+" ")
+	for _, c := range cmds {
+		if !c.Hidden && c.Name != "help" {
+			writeCompletionNode(b, path+" "+c.Name, c.Subcommands, c.Flags)
+		}
+	}
 }
 
 // unique keeps the first of each word, in order.

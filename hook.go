@@ -348,7 +348,7 @@ func runHookStatus(r *job) error {
 	if err != nil {
 		return err
 	}
-	zones, err := hooks.ReadStatus(r.ctx, hooks.StatusSources{Datastore: r.cfg.ODS.Datastore, Ledger: l,
+	zones, err := hooks.ReadStatus(r.ctx, hooks.StatusSources{Source: source(r.cfg), Ledger: l,
 		RequireBackup: r.cfg.RequireBackup(), Parent: r.cfg.ParentConfig(), Tokens: tokens}, c.String("zone"))
 	if err != nil {
 		return err

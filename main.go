@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/msg"
 )
 
 func main() { os.Exit(Main()) }
@@ -53,8 +54,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var lines []string
 	for _, e := range errs {
-		lines = append(lines, oneLine(e.Error()))
-		fmt.Fprintf(stderr, "ods-keyguard: %s\n", oneLine(e.Error()))
+		lines = append(lines, msg.OneLine(e.Error()))
+		fmt.Fprintf(stderr, "ods-keyguard: %s\n", msg.OneLine(e.Error()))
 	}
 	// A --json command that failed before its document: the document of
 	// the failure, so that a consumer always gets one.

@@ -68,7 +68,7 @@ func runParentSync(r *job) error {
 		lg = log.SyslogOnly() // the text report says it once
 	}
 	rep, err := parentsync.Run(r.ctx, parentsync.Sources{
-		Datastore: r.cfg.ODS.Datastore, Ledger: l, Parent: r.cfg.ParentConfig(), Tokens: tokens,
+		Source: source(r.cfg), Ledger: l, Parent: r.cfg.ParentConfig(), Tokens: tokens,
 		Enforcer: enforcer.CLI{Program: r.cfg.EnforcerCLI, Socket: r.cfg.ODS.SocketFile},
 		Log:      lg, Zone: c.String("zone"), DryRun: dry,
 	})

@@ -78,10 +78,15 @@ func newGuard(c *cli.Context, cfg *config.Config, l *ledger.Ledger, log hooks.Lo
 		return nil, err
 	}
 	return &hooks.Guard{
-		Ledger: l, Datastore: cfg.ODS.Datastore, Tokens: tokens, RequireBackup: cfg.RequireBackup(),
+		Ledger: l, Source: source(cfg), Tokens: tokens, RequireBackup: cfg.RequireBackup(),
 		SubmitForward: cfg.Hooks.DSSubmitForward, RetractForward: cfg.Hooks.DSRetractForward,
 		Parent: cfg.ParentConfig(), Log: log, Stdout: c.App.Writer, Stderr: c.App.ErrWriter,
 	}, nil
+}
+
+// source reads the enforcer's database and the tokens, for real.
+func source(cfg *config.Config) inventory.Source {
+	return inventory.Live{Datastore: cfg.ODS.Datastore}
 }
 
 // timeoutFlag is -t/--timeout SECONDS: the command answers within it.
@@ -184,7 +189,7 @@ func (r *job) snapshot(req hsmcheck.Request) (*inventory.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return inventory.Take(r.ctx, r.cfg.ODS.Datastore, tokens, req)
+	return inventory.Take(r.ctx, source(r.cfg), tokens, req)
 }
 
 // end closes what the command opened and ends its deadline.

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,5 +158,31 @@ func TestGofmt(t *testing.T) {
 	}
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("not gofmt'd (run gofmt -w): %s", strings.ReplaceAll(s, "\n", ", "))
+	}
+}
+
+// maxMainFunc is the longest function package main may have, besides the
+// command declarations (a *cli.Command with its help text): the command
+// layer parses flags, makes one call into the package that owns the
+// concept, and renders; anything longer is logic in the wrong place.
+const maxMainFunc = 60
+
+func TestCommandLayerIsThin(t *testing.T) {
+	fset := token.NewFileSet()
+	pkgs, err := parser.ParseDir(fset, ".", func(fi os.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range pkgs["main"].Files {
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || strings.HasSuffix(fd.Name.Name, "Command") {
+				continue
+			}
+			start, end := fset.Position(fd.Pos()), fset.Position(fd.End())
+			if n := end.Line - start.Line + 1; n > maxMainFunc {
+				t.Errorf("%s:%d: %s is %d lines, over %d: move its logic into the package that owns the concept", start.Filename, start.Line, fd.Name.Name, n, maxMainFunc)
+			}
+		}
 	}
 }

@@ -38,10 +38,11 @@ func (w *Warning) Error() string { return w.msg }
 // Env is what a ceremony step works with: plain values, no configuration
 // file (the command layer builds them).
 type Env struct {
-	Ledger    *ledger.Ledger
-	Datastore enforcer.Datastore // the enforcer's database, read-only
-	CLI       enforcer.CLI       // ods-enforcer, for backup prepare, commit, rollback
-	LockWait  time.Duration      // how long to wait for another host's step
+	Ledger *ledger.Ledger
+	// Source reads the enforcer's database (read-only) and the tokens.
+	Source   inventory.Source
+	CLI      Enforcer      // ods-enforcer, for backup prepare, commit, rollback
+	LockWait time.Duration // how long to wait for another host's step
 	// Repositories are conf.xml's, by name.
 	Repositories map[string]Repository
 	// Tokens are every repository's token and mirror.
@@ -55,6 +56,11 @@ type Env struct {
 	Release func(ctx context.Context) error
 }
 
+// Enforcer runs ods-enforcer commands: enforcer.CLI, or a test's own.
+type Enforcer interface {
+	Run(ctx context.Context, args ...string) (string, error)
+}
+
 // Repository is what a ceremony needs of a conf.xml repository.
 type Repository struct {
 	RequireBackup bool
@@ -62,8 +68,6 @@ type Repository struct {
 }
 
 func (e *Env) now() time.Time { return time.Now().UTC() }
-
-func (e *Env) cli() enforcer.CLI { return e.CLI }
 
 func (e *Env) say(format string, args ...any) { fmt.Fprintf(e.Out, format+"\n", args...) }
 
@@ -167,7 +171,7 @@ func (e *Env) snapshot(ctx context.Context, repos []string, extra ...hsmcheck.To
 			}
 		}
 	}
-	return inventory.Take(ctx, e.Datastore, append(tokens, extra...), hsmcheck.Request{})
+	return inventory.Take(ctx, e.Source, append(tokens, extra...), hsmcheck.Request{})
 }
 
 // backupToken returns the backup token's result in snap, if one was read.

@@ -172,7 +172,7 @@ func (e *Env) doneSteps(ctx context.Context, store *ledger.Store, snap *inventor
 	if err := e.commit(ctx, store, c, committed); err != nil {
 		return nil, err
 	}
-	after, err := enforcer.ReadDatastore(ctx, e.Datastore)
+	after, err := e.Source.State(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: ceremony %s: the enforcer committed, but its result cannot be read; run backup done again: %w", c.Repository, c.ID, err)
 	}
@@ -346,7 +346,7 @@ func (e *Env) commit(ctx context.Context, store *ledger.Store, c *ledger.Ceremon
 		return err
 	}
 	failpoint.Hit("done-committing")
-	if _, err := e.cli().Run(ctx, "backup", "commit", "-r", c.Repository); err != nil {
+	if _, err := e.CLI.Run(ctx, "backup", "commit", "-r", c.Repository); err != nil {
 		if errors.Is(err, enforcer.ErrUnreachable) {
 			// The commit did not run: the ceremony is open as before.
 			c.Status, c.Claim = ledger.Open, nil

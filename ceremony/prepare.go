@@ -81,7 +81,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		if !r.RequireBackup {
 			continue
 		}
-		if _, err := e.cli().Run(ctx, "backup", "prepare", "-r", repo); err != nil {
+		if _, err := e.CLI.Run(ctx, "backup", "prepare", "-r", repo); err != nil {
 			e.rollbackAll(ctx, flagged)
 			forget(repos...)
 			return nil, err
@@ -120,7 +120,7 @@ func lostPrepare(repo string, err error) error {
 
 func (e *Env) rollbackAll(ctx context.Context, repos []string) {
 	for _, repo := range repos {
-		if _, err := e.cli().Run(ctx, "backup", "rollback", "-r", repo); err != nil {
+		if _, err := e.CLI.Run(ctx, "backup", "rollback", "-r", repo); err != nil {
 			e.say("repository %q: rollback failed, run `ods-enforcer backup rollback -r %s` by hand: %v", repo, repo, err)
 		}
 	}

@@ -46,7 +46,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			continue
 		}
 		if st == nil {
-			if st, err = enforcer.ReadDatastore(ctx, e.Datastore); err != nil {
+			if st, err = e.Source.State(ctx); err != nil {
 				if c.Status == ledger.Committing {
 					return nil, refuse("repository %q: ceremony %s is committing and the enforcer's database cannot be read to tell whether the commit happened (%v): run `backup done` (nothing rolled back, the history unchanged)", repo, c.ID, err)
 				}
@@ -78,7 +78,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			}
 		}
 		if r.RequireBackup {
-			if _, err := e.cli().Run(ctx, "backup", "rollback", "-r", repo); err != nil {
+			if _, err := e.CLI.Run(ctx, "backup", "rollback", "-r", repo); err != nil {
 				return abandoned, err
 			}
 		}

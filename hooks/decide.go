@@ -11,22 +11,22 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
-// TokenView is what a hook learned of one token: the keys it looked up, or
+// tokenView is what a hook learned of one token: the keys it looked up, or
 // why it could not read it.
-type TokenView struct {
+type tokenView struct {
 	Name string // `mirror "site-b"`
 	Err  error
 	Keys hsmcheck.Holding
 }
 
-// Facts are what decisions are made from, read once per hook run.
-type Facts struct {
+// facts are what decisions are made from, read once per hook run.
+type facts struct {
 	State         *enforcer.State
 	StateErr      error // why State is nil
 	Coverage      ledger.Coverage
 	CeremoniesErr error                  // why Coverage is not known
 	RequireBackup map[string]bool        // repository -> <RequireBackup/>
-	Tokens        map[string][]TokenView // repository -> its token and mirrors
+	Tokens        map[string][]tokenView // repository -> its token and mirrors
 	// Book is the DS records; nil with BookErr when they cannot be read.
 	Book    *ledger.DSBook
 	BookErr error
@@ -35,8 +35,8 @@ type Facts struct {
 	Parent map[string]parent.Answer
 }
 
-// Decision says whether a submission may go to the parent, and why not.
-type Decision struct {
+// decision says whether a submission may go to the parent, and why not.
+type decision struct {
 	Forward  bool
 	Reason   string // why it is withheld; empty when forwarded
 	Locator  string
@@ -46,10 +46,10 @@ type Decision struct {
 	Backup string
 }
 
-// Candidates returns the enforcer keys a submission may be: same zone, same
+// candidates returns the enforcer keys a submission may be: same zone, same
 // key tag, a KSK or CSK use (flags 257 is a SEP key), and the cka_id where
 // the enforcer gave one.
-func Candidates(s Submission, st *enforcer.State) []*enforcer.Key {
+func candidates(s Submission, st *enforcer.State) []*enforcer.Key {
 	var out []*enforcer.Key
 	for _, u := range uses(s, st) {
 		out = append(out, u.Key)
@@ -78,7 +78,7 @@ func uses(s Submission, st *enforcer.State) []*enforcer.Use {
 
 // find tells the enforcer's use of the submission's key apart: by key tag
 // and cka_id, and on a key tag collision by the public key on the token.
-func find(s Submission, f Facts) (*enforcer.Use, string) {
+func find(s Submission, f facts) (*enforcer.Use, string) {
 	cands := uses(s, f.State)
 	switch len(cands) {
 	case 0:
@@ -102,30 +102,30 @@ func find(s Submission, f Facts) (*enforcer.Use, string) {
 	return nil, fmt.Sprintf("%d keys of zone %s share key tag %d and none can be told apart", len(cands), s.Zone, s.KeyTag)
 }
 
-// Decide withholds a submission unless its key is found, is backed up (a
+// decide withholds a submission unless its key is found, is backed up (a
 // confirmed ceremony covers it and, with RequireBackup, the enforcer has it
 // Done or Not Required), and is on its repository's token and every mirror
 // now with the public key the DNSKEY carries.
-func Decide(s Submission, f Facts) Decision {
+func decide(s Submission, f facts) decision {
 	if s.Err != "" {
-		return Decision{Reason: s.Err}
+		return decision{Reason: s.Err}
 	}
 	if f.State == nil {
 		why := "the enforcer's database could not be read"
 		if f.StateErr != nil {
 			why = f.StateErr.Error()
 		}
-		return Decision{Reason: why}
+		return decision{Reason: why}
 	}
 	if f.CeremoniesErr != nil {
-		return Decision{Reason: f.CeremoniesErr.Error()}
+		return decision{Reason: f.CeremoniesErr.Error()}
 	}
 	u, why := find(s, f)
 	if u == nil {
-		return Decision{Reason: why}
+		return decision{Reason: why}
 	}
 	key := u.Key
-	d := Decision{Locator: key.Locator}
+	d := decision{Locator: key.Locator}
 	c := f.Coverage.Covering(key.Repository, key.Locator)
 	if c == nil {
 		d.Reason = fmt.Sprintf("key %s is in no confirmed backup ceremony", key.Locator)
@@ -169,14 +169,14 @@ func Decide(s Submission, f Facts) Decision {
 	return d
 }
 
-// RetractDecision says what becomes of a retraction.
-type RetractDecision struct {
+// retractDecision says what becomes of a retraction.
+type retractDecision struct {
 	Action  string // ledger.Forwarded (forward it), ledger.Held or ledger.Skipped
 	Reason  string
 	Locator string
 }
 
-// DecideRetract decides a retraction from the enforcer's state and the key
+// decideRetract decides a retraction from the enforcer's state and the key
 // on the token, never from what the request says alone: the request may come
 // from anybody who can run the hook or write a record. It goes out only when
 // the enforcer has retracted that key's DS (retract, retracted, or
@@ -186,31 +186,31 @@ type RetractDecision struct {
 // retraction with no successor (the zone goes unsigned) passes. One of a DS
 // that never went to the parent is skipped: there is nothing to remove. A
 // retraction of a DS the enforcer still wants at the parent is rejected.
-func DecideRetract(s Submission, f Facts) RetractDecision {
+func decideRetract(s Submission, f facts) retractDecision {
 	if s.Err != "" {
-		return RetractDecision{Action: ledger.Rejected, Reason: s.Err}
+		return retractDecision{Action: ledger.Rejected, Reason: s.Err}
 	}
 	if f.Book == nil {
 		why := "the DS records cannot be read"
 		if f.BookErr != nil {
 			why += ": " + f.BookErr.Error()
 		}
-		return RetractDecision{Action: ledger.Held, Reason: why + "; whether a successor's DS is withheld cannot be told"}
+		return retractDecision{Action: ledger.Held, Reason: why + "; whether a successor's DS is withheld cannot be told"}
 	}
 	if f.State == nil {
 		why := "the enforcer's database could not be read"
 		if f.StateErr != nil {
 			why = f.StateErr.Error()
 		}
-		return RetractDecision{Action: ledger.Held, Reason: why + "; whether the enforcer retracted this DS cannot be told"}
+		return retractDecision{Action: ledger.Held, Reason: why + "; whether the enforcer retracted this DS cannot be told"}
 	}
 	// A DS that never went to the parent needs no retraction: nothing is
 	// sent, whoever asks.
 	never := func(self *ledger.DSKey) bool {
 		return self != nil && self.NeverForwarded() && !onParent(f, s.Zone, s.KeyTag, s.Algorithm, s.PublicKey)
 	}
-	skip := func(locator string) RetractDecision {
-		return RetractDecision{Action: ledger.Skipped, Locator: locator,
+	skip := func(locator string) retractDecision {
+		return retractDecision{Action: ledger.Skipped, Locator: locator,
 			Reason: "its DS never went to the parent (its submission was withheld): nothing to retract"}
 	}
 	z := f.State.Zone(s.Zone)
@@ -224,16 +224,16 @@ func DecideRetract(s Submission, f Facts) RetractDecision {
 		} else {
 			why += ": whether the enforcer retracted this DS cannot be told; if the parent still serves it, remove it at the registrar by hand, then ods-keyguard hook drop"
 		}
-		return RetractDecision{Action: ledger.Held, Reason: why}
+		return retractDecision{Action: ledger.Held, Reason: why}
 	}
-	d := RetractDecision{Action: ledger.Forwarded, Locator: u.Key.Locator}
+	d := retractDecision{Action: ledger.Forwarded, Locator: u.Key.Locator}
 	switch u.DSAtParent {
 	case enforcer.DSSubmit, enforcer.DSSubmitted, enforcer.DSSeen:
-		return RetractDecision{Action: ledger.Rejected, Locator: d.Locator,
+		return retractDecision{Action: ledger.Rejected, Locator: d.Locator,
 			Reason: fmt.Sprintf("the enforcer wants this DS at the parent (DS %s): a retraction it did not ask for is never forwarded", u.DSAtParent)}
 	}
 	if why := sameKey(s, u, f); why != "" {
-		return RetractDecision{Action: ledger.Rejected, Locator: d.Locator, Reason: why}
+		return retractDecision{Action: ledger.Rejected, Locator: d.Locator, Reason: why}
 	}
 	if never(f.Book.Find(s.Zone, u.Key.Locator, s.KeyTag, s.Algorithm)) {
 		return skip(d.Locator)
@@ -277,7 +277,7 @@ func DecideRetract(s Submission, f Facts) RetractDecision {
 // or "" when it is: the public key on a token, else the one the records
 // forwarded for it, must be the one the request names. A retraction's line
 // is what the registrar removes: it must be the retracted key's.
-func sameKey(s Submission, u *enforcer.Use, f Facts) string {
+func sameKey(s Submission, u *enforcer.Use, f facts) string {
 	if pub := publicKey(f, u.Key); pub != nil {
 		if hsmcheck.FingerprintDNSKEY(pub) != s.Fingerprint {
 			return fmt.Sprintf("the DNSKEY is not key %s, which the tokens hold with another public key", u.Key.Locator)
@@ -346,7 +346,7 @@ func successorKeys(st *enforcer.State, b *ledger.DSBook, zones map[string]bool) 
 
 // onParent says whether the parent, where it was read, publishes a DS of
 // the key.
-func onParent(f Facts, zone string, keytag, algorithm int, publicKey []byte) bool {
+func onParent(f facts, zone string, keytag, algorithm int, publicKey []byte) bool {
 	a, ok := f.Parent[strings.ToLower(zone)]
 	if !ok || a.Err != nil {
 		return false

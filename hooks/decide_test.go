@@ -25,7 +25,7 @@ func (k keys) Find(id string) (hsmcheck.Key, int) {
 }
 
 // world builds a zone with one KSK whose DNSKEY is notesLine.
-func world(t *testing.T) (Submission, Facts, *enforcer.Key) {
+func world(t *testing.T) (Submission, facts, *enforcer.Key) {
 	t.Helper()
 	s := ParseLine(notesLine)
 	z := &enforcer.Zone{Name: "example.com"}
@@ -36,11 +36,11 @@ func world(t *testing.T) (Submission, Facts, *enforcer.Key) {
 		Keys: []ledger.KeyRecord{{Locator: "aa01", Fingerprint: s.Fingerprint}}}
 	cov := ledger.Coverage{"R/aa01": c}
 	has := keys{"aa01": s.Fingerprint}
-	f := Facts{
+	f := facts{
 		State:         &enforcer.State{Zones: []*enforcer.Zone{z}, Keys: []*enforcer.Key{k}},
 		Coverage:      cov,
 		RequireBackup: map[string]bool{"R": true},
-		Tokens:        map[string][]TokenView{"R": {{Name: `repository "R"`, Keys: has}, {Name: `mirror "b"`, Keys: has}}},
+		Tokens:        map[string][]tokenView{"R": {{Name: `repository "R"`, Keys: has}, {Name: `mirror "b"`, Keys: has}}},
 	}
 	return s, f, k
 }
@@ -48,41 +48,41 @@ func world(t *testing.T) (Submission, Facts, *enforcer.Key) {
 func TestDecide(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(*Submission, *Facts, *enforcer.Key)
+		change func(*Submission, *facts, *enforcer.Key)
 		want   string // "" forwards
 	}{
-		{"covered", func(*Submission, *Facts, *enforcer.Key) {}, ""},
-		{"no ceremony", func(_ *Submission, f *Facts, _ *enforcer.Key) { f.Coverage = ledger.Coverage{} }, "in no confirmed backup ceremony"},
-		{"not done", func(_ *Submission, _ *Facts, k *enforcer.Key) { k.Backup = enforcer.BackupPrepared }, "key aa01: the enforcer has it Prepared, not Done"},
-		{"not done, no RequireBackup", func(_ *Submission, f *Facts, k *enforcer.Key) {
+		{"covered", func(*Submission, *facts, *enforcer.Key) {}, ""},
+		{"no ceremony", func(_ *Submission, f *facts, _ *enforcer.Key) { f.Coverage = ledger.Coverage{} }, "in no confirmed backup ceremony"},
+		{"not done", func(_ *Submission, _ *facts, k *enforcer.Key) { k.Backup = enforcer.BackupPrepared }, "key aa01: the enforcer has it Prepared, not Done"},
+		{"not done, no RequireBackup", func(_ *Submission, f *facts, k *enforcer.Key) {
 			k.Backup = enforcer.BackupNotRequired
 			f.RequireBackup["R"] = false
 		}, ""},
 		// An imported key, or one made before RequireBackup: the enforcer
 		// never moves it, the ceremony is its record.
-		{"not required, with RequireBackup", func(_ *Submission, _ *Facts, k *enforcer.Key) { k.Backup = enforcer.BackupNotRequired }, ""},
-		{"mirror lost it", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+		{"not required, with RequireBackup", func(_ *Submission, _ *facts, k *enforcer.Key) { k.Backup = enforcer.BackupNotRequired }, ""},
+		{"mirror lost it", func(_ *Submission, f *facts, _ *enforcer.Key) {
 			f.Tokens["R"][1].Keys = keys{}
 		}, `missing from mirror "b"`},
-		{"mirror unreadable", func(_ *Submission, f *Facts, _ *enforcer.Key) {
-			f.Tokens["R"][1] = TokenView{Name: `mirror "b"`, Err: errors.New("login: CKR_PIN_INCORRECT")}
+		{"mirror unreadable", func(_ *Submission, f *facts, _ *enforcer.Key) {
+			f.Tokens["R"][1] = tokenView{Name: `mirror "b"`, Err: errors.New("login: CKR_PIN_INCORRECT")}
 		}, "CKR_PIN_INCORRECT"},
-		{"another key on the token", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+		{"another key on the token", func(_ *Submission, f *facts, _ *enforcer.Key) {
 			f.Tokens["R"][0].Keys = keys{"aa01": "ffff"}
 		}, `the DNSKEY is not key aa01 on repository "R"`},
-		{"cka_id disagrees", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.CKAID = "bb02" }, "and cka_id bb02"},
-		{"cka_id agrees", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.CKAID = "AA01" }, ""},
-		{"other zone", func(s *Submission, _ *Facts, _ *enforcer.Key) { s.Zone = "example.net" }, "no KSK with key tag"},
-		{"database unreadable", func(_ *Submission, f *Facts, _ *enforcer.Key) {
+		{"cka_id disagrees", func(s *Submission, _ *facts, _ *enforcer.Key) { s.CKAID = "bb02" }, "and cka_id bb02"},
+		{"cka_id agrees", func(s *Submission, _ *facts, _ *enforcer.Key) { s.CKAID = "AA01" }, ""},
+		{"other zone", func(s *Submission, _ *facts, _ *enforcer.Key) { s.Zone = "example.net" }, "no KSK with key tag"},
+		{"database unreadable", func(_ *Submission, f *facts, _ *enforcer.Key) {
 			f.State, f.StateErr = nil, errors.New("enforcer database x: locked")
 		}, "enforcer database x: locked"},
-		{"garbage", func(s *Submission, _ *Facts, _ *enforcer.Key) { *s = ParseLine("nonsense\n") }, "not a DNSKEY"},
+		{"garbage", func(s *Submission, _ *facts, _ *enforcer.Key) { *s = ParseLine("nonsense\n") }, "not a DNSKEY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, f, k := world(t)
 			tt.change(&s, &f, k)
-			d := Decide(s, f)
+			d := decide(s, f)
 			if tt.want == "" {
 				if !d.Forward || d.Ceremony != "c1" {
 					t.Fatalf("withheld: %s", d.Reason)
@@ -107,7 +107,7 @@ func TestDecideKeyTagCollision(t *testing.T) {
 	for i := range f.Tokens["R"] {
 		f.Tokens["R"][i].Keys = keys{"cc03": "other", "aa01": s.Fingerprint}
 	}
-	if d := Decide(s, f); !d.Forward || d.Locator != "aa01" {
+	if d := decide(s, f); !d.Forward || d.Locator != "aa01" {
 		t.Fatalf("got %+v", d)
 	}
 }
@@ -183,7 +183,7 @@ func TestEventText(t *testing.T) {
 		{ledger.DSEvent{Kind: ledger.Retract, Action: ledger.Forwarded}, "the forward command took the retraction to the registrar"},
 		{ledger.DSEvent{Kind: ledger.Submit, Action: ledger.Withheld, Reason: "why"}, "why"},
 	} {
-		if got := EventText(c.e); got != c.want {
+		if got := eventText(c.e); got != c.want {
 			t.Errorf("EventText(%+v) = %q, want %q", c.e, got, c.want)
 		}
 	}

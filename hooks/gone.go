@@ -64,7 +64,7 @@ func goneFindings(zs *ZoneDS, keys []*ledger.DSKey) {
 			}
 			where = "and the parent still publishes it"
 		}
-		zs.Findings = append(zs.Findings, Finding{Severity: Warning, Category: "hook", Zone: k.Zone, Text: fmt.Sprintf(
+		zs.Findings = append(zs.Findings, Finding{Severity: Warning, Category: "hook", Zone: k.Zone, Key: k.Locator, Text: fmt.Sprintf(
 			"zone %s is no longer in the enforcer, but the DS of key tag %d (key %s) has been at the parent since %s, %s: the enforcer does not retract a deleted zone's DS, and a zone served unsigned with it fails validation; ods-keyguard hook retract-gone --zone %s sends the retraction (or records with --by-hand that it was removed, or stays for another signer)",
 			k.Zone, k.KeyTag, dash(k.Locator), k.Since().UTC().Format(when.Minute), where, k.Zone)})
 	}
@@ -89,7 +89,7 @@ func publishes(a *parent.Answer, k *ledger.DSKey) bool {
 // by hand, or kept on purpose for another signer). It returns the keys.
 func (g *Guard) RetractGone(ctx context.Context, zone, reason, operator string, byHand bool, out io.Writer) ([]*ledger.DSKey, error) {
 	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
-	st, err := enforcer.ReadDatastore(ctx, g.Datastore)
+	st, err := g.Source.State(ctx)
 	if err != nil {
 		return nil, err
 	}

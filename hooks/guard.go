@@ -15,6 +15,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 )
@@ -23,8 +24,9 @@ import (
 // they kept back once a ceremony covers it, and what an operator drops on
 // purpose. Every call to the outside runs within the context's deadline.
 type Guard struct {
-	Ledger         *ledger.Ledger
-	Datastore      enforcer.Datastore
+	Ledger *ledger.Ledger
+	// Source reads the enforcer's database and the tokens.
+	Source         inventory.Source
 	Tokens         []hsmcheck.Token // every repository's token and mirror
 	RequireBackup  map[string]bool
 	SubmitForward  string // [hooks] ds_submit_forward
@@ -32,7 +34,6 @@ type Guard struct {
 	Parent         parent.Config
 	Log            Logger
 	Stdout, Stderr io.Writer // the forward command's output
-	Reader         hsmcheck.Reader
 }
 
 // Logger takes one line per event, by severity: what was forwarded (info),
@@ -92,7 +93,7 @@ func (g *Guard) Retract(ctx context.Context, in io.Reader) Outcome {
 	return g.run(ctx, ledger.Retract, in)
 }
 
-// parseWithin is Parse bounded by ctx: a writer that never closes stdin
+// parseWithin is parse bounded by ctx: a writer that never closes stdin
 // cannot hold the hook past its deadline. (The enforcer closes it; a
 // wrapper script might not.)
 func parseWithin(ctx context.Context, in io.Reader) ([]Submission, error) {
@@ -102,7 +103,7 @@ func parseWithin(ctx context.Context, in io.Reader) ([]Submission, error) {
 	}
 	done := make(chan parsed, 1)
 	go func() {
-		subs, err := Parse(in)
+		subs, err := parse(in)
 		done <- parsed{subs, err}
 	}()
 	select {
@@ -154,7 +155,7 @@ func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 	for _, s := range good {
 		zones[strings.ToLower(s.Zone)] = true
 	}
-	f := g.facts(fctx, good, nil, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	f := g.gather(fctx, good, nil, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		return successorKeys(st, b, zones)
 	})
 	cancel()
@@ -193,11 +194,11 @@ func (g *Guard) record(ctx context.Context, out *Outcome, kind string, evs ...le
 	}
 }
 
-func (g *Guard) submit(ctx context.Context, out *Outcome, f Facts, subs []Submission) {
+func (g *Guard) submit(ctx context.Context, out *Outcome, f facts, subs []Submission) {
 	var pass []Submission
 	var evs []ledger.DSEvent
 	for _, s := range subs {
-		d := Decide(s, f)
+		d := decide(s, f)
 		if d.Forward {
 			pass = append(pass, s)
 			g.Log.Info(fmt.Sprintf("ds-submit: %s (key %s): backed up in ceremony %s (%s), on every token: forwarding", s.Describe(), d.Locator, d.Ceremony, d.Backup))
@@ -241,7 +242,7 @@ func (g *Guard) submit(ctx context.Context, out *Outcome, f Facts, subs []Submis
 // follow forwards, right after a successor's DS, the retractions that were
 // held for it: in a rollover the enforcer can ask to retract the old DS
 // before it asks to submit the new one.
-func (g *Guard) follow(ctx context.Context, out *Outcome, f Facts, forwarded []Submission) {
+func (g *Guard) follow(ctx context.Context, out *Outcome, f facts, forwarded []Submission) {
 	zones := map[string]bool{}
 	for _, s := range forwarded {
 		zones[s.Zone] = true
@@ -260,7 +261,7 @@ func (g *Guard) follow(ctx context.Context, out *Outcome, f Facts, forwarded []S
 		}
 		s := ParseLine(e.Line)
 		s.CKAID = e.Locator
-		if s.Err != "" || DecideRetract(s, f).Action != ledger.Forwarded {
+		if s.Err != "" || decideRetract(s, f).Action != ledger.Forwarded {
 			continue
 		}
 		g.Log.Info(fmt.Sprintf("ds-retract: %s, held for its successor, goes right after it", s.Describe()))
@@ -327,12 +328,12 @@ func (g *Guard) send(ctx context.Context, out *Outcome, kind, command string, su
 	out.Forwarded += len(subs)
 }
 
-func (g *Guard) retract(ctx context.Context, out *Outcome, f Facts, subs []Submission) {
+func (g *Guard) retract(ctx context.Context, out *Outcome, f facts, subs []Submission) {
 	var pass []Submission
 	var evs []ledger.DSEvent
 	locators := map[string]string{}
 	for _, s := range subs {
-		d := DecideRetract(s, f)
+		d := decideRetract(s, f)
 		locators[s.Fingerprint] = d.Locator
 		switch d.Action {
 		case ledger.Rejected:
@@ -343,7 +344,7 @@ func (g *Guard) retract(ctx context.Context, out *Outcome, f Facts, subs []Submi
 			evs = append(evs, ev)
 		case ledger.Held:
 			out.Held++
-			g.Log.Warning(fmt.Sprintf("ds-retract: held %s by ods-keyguard: %s", s.Describe(), HeldReason(d.Reason, d.Locator)))
+			g.Log.Warning(fmt.Sprintf("ds-retract: held %s by ods-keyguard: %s", s.Describe(), heldReason(d.Reason, d.Locator)))
 			evs = append(evs, event(s, ledger.Retract, ledger.Held, d.Reason, d.Locator))
 		case ledger.Skipped:
 			out.Skipped++
@@ -391,13 +392,13 @@ func (g *Guard) forward(ctx context.Context, command string, subs []Submission, 
 	return err
 }
 
-// facts reads what decisions need, once: the DS records (book, when the
+// gather reads what decisions need, once: the DS records (book, when the
 // caller read them already), the database, the ceremonies and the candidate
 // keys on the tokens (only those), plus the parent's DS where [parent] is
 // configured. extra names more keys to read on the tokens, once the
 // database is read.
-func (g *Guard) facts(ctx context.Context, subs []Submission, book *ledger.DSBook, extra func(*enforcer.State, *ledger.DSBook) []*enforcer.Key) Facts {
-	f := Facts{RequireBackup: g.RequireBackup, Tokens: map[string][]TokenView{}, Parent: map[string]parent.Answer{}}
+func (g *Guard) gather(ctx context.Context, subs []Submission, book *ledger.DSBook, extra func(*enforcer.State, *ledger.DSBook) []*enforcer.Key) facts {
+	f := facts{RequireBackup: g.RequireBackup, Tokens: map[string][]tokenView{}, Parent: map[string]parent.Answer{}}
 	if f.Book = book; book == nil {
 		f.Book, f.BookErr = g.Ledger.DS(ctx)
 	}
@@ -406,7 +407,7 @@ func (g *Guard) facts(ctx context.Context, subs []Submission, book *ledger.DSBoo
 	} else {
 		f.Coverage = store.Coverage()
 	}
-	st, err := enforcer.ReadDatastore(ctx, g.Datastore)
+	st, err := g.Source.State(ctx)
 	if err != nil {
 		f.StateErr = err
 	} else {
@@ -435,11 +436,11 @@ func (g *Guard) facts(ctx context.Context, subs []Submission, book *ledger.DSBoo
 	return f
 }
 
-func (g *Guard) readTokens(ctx context.Context, f *Facts, subs []Submission, extra []*enforcer.Key) {
+func (g *Guard) readTokens(ctx context.Context, f *facts, subs []Submission, extra []*enforcer.Key) {
 	ids := map[string]bool{}
 	repos := map[string]bool{}
 	for _, s := range subs {
-		for _, k := range Candidates(s, f.State) {
+		for _, k := range candidates(s, f.State) {
 			ids[k.Locator] = true
 			repos[k.Repository] = true
 		}
@@ -462,8 +463,8 @@ func (g *Guard) readTokens(ctx context.Context, f *Facts, subs []Submission, ext
 		list = append(list, id)
 	}
 	sort.Strings(list)
-	for _, res := range g.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: list}) {
-		v := TokenView{Name: res.Token.Describe(), Err: res.Err}
+	for _, res := range g.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: list}) {
+		v := tokenView{Name: res.Token.Describe(), Err: res.Err}
 		if res.Contents != nil {
 			v.Keys = res.Contents
 		}
@@ -475,7 +476,7 @@ func (g *Guard) readTokens(ctx context.Context, f *Facts, subs []Submission, ext
 // begin with the hooks: without them nothing is forwarded through
 // ods-keyguard): every KSK and CSK whose DS the enforcer already has at the
 // parent was put there before, and is adopted as such.
-func (g *Guard) baseline(ctx context.Context, out *Outcome, kind string, f Facts, now []Submission) {
+func (g *Guard) baseline(ctx context.Context, out *Outcome, kind string, f facts, now []Submission) {
 	if f.Book == nil || !f.Book.Created.IsZero() || f.State == nil {
 		return
 	}

@@ -39,13 +39,13 @@ const (
 
 var ckaComment = regexp.MustCompile(`;\s*\{\s*cka_id\s*=\s*([0-9A-Fa-f]*)\s*\}\s*$`)
 
-// Parse reads DNSKEY records in presentation format, one per line: blank
+// parse reads DNSKEY records in presentation format, one per line: blank
 // lines are skipped; tabs, trailing spaces and the enforcer's
 // `; {cka_id = ...}` comment are tolerated. A line that is not a single
 // DNSKEY (a zone-file directive such as $INCLUDE, a line over MaxLine bytes,
 // binary data) comes back with Err set; input past MaxInput is one such
 // line.
-func Parse(r io.Reader) ([]Submission, error) {
+func parse(r io.Reader) ([]Submission, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxInput+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading stdin: %w", err)

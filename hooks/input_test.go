@@ -22,7 +22,7 @@ const (
 )
 
 func TestParseNotesLines(t *testing.T) {
-	subs, err := Parse(strings.NewReader(notesLine + "\n  \n" + notesCKAID + withTabs))
+	subs, err := parse(strings.NewReader(notesLine + "\n  \n" + notesCKAID + withTabs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestParseGarbage(t *testing.T) {
 			t.Errorf("%q: accepted as %+v", in, s)
 		}
 	}
-	subs, err := Parse(strings.NewReader(""))
+	subs, err := parse(strings.NewReader(""))
 	if err != nil || len(subs) != 0 {
 		t.Errorf("empty input: %v %v", subs, err)
 	}
@@ -131,7 +131,7 @@ func TestIncludeNotRead(t *testing.T) {
 	if err := os.WriteFile(pin, []byte("s3cr3t-PIN-9917\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	subs, err := Parse(strings.NewReader("$INCLUDE " + pin + "\nexample.com. 300 IN DNSKEY 257 3 13 $INCLUDE " + pin + "\n"))
+	subs, err := parse(strings.NewReader("$INCLUDE " + pin + "\nexample.com. 300 IN DNSKEY 257 3 13 $INCLUDE " + pin + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestBinaryInput(t *testing.T) {
 	for i := range b {
 		b[i] = byte(i*7 + i/251)
 	}
-	subs, err := Parse(strings.NewReader(string(b)))
+	subs, err := parse(strings.NewReader(string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 		}
 	}
 	var derived []*enforcer.Key
-	f := g.facts(ctx, subs, book, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	f := g.gather(ctx, subs, book, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		derived = unrecorded(st, b)
 		zones := map[string]bool{}
 		for _, e := range b.Pending {
@@ -125,7 +125,7 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 	return rep, nil
 }
 
-func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, book *ledger.DSBook, derived []*enforcer.Key, say func(Released)) {
+func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f facts, book *ledger.DSBook, derived []*enforcer.Key, say func(Released)) {
 	var evs []ledger.DSEvent
 	// send records what was decided so far, then forwards s.
 	send := func(item Released, s Submission, locator, note string) {
@@ -147,7 +147,7 @@ func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, boo
 			say(item)
 			continue
 		}
-		d := Decide(s, f)
+		d := decide(s, f)
 		if d.Locator != "" {
 			item.Locator = d.Locator
 		}
@@ -179,7 +179,7 @@ func (g *Guard) releaseSubmissions(ctx context.Context, o *Outcome, f Facts, boo
 			ttl := u.Zone.Policy.KeyTTL
 			s := ParseLine(dnskeyLine(u.Zone.Name, ttl, k.Algorithm, pub))
 			s.CKAID = k.Locator
-			d := Decide(s, f)
+			d := decide(s, f)
 			if !d.Forward {
 				why := "no record of it being forwarded (the hook could not record?); " + d.Reason
 				item.Action, item.Reason = ReleaseKept, why
@@ -218,7 +218,7 @@ func (g *Guard) releaseOne(ctx context.Context, o *Outcome, kind, command string
 	return ""
 }
 
-func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say func(Released)) {
+func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f facts, say func(Released)) {
 	var evs []ledger.DSEvent
 	for _, p := range pendingOf(f.Book, ledger.Retract, &evs, say) {
 		e, s, item := p.e, p.s, p.item
@@ -228,7 +228,7 @@ func (g *Guard) releaseRetractions(ctx context.Context, o *Outcome, f Facts, say
 			say(item)
 			continue
 		}
-		d := DecideRetract(s, f)
+		d := decideRetract(s, f)
 		switch d.Action {
 		case ledger.Rejected:
 			item.Action, item.Reason = ReleaseDropped, d.Reason
@@ -293,7 +293,7 @@ func dropped(e *ledger.DSEntry, why string) ledger.DSEvent {
 
 // unwanted says why the enforcer no longer wants s's DS at the parent, or
 // "" when it does (or cannot be asked).
-func unwanted(f Facts, s Submission) string {
+func unwanted(f facts, s Submission) string {
 	if f.State == nil {
 		return ""
 	}
@@ -335,7 +335,7 @@ func unrecorded(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 }
 
 // publicKey is k's public key from the first token that has it.
-func publicKey(f Facts, k *enforcer.Key) []byte {
+func publicKey(f facts, k *enforcer.Key) []byte {
 	for _, t := range f.Tokens[k.Repository] {
 		if t.Keys == nil {
 			continue

@@ -81,7 +81,7 @@ func History(b *ledger.DSBook, zone string) []ledger.DSEvent {
 }
 
 // WriteHistory prints one line per event: TIME KIND ACTION ZONE KEYTAG BY
-// WHAT, the last an operator's sentence (see EventText).
+// WHAT, the last an operator's sentence (see eventText).
 func WriteHistory(w io.Writer, evs []ledger.DSEvent) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tKIND\tACTION\tZONE\tKEYTAG\tBY\tWHAT")
@@ -90,7 +90,7 @@ func WriteHistory(w io.Writer, evs []ledger.DSEvent) error {
 		if e.KeyTag != 0 || e.Zone != "" {
 			tag = strconv.Itoa(e.KeyTag)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), tag, dash(e.By), dash(EventText(e)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), dash(e.Kind), e.Action, dash(e.Zone), tag, dash(e.By), dash(eventText(e)))
 	}
 	return tw.Flush()
 }
@@ -109,9 +109,9 @@ func createdReason(adopted int) string {
 // oldCreated is how records before 2026-12 worded the created event.
 var oldCreated = regexp.MustCompile(`^([0-9]+) DS records adopted$`)
 
-// EventText says what an event means, for an operator: its reason, and
+// eventText says what an event means, for an operator: its reason, and
 // for the events that carry none, what happened.
-func EventText(e ledger.DSEvent) string {
+func eventText(e ledger.DSEvent) string {
 	switch e.Action {
 	case ledger.Created:
 		why := e.Reason
@@ -149,7 +149,7 @@ type historyEvent struct {
 func HistoryDoc(evs []ledger.DSEvent) any {
 	out := make([]historyEvent, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, historyEvent{e, EventText(e)})
+		out = append(out, historyEvent{e, eventText(e)})
 	}
 	return struct {
 		Schema string         `json:"schema"`

@@ -10,6 +10,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
@@ -42,6 +43,7 @@ type Finding struct {
 	Severity Severity `json:"state"`
 	Category string   `json:"category"` // "hook" (the records) or "parent" (what the parent publishes)
 	Zone     string   `json:"zone"`
+	Key      string   `json:"key,omitempty"` // the key's locator, where it is about one
 	Text     string   `json:"text"`
 }
 
@@ -159,6 +161,10 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 	add := func(s Severity, cat, format string, args ...any) {
 		zs.Findings = append(zs.Findings, Finding{Severity: s, Category: cat, Zone: z.Name, Text: fmt.Sprintf(format, args...)})
 	}
+	// addKey adds a finding about one key.
+	addKey := func(key string, s Severity, cat, format string, args ...any) {
+		zs.Findings = append(zs.Findings, Finding{Severity: s, Category: cat, Zone: z.Name, Key: key, Text: fmt.Sprintf(format, args...)})
+	}
 	for _, u := range z.Keys {
 		if u.Role == enforcer.ZSK {
 			continue
@@ -190,16 +196,16 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 			if at || !unsure {
 				k.AtParent = &at
 			} else {
-				add(Unknown, "parent", "zone %s: the parent has a DS with the key tag of %s %d (key %s), but whether it is that key's cannot be told: its public key is on no token read and in no record",
+				addKey(k.Locator, Unknown, "parent", "zone %s: the parent has a DS with the key tag of %s %d (key %s), but whether it is that key's cannot be told: its public key is on no token read and in no record",
 					z.Name, k.Role, k.KeyTag, k.Locator)
 			}
 		}
 		if k.Known == "not known" && (u.DSAtParent == enforcer.DSSubmitted || u.DSAtParent == enforcer.DSSeen) && (k.AtParent == nil || !*k.AtParent) {
-			add(Warning, "hook", "%s %d (key %s): the enforcer has its DS %s, but ods-keyguard has no record of forwarding it: not known to be at the parent (hook release decides it again)",
+			addKey(k.Locator, Warning, "hook", "%s %d (key %s): the enforcer has its DS %s, but ods-keyguard has no record of forwarding it: not known to be at the parent (hook release decides it again)",
 				k.Role, k.KeyTag, k.Locator, u.DSAtParent)
 		}
 		if r != nil && !r.InFlight.IsZero() {
-			add(Warning, "hook", "the forward of %s %d (key %s) began %s and has no outcome recorded: whether the parent got it is not known",
+			addKey(k.Locator, Warning, "hook", "the forward of %s %d (key %s) began %s and has no outcome recorded: whether the parent got it is not known",
 				k.Role, k.KeyTag, k.Locator, r.InFlight.Format(time.RFC3339))
 		}
 		zs.Keys = append(zs.Keys, k)
@@ -210,7 +216,7 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 		}
 		zs.Findings = append(zs.Findings, pendingFinding(e))
 		// Only a retraction held for its successor keeps a DS on purpose
-		// (HeldReason): one held because its key is unknown to the
+		// (heldReason): one held because its key is unknown to the
 		// enforcer kept nothing the records know to be at the parent.
 		if e.Kind != ledger.Retract || e.Action != ledger.Held || e.Locator == "" {
 			continue
@@ -223,7 +229,7 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 			if u != nil {
 				state = "its DNSKEY " + recordState(u, enforcer.RecordDNSKEY)
 			}
-			add(Critical, "hook", "the parent keeps the DS of key tag %d (its retraction held for the successor), but the enforcer has %s: the DS points at no published key and the zone fails validation; back the successor up now (ods-keyguard backup prepare, then backup done): its DS goes, then this retraction",
+			addKey(e.Locator, Critical, "hook", "the parent keeps the DS of key tag %d (its retraction held for the successor), but the enforcer has %s: the DS points at no published key and the zone fails validation; back the successor up now (ods-keyguard backup prepare, then backup done): its DS goes, then this retraction",
 				e.KeyTag, state)
 		}
 	}
@@ -254,12 +260,12 @@ func useOf(z *enforcer.Zone, e *ledger.DSEntry) *enforcer.Use {
 // by hand (or telling the enforcer ds-gone) breaks the chain of trust.
 const HoldAdvice = "do not remove that DS at the registrar by hand, nor run ods-enforcer key ds-gone for it: it is the zone's chain of trust until its successor's DS is at the parent, and then ods-keyguard retracts it (hook release)"
 
-// HeldReason is a held retraction's reason as messages give it: with
+// heldReason is a held retraction's reason as messages give it: with
 // HoldAdvice when it is held for its successor. DecideRetract holds a
 // retraction with its key known (locator) for no other cause; one held
 // because its key or zone is not in the enforcer, or the facts could not
 // be read, has no successor to wait for, and its reason says what to do.
-func HeldReason(reason, locator string) string {
+func heldReason(reason, locator string) string {
 	if locator == "" {
 		return reason
 	}
@@ -272,12 +278,12 @@ func pendingFinding(e *ledger.DSEntry) Finding {
 	switch e.Action {
 	case ledger.Held:
 		text = fmt.Sprintf("%s held by ods-keyguard since %s: %s",
-			what, e.Since.Format(when.Minute), HeldReason(e.Reason, e.Locator))
+			what, e.Since.Format(when.Minute), heldReason(e.Reason, e.Locator))
 	default:
 		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
 			what, e.Since.Format(when.Minute), e.Reason)
 	}
-	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Text: text}
+	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Key: e.Locator, Text: text}
 }
 
 func parentFindings(zs *ZoneDS, z *enforcer.Zone, in StatusInput, add func(Severity, string, string, ...any)) {
@@ -431,14 +437,13 @@ func inRecords(b *ledger.DSBook, zone string) bool {
 
 // StatusSources are what ReadStatus reads.
 type StatusSources struct {
-	Datastore     enforcer.Datastore
+	Source        inventory.Source // the enforcer's database and the tokens
 	Ledger        *ledger.Ledger
 	RequireBackup map[string]bool
 	Parent        parent.Config
 	// Tokens are read, with the parent configured, for the public keys
 	// of the zones' KSKs and CSKs: a DS matches a key only by digest.
 	Tokens []hsmcheck.Token
-	Reader hsmcheck.Reader
 }
 
 // SEPKeys lists the locators of st's KSKs and CSKs, sorted, once each.
@@ -479,7 +484,7 @@ func PublicKeys(results []hsmcheck.Result) map[string][]byte {
 // side by side; zone, when not "", limits it to that zone.
 func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, error) {
 	zone = strings.TrimSuffix(strings.ToLower(zone), ".")
-	st, err := enforcer.ReadDatastore(ctx, src.Datastore)
+	st, err := src.Source.State(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -519,7 +524,7 @@ func ReadStatus(ctx context.Context, src StatusSources, zone string) ([]ZoneDS, 
 			}
 		}
 		if ids := SEPKeys(st); len(ids) > 0 && len(tokens) > 0 {
-			in.PublicKeys = PublicKeys(src.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: ids}))
+			in.PublicKeys = PublicKeys(src.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: ids}))
 		}
 	}
 	in.Parent = <-done

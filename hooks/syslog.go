@@ -37,9 +37,9 @@ var facilities = map[string]syslog.Priority{
 	"local4": syslog.LOG_LOCAL4, "local5": syslog.LOG_LOCAL5, "local6": syslog.LOG_LOCAL6, "local7": syslog.LOG_LOCAL7,
 }
 
-// SyslogSocketEnv names a unix datagram socket to log to instead of the
+// syslogSocketEnv names a unix datagram socket to log to instead of the
 // system logger.
-const SyslogSocketEnv = "ODS_KEYGUARD_SYSLOG"
+const syslogSocketEnv = "ODS_KEYGUARD_SYSLOG"
 
 // syslogSockets are where the system logger listens, as log/syslog looks.
 var syslogSockets = []string{"/dev/log", "/var/run/syslog", "/var/run/log"}
@@ -58,7 +58,7 @@ func NewSyslog(facility string, stderr io.Writer) *Syslog {
 	}
 	s.facility = f
 	paths := syslogSockets
-	if sock := os.Getenv(SyslogSocketEnv); sock != "" {
+	if sock := os.Getenv(syslogSocketEnv); sock != "" {
 		paths = []string{sock}
 	}
 	for _, p := range paths {

@@ -14,7 +14,7 @@ import (
 // Lines reach the logger as RFC 3164 at the facility and level asked.
 func TestSyslogLine(t *testing.T) {
 	sock, conn := listenSyslog(t)
-	t.Setenv(SyslogSocketEnv, sock)
+	t.Setenv(syslogSocketEnv, sock)
 	var stderr strings.Builder
 	s := NewSyslog("local0", &stderr)
 	defer s.Close()
@@ -38,7 +38,7 @@ func TestSyslogLine(t *testing.T) {
 // go within writeTimeout ends syslog for the run, and stderr carries on.
 func TestSyslogStuck(t *testing.T) {
 	sock, _ := listenSyslog(t) // never read
-	t.Setenv(SyslogSocketEnv, sock)
+	t.Setenv(syslogSocketEnv, sock)
 	s := NewSyslog("daemon", io.Discard)
 	defer s.Close()
 	done := make(chan int, 1)

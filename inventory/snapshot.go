@@ -18,14 +18,14 @@ type Snapshot struct {
 // Take reads the datastore and the tokens in parallel, within ctx. When the
 // database cannot be read, the token reads are stopped and the error is
 // returned; a token that cannot be read is in its Result.
-func Take(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, req hsmcheck.Request) (*Snapshot, error) {
+func Take(ctx context.Context, src Source, tokens []hsmcheck.Token, req hsmcheck.Request) (*Snapshot, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	tctx, tcancel := tokenContext(ctx)
 	defer tcancel()
 	done := make(chan []hsmcheck.Result, 1)
-	go func() { done <- hsmcheck.Reader{}.Read(tctx, tokens, req) }()
-	st, err := enforcer.ReadDatastore(ctx, ds)
+	go func() { done <- src.Tokens(tctx, tokens, req) }()
+	st, err := src.State(ctx)
 	if err != nil {
 		cancel()
 		<-done // the readers are reaped before we return
@@ -37,14 +37,14 @@ func Take(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, r
 // TakeFor reads the datastore first, then the tokens with the request that
 // the enforcer's state asks for: for a read that needs to know the keys
 // before it reads them (check's public keys of KSKs, for the parent's DS).
-func TakeFor(ctx context.Context, ds enforcer.Datastore, tokens []hsmcheck.Token, req func(*enforcer.State) hsmcheck.Request) (*Snapshot, error) {
-	st, err := enforcer.ReadDatastore(ctx, ds)
+func TakeFor(ctx context.Context, src Source, tokens []hsmcheck.Token, req func(*enforcer.State) hsmcheck.Request) (*Snapshot, error) {
+	st, err := src.State(ctx)
 	if err != nil {
 		return nil, err
 	}
 	tctx, cancel := tokenContext(ctx)
 	defer cancel()
-	return &Snapshot{State: st, Results: hsmcheck.Reader{}.Read(tctx, tokens, req(st))}, nil
+	return &Snapshot{State: st, Results: src.Tokens(tctx, tokens, req(st))}, nil
 }
 
 // tokenContext is what the token reads get: three quarters of the time left,

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/ceremony"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/msg"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
@@ -29,8 +31,8 @@ type CheckOptions struct {
 
 // Sources are where check reads the facts.
 type Sources struct {
-	Datastore enforcer.Datastore
-	Tokens    []hsmcheck.Token
+	Source inventory.Source // the enforcer's database and the tokens
+	Tokens []hsmcheck.Token
 	// OpenLedger opens the records read-only; Check closes them.
 	OpenLedger func(context.Context) (*ledger.Ledger, error)
 	// Ledger names where the records are, for a message that says what
@@ -43,11 +45,25 @@ type Sources struct {
 	Served served.Config
 }
 
-// Finding is one problem, in the plugin's terms.
+// Finding is one problem, in the plugin's terms: what it is about as
+// fields, which the first line is made of, and its text for people.
 type Finding struct {
-	State    State  `json:"state"`
+	State State `json:"state"`
+	// Category is the rule or the part it is about: "rule 1", "rule 2",
+	// "presence", "token", "pool", "backup", "ceremony", "state", "hook",
+	// "parent", "zone".
 	Category string `json:"category"`
-	Text     string `json:"text"`
+	Zone     string `json:"zone,omitempty"`
+	Key      string `json:"key,omitempty"` // the key's locator
+	// Subject is the pool, repository, token, ceremony or file it is
+	// about, where it is about one.
+	Subject string `json:"subject,omitempty"`
+	// Spare is a pool's spare backed-up keys (rule 2).
+	Spare *int   `json:"spare,omitempty"`
+	Text  string `json:"text"`
+	// Brief is the clause the first line gives it, where it is not
+	// made from the fields above.
+	Brief string `json:"-"`
 }
 
 // Report is check's verdict, for every rendering. A figure that was not
@@ -73,7 +89,7 @@ type Report struct {
 
 // Unknown is the verdict of a run that could not determine the state.
 func Unknown(opt CheckOptions, reason string) *Report {
-	return &Report{State: StateUnknown, Summary: oneLine(reason), At: opt.At, Ran: time.Now().UTC(), Findings: []Finding{},
+	return &Report{State: StateUnknown, Summary: msg.OneLine(reason), At: opt.At, Ran: time.Now().UTC(), Findings: []Finding{},
 		Unbacked: []rules.Unbacked{}, Pools: []rules.Pool{}, Backups: []rules.Age{}, Problems: []inventory.Problem{}, Options: opt}
 }
 
@@ -120,23 +136,23 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
-	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Datastore, tokenNames(src.Tokens)))
+	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Source, tokenNames(src.Tokens)))
 	var snap *inventory.Snapshot
 	if src.Served.Enabled() {
 		// The served DNSKEYs are matched to the enforcer's keys by their
 		// public keys: every key of every zone's.
-		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
 			return hsmcheck.Request{NoPublic: true, PublicIDs: zoneKeys(st)}
 		})
 	} else if src.Parent.Enabled() {
 		// A DS at the parent counts as a key's only by digest: the public
 		// keys of the KSKs and CSKs are read too, which needs the database
 		// read first.
-		snap, err = inventory.TakeFor(ctx, src.Datastore, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
 			return hsmcheck.Request{NoPublic: true, PublicIDs: hooks.SEPKeys(st)}
 		})
 	} else {
-		snap, err = inventory.Take(ctx, src.Datastore, src.Tokens, hsmcheck.Request{NoPublic: true})
+		snap, err = inventory.Take(ctx, src.Source, src.Tokens, hsmcheck.Request{NoPublic: true})
 	}
 	if err != nil {
 		return Unknown(opt, err.Error())
@@ -258,11 +274,10 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	keys := len(st.Keys)
 	rep := &Report{At: opt.At, Ran: time.Now().UTC(), Keys: &keys, Unbacked: res.Unbacked, Backups: res.Ages,
 		Problems: inv.Problems, Findings: []Finding{}, Pools: []rules.Pool{}, Measured: true, Options: opt}
-	add := func(s State, cat, format string, args ...any) {
-		rep.Findings = append(rep.Findings, Finding{State: s, Category: cat, Text: fmt.Sprintf(format, args...)})
-	}
+	add := func(f Finding) { rep.Findings = append(rep.Findings, f) }
 	for _, u := range res.Unbacked {
-		add(StateCritical, "rule 1", "zone %s %s %d (key %s) is in use without a confirmed backup: %s", u.Zone, u.Role, u.KeyTag, u.Locator, u.Reason)
+		add(Finding{State: StateCritical, Category: "rule 1", Zone: u.Zone, Key: u.Locator,
+			Text: fmt.Sprintf("zone %s %s %d (key %s) is in use without a confirmed backup: %s", u.Zone, u.Role, u.KeyTag, u.Locator, u.Reason)})
 	}
 	// Presence is measured per repository: where a token could not be
 	// read, neither its missing keys nor its pools are.
@@ -270,7 +285,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	for _, r := range f.Snapshot.Results {
 		if r.Err != nil {
 			unread[r.Token.Repository] = true
-			add(StateUnknown, "token", "cannot read %s", oneLine(r.Err.Error()))
+			add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name, Text: "cannot read " + msg.OneLine(r.Err.Error())})
 		}
 	}
 	missing := 0
@@ -278,7 +293,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		if p.Kind == inventory.Missing {
 			missing++
 		}
-		add(StateCritical, "presence", "%s", p.String())
+		add(Finding{State: StateCritical, Category: "presence", Key: p.Locator, Subject: p.Token, Text: p.String()})
 	}
 	if len(unread) == 0 {
 		rep.Missing = &missing
@@ -313,25 +328,35 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		if lost {
 			gap += fmt.Sprintf("; %d on no HSM, never spares", *p.OnNoHSM)
 		}
-		add(s, "rule 2", "pool %s: spare %d: %d backed up at the head of %d unused, %d needed until %s%s",
-			p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(when.Minute), gap)
+		spare := p.Spare
+		add(Finding{State: s, Category: "rule 2", Subject: p.Name(), Spare: &spare,
+			Text: fmt.Sprintf("pool %s: spare %d: %d backed up at the head of %d unused, %d needed until %s%s",
+				p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(when.Minute), gap)})
 	}
 	for _, a := range res.Ages {
+		b := Finding{State: StateWarning, Category: "backup", Subject: a.Repository}
 		switch {
 		case a.Last == nil:
-			add(StateWarning, "backup", "no confirmed backup ceremony for repository %s yet", a.Repository)
+			b.Text = fmt.Sprintf("no confirmed backup ceremony for repository %s yet", a.Repository)
 		case a.Age > opt.Interval+opt.Grace:
-			add(StateCritical, "backup", "last confirmed backup of %s is %s old, past interval %s + grace %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval), when.Duration(opt.Grace))
+			b.State = StateCritical
+			b.Text = fmt.Sprintf("last confirmed backup of %s is %s old, past interval %s + grace %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval), when.Duration(opt.Grace))
 		case a.Age > opt.Interval:
-			add(StateWarning, "backup", "last confirmed backup of %s is %s old, past interval %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval))
+			b.Text = fmt.Sprintf("last confirmed backup of %s is %s old, past interval %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval))
+		default:
+			continue
 		}
+		add(b)
 	}
-	ceremonies(st, f.Store, f.RequireBackup, f.Writer, opt, add)
+	for _, s := range ceremony.FindStuck(st, f.Store, f.Writer, opt.At, opt.Grace) {
+		add(Finding{State: StateWarning, Category: "ceremony", Subject: s.Ceremony, Brief: s.Brief(), Text: s.String()})
+	}
 	for _, e := range f.Exposed {
-		add(StateWarning, "state", "%s", e)
+		add(Finding{State: StateWarning, Category: "state", Text: e})
 	}
 	for _, r := range f.Book.Refused {
-		add(StateWarning, "state", "%s: refused: %s (only root and state_dir's owner write records: look at it, then remove it)", r.Path, r.Reason)
+		add(Finding{State: StateWarning, Category: "state", Subject: r.Path,
+			Text: fmt.Sprintf("%s: refused: %s (only root and state_dir's owner write records: look at it, then remove it)", r.Path, r.Reason)})
 	}
 	zones := hooks.Status(hooks.StatusInput{State: st, Book: f.Book, Coverage: f.Store.Coverage(), RequireBackup: f.RequireBackup,
 		Parent: f.Parent, PublicKeys: hooks.PublicKeys(f.Snapshot.Results), Now: opt.At})
@@ -343,7 +368,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		case hooks.Unknown:
 			s = StateUnknown
 		}
-		add(s, df.Category, "%s", df.Text)
+		add(Finding{State: s, Category: df.Category, Zone: df.Zone, Key: df.Key, Text: df.Text})
 	}
 	for _, sf := range served.Compare(servedInput(f, opt)) {
 		s := StateWarning
@@ -353,7 +378,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		case sf.Critical:
 			s = StateCritical
 		}
-		add(s, "zone", "%s", sf.Text)
+		add(Finding{State: s, Category: "zone", Zone: sf.Zone, Text: sf.Text})
 	}
 	withheld := len(f.Book.Pending)
 	rep.Withheld = &withheld
@@ -402,7 +427,7 @@ func onNoHSM(results []hsmcheck.Result) func(*enforcer.Key) bool {
 // ("updatePolicy: error keytag") and leaves it PRIVATE with no zone.
 // Restore those a ceremony backed up; remove from its pool those made after
 // the last ceremony.
-func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) bool, add func(State, string, string, ...any)) {
+func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) bool, add func(Finding)) {
 	after, covered := map[string]int{}, map[string]int{}
 	for _, k := range st.Keys {
 		// UNUSED, or PRIVATE with no zone: what 2.1 leaves of a pool key it
@@ -417,10 +442,12 @@ func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) 
 		}
 	}
 	for _, repo := range sortedKeys(covered) {
-		add(StateCritical, "pool", "%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)
+		add(Finding{State: StateCritical, Category: "pool", Subject: repo,
+			Text: fmt.Sprintf("%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)})
 	}
 	for _, repo := range sortedKeys(after) {
-		add(StateCritical, "pool", "%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)
+		add(Finding{State: StateCritical, Category: "pool", Subject: repo,
+			Text: fmt.Sprintf("%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)})
 	}
 }
 
@@ -431,48 +458,6 @@ func sortedKeys(m map[string]int) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// ceremonies finds what the ceremonies leave stuck: one open past grace
-// (its keys stay Prepared, the enforcer will not make them omnipresent),
-// one a crash left preparing, and keys the enforcer holds Prepared with no
-// ceremony open for them (a prepare killed after the enforcer's, or run by
-// hand).
-func ceremonies(st *enforcer.State, store *ledger.Store, rb map[string]bool, writer string, opt CheckOptions, add func(State, string, string, ...any)) {
-	prepared := map[string]int{}
-	for _, k := range st.Keys {
-		if k.State != enforcer.Delete && k.Backup == enforcer.BackupPrepared {
-			prepared[k.Repository]++
-		}
-	}
-	var repos []string
-	for r := range prepared {
-		repos = append(repos, r)
-	}
-	sort.Strings(repos)
-	for _, repo := range repos {
-		if store.Open(repo) == nil && writer == "" {
-			add(StateWarning, "ceremony", "%d keys of repository %s are Prepared in the enforcer with no ceremony open (a backup prepare interrupted, or run by hand): the enforcer will not make them omnipresent; take them into a ceremony with ods-keyguard backup prepare -r %s, or unflag them with ods-keyguard backup rollback -r %s",
-				prepared[repo], repo, repo, repo)
-		}
-	}
-	for _, repo := range store.OpenRepositories() {
-		c := store.Open(repo)
-		switch {
-		case (c.Status == ledger.Preparing || c.Status == ledger.RollingBack) && (writer != "" || store.Live(c)):
-			// In progress: the writer that records it holds the lock, or
-			// (on another Galera node) a live claim.
-		case c.Status == ledger.Preparing:
-			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while preparing: run ods-keyguard backup prepare -r %s again (it takes it up), or backup rollback -r %s",
-				c.ID, repo, repo, repo)
-		case c.Status == ledger.RollingBack:
-			add(StateWarning, "ceremony", "backup ceremony %s of %s was interrupted while rolling back: run ods-keyguard backup rollback -r %s again to finish it",
-				c.ID, repo, repo)
-		case opt.At.Sub(c.Prepared) > opt.Grace:
-			add(StateWarning, "ceremony", "backup ceremony %s of %s open for %s: finish it with backup done, or backup rollback; until then its keys stay Prepared",
-				c.ID, repo, when.Duration(opt.At.Sub(c.Prepared)))
-		}
-	}
 }
 
 // summaryBudget keeps the first line within about 200 bytes with its
@@ -537,9 +522,7 @@ func summarize(rep *Report) string {
 			var pools []string
 			for _, g := range rep.Findings {
 				if g.Category == "rule 2" {
-					name, rest, _ := strings.Cut(strings.TrimPrefix(g.Text, "pool "), ": ")
-					spare, _, _ := strings.Cut(rest, ":")
-					pools = append(pools, name+" "+spare)
+					pools = append(pools, fmt.Sprintf("%s spare %d", g.Subject, *g.Spare))
 				}
 			}
 			if len(pools) > 2 {
@@ -549,33 +532,13 @@ func summarize(rep *Report) string {
 		case "hook":
 			clauses = append(clauses, clause{fmt.Sprintf("%d DS requests kept back or unaccounted for (hook status)", n), n})
 		case "zone":
-			var zones []string
-			named := map[string]bool{}
-			for _, g := range rep.Findings {
-				if g.Category == "zone" {
-					z, _, _ := strings.Cut(strings.TrimPrefix(g.Text, "zone "), ":")
-					if !named[z] {
-						named[z] = true
-						zones = append(zones, z)
-					}
-				}
-			}
+			zones := zonesOf(rep.Findings, func(g Finding) bool { return g.Category == "zone" })
 			if len(zones) > 2 {
 				zones = append(zones[:2], fmt.Sprintf("+%d", len(zones)-2))
 			}
 			clauses = append(clauses, clause{fmt.Sprintf("%d problems with the zones as served (%s)", n, strings.Join(zones, ", ")), n})
 		case "parent":
-			var zones []string
-			named := map[string]bool{}
-			for _, g := range rep.Findings {
-				if g.Category == "parent" && g.State == StateCritical {
-					z, _, _ := strings.Cut(strings.TrimPrefix(g.Text, "zone "), ":")
-					if !named[z] {
-						named[z] = true
-						zones = append(zones, z)
-					}
-				}
-			}
+			zones := zonesOf(rep.Findings, func(g Finding) bool { return g.Category == "parent" && g.State == StateCritical })
 			text := fmt.Sprintf("%d problems with the DS at the parent (hook status)", n)
 			if len(zones) > 0 {
 				if len(zones) > 2 {
@@ -585,7 +548,7 @@ func summarize(rep *Report) string {
 			}
 			clauses = append(clauses, clause{text, n})
 		case "ceremony":
-			text, _, _ := strings.Cut(f.Text, ": ")
+			text := f.Brief
 			if n > 1 {
 				text += fmt.Sprintf(" (+%d more)", n-1)
 			}
@@ -637,6 +600,15 @@ func tokenNames(tokens []hsmcheck.Token) string {
 	return strings.Join(names, ", ")
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+// zonesOf names the zones of the findings that match, once each, in order.
+func zonesOf(fs []Finding, match func(Finding) bool) []string {
+	var zones []string
+	named := map[string]bool{}
+	for _, g := range fs {
+		if match(g) && g.Zone != "" && !named[g.Zone] {
+			named[g.Zone] = true
+			zones = append(zones, g.Zone)
+		}
+	}
+	return zones
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 )
@@ -100,16 +101,15 @@ type Logger interface {
 
 // Sources are what a run reads and whom it tells.
 type Sources struct {
-	Datastore enforcer.Datastore
-	Ledger    *ledger.Ledger
-	Parent    parent.Config
-	Tokens    []hsmcheck.Token
-	Reader    hsmcheck.Reader
-	Enforcer  Enforcer
-	Log       Logger
-	Zone      string // only this zone, when not ""
-	DryRun    bool
-	Now       func() time.Time
+	Source   inventory.Source // the enforcer's database and the tokens
+	Ledger   *ledger.Ledger
+	Parent   parent.Config
+	Tokens   []hsmcheck.Token
+	Enforcer Enforcer
+	Log      Logger
+	Zone     string // only this zone, when not ""
+	DryRun   bool
+	Now      func() time.Time
 }
 
 // Run reads, for each zone's KSKs and CSKs whose DS the enforcer has
@@ -131,7 +131,7 @@ func Run(ctx context.Context, src Sources) (*Report, error) {
 		}
 		defer unlock()
 	}
-	st, err := enforcer.ReadDatastore(ctx, src.Datastore)
+	st, err := src.Source.State(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +182,7 @@ func Run(ctx context.Context, src Sources) (*Report, error) {
 		ids = append(ids, strings.ToLower(c.u.Key.Locator))
 	}
 	if len(tokens) > 0 {
-		pubs = hooks.PublicKeys(src.Reader.Read(ctx, tokens, hsmcheck.Request{IDs: ids}))
+		pubs = hooks.PublicKeys(src.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: ids}))
 	}
 	answers := map[string][]parent.ServerAnswer{}
 	for _, n := range zones {
@@ -275,7 +275,7 @@ func decide(z *enforcer.Zone, u *enforcer.Use, r *ledger.DSKey, book *ledger.DSB
 		it.Action = ActHeld
 		it.Reason = fmt.Sprintf("ods-keyguard holds this retraction (%s since %s: %s): its DS stays at the parent and the enforcer is not told ds-gone",
 			e.Action, e.Since.UTC().Format(time.RFC3339), e.Reason)
-		if e.Locator != "" { // held for its successor (hooks.HeldReason)
+		if e.Locator != "" { // held for its successor (as hooks says it)
 			it.Reason += "; " + hooks.HoldAdvice
 		}
 		return it

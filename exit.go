@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/ceremony"
 )
@@ -70,9 +69,4 @@ func exitCode(err error) int {
 		return exitProblems
 	}
 	return exitUnknown
-}
-
-// oneLine keeps an error on one line: a wrapped tool's stderr may have more.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
