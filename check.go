@@ -49,8 +49,8 @@ forwarding. With [parent] configured: CRITICAL when no DS at the parent
 matches a published, backed-up KSK; WARNING for a DS of a key that is not
 backed up or that the enforcer retracted.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
-SoftHSMv2 object file this user cannot read (never "missing"), database
-unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
+mirror configured as its repository's own token, a SoftHSMv2 object file
+this user cannot read (never "missing"), database unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
 token refused is recorded in state_dir and never tried again (see
 ods-keyguard pin): check then says UNKNOWN at once, without touching the
 token, until the PIN's file changes or ods-keyguard pin clear.

@@ -282,10 +282,22 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	// Presence is measured per repository: where a token could not be
 	// read, neither its missing keys nor its pools are.
 	unread := map[string]bool{}
-	for _, r := range f.Snapshot.Results {
+	for i, r := range f.Snapshot.Results {
 		if r.Err != nil {
 			unread[r.Token.Repository] = true
 			add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name, Text: "cannot read " + msg.OneLine(r.Err.Error())})
+			continue
+		}
+		// A mirror configured as a token read before it is that token:
+		// what the second copy holds is not read at all.
+		for _, before := range f.Snapshot.Results[:i] {
+			if before.Err == nil && before.Token.Repository == r.Token.Repository && hsmcheck.SameToken(before.Token, r.Token) {
+				unread[r.Token.Repository] = true
+				add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name,
+					Text: fmt.Sprintf("cannot read %s: it is the same token as %s (same module, label and environment): it holds no second copy of the keys; give it its own configuration (module, token_label or env)",
+						r.Token.Describe(), before.Token.Describe())})
+				break
+			}
 		}
 	}
 	missing := 0
