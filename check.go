@@ -45,9 +45,10 @@ for longer than grace or was interrupted, and when the enforcer holds keys
 Prepared with no ceremony open.
 DS guard: WARNING for each submission withheld and retraction held, and for
 a DS the enforcer has at the parent that ods-keyguard has no record of
-forwarding. With [parent] configured: CRITICAL when no DS at the parent
-matches a published, backed-up KSK; WARNING for a DS of a key that is not
-backed up or that the enforcer retracted.
+forwarding. With [parent] configured: CRITICAL when the DS at the parent
+match no published, backed-up KSK; WARNING when the parent has no DS though
+one was forwarded, and for a DS of a key that is not backed up or that the
+enforcer retracted.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
 mirror configured as its repository's own token, a SoftHSMv2 object file
 this user cannot read (never "missing"), database unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
