@@ -45,12 +45,13 @@ for longer than grace or was interrupted, and when the enforcer holds keys
 Prepared with no ceremony open.
 DS guard: WARNING for each submission withheld and retraction held, and for
 a DS the enforcer has at the parent that ods-keyguard has no record of
-forwarding. With [parent] configured: CRITICAL when no DS at the parent
-matches a published, backed-up KSK; WARNING for a DS of a key that is not
-backed up or that the enforcer retracted.
+forwarding. With [parent] configured: CRITICAL when the DS at the parent
+match no published, backed-up KSK; WARNING when the parent has no DS though
+one was forwarded, and for a DS of a key that is not backed up or that the
+enforcer retracted.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
-SoftHSMv2 object file this user cannot read (never "missing"), database
-unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
+mirror configured as its repository's own token, a SoftHSMv2 object file
+this user cannot read (never "missing"), database unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
 token refused is recorded in state_dir and never tried again (see
 ods-keyguard pin): check then says UNKNOWN at once, without touching the
 token, until the PIN's file changes or ods-keyguard pin clear.
@@ -61,14 +62,14 @@ problem, one per pool, and "| " with the rest of the perfdata; at most
 8,000 bytes in all (what Nagios keeps): findings that do not fit are
 counted per state and category, --json has them all.
 Ranges: [@][start:][end], alert outside (inside with @).
---at TIME: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
+--at TIME: now or later: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
 
 Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "warning-spare", Aliases: []string{"w"}, Value: "1:", Usage: "WARNING when a pool's spare backed-up keys are outside `RANGE`"},
 			&cli.StringFlag{Name: "critical-spare", Aliases: []string{"c"}, Value: "0:", Usage: "CRITICAL when a pool's spare backed-up keys are outside `RANGE`"},
 			&cli.Float64Flag{Name: "timeout", Aliases: []string{"t"}, Value: 10, Usage: "answer UNKNOWN before `SECONDS` have passed"},
-			&cli.StringFlag{Name: "at", Usage: "evaluate as of `TIME` (\"at Friday's backup, is there enough?\")"},
+			&cli.StringFlag{Name: "at", Usage: "evaluate as of `TIME`, now or later (\"at Friday's backup, is there enough?\")"},
 			&cli.BoolFlag{Name: "json", Usage: "print the verdict as a JSON document instead"},
 			&cli.StringFlag{Name: "prometheus", Usage: "also write the figures to `FILE` (node_exporter textfile format, atomically)"},
 			&cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version and exit"},
@@ -82,7 +83,9 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			} else {
 				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", msg.OneLine(err.Error()))
 			}
-			return exit(exitUnknown, err)
+			// Said on stdout, as every other UNKNOWN: not again on stderr,
+			// which Icinga 2 appends to the plugin's output.
+			return exit(exitUnknown, nil)
 		},
 		Action: runCheck,
 	}
@@ -235,7 +238,7 @@ func checkReport(c *cli.Context) *monitor.Report {
 		return monitor.Unknown(opt, "--critical-spare: "+err.Error())
 	}
 	if s := c.String("at"); s != "" {
-		if opt.At, err = when.ParseAt(s, now); err != nil {
+		if opt.At, err = when.ParseLater(s, now); err != nil {
 			return monitor.Unknown(opt, "--at: "+err.Error())
 		}
 	}

@@ -20,14 +20,16 @@ const (
 
 const exitCodesHelp = `EXIT STATUS:
    0  ok: nothing wrong was found, the action was done
-   1  problems found (verify), action refused (backup), submission withheld (hook)
+   1  problems found (verify), action refused (backup), DS withheld or held (hook)
    2  bad usage: unknown command, flag or argument
-   3  could not determine: configuration, PKCS#11 module, token, PIN or enforcer
-      database unreadable, enforcer unreachable
+   3  could not determine: configuration, PKCS#11 module, token, PIN, enforcer
+      database or ledger unreadable; enforcer unreachable
    The check command follows the monitoring plugin convention instead:
    0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage included).
    recover assess: 0 nothing lost, 1 keys lost but recoverable, 2 keys lost for
    good or a zone must go insecure, 3 could not determine.
+   recover plan: 0 no key in use lost for good, 1 every zone concerned can stay
+   signed, 2 a zone must go insecure, 3 could not determine.
    hook ds-submit and ds-retract return the forward command's status when that
    failed.
    parent sync: 0 done (what was due was told), 1 an ods-enforcer command

@@ -63,7 +63,7 @@ forward command's status when it failed.`,
 				UsageText: "ods-keyguard hook pending [--json]",
 				Description: `Text: one line per entry: ID KIND ZONE KEYTAG SINCE REASON, then the input
 that was rejected (not a DNSKEY), which blocks nothing.
-Exit status: 0 listed (even when empty).`,
+Exit status: 0 listed (even when empty); 3 the records could not be read.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runPending),
 			},
@@ -78,7 +78,8 @@ purged or marked gone is dropped with the reason, never sent. A submission
 the enforcer made with no record at all (the hook could not write) is
 rebuilt from the key on the token and decided the same way. backup done
 runs it.
-Exit status: 0 nothing left kept back; 1 some still kept back.`,
+Exit status: 0 nothing left kept back; 1 some still kept back; 3 could not
+determine (the records, the enforcer's database or a token unreadable).`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runRelease),
 			},
@@ -128,7 +129,7 @@ forwarding, forwarded, withheld, held, failed, dropped (no longer wanted, or
 on purpose), skipped (a retraction of a DS that never went to the parent),
 rejected (input that is no DNSKEY), adopted (at the parent before the
 records began), settled (the DS of a deleted zone, settled by hand).
-Exit status: 0 listed.`,
+Exit status: 0 listed; 3 the records could not be read.`,
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runHookHistory),
 			},

@@ -46,7 +46,8 @@ NAME (or every one with --all): the next command logs in with the PIN
 again, once. Use it after resetting the token's PIN counter or setting the
 PIN on the token to what the configuration says; where the configuration
 was wrong, correcting it is enough.
-Exit status: 0 cleared; 1 nothing recorded for NAME; 3 state_dir not
+Exit status: 0 cleared; 1 nothing recorded for NAME; 2 NAME is no token of
+the configuration, and nothing is recorded under it; 3 state_dir not
 writable.`,
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "every token"}, timeoutFlag(defaultTimeout)},
 				Action: runPinClear,
@@ -104,6 +105,12 @@ func runPinClear(c *cli.Context) error {
 			return exit(exitUnknown, err)
 		}
 		gone = append(gone, mine...)
+	}
+	if len(gone) == 0 && name != "" {
+		// A typo must not read as "nothing to clear".
+		if err := r.cfg.KnownToken(name); err != nil {
+			return usagef("pin clear: %v", err)
+		}
 	}
 	if len(gone) == 0 {
 		what := "any token"

@@ -28,7 +28,7 @@ New zones of a <ShareKeys/> policy take no keys when it has a zone already.
 
 Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "until", Usage: "cover the keys needed until `TIME` (RFC 3339, YYYY-MM-DD, or a duration such as P30D)"},
+				&cli.StringFlag{Name: "until", Usage: "cover the keys needed until `TIME`, now or later (RFC 3339, YYYY-MM-DD, or a duration such as P30D)"},
 				&cli.StringFlag{Name: "policy", Usage: "only policy `P`"},
 				jsonFlag(), timeoutFlag(defaultTimeout),
 			},
@@ -45,7 +45,7 @@ func runPoolFill(r *job) error {
 	}
 	in := rules.FillInput{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: r.cfg.Check.NewZones, Policy: c.String("policy")}
 	if s := c.String("until"); s != "" {
-		if in.Until, err = when.ParseAt(s, in.Now); err != nil {
+		if in.Until, err = when.ParseLater(s, in.Now); err != nil {
 			return usagef("--until: %v", err)
 		}
 	}

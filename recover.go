@@ -46,7 +46,9 @@ date to request DS removal if not.
 Exit status: 0 nothing lost; 1 keys lost, every key in use recoverable
 (unused keys made after the last ceremony may be lost); 2 a key in use
 lost for good (see recover plan) or a zone must go insecure; 3 could not
-determine; 2 also for bad usage (with a message on stderr).`,
+determine, also when an HSM could not be read (it is counted as holding
+nothing, and the verdict says "cannot tell for certain"); 2 also for bad
+usage (with a message on stderr).`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "delivery", Usage: "how long until the new HSMs are in service (`DURATION`, e.g. P3D)"},
 					jsonFlag(), timeoutFlag(defaultTimeout),
@@ -103,7 +105,9 @@ by hand while the old signatures are needed.
 
 Exit status: 0 no key in use lost for good; 1 every zone concerned can
 stay signed (follow the steps); 2 a zone must go insecure (request DS
-removal by the date given), or bad usage; 3 could not determine.`,
+removal by the date given), or bad usage; 3 could not determine (a policy
+not in kasp.xml, or an HSM that could not be read: the plan is then the
+worst case, counting it as holding nothing).`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "zone", Usage: "only `ZONE`"},
 					&cli.StringFlag{Name: "margin", Value: "P1D", Usage: "how long the old signatures must outlast Tdea (`DURATION`)"},

@@ -96,6 +96,14 @@ func Done(ctx context.Context, e *Env, repos []string, backupToken, operator str
 		if err != nil {
 			return confirmed, err
 		}
+		// Configured as a token the keys live on, it would hold every
+		// key of every ceremony and verify nothing.
+		for _, live := range e.Tokens {
+			if hsmcheck.SameToken(t, live) {
+				return confirmed, refuse("%s: the same token as %s (same module, label and environment): it holds no backup; point its env at the backup medium's own configuration",
+					t.Describe(), live.Describe())
+			}
+		}
 		extra = append(extra, t)
 	}
 	var names []string

@@ -169,6 +169,17 @@ func Path(flag string) string {
 	return DefaultPath
 }
 
+// voice puts a parser's message in the project's: lower case, no final
+// period ("Key 'x' has already been defined." gives "key 'x' has already
+// been defined").
+func voice(msg string) string {
+	msg = strings.TrimSuffix(strings.TrimSpace(msg), ".")
+	if len(msg) > 1 && msg[0] >= 'A' && msg[0] <= 'Z' && msg[1] >= 'a' && msg[1] <= 'z' {
+		msg = string(msg[0]+'a'-'A') + msg[1:]
+	}
+	return msg
+}
+
 // Load reads the configuration at path, strictly: an unknown key is an error.
 func Load(path string) (*Config, error) {
 	c := &Config{Path: path}
@@ -176,7 +187,10 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return nil, fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
+			return nil, fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, voice(perr.Message))
+		}
+		if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+			return nil, fmt.Errorf("config %s: is a folder, not a file", path)
 		}
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("config %s: no such file (set --config or $%s)", path, EnvVar)

@@ -133,11 +133,29 @@ func LoadOpenDNSSEC(path string) (*OpenDNSSEC, error) {
 			return nil, fmt.Errorf("%s: repository %q is defined twice", path, name)
 		}
 		seen[name] = true
+		// OpenDNSSEC takes <Module>, <TokenLabel> and <PIN> as written:
+		// white space around them is part of the path it loads, the label
+		// it looks for, the PIN it sends. Trimmed here, ods-keyguard would
+		// read a token the enforcer cannot use, and say OK.
+		for _, f := range []struct{ elem, text, effect string }{
+			{"Module", r.Module, "the enforcer cannot load that module"},
+			{"TokenLabel", r.TokenLabel, "the enforcer finds no token so named"},
+			{"PIN", r.PIN, "the token refuses the enforcer"},
+		} {
+			if strings.TrimSpace(f.text) != f.text {
+				what := "it"
+				if f.elem == "PIN" {
+					what = "the PIN"
+				}
+				return nil, fmt.Errorf("%s: repository %q: <%s> has white space around it, which OpenDNSSEC keeps as part of %s (%s): write it on one line with nothing around it",
+					path, name, f.elem, what, f.effect)
+			}
+		}
 		o.Repositories = append(o.Repositories, Repository{
 			Name:          name,
-			Module:        strings.TrimSpace(r.Module),
-			TokenLabel:    strings.TrimSpace(r.TokenLabel),
-			PIN:           secret.Value(strings.TrimSpace(r.PIN)),
+			Module:        r.Module,
+			TokenLabel:    r.TokenLabel,
+			PIN:           secret.Value(r.PIN),
 			RequireBackup: r.RequireBackup != nil,
 			SkipPublicKey: r.SkipPublicKey != nil,
 		})

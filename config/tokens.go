@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 )
@@ -95,4 +96,28 @@ func (c *Config) RepositoryNames(only string) ([]string, error) {
 		out = append(out, r.Name)
 	}
 	return out, nil
+}
+
+// KnownToken checks that name is a repository, mirror or backup token of
+// the configuration: an error naming those there are when it is not.
+func (c *Config) KnownToken(name string) error {
+	var names []string
+	for _, r := range c.ODS.Repositories {
+		names = append(names, r.Name)
+	}
+	for _, m := range c.Mirrors {
+		names = append(names, m.Name)
+	}
+	var backups []string
+	for n := range c.BackupTokens {
+		backups = append(backups, n)
+	}
+	sort.Strings(backups)
+	names = append(names, backups...)
+	for _, n := range names {
+		if n == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is no repository, mirror or backup token of %s (configured: %s)", name, c.Path, strings.Join(names, ", "))
 }

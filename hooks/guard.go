@@ -344,7 +344,7 @@ func (g *Guard) retract(ctx context.Context, out *Outcome, f facts, subs []Submi
 			evs = append(evs, ev)
 		case ledger.Held:
 			out.Held++
-			g.Log.Warning(fmt.Sprintf("ds-retract: held %s by ods-keyguard: %s; %s", s.Describe(), d.Reason, HoldAdvice))
+			g.Log.Warning(fmt.Sprintf("ds-retract: held %s by ods-keyguard: %s", s.Describe(), heldReason(d.Reason, d.Locator)))
 			evs = append(evs, event(s, ledger.Retract, ledger.Held, d.Reason, d.Locator))
 		case ledger.Skipped:
 			out.Skipped++

@@ -215,7 +215,10 @@ func zoneStatus(in StatusInput, z *enforcer.Zone) ZoneDS {
 			continue
 		}
 		zs.Findings = append(zs.Findings, pendingFinding(e))
-		if e.Kind != ledger.Retract || e.Action != ledger.Held {
+		// Only a retraction held for its successor keeps a DS on purpose
+		// (heldReason): one held because its key is unknown to the
+		// enforcer kept nothing the records know to be at the parent.
+		if e.Kind != ledger.Retract || e.Action != ledger.Held || e.Locator == "" {
 			continue
 		}
 		// The old DS is kept so the chain of trust goes through the old key:
@@ -252,18 +255,30 @@ func useOf(z *enforcer.Zone, e *ledger.DSEntry) *enforcer.Use {
 	return nil
 }
 
-// HoldAdvice is what every message about a held retraction tells the
-// operator: the DS is kept on purpose, and removing it by hand (or telling
-// the enforcer ds-gone) breaks the chain of trust.
+// HoldAdvice is what every message about a retraction held for its
+// successor tells the operator: the DS is kept on purpose, and removing it
+// by hand (or telling the enforcer ds-gone) breaks the chain of trust.
 const HoldAdvice = "do not remove that DS at the registrar by hand, nor run ods-enforcer key ds-gone for it: it is the zone's chain of trust until its successor's DS is at the parent, and then ods-keyguard retracts it (hook release)"
+
+// heldReason is a held retraction's reason as messages give it: with
+// HoldAdvice when it is held for its successor. DecideRetract holds a
+// retraction with its key known (locator) for no other cause; one held
+// because its key or zone is not in the enforcer, or the facts could not
+// be read, has no successor to wait for, and its reason says what to do.
+func heldReason(reason, locator string) string {
+	if locator == "" {
+		return reason
+	}
+	return reason + "; " + HoldAdvice
+}
 
 func pendingFinding(e *ledger.DSEntry) Finding {
 	what := fmt.Sprintf("%s for zone %s key tag %d", e.Kind, e.Zone, e.KeyTag)
 	var text string
 	switch e.Action {
 	case ledger.Held:
-		text = fmt.Sprintf("%s held by ods-keyguard since %s: %s; %s",
-			what, e.Since.Format(when.Minute), e.Reason, HoldAdvice)
+		text = fmt.Sprintf("%s held by ods-keyguard since %s: %s",
+			what, e.Since.Format(when.Minute), heldReason(e.Reason, e.Locator))
 	default:
 		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
 			what, e.Since.Format(when.Minute), e.Reason)

@@ -10,6 +10,8 @@ package hsmcheck
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -31,8 +33,36 @@ func SharedSerial(model, manufacturer, serial string) string {
 }
 
 // SameToken reports whether two configured tokens are certainly one token:
-// the same module, label and module environment.
-func SameToken(a, b Token) bool { return tokenIdentity(a) == tokenIdentity(b) }
+// the same module (after symlinks), label and module environment as the
+// module sees it: a token's Env is on top of this process's, so a variable
+// one token sets and the other inherits with the same value is the same.
+func SameToken(a, b Token) bool {
+	if a.Label != b.Label || realPath(a.Module) != realPath(b.Module) {
+		return false
+	}
+	for _, env := range []map[string]string{a.Env, b.Env} {
+		for k := range env {
+			if effective(a.Env, k) != effective(b.Env, k) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func effective(env map[string]string, k string) string {
+	if v, ok := env[k]; ok {
+		return v
+	}
+	return os.Getenv(k)
+}
+
+func realPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
+}
 
 // sameKeys reports whether a and b hold the same private keys: the same
 // CKA_IDs, and the same public keys where both have them.

@@ -47,9 +47,8 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
 // Files of the PIN guard in state_dir.
@@ -57,10 +56,8 @@ const (
 	RefusalsFile     = "pin-refusals.json"
 	refusalsKeyFile  = "pin-refusals.key"
 	refusalsFormat   = "ods-keyguard/pin-refusals/1"
-	refusalFileMode  = 0o640
-	refusalDirMode   = os.ModeSetgid | 0o750 // as the ledger makes state_dir
 	maxRefusalsBytes = 4 << 20
-	noFollow         = syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	maxKeyBytes      = 4 << 10
 )
 
 // PINGuard keeps the refused PINs of the tokens in a state_dir.
@@ -296,119 +293,13 @@ func pinMAC(key []byte, t Token) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// open opens state_dir, made when create is set and it is missing.
-func (g *PINGuard) open(create bool) (*os.File, error) {
-	fi, err := os.Lstat(g.Dir)
-	if errors.Is(err, os.ErrNotExist) && create {
-		if err := os.MkdirAll(filepath.Dir(g.Dir), 0o755); err != nil {
-			return nil, fmt.Errorf("state_dir %s: %w", g.Dir, err)
-		}
-		mode := os.FileMode(0o750)
-		if g.private {
-			mode = 0o700
-		}
-		if err := os.Mkdir(g.Dir, mode); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("state_dir %s: %w", g.Dir, err)
-		}
-		if g.Group >= 0 {
-			os.Lchown(g.Dir, -1, g.Group) // only root may give it away
-		}
-		if !g.private {
-			os.Chmod(g.Dir, refusalDirMode)
-		}
-		fi, err = os.Lstat(g.Dir)
+// open opens the folder of the record: state_dir, made when create is set
+// and it is missing, or a user's own folder (UserGuard).
+func (g *PINGuard) open(create bool) (*statedir.Dir, error) {
+	if g.private {
+		return statedir.OpenPrivate(g.Dir, create)
 	}
-	if err == nil && g.private {
-		// In /var/tmp anyone may make a folder of that name first.
-		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("%s: not this user's own folder (owner or mode): remove it", g.Dir)
-		}
-	}
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("state_dir %s: %w", g.Dir, perm.Explain(g.Dir, unwrapPath(err)))
-	case fi.Mode()&os.ModeSymlink != 0:
-		return nil, fmt.Errorf("state_dir %s: is a symlink; ods-keyguard keeps state only in a real folder", g.Dir)
-	case !fi.IsDir():
-		return nil, fmt.Errorf("state_dir %s: not a folder", g.Dir)
-	}
-	fd, err := syscall.Open(g.Dir, syscall.O_RDONLY|syscall.O_DIRECTORY|noFollow, 0)
-	if err != nil {
-		return nil, fmt.Errorf("state_dir %s: %w", g.Dir, perm.Explain(g.Dir, err))
-	}
-	return os.NewFile(uintptr(fd), g.Dir), nil
-}
-
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
-// readAt reads name in d, a regular file never reached through a symlink.
-func readAt(d *os.File, name string) ([]byte, error) {
-	path := filepath.Join(d.Name(), name)
-	// Never waiting: a FIFO under that name opens at once and is refused
-	// below, instead of stalling every token read (the DS hook's too).
-	fd, err := syscall.Openat(int(d.Fd()), name, syscall.O_RDONLY|noFollow|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("state file %s: is a symlink; ods-keyguard does not follow links in state_dir", path)
-		}
-		if errors.Is(err, syscall.ENOENT) {
-			return nil, os.ErrNotExist
-		}
-		return nil, fmt.Errorf("state file %s: %w", path, perm.Explain(path, err))
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("state file %s: not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxRefusalsBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("state file %s: %w", path, err)
-	}
-	if len(b) > maxRefusalsBytes {
-		return nil, fmt.Errorf("state file %s: larger than %d MiB", path, maxRefusalsBytes>>20)
-	}
-	return b, nil
-}
-
-// writeTemp writes data to a new temporary file in d and returns its name.
-func writeTemp(d *os.File, name string, data []byte) (string, error) {
-	for i := 0; ; i++ {
-		tmp := fmt.Sprintf(".%s.tmp%d-%d", name, os.Getpid(), i)
-		fd, err := syscall.Openat(int(d.Fd()), tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|noFollow, refusalFileMode)
-		if errors.Is(err, syscall.EEXIST) && i < 100 {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		f := os.NewFile(uintptr(fd), tmp)
-		_, err = f.Write(data)
-		if err == nil {
-			err = f.Chmod(refusalFileMode)
-		}
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			syscall.Unlinkat(int(d.Fd()), tmp)
-			return "", err
-		}
-		return tmp, nil
-	}
+	return statedir.Open(g.Dir, create, g.Group)
 }
 
 // key returns the install's HMAC key, made when missing and create is set
@@ -420,11 +311,11 @@ func (g *PINGuard) key(create bool) ([]byte, error) {
 	}
 	defer d.Close()
 	for attempt := 0; attempt < 2; attempt++ {
-		b, err := readAt(d, refusalsKeyFile)
+		b, err := d.Read(refusalsKeyFile, maxKeyBytes)
 		if err == nil {
 			k, derr := hex.DecodeString(strings.TrimSpace(string(b)))
 			if derr != nil || len(k) != 32 {
-				return nil, fmt.Errorf("state file %s: not a key of ods-keyguard: move it aside (the refusals recorded with it are then forgotten)", filepath.Join(g.Dir, refusalsKeyFile))
+				return nil, fmt.Errorf("state file %s: not a key of ods-keyguard: move it aside (the refusals recorded with it are then forgotten)", d.Name(refusalsKeyFile))
 			}
 			return k, nil
 		}
@@ -435,27 +326,11 @@ func (g *PINGuard) key(create bool) ([]byte, error) {
 		if _, err := rand.Read(k); err != nil {
 			return nil, err
 		}
-		tmp, err := writeTemp(d, refusalsKeyFile, []byte(hex.EncodeToString(k)+"\n"))
-		if err != nil {
-			return nil, fmt.Errorf("state file %s: %w", filepath.Join(g.Dir, refusalsKeyFile), perm.Explain(g.Dir, unwrapPath(err)))
-		}
-		err = linkat(d, tmp, refusalsKeyFile)
-		syscall.Unlinkat(int(d.Fd()), tmp)
-		if err != nil && !errors.Is(err, syscall.EEXIST) {
-			return nil, fmt.Errorf("state file %s: %w", filepath.Join(g.Dir, refusalsKeyFile), err)
-		}
-		d.Sync()
-	}
-	return nil, fmt.Errorf("state file %s: cannot be made", filepath.Join(g.Dir, refusalsKeyFile))
-}
-
-func linkat(d *os.File, from, to string) error {
-	for {
-		err := unix.Linkat(int(d.Fd()), from, int(d.Fd()), to, 0)
-		if err != unix.EINTR {
-			return err
+		if err := d.Create(refusalsKeyFile, []byte(hex.EncodeToString(k)+"\n"), statedir.FileMode); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
 		}
 	}
+	return nil, fmt.Errorf("state file %s: cannot be made", d.Name(refusalsKeyFile))
 }
 
 // load reads the recorded refusals; a missing file is none.
@@ -469,7 +344,7 @@ func (g *PINGuard) load() (*refusalsDoc, error) {
 		return nil, err
 	}
 	defer d.Close()
-	b, err := readAt(d, RefusalsFile)
+	b, err := d.Read(RefusalsFile, maxRefusalsBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return doc, nil
 	}
@@ -482,18 +357,25 @@ func (g *PINGuard) load() (*refusalsDoc, error) {
 	return doc, nil
 }
 
-// writable says whether this process could record a refusal: state_dir
-// writable, or the file itself where it exists.
+// writable says whether this process could record a refusal in g: the
+// folder writable, and this user one whose records are read there (root
+// or the folder's owner, see statedir.Dir.Trusted). A record made by
+// anyone else would be refused by every reader, so such a user keeps its
+// own (UserGuard).
 func (g *PINGuard) writable() error {
 	d, err := g.open(true)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := syscall.Faccessat(int(d.Fd()), ".", 0o2|0o1, 0); err != nil {
+	if !d.Trusted(uint32(os.Getuid())) {
+		return fmt.Errorf("state_dir %s: uid %d does not write records there: only root and its owner (%s) do; run through sudo",
+			g.Dir, os.Getuid(), perm.User(d.Owner()))
+	}
+	if err := syscall.Faccessat(d.Fd(), ".", 0o2|0o1, 0); err != nil {
 		var st syscall.Stat_t
-		syscall.Fstat(int(d.Fd()), &st)
-		return fmt.Errorf("state_dir %s: %w: uid %d needs write access to it (uid %d, gid %d, mode %04o): make it 2770 with its group (as ods-keyguard makes it) and the user a member, or run through sudo",
+		syscall.Fstat(d.Fd(), &st)
+		return fmt.Errorf("state_dir %s: %w: uid %d needs write access to it (uid %d, gid %d, mode %04o): run as root or as its owner, or through sudo",
 			g.Dir, err, os.Getuid(), st.Uid, st.Gid, st.Mode&0o7777)
 	}
 	return nil
@@ -510,10 +392,10 @@ func (g *PINGuard) update(f func(*refusalsDoc) bool) error {
 	defer d.Close()
 	// The folder itself is the lock, so that two processes recording at
 	// once keep both, and no file is needed that every writer may open.
-	if err := flockTimeout(int(d.Fd()), 5*time.Second); err != nil {
-		return fmt.Errorf("state file %s: %w", filepath.Join(g.Dir, RefusalsFile), err)
+	if err := flockTimeout(d.Fd(), 5*time.Second); err != nil {
+		return fmt.Errorf("state file %s: %w", d.Name(RefusalsFile), err)
 	}
-	defer syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
+	defer syscall.Flock(d.Fd(), syscall.LOCK_UN)
 	doc, err := g.load()
 	if err != nil {
 		return err
@@ -526,15 +408,7 @@ func (g *PINGuard) update(f func(*refusalsDoc) bool) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := writeTemp(d, RefusalsFile, append(data, '\n'))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Join(g.Dir, RefusalsFile), unwrapPath(err))
-	}
-	if err := syscall.Renameat(int(d.Fd()), tmp, int(d.Fd()), RefusalsFile); err != nil {
-		syscall.Unlinkat(int(d.Fd()), tmp)
-		return fmt.Errorf("write %s: %w", filepath.Join(g.Dir, RefusalsFile), err)
-	}
-	return d.Sync()
+	return d.WriteAtomic(RefusalsFile, append(data, '\n'), statedir.FileMode)
 }
 
 func flockTimeout(fd int, wait time.Duration) error {

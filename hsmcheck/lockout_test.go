@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -153,6 +154,42 @@ func TestPINGuardSymlinksAndDamage(t *testing.T) {
 	os.Symlink(t.TempDir(), state)
 	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Fatalf("state_dir link: %v", err)
+	}
+}
+
+// The record is read as state_dir's other records are: only a file made by
+// root or state_dir's owner, and a FIFO in its place fails at once instead
+// of stalling every token read.
+func TestPINGuardReadsOnlyTrustedRecords(t *testing.T) {
+	resetRun()
+	dir := t.TempDir()
+	tok, _ := guardedTokens(t, dir, "1234")
+	state := filepath.Join(dir, "state")
+	if err := readOne(t, tok); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(state, RefusalsFile)
+	os.Remove(record)
+	if err := syscall.Mkfifo(record, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "refused: not a regular file (a FIFO)") {
+		t.Fatalf("fifo: %v", err)
+	}
+	os.Remove(record)
+	if os.Getuid() != 0 {
+		return
+	}
+	// A record planted by a user who may not write records (an old 2770
+	// state_dir's group) is not believed, nor is the token logged in to.
+	os.WriteFile(record, []byte(`{"format":"ods-keyguard/pin-refusals/1","refusals":[]}`), 0o640)
+	os.Chown(record, 64124, 64125)
+	n := loginCount(tok)
+	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "not logging in: state file "+record+": refused: owned by uid 64124") {
+		t.Fatalf("foreign record: %v", err)
+	}
+	if loginCount(tok) != n {
+		t.Fatal("logged in past a record it could not trust")
 	}
 }
 

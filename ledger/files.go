@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
 // files keeps the ledger in state_dir:
@@ -23,7 +24,7 @@ import (
 //	ds/events.json         the DS records, compacted
 //	ds/spool/*.json        DS records the hooks added since, one file each
 type files struct {
-	d        *dir
+	d        *statedir.Dir
 	opts     Options
 	lockWait time.Duration
 }
@@ -36,7 +37,7 @@ const (
 )
 
 func openFiles(o Options) (*files, error) {
-	d, err := openDir(o.Dir, !o.ReadOnly, o.Group)
+	d, err := statedir.Open(o.Dir, !o.ReadOnly, o.Group)
 	if errors.Is(err, os.ErrNotExist) && o.ReadOnly {
 		return &files{opts: o}, nil // nothing recorded yet
 	}
@@ -45,7 +46,7 @@ func openFiles(o Options) (*files, error) {
 	}
 	if !o.Migrating {
 		if err := checkMigrated(d); err != nil {
-			d.close()
+			d.Close()
 			return nil, err
 		}
 	}
@@ -58,7 +59,7 @@ func (f *files) close() error {
 	if f.d == nil {
 		return nil
 	}
-	return f.d.close()
+	return f.d.Close()
 }
 
 func (f *files) lock(ctx context.Context) (func(), error) {
@@ -142,19 +143,19 @@ func (e *CorruptError) Error() string {
 }
 
 // load reads name into v. A missing file leaves v as it is and is no error.
-func load(d *dir, name, format string, v any) error {
+func load(d *statedir.Dir, name, format string, v any) error {
 	return loadMax(d, name, format, v, maxStateFile)
 }
 
-func loadMax(d *dir, name, format string, v any, max int64) error {
-	b, err := d.read(name, max)
+func loadMax(d *statedir.Dir, name, format string, v any, max int64) error {
+	b, err := d.Read(name, max)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fileError(err)
 	}
-	return decode(d.name(name), b, format, v)
+	return decode(d.Name(name), b, format, v)
 }
 
 // fileError turns a PathError into "state file PATH: reason".
@@ -203,12 +204,12 @@ func encode(format string, v any) ([]byte, error) {
 }
 
 // store writes v to name atomically.
-func store(d *dir, name, format string, v any) error {
+func store(d *statedir.Dir, name, format string, v any) error {
 	b, err := encode(format, v)
 	if err != nil {
 		return err
 	}
-	return d.writeAtomic(name, b, fileMode)
+	return d.WriteAtomic(name, b, statedir.FileMode)
 }
 
 // DS records: ds/events.json and the spool.
@@ -223,17 +224,17 @@ const (
 	legacyFormat  = "ods-keyguard/pending/1"
 )
 
-func (f *files) dsDirs(create bool) (*dir, *dir, error) {
+func (f *files) dsDirs(create bool) (*statedir.Dir, *statedir.Dir, error) {
 	if f.d == nil {
 		return nil, nil, os.ErrNotExist
 	}
-	ds, err := f.d.sub(dsDir, create)
+	ds, err := f.d.Sub(dsDir, create)
 	if err != nil {
 		return nil, nil, err
 	}
-	spool, err := ds.sub(spoolDir, create)
+	spool, err := ds.Sub(spoolDir, create)
 	if err != nil {
-		ds.close()
+		ds.Close()
 		return nil, nil, err
 	}
 	return ds, spool, nil
@@ -255,8 +256,8 @@ func (f *files) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer ds.close()
-	defer spool.close()
+	defer ds.Close()
+	defer spool.Close()
 	var compacted []DSEvent
 	if err := load(ds, eventsFile, eventsFormat, &compacted); err != nil {
 		return nil, nil, err
@@ -279,15 +280,15 @@ const refusedDir = "refused"
 // names, and what it refused (not a regular file, too large, written by a
 // user the trust model does not let write there). A refused file is never
 // read, and never stops the others from being read.
-func readSpool(spool *dir) (evs []DSEvent, names []string, refused []Refused, err error) {
-	all, err := spool.list(".json")
+func readSpool(spool *statedir.Dir) (evs []DSEvent, names []string, refused []Refused, err error) {
+	all, err := spool.List(".json")
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	for _, n := range all {
 		var batch []DSEvent
 		err := loadMax(spool, n, spoolFormat, &batch, maxSpoolFile)
-		var re *RefusedError
+		var re *statedir.RefusedError
 		switch {
 		case errors.As(err, &re):
 			refused = append(refused, Refused{Path: re.Path, Name: n, Reason: re.Reason})
@@ -304,19 +305,19 @@ func readSpool(spool *dir) (evs []DSEvent, names []string, refused []Refused, er
 }
 
 // asideList names what the writers moved into ds/refused, for the report.
-func asideList(ds *dir) []Refused {
-	a, err := ds.sub(refusedDir, false)
+func asideList(ds *statedir.Dir) []Refused {
+	a, err := ds.Sub(refusedDir, false)
 	if err != nil {
 		return nil
 	}
-	defer a.close()
-	names, err := a.list("")
+	defer a.Close()
+	names, err := a.List("")
 	if err != nil {
 		return nil
 	}
 	var out []Refused
 	for _, n := range names {
-		out = append(out, Refused{Path: a.name(n), Name: n, Reason: "moved aside, refused earlier", Aside: true})
+		out = append(out, Refused{Path: a.Name(n), Name: n, Reason: "moved aside, refused earlier", Aside: true})
 	}
 	return out
 }
@@ -331,8 +332,8 @@ func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
 	if err != nil {
 		return err
 	}
-	defer ds.close()
-	defer spool.close()
+	defer ds.Close()
+	defer spool.Close()
 	b, err := encode(spoolFormat, evs)
 	if err != nil {
 		return err
@@ -340,7 +341,7 @@ func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
 	var r [4]byte
 	rand.Read(r[:])
 	name := fmt.Sprintf("%020d-%d-%s.json", time.Now().UnixNano(), os.Getpid(), hex.EncodeToString(r[:]))
-	return spool.writeAtomic(name, b, fileMode)
+	return spool.WriteAtomic(name, b, statedir.FileMode)
 }
 
 // compactDS folds the spool (and a legacy pending.json) into events.json,
@@ -352,8 +353,8 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 	if err != nil {
 		return err
 	}
-	defer ds.close()
-	defer spool.close()
+	defer ds.Close()
+	defer spool.Close()
 	var legacy []legacyEntry
 	if err := load(f.d, legacyPending, legacyFormat, &legacy); err != nil {
 		return err
@@ -371,13 +372,13 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 	// What the spool may not hold goes aside, once: check reports it there
 	// until an operator looks at it and removes it.
 	if len(refused) > 0 {
-		aside, err := ds.sub(refusedDir, createDir)
+		aside, err := ds.Sub(refusedDir, createDir)
 		if err != nil {
 			return err
 		}
-		defer aside.close()
+		defer aside.Close()
 		for _, r := range refused {
-			if _, err := spool.moveTo(r.Name, aside); err != nil {
+			if _, err := spool.MoveTo(r.Name, aside); err != nil {
 				return err
 			}
 		}
@@ -390,13 +391,13 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 		return err
 	}
 	for _, n := range names {
-		if err := spool.remove(n); err != nil {
+		if err := spool.Remove(n); err != nil {
 			return err
 		}
 	}
 	if legacy != nil {
 		// Its entries are in events.json now, under ids derived from theirs.
-		return f.d.remove(legacyPending)
+		return f.d.Remove(legacyPending)
 	}
 	return nil
 }
@@ -404,14 +405,14 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 // exposed names the folders of state_dir that others than their owner can
 // write: the group or everyone. The trust model wants them 2750: a group
 // that can write there can delete records, or add files that are then
-// refused (see dir.trusted).
+// refused (see statedir.Dir.Trusted).
 func (f *files) exposed() []string {
 	if f.d == nil {
 		return nil
 	}
 	var out []string
-	check := func(d *dir) {
-		fi, err := d.f.Stat()
+	check := func(d *statedir.Dir) {
+		fi, err := d.Stat()
 		if err != nil {
 			return
 		}
@@ -421,7 +422,7 @@ func (f *files) exposed() []string {
 				who = "everyone"
 			}
 			out = append(out, fmt.Sprintf("state folder %s is writable by %s (mode %04o): only its owner and root should write records there (chmod g-w,o-w %s)",
-				d.path, who, uint32(fi.Mode().Perm())|modeBits(fi.Mode()), d.path))
+				d.Path(), who, uint32(fi.Mode().Perm())|modeBits(fi.Mode()), d.Path()))
 		}
 	}
 	check(f.d)
@@ -429,8 +430,8 @@ func (f *files) exposed() []string {
 	if err == nil {
 		check(ds)
 		check(spool)
-		ds.close()
-		spool.close()
+		ds.Close()
+		spool.Close()
 	}
 	return out
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
 func must(t testing.TB, err error) {
@@ -234,9 +236,9 @@ func TestDSSpoolAndBook(t *testing.T) {
 func TestLegacyPending(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	d, err := openDir(dir, true, -1)
+	d, err := statedir.Open(dir, true, -1)
 	must(t, err)
-	defer d.close()
+	defer d.Close()
 	line := "a.example. 60 IN DNSKEY 257 3 13 ViRu7YdLvtLg8ak0s6ZxOHpQUhWKUJ8rVyyiW1q2BGmUr9MM7dNXRZHHoG9Dv0o28Do9LX2yWOqPp6r8tWlnSA== \n"
 	must(t, store(d, legacyPending, legacyFormat, []legacyEntry{
 		{ID: "1", Kind: Submit, Zone: "a.example", KeyTag: 7, Line: line, Received: time.Unix(100, 0), Reason: "no ceremony"},

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
 // fileLock is the one flock in state_dir that serialises every writer of
@@ -26,16 +28,16 @@ const lockName = "lock"
 
 // acquireFile takes d/lock, waiting up to wait for another holder. When it
 // has to wait it says so once on waiting, naming the holder.
-func acquireFile(ctx context.Context, d *dir, wait time.Duration, waiting io.Writer) (*fileLock, error) {
-	f, err := d.open(lockName, syscall.O_RDWR|syscall.O_CREAT, lockMode)
+func acquireFile(ctx context.Context, d *statedir.Dir, wait time.Duration, waiting io.Writer) (*fileLock, error) {
+	f, err := d.OpenFile(lockName, syscall.O_RDWR|syscall.O_CREAT, statedir.LockMode)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", unwrapPathKeep(err))
 	}
 	// The umask narrowed what O_CREAT asked for: the enforcer's user (in the
 	// group) takes this lock too.
-	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != lockMode {
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != statedir.LockMode {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == os.Getuid() {
-			f.Chmod(lockMode)
+			f.Chmod(statedir.LockMode)
 		}
 	}
 	deadline := time.Now().Add(wait)
@@ -147,7 +149,7 @@ func (f *files) lockHolder(ctx context.Context) string {
 		return ""
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(f.d.fd(), lockName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(f.d.Fd(), lockName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return ""
 	}
 	pid := lockHolder("/proc/locks", uint64(st.Dev), uint64(st.Ino))
@@ -155,7 +157,7 @@ func (f *files) lockHolder(ctx context.Context) string {
 		return ""
 	}
 	var ps syscall.Stat_t
-	if err := syscall.Stat(fmt.Sprintf("/proc/%d", pid), &ps); err != nil || !f.d.trusted(ps.Uid) {
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d", pid), &ps); err != nil || !f.d.Trusted(ps.Uid) {
 		return ""
 	}
 	return describePid(pid)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
 // migratedFile, in a state_dir whose records went to a MySQL ledger, says
@@ -38,13 +39,13 @@ func (e *MigratedError) Error() string {
 }
 
 // checkMigrated refuses a state_dir that was migrated.
-func checkMigrated(d *dir) error {
+func checkMigrated(d *statedir.Dir) error {
 	var m migrated
 	if err := load(d, migratedFile, migratedFormat, &m); err != nil {
 		return err
 	}
 	if m.To != "" {
-		return &MigratedError{Dir: d.path, To: m.To, At: m.At}
+		return &MigratedError{Dir: d.Path(), To: m.To, At: m.At}
 	}
 	return nil
 }
@@ -105,7 +106,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 	if !ok {
 		return nil, errors.New("ledger migrate: the target must be a MySQL ledger")
 	}
-	rep := &MigrateReport{From: src.d.path, To: dst.srv.String()}
+	rep := &MigrateReport{From: src.d.Path(), To: dst.srv.String()}
 	unlockSrc, err := src.lock(ctx)
 	if err != nil {
 		return nil, err
@@ -147,7 +148,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := src.d.writeAtomic(migratedFile, b, fileMode); err != nil {
+	if err := src.d.WriteAtomic(migratedFile, b, statedir.FileMode); err != nil {
 		return nil, fileError(err)
 	}
 	return rep, nil

@@ -282,10 +282,22 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	// Presence is measured per repository: where a token could not be
 	// read, neither its missing keys nor its pools are.
 	unread := map[string]bool{}
-	for _, r := range f.Snapshot.Results {
+	for i, r := range f.Snapshot.Results {
 		if r.Err != nil {
 			unread[r.Token.Repository] = true
 			add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name, Text: "cannot read " + msg.OneLine(r.Err.Error())})
+			continue
+		}
+		// A mirror configured as a token read before it is that token:
+		// what the second copy holds is not read at all.
+		for _, before := range f.Snapshot.Results[:i] {
+			if before.Err == nil && before.Token.Repository == r.Token.Repository && hsmcheck.SameToken(before.Token, r.Token) {
+				unread[r.Token.Repository] = true
+				add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name,
+					Text: fmt.Sprintf("cannot read %s: it is the same token as %s (same module, label and environment): it holds no second copy of the keys; give it its own configuration (module, token_label or env)",
+						r.Token.Describe(), before.Token.Describe())})
+				break
+			}
 		}
 	}
 	missing := 0
@@ -469,13 +481,23 @@ const summaryBudget = 120
 // a ';', which Nagios turns into ':'.
 func summarize(rep *Report) string {
 	if len(rep.Findings) == 0 {
-		last := "never"
-		for _, a := range rep.Backups {
-			if a.Last != nil {
-				last = when.Duration(a.Age) + " ago"
+		// Pool keys made since the last ceremony need no backup yet: what
+		// holds is that every key in use has one. Of several repositories
+		// the oldest last backup is the one due first.
+		last := "last backup never"
+		var oldest *rules.Age
+		for i, a := range rep.Backups {
+			if a.Last != nil && (oldest == nil || a.Age > oldest.Age) {
+				oldest = &rep.Backups[i]
 			}
 		}
-		return fmt.Sprintf("%d keys, %d pools: all backed up, enough until the next backup, last backup %s", *rep.Keys, len(rep.Pools), last)
+		switch {
+		case oldest != nil && len(rep.Backups) > 1:
+			last = fmt.Sprintf("oldest last backup %s ago (%s)", when.Duration(oldest.Age), oldest.Repository)
+		case oldest != nil:
+			last = "last backup " + when.Duration(oldest.Age) + " ago"
+		}
+		return fmt.Sprintf("%d keys, %d pools: every key in use backed up, enough until the next backup, %s", *rep.Keys, len(rep.Pools), last)
 	}
 	type clause struct {
 		text string

@@ -89,7 +89,7 @@ func TestCheckVerdicts(t *testing.T) {
 		finding string // a finding's text, or a part of it
 	}{
 		{"all well", func(*testing.T, *checkLab) {}, StateOK,
-			"4 keys, 2 pools: all backed up, enough until the next backup, last backup 1h ago", ""},
+			"4 keys, 2 pools: every key in use backed up, enough until the next backup, last backup 1h ago", ""},
 		{"rule 1: a KSK in use made after the ceremony", func(t *testing.T, l *checkLab) {
 			k := l.w.Key("R", "d4", enforcer.KSK, enforcer.BackupRequired)
 			l.w.Assign("example.com", k, enforcer.DSSubmit, true)

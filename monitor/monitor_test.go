@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
@@ -132,5 +133,24 @@ func TestTextBounded(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^[0-9]+ more pools not shown \(check --json lists them all\)$`).MatchString(out) {
 		t.Errorf("no count of the pools not shown:\n%s", out)
+	}
+}
+
+// The OK line says what holds: every key in use backed up (pool keys made
+// since the last ceremony may not be), and, with several repositories, the
+// oldest of their last backups, the one due first.
+func TestSummaryOK(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	keys := 15
+	rep := &Report{Keys: &keys, Pools: []rules.Pool{{}, {}}, Backups: []rules.Age{
+		{Repository: "A", Last: &ledger.Ceremony{ID: "a"}, Age: 6 * 24 * time.Hour},
+		{Repository: "B", Last: &ledger.Ceremony{ID: "b"}, Age: 3 * time.Minute},
+	}, At: now}
+	if got, want := summarize(rep), "15 keys, 2 pools: every key in use backed up, enough until the next backup, oldest last backup 6d ago (A)"; got != want {
+		t.Errorf("two repositories:\n got %q\nwant %q", got, want)
+	}
+	rep.Backups = rep.Backups[1:]
+	if got, want := summarize(rep), "15 keys, 2 pools: every key in use backed up, enough until the next backup, last backup 3m ago"; got != want {
+		t.Errorf("one repository:\n got %q\nwant %q", got, want)
 	}
 }

@@ -273,8 +273,11 @@ func decide(z *enforcer.Zone, u *enforcer.Use, r *ledger.DSKey, book *ledger.DSB
 	// Retracted: never while ods-keyguard keeps the retraction back.
 	if e := book.PendingFor(ledger.Retract, r); r != nil && e != nil {
 		it.Action = ActHeld
-		it.Reason = fmt.Sprintf("ods-keyguard holds this retraction (%s since %s: %s): its DS stays at the parent and the enforcer is not told ds-gone; %s",
-			e.Action, e.Since.UTC().Format(time.RFC3339), e.Reason, hooks.HoldAdvice)
+		it.Reason = fmt.Sprintf("ods-keyguard holds this retraction (%s since %s: %s): its DS stays at the parent and the enforcer is not told ds-gone",
+			e.Action, e.Since.UTC().Format(time.RFC3339), e.Reason)
+		if e.Locator != "" { // held for its successor (as hooks says it)
+			it.Reason += "; " + hooks.HoldAdvice
+		}
 		return it
 	}
 	if len(serving) > 0 {

@@ -114,6 +114,9 @@ type LostKey struct {
 	Class       string   `json:"class"`
 	Recoverable bool     `json:"recoverable"` // in a confirmed ceremony, so on the backup token
 	Ceremony    string   `json:"ceremony,omitempty"`
+	// BackupToken is the backup token the ceremony verified the key on;
+	// "" when its backup was attested by the operator, no token read.
+	BackupToken string `json:"backup_token,omitempty"`
 }
 
 // LostForGood reports whether losing the key costs something in use: a
@@ -316,7 +319,33 @@ func Assess(in Input) *Assessment {
 		a.Summary = "nothing lost: every key OpenDNSSEC needs is on every HSM"
 	}
 	a.zones(in, damagedRepos)
+	// The procedure's first step is to be certain the HSMs lost the keys:
+	// one that did not answer was counted as holding nothing, the worst
+	// case, which is not a certainty.
+	if prefix := uncertain(a.HSMs); prefix != "" {
+		a.Summary, a.Exit = prefix+a.Summary, 3
+	}
 	return a
+}
+
+// uncertain is what a verdict that counted unreachable HSMs as holding
+// nothing starts with: `cannot tell for certain, mirror "site-b" could not
+// be read: if it holds nothing, `; "" when every HSM answered.
+func uncertain(hsms []HSM) string {
+	var names []string
+	for _, h := range hsms {
+		if !h.Reachable {
+			names = append(names, h.Describe())
+		}
+	}
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return fmt.Sprintf("cannot tell for certain, %s could not be read: if it holds nothing, ", names[0])
+	}
+	return fmt.Sprintf("cannot tell for certain, %s and %s could not be read: if they hold nothing, ",
+		strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
 }
 
 func joinKeys(m map[string]bool) string {
@@ -331,6 +360,10 @@ func joinKeys(m map[string]bool) string {
 // zones works out each zone's deadline; with a delivery time, its decision.
 func (a *Assessment) zones(in Input, damaged map[string]bool) {
 	lostForGood := map[string]map[string]bool{} // zone -> roles
+	lost := map[string]bool{}                   // repository/locator, on no HSM
+	for _, l := range a.Lost {
+		lost[l.Repository+"/"+strings.ToLower(l.Locator)] = true
+	}
 	for _, l := range a.Lost {
 		if !l.LostForGood() {
 			continue
@@ -362,9 +395,12 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 			zt.LostRoles = append(zt.LostRoles, r)
 		}
 		sort.Strings(zt.LostRoles)
+		// A zone is affected by a key of its own that no HSM holds; a
+		// zone whose keys are all on a working HSM is signed as ever,
+		// whatever else its repository lost.
 		affected := false
 		for _, u := range z.Keys {
-			if damaged[u.Key.Repository] {
+			if damaged[u.Key.Repository] && lost[u.Key.Repository+"/"+strings.ToLower(u.Key.Locator)] {
 				affected = true
 			}
 		}
@@ -375,16 +411,22 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 
 func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 	by := zt.DSRemovalBy.Format(when.Display)
-	lost := strings.Join(zt.LostRoles, " and ")
+	lost := strings.Join(zt.LostRoles, " and ") + " in use is"
+	if len(zt.LostRoles) > 1 {
+		lost = strings.Join(zt.LostRoles, " and ") + " in use are"
+	}
+	if len(zt.LostRoles) == 0 {
+		lost = ""
+	}
 	switch {
 	case !affected:
 		zt.Advice = "its keys are on a working HSM"
 		return
 	case lost != "" && zt.DSAtParent:
 		// No decision: recover plan tells whether it can stay signed.
-		zt.Advice = fmt.Sprintf("its %s in use is lost for good and the parent holds its DS: ods-keyguard recover plan says whether a rollover keeps it signed (draft-ietf-dnsop-dnssec-keyrestore-01), else request DS removal by %s", lost, by)
+		zt.Advice = fmt.Sprintf("its %s lost for good and the parent holds its DS: ods-keyguard recover plan says whether a rollover keeps it signed (draft-ietf-dnsop-dnssec-keyrestore-01), else request DS removal by %s", lost, by)
 	case lost != "":
-		zt.Advice = fmt.Sprintf("its %s in use is lost for good, but no DS is at the parent: roll to new keys", lost)
+		zt.Advice = fmt.Sprintf("its %s lost for good, but no DS is at the parent: roll to new keys", lost)
 	case in.Delivery == 0:
 		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format(when.Display), leftText(zt.Left), by)
 		if zt.Error != "" {

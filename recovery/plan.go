@@ -165,6 +165,11 @@ func Plan(in PlanInput) *KeyPlan {
 		kp.Exit = 2
 		kp.Summary = fmt.Sprintf("%d zones have keys in use lost for good; %d cannot stay signed: their signatures expire too soon, request DS removal by the date given", len(kp.Zones), removals)
 	}
+	// A key counted lost because its HSM did not answer is not known to be
+	// lost: the plan is the worst case, not a fact.
+	if prefix := uncertain(a.HSMs); prefix != "" && len(kp.Zones) > 0 && kp.Exit != 3 {
+		kp.Summary, kp.Exit = prefix+kp.Summary, 3
+	}
 	return kp
 }
 

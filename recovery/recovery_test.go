@@ -101,10 +101,17 @@ func TestAssessPaths(t *testing.T) {
 	if a := Assess(in); a.Verdict != Replace || a.Exit != 1 || len(a.Replace) != 1 || a.Replace[0] != `mirror "b"` {
 		t.Fatalf("one HSM lost: %+v", a)
 	}
-	in.Tokens[0].Err = errors.New("gone")
+	in.Tokens[0].Keys = holding{}
 	a := Assess(in)
 	if a.Verdict != Restore || a.Exit != 2 || len(a.Lost) != 2 {
 		t.Fatalf("both lost: %+v", a)
+	}
+	// An HSM that did not answer counts as holding nothing, but the
+	// verdict is not a certainty.
+	in.Tokens[0].Err = errors.New("gone")
+	if u := Assess(in); u.Verdict != Restore || u.Exit != 3 || len(u.Lost) != 2 ||
+		!strings.HasPrefix(u.Summary, `cannot tell for certain, repository "a" could not be read: if it holds nothing, every HSM of repository "R" lost keys`) {
+		t.Fatalf("one unreachable: %+v", u)
 	}
 	for _, l := range a.Lost {
 		if (l.Locator == "k1") != l.Recoverable {

@@ -105,13 +105,23 @@ func (l LostKey) String() string {
 func (l LostKey) Fate() string {
 	switch {
 	case l.Class == InUse && l.Recoverable:
-		return "in use, on the backup token of ceremony " + l.Ceremony
+		return "in use, " + l.backup()
 	case l.Class == InUse:
 		return "in use, handed out after the last confirmed ceremony: lost for good (ods-keyguard recover plan)"
 	case l.Recoverable:
-		return "unused, on the backup token of ceremony " + l.Ceremony
+		return "unused, " + l.backup()
 	}
 	return "made after the last ceremony, never handed out: lost with the HSMs; remove it from the enforcer's pool after the restore (recover prune-pool)"
+}
+
+// backup says where a recoverable key's backup is: on the backup token
+// its ceremony read, or, for a ceremony confirmed on the operator's word,
+// on whatever backup the operator made then.
+func (l LostKey) backup() string {
+	if l.BackupToken == "" {
+		return "backed up at ceremony " + l.Ceremony + " on the operator's word: no backup token was read then, find the backup it was made on"
+	}
+	return "on the backup token of ceremony " + l.Ceremony
 }
 
 // WriteText prints the keys to remove, the statements that remove them,

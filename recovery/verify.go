@@ -134,7 +134,13 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 	}
 	switch {
 	case v.Complete:
-		v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present with the same public keys", v.Checked, len(v.HSMs))
+		// Keys, not the key and HSM pairs of Checked: each key is
+		// checked on every HSM of its repository.
+		keys := 0
+		for repo := range repos {
+			keys += len(want[repo])
+		}
+		v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present with the same public keys", keys, len(v.HSMs))
 	default:
 		missing := 0
 		for _, h := range v.HSMs {
@@ -163,6 +169,9 @@ func lostKey(cov ledger.Coverage, k *enforcer.Key) LostKey {
 	l := LostKey{Locator: k.Locator, Repository: k.Repository, Role: k.Role.String(), Use: k.Usage(), Zones: zones, Class: Class(cov, k)}
 	if c := cov.Covering(k.Repository, k.Locator); c != nil {
 		l.Recoverable, l.Ceremony = true, c.ID
+		if c.BackupToken != nil {
+			l.BackupToken = c.BackupToken.Name
+		}
 	}
 	return l
 }

@@ -71,6 +71,20 @@ func ParseISODuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// ParseLater reads a moment as ParseAt does, and refuses one before now
+// (to the minute): check --at and pool fill --until judge the state as read
+// now, which says nothing of an earlier moment.
+func ParseLater(s string, now time.Time) (time.Time, error) {
+	t, err := ParseAt(s, now)
+	if err != nil {
+		return t, err
+	}
+	if t.Before(now.Truncate(time.Minute)) {
+		return t, fmt.Errorf("%q is in the past (now %s): give now or a later time", s, now.UTC().Format(Minute))
+	}
+	return t, nil
+}
+
 // ParseAt reads a moment given on a command line: RFC 3339, a date, a date
 // and time (UTC), or an ISO 8601 duration from now (P3D).
 func ParseAt(s string, now time.Time) (time.Time, error) {

@@ -1,6 +1,7 @@
 package when
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
@@ -49,6 +50,21 @@ func TestParseAt(t *testing.T) {
 	for _, bad := range []string{"", "tomorrow", "P", "2026-13-01"} {
 		if _, err := ParseAt(bad, now); err == nil {
 			t.Errorf("ParseAt(%q): no error", bad)
+		}
+	}
+}
+
+func TestParseLater(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 30, 0, time.UTC)
+	for _, ok := range []string{"P3D", "PT0S", "2026-11-27T12:00", "2026-12-01"} {
+		if _, err := ParseLater(ok, now); err != nil {
+			t.Errorf("ParseLater(%q): %v", ok, err)
+		}
+	}
+	for _, past := range []string{"2026-11-27", "2026-11-27T11:59", "2020-01-01T00:00:00Z"} {
+		_, err := ParseLater(past, now)
+		if err == nil || err.Error() != strconv.Quote(past)+" is in the past (now 2026-11-27T12:00Z): give now or a later time" {
+			t.Errorf("ParseLater(%q): %v", past, err)
 		}
 	}
 }
