@@ -208,6 +208,14 @@ func Load(path string) (*Config, error) {
 		sort.Strings(keys)
 		return nil, fmt.Errorf("config %s: unknown key %q", path, keys[0])
 	}
+	// A path key given empty is a mistake (a variable that expanded to
+	// nothing), not a wish for the default: the default state_dir is the
+	// production one.
+	for _, kv := range [][2]string{{"opendnssec_conf", c.OpenDNSSECConf}, {"state_dir", c.StateDir}} {
+		if md.IsDefined(kv[0]) && kv[1] == "" {
+			return nil, fmt.Errorf("config %s: %s is empty: name a path, or leave the key out for its default", path, kv[0])
+		}
+	}
 	if c.OpenDNSSECConf == "" {
 		c.OpenDNSSECConf = "/etc/opendnssec/conf.xml"
 	}

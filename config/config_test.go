@@ -226,3 +226,16 @@ func TestTrustAnchor(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// An empty path is an error naming the key, never the default in disguise.
+func TestEmptyPaths(t *testing.T) {
+	dir := t.TempDir()
+	for _, k := range []string{"state_dir", "opendnssec_conf"} {
+		cfg := filepath.Join(dir, k+".toml")
+		os.WriteFile(cfg, []byte(k+` = ""`+"\n"), 0o600)
+		_, err := Load(cfg)
+		if want := fmt.Sprintf("config %s: %s is empty: name a path, or leave the key out for its default", cfg, k); err == nil || err.Error() != want {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+}
