@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -263,15 +262,6 @@ func roles(keys []ledger.KeyRecord) string {
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-func sortedKeys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // joinErrs joins the errors of several repositories: an operational error

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
@@ -286,7 +288,7 @@ func preparedSet(st *enforcer.State, c *ledger.Ceremony, checks *[]string) []str
 			extra = append(extra, k.Locator)
 		}
 	}
-	for _, l := range sortedKeys(want) {
+	for _, l := range slices.Sorted(maps.Keys(want)) {
 		if k := find(st, c.Repository, l); k == nil || k.Backup != enforcer.BackupPrepared {
 			gone = append(gone, l)
 		}

@@ -2,7 +2,8 @@ package ceremony
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
@@ -76,12 +77,7 @@ func FindStuck(st *enforcer.State, store *ledger.Store, writer string, at time.T
 			prepared[k.Repository]++
 		}
 	}
-	var repos []string
-	for r := range prepared {
-		repos = append(repos, r)
-	}
-	sort.Strings(repos)
-	for _, repo := range repos {
+	for _, repo := range slices.Sorted(maps.Keys(prepared)) {
 		if store.Open(repo) == nil && writer == "" {
 			out = append(out, Stuck{Kind: PreparedWithout, Repository: repo, Keys: prepared[repo]})
 		}

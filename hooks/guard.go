@@ -7,8 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os/exec"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -458,12 +459,7 @@ func (g *Guard) readTokens(ctx context.Context, f *facts, subs []Submission, ext
 			tokens = append(tokens, t)
 		}
 	}
-	var list []string
-	for id := range ids {
-		list = append(list, id)
-	}
-	sort.Strings(list)
-	for _, res := range g.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: list}) {
+	for _, res := range g.Source.Tokens(ctx, tokens, hsmcheck.Request{IDs: slices.Sorted(maps.Keys(ids))}) {
 		v := tokenView{Name: res.Token.Describe(), Err: res.Err}
 		if res.Contents != nil {
 			v.Keys = res.Contents

@@ -3,6 +3,8 @@ package hooks
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -142,12 +144,7 @@ func Status(in StatusInput) []ZoneDS {
 		}
 		goneFindings(zs, goneKeys(in.Book, n))
 	}
-	var names []string
-	for n := range orphans {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(orphans)) {
 		out = append(out, *orphans[n])
 	}
 	return out

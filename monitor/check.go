@@ -3,6 +3,8 @@ package monitor
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -453,23 +455,14 @@ func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) 
 			after[k.Repository]++
 		}
 	}
-	for _, repo := range sortedKeys(covered) {
+	for _, repo := range slices.Sorted(maps.Keys(covered)) {
 		add(Finding{State: StateCritical, Category: "pool", Subject: repo,
 			Text: fmt.Sprintf("%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)})
 	}
-	for _, repo := range sortedKeys(after) {
+	for _, repo := range slices.Sorted(maps.Keys(after)) {
 		add(Finding{State: StateCritical, Category: "pool", Subject: repo,
 			Text: fmt.Sprintf("%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)})
 	}
-}
-
-func sortedKeys(m map[string]int) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // summaryBudget keeps the first line within about 200 bytes with its

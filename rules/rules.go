@@ -8,6 +8,8 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -180,12 +182,7 @@ func Evaluate(in Input) Result {
 			repos[k.Repository] = true
 		}
 	}
-	var names []string
-	for repo := range repos {
-		names = append(names, repo)
-	}
-	sort.Strings(names)
-	for _, repo := range names {
+	for _, repo := range slices.Sorted(maps.Keys(repos)) {
 		a := Age{Repository: repo, Due: in.Now}
 		if c := in.Store.LastConfirmed(repo); c != nil {
 			a.Last, a.Age = c, in.Now.Sub(c.Ended)

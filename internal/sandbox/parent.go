@@ -3,11 +3,12 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -195,11 +196,7 @@ func startNamed(dir string, port int, zones map[string]string, update bool, poli
 			return nil, err
 		}
 	}
-	var names []string
-	for n := range zones {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(zones))
 	zone := names[0]
 	p := &Parent{Dir: dir, Zone: zone, Port: port}
 	var conf strings.Builder
@@ -262,12 +259,7 @@ func StartResolver(dir string, forwards map[string]string, probe string) (*Paren
 };
 controls { };
 `, dir, port)
-	var names []string
-	for n := range forwards {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(forwards)) {
 		host, port, err := net.SplitHostPort(forwards[n])
 		if err != nil {
 			return nil, fmt.Errorf("forwarder of %s: %w", n, err)
