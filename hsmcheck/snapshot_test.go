@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 )
 
 // needSoftHSM returns the SoftHSMv2 backend, or skips (fails under CI).
@@ -25,7 +27,7 @@ func needSoftHSM(t *testing.T) softhsmBackend {
 			return s
 		}
 	}
-	t.Skip("needs SoftHSMv2")
+	sandbox.Missing(t, "needs SoftHSMv2")
 	return softhsmBackend{}
 }
 
@@ -240,7 +242,7 @@ func TestNoSnapshotFolder(t *testing.T) {
 // one key pair's; the copy does not care.
 func BenchmarkSnapshot(b *testing.B) {
 	if _, err := os.Stat(softhsmModule); err != nil {
-		b.Skip("needs SoftHSMv2")
+		sandbox.Missing(b, "needs SoftHSMv2 (%v)", err)
 	}
 	base := b.TempDir()
 	conf := filepath.Join(base, "softhsm2.conf")

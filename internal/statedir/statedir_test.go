@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 )
 
 func openTemp(t *testing.T) (*Dir, string) {
@@ -103,7 +105,7 @@ func TestReadRefusesAFolder(t *testing.T) {
 
 func TestReadRefusesAForeignOwner(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to give a file away")
+		sandbox.Missing(t, "needs root to give a file away")
 	}
 	d, _ := openTemp(t)
 	os.WriteFile(d.Name("open.json"), []byte("{}"), 0o640)
