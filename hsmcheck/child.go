@@ -111,8 +111,16 @@ func envKey(env map[string]string) string {
 // on a command line, where ps would show it.
 type wireToken struct {
 	Name, Kind, Repository, Module, Label string
-	PIN                                   string
+	PIN                                   wirePIN
 }
+
+// wirePIN is the PIN as it crosses to the child: itself in JSON, the
+// placeholder in any print of a request, so that a debugging line or an
+// error that formats one shows no PIN.
+type wirePIN string
+
+func (wirePIN) String() string   { return secret.Value("").String() }
+func (wirePIN) GoString() string { return secret.Value("").GoString() }
 
 type wireRequest struct {
 	Tokens []wireToken
@@ -165,7 +173,7 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	wire := wireRequest{Req: req}
 	for _, i := range idx {
 		t := tokens[i]
-		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, t.PIN.Reveal()})
+		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, wirePIN(t.PIN.Reveal())})
 		if isSoftHSM(t.Module) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
 			dir, err := snapshotFolder()
 			if err != nil {
@@ -288,7 +296,7 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Module: t.Module, Label: t.Label, PIN: secret.Value(t.PIN),
 		}
-		same := t.Module + "\x00" + t.Label + "\x00" + t.PIN
+		same := t.Module + "\x00" + t.Label + "\x00" + string(t.PIN)
 		if code, ok := refused[same]; ok {
 			res := wireResult{Index: i, Refused: code,
 				Err: fmt.Sprintf("%s: token %q: login: %s (this run, for another name of the same token and PIN: not asked again)", tok.Describe(), t.Label, code)}

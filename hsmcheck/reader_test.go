@@ -1,7 +1,10 @@
 package hsmcheck
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/ods-keyguard/ods-keyguard/secret"
@@ -112,5 +115,21 @@ func TestTransientRetried(t *testing.T) {
 	ms = NewModules(func(string) (Module, error) { return m, nil })
 	if _, err := ms.Read(Token{Name: "R", Kind: KindRepository, Module: "/fake.so", Label: "a", PIN: "2"}, Request{}); err == nil || m.listings != 1 {
 		t.Errorf("a wrong PIN was tried again: %v after %d listings", err, m.listings)
+	}
+}
+
+// A request to the child carries the PIN in its JSON only: printed, it
+// shows the placeholder.
+func TestWireRequestPrintsNoPIN(t *testing.T) {
+	w := wireRequest{Tokens: []wireToken{{Name: "a", PIN: "s3cr3t-pin"}}}
+	for _, s := range []string{fmt.Sprintf("%v", w), fmt.Sprintf("%+v", w), fmt.Sprintf("%#v", w)} {
+		if strings.Contains(s, "s3cr3t") {
+			t.Errorf("printed the PIN: %s", s)
+		}
+	}
+	b, _ := json.Marshal(w)
+	var back wireRequest
+	if err := json.Unmarshal(b, &back); err != nil || back.Tokens[0].PIN != "s3cr3t-pin" {
+		t.Errorf("the PIN does not cross to the child: %v %q", err, back.Tokens[0].PIN)
 	}
 }
