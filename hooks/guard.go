@@ -156,7 +156,10 @@ func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 	for _, s := range good {
 		zones[strings.ToLower(s.Zone)] = true
 	}
-	f := g.gather(fctx, good, nil, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	// A submission is decided without the parent: only a retraction asks
+	// whether a successor's DS is there, and one held behind a submission
+	// forwarded now follows on the records' word (hook release asks).
+	f := g.gather(fctx, good, nil, kind == ledger.Retract, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		return successorKeys(st, b, zones)
 	})
 	cancel()
@@ -395,11 +398,27 @@ func (g *Guard) forward(ctx context.Context, command string, subs []Submission, 
 
 // gather reads what decisions need, once: the DS records (book, when the
 // caller read them already), the database, the ceremonies and the candidate
-// keys on the tokens (only those), plus the parent's DS where [parent] is
-// configured. extra names more keys to read on the tokens, once the
-// database is read.
-func (g *Guard) gather(ctx context.Context, subs []Submission, book *ledger.DSBook, extra func(*enforcer.State, *ledger.DSBook) []*enforcer.Key) facts {
-	f := facts{RequireBackup: g.RequireBackup, Tokens: map[string][]tokenView{}, Parent: map[string]parent.Answer{}}
+// keys on the tokens (only those), plus, with askParent and [parent]
+// configured, the parent's DS, asked at once beside the rest. extra names
+// more keys to read on the tokens, once the database is read.
+func (g *Guard) gather(ctx context.Context, subs []Submission, book *ledger.DSBook, askParent bool, extra func(*enforcer.State, *ledger.DSBook) []*enforcer.Key) facts {
+	done := make(chan map[string]parent.Answer, 1)
+	go func() {
+		if !askParent {
+			done <- nil
+			return
+		}
+		seen := map[string]bool{}
+		var zones []string
+		for _, s := range subs {
+			if !seen[s.Zone] {
+				seen[s.Zone] = true
+				zones = append(zones, s.Zone)
+			}
+		}
+		done <- parent.ByZone(ctx, g.Parent, zones)
+	}()
+	f := facts{RequireBackup: g.RequireBackup, Tokens: map[string][]tokenView{}}
 	if f.Book = book; book == nil {
 		f.Book, f.BookErr = g.Ledger.DS(ctx)
 	}
@@ -414,18 +433,6 @@ func (g *Guard) gather(ctx context.Context, subs []Submission, book *ledger.DSBo
 	} else {
 		f.State = st
 	}
-	done := make(chan map[string]parent.Answer, 1)
-	go func() {
-		seen := map[string]bool{}
-		var zones []string
-		for _, s := range subs {
-			if !seen[s.Zone] {
-				seen[s.Zone] = true
-				zones = append(zones, s.Zone)
-			}
-		}
-		done <- parent.ByZone(ctx, g.Parent, zones)
-	}()
 	if f.State != nil {
 		var more []*enforcer.Key
 		if extra != nil {

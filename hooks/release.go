@@ -94,7 +94,7 @@ func (g *Guard) ReleaseLocked(ctx context.Context, out io.Writer) (*ReleaseRepor
 		}
 	}
 	var derived []*enforcer.Key
-	f := g.gather(ctx, subs, book, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
+	f := g.gather(ctx, subs, book, true, func(st *enforcer.State, b *ledger.DSBook) []*enforcer.Key {
 		derived = unrecorded(st, b)
 		zones := map[string]bool{}
 		for _, e := range b.Pending {
