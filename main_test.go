@@ -833,7 +833,7 @@ func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
 			if i > 1 {
 				dir, suffix = dir+strconv.Itoa(i), strconv.Itoa(i)
 			}
-			p, err := sandbox.StartParentWith(sandbox.ParentOptions{Dir: ts.MkAbs(dir), Zone: args[0], Children: args[1:], Signed: *signed, Keys: keys})
+			p, err := sandbox.StartParent(sandbox.ParentOptions{Dir: ts.MkAbs(dir), Zone: args[0], Children: args[1:], Signed: *signed, Keys: keys})
 			ts.Check(err)
 			ts.Defer(p.Stop)
 			ts.Setenv(*as+suffix, p.Addr())

@@ -34,12 +34,6 @@ type Parent struct {
 // Addr is the server's address: 127.0.0.1:PORT.
 func (p *Parent) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port)) }
 
-// StartParent starts named in dir serving zone, with children delegated to
-// it (an NS and glue each), and waits until it answers.
-func StartParent(dir, zone string, children []string) (*Parent, error) {
-	return StartParentWith(ParentOptions{Dir: dir, Zone: zone, Children: children})
-}
-
 // ParentOptions shape a parent server.
 type ParentOptions struct {
 	Dir, Zone string
@@ -67,10 +61,11 @@ const signPolicy = `dnssec-policy "parent" {
 };
 `
 
-// StartParentWith starts a parent server as o says, and waits until it
+// StartParent starts named serving a parent zone as o says, with its
+// children delegated to it (an NS and glue each), and waits until it
 // answers (signed: until it serves its DNSKEY and the signatures over it
 // and over its SOA).
-func StartParentWith(o ParentOptions) (*Parent, error) {
+func StartParent(o ParentOptions) (*Parent, error) {
 	dir, zone, children := o.Dir, strings.TrimSuffix(o.Zone, "."), o.Children
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
