@@ -23,26 +23,28 @@ setup:
 # Runs the main job on a sandboxed SoftHSMv2 token and enforcer.
 demo: setup
 	$(GO) build -buildvcs=auto -ldflags "-X main.buildVersion=$$(./packaging/version.sh)" -o bin/ods-keyguard .
-	$(GO) run ./internal/demo bin/ods-keyguard
+	$(GO) run ./internal/lab/demo bin/ods-keyguard
 
-# CI=true turns a skip for a missing tool into a failure.
+# CI=true turns a skip for a missing tool into a failure; the tag
+# failpoint builds the steps the crash scripts kill ods-keyguard at into
+# the test binary (never into a release: internal/failpoint).
 test: setup
-	CI=true $(GO) test ./...
+	CI=true $(GO) test -tags failpoint ./...
 
 bench: setup build
 	./scripts/bench.sh
 
 # verify and check at about 1,000 keys, SQLite beside MySQL (MariaDB).
 bench-backends: setup build
-	$(GO) run ./internal/bench -backends 1000 bin/ods-keyguard
+	$(GO) run ./internal/lab/bench -backends 1000 bin/ods-keyguard
 
 bench-implementations: setup build
-	$(GO) run ./internal/bench -implementations 1000 bin/ods-keyguard
+	$(GO) run ./internal/lab/bench -implementations 1000 bin/ods-keyguard
 
 # SoftHSMv2 beside readers: 20 generations of ~150 keys by the enforcer per
 # kind of reader, each reconciled with kasp.db (about half an hour).
 bench-softhsm: setup build
-	$(GO) run ./internal/bench -race 20 -race-tag softhsm bin/ods-keyguard
+	$(GO) run ./internal/lab/bench -race 20 -race-tag softhsm bin/ods-keyguard
 
 # The binary beside OpenDNSSEC's admin tools, the hook names as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.

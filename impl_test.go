@@ -12,13 +12,13 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // Scripts marked "# implementations: softhsm nss" run on SoftHSMv2 (in
 // TestScripts, like every script) and again on NSS softoken, Mozilla's
 // software token, through the wrapper module the harness builds
-// (internal/sandbox/csrc/p11wrap.c): the enforcer makes its keys there and
+// (internal/lab/sandbox/csrc/p11wrap.c): the enforcer makes its keys there and
 // ods-keyguard reads them. The same steps, the same expected output, but
 // for lines guarded by [impl:softhsm] or [impl:nss] where the two differ
 // on purpose. Such scripts handle tokens with the "token" command, which

@@ -31,8 +31,9 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	_ "modernc.org/sqlite"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/secret"
@@ -266,6 +267,9 @@ var tools = map[string][]string{
 	"galera":   {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
 	"gcc":      {"gcc"},
 	"sudo":     {"sudo"},
+	// failpoint: a test binary built with -tags failpoint (make test),
+	// for the scripts that kill or pause a step.
+	"failpoint": {},
 }
 
 func condition(cond string) (bool, error) {
@@ -291,6 +295,9 @@ func condition(cond string) (bool, error) {
 		if _, err := os.Stat(f); err != nil {
 			return missing(f + " not found")
 		}
+	}
+	if cond == "failpoint" && !failpoint.Enabled {
+		return missing("the test binary was built without -tags failpoint (make test builds it with)")
 	}
 	if cond == "root" && os.Getuid() != 0 {
 		return missing("the test runs as uid " + strconv.Itoa(os.Getuid()))

@@ -16,7 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 func runTool(t *testing.T, dir string, env []string, name string, args ...string) string {
@@ -183,6 +183,23 @@ func TestDebianPackage(t *testing.T) {
 				t.Errorf("%s does not say %q", path, want)
 			}
 		}
+	}
+	// The shipped binary has no failpoint: a stripped Go binary keeps its
+	// function names (pclntab), so the bytes tell; and the same build
+	// unstripped has no such symbol (go tool nm).
+	if b, err := os.ReadFile(filepath.Join(root, "usr/sbin/ods-keyguard")); err != nil {
+		t.Error(err)
+	} else {
+		for _, s := range []string{"internal/failpoint", "ODS_KEYGUARD_FAILPOINT"} {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("usr/sbin/ods-keyguard holds %q: test machinery in the release binary", s)
+			}
+		}
+	}
+	plain := filepath.Join(t.TempDir(), "ods-keyguard")
+	runTool(t, ".", nil, "go", "build", "-o", plain, ".")
+	if nm := runTool(t, ".", nil, "go", "tool", "nm", plain); strings.Contains(nm, "failpoint") {
+		t.Errorf("go tool nm of a release build names a failpoint symbol")
 	}
 	// md5sums lists every file but the conffile, and they match.
 	sums, err := os.ReadFile(filepath.Join(control, "md5sums"))

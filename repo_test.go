@@ -17,7 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // maxTracked is the largest file the repository may track: sources, scripts,
@@ -183,6 +183,25 @@ func TestCommandLayerIsThin(t *testing.T) {
 			if n := end.Line - start.Line + 1; n > maxMainFunc {
 				t.Errorf("%s:%d: %s is %d lines, over %d: move its logic into the package that owns the concept", start.Filename, start.Line, fd.Name.Name, n, maxMainFunc)
 			}
+		}
+	}
+}
+
+// labPrefix is the tree of the test lab: the sandbox, the benchmarks and
+// the demo. Production code never imports it.
+const labPrefix = "github.com/ods-keyguard/ods-keyguard/internal/lab"
+
+// TestReleaseHasNoLab holds the release binary to production code: no
+// package the command is built from, with the release's build tags (none),
+// is a lab package, and none of them reads the failpoint variable.
+func TestReleaseHasNoLab(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, labPrefix) {
+			t.Errorf("the release binary imports %s: test machinery belongs to the lab, outside what main imports", p)
 		}
 	}
 }

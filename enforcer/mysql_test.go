@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // The PIN guard, on the fake module through the real Reader: a refused PIN

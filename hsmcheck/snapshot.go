@@ -36,7 +36,7 @@ import (
 //     another process can find the file empty, take it for invalid, or
 //     write into the gap.
 //
-// The experiment in internal/bench (-race) showed all of these with the
+// The experiment in internal/lab/bench (-race) showed all of these with the
 // real enforcer generating keys (BENCHMARKS.md). A reader that works on a
 // copy cannot damage the token: every file of the live token is opened
 // read-only, and SoftHSMv2's own writes (login, defaults, generation) go

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // needSoftHSM returns the SoftHSMv2 backend, or skips (fails under CI).

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // The reader's suite runs twice: on the fake module and on a real SoftHSMv2

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 

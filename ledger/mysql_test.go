@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )

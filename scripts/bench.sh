@@ -3,4 +3,4 @@
 # BENCHMARKS.md. Takes a while: the enforcer makes ~11,000 keys.
 set -eu
 cd "$(dirname "$0")/.."
-exec go run ./internal/bench "$@" bin/ods-keyguard
+exec go run ./internal/lab/bench "$@" bin/ods-keyguard

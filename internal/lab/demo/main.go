@@ -3,7 +3,7 @@
 // status, inventory, verify and check, then a backup ceremony verified on
 // a backup token, and check again.
 //
-// Usage: go run ./internal/demo [-keep] BINARY
+// Usage: go run ./internal/lab/demo [-keep] BINARY
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 func main() {

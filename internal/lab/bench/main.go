@@ -2,7 +2,7 @@
 // name, on tokens whose keys the real enforcer generated, and writes the
 // figures into BENCHMARKS.md with the machine and the date.
 //
-// Usage: go run ./internal/bench [-sizes 1000,10000] [-runs 5] BINARY
+// Usage: go run ./internal/lab/bench [-sizes 1000,10000] [-runs 5] BINARY
 package main
 
 import (
@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 func main() {
@@ -367,7 +367,7 @@ func writeSection(path, name, body string) error {
 	section := begin + "\n" + body + end + "\n"
 	old, err := os.ReadFile(path)
 	if err != nil {
-		old = []byte("# Benchmarks\n\nFigures written by `make bench` (internal/bench). Each section is replaced when its benchmark runs again.\n\n")
+		old = []byte("# Benchmarks\n\nFigures written by `make bench` (internal/lab/bench). Each section is replaced when its benchmark runs again.\n\n")
 	}
 	text := string(old)
 	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {

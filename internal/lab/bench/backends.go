@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // benchBackends measures verify and check on the same token and the same

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // benchImplementations measures verify and check at about n keys on each

@@ -24,7 +24,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // raceCondition is one kind of reader that runs beside the generation.
@@ -539,7 +539,7 @@ func raceName(c raceCondition) string {
 }
 
 func writeRace(path, tag, binary, fixed, table string, runs int, kinds string) error {
-	header := fmt.Sprintf("## SoftHSMv2: generation with readers beside it (%s)\n\nRun %s, `go run ./internal/bench -race %d -race-readers %s -race-tag %s`, %s.\n", tag, machine(), runs, kinds, tag, version(binary))
+	header := fmt.Sprintf("## SoftHSMv2: generation with readers beside it (%s)\n\nRun %s, `go run ./internal/lab/bench -race %d -race-readers %s -race-tag %s`, %s.\n", tag, machine(), runs, kinds, tag, version(binary))
 	if fixed != "" {
 		header += fmt.Sprintf("With the fix: %s.\n", version(fixed))
 	}
