@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/ceremony"
+	"github.com/ods-keyguard/ods-keyguard/backup"
 	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
@@ -124,14 +124,14 @@ func runCeremony(r *job, step string) error {
 		// A token's configuration (a pin_file, say) failed: reported as
 		// the step's failure, in its document too.
 	case step == "prepare":
-		cs, err = ceremony.Prepare(ctx, env, repos, operator)
+		cs, err = backup.Prepare(ctx, env, repos, operator)
 	case step == "done":
-		cs, err = ceremony.Done(ctx, env, repos, c.String("backup-token"), operator)
+		cs, err = backup.Done(ctx, env, repos, c.String("backup-token"), operator)
 	case step == "rollback":
-		cs, err = ceremony.Rollback(ctx, env, repos, operator, c.String("reason"))
+		cs, err = backup.Rollback(ctx, env, repos, operator, c.String("reason"))
 	}
 	if c.Bool("json") {
-		if jerr := writeJSON(c.App.Writer, ceremony.StepDoc(step, cs, text.String(), err)); jerr != nil {
+		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err)); jerr != nil {
 			return jerr
 		}
 	}
@@ -140,16 +140,16 @@ func runCeremony(r *job, step string) error {
 
 // ceremonyEnv gives a ceremony step what it works with, from the
 // configuration.
-func ceremonyEnv(cfg *config.Config, l *ledger.Ledger, out io.Writer) (*ceremony.Env, error) {
+func ceremonyEnv(cfg *config.Config, l *ledger.Ledger, out io.Writer) (*backup.Env, error) {
 	tokens, err := cfg.Tokens()
 	if err != nil {
 		return nil, err
 	}
-	repos := map[string]ceremony.Repository{}
+	repos := map[string]backup.Repository{}
 	for _, r := range cfg.ODS.Repositories {
-		repos[r.Name] = ceremony.Repository{RequireBackup: r.RequireBackup, TokenLabel: r.TokenLabel}
+		repos[r.Name] = backup.Repository{RequireBackup: r.RequireBackup, TokenLabel: r.TokenLabel}
 	}
-	return &ceremony.Env{Ledger: l, Source: source(cfg), LockWait: cfg.LockWait,
+	return &backup.Env{Ledger: l, Source: source(cfg), LockWait: cfg.LockWait,
 		CLI:          enforcer.CLI{Program: cfg.EnforcerCLI, Socket: cfg.ODS.SocketFile},
 		Repositories: repos, Tokens: tokens, BackupToken: cfg.BackupToken, Out: out}, nil
 }
@@ -176,5 +176,5 @@ func runHistory(r *job) error {
 	if err != nil {
 		return err
 	}
-	return output(c, ceremony.HistoryDoc(store), func(w io.Writer) error { return ceremony.WriteHistory(w, store) })
+	return output(c, backup.HistoryDoc(store), func(w io.Writer) error { return backup.WriteHistory(w, store) })
 }

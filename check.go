@@ -13,12 +13,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ods-keyguard/ods-keyguard/check"
 	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
-	"github.com/ods-keyguard/ods-keyguard/internal/msg"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
-	"github.com/ods-keyguard/ods-keyguard/monitor"
 )
 
 func checkCommand() *cli.Command {
@@ -79,9 +78,9 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			// A scheduler shows only stdout: the plugin line (or with
 			// --json the document) carries the reason.
 			if c.App.Metadata[jsonKey] == "check" {
-				monitor.Unknown(monitor.CheckOptions{At: time.Now().UTC()}, err.Error()).JSON(c.App.Writer)
+				check.Unknown(check.CheckOptions{At: time.Now().UTC()}, err.Error()).JSON(c.App.Writer)
 			} else {
-				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", msg.OneLine(err.Error()))
+				fmt.Fprintf(c.App.Writer, "KEYGUARD UNKNOWN - %s\n", human.OneLine(err.Error()))
 			}
 			// Said on stdout, as every other UNKNOWN: not again on stderr,
 			// which Icinga 2 appends to the plugin's output.
@@ -114,7 +113,7 @@ func runCheck(c *cli.Context) error {
 
 // render prints the verdict as the plugin's lines, or with --json as a
 // document.
-func render(c *cli.Context, rep *monitor.Report) error {
+func render(c *cli.Context, rep *check.Report) error {
 	if c.Bool("json") {
 		return rep.JSON(c.App.Writer)
 	}
@@ -134,7 +133,7 @@ func runSudo(c *cli.Context) error {
 	invoked, _ := c.App.Metadata[invokedKey].([]string)
 	prog, args, err := sudoCommandLine(invoked)
 	unknown := func(msg string) error {
-		rep := monitor.Unknown(monitor.CheckOptions{At: time.Now().UTC()}, msg)
+		rep := check.Unknown(check.CheckOptions{At: time.Now().UTC()}, msg)
 		if err := render(c, rep); err != nil {
 			return err
 		}
@@ -220,46 +219,46 @@ func sudoCommandLine(invoked []string) (string, []string, error) {
 
 // checkReport parses check's options and runs it; bad options are an
 // UNKNOWN verdict like any other, on stdout where a scheduler looks.
-func checkReport(c *cli.Context) *monitor.Report {
+func checkReport(c *cli.Context) *check.Report {
 	now := time.Now().UTC()
-	opt := monitor.CheckOptions{At: now}
+	opt := check.CheckOptions{At: now}
 	if c.Args().Present() {
-		return monitor.Unknown(opt, fmt.Sprintf("check: unexpected argument %q", c.Args().First()))
+		return check.Unknown(opt, fmt.Sprintf("check: unexpected argument %q", c.Args().First()))
 	}
 	timeout := time.Duration(c.Float64("timeout") * float64(time.Second))
 	if timeout <= 0 {
-		return monitor.Unknown(opt, fmt.Sprintf("check: --timeout %v: must be more than zero", c.Float64("timeout")))
+		return check.Unknown(opt, fmt.Sprintf("check: --timeout %v: must be more than zero", c.Float64("timeout")))
 	}
 	var err error
-	if opt.Warn, err = monitor.ParseRange(c.String("warning-spare")); err != nil {
-		return monitor.Unknown(opt, "--warning-spare: "+err.Error())
+	if opt.Warn, err = check.ParseRange(c.String("warning-spare")); err != nil {
+		return check.Unknown(opt, "--warning-spare: "+err.Error())
 	}
-	if opt.Crit, err = monitor.ParseRange(c.String("critical-spare")); err != nil {
-		return monitor.Unknown(opt, "--critical-spare: "+err.Error())
+	if opt.Crit, err = check.ParseRange(c.String("critical-spare")); err != nil {
+		return check.Unknown(opt, "--critical-spare: "+err.Error())
 	}
 	if s := c.String("at"); s != "" {
-		if opt.At, err = when.ParseLater(s, now); err != nil {
-			return monitor.Unknown(opt, "--at: "+err.Error())
+		if opt.At, err = human.ParseLater(s, now); err != nil {
+			return check.Unknown(opt, "--at: "+err.Error())
 		}
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {
-		return monitor.Unknown(opt, err.Error())
+		return check.Unknown(opt, err.Error())
 	}
 	sched, err := cfg.Schedule()
 	if err != nil {
-		return monitor.Unknown(opt, err.Error())
+		return check.Unknown(opt, err.Error())
 	}
 	opt.Interval, opt.Grace, opt.NewZones = sched.Interval, sched.Grace, cfg.Check.NewZones
 	tokens, err := cfg.Tokens()
 	if err != nil {
-		return monitor.Unknown(opt, err.Error())
+		return check.Unknown(opt, err.Error())
 	}
 	lo, err := cfg.LedgerOptions(c.App.ErrWriter, true)
 	if err != nil {
-		return monitor.Unknown(opt, err.Error())
+		return check.Unknown(opt, err.Error())
 	}
-	return monitor.Run(c.Context, timeout, monitor.Sources{Source: source(cfg), Tokens: tokens,
+	return check.Run(c.Context, timeout, check.Sources{Source: source(cfg), Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
 		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)

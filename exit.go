@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ods-keyguard/ods-keyguard/ceremony"
+	"github.com/ods-keyguard/ods-keyguard/backup"
 )
 
 // Exit statuses, and errors that carry them: the one mechanism by which a
@@ -61,7 +61,7 @@ func usagef(format string, args ...any) error {
 // exitCode maps an error to the exit status.
 func exitCode(err error) int {
 	var st *status
-	var refused *ceremony.Refusal
+	var refused *backup.Refusal
 	switch {
 	case errors.As(err, &st):
 		return st.code

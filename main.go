@@ -20,7 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/msg"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 func main() { os.Exit(Main()) }
@@ -54,8 +54,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var lines []string
 	for _, e := range errs {
-		lines = append(lines, msg.OneLine(e.Error()))
-		fmt.Fprintf(stderr, "ods-keyguard: %s\n", msg.OneLine(e.Error()))
+		lines = append(lines, human.OneLine(e.Error()))
+		fmt.Fprintf(stderr, "ods-keyguard: %s\n", human.OneLine(e.Error()))
 	}
 	// A --json command that failed before its document: the document of
 	// the failure, so that a consumer always gets one.

@@ -32,9 +32,9 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
@@ -689,7 +689,7 @@ func cmdSignZone(ts *testscript.TestScript, neg bool, args []string) {
 		d = time.Until(t)
 	} else {
 		var err error
-		d, err = when.ParseISODuration(args[2])
+		d, err = human.ParseISODuration(args[2])
 		ts.Check(err)
 	}
 	origin := dns.Fqdn(args[0])
@@ -914,7 +914,7 @@ func cmdAgeLedger(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: ageledger STATEDIR DURATION")
 	}
-	d, err := when.ParseISODuration(args[1])
+	d, err := human.ParseISODuration(args[1])
 	ts.Check(err)
 	for _, name := range []string{"history.json", "ceremonies-open.json"} {
 		path := filepath.Join(ts.MkAbs(args[0]), name)

@@ -7,7 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
@@ -45,7 +45,7 @@ func runPoolFill(r *job) error {
 	}
 	in := rules.FillInput{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: r.cfg.Check.NewZones, Policy: c.String("policy")}
 	if s := c.String("until"); s != "" {
-		if in.Until, err = when.ParseLater(s, in.Now); err != nil {
+		if in.Until, err = human.ParseLater(s, in.Now); err != nil {
 			return usagef("--until: %v", err)
 		}
 	}

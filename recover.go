@@ -8,7 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/recovery"
 )
@@ -160,7 +160,7 @@ func runAssess(r *job) error {
 	var delivery time.Duration
 	if s := c.String("delivery"); s != "" {
 		var err error
-		if delivery, err = when.ParseISODuration(s); err != nil {
+		if delivery, err = human.ParseISODuration(s); err != nil {
 			return usagef("--delivery: %v", err)
 		}
 	}
@@ -182,7 +182,7 @@ func runAssess(r *job) error {
 
 func runPlan(r *job) error {
 	c := r.c
-	margin, err := when.ParseISODuration(c.String("margin"))
+	margin, err := human.ParseISODuration(c.String("margin"))
 	if err != nil {
 		return usagef("--margin: %v", err)
 	}

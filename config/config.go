@@ -22,7 +22,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/secret"
-	"github.com/ods-keyguard/ods-keyguard/served"
+	"github.com/ods-keyguard/ods-keyguard/servedzone"
 )
 
 // DefaultPath is read when neither --config nor $ODS_KEYGUARD_CONFIG is given.
@@ -427,8 +427,8 @@ func (c *Config) RequireBackup() map[string]bool {
 
 // ServedConfig is [zone] for package served; its queries take [parent]
 // timeout.
-func (c *Config) ServedConfig() served.Config {
-	return served.Config{Nameservers: c.Zone.Nameservers, Timeout: c.Parent.timeout, Warn: c.Zone.rrsigWarning}
+func (c *Config) ServedConfig() servedzone.Config {
+	return servedzone.Config{Nameservers: c.Zone.Nameservers, Timeout: c.Parent.timeout, Warn: c.Zone.rrsigWarning}
 }
 
 // ParentConfig is [parent] for package parent.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // Schedule is the backup schedule of [backup], parsed.
@@ -29,10 +29,10 @@ func (c *Config) Schedule() (Schedule, error) {
 	}
 	var s Schedule
 	var err error
-	if s.Interval, err = when.ParseISODuration(iv); err != nil {
+	if s.Interval, err = human.ParseISODuration(iv); err != nil {
 		return s, fmt.Errorf("config %s: [backup] interval: %w", c.Path, err)
 	}
-	if s.Grace, err = when.ParseISODuration(gr); err != nil {
+	if s.Grace, err = human.ParseISODuration(gr); err != nil {
 		return s, fmt.Errorf("config %s: [backup] grace: %w", c.Path, err)
 	}
 	if s.Interval <= 0 {

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 )
@@ -66,7 +66,7 @@ func goneFindings(zs *ZoneDS, keys []*ledger.DSKey) {
 		}
 		zs.Findings = append(zs.Findings, Finding{Severity: Warning, Category: "hook", Zone: k.Zone, Key: k.Locator, Text: fmt.Sprintf(
 			"zone %s is no longer in the enforcer, but the DS of key tag %d (key %s) has been at the parent since %s, %s: the enforcer does not retract a deleted zone's DS, and a zone served unsigned with it fails validation; ods-keyguard hook retract-gone --zone %s sends the retraction (or records with --by-hand that it was removed, or stays for another signer)",
-			k.Zone, k.KeyTag, dash(k.Locator), k.Since().UTC().Format(when.Minute), where, k.Zone)})
+			k.Zone, k.KeyTag, dash(k.Locator), k.Since().UTC().Format(human.Minute), where, k.Zone)})
 	}
 }
 

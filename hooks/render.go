@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -27,14 +27,14 @@ func WritePending(w io.Writer, b *ledger.DSBook) error {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tKIND\tZONE\tKEYTAG\tSINCE\tREASON")
 		for _, p := range b.Pending {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Kind, p.Zone, p.KeyTag, p.Since.UTC().Format(when.Minute), p.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Kind, p.Zone, p.KeyTag, p.Since.UTC().Format(human.Minute), p.Reason)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	for _, r := range b.Rejected {
-		fmt.Fprintf(w, "rejected %s: input %s: %s\n", r.Time.UTC().Format(when.Minute), r.Line, r.Reason)
+		fmt.Fprintf(w, "rejected %s: input %s: %s\n", r.Time.UTC().Format(human.Minute), r.Line, r.Reason)
 	}
 	return nil
 }
@@ -213,13 +213,13 @@ func (k KeyDS) records() string {
 		parts = append(parts, k.Known)
 	}
 	if k.Submitted != nil {
-		parts = append(parts, "submission forwarded "+k.Submitted.UTC().Format(when.Minute))
+		parts = append(parts, "submission forwarded "+k.Submitted.UTC().Format(human.Minute))
 	}
 	if k.Retracted != nil {
-		parts = append(parts, "retraction forwarded "+k.Retracted.UTC().Format(when.Minute))
+		parts = append(parts, "retraction forwarded "+k.Retracted.UTC().Format(human.Minute))
 	}
 	if k.Pending != nil {
-		parts = append(parts, fmt.Sprintf("%s since %s: %s", k.Pending.Action, k.Pending.Since.UTC().Format(when.Minute), k.Pending.Reason))
+		parts = append(parts, fmt.Sprintf("%s since %s: %s", k.Pending.Action, k.Pending.Since.UTC().Format(human.Minute), k.Pending.Reason))
 	}
 	return strings.Join(parts, ", ")
 }

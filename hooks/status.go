@@ -11,7 +11,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
@@ -275,10 +275,10 @@ func pendingFinding(e *ledger.DSEntry) Finding {
 	switch e.Action {
 	case ledger.Held:
 		text = fmt.Sprintf("%s held by ods-keyguard since %s: %s",
-			what, e.Since.Format(when.Minute), heldReason(e.Reason, e.Locator))
+			what, e.Since.Format(human.Minute), heldReason(e.Reason, e.Locator))
 	default:
 		text = fmt.Sprintf("%s withheld since %s: %s (ods-keyguard hook pending; hook release sends what is covered)",
-			what, e.Since.Format(when.Minute), e.Reason)
+			what, e.Since.Format(human.Minute), e.Reason)
 	}
 	return Finding{Severity: Warning, Category: "hook", Zone: e.Zone, Key: e.Locator, Text: text}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // What inventory, verify and status print: text for the operator, and the
@@ -131,7 +131,7 @@ func WriteStatus(out io.Writer, repos []RepositoryStatus) error {
 			fmt.Fprintf(w, "  covered by ods-keyguard only (Not Required in the enforcer, in a confirmed ceremony): %d\n", r.KeyguardOnly)
 		}
 		if c := r.LastConfirmed; c != nil {
-			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %d keys\n", c.ID, c.Ended.Format(when.Display), len(c.Keys))
+			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %d keys\n", c.ID, c.Ended.Format(human.Display), len(c.Keys))
 		} else {
 			fmt.Fprintf(w, "  last confirmed backup: none\n")
 		}

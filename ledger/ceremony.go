@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // Ceremony statuses.
@@ -155,7 +155,7 @@ func NewID(repo string, t time.Time) string {
 		}
 		return '_'
 	}, repo)
-	return fmt.Sprintf("%s-%s-%s", t.UTC().Format(when.Stamp), safe, hex.EncodeToString(b))
+	return fmt.Sprintf("%s-%s-%s", t.UTC().Format(human.Stamp), safe, hex.EncodeToString(b))
 }
 
 // Store is the ceremony state: the open ceremonies, one per repository at

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 )
@@ -410,7 +410,7 @@ func (a *Assessment) zones(in Input, damaged map[string]bool) {
 }
 
 func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
-	by := zt.DSRemovalBy.Format(when.Display)
+	by := zt.DSRemovalBy.Format(human.Display)
 	lost := strings.Join(zt.LostRoles, " and ") + " in use is"
 	if len(zt.LostRoles) > 1 {
 		lost = strings.Join(zt.LostRoles, " and ") + " in use are"
@@ -428,7 +428,7 @@ func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 	case lost != "":
 		zt.Advice = fmt.Sprintf("its %s lost for good, but no DS is at the parent: roll to new keys", lost)
 	case in.Delivery == 0:
-		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format(when.Display), leftText(zt.Left), by)
+		zt.Advice = fmt.Sprintf("signatures last until %s (%s); if the new HSMs take longer, request DS removal by %s", zt.Expires.Format(human.Display), leftText(zt.Left), by)
 		if zt.Error != "" {
 			zt.Advice = fmt.Sprintf("its signed output cannot be read (%s): assume the worst, request DS removal by %s", zt.Error, by)
 		}
@@ -438,14 +438,14 @@ func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 		return
 	case in.Now.Add(in.Delivery).Before(zt.Expires):
 		zt.Decision = "can wait for the new HSMs"
-		zt.Advice = fmt.Sprintf("signatures last until %s, after the new HSMs arrive (%s)", zt.Expires.Format(when.Display), in.Now.Add(in.Delivery).Format(when.Display))
+		zt.Advice = fmt.Sprintf("signatures last until %s, after the new HSMs arrive (%s)", zt.Expires.Format(human.Display), in.Now.Add(in.Delivery).Format(human.Display))
 	case !zt.DSAtParent:
 		zt.Decision = "can wait for the new HSMs"
 		zt.Advice = "signatures expire before the new HSMs arrive, but no DS is at the parent: the zone is not validated"
 	default:
 		zt.Decision = "go insecure"
 		zt.Advice = fmt.Sprintf("signatures expire %s, before the new HSMs arrive (%s): request DS removal by %s",
-			zt.Expires.Format(when.Display), in.Now.Add(in.Delivery).Format(when.Display), by)
+			zt.Expires.Format(human.Display), in.Now.Add(in.Delivery).Format(human.Display), by)
 		if zt.Error != "" {
 			zt.Advice = fmt.Sprintf("its signed output cannot be read (%s): assume the worst: request DS removal by %s", zt.Error, by)
 		}
@@ -465,9 +465,9 @@ func (zt *ZoneTiming) decide(in Input, affected bool, a *Assessment) {
 // ago".
 func leftText(d time.Duration) string {
 	if d < 0 {
-		return "expired " + when.Duration(d) + " ago"
+		return "expired " + human.Duration(d) + " ago"
 	}
-	return when.Duration(d) + " left"
+	return human.Duration(d) + " left"
 }
 
 // dsAtParent says whether zone z has a DS at the parent, and how that is

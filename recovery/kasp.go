@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
 )
 
 // DefaultPolicyFile is where OpenDNSSEC 2.1 reads kasp.xml when conf.xml
@@ -121,10 +121,10 @@ func ReadKasp(path string) (map[string]Timing, error) {
 					return nil, fmt.Errorf("%s: policy %q has no <%s>", path, p.Name, f.element)
 				}
 				*f.into = f.def
-				t.Assumed = append(t.Assumed, fmt.Sprintf("no <%s> in kasp.xml: %s assumed", f.element, when.Duration(f.def)))
+				t.Assumed = append(t.Assumed, fmt.Sprintf("no <%s> in kasp.xml: %s assumed", f.element, human.Duration(f.def)))
 				continue
 			}
-			d, err := when.ParseISODuration(s)
+			d, err := human.ParseISODuration(s)
 			if err != nil {
 				return nil, fmt.Errorf("%s: policy %q <%s>: %w", path, p.Name, f.element, err)
 			}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // A key in use that no backup holds is lost for good, yet the zone can
@@ -131,7 +131,7 @@ func Plan(in PlanInput) *KeyPlan {
 		sort.Strings(zp.LostRoles)
 		t, ok := in.Kasp[zp.Policy]
 		if !ok {
-			zp.Advice = fmt.Sprintf("policy %q is not in kasp.xml: no dates can be given; the signatures last until %s", zp.Policy, zp.Expires.Format(when.Display))
+			zp.Advice = fmt.Sprintf("policy %q is not in kasp.xml: no dates can be given; the signatures last until %s", zp.Policy, zp.Expires.Format(human.Display))
 			zp.Timing = Timing{Policy: zp.Policy, Assumed: []string{}}
 			zp.Seconds = zp.Timing.Seconds()
 			unknown = true
@@ -250,11 +250,11 @@ func (zp *ZonePlan) plan(now time.Time, margin time.Duration, roles map[string]b
 	zp.Feasible = zp.Error == "" && !zp.Expires.Before(needed)
 	if zp.Feasible {
 		zp.Advice = fmt.Sprintf("%s: the signatures last until %s, past Tdea %s plus the margin %s; the zone stays signed. If a step slips, fall back: request DS removal by %s",
-			zp.Path, zp.Expires.Format(when.Display), tdea.Format(when.Display), when.Duration(margin), zp.DSRemovalBy.Format(when.Display))
+			zp.Path, zp.Expires.Format(human.Display), tdea.Format(human.Display), human.Duration(margin), zp.DSRemovalBy.Format(human.Display))
 		return
 	}
-	why := fmt.Sprintf("the signatures expire %s, before %s (Tdea %s plus the margin %s)", zp.Expires.Format(when.Display),
-		needed.Format(when.Display), tdea.Format(when.Display), when.Duration(margin))
+	why := fmt.Sprintf("the signatures expire %s, before %s (Tdea %s plus the margin %s)", zp.Expires.Format(human.Display),
+		needed.Format(human.Display), tdea.Format(human.Display), human.Duration(margin))
 	if zp.Error != "" {
 		why = fmt.Sprintf("the signed output cannot be read (%s): assume the worst", zp.Error)
 	}
@@ -270,5 +270,5 @@ func (zp *ZonePlan) plan(now time.Time, margin time.Duration, roles map[string]b
 	step("Texp", zp.Expires, "Texp = the zone's first RRSIG expiration",
 		"the DS is gone from caches and the zone is insecure: roll to new keys, and submit the new DS once the zone is signed with them",
 		"can: ods-enforcer key rollover --zone "+zp.Zone+" for every lost key, then the normal DS submission (ods-keyguard releases it once a ceremony backs the new KSK up)", false)
-	zp.Advice = "keyrestore path not possible: " + why + "; request DS removal by " + zp.DSRemovalBy.Format(when.Display) + past
+	zp.Advice = "keyrestore path not possible: " + why + "; request DS removal by " + zp.DSRemovalBy.Format(human.Display) + past
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // What recover assess and recover verify print: text for the operator, and
@@ -33,15 +33,15 @@ func (a *Assessment) WriteText(out io.Writer) error {
 	for _, z := range a.Zones {
 		sig := "signed output unreadable: " + z.Error
 		if z.Error == "" {
-			left := when.Duration(z.Left) + " left"
+			left := human.Duration(z.Left) + " left"
 			if z.Left < 0 {
-				left = "expired " + when.Duration(z.Left) + " ago"
+				left = "expired " + human.Duration(z.Left) + " ago"
 			}
-			sig = fmt.Sprintf("earliest RRSIG expires %s (%s, %s %s)", z.Expires.Format(when.Display), left, z.Signatures.Owner, z.Signatures.Type)
+			sig = fmt.Sprintf("earliest RRSIG expires %s (%s, %s %s)", z.Expires.Format(human.Display), left, z.Signatures.Owner, z.Signatures.Type)
 		}
 		ds := "no DS at the parent"
 		if z.DSAtParent {
-			ds = "DS removal by " + z.DSRemovalBy.Format(when.Display)
+			ds = "DS removal by " + z.DSRemovalBy.Format(human.Display)
 		}
 		decision := ""
 		if z.Decision != "" {
@@ -134,7 +134,7 @@ func (p *Prune) WriteText(out io.Writer) error {
 	}
 	for _, k := range p.Keys {
 		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d, %s): on no HSM, never used by a zone\n",
-			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(when.Display), k.ID, k.State)
+			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(human.Display), k.ID, k.State)
 	}
 	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
 		return w.Flush()
@@ -181,8 +181,8 @@ func (kp *KeyPlan) WriteText(out io.Writer) error {
 		if z.Seconds != nil && len(z.Steps) > 0 {
 			t := z.Timing
 			fmt.Fprintf(w, "  timing from kasp.xml: TTLkey %s, Dprp %s, TTLsig %s, Dsgn %s, DprpP %s, TTLds %s, Dreg %s, margin %s\n",
-				when.Duration(t.TTLkey), when.Duration(t.Dprp), when.Duration(t.TTLsig), when.Duration(t.Dsgn),
-				when.Duration(t.DprpP), when.Duration(t.TTLds), when.Duration(t.Dreg), when.Duration(kp.Margin))
+				human.Duration(t.TTLkey), human.Duration(t.Dprp), human.Duration(t.TTLsig), human.Duration(t.Dsgn),
+				human.Duration(t.DprpP), human.Duration(t.TTLds), human.Duration(t.Dreg), human.Duration(kp.Margin))
 			for _, a := range t.Assumed {
 				fmt.Fprintf(w, "  assumed: %s\n", a)
 			}
@@ -192,11 +192,11 @@ func (kp *KeyPlan) WriteText(out io.Writer) error {
 			if s.ByHand {
 				hand = "BY HAND: "
 			}
-			off := "now +" + when.Duration(time.Duration(s.Offset)*time.Second)
+			off := "now +" + human.Duration(time.Duration(s.Offset)*time.Second)
 			if s.Offset < 0 {
-				off = "now -" + when.Duration(time.Duration(-s.Offset)*time.Second)
+				off = "now -" + human.Duration(time.Duration(-s.Offset)*time.Second)
 			}
-			fmt.Fprintf(w, "  %s %s (%s: %s): %s%s\n", s.Name, s.At.Format(when.Display), off, s.Formula, hand, s.Action)
+			fmt.Fprintf(w, "  %s %s (%s: %s): %s%s\n", s.Name, s.At.Format(human.Display), off, s.Formula, hand, s.Action)
 			fmt.Fprintf(w, "    OpenDNSSEC 2.1 %s\n", s.OpenDNSSEC)
 		}
 	}

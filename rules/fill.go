@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -21,7 +21,7 @@ type FillNeed struct {
 }
 
 func (n FillNeed) String() string {
-	return fmt.Sprintf("%s: %d needed until %s, %d unused", n.Role, n.Needed, n.Until.Format(when.Minute), n.Unused)
+	return fmt.Sprintf("%s: %d needed until %s, %d unused", n.Role, n.Needed, n.Until.Format(human.Minute), n.Unused)
 }
 
 // FillPlan is what pool fill asks the enforcer for, for one policy: keys

@@ -1,4 +1,4 @@
-package ceremony
+package backup
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -73,7 +73,7 @@ func Done(ctx context.Context, e *Env, repos []string, backupToken, operator str
 		case c == nil:
 			last := "none yet"
 			if lc := store.LastConfirmed(repo); lc != nil {
-				last = fmt.Sprintf("%s, %s", lc.ID, lc.Ended.Format(when.Display))
+				last = fmt.Sprintf("%s, %s", lc.ID, lc.Ended.Format(human.Display))
 			}
 			return nil, refuse("nothing to do: no backup ceremony is open for repository %q (last confirmed: %s)", repo, last)
 		case c.Status == ledger.Preparing:

@@ -1,4 +1,4 @@
-package monitor
+package check
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // Perf splits the report's performance data in two: the core figures that
@@ -113,7 +113,7 @@ func (rep *Report) Text(w io.Writer) {
 	for _, p := range rep.Pools {
 		runs := "beyond ten years"
 		if !p.RunsOut.IsZero() {
-			runs = p.RunsOut.Format(when.Minute)
+			runs = p.RunsOut.Format(human.Minute)
 		}
 		extra := ""
 		switch {
@@ -123,7 +123,7 @@ func (rep *Report) Text(w io.Writer) {
 			extra = ", manual rollover"
 		}
 		line := clip(fmt.Sprintf("pool %s: %d unused, %d backed up at the head, %d needed until %s, spare %d, backed-up keys last until %s%s",
-			p.Name(), p.Unused, p.Covered, p.Needed, p.Until.Format(when.Minute), p.Spare, runs, extra))
+			p.Name(), p.Unused, p.Covered, p.Needed, p.Until.Format(human.Minute), p.Spare, runs, extra))
 		if len(line)+1 > left-note {
 			break
 		}

@@ -1,4 +1,4 @@
-package ceremony
+package backup
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -38,7 +38,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		case c != nil && c.Status == ledger.Preparing && store.Live(c):
 			return nil, refuse("repository %q: ceremony %s is being prepared by another host (%s): finish it there, or wait for it", repo, c.ID, c.Claim)
 		case c != nil && c.Status == ledger.Preparing:
-			e.say("repository %q: ceremony %s was interrupted while preparing (%s by %s): taking it up again", repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
+			e.say("repository %q: ceremony %s was interrupted while preparing (%s by %s): taking it up again", repo, c.ID, c.Prepared.Format(human.Display), c.Operator)
 			// Taken over with a compare-and-set: of two hosts that both
 			// found it interrupted, one takes it up.
 			c.Claim = ledger.NewClaim(ctx)
@@ -48,7 +48,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 			cs[repo] = c
 		case c != nil:
 			return nil, refuse("repository %q: ceremony %s is already open (prepared %s by %s): finish it with `backup done` or `backup rollback`",
-				repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
+				repo, c.ID, c.Prepared.Format(human.Display), c.Operator)
 		}
 	}
 	// Record before acting: a crash after the enforcer's prepare leaves a
@@ -113,7 +113,7 @@ func lostPrepare(repo string, err error) error {
 	if errors.As(err, &ce) && ce.Current != nil {
 		c := ce.Current
 		return refuse("repository %q: ceremony %s is already open (prepared %s by %s, on another host meanwhile): finish it with `backup done` or `backup rollback`",
-			repo, c.ID, c.Prepared.Format(when.Display), c.Operator)
+			repo, c.ID, c.Prepared.Format(human.Display), c.Operator)
 	}
 	return err
 }

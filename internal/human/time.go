@@ -1,6 +1,8 @@
-// Package when prints times and durations the one way ods-keyguard shows
-// them to people.
-package when
+// Package human holds what people read and type, written one way for all
+// of ods-keyguard: times and durations (and the moments and ISO 8601
+// durations given on a command line or in kasp.xml), counts with their
+// nouns, and messages folded onto one line.
+package human
 
 import (
 	"fmt"

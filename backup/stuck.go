@@ -1,4 +1,4 @@
-package ceremony
+package backup
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -44,7 +44,7 @@ func (s Stuck) Brief() string {
 	case InterruptedRollingBack:
 		return fmt.Sprintf("backup ceremony %s of %s was interrupted while rolling back", s.Ceremony, s.Repository)
 	}
-	return fmt.Sprintf("backup ceremony %s of %s open for %s", s.Ceremony, s.Repository, when.Duration(s.Open))
+	return fmt.Sprintf("backup ceremony %s of %s open for %s", s.Ceremony, s.Repository, human.Duration(s.Open))
 }
 
 // Advice says what the operator does about it.

@@ -1,8 +1,8 @@
-// Package monitor is the monitoring plugin: check's verdict on both rules of
-// the procedure, and the conventions it speaks (Nagios, Icinga, Naemon,
-// Sensu): states and exit codes, threshold ranges, performance data, and
+// Package check is the monitoring plugin behind ods-keyguard check: the
+// verdict on both rules of the procedure, and the conventions it speaks
+// (Nagios, Icinga, Naemon, Sensu): states and exit codes, threshold ranges, performance data, and
 // the Prometheus textfile format.
-package monitor
+package check
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package monitor
+package check
 
 import (
 	"context"
@@ -10,17 +10,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/ceremony"
+	"github.com/ods-keyguard/ods-keyguard/backup"
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hooks"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
-	"github.com/ods-keyguard/ods-keyguard/internal/msg"
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
-	"github.com/ods-keyguard/ods-keyguard/served"
+	"github.com/ods-keyguard/ods-keyguard/servedzone"
 )
 
 // CheckOptions are check's options, parsed.
@@ -44,7 +43,7 @@ type Sources struct {
 	Parent        parent.Config
 	// Served is [zone]: where the zones are served, read to compare with
 	// the enforcer and the HSMs.
-	Served served.Config
+	Served servedzone.Config
 }
 
 // Finding is one problem, in the plugin's terms: what it is about as
@@ -91,7 +90,7 @@ type Report struct {
 
 // Unknown is the verdict of a run that could not determine the state.
 func Unknown(opt CheckOptions, reason string) *Report {
-	return &Report{State: StateUnknown, Summary: msg.OneLine(reason), At: opt.At, Ran: time.Now().UTC(), Findings: []Finding{},
+	return &Report{State: StateUnknown, Summary: human.OneLine(reason), At: opt.At, Ran: time.Now().UTC(), Findings: []Finding{},
 		Unbacked: []rules.Unbacked{}, Pools: []rules.Pool{}, Backups: []rules.Age{}, Problems: []inventory.Problem{}, Options: opt}
 }
 
@@ -162,8 +161,8 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	if src.Parent.Enabled() {
 		at.set(strings.TrimSpace("the parent's servers " + strings.Join(src.Parent.Nameservers, " ") + " " + src.Parent.Resolver))
 	}
-	servedc := make(chan map[string][]served.Answer, 1)
-	go func() { servedc <- served.Read(ctx, src.Served, snap.State.ZoneNames()) }()
+	servedc := make(chan map[string][]servedzone.Answer, 1)
+	go func() { servedc <- servedzone.Read(ctx, src.Served, snap.State.ZoneNames()) }()
 	answers := parent.ByZone(ctx, src.Parent, append(snap.State.ZoneNames(), hooks.GoneZones(snap.State, book)...))
 	if src.Served.Enabled() {
 		at.set("the zones' servers " + strings.Join(src.Served.Nameservers, " "))
@@ -225,7 +224,7 @@ type Facts struct {
 	Writer string
 	// Served is what the zones' servers serve, by zone ([zone]); nil when
 	// not read. ServedWarn is [zone] rrsig_warning.
-	Served     map[string][]served.Answer
+	Served     map[string][]servedzone.Answer
 	ServedWarn time.Duration
 }
 
@@ -245,9 +244,9 @@ func zoneKeys(st *enforcer.State) []string {
 	return out
 }
 
-// servedInput is what served.Compare needs from the token reads.
-func servedInput(f Facts, opt CheckOptions) served.Input {
-	in := served.Input{State: f.Snapshot.State, Served: f.Served, Parent: f.Parent, Coverage: f.Store.Coverage(),
+// servedInput is what servedzone.Compare needs from the token reads.
+func servedInput(f Facts, opt CheckOptions) servedzone.Input {
+	in := servedzone.Input{State: f.Snapshot.State, Served: f.Served, Parent: f.Parent, Coverage: f.Store.Coverage(),
 		RequireBackup: f.RequireBackup, PublicKeys: hooks.PublicKeys(f.Snapshot.Results),
 		Holders: map[string]int{}, Tokens: map[string]int{}, TokensRead: true, Warn: f.ServedWarn, Now: opt.At}
 	for _, r := range f.Snapshot.Results {
@@ -287,7 +286,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	for i, r := range f.Snapshot.Results {
 		if r.Err != nil {
 			unread[r.Token.Repository] = true
-			add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name, Text: "cannot read " + msg.OneLine(r.Err.Error())})
+			add(Finding{State: StateUnknown, Category: "token", Subject: r.Token.Name, Text: "cannot read " + human.OneLine(r.Err.Error())})
 			continue
 		}
 		// A mirror configured as a token read before it is that token:
@@ -345,7 +344,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		spare := p.Spare
 		add(Finding{State: s, Category: "rule 2", Subject: p.Name(), Spare: &spare,
 			Text: fmt.Sprintf("pool %s: spare %d: %d backed up at the head of %d unused, %d needed until %s%s",
-				p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(when.Minute), gap)})
+				p.Name(), p.Spare, p.Covered, p.Unused, p.Needed, p.Until.Format(human.Minute), gap)})
 	}
 	for _, a := range res.Ages {
 		b := Finding{State: StateWarning, Category: "backup", Subject: a.Repository}
@@ -354,15 +353,15 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 			b.Text = fmt.Sprintf("no confirmed backup ceremony for repository %s yet", a.Repository)
 		case a.Age > opt.Interval+opt.Grace:
 			b.State = StateCritical
-			b.Text = fmt.Sprintf("last confirmed backup of %s is %s old, past interval %s + grace %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval), when.Duration(opt.Grace))
+			b.Text = fmt.Sprintf("last confirmed backup of %s is %s old, past interval %s + grace %s", a.Repository, human.Duration(a.Age), human.Duration(opt.Interval), human.Duration(opt.Grace))
 		case a.Age > opt.Interval:
-			b.Text = fmt.Sprintf("last confirmed backup of %s is %s old, past interval %s", a.Repository, when.Duration(a.Age), when.Duration(opt.Interval))
+			b.Text = fmt.Sprintf("last confirmed backup of %s is %s old, past interval %s", a.Repository, human.Duration(a.Age), human.Duration(opt.Interval))
 		default:
 			continue
 		}
 		add(b)
 	}
-	for _, s := range ceremony.FindStuck(st, f.Store, f.Writer, opt.At, opt.Grace) {
+	for _, s := range backup.FindStuck(st, f.Store, f.Writer, opt.At, opt.Grace) {
 		add(Finding{State: StateWarning, Category: "ceremony", Subject: s.Ceremony, Brief: s.Brief(), Text: s.String()})
 	}
 	for _, e := range f.Exposed {
@@ -384,7 +383,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		}
 		add(Finding{State: s, Category: df.Category, Zone: df.Zone, Key: df.Key, Text: df.Text})
 	}
-	for _, sf := range served.Compare(servedInput(f, opt)) {
+	for _, sf := range servedzone.Compare(servedInput(f, opt)) {
 		s := StateWarning
 		switch {
 		case sf.Unknown:
@@ -440,7 +439,7 @@ func onNoHSM(results []hsmcheck.Result) func(*enforcer.Key) bool {
 // at a rollover OpenDNSSEC 2.1 takes them one by one, fails on each
 // ("updatePolicy: error keytag") and leaves it PRIVATE with no zone.
 // Restore those a ceremony backed up; remove from its pool those made after
-// the last ceremony.
+// the last backup.
 func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) bool, add func(Finding)) {
 	after, covered := map[string]int{}, map[string]int{}
 	for _, k := range st.Keys {
@@ -486,9 +485,9 @@ func summarize(rep *Report) string {
 		}
 		switch {
 		case oldest != nil && len(rep.Backups) > 1:
-			last = fmt.Sprintf("oldest last backup %s ago (%s)", when.Duration(oldest.Age), oldest.Repository)
+			last = fmt.Sprintf("oldest last backup %s ago (%s)", human.Duration(oldest.Age), oldest.Repository)
 		case oldest != nil:
-			last = "last backup " + when.Duration(oldest.Age) + " ago"
+			last = "last backup " + human.Duration(oldest.Age) + " ago"
 		}
 		return fmt.Sprintf("%d keys, %d pools: every key in use backed up, enough until the next backup, %s", *rep.Keys, len(rep.Pools), last)
 	}

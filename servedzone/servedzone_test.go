@@ -1,4 +1,4 @@
-package served
+package servedzone
 
 import (
 	"crypto/ecdsa"

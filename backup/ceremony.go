@@ -1,10 +1,10 @@
-// Package ceremony owns the backup ceremony of the key backup procedure:
+// Package backup owns the backup ceremony of the key backup procedure:
 // prepare (step 1), and done or rollback (step 7), so that the enforcer's
 // "Done" means "verified on every HSM and, where one is named, on the backup
 // token". Each step records what it is about to do before it does it, so a
 // crash at any moment leaves something the next step (or check) can see and
 // finish.
-package ceremony
+package backup
 
 import (
 	"context"

@@ -1,10 +1,10 @@
-// Package served reads each zone as its own servers serve it, the DNSKEY
+// Package servedzone reads each zone as its own servers serve it, the DNSKEY
 // RRset and its signatures, and compares it with what the enforcer and the
 // HSMs hold: the chain as the world sees it. It would catch a signer that
 // publishes a DNSKEY set its signatures do not match, a key no HSM holds, a
 // zone signed with a key that was never backed up, a DS at the parent that
 // points at no served key, and signatures about to expire.
-package served
+package servedzone
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package ceremony
+package backup
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ods-keyguard/ods-keyguard/internal/when"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -60,7 +60,7 @@ func WriteHistory(w io.Writer, store *ledger.Store) error {
 		if t.IsZero() {
 			return "-"
 		}
-		return t.UTC().Format(when.Minute)
+		return t.UTC().Format(human.Minute)
 	}
 	for _, c := range append(hist, open...) {
 		backup := "-"

@@ -1,6 +1,7 @@
-// Package msg shapes messages for the places that take one line: a
-// monitoring plugin's first line, syslog, an error on stderr.
-package msg
+package human
+
+// Messages for the places that take one line: a monitoring plugin's first
+// line, syslog, an error on stderr.
 
 import "strings"
 
