@@ -8,7 +8,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
-	"github.com/ods-keyguard/ods-keyguard/rules"
+	"github.com/ods-keyguard/ods-keyguard/pool"
 )
 
 func poolCommand() *cli.Command {
@@ -43,7 +43,7 @@ func runPoolFill(r *job) error {
 	if err != nil {
 		return err
 	}
-	in := rules.FillInput{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: r.cfg.Check.NewZones, Policy: c.String("policy")}
+	in := pool.Input{Now: time.Now().UTC(), Interval: sched.Interval, Grace: sched.Grace, NewZones: r.cfg.Check.NewZones, Policy: c.String("policy")}
 	if s := c.String("until"); s != "" {
 		if in.Until, err = human.ParseLater(s, in.Now); err != nil {
 			return usagef("--until: %v", err)
@@ -55,7 +55,7 @@ func runPoolFill(r *job) error {
 	if _, in.Store, err = r.ceremonies(true); err != nil {
 		return err
 	}
-	plans, err := rules.Fill(in)
+	plans, err := pool.Fill(in)
 	if err != nil {
 		return err
 	}
@@ -68,9 +68,9 @@ func runPoolFill(r *job) error {
 	if !c.Bool("json") {
 		out = c.App.Writer
 	}
-	asked, err := rules.AskFill(plans, generate, out)
+	asked, err := pool.Ask(plans, generate, out)
 	if err != nil || !c.Bool("json") {
 		return err
 	}
-	return writeJSON(c.App.Writer, rules.FillDoc(asked))
+	return writeJSON(c.App.Writer, pool.Doc(asked))
 }

@@ -1,4 +1,8 @@
-package rules
+// Package pool plans and asks for the enforcer's pre-generated keys: how
+// many each policy's zones take until the backup after next (rule 2's
+// arithmetic, from package rules), and the ods-enforcer key generate that
+// makes them, for ods-keyguard pool fill.
+package pool
 
 import (
 	"fmt"
@@ -10,30 +14,31 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/rules"
 )
 
-// FillNeed is, per role of a policy, what pool fill found.
-type FillNeed struct {
+// Need is, per role of a policy, what pool fill found.
+type Need struct {
 	Role   string    `json:"role"`
 	Needed int       `json:"needed"`
 	Until  time.Time `json:"until"`
 	Unused int       `json:"unused"`
 }
 
-func (n FillNeed) String() string {
+func (n Need) String() string {
 	return fmt.Sprintf("%s: %d needed until %s, %d unused", n.Role, n.Needed, n.Until.Format(human.Minute), n.Unused)
 }
 
-// FillPlan is what pool fill asks the enforcer for, for one policy: keys
+// Plan is what pool fill asks the enforcer for, for one policy: keys
 // covering Duration of each of its roles (zero: nothing to do).
-type FillPlan struct {
+type Plan struct {
 	Policy   string        `json:"policy"`
 	Duration time.Duration `json:"-"`
-	Needs    []FillNeed    `json:"needs"`
+	Needs    []Need        `json:"needs"`
 }
 
-// FillInput is what pool fill plans from.
-type FillInput struct {
+// Input is what pool fill plans from.
+type Input struct {
 	Now, Until      time.Time // Until zero: the backup after next, plus grace
 	State           *enforcer.State
 	Store           *ledger.Store
@@ -46,8 +51,8 @@ type FillInput struct {
 // take until the backup after next is due plus grace (keys made now are
 // backed up at the next ceremony and must last until the one after it), and
 // how long a `key generate --duration` makes enough of them.
-func Fill(in FillInput) ([]FillPlan, error) {
-	var out []FillPlan
+func Fill(in Input) ([]Plan, error) {
+	var out []Plan
 	found := in.Policy == ""
 	for _, p := range in.State.Policies {
 		if in.Policy != "" && p.Name != in.Policy {
@@ -60,7 +65,7 @@ func Fill(in FillInput) ([]FillPlan, error) {
 				zones = append(zones, z)
 			}
 		}
-		plan := FillPlan{Policy: p.Name, Needs: []FillNeed{}}
+		plan := Plan{Policy: p.Name, Needs: []Need{}}
 		for _, pk := range p.Keys {
 			if pk.ManualRollover || pk.Lifetime <= 0 {
 				continue
@@ -73,9 +78,9 @@ func Fill(in FillInput) ([]FillPlan, error) {
 				}
 				t = due.Add(in.Interval + in.Grace)
 			}
-			need := Needed(Rolls(p, pk, zones, in.NewZones[p.Name], in.Now), pk.Lifetime, t)
-			unused := len(PoolKeys(in.State, p, pk))
-			plan.Needs = append(plan.Needs, FillNeed{Role: pk.Role.String(), Needed: need, Until: t, Unused: unused})
+			need := rules.Needed(rules.Rolls(p, pk, zones, in.NewZones[p.Name], in.Now), pk.Lifetime, t)
+			unused := len(rules.PoolKeys(in.State, p, pk))
+			plan.Needs = append(plan.Needs, Need{Role: pk.Role.String(), Needed: need, Until: t, Unused: unused})
 			if need > unused {
 				plan.Duration = max(plan.Duration, time.Duration(need)*pk.Lifetime)
 			}
@@ -88,28 +93,28 @@ func Fill(in FillInput) ([]FillPlan, error) {
 	return out, nil
 }
 
-// FillAsked is a policy's plan and what pool fill asked the enforcer for.
-type FillAsked struct {
-	FillPlan
+// Asked is a policy's plan and what pool fill asked the enforcer for.
+type Asked struct {
+	Plan
 	Asked bool `json:"asked"`
 	// What key generate got, in seconds; null when nothing was asked.
 	Duration *int64 `json:"duration_seconds"`
 }
 
-// AskFill carries the plans out in order: generate (ods-enforcer key
+// Ask carries the plans out in order: generate (ods-enforcer key
 // generate --policy P --duration D) for each policy that needs keys. What
 // it does goes to out as it happens, when out is not nil.
-func AskFill(plans []FillPlan, generate func(policy, duration string) error, out io.Writer) ([]FillAsked, error) {
+func Ask(plans []Plan, generate func(policy, duration string) error, out io.Writer) ([]Asked, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	asked := []FillAsked{}
+	asked := []Asked{}
 	for _, p := range plans {
 		var notes []string
 		for _, n := range p.Needs {
 			notes = append(notes, n.String())
 		}
-		a := FillAsked{FillPlan: p}
+		a := Asked{Plan: p}
 		if p.Duration == 0 {
 			fmt.Fprintf(out, "policy %s: nothing to do (%s)\n", p.Policy, strings.Join(notes, "; "))
 			asked = append(asked, a)
@@ -128,10 +133,10 @@ func AskFill(plans []FillPlan, generate func(policy, duration string) error, out
 	return asked, nil
 }
 
-// FillDoc is pool fill's JSON document.
-func FillDoc(asked []FillAsked) any {
+// Doc is pool fill's JSON document.
+func Doc(asked []Asked) any {
 	return struct {
-		Schema   string      `json:"schema"`
-		Policies []FillAsked `json:"policies"`
+		Schema   string  `json:"schema"`
+		Policies []Asked `json:"policies"`
 	}{"ods-keyguard/pool-fill/1", asked}
 }
