@@ -129,7 +129,7 @@ var openCryptoki *sandbox.OpenCryptoki
 func setupImpl(env *testscript.Env, impl string) error {
 	env.Setenv("IMPL", impl)
 	// Where a user that cannot write state_dir keeps its own record of
-	// refused PINs (hsmcheck.UserGuard): in the script's folder, open to
+	// refused PINs (pinlock.UserStore): in the script's folder, open to
 	// every user as /var/tmp is, not on the machine.
 	xdg := filepath.Join(env.WorkDir, "xdg-state")
 	if err := os.MkdirAll(xdg, 0o755); err != nil {

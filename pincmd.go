@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/pinlock"
 )
 
 func pinCommand() *cli.Command {
@@ -57,11 +57,11 @@ writable.`,
 }
 
 func runPinRefusals(r *job) error {
-	refusals, holds, err := r.cfg.PINGuard().Refusals()
+	refusals, holds, err := r.cfg.PINRefusals().Refusals()
 	if err != nil {
 		return exit(exitUnknown, err)
 	}
-	if u := hsmcheck.UserGuard(); u != nil {
+	if u := pinlock.UserStore(); u != nil {
 		mine, h, err := u.Refusals()
 		if err != nil {
 			return exit(exitUnknown, err)
@@ -94,12 +94,12 @@ func runPinClear(c *cli.Context) error {
 		return err
 	}
 	defer r.end()
-	gone, err := r.cfg.PINGuard().Clear(name)
+	gone, err := r.cfg.PINRefusals().Clear(name)
 	if err != nil {
 		return exit(exitUnknown, err)
 	}
 	// A user that cannot write state_dir keeps its own record: clear that too.
-	if u := hsmcheck.UserGuard(); u != nil {
+	if u := pinlock.UserStore(); u != nil {
 		mine, err := u.Clear(name)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return exit(exitUnknown, err)

@@ -6,24 +6,25 @@ import (
 	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/pinlock"
 )
 
-// PINGuard keeps the PINs a token refused, in state_dir: no command logs
-// in with one again (hsmcheck/lockout.go).
-func (c *Config) PINGuard() *hsmcheck.PINGuard {
-	return &hsmcheck.PINGuard{Dir: c.StateDir, Group: c.StateGroup}
+// PINRefusals is the record of the PINs a token refused, in state_dir: no
+// command logs in with one again (package pinlock).
+func (c *Config) PINRefusals() *pinlock.Store {
+	return &pinlock.Store{Dir: c.StateDir, Group: c.StateGroup}
 }
 
 // Tokens lists the token of every repository, then every mirror, with their
 // PINs read. Order is stable: conf.xml's, then the configuration's.
 func (c *Config) Tokens() ([]hsmcheck.Token, error) {
 	var out []hsmcheck.Token
-	guard := c.PINGuard()
+	refusals := c.PINRefusals()
 	for _, r := range c.ODS.Repositories {
 		out = append(out, hsmcheck.Token{
 			Name: r.Name, Kind: hsmcheck.KindRepository, Repository: r.Name,
 			Module: r.Module, Label: r.TokenLabel, PIN: r.PIN,
-			PINSource: c.ODS.Path, Guard: guard,
+			PINSource: c.ODS.Path, Logins: refusals,
 			Env: c.Repository[r.Name].Env,
 		})
 	}
@@ -31,7 +32,7 @@ func (c *Config) Tokens() ([]hsmcheck.Token, error) {
 		t := hsmcheck.Token{
 			Name: m.Name, Kind: hsmcheck.KindMirror, Repository: m.Repository,
 			Module: m.Module, Label: m.TokenLabel, Env: m.Env,
-			PINSource: m.PinFile, Guard: guard,
+			PINSource: m.PinFile, Logins: refusals,
 		}
 		if m.PinFile == "" {
 			r, _ := c.ODS.Repository(m.Repository)
@@ -80,7 +81,7 @@ func (c *Config) BackupToken(name string) (hsmcheck.Token, error) {
 		return hsmcheck.Token{}, fmt.Errorf("backup token %q: %w", name, err)
 	}
 	return hsmcheck.Token{Name: name, Kind: hsmcheck.KindBackupToken, Module: b.Module, Label: b.TokenLabel, PIN: pin, Env: b.Env,
-		PINSource: b.PinFile, Guard: c.PINGuard()}, nil
+		PINSource: b.PinFile, Logins: c.PINRefusals()}, nil
 }
 
 // RepositoryNames lists conf.xml's repositories, or checks that only is one.

@@ -63,17 +63,19 @@ func (r Reader) Read(ctx context.Context, tokens []Token, req Request) []Result 
 	results := make([]Result, len(tokens))
 	groups := map[string][]int{}
 	var keys []string
-	// A token whose PIN it refused before is not logged in to (lockout.go).
-	guarded := make([]*guardedToken, len(tokens))
+	// A token whose PIN it refused before is not logged in to (Logins).
+	admitted := make([]Admission, len(tokens))
 	for i, t := range tokens {
 		results[i].Token = t
-		gt, err := admit(t)
-		if err != nil {
-			results[i].Err = err
-			continue
+		if t.Logins != nil {
+			a, err := t.Logins.Admit(t)
+			if err != nil {
+				results[i].Err = err
+				continue
+			}
+			admitted[i] = a
 		}
-		guarded[i] = gt
-		k := envKey(t.Env)
+		k := EnvKey(t.Env)
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
 		}
@@ -90,15 +92,16 @@ func (r Reader) Read(ctx context.Context, tokens []Token, req Request) []Result 
 	}
 	wg.Wait()
 	for i, res := range results {
-		if res.refused != "" && guarded[i] != nil {
-			results[i].Err = guarded[i].refused(res.Token, res.refused, res.Err)
+		if res.refused != "" && admitted[i] != nil {
+			results[i].Err = admitted[i].Refused(res.Token, res.refused, res.Err)
 		}
 	}
 	return results
 }
 
-// envKey is a canonical form of env.
-func envKey(env map[string]string) string {
+// EnvKey is a canonical form of env: tokens with the same one share a
+// module's process.
+func EnvKey(env map[string]string) string {
 	parts := make([]string, 0, len(env))
 	for k, v := range env {
 		parts = append(parts, k+"="+v)
@@ -280,16 +283,16 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 	if err := json.NewDecoder(r).Decode(&wire); err != nil {
 		return fmt.Errorf("%s: reading request: %w", ChildCommand, err)
 	}
-	g := &stopGuard{}
+	g := &stopLatch{}
 	g.stopOnSignal()
-	// The copy is made outside the guard: a child told to stop may stop
+	// The copy is made outside the latch: a child told to stop may stop
 	// in the middle of it, since it writes nothing but the copy.
 	ms := NewModules(snapshotOpener(g.opener(open), wire.SnapshotDir, wire.NoSnapshot))
 	defer ms.Close()
 	enc := json.NewEncoder(w)
 	// Two configured tokens can be one token with one PIN (a mirror
 	// named by its label on the repository's module): after a refusal
-	// the second is not logged in to (lockout.go). In memory only.
+	// the second is not logged in to (package pinlock). In memory only.
 	refused := map[string]string{}
 	for i, t := range wire.Tokens {
 		tok := Token{
@@ -319,4 +322,24 @@ func ServeChild(r io.Reader, w io.Writer, open Opener) error {
 		}
 	}
 	return nil
+}
+
+// pinRefusal names the CKR codes that mean "this PIN was refused" and may
+// count towards a lockout.
+func pinRefusal(err error) string {
+	var e *Error
+	if !errors.As(err, &e) {
+		return ""
+	}
+	switch e.Code {
+	case 0xA0:
+		return "CKR_PIN_INCORRECT"
+	case 0xA4:
+		return "CKR_PIN_LOCKED"
+	case 0xA3:
+		return "CKR_PIN_EXPIRED"
+	case 0xA2:
+		return "CKR_PIN_LEN_RANGE"
+	}
+	return ""
 }

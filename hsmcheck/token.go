@@ -25,9 +25,9 @@ type Token struct {
 	// PINSource is the file the PIN was read from (conf.xml or a
 	// pin_file): a refused PIN is tried again once it changes.
 	PINSource string
-	// Guard keeps the PINs this token refused (lockout.go); nil in tests
-	// that need none.
-	Guard *PINGuard
+	// Logins clears each login first: the PINs this token refused
+	// (package pinlock); nil logs in as asked, in tests that need none.
+	Logins Logins
 	// Env is the environment the module needs (SOFTHSM2_CONF,
 	// ChrystokiConfigurationPath ...), on top of this process's.
 	Env map[string]string
@@ -50,4 +50,21 @@ type Request struct {
 	// the same (a search per key): the KSKs and CSKs whose DS check matches
 	// against the parent's by digest.
 	PublicIDs []string `json:"public_ids,omitempty"`
+}
+
+// Logins is what a token's logins are cleared by before a child logs in,
+// so that a PIN a token refused is not tried again: package pinlock's
+// record of refused PINs.
+type Logins interface {
+	// Admit says whether t may log in with its PIN: an error when it may
+	// not (the token is not touched), else what records a refusal of this
+	// login (nil when there is nothing to record, as without a PIN).
+	Admit(t Token) (Admission, error)
+}
+
+// Admission records a token's refusal of the PIN it was admitted with.
+type Admission interface {
+	// Refused records that t refused the PIN with code (CKR_PIN_INCORRECT
+	// ...) and returns the error to report in loginErr's place.
+	Refused(t Token, code string, loginErr error) error
 }

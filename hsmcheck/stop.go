@@ -21,16 +21,16 @@ import (
 // childGrace bounds how long a child waits for the call in progress.
 const childGrace = 5 * time.Second
 
-// stopGuard serialises PKCS#11 calls with the stop: a call holds it shared,
+// stopLatch serialises PKCS#11 calls with the stop: a call holds it shared,
 // the stop exclusively.
-type stopGuard struct {
+type stopLatch struct {
 	mu       sync.RWMutex
 	stopping atomic.Bool
 }
 
 // stopOnSignal exits the process on SIGTERM or SIGINT once no call is in
 // progress (or childGrace has passed).
-func (g *stopGuard) stopOnSignal() {
+func (g *stopLatch) stopOnSignal() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -46,7 +46,7 @@ func (g *stopGuard) stopOnSignal() {
 	}()
 }
 
-func (g *stopGuard) call(f func() error) error {
+func (g *stopLatch) call(f func() error) error {
 	g.mu.RLock()
 	if g.stopping.Load() {
 		// Told to stop: start nothing, wait for the exit.
@@ -57,53 +57,53 @@ func (g *stopGuard) call(f func() error) error {
 	return f()
 }
 
-// guarded wraps an Opener so that every call of its modules and sessions
+// opener wraps an Opener so that every call of its modules and sessions
 // goes through g.
-func (g *stopGuard) opener(open Opener) Opener {
+func (g *stopLatch) opener(open Opener) Opener {
 	return func(path string) (Module, error) {
 		var m Module
 		err := g.call(func() (err error) { m, err = open(path); return })
 		if err != nil {
 			return nil, err
 		}
-		return guardedModule{m, g}, nil
+		return stoppableModule{m, g}, nil
 	}
 }
 
-type guardedModule struct {
+type stoppableModule struct {
 	m Module
-	g *stopGuard
+	g *stopLatch
 }
 
-func (m guardedModule) Tokens() (ts []TokenInfo, err error) {
+func (m stoppableModule) Tokens() (ts []TokenInfo, err error) {
 	err = m.g.call(func() error { ts, err = m.m.Tokens(); return err })
 	return
 }
 
-func (m guardedModule) Login(slot uint, pin string) (Session, error) {
+func (m stoppableModule) Login(slot uint, pin string) (Session, error) {
 	var s Session
 	err := m.g.call(func() (err error) { s, err = m.m.Login(slot, pin); return })
 	if err != nil {
 		return nil, err
 	}
-	return guardedSession{s, m.g}, nil
+	return stoppableSession{s, m.g}, nil
 }
 
-func (m guardedModule) Close() error { return m.g.call(m.m.Close) }
+func (m stoppableModule) Close() error { return m.g.call(m.m.Close) }
 
-type guardedSession struct {
+type stoppableSession struct {
 	s Session
-	g *stopGuard
+	g *stopLatch
 }
 
-func (s guardedSession) Find(class Class, id []byte) (hs []Handle, err error) {
+func (s stoppableSession) Find(class Class, id []byte) (hs []Handle, err error) {
 	err = s.g.call(func() error { hs, err = s.s.Find(class, id); return err })
 	return
 }
 
-func (s guardedSession) Attributes(h Handle, attrs []Attr) (vs [][]byte, err error) {
+func (s stoppableSession) Attributes(h Handle, attrs []Attr) (vs [][]byte, err error) {
 	err = s.g.call(func() error { vs, err = s.s.Attributes(h, attrs); return err })
 	return
 }
 
-func (s guardedSession) Close() error { return s.g.call(s.s.Close) }
+func (s stoppableSession) Close() error { return s.g.call(s.s.Close) }

@@ -1,6 +1,6 @@
-package hsmcheck
-
-// Lockout safety. Many HSMs lock a partition after a few wrong logins, and
+// Package pinlock keeps HSMs from locking up on ods-keyguard's logins.
+//
+// Many HSMs lock a partition after a few wrong logins, and
 // some zeroize it when the security officer is involved; ods-keyguard logs
 // in on its own schedule (check every few minutes, every hook run), with
 // PINs an operator may get wrong. So a PIN that a token refused is never
@@ -20,7 +20,7 @@ package hsmcheck
 //     would otherwise spend one more of the token's tries. state_dir is
 //     written by the enforcer's hooks, the operator and root; a user that
 //     may only read it (the monitoring user, in its group) keeps its own
-//     record (UserGuard) and consults both.
+//     record (UserStore) and consults both.
 //   - Within one process a token is asked to log in with a PIN at most
 //     once after a refusal: the refusal is kept in memory too, whatever
 //     became of the record.
@@ -29,6 +29,11 @@ package hsmcheck
 // host's (its conf.xml and pin_files), so is what they may be tried on.
 // Two hosts of an enforcer pair with the same wrong PIN on one partition
 // spend one try each.
+//
+// hsmcheck consults a Store (hsmcheck.Token.Logins) before every login and
+// tells it every refusal; ods-keyguard pin refusals and pin clear read and
+// edit the record.
+package pinlock
 
 import (
 	"crypto/hmac"
@@ -47,11 +52,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
-// Files of the PIN guard in state_dir.
+// Files of the record of refused PINs in state_dir.
 const (
 	RefusalsFile     = "pin-refusals.json"
 	refusalsKeyFile  = "pin-refusals.key"
@@ -60,11 +66,12 @@ const (
 	maxKeyBytes      = 4 << 10
 )
 
-// PINGuard keeps the refused PINs of the tokens in a state_dir.
-type PINGuard struct {
+// Store keeps the refused PINs of the tokens in a state_dir. It is the
+// hsmcheck.Logins of the tokens that config makes.
+type Store struct {
 	Dir   string // state_dir
 	Group int    // the group a state_dir made here gets; -1: none
-	// private: a user's own folder (UserGuard), 0700 and owned by it.
+	// private: a user's own folder (UserStore), 0700 and owned by it.
 	private bool
 }
 
@@ -89,7 +96,7 @@ type refusalsDoc struct {
 // RefusedError is a token not logged in to because the token refused this
 // PIN before.
 type RefusedError struct {
-	Token   Token
+	Token   hsmcheck.Token
 	Refusal Refusal
 }
 
@@ -100,26 +107,6 @@ func (e *RefusedError) Error() string {
 	}
 	return fmt.Sprintf("%s: token %q refused this PIN (%s), not tried again: correct the PIN in %s (a changed file is tried once), or once the token is fixed run ods-keyguard pin clear %s (refused at %s)",
 		e.Token.Describe(), e.Token.Label, e.Refusal.Error, src, e.Token.Name, e.Refusal.At.UTC().Format(time.RFC3339))
-}
-
-// pinRefusal names the CKR codes that mean "this PIN was refused" and may
-// count towards a lockout.
-func pinRefusal(err error) string {
-	var e *Error
-	if !errors.As(err, &e) {
-		return ""
-	}
-	switch e.Code {
-	case 0xA0:
-		return "CKR_PIN_INCORRECT"
-	case 0xA4:
-		return "CKR_PIN_LOCKED"
-	case 0xA3:
-		return "CKR_PIN_EXPIRED"
-	case 0xA2:
-		return "CKR_PIN_LEN_RANGE"
-	}
-	return ""
 }
 
 // runRefusals are the refusals this process met, by HMAC key: kept even
@@ -139,8 +126,8 @@ var logins = struct {
 
 // tokenIdentity is what makes two configured tokens the same token to log
 // in to: module, label and the module's environment.
-func tokenIdentity(t Token) string {
-	return t.Module + "\x00" + t.Label + "\x00" + envKey(t.Env)
+func tokenIdentity(t hsmcheck.Token) string {
+	return t.Module + "\x00" + t.Label + "\x00" + hsmcheck.EnvKey(t.Env)
 }
 
 // sourceStamp identifies the PIN's source file as it is now: another
@@ -156,25 +143,25 @@ func sourceStamp(path string) string {
 	return fmt.Sprintf("%d:%d:%d:%d.%09d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
 }
 
-// guardedToken is a token the guard has cleared for a login, with what a
+// admission is a token the record has cleared for a login, with what a
 // refusal needs to be recorded.
-type guardedToken struct {
+type admission struct {
 	mac, stamp string
-	guard      *PINGuard
+	store      *Store
 	own        bool // recorded in the user's own record, not state_dir
 }
 
-// admit decides whether t may log in: nil when it may (with what to record
-// on a refusal), an error when it may not. A token without a guard or
-// without a PIN is admitted as it is.
+// Admit decides whether t may log in: an admission when it may (what
+// records a refusal of that login), an error when it may not. A token
+// without a PIN is admitted as it is (nil, nil).
 //
 // Refusals are looked up in state_dir (recorded by whoever can write it:
 // the enforcer's hooks, the operator's commands, root) and in this user's
-// own record (UserGuard), which a user that cannot write state_dir (the
+// own record (UserStore), which a user that cannot write state_dir (the
 // monitoring user, in state_dir's group, reads only) keeps instead. A user
 // that can record in neither does not log in.
-func admit(t Token) (*guardedToken, error) {
-	if t.Guard == nil || t.PIN.Reveal() == "" {
+func (s *Store) Admit(t hsmcheck.Token) (hsmcheck.Admission, error) {
+	if t.PIN.Reveal() == "" {
 		return nil, nil
 	}
 	stamp := sourceStamp(t.PINSource)
@@ -184,8 +171,8 @@ func admit(t Token) (*guardedToken, error) {
 	if seen {
 		return nil, &RefusedError{Token: t, Refusal: r}
 	}
-	stores := []*PINGuard{t.Guard}
-	if u := UserGuard(); u != nil {
+	stores := []*Store{s}
+	if u := UserStore(); u != nil {
 		stores = append(stores, u)
 	}
 	for _, g := range stores {
@@ -211,10 +198,10 @@ func admit(t Token) (*guardedToken, error) {
 		}
 	}
 	// Where a refusal would be recorded: state_dir, else this user's own.
-	rec := t.Guard
-	werr := t.Guard.writable()
+	rec := s
+	werr := s.writable()
 	if werr != nil {
-		u := UserGuard()
+		u := UserStore()
 		if u == nil {
 			return nil, fmt.Errorf("%s: not logging in, since a refused PIN could not be recorded: %w", t.Describe(), werr)
 		}
@@ -230,12 +217,12 @@ func admit(t Token) (*guardedToken, error) {
 	logins.Lock()
 	logins.m[tokenIdentity(t)]++
 	logins.Unlock()
-	return &guardedToken{mac: pinMAC(key, t), stamp: stamp, guard: rec, own: rec != t.Guard}, nil
+	return &admission{mac: pinMAC(key, t), stamp: stamp, store: rec, own: rec != s}, nil
 }
 
-// refused records that t refused its PIN with code, and returns the error
+// Refused records that t refused its PIN with code, and returns the error
 // to report: the token's, and what becomes of the PIN.
-func (gt *guardedToken) refused(t Token, code string, loginErr error) error {
+func (gt *admission) Refused(t hsmcheck.Token, code string, loginErr error) error {
 	r := Refusal{
 		Token: t.Describe(), Module: t.Module, Label: t.Label, PINSource: t.PINSource,
 		SourceStamp: gt.stamp, PINHMAC: gt.mac, Error: code, At: time.Now().UTC().Truncate(time.Second),
@@ -244,14 +231,14 @@ func (gt *guardedToken) refused(t Token, code string, loginErr error) error {
 	runRefusals.Lock()
 	runRefusals.m[runMAC(t)] = r
 	runRefusals.Unlock()
-	if err := gt.guard.record(r); err != nil {
+	if err := gt.store.record(r); err != nil {
 		return fmt.Errorf("%w; the refusal could not be recorded (%v): the next run may try this PIN once more: correct it now", loginErr, err)
 	}
 	src := "its source"
 	if t.PINSource != "" {
 		src = t.PINSource
 	}
-	where := filepath.Join(gt.guard.Dir, RefusalsFile)
+	where := filepath.Join(gt.store.Dir, RefusalsFile)
 	if gt.own {
 		where = fmt.Sprintf("%s for uid %d only (it cannot write state_dir; a writer records it for all)", where, os.Getuid())
 	}
@@ -266,13 +253,13 @@ var runKey = func() []byte {
 	return k
 }()
 
-func runMAC(t Token) string { return pinMAC(runKey, t) }
+func runMAC(t hsmcheck.Token) string { return pinMAC(runKey, t) }
 
-// UserGuard is the record of refused PINs of a user that cannot write
+// UserStore is the record of refused PINs of a user that cannot write
 // state_dir: a folder of its own (0700) in $XDG_STATE_HOME, else in
 // /var/tmp, which outlives a reboot. nil for root, which can always write
 // state_dir.
-func UserGuard() *PINGuard {
+func UserStore() *Store {
 	if os.Getuid() == 0 {
 		return nil
 	}
@@ -280,11 +267,11 @@ func UserGuard() *PINGuard {
 	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
 		base = x
 	}
-	return &PINGuard{Dir: fmt.Sprintf("%s/ods-keyguard-pin-refusals-%d", base, os.Getuid()), Group: -1, private: true}
+	return &Store{Dir: fmt.Sprintf("%s/ods-keyguard-pin-refusals-%d", base, os.Getuid()), Group: -1, private: true}
 }
 
 // pinMAC is the keyed hash of the token's identity and its PIN.
-func pinMAC(key []byte, t Token) string {
+func pinMAC(key []byte, t hsmcheck.Token) string {
 	m := hmac.New(sha256.New, key)
 	io.WriteString(m, "ods-keyguard pin refusal 1\x00")
 	io.WriteString(m, tokenIdentity(t))
@@ -294,8 +281,8 @@ func pinMAC(key []byte, t Token) string {
 }
 
 // open opens the folder of the record: state_dir, made when create is set
-// and it is missing, or a user's own folder (UserGuard).
-func (g *PINGuard) open(create bool) (*statedir.Dir, error) {
+// and it is missing, or a user's own folder (UserStore).
+func (g *Store) open(create bool) (*statedir.Dir, error) {
 	if g.private {
 		return statedir.OpenPrivate(g.Dir, create)
 	}
@@ -304,7 +291,7 @@ func (g *PINGuard) open(create bool) (*statedir.Dir, error) {
 
 // key returns the install's HMAC key, made when missing and create is set
 // (linked into place, so that two processes making it agree on one).
-func (g *PINGuard) key(create bool) ([]byte, error) {
+func (g *Store) key(create bool) ([]byte, error) {
 	d, err := g.open(create)
 	if err != nil {
 		return nil, err
@@ -334,7 +321,7 @@ func (g *PINGuard) key(create bool) ([]byte, error) {
 }
 
 // load reads the recorded refusals; a missing file is none.
-func (g *PINGuard) load() (*refusalsDoc, error) {
+func (g *Store) load() (*refusalsDoc, error) {
 	doc := &refusalsDoc{Format: refusalsFormat}
 	d, err := g.open(false)
 	if errors.Is(err, os.ErrNotExist) {
@@ -361,8 +348,8 @@ func (g *PINGuard) load() (*refusalsDoc, error) {
 // folder writable, and this user one whose records are read there (root
 // or the folder's owner, see statedir.Dir.Trusted). A record made by
 // anyone else would be refused by every reader, so such a user keeps its
-// own (UserGuard).
-func (g *PINGuard) writable() error {
+// own (UserStore).
+func (g *Store) writable() error {
 	d, err := g.open(true)
 	if err != nil {
 		return err
@@ -384,7 +371,7 @@ func (g *PINGuard) writable() error {
 // store replaces the refusals file with doc, under the state lock of
 // this folder's refusals (a flock on the file's folder would serialise
 // with the ledger; the refusals take their own).
-func (g *PINGuard) update(f func(*refusalsDoc) bool) error {
+func (g *Store) update(f func(*refusalsDoc) bool) error {
 	d, err := g.open(true)
 	if err != nil {
 		return err
@@ -427,7 +414,7 @@ func flockTimeout(fd int, wait time.Duration) error {
 
 // record adds r, replacing an older refusal of the same token, PIN and
 // source.
-func (g *PINGuard) record(r Refusal) error {
+func (g *Store) record(r Refusal) error {
 	return g.update(func(doc *refusalsDoc) bool {
 		out := doc.Refusals[:0]
 		for _, x := range doc.Refusals {
@@ -442,7 +429,7 @@ func (g *PINGuard) record(r Refusal) error {
 
 // Refusals lists the recorded refusals, oldest first, each with whether it
 // still holds (its PIN source unchanged).
-func (g *PINGuard) Refusals() ([]Refusal, []bool, error) {
+func (g *Store) Refusals() ([]Refusal, []bool, error) {
 	doc, err := g.load()
 	if err != nil {
 		return nil, nil, err
@@ -456,7 +443,7 @@ func (g *PINGuard) Refusals() ([]Refusal, []bool, error) {
 
 // Clear forgets the refusals recorded for the token named name (every
 // token when name is ""), and returns them.
-func (g *PINGuard) Clear(name string) ([]Refusal, error) {
+func (g *Store) Clear(name string) ([]Refusal, error) {
 	var gone []Refusal
 	err := g.update(func(doc *refusalsDoc) bool {
 		out := doc.Refusals[:0:0]
@@ -484,7 +471,7 @@ func refusalName(r Refusal) string {
 
 // loginCount returns how many logins this process asked of the token (by
 // module, label and environment).
-func loginCount(t Token) int {
+func loginCount(t hsmcheck.Token) int {
 	logins.Lock()
 	defer logins.Unlock()
 	return logins.m[tokenIdentity(t)]

@@ -1,4 +1,4 @@
-package hsmcheck
+package pinlock
 
 import (
 	"context"
@@ -11,32 +11,71 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/secret"
 )
 
-// The PIN guard, on the fake module through the real Reader: a refused PIN
-// is recorded and not tried again until its source changes or it is
-// cleared; a guard that cannot record keeps the token untouched.
+// The reader's children are this test binary, serving hsmcheck's child
+// command on the real module.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == hsmcheck.ChildCommand {
+		if err := hsmcheck.ServeChild(os.Stdin, os.Stdout, hsmcheck.OpenModule); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
-func guardedTokens(t *testing.T, dir, pin string) (Token, string) {
+// The record of refused PINs, through hsmcheck's real Reader on a real
+// SoftHSMv2 token: a refused PIN is recorded and not tried again until its
+// source changes or it is cleared; a store that cannot record keeps the
+// token untouched.
+
+// recordedToken is a SoftHSMv2 token ods-a (PIN 1234) given pin from a
+// pin file, with the record in dir/state.
+func recordedToken(t *testing.T, dir, pin string) (hsmcheck.Token, string) {
 	t.Helper()
-	toks, _ := fakeBackend{}.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: "01", Type: "EC"}}})
-	tok := toks[0]
+	if _, err := os.Stat(sandbox.Module); err != nil {
+		sandbox.Missing(t, "needs SoftHSMv2: %v", err)
+	}
+	conf, err := sandbox.SoftHSM(filepath.Join(dir, "softhsm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.InitToken(conf, "ods-a", "1234"); err != nil {
+		t.Fatal(err)
+	}
 	src := filepath.Join(dir, "site-b.pin")
 	if err := os.WriteFile(src, []byte(pin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tok.PIN, tok.PINSource = pinOf(pin), src
-	tok.Guard = &PINGuard{Dir: filepath.Join(dir, "state"), Group: -1}
+	tok := hsmcheck.Token{
+		Name: "ods-a", Kind: hsmcheck.KindRepository, Repository: "ods-a",
+		Module: sandbox.Module, Label: "ods-a", PIN: secret.Value(pin), PINSource: src,
+		Logins: &Store{Dir: filepath.Join(dir, "state"), Group: -1},
+		Env:    map[string]string{"SOFTHSM2_CONF": conf},
+	}
 	return tok, src
 }
 
-func readOne(t *testing.T, tok Token) error {
+func pinOf(s string) secret.Value { return secret.Value(s) }
+
+func readOne(t *testing.T, tok hsmcheck.Token) error {
 	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return reader(t).Read(ctx, []Token{tok}, Request{})[0].Err
+	r := hsmcheck.Reader{Exe: []string{self, hsmcheck.ChildCommand}}
+	return r.Read(ctx, []hsmcheck.Token{tok}, hsmcheck.Request{})[0].Err
 }
+
+func store(tok hsmcheck.Token) *Store { return tok.Logins.(*Store) }
 
 func resetRun() {
 	runRefusals.Lock()
@@ -47,10 +86,10 @@ func resetRun() {
 	logins.Unlock()
 }
 
-func TestPINGuardRecordsAndRefuses(t *testing.T) {
+func TestRefusalRecordsAndRefuses(t *testing.T) {
 	resetRun()
 	dir := t.TempDir()
-	tok, src := guardedTokens(t, dir, "9999")
+	tok, src := recordedToken(t, dir, "9999")
 	err := readOne(t, tok)
 	if err == nil || !strings.Contains(err.Error(), "login: CKR_PIN_INCORRECT; recorded in ") {
 		t.Fatalf("first read: %v", err)
@@ -93,7 +132,7 @@ func TestPINGuardRecordsAndRefuses(t *testing.T) {
 	if err := readOne(t, tok); err == nil || !strings.Contains(err.Error(), "recorded in") {
 		t.Fatalf("changed source: %v", err)
 	}
-	gone, err := tok.Guard.Clear("R-ods-a")
+	gone, err := store(tok).Clear("ods-a")
 	if err != nil || len(gone) != 1 {
 		t.Fatalf("clear: %v, %v", gone, err)
 	}
@@ -106,10 +145,10 @@ func TestPINGuardRecordsAndRefuses(t *testing.T) {
 	}
 }
 
-func TestPINGuardInOneRunAsksOnce(t *testing.T) {
+func TestRefusalInOneRunAsksOnce(t *testing.T) {
 	resetRun()
 	dir := t.TempDir()
-	tok, _ := guardedTokens(t, dir, "9999")
+	tok, _ := recordedToken(t, dir, "9999")
 	// Recording fails (every temporary name the record could take is
 	// taken): the run still does not ask again.
 	for i := 0; i <= 100; i++ {
@@ -130,10 +169,10 @@ func TestPINGuardInOneRunAsksOnce(t *testing.T) {
 	}
 }
 
-func TestPINGuardSymlinksAndDamage(t *testing.T) {
+func TestRefusalSymlinksAndDamage(t *testing.T) {
 	resetRun()
 	dir := t.TempDir()
-	tok, _ := guardedTokens(t, dir, "1234")
+	tok, _ := recordedToken(t, dir, "1234")
 	state := filepath.Join(dir, "state")
 	// A first read makes the install's key; from then on every read
 	// looks at the record.
@@ -162,10 +201,10 @@ func TestPINGuardSymlinksAndDamage(t *testing.T) {
 // The record is read as state_dir's other records are: only a file made by
 // root or state_dir's owner, and a FIFO in its place fails at once instead
 // of stalling every token read.
-func TestPINGuardReadsOnlyTrustedRecords(t *testing.T) {
+func TestRefusalReadsOnlyTrustedRecords(t *testing.T) {
 	resetRun()
 	dir := t.TempDir()
-	tok, _ := guardedTokens(t, dir, "1234")
+	tok, _ := recordedToken(t, dir, "1234")
 	state := filepath.Join(dir, "state")
 	if err := readOne(t, tok); err != nil {
 		t.Fatal(err)
@@ -192,26 +231,5 @@ func TestPINGuardReadsOnlyTrustedRecords(t *testing.T) {
 	}
 	if loginCount(tok) != n {
 		t.Fatal("logged in past a record it could not trust")
-	}
-}
-
-func TestSharedSerialAndRecognize(t *testing.T) {
-	if SharedSerial("NSS 3", "Mozilla Foundation", "0000000000000000") == "" ||
-		SharedSerial("IBM SoftTok", "IBM Corp.", "123") == "" ||
-		SharedSerial("SoftHSM v2", "SoftHSM project", "0a1b2c3d4e5f6a7b") != "" {
-		t.Fatal("shared serials")
-	}
-	seen := []Recorded{{Label: "ods-a", Serial: "0a1b", Where: "ceremony X"}}
-	c := &Contents{Label: "ods-a", Serial: "0a1b", Model: "SoftHSM v2"}
-	if got := RecognizeNote(c, seen); got != "serial 0a1b is the one recorded at ceremony X: not a new token" {
-		t.Fatal(got)
-	}
-	c.Label = "other"
-	if got := RecognizeNote(c, seen); !strings.Contains(got, "another token, or relabelled") {
-		t.Fatal(got)
-	}
-	n := &Contents{Label: "ods-a", Serial: "0000000000000000", Model: "NSS 3"}
-	if got := RecognizeNote(n, []Recorded{{Label: "ods-a", Serial: "0000000000000000", Where: "ceremony Y"}}); !strings.HasPrefix(got, "serial 0000000000000000 cannot tell a new token") {
-		t.Fatal(got)
 	}
 }
