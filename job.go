@@ -1,15 +1,12 @@
 package main
 
-// What several commands share: the configuration, the ledger, the DS guard,
-// time limits and JSON output.
+// A command's job: what every command that runs starts with (its
+// configuration and its deadline) and the resources it opens on the way
+// (the ledger, the DS guard, the tokens), closed when it ends.
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
-	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -216,132 +213,4 @@ func unreadable(results []hsmcheck.Result) error {
 		return nil
 	}
 	return exit(exitUnknown, errors.Join(errs...))
-}
-
-// output prints a command's result: its JSON document with --json, else
-// its text.
-func output(c *cli.Context, doc any, text func(io.Writer) error) error {
-	if c.Bool("json") {
-		return writeJSON(c.App.Writer, doc)
-	}
-	return text(c.App.Writer)
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print a JSON document"} }
-
-// buildVersion is the package's version, set at build time by make build
-// and make deb (-ldflags -X main.buildVersion=...; packaging/version.sh):
-// one version in the package, --version and check -V.
-var buildVersion string
-
-// version is the package's version, else the module version and the
-// commit the binary was built from (go build by hand).
-func version() string {
-	if buildVersion != "" {
-		return buildVersion
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	if v != "(devel)" && v != "" {
-		return v // a pseudo-version carries the commit already
-	}
-	for _, s := range bi.Settings {
-		switch {
-		case s.Key == "vcs.revision" && len(s.Value) >= 12:
-			v += " " + s.Value[:12]
-		case s.Key == "vcs.modified" && s.Value == "true":
-			v += "+dirty"
-		}
-	}
-	return v
-}
-
-// jsonCommand is the schema name of the command that args run (hook
-// pending: hook-pending) when that command prints JSON and --json is among
-// its arguments; "" otherwise. It reads args as given, so that a failure
-// before the command's action (a bad flag, the configuration) still gets
-// the document its caller asked for.
-func jsonCommand(app *cli.App, args []string) string {
-	cmds, path := app.Commands, []string(nil)
-	var cmd *cli.Command
-	i := 1
-	for i < len(args) {
-		a := args[i]
-		i++
-		if a == "--" {
-			return ""
-		}
-		if cmd != nil && len(cmd.Subcommands) == 0 {
-			if a == "--json" || a == "-json" || a == "--json=true" || a == "-json=true" {
-				return strings.Join(path, "-")
-			}
-			continue
-		}
-		if strings.HasPrefix(a, "-") {
-			if (a == "--config" || a == "-config") && i < len(args) {
-				i++
-			}
-			continue
-		}
-		var next *cli.Command
-		for _, c := range cmds {
-			if c.HasName(a) {
-				next = c
-			}
-		}
-		if next == nil {
-			return ""
-		}
-		cmd, cmds, path = next, next.Subcommands, append(path, next.Name)
-		if len(cmds) == 0 && !hasFlag(cmd, "json") {
-			return ""
-		}
-	}
-	return ""
-}
-
-func hasFlag(cmd *cli.Command, name string) bool {
-	for _, f := range cmd.Flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// failureDocument is what a --json command prints when it fails before it
-// has a document of its own: its schema, and the error with the exit
-// status. The backup commands' documents carry their error as a string
-// already (ok false); check prints its UNKNOWN verdict itself.
-func failureDocument(name string, code int, msg string) any {
-	schema := "ods-keyguard/" + name + "/1"
-	switch name {
-	case "backup-prepare", "backup-done", "backup-rollback":
-		return struct {
-			Schema     string `json:"schema"`
-			OK         bool   `json:"ok"`
-			Error      string `json:"error"`
-			Ceremonies []any  `json:"ceremonies"`
-			Messages   []any  `json:"messages"`
-		}{schema, false, msg, []any{}, []any{}}
-	}
-	type failure struct {
-		Message    string `json:"message"`
-		ExitStatus int    `json:"exit_status"`
-	}
-	return struct {
-		Schema string  `json:"schema"`
-		Error  failure `json:"error"`
-	}{schema, failure{msg, code}}
 }

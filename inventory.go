@@ -1,0 +1,53 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
+)
+
+func inventoryCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "inventory",
+		Usage:     "list every key known to the enforcer or found on a token",
+		UsageText: "ods-keyguard inventory [--repository R] [--json] [-t SECONDS]",
+		Description: `One row per key: locator, repository, policy, role, zones, use (pool,
+assigned, in use, retiring, deleted, or orphan for a key on a token that the
+enforcer does not know), the enforcer's backup state, the confirmed
+ceremony that covers it, and present/missing on each token of the
+repository (its own and every mirror).
+
+Exit status: 0 listed; 3 the database or a token could not be read (the
+list is printed all the same, with "unknown" where a token was unreadable).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only keys of repository `R`"},
+			jsonFlag(), timeoutFlag(defaultTimeout),
+		},
+		Action: withJob(runInventory),
+	}
+}
+
+func runInventory(r *job) error {
+	c := r.c
+	repo := c.String("repository")
+	if repo != "" {
+		if _, err := r.cfg.RepositoryNames(repo); err != nil {
+			return err
+		}
+	}
+	snap, err := r.snapshot(hsmcheck.Request{})
+	if err != nil {
+		return err
+	}
+	_, store, err := r.ceremonies(true)
+	if err != nil {
+		return err
+	}
+	rep := inventory.Build(snap.State, snap.Results, repo)
+	rep.Cover(store.Coverage(), r.cfg.RequireBackup())
+	if err := output(c, rep.InventoryDoc(), rep.WriteInventory); err != nil {
+		return err
+	}
+	return unreadable(snap.Results)
+}
