@@ -9,6 +9,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/recovery"
 )
@@ -257,7 +258,12 @@ func runPrunePool(r *job) error {
 		return err
 	}
 	if c.Bool("apply") {
-		if err := p.Apply(r.ctx, r.cfg.ODS.Datastore, r.cfg.StateDir, time.Now()); err != nil {
+		state, err := statedir.Open(r.cfg.StateDir, true, r.cfg.StateGroup)
+		if err != nil {
+			return err
+		}
+		defer state.Close()
+		if err := p.Apply(r.ctx, r.cfg.ODS.Datastore, state, time.Now()); err != nil {
 			return fmt.Errorf("recover prune-pool --apply: %w", err)
 		}
 	}

@@ -3,8 +3,6 @@ package recovery
 import (
 	"bytes"
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
-	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
-	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -120,8 +118,7 @@ func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enfor
 // state it was read in and unassigned: the same text runs on SQLite and
 // MySQL.
 func deleteStatement(k PoolKey) string {
-	return fmt.Sprintf("DELETE FROM hsmKey WHERE id = %d AND lower(locator) = '%s' AND state = %d AND id NOT IN (SELECT hsmKeyId FROM keyData);",
-		k.ID, k.Locator, int(k.state))
+	return enforcer.Removal{ID: k.ID, Locator: k.Locator, State: k.state}.Statement()
 }
 
 // EnforcerRunning says whether ods-enforcerd runs for conf: its socket
@@ -176,130 +173,62 @@ func sameFile(a, b string) bool {
 }
 
 // ErrChanged is a row that is no longer what the plan saw.
-var ErrChanged = errors.New("changed since it was read")
+var ErrChanged = enforcer.ErrChanged
 
-// Apply runs the plan's statements in one transaction on the enforcer's
-// database, with the enforcer stopped. Before it deletes anything it
-// writes, in dir, the deleted rows as INSERT statements (the undo) and,
-// for SQLite, a copy of the whole database. A row that is no longer
-// UNUSED, is now assigned, or carries another locator stops it all:
-// nothing is deleted.
-func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, dir string, now time.Time) error {
+// Apply removes the plan's keys from the enforcer's database, with the
+// enforcer stopped, in one transaction (enforcer.RemoveKeys) that deletes
+// each row only while it is still as planned: a row that is no longer
+// UNUSED, is now assigned, or carries another locator stops it all, and
+// nothing is deleted. Before anything is deleted it writes into state (the
+// state_dir) the rows as INSERT statements (the undo) and, for SQLite, a
+// copy of the whole database.
+func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, state *statedir.Dir, now time.Time) error {
 	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state_dir: %w", err)
+	stamp := now.UTC().Format(human.Stamp)
+	undoName := "prune-pool-" + stamp + ".undo.sql"
+	keys := make([]enforcer.Removal, len(p.Keys))
+	for i, k := range p.Keys {
+		keys[i] = enforcer.Removal{ID: k.ID, Locator: k.Locator, State: k.state}
 	}
-	stamp := now.UTC().Format("20060102T150405Z")
-	p.Undo = filepath.Join(dir, "prune-pool-"+stamp+".undo.sql")
-	var db *sql.DB
-	var err error
-	mysql := ds.MySQL != nil
-	if mysql {
-		m := ds.MySQL
-		db, err = mysqlx.Open(mysqlx.Server{Host: m.Host, Port: m.Port, User: m.Username, Password: m.Password, Database: m.Database})
-	} else {
-		if fi, serr := os.Lstat(ds.SQLite); serr != nil || !fi.Mode().IsRegular() {
-			return fmt.Errorf("enforcer database %s: not a regular file", ds.SQLite)
-		}
-		db, err = sql.Open("sqlite", "file:"+ds.SQLite+"?_pragma=busy_timeout(5000)")
+	opt := enforcer.PruneOptions{
+		Before: func(rows []enforcer.HSMKeyRow) error {
+			var undo bytes.Buffer
+			fmt.Fprintf(&undo, "-- ods-keyguard recover prune-pool, %s: the hsmKey rows it deleted from %s.\n-- To put them back, with the enforcer stopped, run these statements.\n",
+				now.UTC().Format(time.RFC3339), ds)
+			for _, r := range rows {
+				fmt.Fprintln(&undo, r.Insert(ds.MySQL != nil))
+			}
+			if err := state.Create(undoName, undo.Bytes(), 0o600); err != nil {
+				return err
+			}
+			p.Undo = state.Name(undoName)
+			return nil
+		},
 	}
-	if err != nil {
-		return fmt.Errorf("enforcer database %s: %w", ds, err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("enforcer database %s: %w", ds, err)
-	}
-	defer conn.Close()
-	if !mysql {
-		p.Copy = filepath.Join(dir, "kasp.db.before-prune-"+stamp)
-		if _, err := os.Lstat(p.Copy); err == nil {
-			return fmt.Errorf("database copy %s: already there", p.Copy)
-		}
-		if _, err := conn.ExecContext(ctx, "VACUUM INTO ?", p.Copy); err != nil {
-			return fmt.Errorf("copy of enforcer database %s to %s: %w", ds, p.Copy, err)
+	if ds.MySQL == nil {
+		copyName := "kasp.db.before-prune-" + stamp
+		opt.Copy = func(data []byte) error {
+			if err := state.Create(copyName, data, 0o600); err != nil {
+				return fmt.Errorf("copy of enforcer database %s: %w", ds, err)
+			}
+			p.Copy = state.Name(copyName)
+			return nil
 		}
 	}
-	begin := "BEGIN IMMEDIATE"
-	if mysql {
-		begin = "START TRANSACTION"
-	}
-	if _, err := conn.ExecContext(ctx, begin); err != nil {
-		return fmt.Errorf("enforcer database %s: %s: %w", ds, begin, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	if _, err := enforcer.RemoveKeys(ctx, ds, keys, opt); err != nil {
+		// Nothing was deleted: the undo and the copy would record a
+		// removal that did not happen.
+		for _, f := range []*string{&p.Undo, &p.Copy} {
+			if *f != "" {
+				state.Remove(filepath.Base(*f))
+				*f = ""
+			}
 		}
-	}()
-	var undo bytes.Buffer
-	fmt.Fprintf(&undo, "-- ods-keyguard recover prune-pool, %s: the hsmKey rows it deleted from %s.\n-- To put them back, with the enforcer stopped, run these statements.\n",
-		now.UTC().Format(time.RFC3339), ds)
-	lock := ""
-	if mysql {
-		lock = " FOR UPDATE"
-	}
-	for _, k := range p.Keys {
-		var row struct {
-			id, rev, policyID, state, bits, alg, role, inception, revoked, keyType, backup int64
-			locator, repo                                                                  string
-		}
-		err := conn.QueryRowContext(ctx, `SELECT id, rev, policyId, locator, state, bits, algorithm, role, inception,
-			isRevoked, keyType, repository, backup FROM hsmKey WHERE id = ?`+lock, k.ID).Scan(
-			&row.id, &row.rev, &row.policyID, &row.locator, &row.state, &row.bits, &row.alg, &row.role, &row.inception,
-			&row.revoked, &row.keyType, &row.repo, &row.backup)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("hsmKey %d (%s): gone: %w; nothing deleted", k.ID, k.Locator, ErrChanged)
-		}
-		if err != nil {
-			return fmt.Errorf("enforcer database %s: hsmKey %d: %w", ds, k.ID, err)
-		}
-		var uses int
-		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM keyData WHERE hsmKeyId = ?`, k.ID).Scan(&uses); err != nil {
-			return fmt.Errorf("enforcer database %s: keyData of hsmKey %d: %w", ds, k.ID, err)
-		}
-		switch {
-		case !strings.EqualFold(row.locator, k.Locator):
-			return fmt.Errorf("hsmKey %d: locator %s, not %s: %w; nothing deleted", k.ID, row.locator, k.Locator, ErrChanged)
-		case row.state != int64(k.state):
-			return fmt.Errorf("hsmKey %d (%s): now %s, not %s: %w; nothing deleted", k.ID, k.Locator, enforcer.KeyState(row.state), k.State, ErrChanged)
-		case uses > 0:
-			return fmt.Errorf("hsmKey %d (%s): now assigned to a zone: %w; nothing deleted", k.ID, k.Locator, ErrChanged)
-		}
-		fmt.Fprintf(&undo, "INSERT INTO hsmKey (id, rev, policyId, locator, state, bits, algorithm, role, inception, isRevoked, keyType, repository, backup) VALUES (%d, %d, %d, %s, %d, %d, %d, %d, %d, %d, %d, %s, %d);\n",
-			row.id, row.rev, row.policyID, sqlString(row.locator, mysql), row.state, row.bits, row.alg, row.role, row.inception,
-			row.revoked, row.keyType, sqlString(row.repo, mysql), row.backup)
-	}
-	if err := atomicfile.Write(p.Undo, undo.Bytes(), 0o600); err != nil {
 		return err
 	}
-	for i, stmt := range p.Statements {
-		res, err := conn.ExecContext(ctx, stmt)
-		if err != nil {
-			return fmt.Errorf("enforcer database %s: %s: %w", ds, stmt, err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return fmt.Errorf("hsmKey %d (%s): deleted %d rows, not 1: %w; nothing deleted", p.Keys[i].ID, p.Keys[i].Locator, n, ErrChanged)
-		}
-	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("enforcer database %s: COMMIT: %w; nothing deleted", ds, err)
-	}
-	done = true
 	p.Applied = true
 	p.Summary = fmt.Sprintf("removed %d keys on no HSM, never used by a zone, from the enforcer's database; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", len(p.Keys))
 	return nil
-}
-
-// sqlString quotes s as an SQL string literal: quotes doubled, and for
-// MySQL backslashes too.
-func sqlString(s string, mysql bool) string {
-	if mysql {
-		s = strings.ReplaceAll(s, `\`, `\\`)
-	}
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 )
@@ -136,7 +137,11 @@ func testPruneApply(t *testing.T, b backend) {
 	}
 	// The enforcer hands aa02 out meanwhile.
 	b.exec(t, assignAA02)
-	dir := t.TempDir()
+	dir, err := statedir.Open(t.TempDir(), false, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
 	now := time.Date(2026, 12, 3, 11, 0, 0, 0, time.UTC)
 	err = p.Apply(context.Background(), ds, dir, now)
 	if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "hsmKey 2 (aa02): now assigned to a zone") {
@@ -144,6 +149,9 @@ func testPruneApply(t *testing.T, b backend) {
 	}
 	if n := b.count(t, "SELECT count(*) FROM hsmKey"); n != 3 || p.Applied {
 		t.Fatalf("%d rows left after a refused apply", n)
+	}
+	if left, _ := dir.List(""); len(left) != 0 || p.Undo != "" || p.Copy != "" {
+		t.Fatalf("a refused apply left %v (undo %q, copy %q)", left, p.Undo, p.Copy)
 	}
 	// Unassigned again: both go.
 	b.exec(t, "DELETE FROM keyData")
