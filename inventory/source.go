@@ -9,7 +9,7 @@ import (
 
 // Source is where the facts that judge keys come from: the enforcer's
 // database and the tokens. Live reads the real ones; tests of the packages
-// that decide (ceremony, hooks, monitor) hand in a fake
+// that decide (backup, hooks, check) hand in a fake
 // (inventory/inventorytest), as hsmcheck's own tests do one level down.
 type Source interface {
 	// State reads the enforcer's database, within ctx.

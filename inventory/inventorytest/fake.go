@@ -1,5 +1,5 @@
 // Package inventorytest gives the tests of the packages that decide
-// (ceremony, hooks, monitor) a Source without a lab: the enforcer's state
+// (backup, hooks, check) a Source without a lab: the enforcer's state
 // and the tokens' contents held in memory, with keys that are real key
 // pairs, so that DNSKEYs, key tags and fingerprints are what a token and
 // the enforcer would give. The same decisions against a real ods-enforcerd
