@@ -42,7 +42,7 @@ var hexLocator = regexp.MustCompile(`^[0-9a-fA-F]{1,256}$`)
 // HSMKeyRow is an hsmKey row whole, as it was before it was deleted.
 type HSMKeyRow struct {
 	ID, Rev, PolicyID, State, Bits, Algorithm, Role, Inception, Revoked, KeyType, Backup int64
-	Locator, Repository                                                                 string
+	Locator, Repository                                                                  string
 }
 
 // Insert is the statement that puts the row back, on the datastore it
