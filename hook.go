@@ -140,8 +140,8 @@ Exit status: 0 listed; 3 the records could not be read.`,
 				Description: `Per zone, each KSK and CSK: the enforcer's DS state, when its submission and
 retraction were forwarded, what is kept back and why, whether the parent
 should hold its DS now and, with [parent] configured, whether it does.
-Exit status: 0 nothing wrong; 1 something wrong (see the findings); 3 could
-not determine.`,
+Exit status: 0 nothing wrong; 1 something wrong (a WARNING or CRITICAL
+finding); 3 could not determine (only UNKNOWN findings, or nothing read).`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"},
 					jsonFlag(), timeoutFlag(30 * time.Second),
@@ -356,10 +356,11 @@ func runHookStatus(r *job) error {
 	if err := output(c, hooks.StatusDoc(zones), func(w io.Writer) error { return hooks.WriteStatus(w, zones) }); err != nil {
 		return err
 	}
-	for _, z := range zones {
-		if len(z.Findings) > 0 {
-			return exit(exitProblems, nil)
-		}
+	switch hooks.Worst(zones) {
+	case hooks.Critical, hooks.Warning:
+		return exit(exitProblems, nil)
+	case hooks.Unknown:
+		return exit(exitUnknown, nil)
 	}
 	return nil
 }
