@@ -41,9 +41,9 @@ status and never retries: "hook release" sends what may go later.`,
 				Name:      "ds-submit",
 				Usage:     "read DNSKEYs on stdin, forward those whose backup is verified",
 				UsageText: "ods-keyguard hook ds-submit < DNSKEY-lines",
-				Description: `Exit status: 0 forwarded (or approved, with no forward command
-configured); 1 withheld or rejected; the forward command's status when it
-failed. A run never takes longer than [hooks] timeout (default 20s).`,
+				Description: `Exit status: 0 forwarded; 1 withheld, rejected, or approved but kept back
+because no forward command is configured; the forward command's status when
+it failed. A run never takes longer than [hooks] timeout (default 20s).`,
 				Flags:  []cli.Flag{ckaIDFlag()},
 				Action: func(c *cli.Context) error { return runHook(c, ledger.Submit) },
 			},

@@ -246,6 +246,13 @@ func setupScript(env *testscript.Env, backend string) error {
 	env.Setenv("SOFTHSM2_CONF", conf)
 	env.Setenv("ODS_KEYGUARD_CONFIG", filepath.Join(env.WorkDir, "keyguard.toml"))
 	env.Setenv("MODULE", sandbox.Module)
+	// What the package ships, for scripts that run it as shipped (the
+	// example forward command).
+	src, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	env.Setenv("PACKAGING", filepath.Join(src, "packaging"))
 	env.Setenv("CI", os.Getenv("CI"))
 	env.Values["enforcer"] = slot
 	env.Values["parent"] = &parentSlot{}

@@ -152,6 +152,7 @@ func TestDebianPackage(t *testing.T) {
 		"usr/share/doc/ods-keyguard/examples/keyguard.toml":               "state_dir",
 		"usr/share/doc/ods-keyguard/examples/sudoers":                     "NOPASSWD: /usr/lib/nagios/plugins/check_ods_keyguard -t 10",
 		"usr/share/doc/ods-keyguard/examples/nrpe.cfg":                    "command[check_ods_keyguard]=/usr/lib/nagios/plugins/check_ods_keyguard --sudo -t 10",
+		"usr/share/doc/ods-keyguard/examples/ds-forward-nsupdate":         "usage: ds-forward-nsupdate add|delete SERVER [PORT]",
 		"usr/share/doc/ods-keyguard/schema/check.json":                    "ods-keyguard/check/1",
 		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml":      "absent(ods_keyguard_up)",
 		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.test.yml": "rule_files",

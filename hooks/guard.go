@@ -50,7 +50,7 @@ type Logger interface {
 type Outcome struct {
 	Nothing   bool // no DNSKEY on stdin
 	Forwarded int
-	Approved  int // covered, but no forward command is configured
+	Approved  int // covered, but kept back: no forward command is configured
 	Withheld  int // submissions kept back
 	Held      int // retractions kept back
 	Skipped   int // retractions of a DS that never went to the parent
@@ -64,14 +64,15 @@ type Outcome struct {
 }
 
 // ExitStatus is the hook's exit status: the forward command's when it
-// failed with one; 1 when anything was withheld, held or rejected, when
-// there was no DNSKEY, or a forward or a record failed; else 0.
+// failed with one; 1 when anything was withheld, held, kept back for want
+// of a forward command, or rejected, when there was no DNSKEY, or a
+// forward or a record failed; else 0.
 func (o Outcome) ExitStatus() int {
 	var ee *exec.ExitError
 	switch {
 	case errors.As(o.ForwardErr, &ee) && ee.ExitCode() > 0:
 		return ee.ExitCode()
-	case o.Nothing || o.Withheld+o.Held+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
+	case o.Nothing || o.Withheld+o.Held+o.Approved+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
 		return 1
 	}
 	return 0
@@ -280,6 +281,14 @@ func (g *Guard) follow(ctx context.Context, out *Outcome, f facts, forwarded []S
 	}
 }
 
+// NoForward is why an approved request is kept back when [hooks] has no
+// forward command for it: nothing reaches the parent, the enforcer
+// believes it did, and check warns until it is sent or dropped.
+func NoForward(kind string) string {
+	return fmt.Sprintf("approved, but kept back: no forward command is configured ([hooks] ds_%s_forward), so nothing goes to the parent: set it and run ods-keyguard hook release, or do it by hand and run ods-keyguard hook drop",
+		strings.TrimPrefix(kind, "ds-"))
+}
+
 // send forwards subs as one call of command, recorded before and after.
 func (g *Guard) send(ctx context.Context, out *Outcome, kind, command string, subs []Submission, locators map[string]string, stdout io.Writer) {
 	if len(subs) == 0 {
@@ -288,7 +297,7 @@ func (g *Guard) send(ctx context.Context, out *Outcome, kind, command string, su
 	if command == "" {
 		var evs []ledger.DSEvent
 		for _, s := range subs {
-			why := fmt.Sprintf("approved, but no forward command is configured ([hooks] ds_%s_forward)", strings.TrimPrefix(kind, "ds-"))
+			why := NoForward(kind)
 			g.Log.Warning(fmt.Sprintf("%s: %s: %s", kind, s.Describe(), why))
 			action := ledger.Withheld
 			if kind == ledger.Retract {

@@ -53,6 +53,7 @@ install -m 0644 packaging/ods-keyguard.rules.yml "$doc/examples/ods-keyguard.rul
 install -m 0644 packaging/ods-keyguard.rules.test.yml "$doc/examples/ods-keyguard.rules.test.yml"
 install -m 0644 packaging/sudoers.example "$doc/examples/sudoers"
 install -m 0644 packaging/nrpe.example "$doc/examples/nrpe.cfg"
+install -m 0755 packaging/ds-forward-nsupdate "$doc/examples/ds-forward-nsupdate"
 install -m 0644 packaging/copyright "$doc/copyright"
 # The README the Nagios definitions and the man page point to.
 gzip -9n < README.md > "$doc/README.md.gz"
