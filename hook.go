@@ -198,11 +198,7 @@ func withheldAll(log hooks.Logger, kind string, err error) error {
 
 func runPending(r *job) error {
 	c := r.c
-	l, err := r.ledger(true)
-	if err != nil {
-		return err
-	}
-	b, err := l.DS(r.ctx)
+	b, err := r.dsBook()
 	if err != nil {
 		return err
 	}
@@ -326,11 +322,7 @@ func runRetractGone(r *job) error {
 
 func runHookHistory(r *job) error {
 	c := r.c
-	l, err := r.ledger(true)
-	if err != nil {
-		return err
-	}
-	b, err := l.DS(r.ctx)
+	b, err := r.dsBook()
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -126,10 +127,7 @@ func runLedgerStatus(r *job) error {
 	if err != nil {
 		return err
 	}
-	return output(c, struct {
-		Schema string `json:"schema"`
-		*ledger.Status
-	}{"ods-keyguard/ledger-status/1", st}, func(w io.Writer) error {
+	return output(c, jsondoc.New("ledger-status", st), func(w io.Writer) error {
 		st.WriteText(w)
 		return nil
 	})

@@ -205,3 +205,49 @@ func TestReleaseHasNoLab(t *testing.T) {
 		}
 	}
 }
+
+// countFormat finds a number printed before a plural noun in a format
+// string ("%d problems", "%d open ceremonies"), which reads wrong for one:
+// such counts go through human.Count or human.Noun. The words after %d
+// that are no plural noun: verbs, and units a count of one never meets.
+var (
+	countFormat = regexp.MustCompile(`%d (?:[a-z][a-z-]* ){0,2}?([A-Za-z-]+s)\b`)
+	notNouns    = map[string]bool{"needs": true, "does": true, "was": true, "is": true, "has": true, "this": true, "bytes": true, "bits": true, "verifies": true, "expires": true}
+)
+
+// TestCountsReadRight holds every message to "1 problem", never "1
+// problems": no format string of the program prints a count before a
+// plural noun by hand.
+func TestCountsReadRight(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	wd, _ := os.Getwd()
+	for _, dir := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(dir, wd) {
+			continue // a module of someone else's
+		}
+		fset := token.NewFileSet()
+		pkgs, err := parser.ParseDir(fset, dir, func(fi os.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkgs {
+			for _, f := range p.Files {
+				ast.Inspect(f, func(n ast.Node) bool {
+					lit, ok := n.(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						return true
+					}
+					for _, m := range countFormat.FindAllStringSubmatch(lit.Value, -1) {
+						if !notNouns[m[1]] {
+							t.Errorf("%s: %q prints a count before a plural noun: one reads wrong (\"1 %s\"): use human.Count or human.Noun", fset.Position(lit.Pos()), m[0], m[1])
+						}
+					}
+					return true
+				})
+			}
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
@@ -141,7 +142,7 @@ func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 		out.Rejected = len(bad)
 		reason := bad[0].Err
 		if len(bad) > 1 {
-			reason = fmt.Sprintf("%s (and %d more lines that are no DNSKEY)", reason, len(bad)-1)
+			reason = fmt.Sprintf("%s (and %s no DNSKEY)", reason, human.Count(len(bad)-1, "more line that is", "more lines that are"))
 		}
 		g.Log.Err(fmt.Sprintf("%s: rejected %s: %s", kind, bad[0].Describe(), reason))
 		g.record(ctx, &out, kind, ledger.DSEvent{Kind: kind, Action: ledger.Rejected, Line: ledger.QuoteInput([]byte(bad[0].Line)),
