@@ -2,7 +2,7 @@
 // OpenDNSSEC 2.1 is used before it is safely backed up, and that a lost HSM
 // never means a lost zone. It reads what is on each HSM through PKCS#11 and
 // the enforcer's database read-only (recover prune-pool --apply alone
-// writes it, with the enforcer stopped); `ods-keyguard --help` and the README
+// writes it, with the enforcer stopped); ods-keyguard(8) (packaging/ods-keyguard.8)
 // describe its commands, outputs and exit statuses.
 //
 // Package main is the command layer: flags, configuration, one call into

@@ -68,21 +68,22 @@ func TestTrackedFiles(t *testing.T) {
 	}
 }
 
-// The README's minimal configuration loads as written on a host with
-// Debian's OpenDNSSEC (/etc/opendnssec/conf.xml, as scripts/setup.sh
-// installs it), and every other keyguard.toml fragment it shows is made of
-// keys ods-keyguard knows.
-func TestREADMEConfigurations(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+// The minimal configuration of docs/operations.md loads as written on a
+// host with Debian's OpenDNSSEC (/etc/opendnssec/conf.xml, as
+// scripts/setup.sh installs it), and every other keyguard.toml fragment
+// the README and the docs show is made of keys ods-keyguard knows.
+func TestDocsConfigurations(t *testing.T) {
+	ops, err := os.ReadFile("docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(readme)
+	text := string(ops)
 	text = text[strings.Index(text, "\n## Configuration\n"):]
 	text = text[:strings.Index(text[1:], "\n## ")]
-	blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(text, -1)
+	tomlBlock := regexp.MustCompile("(?s)```toml\n(.*?)```")
+	blocks := tomlBlock.FindAllStringSubmatch(text, -1)
 	if len(blocks) < 4 {
-		t.Fatalf("%d toml blocks in the README's Configuration, want the minimal one, a mirror, the hooks and a backup token", len(blocks))
+		t.Fatalf("%d toml blocks in docs/operations.md's Configuration, want the minimal one, a mirror, the hooks and a backup token", len(blocks))
 	}
 	dir := t.TempDir()
 	minimal := filepath.Join(dir, "minimal.toml")
@@ -99,15 +100,55 @@ func TestREADMEConfigurations(t *testing.T) {
 	for _, k := range tomlKeys(reflect.TypeOf(config.Config{}), "") {
 		known[k] = true
 	}
-	for _, b := range blocks {
-		var doc map[string]any
-		if _, err := toml.Decode(b[1], &doc); err != nil {
-			t.Errorf("README toml block does not parse: %v\n%s", err, b[1])
-			continue
+	for _, page := range append([]string{"README.md"}, docPages(t)...) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, k := range flatKeys(doc, "") {
-			if !known[k] {
-				t.Errorf("README toml block: unknown key %s", k)
+		for _, m := range tomlBlock.FindAllStringSubmatch(string(b), -1) {
+			var doc map[string]any
+			if _, err := toml.Decode(m[1], &doc); err != nil {
+				t.Errorf("%s: toml block does not parse: %v\n%s", page, err, m[1])
+				continue
+			}
+			for _, k := range flatKeys(doc, "") {
+				if !known[k] {
+					t.Errorf("%s: toml block: unknown key %s", page, k)
+				}
+			}
+		}
+	}
+}
+
+// docPages are the operators' pages under docs/.
+func docPages(t *testing.T) []string {
+	pages, err := filepath.Glob("docs/*.md")
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("docs/*.md: %v %v", pages, err)
+	}
+	return pages
+}
+
+// maxREADME is the README's budget: an entry point that ends in "read
+// on", not the manual.
+const maxREADME = 16 << 10
+
+// The README is an entry point, and no page of the documentation sends
+// its reader outside the repository (what is not shipped cannot be read).
+func TestDocsStayInTheRepository(t *testing.T) {
+	if fi, err := os.Stat("README.md"); err != nil || fi.Size() >= maxREADME {
+		t.Errorf("README.md: %v bytes, %v: keep it under %d; the rest belongs in docs/ or the man pages", fi.Size(), err, maxREADME)
+	}
+	link := regexp.MustCompile(`\]\(([^)#\s]+)`)
+	for _, page := range append([]string{"README.md", "CONTRIBUTING.md"}, docPages(t)...) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := filepath.Join(filepath.Dir(page), m[1])
+			if strings.Contains(m[1], "://") || strings.HasPrefix(filepath.Clean(target), "..") {
+				t.Errorf("%s: links to %s, outside the repository (and the package)", page, m[1])
 			}
 		}
 	}
