@@ -3,7 +3,7 @@
 // never means a lost zone. It reads what is on each HSM through PKCS#11 and
 // the enforcer's database read-only (recover prune-pool --apply alone
 // writes it, with the enforcer stopped); ods-keyguard(8) (packaging/ods-keyguard.8)
-// describe its commands, outputs and exit statuses.
+// describes its commands, outputs and exit statuses.
 //
 // Package main is the command layer: flags, configuration, one call into
 // the package that owns each concept, printing, and exit statuses.
@@ -107,7 +107,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Version:              version(),
 		Usage:                "no DNSSEC key used before it is backed up, no zone lost with an HSM",
 		UsageText:            "ods-keyguard [--config FILE] COMMAND [options] [--config FILE]",
-		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only (recover prune-pool\n--apply alone writes it, with the enforcer stopped).\n\n" + exitCodesHelp,
+		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only (recover prune-pool\n--apply alone writes it, with the enforcer stopped).\n\n" + exitCodesHelp + "\n\nThe manual: man ods-keyguard (commands, outputs, exit statuses), man\nkeyguard.toml (every configuration key), /usr/share/doc/ods-keyguard/.",
 		Reader:               stdin,
 		Writer:               stdout,
 		ErrWriter:            stderr,
