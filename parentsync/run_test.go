@@ -7,75 +7,19 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/miekg/dns"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/inventory/inventorytest"
 	"github.com/ods-keyguard/ods-keyguard/ledger/ledgertest"
 	"github.com/ods-keyguard/ods-keyguard/parent"
+	"github.com/ods-keyguard/ods-keyguard/parent/parenttest"
 )
 
 // A whole run on the fake: the enforcer's state and tokens in memory
 // (inventorytest), the records in a ledger of files, and the parent as a
-// DNS server in this process, answering each zone's DS RRset as the test
-// sets it. The same against ods-enforcerd and BIND is parent_sync.txtar.
-
-// parentServer serves the DS RRsets in ds, by zone, on 127.0.0.1.
-type parentServer struct {
-	mu   sync.Mutex
-	ds   map[string][]dns.RR
-	addr string
-}
-
-func startParent(t *testing.T) *parentServer {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &parentServer{ds: map[string][]dns.RR{}, addr: pc.LocalAddr().String()}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		m.Authoritative = true
-		p.mu.Lock()
-		m.Answer = append(m.Answer, p.ds[strings.ToLower(q.Question[0].Name)]...)
-		p.mu.Unlock()
-		if len(m.Answer) == 0 {
-			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "example.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60},
-				Ns: "ns.example.", Mbox: "h.example.", Serial: 1, Refresh: 60, Retry: 60, Expire: 60, Minttl: 60}}
-		}
-		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return p
-}
-
-// serve sets what the parent serves of zone: the DS of these DNSKEY lines.
-func (p *parentServer) serve(t *testing.T, zone string, lines ...string) {
-	t.Helper()
-	var rrs []dns.RR
-	for _, l := range lines {
-		rr, err := dns.NewRR(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds := rr.(*dns.DNSKEY).ToDS(dns.SHA256)
-		ds.Hdr.Ttl = 60
-		rrs = append(rrs, ds)
-	}
-	p.mu.Lock()
-	p.ds[dns.Fqdn(zone)] = rrs
-	p.mu.Unlock()
-}
+// DNS server in this process (parenttest). The same against ods-enforcerd and BIND is parent_sync.txtar.
 
 // scriptedEnforcer answers ods-enforcer key ds-seen|ds-gone, and keeps what it
 // was told.
@@ -109,7 +53,7 @@ func (l *logLines) Err(m string)     { l.lines = append(l.lines, "err: "+m) }
 type syncLab struct {
 	w   *inventorytest.World
 	u   *enforcer.Use
-	p   *parentServer
+	p   *parenttest.Server
 	e   *scriptedEnforcer
 	log *logLines
 	src Sources
@@ -126,9 +70,9 @@ func newSyncLab(t *testing.T) *syncLab {
 	for _, pair := range w.Pairs {
 		f.Holds["R"] = append(f.Holds["R"], pair)
 	}
-	l := &syncLab{w: w, u: u, p: startParent(t), e: &scriptedEnforcer{}, log: &logLines{}, now: time.Now().UTC()}
+	l := &syncLab{w: w, u: u, p: parenttest.Start(t), e: &scriptedEnforcer{}, log: &logLines{}, now: time.Now().UTC()}
 	l.src = Sources{Source: f, Ledger: ledgertest.New(t), Tokens: inventorytest.Tokens("R"), Enforcer: l.e, Log: l.log,
-		Parent: parent.Config{Nameservers: []string{l.p.addr}, Timeout: 2 * time.Second},
+		Parent: parent.Config{Nameservers: []string{l.p.Addr}, Timeout: 2 * time.Second},
 		Now:    func() time.Time { return l.now }}
 	return l
 }
@@ -154,7 +98,7 @@ func TestRunSeenThenGone(t *testing.T) {
 	}
 	// A dry run with the DS there says what it would do, tells and
 	// records nothing.
-	l.p.serve(t, "a.example", line)
+	l.p.Serve(t, "a.example", line)
 	l.src.DryRun = true
 	rep := l.run(t)
 	if it := rep.Items[0]; it.Action != ActSeen || it.Told || !strings.Contains(it.Reason, "dry run: would run ods-enforcer key ds-seen") || len(l.e.told) != 0 {
@@ -177,7 +121,7 @@ func TestRunSeenThenGone(t *testing.T) {
 	}
 	// Gone from the parent: recorded as vanished, ds-gone once the TTL
 	// has passed since, not before.
-	l.p.serve(t, "a.example")
+	l.p.Serve(t, "a.example")
 	rep = l.run(t)
 	if it := rep.Items[0]; it.Action != ActWait || it.Vanished == nil || it.GoneAfter == nil {
 		t.Fatalf("vanished: %+v", it)
@@ -204,7 +148,7 @@ func TestRunSeenThenGone(t *testing.T) {
 // configuration without the parent's servers, a zone the enforcer lacks.
 func TestRunFailures(t *testing.T) {
 	l := newSyncLab(t)
-	l.p.serve(t, "a.example", l.w.Line("a.example", l.u.Key))
+	l.p.Serve(t, "a.example", l.w.Line("a.example", l.u.Key))
 
 	l.e.fail = errors.New("exit status 201: cannot connect")
 	rep := l.run(t)
@@ -229,9 +173,9 @@ func TestRunFailures(t *testing.T) {
 	}
 	addr := dead.LocalAddr().String()
 	dead.Close() // nobody answers there
-	l2.src.Parent.Nameservers = []string{l2.p.addr, addr}
+	l2.src.Parent.Nameservers = []string{l2.p.Addr, addr}
 	l2.src.Parent.Timeout = 300 * time.Millisecond
-	l2.p.serve(t, "a.example", l2.w.Line("a.example", l2.u.Key))
+	l2.p.Serve(t, "a.example", l2.w.Line("a.example", l2.u.Key))
 	rep = l2.run(t)
 	if !rep.Unknown() || rep.Items[0].Told || len(l2.e.told) != 0 {
 		t.Fatalf("a server not read: %+v, told %v", rep.Items[0], l2.e.told)
@@ -241,7 +185,7 @@ func TestRunFailures(t *testing.T) {
 	if _, err := Run(t.Context(), l2.src); err == nil || !strings.HasPrefix(err.Error(), "parent sync needs [parent] nameservers") {
 		t.Errorf("no nameservers: %v", err)
 	}
-	l2.src.Parent.Nameservers = []string{l2.p.addr}
+	l2.src.Parent.Nameservers = []string{l2.p.Addr}
 	l2.src.Zone = "b.example"
 	if _, err := Run(t.Context(), l2.src); err == nil || err.Error() != `zone "b.example": not in the enforcer's database` {
 		t.Errorf("unknown zone: %v", err)
