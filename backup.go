@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 
 	"github.com/urfave/cli/v2"
@@ -107,6 +108,11 @@ func runCeremony(r *job, step string) error {
 		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err)); jerr != nil {
 			return jerr
 		}
+	}
+	// A ceremony step refused (nothing committed) is a finding, not a
+	// failure to act.
+	if refused := (*backup.Refusal)(nil); errors.As(err, &refused) {
+		return exit(exitProblems, err)
 	}
 	return err
 }

@@ -27,12 +27,12 @@ func main() { os.Exit(Main()) }
 
 // Main runs ods-keyguard with os.Args and returns the exit status.
 func Main() int {
-	return run(os.Args, os.Stdin, os.Stdout, os.Stderr)
+	return runWith(os.Args, os.Stdin, os.Stdout, os.Stderr)
 }
 
-// run is the one place that turns an error into an exit status and prints
-// it: one line per error (several when a command found several, joined).
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// runWith is the one place that turns an error into an exit status and
+// prints it: one line per error (several when a command found several, joined).
+func runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	invoked := args
 	args = dispatchHookName(args)
 	out := &countingWriter{w: stdout}
@@ -63,26 +63,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		writeJSON(stdout, failureDocument(jsonName, code, strings.Join(lines, "; ")))
 	}
 	return code
-}
-
-// invokedKey is where the app's Metadata holds the command line as it was
-// invoked, before a hook or plugin name was turned into a subcommand.
-const invokedKey = "invoked"
-
-// jsonKey is where it holds the schema name of the command when --json
-// was asked for (jsonCommand), for a failure before the flags are parsed.
-const jsonKey = "json"
-
-// countingWriter counts what a command wrote to stdout.
-type countingWriter struct {
-	w io.Writer
-	n int
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += n
-	return n, err
 }
 
 // dispatchHookName turns the enforcer's hook names into subcommands: the

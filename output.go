@@ -107,3 +107,23 @@ func failureDocument(name string, code int, msg string) any {
 		Error failure `json:"error"`
 	}{failure{msg, code}})
 }
+
+// invokedKey is where the app's Metadata holds the command line as it was
+// invoked, before a hook or plugin name was turned into a subcommand.
+const invokedKey = "invoked"
+
+// jsonKey is where it holds the schema name of the command when --json
+// was asked for (jsonCommand), for a failure before the flags are parsed.
+const jsonKey = "json"
+
+// countingWriter counts what a command wrote to stdout.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
+}
