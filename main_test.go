@@ -79,21 +79,27 @@ var startTime = time.Now()
 // ledger on a sandboxed MariaDB server: the same steps, the same expected
 // output, so that any difference between the backends shows.
 func TestScripts(t *testing.T) {
+	runScripts(t, "sqlite", scriptsWhere(t, func(data []byte) bool { return !mysqlOnly.Match(data) && !noLab.Match(data) }))
+}
+
+// scriptsWhere lists the scripts whose text keep says yes to.
+func scriptsWhere(t *testing.T, keep func(data []byte) bool) []string {
+	t.Helper()
 	files, err := filepath.Glob("testdata/script/*.txtar")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lite []string
+	var out []string
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !mysqlOnly.Match(data) && !noLab.Match(data) {
-			lite = append(lite, f)
+		if keep(data) {
+			out = append(out, f)
 		}
 	}
-	runScripts(t, "sqlite", lite)
+	return out
 }
 
 // Script markers: run on both backends, on MySQL only (a pair of hosts
@@ -111,20 +117,7 @@ var (
 // quietly starting it; they need neither root nor the tools the lab
 // installs.
 func TestScriptsNoLab(t *testing.T) {
-	files, err := filepath.Glob("testdata/script/*.txtar")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plain []string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if noLab.Match(data) {
-			plain = append(plain, f)
-		}
-	}
+	plain := scriptsWhere(t, noLab.Match)
 	if len(plain) == 0 {
 		t.Fatal("no script is marked # lab: none")
 	}
@@ -153,20 +146,7 @@ func TestScriptsNoLab(t *testing.T) {
 
 func TestScriptsMySQL(t *testing.T) {
 	sandbox.NeedTools(t, "mariadbd", "mariadb-install-db", "mariadb", "apt-get", "dpkg-deb")
-	files, err := filepath.Glob("testdata/script/*.txtar")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var both []string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bothBackends.Match(data) || mysqlOnly.Match(data) {
-			both = append(both, f)
-		}
-	}
+	both := scriptsWhere(t, func(data []byte) bool { return bothBackends.Match(data) || mysqlOnly.Match(data) })
 	if len(both) == 0 {
 		t.Fatal("no script runs on both backends")
 	}

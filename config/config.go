@@ -211,12 +211,24 @@ func Load(path string) (*Config, error) {
 		sort.Strings(keys)
 		return nil, fmt.Errorf("config %s: unknown key %q", path, keys[0])
 	}
-	// A path key given empty is a mistake (a variable that expanded to
+	// A key given empty is a mistake (a variable that expanded to
 	// nothing), not a wish for the default: the default state_dir is the
-	// production one.
-	for _, kv := range [][2]string{{"opendnssec_conf", c.OpenDNSSECConf}, {"state_dir", c.StateDir}} {
-		if md.IsDefined(kv[0]) && kv[1] == "" {
-			return nil, fmt.Errorf("config %s: %s is empty: name a path, or leave the key out for its default", path, kv[0])
+	// production one, and no forward command means nothing goes out.
+	for _, k := range []struct {
+		key  []string
+		val  string
+		what string
+	}{
+		{[]string{"opendnssec_conf"}, c.OpenDNSSECConf, "a path"},
+		{[]string{"state_dir"}, c.StateDir, "a path"},
+		{[]string{"enforcer_cli"}, c.EnforcerCLI, "a value"},
+		{[]string{"hooks", "ds_submit_forward"}, c.Hooks.DSSubmitForward, "a value"},
+		{[]string{"hooks", "ds_retract_forward"}, c.Hooks.DSRetractForward, "a value"},
+		{[]string{"backup", "interval"}, c.Backup.Interval, "a value"},
+		{[]string{"backup", "grace"}, c.Backup.Grace, "a value"},
+	} {
+		if md.IsDefined(k.key...) && strings.TrimSpace(k.val) == "" {
+			return nil, fmt.Errorf("config %s: %s is empty: name %s, or leave the key out for its default", path, keyName(k.key), k.what)
 		}
 	}
 	if c.OpenDNSSECConf == "" {
@@ -282,7 +294,7 @@ func Load(path string) (*Config, error) {
 			return nil, fmt.Errorf("config %s: [zone] nameservers %q: %w", path, ns, err)
 		}
 	}
-	if err := c.checkKeys(md); err != nil {
+	if err := c.checkKeys(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if _, err := c.Schedule(); err != nil {
@@ -361,14 +373,9 @@ func hostPort(s string) error {
 }
 
 // checkKeys refuses, when the file loads, the values that would otherwise
-// fail later on every run: keys given empty, environment variable names
-// that are none, negative zone counts.
-func (c *Config) checkKeys(md toml.MetaData) error {
-	for _, k := range [][]string{{"enforcer_cli"}, {"hooks", "ds_submit_forward"}, {"hooks", "ds_retract_forward"}, {"backup", "interval"}, {"backup", "grace"}} {
-		if md.IsDefined(k...) && strings.TrimSpace(c.value(k)) == "" {
-			return fmt.Errorf("%s is empty: name a value, or leave the key out for its default", keyName(k))
-		}
-	}
+// fail later on every run: environment variable names that are none,
+// negative zone counts.
+func (c *Config) checkKeys() error {
 	envs := map[string]map[string]string{}
 	for name, r := range c.Repository {
 		envs["[repository."+name+"] env"] = r.Env
@@ -392,23 +399,6 @@ func (c *Config) checkKeys(md toml.MetaData) error {
 		}
 	}
 	return nil
-}
-
-// value is the string key names, for checkKeys.
-func (c *Config) value(k []string) string {
-	switch strings.Join(k, ".") {
-	case "enforcer_cli":
-		return c.EnforcerCLI
-	case "hooks.ds_submit_forward":
-		return c.Hooks.DSSubmitForward
-	case "hooks.ds_retract_forward":
-		return c.Hooks.DSRetractForward
-	case "backup.interval":
-		return c.Backup.Interval
-	case "backup.grace":
-		return c.Backup.Grace
-	}
-	return ""
 }
 
 // keyName is a key as the man page writes it: "[hooks] timeout".
