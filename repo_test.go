@@ -11,8 +11,10 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 
@@ -139,7 +141,7 @@ func TestDocsStayInTheRepository(t *testing.T) {
 	if fi, err := os.Stat("README.md"); err != nil || fi.Size() >= maxREADME {
 		t.Errorf("README.md: %v bytes, %v: keep it under %d; the rest belongs in docs/ or the man pages", fi.Size(), err, maxREADME)
 	}
-	link := regexp.MustCompile(`\]\(([^)#\s]+)`)
+	link := regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
 	for _, page := range append([]string{"README.md", "CONTRIBUTING.md"}, docPages(t)...) {
 		b, err := os.ReadFile(page)
 		if err != nil {
@@ -147,11 +149,50 @@ func TestDocsStayInTheRepository(t *testing.T) {
 		}
 		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
 			target := filepath.Join(filepath.Dir(page), m[1])
+			if m[1] == "" {
+				target = page
+			}
 			if strings.Contains(m[1], "://") || strings.HasPrefix(filepath.Clean(target), "..") {
 				t.Errorf("%s: links to %s, outside the repository (and the package)", page, m[1])
+				continue
+			}
+			// A section it names must be there (a page another branch
+			// brings, not here yet, is not read).
+			if m[2] == "" || !strings.HasSuffix(target, ".md") {
+				continue
+			}
+			if text, err := os.ReadFile(target); err == nil && !slices.Contains(headingAnchors(string(text)), m[2][1:]) {
+				t.Errorf("%s: links to %s%s, a section %s does not have", page, m[1], m[2], target)
 			}
 		}
 	}
+}
+
+// headingAnchors are the anchors GitHub gives a Markdown page's headings:
+// lower case, punctuation dropped, spaces as dashes.
+func headingAnchors(page string) []string {
+	var out []string
+	inCode := false
+	for _, l := range strings.Split(page, "\n") {
+		if strings.HasPrefix(l, "```") {
+			inCode = !inCode
+		}
+		h, ok := strings.CutPrefix(strings.TrimLeft(l, "#"), " ")
+		if inCode || !ok || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		var b strings.Builder
+		for _, r := range strings.ToLower(h) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
 }
 
 // flatKeys lists a decoded TOML document's keys as tomlKeys names them:
