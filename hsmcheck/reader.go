@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // Contents is what one token holds.
@@ -240,7 +242,7 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 		return nil, &notFoundError{withSoftHSMHint(msg, t.Module)}
 	case 1:
 	default:
-		return nil, fmt.Errorf("token %q: %d tokens carry that label in %s", t.Label, len(match), t.Module)
+		return nil, fmt.Errorf("token %q: %s carry that label in %s", t.Label, human.Count(len(match), "token"), t.Module)
 	}
 	ti := match[0]
 	if err := unreadableObjects(t.Module, ti.Serial); err != nil {
