@@ -59,7 +59,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		}
 		r := e.Repositories[repo]
 		c := &ledger.Ceremony{ID: ledger.NewID(repo, e.now()), Repository: repo, Status: ledger.Preparing,
-			RequireBackup: r.RequireBackup, Operator: operator, Prepared: e.now(), Claim: ledger.NewClaim(ctx)}
+			RequireBackup: r.RequireBackup, Operator: operator, Witnesses: e.Witnesses, Prepared: e.now(), Claim: ledger.NewClaim(ctx)}
 		// Recorded only if no ceremony is open: another host that opened
 		// one meanwhile wins, and the enforcer is not asked.
 		if err := store.SaveOpen(ctx, c); err != nil {

@@ -134,6 +134,15 @@ type Ledger struct {
 	Backend      string `toml:"backend"`
 	DSN          string `toml:"dsn"`           // user@tcp(host:3306)/database, no password
 	PasswordFile string `toml:"password_file"` // checked like a pin_file
+	// SigningKey is the file of the Ed25519 key that signs the log's
+	// checkpoints (ods-keyguard ledger keygen makes it), checked like a
+	// pin_file; "" signs none.
+	SigningKey string `toml:"signing_key"`
+	// PublicKeys are files of the public keys whose checkpoints ledger
+	// verify accepts (each host's of a pair); default: signing_key.pub.
+	PublicKeys []string `toml:"public_keys"`
+	// Origin names the log in its checkpoints, set when the log begins.
+	Origin string `toml:"origin"`
 
 	server *mysqlx.Server
 }
@@ -230,6 +239,10 @@ func Load(path string) (*Config, error) {
 	abs(&c.OpenDNSSECConf)
 	abs(&c.StateDir)
 	abs(&c.Ledger.PasswordFile)
+	abs(&c.Ledger.SigningKey)
+	for i := range c.Ledger.PublicKeys {
+		abs(&c.Ledger.PublicKeys[i])
+	}
 	abs(&c.Parent.TrustAnchor)
 	for i := range c.Mirrors {
 		abs(&c.Mirrors[i].PinFile)
@@ -405,7 +418,8 @@ func (c *Config) LedgerServer() (*mysqlx.Server, error) {
 // to wait for the lock says so on waiting; readOnly makes nothing (check,
 // run by the monitoring user).
 func (c *Config) LedgerOptions(waiting io.Writer, readOnly bool) (ledger.Options, error) {
-	o := ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly}
+	o := ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly,
+		Origin: c.Ledger.Origin, Signer: c.LedgerSigner(), Keys: c.LedgerKeys()}
 	if c.Ledger.Backend == LedgerMySQL {
 		srv, err := c.LedgerServer()
 		if err != nil {

@@ -12,6 +12,8 @@ import (
 	"os/user"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 )
 
@@ -37,12 +39,27 @@ type Options struct {
 	// Migrating opens a state_dir even after it was migrated: for
 	// ledger migrate, run again, to say so.
 	Migrating bool
+	// Origin names the log in its checkpoints when the log is started
+	// (its first entry keeps it); "" for this host and where the ledger is.
+	Origin string
+	// Signer gives the key that signs checkpoints ([ledger] signing_key),
+	// asked for when one is to be signed; nil: checkpoints are not signed
+	// here.
+	Signer func(ctx context.Context) (note.Signer, error)
+	// Keys are the public keys whose checkpoints verify accepts, in the
+	// signed note form NAME+HASH+KEY.
+	Keys []string
 }
 
 // Ledger is ods-keyguard's record. Writers of ceremonies take the Lock;
 // the DS hooks add their records without it.
 type Ledger struct {
-	b backend
+	b    backend
+	opts Options
+	// last is the checkpoint this process signed last, and lastErr why
+	// the last one it tried was not signed.
+	last    *Checkpoint
+	lastErr error
 }
 
 // backend is where the records live. Changes of the open ceremonies are
@@ -58,7 +75,7 @@ type backend interface {
 	loadCeremonies(ctx context.Context) (open map[string]*Ceremony, sums map[string]string, history []*Ceremony, err error)
 	// putOpen records c as open; next is the whole open set after it.
 	putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony, prev string) (sum string, err error)
-	dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error
+	dropOpen(ctx context.Context, next map[string]*Ceremony, repo, id, prev string) error
 	// end adds c to the history (when add; history is the whole history
 	// after it) and drops its open record (when prev is not ""; open is
 	// the open set after it), in one step where the backend can.
@@ -77,6 +94,18 @@ type backend interface {
 	// does (or it cannot be told): what a reader asks without locking.
 	lockHolder(ctx context.Context) string
 	close() error
+
+	// appendLog appends records to the log as entries of their own (the
+	// records that have no working copy, ledger.Append), starting the log
+	// when it is empty.
+	appendLog(ctx context.Context, recs []record) ([]Stored, error)
+	// readLog reads the log's stored entries from number from to number
+	// to (0: to the end).
+	readLog(ctx context.Context, from, to uint64) ([]Stored, error)
+	putCheckpoint(ctx context.Context, c Checkpoint) error
+	// checkpoints reads the stored checkpoints, by size; the newest
+	// only when latest is set.
+	checkpoints(ctx context.Context, latest bool) ([]storedNote, error)
 }
 
 // String names where the ledger is, for messages: "state_dir PATH", or
@@ -96,13 +125,13 @@ func New(ctx context.Context, o Options) (*Ledger, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Ledger{b: b}, nil
+		return &Ledger{b: b, opts: o}, nil
 	}
 	b, err := openFiles(o)
 	if err != nil {
 		return nil, err
 	}
-	return &Ledger{b: b}, nil
+	return &Ledger{b: b, opts: o}, nil
 }
 
 // Where names where the records are, for messages: "state_dir PATH" or "the
@@ -142,7 +171,7 @@ func (l *Ledger) Ceremonies(ctx context.Context) (*Store, error) {
 			_, sums[repo], _ = seal(c)
 		}
 	}
-	return &Store{b: l.b, open: open, sums: sums, history: history}, nil
+	return &Store{b: l.b, l: l, open: open, sums: sums, history: history}, nil
 }
 
 // host names this machine in records, for a ledger that two hosts share.
@@ -171,7 +200,11 @@ func (l *Ledger) AddDS(ctx context.Context, evs ...DSEvent) error {
 	for i := range evs {
 		evs[i] = NewEvent(evs[i])
 	}
-	return l.b.addDS(ctx, evs)
+	if err := l.b.addDS(ctx, evs); err != nil {
+		return err
+	}
+	l.autoCheckpoint(ctx)
+	return nil
 }
 
 // CompactDS folds what the hooks added into the compacted records and
