@@ -17,6 +17,7 @@ import (
 func backupCommand() *cli.Command {
 	repoFlag := &cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only repository `REPO` (default: every repository)"}
 	operatorFlag := &cli.StringFlag{Name: "operator", Usage: "who runs the ceremony (default $SUDO_USER, else $USER)"}
+	witnessFlag := &cli.StringSliceFlag{Name: "witness", Usage: "`NAME` of a person who witnesses the step, for the records (repeat for each)"}
 	return &cli.Command{
 		Name:  "backup",
 		Usage: "the backup ceremony: prepare, done, rollback, history",
@@ -48,7 +49,7 @@ or made before RequireBackup was turned on); with nothing new, every needed
 key. Each must be on the repository's token and every mirror, or the
 enforcer is rolled back and nothing is opened. Refuses when a ceremony of
 the repository is already open; takes up one a crash left preparing.`,
-				Flags:  []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
+				Flags:  []cli.Flag{repoFlag, operatorFlag, witnessFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(func(r *job) error { return runCeremony(r, "prepare") }),
 			},
 			{
@@ -65,7 +66,7 @@ checks that exactly the manifest's keys are Done, records the ceremony as
 confirmed, and releases what the DS hook withheld for want of it. Without
 --backup-token the record says the backup was attested by the operator, not
 verified.`,
-				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
+				Flags: []cli.Flag{repoFlag, operatorFlag, witnessFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "backup-token", Usage: "verify the backup on [backup_token.`NAME`] of the configuration"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "done") }),
 			},
@@ -75,7 +76,7 @@ verified.`,
 				UsageText: "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--reason TEXT] [--json]",
 				Description: `Refuses a ceremony that is committing, or whose keys the enforcer has Done
 already: run backup done, which verifies and records it.`,
-				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
+				Flags: []cli.Flag{repoFlag, operatorFlag, witnessFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "reason", Usage: "why, for the history"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "rollback") }),
 			},
@@ -115,6 +116,9 @@ func runCeremony(r *job, step string) error {
 		env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, l, out) }
 	}
 	operator := ledger.Operator(c.String("operator"))
+	if env != nil {
+		env.Witnesses = c.StringSlice("witness")
+	}
 	if c.String("repository") == "" && step != "prepare" {
 		repos = nil // every repository with an open ceremony
 	}
@@ -130,10 +134,13 @@ func runCeremony(r *job, step string) error {
 	case step == "rollback":
 		cs, err = backup.Rollback(ctx, env, repos, operator, c.String("reason"))
 	}
+	seal := backup.SealOf(ctx, l)
 	if c.Bool("json") {
-		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err)); jerr != nil {
+		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err, seal)); jerr != nil {
 			return jerr
 		}
+	} else if len(cs) > 0 {
+		backup.WriteSeal(c.App.Writer, seal)
 	}
 	return err
 }

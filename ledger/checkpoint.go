@@ -195,3 +195,28 @@ func PublicKey(skey string) (string, error) {
 	pub := ed25519.NewKeyFromSeed(b[1:]).Public().(ed25519.PublicKey)
 	return note.NewEd25519VerifierKey(f[2], pub)
 }
+
+// Head is the log as it is: its size and head hash, with the short form.
+type Head struct {
+	Entries uint64 `json:"entries"`
+	Hash    Hash   `json:"-"`
+}
+
+// MarshalJSON writes the hash in hexadecimal and the short form.
+func (h Head) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Entries uint64 `json:"entries"`
+		Hash    string `json:"hash"`
+		Short   string `json:"short"`
+	}{h.Entries, h.Hash.String(), h.Short()})
+}
+
+// Short is the head's short form (ShortForm).
+func (h Head) Short() string { return ShortForm(h.Entries, h.Hash) }
+
+// Head reads the log's size and head hash, checking the entries since the
+// newest checkpoint.
+func (l *Ledger) Head(ctx context.Context) (Head, error) {
+	_, n, h, err := l.head(ctx)
+	return Head{Entries: n, Hash: h}, err
+}

@@ -198,9 +198,8 @@ func VerifyExport(r io.Reader, keys []string) (*ExportReport, error) {
 	}
 	nt, err := note.Open([]byte(x.Checkpoint), vs)
 	if err != nil {
-		var unknown *note.UnknownVerifierError
-		if errors.As(err, &unknown) {
-			return nil, fmt.Errorf("checkpoint: signed by key %s, not by the key given", unknown.Name)
+		if names := signers(err); names != "" {
+			return nil, fmt.Errorf("checkpoint: signed by key %s, not by the key given", names)
 		}
 		return nil, fmt.Errorf("checkpoint: %v", err)
 	}
@@ -310,4 +309,22 @@ func witnessText(ws []string) string {
 		return ", no witness named"
 	}
 	return ", witnessed by " + strings.Join(ws, ", ")
+}
+
+// signers names the keys that signed a note none of the known keys
+// verifies, from note.Open's error; "" when it does not say.
+func signers(err error) string {
+	var unknown *note.UnknownVerifierError
+	if errors.As(err, &unknown) {
+		return unknown.Name
+	}
+	var unverified *note.UnverifiedNoteError
+	if errors.As(err, &unverified) && unverified.Note != nil {
+		var names []string
+		for _, s := range unverified.Note.UnverifiedSigs {
+			names = append(names, s.Name)
+		}
+		return strings.Join(names, ", ")
+	}
+	return ""
 }

@@ -180,13 +180,9 @@ func (l *Ledger) verifyCheckpoints(ctx context.Context, r *VerifyReport, heads m
 		}
 		nt, err := note.Open([]byte(n.Text), vs)
 		if err != nil {
-			var unknown *note.UnknownVerifierError
-			var unverified *note.UnverifiedNoteError
-			switch {
-			case errors.As(err, &unknown):
-				r.problem(0, n.Where, "signed by key %s, which is not configured: not a checkpoint of this ledger's keys", unknown.Name)
-			case errors.As(err, &unverified):
-				r.problem(0, n.Where, "no signature by a configured key")
+			switch names := signers(err); {
+			case names != "":
+				r.problem(0, n.Where, "signed by key %s, which is not configured: not a checkpoint of this ledger's keys", names)
 			default:
 				r.problem(0, n.Where, "not a valid signed checkpoint (%v)", err)
 			}
