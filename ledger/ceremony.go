@@ -43,12 +43,12 @@ type Ceremony struct {
 	Keys          []KeyRecord   `json:"keys"`
 
 	// Set when the ceremony ends.
-	Ended         time.Time    `json:"ended,omitzero"`
-	EndOperator   string       `json:"end_operator,omitempty"`
-	EndWitnesses  []string     `json:"end_witnesses,omitempty"` // named at done or rollback
+	Ended        time.Time `json:"ended,omitzero"`
+	EndOperator  string    `json:"end_operator,omitempty"`
+	EndWitnesses []string  `json:"end_witnesses,omitempty"` // named at done or rollback
 	// Sheet is the SHA-256 of the run sheet printed at prepare, when one
 	// was: the paper the witnesses signed is the one this names.
-	Sheet string `json:"run_sheet_sha256,omitempty"`
+	Sheet         string       `json:"run_sheet_sha256,omitempty"`
 	BackupToken   *TokenRecord `json:"backup_token,omitempty"` // nil: the backup was attested, not verified
 	Checks        []string     `json:"checks,omitempty"`
 	Warnings      []string     `json:"warnings,omitempty"`      // e.g. older keys the backup token lacks
