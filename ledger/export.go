@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -235,14 +236,18 @@ func VerifyExport(r io.Reader, keys []string) (*ExportReport, error) {
 			h = ChainHash(h, leaf)
 			continue
 		}
+		var body bytes.Buffer
+		if err := json.Compact(&body, p.Entry.Body); err != nil {
+			return nil, fmt.Errorf("entry %d: not an entry (%v)", p.Seq, err)
+		}
 		var e Entry
-		if err := json.Unmarshal(p.Entry.Body, &e); err != nil || e.Seq != p.Seq {
+		if err := json.Unmarshal(body.Bytes(), &e); err != nil || e.Seq != p.Seq {
 			return nil, fmt.Errorf("entry %d: not the entry it is given as", p.Seq)
 		}
 		if id := ceremonyID(e); id != x.Ceremony {
 			return nil, fmt.Errorf("entry %d: of ceremony %q, not %q", p.Seq, id, x.Ceremony)
 		}
-		h = ChainHash(h, LeafHash(p.Entry.Body))
+		h = ChainHash(h, LeafHash(body.Bytes()))
 		if p.Entry.Hash != h.String() {
 			return nil, fmt.Errorf("entry %d: does not chain (changed)", p.Seq)
 		}
@@ -297,7 +302,11 @@ func writeCeremony(w io.Writer, c *Ceremony) {
 		fmt.Fprintf(w, "BACKUP TOKEN %q label %q serial %s\n", t.Name, t.Label, t.Serial)
 	}
 	for _, k := range c.Keys {
-		fmt.Fprintf(w, "KEY %s %s %s zones %s\n", k.Locator, k.Role, k.Type, strings.Join(k.Zones, ","))
+		zones := "no zone (pool)"
+		if len(k.Zones) > 0 {
+			zones = "zones " + strings.Join(k.Zones, ",")
+		}
+		fmt.Fprintf(w, "KEY %s %s %s, %s\n", k.Locator, k.Role, k.Type, zones)
 	}
 	for _, ch := range c.Checks {
 		fmt.Fprintf(w, "CHECKED %s\n", ch)
