@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/recovery"
 )
@@ -68,11 +72,17 @@ the restore is incomplete. Unused keys made after the last ceremony, never
 handed out, are listed as UNUSED: the restore is complete without them, but
 the enforcer's pool still lists them; remove them with recover prune-pool
 before the enforcer starts. Each token's serial is compared with those the
-ceremonies recorded. A complete restore is added to the history.
+ceremonies recorded. Where backup tokens are configured, they are read: a
+backed-up key that no backup token holds now is lost, not missed by the
+restore. A complete verification is recorded: as a restore in the history
+when a token is one no ceremony recorded, or with --restored; else as a
+check (an entry of the log): HSMs that were never lost are not restored.
 
 Exit status: 0 complete (every key in use and every backed-up key back);
-1 incomplete; 3 could not determine.`,
-				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+1 incomplete; 3 could not determine (a backup token could not be read).`,
+				Flags: []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout),
+					&cli.BoolFlag{Name: "restored", Usage: "the HSMs were restored from the backup: record a restore, not a check"},
+					&cli.StringFlag{Name: "operator", Usage: "who restored or checked them (default $SUDO_USER, else $USER)"}},
 				Action: withJob(runVerifyRestore),
 			},
 			{
@@ -222,7 +232,7 @@ func runPlan(r *job) error {
 // every token (with req), the ceremonies, the DS records and, where
 // [parent] is configured, the parent's DS.
 func (r *job) recoveryInput(req hsmcheck.Request) (recovery.Input, error) {
-	snap, err := r.snapshot(req)
+	snap, backups, err := r.recoverySnapshot(req)
 	if err != nil {
 		return recovery.Input{}, err
 	}
@@ -235,7 +245,7 @@ func (r *job) recoveryInput(req hsmcheck.Request) (recovery.Input, error) {
 		return recovery.Input{}, err
 	}
 	return recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
-		ReadZone: recovery.ReadSignedOutput, Book: book,
+		Backups: backups, ReadZone: recovery.ReadSignedOutput, Book: book,
 		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())}, nil
 }
 
@@ -276,9 +286,44 @@ func runPrunePool(r *job) error {
 	return nil
 }
 
+// recoverySnapshot reads the database, every repository's and mirror's
+// token, and every configured backup token, in one pass: the backup
+// tokens' results come apart (a backup token whose PIN file cannot be read
+// is one that could not be read).
+func (r *job) recoverySnapshot(req hsmcheck.Request) (*inventory.Snapshot, []recovery.Token, error) {
+	tokens, err := r.cfg.Tokens()
+	if err != nil {
+		return nil, nil, err
+	}
+	var failed []hsmcheck.Result
+	for _, name := range slices.Sorted(maps.Keys(r.cfg.BackupTokens)) {
+		t, err := r.cfg.BackupToken(name)
+		if err != nil {
+			failed = append(failed, hsmcheck.Result{Token: hsmcheck.Token{Name: name, Kind: hsmcheck.KindBackupToken}, Err: err})
+			continue
+		}
+		tokens = append(tokens, t)
+	}
+	snap, err := inventory.Take(r.ctx, source(r.cfg), tokens, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	var hsms []hsmcheck.Result
+	backups := failed
+	for _, res := range snap.Results {
+		if res.Token.Kind == hsmcheck.KindBackupToken {
+			backups = append(backups, res)
+		} else {
+			hsms = append(hsms, res)
+		}
+	}
+	snap.Results = hsms
+	return snap, recovery.Tokens(backups), nil
+}
+
 func runVerifyRestore(r *job) error {
 	c := r.c
-	snap, err := r.snapshot(hsmcheck.Request{})
+	snap, backups, err := r.recoverySnapshot(hsmcheck.Request{})
 	if err != nil {
 		return err
 	}
@@ -291,16 +336,19 @@ func runVerifyRestore(r *job) error {
 	if err != nil {
 		return err
 	}
-	v := recovery.Verify(snap.State, store, recovery.Tokens(snap.Results))
+	v := recovery.Verify(snap.State, store, recovery.Tokens(snap.Results), backups...)
 	if v.Complete {
-		if err := recovery.RecordRestore(r.ctx, l, snap.Results, v); err != nil {
+		if err := recovery.RecordVerification(r.ctx, l, snap.Results, v, ledger.Operator(c.String("operator")), c.Bool("restored")); err != nil {
 			return err
 		}
 	}
 	if err := output(c, v.Doc(), v.WriteText); err != nil {
 		return err
 	}
-	if !v.Complete {
+	switch {
+	case v.Unknown != "":
+		return exit(exitUnknown, nil)
+	case !v.Complete:
 		return exit(exitProblems, nil)
 	}
 	return nil
