@@ -141,8 +141,8 @@ type Counts struct {
 	// offBackup: lost for good although a ceremony recorded them, since
 	// no backup token holds them now.
 	offBackup int
-	Covered     int `json:"unused_backed_up"`
-	After       int `json:"unused_after_ceremony"` // lost, never handed out
+	Covered   int `json:"unused_backed_up"`
+	After     int `json:"unused_after_ceremony"` // lost, never handed out
 }
 
 func count(lost []LostKey) Counts {
@@ -262,10 +262,10 @@ func Needed(st *enforcer.State) []*enforcer.Key {
 
 // Input is what assess works from.
 type Input struct {
-	Now      time.Time
-	State    *enforcer.State
-	Store    *ledger.Store
-	Tokens   []Token
+	Now    time.Time
+	State  *enforcer.State
+	Store  *ledger.Store
+	Tokens []Token
 	// Backups are the configured backup tokens, read (or not): they, not
 	// the ceremony records, say what is on the backup.
 	Backups  []Token

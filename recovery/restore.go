@@ -84,6 +84,7 @@ func flatten(byRepo map[string][]ledger.TokenRecord, repos []string) []ledger.To
 	}
 	return out
 }
+
 // sameRestore reports whether repo's newest record is a restore of the same
 // tokens.
 func sameRestore(store *ledger.Store, repo string, toks []ledger.TokenRecord) bool {

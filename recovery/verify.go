@@ -44,7 +44,7 @@ type Verification struct {
 	// lost, recorded as such, not as a restore.
 	Restored bool `json:"restored"`
 	// Recorded says how the verification went into the records.
-	Recorded string `json:"recorded,omitempty"`
+	Recorded string                        `json:"recorded,omitempty"`
 	keys     map[string][]ledger.KeyRecord // repository -> the keys checked
 }
 
