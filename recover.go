@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
@@ -249,17 +251,39 @@ func (r *job) recoveryInput(req hsmcheck.Request) (recovery.Input, error) {
 		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())}, nil
 }
 
+// enforcerStopped refuses when an ods-enforcerd uses the database, and
+// when that cannot be told.
+func (r *job) enforcerStopped() error {
+	t := recovery.Target{Conf: r.cfg.ODS.Path, Socket: r.cfg.ODS.SocketFile, PidFile: r.cfg.ODS.PidFile, Datastore: r.cfg.ODS.Datastore,
+		ReadConf: func(path string) (enforcer.Datastore, error) {
+			o, err := config.LoadOpenDNSSEC(path)
+			if err != nil {
+				return enforcer.Datastore{}, err
+			}
+			return o.Datastore, nil
+		}}
+	running, err := t.Running()
+	if err != nil {
+		return exit(exitUnknown, fmt.Errorf("recover prune-pool --apply: %w; nothing changed", err))
+	}
+	if running != "" {
+		return exit(exitProblems, fmt.Errorf("recover prune-pool --apply: ods-enforcerd is running (%s): stop it first; nothing changed", running))
+	}
+	return nil
+}
+
 func runPrunePool(r *job) error {
 	c := r.c
-	running := recovery.EnforcerRunning(r.cfg.ODS.SocketFile, r.cfg.ODS.Path)
-	if c.Bool("apply") && running != "" {
-		return exit(exitProblems, fmt.Errorf("recover prune-pool --apply: ods-enforcerd is running (%s): stop it first; nothing changed", running))
+	if c.Bool("apply") {
+		if err := r.enforcerStopped(); err != nil {
+			return err
+		}
 	}
 	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
 	if err != nil {
 		return err
 	}
-	_, store, err := r.ceremonies(false)
+	l, store, err := r.ceremonies(false)
 	if err != nil {
 		return err
 	}
@@ -268,19 +292,26 @@ func runPrunePool(r *job) error {
 		return err
 	}
 	if c.Bool("apply") {
+		// Again, just before: the tokens took a while.
+		if err := r.enforcerStopped(); err != nil {
+			return err
+		}
 		state, err := statedir.Open(r.cfg.StateDir, true, r.cfg.StateGroup)
 		if err != nil {
 			return err
 		}
 		defer state.Close()
-		if err := p.Apply(r.ctx, r.cfg.ODS.Datastore, state, time.Now()); err != nil {
+		if err := p.ApplyRecorded(r.ctx, r.cfg.ODS.Datastore, state, time.Now(), l); err != nil {
+			if p.Unknown != "" {
+				output(c, p.Doc(), p.WriteText)
+			}
 			return fmt.Errorf("recover prune-pool --apply: %w", err)
 		}
 	}
 	if err := output(c, p.Doc(), p.WriteText); err != nil {
 		return err
 	}
-	if len(p.Blocked) > 0 || (len(p.Keys) > 0 && !p.Applied) {
+	if len(p.Blocked) > 0 || len(p.Kept) > 0 || (len(p.Keys) > 0 && !p.Applied) {
 		return exit(exitProblems, nil)
 	}
 	return nil

@@ -159,6 +159,9 @@ func (p *Prune) WriteText(out io.Writer) error {
 	for _, b := range p.Blocked {
 		fmt.Fprintf(w, "BLOCKED %s\n", b)
 	}
+	for _, k := range p.Kept {
+		fmt.Fprintf(w, "KEPT %s\n", k)
+	}
 	for _, k := range p.Keys {
 		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d, %s): on no HSM, never used by a zone\n",
 			k.Locator, k.Role, k.Policy, k.Repository, k.Inception.Format(human.Display), k.ID, k.State)
