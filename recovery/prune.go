@@ -57,8 +57,8 @@ type Prune struct {
 	// Unknown says why whether the rows were deleted cannot be told (a
 	// COMMIT whose outcome was lost): the undo file is kept.
 	Unknown string `json:"unknown,omitempty"`
-	Copy    string   `json:"database_copy,omitempty"` // SQLite: the whole database before
-	Undo    string   `json:"undo,omitempty"`          // the rows deleted, as INSERT statements
+	Copy    string `json:"database_copy,omitempty"` // SQLite: the whole database before
+	Undo    string `json:"undo,omitempty"`          // the rows deleted, as INSERT statements
 }
 
 // locatorRE is what a locator must look like to go into a statement.
