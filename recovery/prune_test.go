@@ -191,8 +191,8 @@ func TestPruneUnreadToken(t *testing.T) {
 
 // An ods-enforcerd running with this conf.xml, named relative to its own
 // folder, is found; one with another conf.xml and another database is
-// not; one whose conf.xml cannot be read cannot be told about; after it
-// ends, nothing is.
+// not; one whose conf.xml cannot be read is told apart by its open files
+// (SQLite), or cannot be told about (MySQL); after it ends, nothing is.
 func TestEnforcerRunning(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "conf.xml")
@@ -233,8 +233,15 @@ func TestEnforcerRunning(t *testing.T) {
 	}
 	stop(cmd)
 	cmd = start("missing.xml")
-	if _, err := target.Running(); err == nil || !strings.Contains(err.Error(), "cannot be told") {
-		t.Errorf("a conf.xml that cannot be read: %v", err)
+	// SQLite: its open files say it does not hold this database.
+	if got, err := target.Running(); got != "" || err != nil {
+		t.Errorf("a conf.xml that cannot be read, the database not open: %q, %v", got, err)
+	}
+	// MySQL: nothing else tells.
+	my := target
+	my.Datastore = enforcer.Datastore{MySQL: &enforcer.MySQL{Host: "127.0.0.1", Database: "kasp"}}
+	if _, err := my.Running(); err == nil || !strings.Contains(err.Error(), "cannot be told") {
+		t.Errorf("a conf.xml that cannot be read, MySQL: %v", err)
 	}
 	stop(cmd)
 	cmd = start("conf.xml")

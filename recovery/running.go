@@ -69,7 +69,7 @@ func (t Target) Running() (string, error) {
 		switch {
 		case how != "":
 			return fmt.Sprintf("process %d (ods-enforcerd%s) %s", pid, stopped(proc, pid), how), nil
-		case err != nil:
+		case err != nil && !gone(proc, pid):
 			unknown = append(unknown, fmt.Sprintf("process %d (ods-enforcerd): %v", pid, err))
 		}
 	}
@@ -106,11 +106,15 @@ func (t Target) uses(proc string, pid int) (string, error) {
 		}
 	}
 	if t.Datastore.SQLite != "" {
+		// ods-enforcerd keeps kasp.db open while it runs (stopped too):
+		// its open files tell, whatever its conf.xml.
 		open, err := holds(proc, pid, t.Datastore.SQLite)
-		if open {
+		switch {
+		case open:
 			return "has " + t.Datastore.SQLite + " open", nil
-		}
-		if err != nil && !resolved {
+		case err == nil:
+			return "", nil
+		case !resolved:
 			return "", err
 		}
 	}
@@ -249,4 +253,10 @@ func sameMySQL(a, b *enforcer.MySQL) bool {
 		return strings.ToLower(h)
 	}
 	return local(a.Host) == local(b.Host) && port(a.Port) == port(b.Port) && a.Database == b.Database
+}
+
+// gone says whether process pid ended meanwhile.
+func gone(proc string, pid int) bool {
+	_, err := os.Stat(filepath.Join(proc, strconv.Itoa(pid)))
+	return errors.Is(err, os.ErrNotExist)
 }
