@@ -165,12 +165,15 @@ func RemoveKeys(ctx context.Context, ds Datastore, keys []Removal, opt PruneOpti
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		// Whether the COMMIT took is read back, never assumed: a
-		// connection lost during it (MySQL) may have committed.
+		// connection lost during it (MySQL) may have committed. A COMMIT
+		// that SQLite refused (busy) leaves the transaction open, with its
+		// lock: rolled back first, so that the read can see.
+		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		done = true
 		switch left, cerr := remaining(context.WithoutCancel(ctx), db, keys); {
 		case cerr == nil && left == len(keys):
 			return false, errorf(ds.String(), "COMMIT: %w; nothing deleted (every row is still there)", lockHolder(ds, err))
 		case cerr == nil && left == 0:
-			done = true
 			return true, nil
 		case cerr == nil:
 			return false, &CommitUnknownError{ds.String(), fmt.Sprintf("COMMIT failed (%v), and %d of the %d rows are gone", err, len(keys)-left, len(keys))}
