@@ -21,6 +21,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
+	"github.com/ods-keyguard/ods-keyguard/pinlock"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 	"github.com/ods-keyguard/ods-keyguard/servedzone"
 )
@@ -63,6 +64,10 @@ type Config struct {
 	HookTimeout time.Duration `toml:"-"`
 
 	ODS *OpenDNSSEC `toml:"-"`
+
+	// RefusalJournal records a refused PIN in the ledger's log; set by the
+	// command that opens the ledger (nil: the refusal file alone).
+	RefusalJournal func(pinlock.Refusal) error `toml:"-"`
 }
 
 // RepositoryExtra is [repository.NAME]: the environment its module needs when
