@@ -36,6 +36,23 @@ func (l *Ledger) Append(ctx context.Context, kind string, payload any) (Entry, e
 	return e, nil
 }
 
+// AppendAll adds several records of one kind in one write (a decision
+// made for many zones at once), in order; one checkpoint after them all.
+func (l *Ledger) AppendAll(ctx context.Context, kind string, payloads []any) error {
+	if kind == "" || strings.ContainsAny(kind, " \n\t") {
+		return fmt.Errorf("ledger entry: kind %q: want one word", kind)
+	}
+	recs := make([]record, len(payloads))
+	for i, p := range payloads {
+		recs[i] = record{kind, p}
+	}
+	if _, err := l.b.appendLog(ctx, recs); err != nil {
+		return err
+	}
+	l.autoCheckpoint(ctx)
+	return nil
+}
+
 // ErrNoSigningKey is a checkpoint asked of a ledger with no signing key.
 var ErrNoSigningKey = errors.New("no signing key configured ([ledger] signing_key): checkpoints are not signed")
 
