@@ -156,4 +156,3 @@ func writeLedger(path, binary, table string) error {
 	const header = "## ledger verify: the log, its checkpoints, the records\n\nRun %s, `make bench-ledger`, %s.\nMedian of the runs; peak RSS is the process's maximum resident set. Each run reads the whole log, hashes every entry twice (its leaf and its link), verifies every checkpoint's Ed25519 signature, and compares the records with the log.\n\n"
 	return writeSection(path, "ledger", fmt.Sprintf(header, machine(), version(binary))+table+"\n")
 }
-
