@@ -3,6 +3,75 @@
 // (state_dir, the default), each written atomically with a checksum, so a
 // crash leaves the old state or the new one and a damaged or hand-edited
 // file is reported by name instead of being replaced.
+//
+// # The log
+//
+// Every record is also an entry of one append-only log whose entries are
+// chained by hash, on both backends: the ceremonies and each of their
+// steps (KindCeremony, KindCeremonyDropped), the DS events of the hooks,
+// releases, drops and parent sync (KindDS, KindDSCompacted), restore
+// checks, prune-pool and refused PINs. The working records (history.json,
+// the open ceremonies, events.json; the tables of a MySQL ledger) stay what
+// the commands read; ledger verify checks that they are what the log
+// recorded, record by record, both ways. The records written before the
+// log existed are covered by its first entry (KindBegun), which lists each
+// one's SHA-256.
+//
+// Records that have no working copy of their own go through one function,
+// with a kind (one word naming what happened) and a payload (any value
+// that encodes as a JSON object):
+//
+//	entry, err := l.Append(ctx, "published", struct {
+//		Zone   string   `json:"zone"`
+//		Serial uint32   `json:"serial"`
+//		Keys   []string `json:"keys"`
+//		Reason string   `json:"reason"`
+//	}{...})
+//
+// and AppendAll(ctx, kind, payloads) for several at once, in one write.
+// That is how the publish gate's decisions ("published", "held", "refused",
+// "released at ceremony") become entries.
+//
+// An entry is stored as its body, the Entry (number, time, host, kind,
+// payload) in compact JSON, byte for byte what is hashed, with the hash of
+// the entry before it and its own:
+//
+//	leaf = SHA-256("ods-keyguard/ledger/entry\n" || body)
+//	hash = SHA-256("ods-keyguard/ledger/chain\n" || prev || leaf)
+//
+// the first entry's prev being 32 zero bytes. Verification reads the
+// stored bytes, never a re-encoding. In state_dir the log is segment files
+// of 1,024 entries (log/NNN.log, named by their first entry's number), the
+// last one rewritten atomically under the log folder's own flock, held for
+// the write alone (milliseconds: a hook never waits behind a ceremony). In
+// MySQL it is keyguard_log, appended in the transaction of the record it
+// logs, under a unique seq and a unique prev: two writers that append after
+// the same entry conflict (a duplicate key on one server, a certification
+// failure on Galera), and one tries again from the new head. One order,
+// never a fork, and no lock that a cluster does not share.
+//
+// # Checkpoints
+//
+// After every ceremony step (and every other write, where the key can be
+// read) the log's size and head hash are signed with the operator's
+// Ed25519 key ([ledger] signing_key) as a C2SP signed note whose body has
+// the tlog-checkpoint shape (origin, size, base64 hash), and stored
+// (log/checkpoints/, keyguard_checkpoint). A change to an entry the
+// checkpoint covers, by someone without the key, no longer matches it; the
+// short form (Checkpoint.Short) goes on the paper ceremony form, so the
+// paper pins the log too. An export of one ceremony (Export) carries its
+// entries, a checkpoint and the leaf hashes between: VerifyExport checks it
+// with the public key alone.
+//
+// # Compaction
+//
+// The bound on the DS records that compaction keeps (see bound) applies to
+// the working records as before. The log keeps every entry: what compaction
+// drops from the working records stays in the log, with its hash, and a
+// KindDSCompacted entry names what was dropped, so that verification tells
+// a record compacted away from one removed by hand. The log grows by an
+// entry a record (about 300 bytes); ledger verify reads 100,000 entries in
+// seconds (BENCHMARKS.md).
 package ledger
 
 import (
