@@ -3,7 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -18,6 +23,7 @@ func backupCommand() *cli.Command {
 	repoFlag := &cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only repository `REPO` (default: every repository)"}
 	operatorFlag := &cli.StringFlag{Name: "operator", Usage: "who runs the ceremony (default $SUDO_USER, else $USER)"}
 	witnessFlag := &cli.StringSliceFlag{Name: "witness", Usage: "`NAME` of a person who witnesses the step, for the records (repeat for each)"}
+	sheetFlag := &cli.StringFlag{Name: "sheet", Usage: "write the ceremony's run sheet to `FILE` (.md, or .pdf with groff)"}
 	return &cli.Command{
 		Name:  "backup",
 		Usage: "the backup ceremony: prepare, done, rollback, history",
@@ -49,7 +55,7 @@ or made before RequireBackup was turned on); with nothing new, every needed
 key. Each must be on the repository's token and every mirror, or the
 enforcer is rolled back and nothing is opened. Refuses when a ceremony of
 the repository is already open; takes up one a crash left preparing.`,
-				Flags:  []cli.Flag{repoFlag, operatorFlag, witnessFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
+				Flags:  []cli.Flag{repoFlag, operatorFlag, witnessFlag, sheetFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(func(r *job) error { return runCeremony(r, "prepare") }),
 			},
 			{
@@ -66,7 +72,7 @@ checks that exactly the manifest's keys are Done, records the ceremony as
 confirmed, and releases what the DS hook withheld for want of it. Without
 --backup-token the record says the backup was attested by the operator, not
 verified.`,
-				Flags: []cli.Flag{repoFlag, operatorFlag, witnessFlag, jsonFlag(), timeoutFlag(defaultTimeout),
+				Flags: []cli.Flag{repoFlag, operatorFlag, witnessFlag, sheetFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "backup-token", Usage: "verify the backup on [backup_token.`NAME`] of the configuration"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "done") }),
 			},
@@ -142,7 +148,39 @@ func runCeremony(r *job, step string) error {
 	} else if len(cs) > 0 {
 		backup.WriteSeal(c.App.Writer, seal)
 	}
+	if serr := writeSheets(r, cs, seal); serr != nil {
+		return errors.Join(err, serr)
+	}
 	return err
+}
+
+// writeSheets writes the run sheet of each ceremony the step touched to
+// --sheet FILE (FILE-REPO.ext when there are several).
+func writeSheets(r *job, cs []*ledger.Ceremony, seal backup.Seal) error {
+	file := r.c.String("sheet")
+	if file == "" || len(cs) == 0 {
+		return nil
+	}
+	ext := filepath.Ext(file)
+	for _, cer := range cs {
+		label := ""
+		if repo, ok := r.cfg.ODS.Repository(cer.Repository); ok {
+			label = repo.TokenLabel
+		}
+		data, err := backup.RunSheet(r.ctx, cer, label, seal, ext == ".pdf")
+		if err != nil {
+			return err
+		}
+		path := file
+		if len(cs) > 1 {
+			path = strings.TrimSuffix(file, ext) + "-" + cer.Repository + ext
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return fmt.Errorf("run sheet: %w", err)
+		}
+		fmt.Fprintf(r.c.App.ErrWriter, "run sheet of ceremony %s: %s\n", cer.ID, path)
+	}
+	return nil
 }
 
 // ceremonyEnv gives a ceremony step what it works with, from the

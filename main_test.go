@@ -272,6 +272,7 @@ var tools = map[string][]string{
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
 	"galera":   {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
 	"gcc":      {"gcc"},
+	"groff":    {"groff", "gropdf"},
 	"sudo":     {"sudo"},
 	// failpoint: a test binary built with -tags failpoint (make test),
 	// for the scripts that kill or pause a step.

@@ -170,6 +170,9 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *invento
 	for _, k := range keys {
 		rec := ledger.KeyRecord{Locator: k.Locator, Role: k.Role.String(), Algorithm: k.Algorithm, Bits: k.Bits,
 			Policy: k.PolicyName(), Zones: k.Zones(), EnforcerBackup: k.Backup.String()}
+		if len(k.Uses) > 0 {
+			rec.KeyTag = k.Uses[0].KeyTag
+		}
 		for _, t := range tokens {
 			got, n := t.Contents.Find(k.Locator)
 			if n == 0 {

@@ -43,13 +43,10 @@ type Ceremony struct {
 	Keys          []KeyRecord   `json:"keys"`
 
 	// Set when the ceremony ends.
-	Ended        time.Time `json:"ended,omitzero"`
-	EndOperator  string    `json:"end_operator,omitempty"`
-	EndWitnesses []string  `json:"end_witnesses,omitempty"` // named at done or rollback
-	// Sheet is the SHA-256 of the run sheet printed at prepare, when one
-	// was: the paper the witnesses signed is the one this names.
-	Sheet         string       `json:"run_sheet_sha256,omitempty"`
-	BackupToken   *TokenRecord `json:"backup_token,omitempty"` // nil: the backup was attested, not verified
+	Ended         time.Time    `json:"ended,omitzero"`
+	EndOperator   string       `json:"end_operator,omitempty"`
+	EndWitnesses  []string     `json:"end_witnesses,omitempty"` // named at done or rollback
+	BackupToken   *TokenRecord `json:"backup_token,omitempty"`  // nil: the backup was attested, not verified
 	Checks        []string     `json:"checks,omitempty"`
 	Warnings      []string     `json:"warnings,omitempty"`      // e.g. older keys the backup token lacks
 	LeftRequired  int          `json:"left_required,omitempty"` // keys made during the ceremony, still Required
@@ -124,6 +121,8 @@ type KeyRecord struct {
 	Fingerprint string   `json:"fingerprint,omitempty"`
 	Policy      string   `json:"policy,omitempty"`
 	Zones       []string `json:"zones,omitempty"`
+	// KeyTag is the key's DNSKEY key tag in its zones (0: in a pool).
+	KeyTag int `json:"keytag,omitempty"`
 	// EnforcerBackup is the enforcer's backup state at prepare: Prepared for
 	// a key it flagged, Done for one committed by hand and never verified,
 	// Not Required where the repository has no RequireBackup.
