@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -80,14 +81,18 @@ since the last checkpoint).`,
 			{
 				Name:      "keygen",
 				Usage:     "make the Ed25519 key pair that signs the log's checkpoints",
-				UsageText: "ods-keyguard ledger keygen --name NAME --out FILE",
+				UsageText: "ods-keyguard ledger keygen --name NAME --out FILE | --hsm --out FILE.pub",
 				Description: `Writes the private key to FILE (0600; never over an existing file) and
 the public key to FILE.pub, in the signed note format (C2SP signed-note:
 NAME+HASH+KEY). Set [ledger] signing_key = FILE; give FILE.pub to the
-auditors. Needs no configuration. Exit status: 0 made; 3 could not.`,
+auditors. Needs no configuration. With --hsm, makes the key pair of
+[ledger.signing_hsm] on its token instead (CKM_EC_EDWARDS_KEY_PAIR_GEN;
+the private key sensitive, never extractable) and writes its public key to
+--out. Exit status: 0 made; 3 could not.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Usage: "the key's `NAME` in signatures (no spaces, no +), e.g. the host"},
-					&cli.StringFlag{Name: "out", Usage: "the private key `FILE`"},
+					&cli.StringFlag{Name: "out", Usage: "the private key `FILE` (with --hsm: the public key's)"},
+					&cli.BoolFlag{Name: "hsm", Usage: "make the key on the token of [ledger.signing_hsm]"},
 				},
 				Action: runLedgerKeygen,
 			},
@@ -252,6 +257,9 @@ func runLedgerKeygen(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
+	if c.Bool("hsm") {
+		return keygenOnToken(c)
+	}
 	if c.String("name") == "" || c.String("out") == "" {
 		return usagef("ledger keygen: --name and --out are needed")
 	}
@@ -312,5 +320,33 @@ func runLedgerVerifyExport(c *cli.Context) error {
 		return exit(exitProblems, fmt.Errorf("verify-export %s: %w", c.Args().First(), err))
 	}
 	rep.WriteText(c.App.Writer)
+	return nil
+}
+
+// keygenOnToken makes the key pair of [ledger.signing_hsm] on its token,
+// and writes its public key to --out.
+func keygenOnToken(c *cli.Context) error {
+	if c.String("out") == "" {
+		return usagef("ledger keygen --hsm: --out FILE.pub is needed")
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	k, name, err := cfg.SigningKeyOnToken()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, time.Minute)
+	defer cancel()
+	pub, err := k.Generate(ctx)
+	if err != nil {
+		return err
+	}
+	vkey, err := ledger.WritePublicKey(c.String("out"), name, pub)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ledger keygen: key %q made on %s (token %q), public key %s:\n%s\n", k.Label, k.Token.Describe(), k.Token.Label, c.String("out"), vkey)
 	return nil
 }

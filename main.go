@@ -195,5 +195,10 @@ func commands() []*cli.Command {
 				return hsmcheck.ServeChild(c.App.Reader, c.App.Writer, hsmcheck.OpenModule)
 			},
 		},
+		{
+			Name:   hsmcheck.SignCommand,
+			Hidden: true,
+			Action: func(c *cli.Context) error { return hsmcheck.ServeSign(c.App.Reader, c.App.Writer) },
+		},
 	}
 }

@@ -148,8 +148,20 @@ type Ledger struct {
 	PublicKeys []string `toml:"public_keys"`
 	// Origin names the log in its checkpoints, set when the log begins.
 	Origin string `toml:"origin"`
+	// SigningHSM is the Ed25519 key on a token that signs checkpoints
+	// instead of signing_key ([ledger.signing_hsm]).
+	SigningHSM *SigningHSM `toml:"signing_hsm"`
 
 	server *mysqlx.Server
+}
+
+// SigningHSM is [ledger.signing_hsm]: a token that does CKM_EDDSA, and the
+// label of the key on it (ods-keyguard ledger keygen --hsm makes it).
+type SigningHSM struct {
+	TokenConf
+	KeyLabel string `toml:"key_label"`
+	// KeyName is the key's name in signatures (default key_label).
+	KeyName string `toml:"key_name"`
 }
 
 // Ledger backends.
@@ -245,6 +257,18 @@ func Load(path string) (*Config, error) {
 	abs(&c.StateDir)
 	abs(&c.Ledger.PasswordFile)
 	abs(&c.Ledger.SigningKey)
+	if h := c.Ledger.SigningHSM; h != nil {
+		abs(&h.PinFile)
+		if h.KeyName == "" {
+			h.KeyName = h.KeyLabel
+		}
+		switch {
+		case c.Ledger.SigningKey != "":
+			return nil, fmt.Errorf("config %s: [ledger] signing_key and [ledger.signing_hsm]: one signer, not both", path)
+		case h.Module == "" || h.TokenLabel == "" || h.PinFile == "" || h.KeyLabel == "":
+			return nil, fmt.Errorf("config %s: [ledger.signing_hsm] needs module, token_label, pin_file and key_label", path)
+		}
+	}
 	for i := range c.Ledger.PublicKeys {
 		abs(&c.Ledger.PublicKeys[i])
 	}

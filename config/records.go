@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -17,6 +18,9 @@ import (
 // configured. The key file is checked like a pin_file: a key that the
 // group could change or others read signs nothing.
 func (c *Config) LedgerSigner() func(ctx context.Context) (note.Signer, error) {
+	if c.Ledger.SigningHSM != nil {
+		return c.hsmSigner
+	}
 	path := c.Ledger.SigningKey
 	if path == "" {
 		return nil
@@ -77,3 +81,51 @@ func ReadPublicKey(path string) (string, error) {
 	}
 	return k, nil
 }
+
+// SigningKeyOnToken is [ledger.signing_hsm] as a key to use, its PIN read.
+func (c *Config) SigningKeyOnToken() (hsmcheck.SignKey, string, error) {
+	h := c.Ledger.SigningHSM
+	if h == nil {
+		return hsmcheck.SignKey{}, "", errors.New("[ledger.signing_hsm]: not configured")
+	}
+	pin, err := ReadPinFile(h.PinFile)
+	if err != nil {
+		return hsmcheck.SignKey{}, "", fmt.Errorf("[ledger.signing_hsm] %w", err)
+	}
+	t := hsmcheck.Token{Name: "ledger signing key", Kind: "signing token", Module: h.Module, Label: h.TokenLabel, PIN: pin,
+		PINSource: h.PinFile, Env: h.Env, Logins: c.PINRefusals()}
+	return hsmcheck.SignKey{Token: t, Label: h.KeyLabel}, h.KeyName, nil
+}
+
+// hsmSigner signs with the key on the token: its public key read once,
+// each signature made in a child bounded by ctx.
+func (c *Config) hsmSigner(ctx context.Context) (note.Signer, error) {
+	k, name, err := c.SigningKeyOnToken()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := k.Public(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
+	if err != nil {
+		return nil, fmt.Errorf("[ledger.signing_hsm] key_name %q: %w", name, err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, err
+	}
+	return tokenSigner{name: name, hash: v.KeyHash(), sign: func(msg []byte) ([]byte, error) { return k.Sign(ctx, msg) }}, nil
+}
+
+// tokenSigner is a note.Signer whose key is on a token.
+type tokenSigner struct {
+	name string
+	hash uint32
+	sign func([]byte) ([]byte, error)
+}
+
+func (s tokenSigner) Name() string                    { return s.name }
+func (s tokenSigner) KeyHash() uint32                 { return s.hash }
+func (s tokenSigner) Sign(msg []byte) ([]byte, error) { return s.sign(msg) }

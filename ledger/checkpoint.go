@@ -237,3 +237,13 @@ func (l *Ledger) Head(ctx context.Context) (Head, error) {
 	_, n, h, err := l.head(ctx)
 	return Head{Entries: n, Hash: h}, err
 }
+
+// WritePublicKey writes the public key (NAME+HASH+KEY) of an Ed25519 key
+// held elsewhere (on a token) to path (0644, never over a file).
+func WritePublicKey(path, name string, pub []byte) (string, error) {
+	vkey, err := note.NewEd25519VerifierKey(name, ed25519.PublicKey(pub))
+	if err != nil {
+		return "", fmt.Errorf("key name %q: %w", name, err)
+	}
+	return vkey, writeNew(path, vkey+"\n", 0o644)
+}
