@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 )
 
 // Who holds SQLite's lock on kasp.db is read from /proc/locks (SQLite
@@ -54,17 +56,7 @@ func describeProcess(pid int) string {
 	if strings.TrimSpace(string(comm)) == "ods-enforcerd" {
 		return fmt.Sprintf("the enforcer (ods-enforcerd pid %d)", pid)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || len(b) == 0 {
-		return fmt.Sprintf("pid %d", pid)
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	args[0] = args[0][strings.LastIndex(args[0], "/")+1:]
-	cmd := strings.Join(args, " ")
-	if len(cmd) > 80 {
-		cmd = cmd[:80] + "..."
-	}
-	return fmt.Sprintf("pid %d (%s)", pid, cmd)
+	return proc.Describe(pid)
 }
 
 // lockHolder adds to a "database is locked" error who holds the lock, where

@@ -231,12 +231,6 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 		}
 		return err
 	}
-	type logged struct {
-		seq    uint64
-		sum    string
-		status string
-		repo   string
-	}
 	ceremonies := map[string]logged{} // id -> its newest entry
 	openState := map[string]logged{}  // repository -> its open ceremony, or none (sum "")
 	dsLogged := map[string]logged{}
@@ -288,28 +282,15 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	inHistory := map[string]bool{}
 	for _, c := range history {
 		_, sum, _ := seal(c)
-		what := "ceremony " + c.ID + " in the history"
 		inHistory[c.ID] = true
-		if g, ok := ceremonies[c.ID]; ok {
-			if !ended(g.status) || g.sum != sum {
-				r.problem(g.seq, what, "not what the log recorded: changed by hand")
-			}
-			continue
+		g, inLog := ceremonies[c.ID]
+		if inLog && !ended(g.status) {
+			g.sum = "" // the log has it open: not this record
 		}
-		if s, ok := oldHistory[c.ID]; ok {
-			if s != sum {
-				r.problem(1, what, "not what it was when the log began (its checksum is in the log's first entry): changed by hand")
-			}
-			continue
-		}
-		r.problem(0, what, "not in the log: added by hand")
+		before, inBefore := oldHistory[c.ID]
+		r.compare("ceremony "+c.ID+" in the history", sum, g, inLog, before, inBefore, "not in the log: added by hand")
 	}
-	ids := make([]string, 0, len(ceremonies))
-	for id := range ceremonies {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range sortedKeys(ceremonies) {
 		if g := ceremonies[id]; ended(g.status) && !inHistory[id] {
 			r.problem(g.seq, "ceremony "+id, "%s in the log, missing from the history: removed by hand", g.status)
 		}
@@ -347,26 +328,12 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	for _, e := range evs {
 		_, sum, _ := seal(e)
 		inView[e.ID] = true
-		what := "DS record " + e.ID
-		if g, ok := dsLogged[e.ID]; ok {
-			if g.sum != sum {
-				r.problem(g.seq, what, "not what the log recorded: changed by hand")
-			}
-			continue
-		}
-		if s, ok := oldDS[e.ID]; ok {
-			if s != sum {
-				r.problem(1, what, "not what it was when the log began: changed by hand")
-			}
-			continue
-		}
-		r.problem(0, what, "(%s %s zone %s) not in the log: added by hand", e.Kind, e.Action, e.Zone)
+		g, inLog := dsLogged[e.ID]
+		before, inBefore := oldDS[e.ID]
+		r.compare("DS record "+e.ID, sum, g, inLog, before, inBefore, fmt.Sprintf("(%s %s zone %s) not in the log: added by hand", e.Kind, e.Action, e.Zone))
 	}
-	dsIDs := make([]string, 0, len(dsLogged))
-	for id := range dsLogged {
-		dsIDs = append(dsIDs, id)
-	}
-	sort.Slice(dsIDs, func(i, j int) bool { return dsLogged[dsIDs[i]].seq < dsLogged[dsIDs[j]].seq })
+	dsIDs := sortedKeys(dsLogged)
+	sort.SliceStable(dsIDs, func(i, j int) bool { return dsLogged[dsIDs[i]].seq < dsLogged[dsIDs[j]].seq })
 	for _, id := range dsIDs {
 		if !inView[id] && !dropped[id] {
 			r.problem(dsLogged[id].seq, "DS record "+id, "in the log, missing from the records (and not dropped by compaction): removed by hand")
@@ -380,12 +347,37 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	return nil
 }
 
+// logged is what the log says of a record: its newest entry, the
+// record's checksum there, and for a ceremony its status and repository.
+type logged struct {
+	seq    uint64
+	sum    string
+	status string
+	repo   string
+}
+
+// compare checks a working record (its checksum sum) against the log's
+// newest entry of it (g, when inLog), else against the checksum the log's
+// first entry kept of it (before, when inBefore); neither: added, and
+// added says so.
+func (r *VerifyReport) compare(what, sum string, g logged, inLog bool, before string, inBefore bool, added string) {
+	switch {
+	case inLog && g.sum != sum:
+		r.problem(g.seq, what, "not what the log recorded: changed by hand")
+	case inLog:
+	case inBefore && before != sum:
+		r.problem(1, what, "not what it was when the log began (its checksum is in the log's first entry): changed by hand")
+	case !inBefore:
+		r.problem(0, what, "%s", added)
+	}
+}
+
 // ended says whether a ceremony status ends it (the history holds it).
 func ended(status string) bool {
 	return status == Confirmed || status == Abandoned || status == Restored
 }
 
-func sortedKeys(m map[string]bool) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

@@ -2,6 +2,7 @@ package recovery
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
@@ -37,22 +38,14 @@ func lostKeyIn(backups []Token, cov ledger.Coverage, k *enforcer.Key) LostKey {
 		rec, _ := c.Key(k.Locator)
 		fp = rec.Fingerprint
 	}
-	var read, unreadable []string
-	for _, t := range backups {
-		if t.Err != nil {
-			unreadable = append(unreadable, fmt.Sprintf("%q (%v)", t.Name, t.Err))
-			continue
+	holder, read, unreadable := onBackups(backups, k.Locator, fp)
+	if holder != "" {
+		l.Recoverable, l.BackupSource, l.BackupToken = true, FromToken, holder
+		l.BackupNote = fmt.Sprintf("backup token %q holds it (read now)", holder)
+		if l.Class == After {
+			l.Class = Covered
 		}
-		read = append(read, fmt.Sprintf("%q", t.Name))
-		got, n := t.Keys.Find(k.Locator)
-		if n > 0 && (fp == "" || got.Fingerprint == "" || got.Fingerprint == fp) {
-			l.Recoverable, l.BackupSource, l.BackupToken = true, FromToken, t.Name
-			l.BackupNote = fmt.Sprintf("backup token %q holds it (read now)", t.Name)
-			if l.Class == After {
-				l.Class = Covered
-			}
-			return l
-		}
+		return l
 	}
 	if len(unreadable) > 0 {
 		l.Recoverable, l.BackupSource = false, FromUnknown
@@ -78,4 +71,32 @@ func unknownBackups(lost []LostKey) string {
 		}
 	}
 	return ""
+}
+
+// onBackups reads the backup tokens' word on the key locator whose public
+// key's fingerprint is fp ("": not known): the name of one that holds it
+// ("" when none does), and those read and those that could not be, named.
+func onBackups(backups []Token, locator, fp string) (holder string, read, unreadable []string) {
+	for _, t := range backups {
+		if t.Err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("%q (%v)", t.Name, t.Err))
+			continue
+		}
+		read = append(read, fmt.Sprintf("%q", t.Name))
+		got, n := t.Keys.Find(locator)
+		if n > 0 && (fp == "" || got.Fingerprint == "" || got.Fingerprint == fp) {
+			return t.Name, read, unreadable
+		}
+	}
+	return "", read, unreadable
+}
+
+// sortedKeys lists a map's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -160,7 +160,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token, backups ...
 			v.Lost = append(v.Lost, lostKey(cov, k))
 		}
 	}
-	for _, key := range sortedLost(gone) {
+	for _, key := range sortedKeys(gone) {
 		lk := gone[key]
 		switch {
 		case lk.Use == "unknown to the enforcer":
@@ -254,38 +254,12 @@ func offBackup(backups []Token, rec ledger.KeyRecord) (note, why string) {
 	if len(backups) == 0 {
 		return "", ""
 	}
-	var read, unreadable []string
-	for _, t := range backups {
-		if t.Err != nil {
-			unreadable = append(unreadable, fmt.Sprintf("%q (%v)", t.Name, t.Err))
-			continue
-		}
-		read = append(read, fmt.Sprintf("%q", t.Name))
-		got, n := t.Keys.Find(rec.Locator)
-		if n > 0 && (rec.Fingerprint == "" || got.Fingerprint == "" || got.Fingerprint == rec.Fingerprint) {
-			return "", ""
-		}
-	}
-	if len(unreadable) > 0 {
+	holder, read, unreadable := onBackups(backups, rec.Locator, rec.Fingerprint)
+	switch {
+	case holder != "":
+		return "", ""
+	case len(unreadable) > 0:
 		return "", "backup token " + strings.Join(unreadable, " and ") + " could not be read: whether the keys missing on the HSMs are on the backup cannot be told"
 	}
 	return fmt.Sprintf("a ceremony recorded it as backed up, but no backup token holds it now (read: %s)", strings.Join(read, ", ")), ""
-}
-
-func sortedLost(m map[string]LostKey) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func sortedKeys(m map[string]ledger.KeyRecord) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
