@@ -699,11 +699,14 @@ func (m *mysqlLedger) end(ctx context.Context, history []*Ceremony, open map[str
 	}
 	err = m.inTx(ctx, func(tx *sql.Tx) error {
 		if add {
-			if err := insertHistory(ctx, tx, c, doc, sum); err != nil {
+			// Logged once: a record already there (a retry after a
+			// crash) was logged when it went in.
+			if added, err := insertHistory(ctx, tx, c, doc, sum); err != nil {
 				return err
-			}
-			if err := m.appendTx(ctx, tx, []record{ceremonyRecord(doc)}); err != nil {
-				return err
+			} else if added {
+				if err := m.appendTx(ctx, tx, []record{ceremonyRecord(doc)}); err != nil {
+					return err
+				}
 			}
 		}
 		failpoint.Hit("ledger-appended") // killed here, the transaction is not committed
@@ -743,7 +746,10 @@ func (m *mysqlLedger) appendHistory(ctx context.Context, c *Ceremony) error {
 	if err != nil {
 		return err
 	}
-	return m.inTx(ctx, func(tx *sql.Tx) error { return insertHistory(ctx, tx, c, doc, sum) })
+	return m.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := insertHistory(ctx, tx, c, doc, sum)
+		return err
+	})
 }
 
 // historyConflict is a ceremony in the history already, with another record.
@@ -753,23 +759,25 @@ func (e *historyConflict) Error() string {
 	return fmt.Sprintf("ceremony %s is in the history already, with another record", e.id)
 }
 
-func insertHistory(ctx context.Context, tx *sql.Tx, c *Ceremony, doc, sum string) error {
+// insertHistory adds c to the history, and says whether it did: the same
+// record there already is no error, and not added again.
+func insertHistory(ctx context.Context, tx *sql.Tx, c *Ceremony, doc, sum string) (bool, error) {
 	var have string
 	err := tx.QueryRowContext(ctx, `SELECT sha256 FROM keyguard_history WHERE id = ? FOR UPDATE`, c.ID).Scan(&have)
 	switch {
 	case err == nil && have == sum:
-		return nil
+		return false, nil
 	case err == nil:
-		return &historyConflict{c.ID}
+		return false, &historyConflict{c.ID}
 	case !errors.Is(err, sql.ErrNoRows):
-		return err
+		return false, err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO keyguard_history (id, repository, doc, sha256, host, recorded)
 		VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`, c.ID, c.Repository, doc, sum, host())
 	if mysqlx.Number(err) == mysqlx.ErDupEntry {
-		return &historyConflict{c.ID}
+		return false, &historyConflict{c.ID}
 	}
-	return err
+	return err == nil, err
 }
 
 func (m *mysqlLedger) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
@@ -927,7 +935,7 @@ func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, 
 			if err != nil {
 				return err
 			}
-			if err := insertHistory(ctx, tx, c, doc, sum); err != nil {
+			if _, err := insertHistory(ctx, tx, c, doc, sum); err != nil {
 				return err
 			}
 		}
