@@ -116,6 +116,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		HideHelpCommand:      true,
 		Suggest:              true,
 		EnableBashCompletion: false, // packaging: completion.go, which never runs the program
+		// A witness is "Smith, John" as given: repeated flags, never a
+		// comma, make several values.
+		DisableSliceFlagSeparator: true,
 		Flags:                []cli.Flag{configFlagDef()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
