@@ -119,7 +119,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		// A witness is "Smith, John" as given: repeated flags, never a
 		// comma, make several values.
 		DisableSliceFlagSeparator: true,
-		Flags:                []cli.Flag{configFlagDef()},
+		Flags:                     []cli.Flag{configFlagDef()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("unknown command %q (see ods-keyguard --help)", c.Args().First())
