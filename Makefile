@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-ledger install uninstall deb clean
 
 all: build
 
@@ -39,6 +39,10 @@ bench: setup build
 # verify and check at about 1,000 keys, SQLite beside MySQL (MariaDB).
 bench-backends: setup build
 	$(GO) run ./internal/lab/bench -backends 1000 bin/ods-keyguard
+
+# ledger verify over a log of 100,000 entries, state_dir and MySQL.
+bench-ledger: setup build
+	$(GO) run ./internal/lab/bench -ledger 100000 bin/ods-keyguard
 
 bench-implementations: setup build
 	$(GO) run ./internal/lab/bench -implementations 1000 bin/ods-keyguard

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -24,6 +28,8 @@ The manual: man ods-keyguard.`
 func backupCommand() *cli.Command {
 	repoFlag := &cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only repository `REPO` (default: every repository)"}
 	operatorFlag := &cli.StringFlag{Name: "operator", Usage: "who runs the ceremony (default $SUDO_USER, else $USER)"}
+	witnessFlag := &cli.StringSliceFlag{Name: "witness", Usage: "`NAME` of a person who witnesses the step, for the records (repeat for each)"}
+	sheetFlag := &cli.StringFlag{Name: "sheet", Usage: "write the ceremony's run sheet to `FILE` (.md, or .pdf with groff)"}
 	return &cli.Command{
 		Name:        "backup",
 		Usage:       "the backup ceremony: prepare, done, rollback, history",
@@ -32,26 +38,26 @@ func backupCommand() *cli.Command {
 			{
 				Name:        "prepare",
 				Usage:       "open a ceremony: flag the keys to back up and check them on every HSM",
-				UsageText:   "ods-keyguard backup prepare [-r REPO] [--operator NAME] [--json]",
+				UsageText:   "ods-keyguard backup prepare [-r REPO] [--operator NAME] [--witness NAME]... [--sheet FILE] [--json]",
 				Description: backupHelp,
-				Flags:       []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
+				Flags:       []cli.Flag{repoFlag, operatorFlag, witnessFlag, sheetFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action:      withJob(func(r *job) error { return runCeremony(r, "prepare") }),
 			},
 			{
 				Name:        "done",
 				Usage:       "confirm a ceremony after the HSM was backed up: verify, then commit",
-				UsageText:   "ods-keyguard backup done [-r REPO] [--backup-token NAME] [--operator NAME] [--json]",
+				UsageText:   "ods-keyguard backup done [-r REPO] [--backup-token NAME] [--operator NAME] [--witness NAME]... [--sheet FILE] [--json]",
 				Description: backupHelp,
-				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
+				Flags: []cli.Flag{repoFlag, operatorFlag, witnessFlag, sheetFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "backup-token", Usage: "verify the backup on [backup_token.`NAME`] of the configuration"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "done") }),
 			},
 			{
 				Name:        "rollback",
 				Usage:       "abandon an open ceremony and unflag the enforcer's Prepared keys",
-				UsageText:   "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--reason TEXT] [--json]",
+				UsageText:   "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--witness NAME]... [--reason TEXT] [--json]",
 				Description: backupHelp,
-				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
+				Flags: []cli.Flag{repoFlag, operatorFlag, witnessFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "reason", Usage: "why, for the history"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "rollback") }),
 			},
@@ -89,6 +95,9 @@ func runCeremony(r *job, step string) error {
 		env.Release = func(ctx context.Context) error { return releaseAfterDone(ctx, c, cfg, l, out) }
 	}
 	operator := ledger.Operator(c.String("operator"))
+	if env != nil {
+		env.Witnesses = c.StringSlice("witness")
+	}
 	if c.String("repository") == "" && step != "prepare" {
 		repos = nil // every repository with an open ceremony
 	}
@@ -104,10 +113,16 @@ func runCeremony(r *job, step string) error {
 	case step == "rollback":
 		cs, err = backup.Rollback(ctx, env, repos, operator, c.String("reason"))
 	}
+	seal := backup.SealOf(ctx, l)
 	if c.Bool("json") {
-		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err)); jerr != nil {
+		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err, seal)); jerr != nil {
 			return jerr
 		}
+	} else if len(cs) > 0 {
+		backup.WriteSeal(c.App.Writer, seal)
+	}
+	if serr := writeSheets(r, cs, seal); serr != nil {
+		return errors.Join(err, serr)
 	}
 	// A ceremony step refused (nothing committed) is a finding, not a
 	// failure to act.
@@ -115,6 +130,35 @@ func runCeremony(r *job, step string) error {
 		return exit(exitProblems, err)
 	}
 	return err
+}
+
+// writeSheets writes the run sheet of each ceremony the step touched to
+// --sheet FILE (FILE-REPO.ext when there are several).
+func writeSheets(r *job, cs []*ledger.Ceremony, seal backup.Seal) error {
+	file := r.c.String("sheet")
+	if file == "" || len(cs) == 0 {
+		return nil
+	}
+	ext := filepath.Ext(file)
+	for _, cer := range cs {
+		label := ""
+		if repo, ok := r.cfg.ODS.Repository(cer.Repository); ok {
+			label = repo.TokenLabel
+		}
+		data, err := backup.RunSheet(r.ctx, cer, label, seal, ext == ".pdf")
+		if err != nil {
+			return err
+		}
+		path := file
+		if len(cs) > 1 {
+			path = strings.TrimSuffix(file, ext) + "-" + cer.Repository + ext
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return fmt.Errorf("run sheet: %w", err)
+		}
+		fmt.Fprintf(r.c.App.ErrWriter, "run sheet of ceremony %s: %s\n", cer.ID, path)
+	}
+	return nil
 }
 
 // ceremonyEnv gives a ceremony step what it works with, from the

@@ -213,11 +213,12 @@ func checkReport(c *cli.Context) *check.Report {
 		return check.Unknown(opt, err.Error())
 	}
 	opt.Interval, opt.Grace, opt.NewZones = sched.Interval, sched.Grace, cfg.Check.NewZones
-	tokens, err := cfg.Tokens()
+	lo, err := cfg.LedgerOptions(c.App.ErrWriter, true)
 	if err != nil {
 		return check.Unknown(opt, err.Error())
 	}
-	lo, err := cfg.LedgerOptions(c.App.ErrWriter, true)
+	cfg.RefusalJournal = journalTo(lo)
+	tokens, err := cfg.Tokens()
 	if err != nil {
 		return check.Unknown(opt, err.Error())
 	}

@@ -117,6 +117,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Setenv("ODS_CONF", e.Conf)
 		ts.Setenv("ODS_SOCK", e.Socket)
 		ts.Setenv("ODS_DB", e.DB)
+		ts.Setenv("ODS_DAEMON", e.Daemon())
 	case "zone":
 		nowait := len(args) > 1 && args[1] == "-nowait"
 		if nowait {

@@ -16,6 +16,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/pinlock"
 )
 
 // noArgs refuses positional arguments for commands that take none.
@@ -110,6 +111,8 @@ type job struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	closes []func() error
+	// journal is the ledger refused PINs are recorded in, when one was.
+	journal *ledger.Ledger
 }
 
 // begin refuses positional arguments, loads the configuration and starts
@@ -145,7 +148,23 @@ func start(c *cli.Context) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &job{c: c, cfg: cfg, ctx: ctx, cancel: cancel}, nil
+	r := &job{c: c, cfg: cfg, ctx: ctx, cancel: cancel}
+	cfg.RefusalJournal = r.journalRefusal
+	return r, nil
+}
+
+// journalRefusal records a refused PIN in the ledger's log, on a ledger
+// opened for it once (the token reads come before the command's own).
+func (r *job) journalRefusal(ref pinlock.Refusal) error {
+	if r.journal == nil {
+		l, err := r.ledger(false)
+		if err != nil {
+			return err
+		}
+		r.journal = l
+	}
+	_, err := r.journal.Append(r.ctx, ledger.KindPINRefused, ref)
+	return err
 }
 
 // ledger opens the ledger within the deadline; end closes it.
@@ -222,4 +241,23 @@ func unreadable(results []hsmcheck.Result) error {
 		return nil
 	}
 	return exit(exitUnknown, errors.Join(errs...))
+}
+
+// journalTo records a refused PIN in the log of the ledger o names,
+// opened for writing for that alone: what check, which reads the ledger
+// only, does when a token refuses a PIN (a user that cannot write the
+// ledger gets an error, which the refusal's message carries).
+func journalTo(o ledger.Options) func(pinlock.Refusal) error {
+	return func(ref pinlock.Refusal) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		o.ReadOnly = false
+		l, err := ledger.New(ctx, o)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		_, err = l.Append(ctx, ledger.KindPINRefused, ref)
+		return err
+	}
 }

@@ -96,7 +96,10 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		HideHelpCommand:      true,
 		Suggest:              true,
 		EnableBashCompletion: false, // packaging: completion.go, which never runs the program
-		Flags:                []cli.Flag{configFlagDef()},
+		// A witness is "Smith, John" as given: repeated flags, never a
+		// comma, make several values.
+		DisableSliceFlagSeparator: true,
+		Flags:                     []cli.Flag{configFlagDef()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("unknown command %q (see ods-keyguard --help)", c.Args().First())
@@ -174,6 +177,11 @@ func commands() []*cli.Command {
 			Action: func(c *cli.Context) error {
 				return hsmcheck.ServeChild(c.App.Reader, c.App.Writer, hsmcheck.OpenModule)
 			},
+		},
+		{
+			Name:   hsmcheck.SignCommand,
+			Hidden: true,
+			Action: func(c *cli.Context) error { return hsmcheck.ServeSign(c.App.Reader, c.App.Writer) },
 		},
 	}
 }

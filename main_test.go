@@ -206,6 +206,7 @@ func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 			"zoneserver": cmdZoneServer,
 			"signer":     cmdSigner,
 			"validate":   cmdValidate,
+			"ledgeredit": cmdLedgerEdit,
 		},
 	})
 }
@@ -219,6 +220,9 @@ func setupScript(env *testscript.Env, backend string) error {
 	}
 	env.Setenv("BACKEND", backend)
 	env.Setenv("LEDGER", "")
+	// $LEDGER_KEYS: the keys of $LEDGER without its [ledger] line, for a
+	// script that adds keys of its own to [ledger].
+	env.Setenv("LEDGER_KEYS", "")
 	slot := &enforcerSlot{}
 	if backend == "mysql" {
 		// The enforcer's database is made at "enforcer start"; the ledger
@@ -250,7 +254,9 @@ func setupScript(env *testscript.Env, backend string) error {
 		if err != nil {
 			return err
 		}
-		env.Setenv("LEDGER", fmt.Sprintf("[ledger]\nbackend = \"mysql\"\ndsn = %q\npassword_file = %q\n", db.DSN(), pw))
+		keys := fmt.Sprintf("backend = \"mysql\"\ndsn = %q\npassword_file = %q\n", db.DSN(), pw)
+		env.Setenv("LEDGER", "[ledger]\n"+keys)
+		env.Setenv("LEDGER_KEYS", keys)
 		env.Setenv("LEDGER_DSN", db.DSN())
 		env.Setenv("LEDGER_USER", db.User)
 		env.Setenv("LEDGER_DB", db.Name)
@@ -286,6 +292,7 @@ var tools = map[string][]string{
 	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
 	"galera":   {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
 	"gcc":      {"gcc"},
+	"groff":    {"groff", "gropdf"},
 	"sudo":     {"sudo"},
 	// failpoint: a test binary built with -tags failpoint (make test),
 	// for the scripts that kill or pause a step.

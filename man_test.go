@@ -256,6 +256,10 @@ func manSectionOfKey(key string) (string, string) {
 	case "mirror":
 		return "[[mirror]]", rest
 	}
+	// A table in a table: [ledger.signing_hsm] module.
+	if j := strings.LastIndexByte(rest, '.'); j >= 0 {
+		return "[" + first + "." + rest[:j] + "]", rest[j+1:]
+	}
 	return "[" + first + "]", rest
 }
 

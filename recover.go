@@ -2,14 +2,20 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
+	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/recovery"
 )
@@ -40,11 +46,13 @@ The manual: man ods-keyguard.`,
 			{
 				Name:      "verify",
 				Usage:     "after restoring from the backup token: is every backed-up key back?",
-				UsageText: "ods-keyguard recover verify [--json] [-t SECONDS]",
+				UsageText: "ods-keyguard recover verify [--restored] [--operator NAME] [--json] [-t SECONDS]",
 				Description: `Exit status: 0 complete (every key in use and every backed-up key back);
-1 incomplete; 3 could not determine.
+1 incomplete; 3 could not determine (a backup token could not be read).
 The manual: man ods-keyguard.`,
-				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+				Flags: []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout),
+					&cli.BoolFlag{Name: "restored", Usage: "the HSMs were restored from the backup: record a restore, not a check"},
+					&cli.StringFlag{Name: "operator", Usage: "who restored or checked them (default $SUDO_USER, else $USER)"}},
 				Action: withJob(runVerifyRestore),
 			},
 			{
@@ -149,7 +157,7 @@ func runPlan(r *job) error {
 // every token (with req), the ceremonies, the DS records and, where
 // [parent] is configured, the parent's DS.
 func (r *job) recoveryInput(req hsmcheck.Request) (recovery.Input, error) {
-	snap, err := r.snapshot(req)
+	snap, backups, err := r.recoverySnapshot(req)
 	if err != nil {
 		return recovery.Input{}, err
 	}
@@ -162,21 +170,43 @@ func (r *job) recoveryInput(req hsmcheck.Request) (recovery.Input, error) {
 		return recovery.Input{}, err
 	}
 	return recovery.Input{Now: time.Now().UTC(), State: snap.State, Store: store, Tokens: recovery.Tokens(snap.Results),
-		ReadZone: recovery.ReadSignedOutput, Book: book,
+		Backups: backups, ReadZone: recovery.ReadSignedOutput, Book: book,
 		Parent: parent.ByZone(r.ctx, r.cfg.ParentConfig(), snap.State.ZoneNames())}, nil
+}
+
+// enforcerStopped refuses when an ods-enforcerd uses the database, and
+// when that cannot be told.
+func (r *job) enforcerStopped() error {
+	t := recovery.Target{Conf: r.cfg.ODS.Path, Socket: r.cfg.ODS.SocketFile, PidFile: r.cfg.ODS.PidFile, Datastore: r.cfg.ODS.Datastore,
+		ReadConf: func(path string) (enforcer.Datastore, error) {
+			o, err := config.LoadOpenDNSSEC(path)
+			if err != nil {
+				return enforcer.Datastore{}, err
+			}
+			return o.Datastore, nil
+		}}
+	running, err := t.Running()
+	if err != nil {
+		return exit(exitUnknown, fmt.Errorf("recover prune-pool --apply: %w; nothing changed", err))
+	}
+	if running != "" {
+		return exit(exitProblems, fmt.Errorf("recover prune-pool --apply: ods-enforcerd is running (%s): stop it first; nothing changed", running))
+	}
+	return nil
 }
 
 func runPrunePool(r *job) error {
 	c := r.c
-	running := recovery.EnforcerRunning(r.cfg.ODS.SocketFile, r.cfg.ODS.Path)
-	if c.Bool("apply") && running != "" {
-		return exit(exitProblems, fmt.Errorf("recover prune-pool --apply: ods-enforcerd is running (%s): stop it first; nothing changed", running))
+	if c.Bool("apply") {
+		if err := r.enforcerStopped(); err != nil {
+			return err
+		}
 	}
 	snap, err := r.snapshot(hsmcheck.Request{NoPublic: true})
 	if err != nil {
 		return err
 	}
-	_, store, err := r.ceremonies(false)
+	l, store, err := r.ceremonies(false)
 	if err != nil {
 		return err
 	}
@@ -185,27 +215,69 @@ func runPrunePool(r *job) error {
 		return err
 	}
 	if c.Bool("apply") {
+		// Again, just before: the tokens took a while.
+		if err := r.enforcerStopped(); err != nil {
+			return err
+		}
 		state, err := statedir.Open(r.cfg.StateDir, true, r.cfg.StateGroup)
 		if err != nil {
 			return err
 		}
 		defer state.Close()
-		if err := p.Apply(r.ctx, r.cfg.ODS.Datastore, state, time.Now()); err != nil {
+		if err := p.ApplyRecorded(r.ctx, r.cfg.ODS.Datastore, state, time.Now(), l); err != nil {
+			if p.Unknown != "" {
+				output(c, p.Doc(), p.WriteText)
+			}
 			return fmt.Errorf("recover prune-pool --apply: %w", err)
 		}
 	}
 	if err := output(c, p.Doc(), p.WriteText); err != nil {
 		return err
 	}
-	if len(p.Blocked) > 0 || (len(p.Keys) > 0 && !p.Applied) {
+	if len(p.Blocked) > 0 || len(p.Kept) > 0 || (len(p.Keys) > 0 && !p.Applied) {
 		return exit(exitProblems, nil)
 	}
 	return nil
 }
 
+// recoverySnapshot reads the database, every repository's and mirror's
+// token, and every configured backup token, in one pass: the backup
+// tokens' results come apart (a backup token whose PIN file cannot be read
+// is one that could not be read).
+func (r *job) recoverySnapshot(req hsmcheck.Request) (*inventory.Snapshot, []recovery.Token, error) {
+	tokens, err := r.cfg.Tokens()
+	if err != nil {
+		return nil, nil, err
+	}
+	var failed []hsmcheck.Result
+	for _, name := range slices.Sorted(maps.Keys(r.cfg.BackupTokens)) {
+		t, err := r.cfg.BackupToken(name)
+		if err != nil {
+			failed = append(failed, hsmcheck.Result{Token: hsmcheck.Token{Name: name, Kind: hsmcheck.KindBackupToken}, Err: err})
+			continue
+		}
+		tokens = append(tokens, t)
+	}
+	snap, err := inventory.Take(r.ctx, source(r.cfg), tokens, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	var hsms []hsmcheck.Result
+	backups := failed
+	for _, res := range snap.Results {
+		if res.Token.Kind == hsmcheck.KindBackupToken {
+			backups = append(backups, res)
+		} else {
+			hsms = append(hsms, res)
+		}
+	}
+	snap.Results = hsms
+	return snap, recovery.Tokens(backups), nil
+}
+
 func runVerifyRestore(r *job) error {
 	c := r.c
-	snap, err := r.snapshot(hsmcheck.Request{})
+	snap, backups, err := r.recoverySnapshot(hsmcheck.Request{})
 	if err != nil {
 		return err
 	}
@@ -218,16 +290,19 @@ func runVerifyRestore(r *job) error {
 	if err != nil {
 		return err
 	}
-	v := recovery.Verify(snap.State, store, recovery.Tokens(snap.Results))
+	v := recovery.Verify(snap.State, store, recovery.Tokens(snap.Results), backups...)
 	if v.Complete {
-		if err := recovery.RecordRestore(r.ctx, l, snap.Results, v); err != nil {
+		if err := recovery.RecordVerification(r.ctx, l, snap.Results, v, ledger.Operator(c.String("operator")), c.Bool("restored")); err != nil {
 			return err
 		}
 	}
 	if err := output(c, v.Doc(), v.WriteText); err != nil {
 		return err
 	}
-	if !v.Complete {
+	switch {
+	case v.Unknown != "":
+		return exit(exitUnknown, nil)
+	case !v.Complete:
 		return exit(exitProblems, nil)
 	}
 	return nil

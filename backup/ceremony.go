@@ -53,6 +53,9 @@ type Env struct {
 	// confirmed already by a run that died): the DS guard's release of
 	// what was withheld for want of this backup.
 	Release func(ctx context.Context) error
+	// Witnesses are the people who watch the step (--witness), recorded
+	// with it.
+	Witnesses []string
 }
 
 // Enforcer runs ods-enforcer commands: enforcer.CLI, or a test's own.

@@ -393,6 +393,7 @@ func (e *Env) record(ctx context.Context, store *ledger.Store, c *ledger.Ceremon
 	c.Status = ledger.Confirmed
 	c.Ended = e.now()
 	c.EndOperator = operator
+	c.EndWitnesses = e.Witnesses
 	c.BackupToken = backupRec
 	c.Checks = checks
 	c.Warnings = warnings

@@ -59,7 +59,7 @@ func Prepare(ctx context.Context, e *Env, repos []string, operator string) (open
 		}
 		r := e.Repositories[repo]
 		c := &ledger.Ceremony{ID: ledger.NewID(repo, e.now()), Repository: repo, Status: ledger.Preparing,
-			RequireBackup: r.RequireBackup, Operator: operator, Prepared: e.now(), Claim: ledger.NewClaim(ctx)}
+			RequireBackup: r.RequireBackup, Operator: operator, Witnesses: e.Witnesses, Prepared: e.now(), Claim: ledger.NewClaim(ctx)}
 		// Recorded only if no ceremony is open: another host that opened
 		// one meanwhile wins, and the enforcer is not asked.
 		if err := store.SaveOpen(ctx, c); err != nil {
@@ -170,6 +170,9 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *invento
 	for _, k := range keys {
 		rec := ledger.KeyRecord{Locator: k.Locator, Role: k.Role.String(), Algorithm: k.Algorithm, Bits: k.Bits,
 			Policy: k.PolicyName(), Zones: k.Zones(), EnforcerBackup: k.Backup.String()}
+		if len(k.Uses) > 0 {
+			rec.KeyTag = k.Uses[0].KeyTag
+		}
 		for _, t := range tokens {
 			got, n := t.Contents.Find(k.Locator)
 			if n == 0 {

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -18,13 +19,21 @@ import (
 // StepDoc is the JSON document of backup prepare, done or rollback: the
 // ceremonies the step touched, what it told the operator (one message a
 // line of text), and its error, on one line, or null.
-func StepDoc(step string, cs []*ledger.Ceremony, messages string, err error) any {
+func StepDoc(step string, cs []*ledger.Ceremony, messages string, err error, seal Seal) any {
 	doc := struct {
 		OK         bool               `json:"ok"`
 		Error      *string            `json:"error"`
 		Ceremonies []*ledger.Ceremony `json:"ceremonies"`
 		Messages   []string           `json:"messages"`
-	}{OK: err == nil, Ceremonies: nonNil(cs), Messages: []string{}}
+		Checkpoint *ledger.Checkpoint `json:"checkpoint"`
+		CPError    *string            `json:"checkpoint_error"`
+		Ledger     *ledger.Head       `json:"ledger"`
+	}{OK: err == nil, Ceremonies: nonNil(cs), Messages: []string{},
+		Checkpoint: seal.Checkpoint, Ledger: seal.Head}
+	if seal.Err != nil {
+		msg := seal.Err.Error()
+		doc.CPError = &msg
+	}
 	for _, l := range strings.Split(messages, "\n") {
 		if l != "" {
 			doc.Messages = append(doc.Messages, l)
@@ -88,4 +97,40 @@ func nonNil(cs []*ledger.Ceremony) []*ledger.Ceremony {
 		return []*ledger.Ceremony{}
 	}
 	return cs
+}
+
+// Seal is what pins a step on paper: the log's head after it, and the
+// checkpoint signed after it (or why none was).
+type Seal struct {
+	Head       *ledger.Head
+	Checkpoint *ledger.Checkpoint
+	Err        error
+}
+
+// SealOf reads the seal of the step l just recorded: nil fields where
+// nothing was recorded or the log cannot be read.
+func SealOf(ctx context.Context, l *ledger.Ledger) Seal {
+	var s Seal
+	if h, err := l.Head(ctx); err == nil && h.Entries > 0 {
+		s.Head = &h
+	}
+	s.Checkpoint, s.Err = l.LastCheckpoint()
+	if s.Checkpoint != nil && s.Head != nil && s.Checkpoint.Size < s.Head.Entries {
+		s.Checkpoint = nil // signed before the step's last write
+	}
+	return s
+}
+
+// WriteSeal prints the seal: the short form to read aloud and write on the
+// ceremony form, and the signed checkpoint.
+func WriteSeal(w io.Writer, s Seal) {
+	switch {
+	case s.Checkpoint != nil:
+		fmt.Fprintf(w, "checkpoint, for the ceremony form (read it aloud): %s\n", s.Checkpoint.Short())
+		for _, line := range strings.Split(strings.TrimRight(s.Checkpoint.Note, "\n"), "\n") {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	case s.Head != nil:
+		fmt.Fprintf(w, "ledger head, for the ceremony form (read it aloud): %s; not signed: %v\n", s.Head.Short(), s.Err)
+	}
 }

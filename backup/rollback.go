@@ -95,6 +95,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 		c.Status = ledger.Abandoned
 		c.Ended = e.now()
 		c.EndOperator = operator
+		c.EndWitnesses = e.Witnesses
 		c.AbandonReason = reason
 		if err := store.End(ctx, c); err != nil {
 			return abandoned, err

@@ -24,6 +24,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
+	"github.com/ods-keyguard/ods-keyguard/pinlock"
 	"github.com/ods-keyguard/ods-keyguard/secret"
 	"github.com/ods-keyguard/ods-keyguard/servedzone"
 )
@@ -66,6 +67,10 @@ type Config struct {
 	HookTimeout time.Duration `toml:"-"`
 
 	ODS *OpenDNSSEC `toml:"-"`
+
+	// RefusalJournal records a refused PIN in the ledger's log; set by the
+	// command that opens the ledger (nil: the refusal file alone).
+	RefusalJournal func(pinlock.Refusal) error `toml:"-"`
 }
 
 // RepositoryExtra is [repository.NAME]: the environment its module needs when
@@ -137,8 +142,29 @@ type Ledger struct {
 	Backend      string `toml:"backend"`
 	DSN          string `toml:"dsn"`           // user@tcp(host:3306)/database, no password
 	PasswordFile string `toml:"password_file"` // checked like a pin_file
+	// SigningKey is the file of the Ed25519 key that signs the log's
+	// checkpoints (ods-keyguard ledger keygen makes it), checked like a
+	// pin_file; "" signs none.
+	SigningKey string `toml:"signing_key"`
+	// PublicKeys are files of the public keys whose checkpoints ledger
+	// verify accepts (each host's of a pair); default: signing_key.pub.
+	PublicKeys []string `toml:"public_keys"`
+	// Origin names the log in its checkpoints, set when the log begins.
+	Origin string `toml:"origin"`
+	// SigningHSM is the Ed25519 key on a token that signs checkpoints
+	// instead of signing_key ([ledger.signing_hsm]).
+	SigningHSM *SigningHSM `toml:"signing_hsm"`
 
 	server *mysqlx.Server
+}
+
+// SigningHSM is [ledger.signing_hsm]: a token that does CKM_EDDSA, and the
+// label of the key on it (ods-keyguard ledger keygen --hsm makes it).
+type SigningHSM struct {
+	TokenConf
+	KeyLabel string `toml:"key_label"`
+	// KeyName is the key's name in signatures (default key_label).
+	KeyName string `toml:"key_name"`
 }
 
 // Ledger backends.
@@ -245,6 +271,22 @@ func Load(path string) (*Config, error) {
 	abs(&c.OpenDNSSECConf)
 	abs(&c.StateDir)
 	abs(&c.Ledger.PasswordFile)
+	abs(&c.Ledger.SigningKey)
+	if h := c.Ledger.SigningHSM; h != nil {
+		abs(&h.PinFile)
+		if h.KeyName == "" {
+			h.KeyName = h.KeyLabel
+		}
+		switch {
+		case c.Ledger.SigningKey != "":
+			return nil, fmt.Errorf("config %s: [ledger] signing_key and [ledger.signing_hsm]: one signer, not both", path)
+		case h.Module == "" || h.TokenLabel == "" || h.PinFile == "" || h.KeyLabel == "":
+			return nil, fmt.Errorf("config %s: [ledger.signing_hsm] needs module, token_label, pin_file and key_label", path)
+		}
+	}
+	for i := range c.Ledger.PublicKeys {
+		abs(&c.Ledger.PublicKeys[i])
+	}
 	abs(&c.Parent.TrustAnchor)
 	for i := range c.Mirrors {
 		abs(&c.Mirrors[i].PinFile)
@@ -491,7 +533,8 @@ func (c *Config) LedgerServer() (*mysqlx.Server, error) {
 // to wait for the lock says so on waiting; readOnly makes nothing (check,
 // run by the monitoring user).
 func (c *Config) LedgerOptions(waiting io.Writer, readOnly bool) (ledger.Options, error) {
-	o := ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly}
+	o := ledger.Options{Dir: c.StateDir, Group: c.StateGroup, LockWait: c.LockWait, Waiting: waiting, ReadOnly: readOnly,
+		Origin: c.Ledger.Origin, Signer: c.LedgerSigner(), Keys: c.LedgerKeys()}
 	if c.Ledger.Backend == LedgerMySQL {
 		srv, err := c.LedgerServer()
 		if err != nil {

@@ -17,12 +17,21 @@ import (
 // conf.xml names none.
 const DefaultSocket = "/run/opendnssec/enforcer.sock"
 
+// DefaultPidFile is where it writes the daemon's pid when conf.xml names
+// no <PidFile>.
+const DefaultPidFile = "/run/opendnssec/enforcerd.pid"
+
+// DefaultConf is the conf.xml an ods-enforcerd started without -c reads.
+const DefaultConf = "/etc/opendnssec/conf.xml"
+
 // OpenDNSSEC is what ods-keyguard takes from the enforcer's conf.xml.
 type OpenDNSSEC struct {
 	Path         string
 	Repositories []Repository
 	Datastore    enforcer.Datastore
 	SocketFile   string
+	// PidFile is <Enforcer><PidFile>: where the running daemon writes its pid.
+	PidFile string
 	// SyslogFacility is <Common><Logging><Syslog><Facility>, lower case
 	// ("daemon" when conf.xml names none): ods-keyguard logs where the
 	// OpenDNSSEC daemons do.
@@ -75,6 +84,7 @@ type xmlConf struct {
 			} `xml:"MySQL"`
 		} `xml:"Datastore"`
 		SocketFile string `xml:"SocketFile"`
+		PidFile    string `xml:"PidFile"`
 	} `xml:"Enforcer"`
 }
 
@@ -91,10 +101,14 @@ func LoadOpenDNSSEC(path string) (*OpenDNSSEC, error) {
 	o := &OpenDNSSEC{
 		Path:           path,
 		SocketFile:     strings.TrimSpace(x.Enforcer.SocketFile),
+		PidFile:        strings.TrimSpace(x.Enforcer.PidFile),
 		SyslogFacility: strings.ToLower(strings.TrimSpace(x.Facility)),
 	}
 	if o.SocketFile == "" {
 		o.SocketFile = DefaultSocket
+	}
+	if o.PidFile == "" {
+		o.PidFile = DefaultPidFile
 	}
 	if o.SyslogFacility == "" {
 		o.SyslogFacility = "daemon"

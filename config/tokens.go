@@ -12,7 +12,7 @@ import (
 // PINRefusals is the record of the PINs a token refused, in state_dir: no
 // command logs in with one again (package pinlock).
 func (c *Config) PINRefusals() *pinlock.Store {
-	return &pinlock.Store{Dir: c.StateDir, Group: c.StateGroup}
+	return &pinlock.Store{Dir: c.StateDir, Group: c.StateGroup, Journal: c.RefusalJournal}
 }
 
 // Tokens lists the token of every repository, then every mirror, with their

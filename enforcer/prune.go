@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
@@ -110,7 +111,7 @@ func RemoveKeys(ctx context.Context, ds Datastore, keys []Removal, opt PruneOpti
 		begin = "START TRANSACTION"
 	}
 	if _, err := conn.ExecContext(ctx, begin); err != nil {
-		return false, errorf(ds.String(), "%s: %w", begin, err)
+		return false, errorf(ds.String(), "%s: %w", begin, lockHolder(ds, err))
 	}
 	done := false
 	defer func() {
@@ -164,10 +165,55 @@ func RemoveKeys(ctx context.Context, ds Datastore, keys []Removal, opt PruneOpti
 		}
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return false, errorf(ds.String(), "COMMIT: %w; rolled back, nothing deleted", err)
+		// Whether the COMMIT took is read back, never assumed: a
+		// connection lost during it (MySQL) may have committed. A COMMIT
+		// that SQLite refused (busy) leaves the transaction open, with its
+		// lock: rolled back first, so that the read can see.
+		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		done = true
+		switch left, cerr := remaining(context.WithoutCancel(ctx), db, keys); {
+		case cerr == nil && left == len(keys):
+			return false, errorf(ds.String(), "COMMIT: %w; nothing deleted (every row is still there)", lockHolder(ds, err))
+		case cerr == nil && left == 0:
+			return true, nil
+		case cerr == nil:
+			return false, &CommitUnknownError{ds.String(), fmt.Sprintf("COMMIT failed (%v), and %d of the %s are gone", err, len(keys)-left, human.Count(len(keys), "row"))}
+		default:
+			return false, &CommitUnknownError{ds.String(), fmt.Sprintf("COMMIT failed (%v), and the rows cannot be read back (%v)", err, cerr)}
+		}
 	}
 	done = true
 	return true, nil
+}
+
+// CommitUnknownError is a removal whose COMMIT failed in a way that leaves
+// it unknown whether the rows were deleted.
+type CommitUnknownError struct{ Name, Why string }
+
+func (e *CommitUnknownError) Error() string {
+	return fmt.Sprintf("enforcer database %s: %s: whether the rows were deleted cannot be told; look before starting the enforcer", e.Name, e.Why)
+}
+
+// remaining counts how many of the rows of keys are still there, read on
+// a connection of its own.
+func remaining(ctx context.Context, db *sql.DB, keys []Removal) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	n := 0
+	for _, k := range keys {
+		var one int
+		err := c.QueryRowContext(ctx, `SELECT count(*) FROM hsmKey WHERE id = ?`, k.ID).Scan(&one)
+		if err != nil {
+			return 0, err
+		}
+		n += one
+	}
+	return n, nil
 }
 
 // copySQLite gives copy a consistent copy of the database, made by SQLite

@@ -33,15 +33,21 @@ type sqliteDB struct {
 // until the caller's deadline.
 const lockRetry = 100 * time.Millisecond
 
-// LockedError is a database that the enforcer kept locked until the deadline.
+// LockedError is a database that was kept locked until the deadline.
+// Holders names who held the lock, as far as /proc/locks tells.
 type LockedError struct {
-	Name  string
-	After time.Duration
+	Name    string
+	After   time.Duration
+	Holders []string
 }
 
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("enforcer database %s: locked by the enforcer (it holds the write lock while it makes keys); still locked after %s s",
-		e.Name, trimFloat(e.After.Seconds()))
+	by := "another process (which one cannot be told; the enforcer holds the write lock while it makes keys)"
+	if len(e.Holders) > 0 {
+		by = strings.Join(e.Holders, " and ")
+	}
+	return fmt.Sprintf("enforcer database %s: locked by %s; still locked after %s s",
+		e.Name, by, trimFloat(e.After.Seconds()))
 }
 
 func openSQLite(ctx context.Context, path string) (*sqliteDB, error) {
@@ -127,7 +133,7 @@ func (d *sqliteDB) retry(ctx context.Context, f func() error) error {
 			return nil
 		}
 		if sawLock && ctx.Err() != nil {
-			return &LockedError{Name: d.path, After: time.Since(start)}
+			return &LockedError{Name: d.path, After: time.Since(start), Holders: LockHolders(d.path)}
 		}
 		if !locked(err) {
 			return d.classify(err)
@@ -135,7 +141,7 @@ func (d *sqliteDB) retry(ctx context.Context, f func() error) error {
 		sawLock = true
 		select {
 		case <-ctx.Done():
-			return &LockedError{Name: d.path, After: time.Since(start)}
+			return &LockedError{Name: d.path, After: time.Since(start), Holders: LockHolders(d.path)}
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -37,6 +37,7 @@ type Ceremony struct {
 	Status        string        `json:"status"`
 	RequireBackup bool          `json:"require_backup"` // the enforcer flags keys for this repository
 	Operator      string        `json:"operator"`
+	Witnesses     []string      `json:"witnesses,omitempty"` // named at prepare (--witness)
 	Prepared      time.Time     `json:"prepared"`
 	Tokens        []TokenRecord `json:"tokens"`
 	Keys          []KeyRecord   `json:"keys"`
@@ -44,7 +45,8 @@ type Ceremony struct {
 	// Set when the ceremony ends.
 	Ended         time.Time    `json:"ended,omitzero"`
 	EndOperator   string       `json:"end_operator,omitempty"`
-	BackupToken   *TokenRecord `json:"backup_token,omitempty"` // nil: the backup was attested, not verified
+	EndWitnesses  []string     `json:"end_witnesses,omitempty"` // named at done or rollback
+	BackupToken   *TokenRecord `json:"backup_token,omitempty"`  // nil: the backup was attested, not verified
 	Checks        []string     `json:"checks,omitempty"`
 	Warnings      []string     `json:"warnings,omitempty"`      // e.g. older keys the backup token lacks
 	LeftRequired  int          `json:"left_required,omitempty"` // keys made during the ceremony, still Required
@@ -119,6 +121,8 @@ type KeyRecord struct {
 	Fingerprint string   `json:"fingerprint,omitempty"`
 	Policy      string   `json:"policy,omitempty"`
 	Zones       []string `json:"zones,omitempty"`
+	// KeyTag is the key's DNSKEY key tag in its zones (0: in a pool).
+	KeyTag int `json:"keytag,omitempty"`
 	// EnforcerBackup is the enforcer's backup state at prepare: Prepared for
 	// a key it flagged, Done for one committed by hand and never verified,
 	// Not Required where the repository has no RequireBackup.
@@ -168,6 +172,7 @@ func NewID(repo string, t time.Time) string {
 // lock is not shared.
 type Store struct {
 	b       backend
+	l       *Ledger
 	open    map[string]*Ceremony
 	sums    map[string]string // repository -> the open record's checksum as read or written
 	history []*Ceremony
@@ -254,6 +259,7 @@ func (s *Store) SaveOpen(ctx context.Context, c *Ceremony) error {
 	}
 	s.open = next
 	s.sums[c.Repository] = sum
+	s.l.autoCheckpoint(ctx)
 	return nil
 }
 
@@ -288,6 +294,7 @@ func (s *Store) End(ctx context.Context, c *Ceremony) error {
 	if prev != "" {
 		delete(s.sums, c.Repository)
 	}
+	s.l.autoCheckpoint(ctx)
 	return nil
 }
 
@@ -302,11 +309,12 @@ func (s *Store) Forget(ctx context.Context, repo string) error {
 			next[k] = v
 		}
 	}
-	if err := s.b.dropOpen(ctx, next, repo, s.sums[repo]); err != nil {
+	if err := s.b.dropOpen(ctx, next, repo, s.open[repo].ID, s.sums[repo]); err != nil {
 		return s.take(err)
 	}
 	s.open = next
 	delete(s.sums, repo)
+	s.l.autoCheckpoint(ctx)
 	return nil
 }
 

@@ -3,7 +3,6 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -93,15 +92,25 @@ func (f *files) loadCeremonies(ctx context.Context) (map[string]*Ceremony, map[s
 
 func (f *files) exclusive() bool { return true }
 
+// Every change is recorded in the log first, then written to the state
+// file: a crash between the two leaves a log that is one step ahead,
+// which ledger verify names and the step, run again, catches up.
+
 func (f *files) putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony, prev string) (string, error) {
-	_, sum, err := seal(c)
+	doc, sum, err := seal(c)
 	if err != nil {
+		return "", err
+	}
+	if _, err := f.appendLog(ctx, []record{ceremonyRecord(doc)}); err != nil {
 		return "", err
 	}
 	return sum, store(f.d, openFile, openFormat, next)
 }
 
-func (f *files) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error {
+func (f *files) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, id, prev string) error {
+	if _, err := f.appendLog(ctx, []record{droppedRecord(repo, id)}); err != nil {
+		return err
+	}
 	return store(f.d, openFile, openFormat, next)
 }
 
@@ -109,6 +118,13 @@ func (f *files) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, p
 // found by the next done (Store.Recorded) and finished.
 func (f *files) end(ctx context.Context, history []*Ceremony, open map[string]*Ceremony, c *Ceremony, add bool, prev string) error {
 	if add {
+		doc, _, err := seal(c)
+		if err != nil {
+			return err
+		}
+		if _, err := f.appendLog(ctx, []record{ceremonyRecord(doc)}); err != nil {
+			return err
+		}
 		if err := store(f.d, historyFile, historyFormat, history); err != nil {
 			return err
 		}
@@ -219,6 +235,7 @@ const (
 	spoolDir      = "spool"
 	eventsFile    = "events.json"
 	eventsFormat  = "ods-keyguard/ds-events/1"
+	eventsFormat2 = "ods-keyguard/ds-events/2"
 	spoolFormat   = "ods-keyguard/ds-spool/1"
 	legacyPending = "pending.json"
 	legacyFormat  = "ods-keyguard/pending/1"
@@ -258,18 +275,77 @@ func (f *files) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
 	}
 	defer ds.Close()
 	defer spool.Close()
-	var compacted []DSEvent
-	if err := load(ds, eventsFile, eventsFormat, &compacted); err != nil {
+	compacted, err := loadEvents(ds)
+	if err != nil {
 		return nil, nil, err
 	}
-	evs = append(evs, compacted...)
+	evs = append(evs, compacted.Events...)
 	batch, _, refused, err := readSpool(spool)
 	if err != nil {
 		return nil, nil, err
 	}
 	evs = append(evs, batch...)
+	tail, _, err := f.logEvents(ctx, compacted.Mark)
+	if err != nil {
+		return nil, nil, err
+	}
+	evs = append(evs, tail...)
 	refused = append(refused, asideList(ds)...)
 	return mergeEvents(evs), refused, nil
+}
+
+// compactedEvents is events.json: the DS events compaction kept, and the
+// log entry up to which it folded the log's DS events in (Mark).
+type compactedEvents struct {
+	Mark   uint64    `json:"mark"`
+	Events []DSEvent `json:"events"`
+}
+
+// loadEvents reads events.json, in its form before the log (a list) too.
+func loadEvents(ds *statedir.Dir) (compactedEvents, error) {
+	var c compactedEvents
+	b, err := ds.Read(eventsFile, maxStateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fileError(err)
+	}
+	if err := decode(ds.Name(eventsFile), b, eventsFormat2, &c); err != nil {
+		var old []DSEvent
+		if decode(ds.Name(eventsFile), b, eventsFormat, &old) != nil {
+			return c, err
+		}
+		c.Events = old
+	}
+	return c, nil
+}
+
+// logEvents reads the DS events the log holds after entry mark, and the
+// number of the last entry read.
+func (f *files) logEvents(ctx context.Context, mark uint64) ([]DSEvent, uint64, error) {
+	list, err := f.readLog(ctx, mark+1, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	var evs []DSEvent
+	last := mark
+	for _, s := range list {
+		var e Entry
+		if err := json.Unmarshal(s.Body, &e); err != nil {
+			return nil, 0, fmt.Errorf("log %s: an entry after %d is unreadable (%v): run ods-keyguard ledger verify", f.d.Name(logDir), last, err)
+		}
+		last = e.Seq
+		if e.Kind != KindDS {
+			continue
+		}
+		var ev DSEvent
+		if err := json.Unmarshal(e.Payload, &ev); err != nil {
+			return nil, 0, fmt.Errorf("log %s: entry %d: not a DS event (%v): run ods-keyguard ledger verify", f.d.Name(logDir), e.Seq, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, last, nil
 }
 
 // refusedDir is where the writers move what the spool may not hold, under
@@ -322,8 +398,9 @@ func asideList(ds *statedir.Dir) []Refused {
 	return out
 }
 
-// addDS writes evs as one spool file, without the lock: each hook run adds
-// a file of its own, atomically, so nothing waits behind a ceremony.
+// addDS appends evs to the log, without the writers' lock: the log's own
+// lock is held for the write alone, so nothing waits behind a ceremony.
+// (Hooks of versions before the log wrote spool files, still read.)
 func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -332,19 +409,20 @@ func (f *files) addDS(ctx context.Context, evs []DSEvent) error {
 	if err != nil {
 		return err
 	}
-	defer ds.Close()
-	defer spool.Close()
-	b, err := encode(spoolFormat, evs)
-	if err != nil {
-		return err
+	ds.Close()
+	spool.Close()
+	recs := make([]record, len(evs))
+	for i, e := range evs {
+		if recs[i], err = dsRecord(e); err != nil {
+			return err
+		}
 	}
-	var r [4]byte
-	rand.Read(r[:])
-	name := fmt.Sprintf("%020d-%d-%s.json", time.Now().UnixNano(), os.Getpid(), hex.EncodeToString(r[:]))
-	return spool.WriteAtomic(name, b, statedir.FileMode)
+	_, err = f.appendLog(ctx, recs)
+	return err
 }
 
-// compactDS folds the spool (and a legacy pending.json) into events.json,
+// compactDS folds the log's DS events after events.json's mark, the spool
+// (and a legacy pending.json) into events.json,
 // bounded to max events beyond those that still decide, then removes what
 // it folded in. Call it under the lock. A crash in between leaves spool
 // files that are folded in again: events are merged by id.
@@ -359,16 +437,21 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 	if err := load(f.d, legacyPending, legacyFormat, &legacy); err != nil {
 		return err
 	}
-	var evs []DSEvent
-	if err := load(ds, eventsFile, eventsFormat, &evs); err != nil {
+	compacted, err := loadEvents(ds)
+	if err != nil {
 		return err
 	}
-	evs = append(evs, importLegacy(legacy)...)
+	evs := append(compacted.Events, importLegacy(legacy)...)
 	batch, names, refused, err := readSpool(spool)
 	if err != nil {
 		return err
 	}
 	evs = append(evs, batch...)
+	tail, mark, err := f.logEvents(ctx, compacted.Mark)
+	if err != nil {
+		return err
+	}
+	evs = append(evs, tail...)
 	// What the spool may not hold goes aside, once: check reports it there
 	// until an operator looks at it and removes it.
 	if len(refused) > 0 {
@@ -383,11 +466,17 @@ func (f *files) compactDS(ctx context.Context, max int) error {
 			}
 		}
 	}
-	evs = bound(mergeEvents(evs), max, time.Now())
+	all := mergeEvents(evs)
+	evs = bound(all, max, time.Now())
 	if evs == nil {
 		evs = []DSEvent{}
 	}
-	if err := store(ds, eventsFile, eventsFormat, evs); err != nil {
+	if dropped := droppedIDs(all, evs); len(dropped) > 0 {
+		if _, err := f.appendLog(ctx, []record{{KindDSCompacted, compactedRecord{Dropped: dropped}}}); err != nil {
+			return err
+		}
+	}
+	if err := store(ds, eventsFile, eventsFormat2, compactedEvents{Mark: mark, Events: evs}); err != nil {
 		return err
 	}
 	for _, n := range names {

@@ -3,6 +3,75 @@
 // (state_dir, the default), each written atomically with a checksum, so a
 // crash leaves the old state or the new one and a damaged or hand-edited
 // file is reported by name instead of being replaced.
+//
+// # The log
+//
+// Every record is also an entry of one append-only log whose entries are
+// chained by hash, on both backends: the ceremonies and each of their
+// steps (KindCeremony, KindCeremonyDropped), the DS events of the hooks,
+// releases, drops and parent sync (KindDS, KindDSCompacted), restore
+// checks, prune-pool and refused PINs. The working records (history.json,
+// the open ceremonies, events.json; the tables of a MySQL ledger) stay what
+// the commands read; ledger verify checks that they are what the log
+// recorded, record by record, both ways. The records written before the
+// log existed are covered by its first entry (KindBegun), which lists each
+// one's SHA-256.
+//
+// Records that have no working copy of their own go through one function,
+// with a kind (one word naming what happened) and a payload (any value
+// that encodes as a JSON object):
+//
+//	entry, err := l.Append(ctx, "published", struct {
+//		Zone   string   `json:"zone"`
+//		Serial uint32   `json:"serial"`
+//		Keys   []string `json:"keys"`
+//		Reason string   `json:"reason"`
+//	}{...})
+//
+// and AppendAll(ctx, kind, payloads) for several at once, in one write.
+// That is how the publish gate's decisions ("published", "held", "refused",
+// "released at ceremony") become entries.
+//
+// An entry is stored as its body, the Entry (number, time, host, kind,
+// payload) in compact JSON, byte for byte what is hashed, with the hash of
+// the entry before it and its own:
+//
+//	leaf = SHA-256("ods-keyguard/ledger/entry\n" || body)
+//	hash = SHA-256("ods-keyguard/ledger/chain\n" || prev || leaf)
+//
+// the first entry's prev being 32 zero bytes. Verification reads the
+// stored bytes, never a re-encoding. In state_dir the log is segment files
+// of 1,024 entries (log/NNN.log, named by their first entry's number), the
+// last one rewritten atomically under the log folder's own flock, held for
+// the write alone (milliseconds: a hook never waits behind a ceremony). In
+// MySQL it is keyguard_log, appended in the transaction of the record it
+// logs, under a unique seq and a unique prev: two writers that append after
+// the same entry conflict (a duplicate key on one server, a certification
+// failure on Galera), and one tries again from the new head. One order,
+// never a fork, and no lock that a cluster does not share.
+//
+// # Checkpoints
+//
+// After every ceremony step (and every other write, where the key can be
+// read) the log's size and head hash are signed with the operator's
+// Ed25519 key ([ledger] signing_key) as a C2SP signed note whose body has
+// the tlog-checkpoint shape (origin, size, base64 hash), and stored
+// (log/checkpoints/, keyguard_checkpoint). A change to an entry the
+// checkpoint covers, by someone without the key, no longer matches it; the
+// short form (Checkpoint.Short) goes on the paper ceremony form, so the
+// paper pins the log too. An export of one ceremony (Export) carries its
+// entries, a checkpoint and the leaf hashes between: VerifyExport checks it
+// with the public key alone.
+//
+// # Compaction
+//
+// The bound on the DS records that compaction keeps (see bound) applies to
+// the working records as before. The log keeps every entry: what compaction
+// drops from the working records stays in the log, with its hash, and a
+// KindDSCompacted entry names what was dropped, so that verification tells
+// a record compacted away from one removed by hand. The log grows by an
+// entry a record (about 300 bytes); ledger verify reads 100,000 entries in
+// seconds (BENCHMARKS.md).
 package ledger
 
 import (
@@ -11,6 +80,8 @@ import (
 	"os"
 	"os/user"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 )
@@ -37,12 +108,27 @@ type Options struct {
 	// Migrating opens a state_dir even after it was migrated: for
 	// ledger migrate, run again, to say so.
 	Migrating bool
+	// Origin names the log in its checkpoints when the log is started
+	// (its first entry keeps it); "" for this host and where the ledger is.
+	Origin string
+	// Signer gives the key that signs checkpoints ([ledger] signing_key),
+	// asked for when one is to be signed; nil: checkpoints are not signed
+	// here.
+	Signer func(ctx context.Context) (note.Signer, error)
+	// Keys are the public keys whose checkpoints verify accepts, in the
+	// signed note form NAME+HASH+KEY.
+	Keys []string
 }
 
 // Ledger is ods-keyguard's record. Writers of ceremonies take the Lock;
 // the DS hooks add their records without it.
 type Ledger struct {
-	b backend
+	b    backend
+	opts Options
+	// last is the checkpoint this process signed last, and lastErr why
+	// the last one it tried was not signed.
+	last    *Checkpoint
+	lastErr error
 }
 
 // backend is where the records live. Changes of the open ceremonies are
@@ -58,7 +144,7 @@ type backend interface {
 	loadCeremonies(ctx context.Context) (open map[string]*Ceremony, sums map[string]string, history []*Ceremony, err error)
 	// putOpen records c as open; next is the whole open set after it.
 	putOpen(ctx context.Context, next map[string]*Ceremony, c *Ceremony, prev string) (sum string, err error)
-	dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error
+	dropOpen(ctx context.Context, next map[string]*Ceremony, repo, id, prev string) error
 	// end adds c to the history (when add; history is the whole history
 	// after it) and drops its open record (when prev is not ""; open is
 	// the open set after it), in one step where the backend can.
@@ -77,6 +163,18 @@ type backend interface {
 	// does (or it cannot be told): what a reader asks without locking.
 	lockHolder(ctx context.Context) string
 	close() error
+
+	// appendLog appends records to the log as entries of their own (the
+	// records that have no working copy, ledger.Append), starting the log
+	// when it is empty.
+	appendLog(ctx context.Context, recs []record) ([]Stored, error)
+	// readLog reads the log's stored entries from number from to number
+	// to (0: to the end).
+	readLog(ctx context.Context, from, to uint64) ([]Stored, error)
+	putCheckpoint(ctx context.Context, c Checkpoint) error
+	// checkpoints reads the stored checkpoints, by size; the newest
+	// only when latest is set.
+	checkpoints(ctx context.Context, latest bool) ([]storedNote, error)
 }
 
 // String names where the ledger is, for messages: "state_dir PATH", or
@@ -96,13 +194,13 @@ func New(ctx context.Context, o Options) (*Ledger, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Ledger{b: b}, nil
+		return &Ledger{b: b, opts: o}, nil
 	}
 	b, err := openFiles(o)
 	if err != nil {
 		return nil, err
 	}
-	return &Ledger{b: b}, nil
+	return &Ledger{b: b, opts: o}, nil
 }
 
 // Where names where the records are, for messages: "state_dir PATH" or "the
@@ -142,7 +240,7 @@ func (l *Ledger) Ceremonies(ctx context.Context) (*Store, error) {
 			_, sums[repo], _ = seal(c)
 		}
 	}
-	return &Store{b: l.b, open: open, sums: sums, history: history}, nil
+	return &Store{b: l.b, l: l, open: open, sums: sums, history: history}, nil
 }
 
 // host names this machine in records, for a ledger that two hosts share.
@@ -171,7 +269,11 @@ func (l *Ledger) AddDS(ctx context.Context, evs ...DSEvent) error {
 	for i := range evs {
 		evs[i] = NewEvent(evs[i])
 	}
-	return l.b.addDS(ctx, evs)
+	if err := l.b.addDS(ctx, evs); err != nil {
+		return err
+	}
+	l.autoCheckpoint(ctx)
+	return nil
 }
 
 // CompactDS folds what the hooks added into the compacted records and

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
@@ -116,19 +117,7 @@ func lockHolder(path string, dev, ino uint64) int {
 }
 
 // describePid names a process: "pid 1234 (ods-keyguard backup done)".
-func describePid(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || len(b) == 0 {
-		return fmt.Sprintf("pid %d", pid)
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	args[0] = args[0][strings.LastIndex(args[0], "/")+1:]
-	cmd := strings.Join(args, " ")
-	if len(cmd) > 80 {
-		cmd = cmd[:80] + "..."
-	}
-	return fmt.Sprintf("pid %d (%s)", pid, cmd)
-}
+func describePid(pid int) string { return proc.Describe(pid) }
 
 // unwrapPathKeep keeps our own "state file ..." errors, and strips the
 // PathError of others down to path: reason.

@@ -126,6 +126,14 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	log, err := src.readLog(ctx, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	notes, err := src.checkpoints(ctx, false)
+	if err != nil {
+		return nil, err
+	}
 	rep.Open, rep.History, rep.Events = len(open), len(history), len(evs)
 	o, h, e, err := dst.counts(ctx)
 	if err != nil {
@@ -138,7 +146,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 		}
 		rep.Already = true
 	} else {
-		if err := dst.importAll(ctx, open, history, evs); err != nil {
+		if err := dst.importAll(ctx, open, history, evs, log, notes); err != nil {
 			return nil, err
 		}
 		if err := same(ctx, dst, open, history, evs); err != nil {

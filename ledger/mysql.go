@@ -26,6 +26,10 @@ import (
 //	keyguard_history       the ended ones, only ever added to
 //	keyguard_ds_event      the DS records, added by the hooks
 //	keyguard_lock_holder   who holds the writers' lock, for the message
+//	keyguard_log           the log: every record as an entry chained by
+//	                       hash, appended in the same transaction as the
+//	                       record (schema version 2)
+//	keyguard_checkpoint    the log's signed checkpoints
 //
 // Every row carries its document as JSON with its SHA-256, as the files
 // do: a row damaged or edited by hand is reported, never trusted.
@@ -54,7 +58,7 @@ type mysqlLedger struct {
 	info ServerInfo
 }
 
-const mysqlSchemaVersion = 1
+const mysqlSchemaVersion = 2
 
 var mysqlTables = []string{
 	`CREATE TABLE IF NOT EXISTS keyguard_schema (
@@ -82,6 +86,23 @@ var mysqlTables = []string{
 		id VARCHAR(191) NOT NULL UNIQUE,
 		doc LONGTEXT NOT NULL,
 		sha256 CHAR(64) NOT NULL
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+	// The log: seq is the entry's number and prev the hash of the entry
+	// before it, each unique: two writers that both append after the same
+	// entry conflict (a duplicate key on one server, a certification
+	// failure on Galera), and one tries again after the other: one order,
+	// never a fork.
+	`CREATE TABLE IF NOT EXISTS keyguard_log (
+		seq BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+		prev CHAR(64) NOT NULL UNIQUE,
+		hash CHAR(64) NOT NULL,
+		entry LONGTEXT NOT NULL
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS keyguard_checkpoint (
+		size BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+		note TEXT NOT NULL,
+		host VARCHAR(255) NOT NULL,
+		made DATETIME(6) NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS keyguard_lock_holder (
 		conn BIGINT UNSIGNED NOT NULL PRIMARY KEY,
@@ -276,9 +297,15 @@ func (m *mysqlLedger) create(ctx context.Context) error {
 		}
 	}
 	// One version row, made once however many hosts start at once.
+	// A ledger of version 1 gains the log's tables above, and its records
+	// are covered by the log's first entry when it is made.
 	if err := m.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO keyguard_schema (version)
 			SELECT ? FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM keyguard_schema)`, mysqlSchemaVersion)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE keyguard_schema SET version = ? WHERE version < ?`, mysqlSchemaVersion, mysqlSchemaVersion)
 		return err
 	}); err != nil {
 		return err
@@ -513,7 +540,7 @@ func transient(err error) bool {
 	case mysqlx.ErLockDeadlock, mysqlx.ErLockWaitTimeout:
 		return true
 	}
-	return mysqlx.Lost(err)
+	return errors.Is(err, errLogRace) || mysqlx.Lost(err)
 }
 
 // Tries and waits of retry: the waits double from retryBase up to
@@ -584,11 +611,17 @@ func (m *mysqlLedger) putOpen(ctx context.Context, next map[string]*Ceremony, c 
 			if mysqlx.Number(err) == mysqlx.ErDupEntry {
 				return errNotThere
 			}
-			return err
+			if err != nil {
+				return err
+			}
+			return m.appendTx(ctx, tx, []record{ceremonyRecord(doc)})
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE keyguard_open SET id = ?, doc = ?, sha256 = ?, host = ?, updated = UTC_TIMESTAMP(6)
 			WHERE repository = ? AND sha256 = ?`, c.ID, doc, sum, host(), c.Repository, prev)
-		return affected(res, err)
+		if err := affected(res, err); err != nil {
+			return err
+		}
+		return m.appendTx(ctx, tx, []record{ceremonyRecord(doc)})
 	})
 	if errors.Is(err, errNotThere) {
 		return sum, m.conflict(ctx, c.Repository, c.ID, sum)
@@ -635,14 +668,13 @@ func (m *mysqlLedger) conflict(ctx context.Context, repo, id, want string) error
 	return ce
 }
 
-func (m *mysqlLedger) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, prev string) error {
-	var id string
-	if c := next[repo]; c != nil {
-		id = c.ID
-	}
+func (m *mysqlLedger) dropOpen(ctx context.Context, next map[string]*Ceremony, repo, id, prev string) error {
 	err := m.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM keyguard_open WHERE repository = ? AND sha256 = ?`, repo, prev)
-		return affected(res, err)
+		if err := affected(res, err); err != nil {
+			return err
+		}
+		return m.appendTx(ctx, tx, []record{droppedRecord(repo, id)})
 	})
 	if errors.Is(err, errNotThere) {
 		open, sums, _, lerr := m.loadCeremonies(ctx)
@@ -668,8 +700,14 @@ func (m *mysqlLedger) end(ctx context.Context, history []*Ceremony, open map[str
 	}
 	err = m.inTx(ctx, func(tx *sql.Tx) error {
 		if add {
-			if err := insertHistory(ctx, tx, c, doc, sum); err != nil {
+			// Logged once: a record already there (a retry after a
+			// crash) was logged when it went in.
+			if added, err := insertHistory(ctx, tx, c, doc, sum); err != nil {
 				return err
+			} else if added {
+				if err := m.appendTx(ctx, tx, []record{ceremonyRecord(doc)}); err != nil {
+					return err
+				}
 			}
 		}
 		failpoint.Hit("ledger-appended") // killed here, the transaction is not committed
@@ -709,7 +747,10 @@ func (m *mysqlLedger) appendHistory(ctx context.Context, c *Ceremony) error {
 	if err != nil {
 		return err
 	}
-	return m.inTx(ctx, func(tx *sql.Tx) error { return insertHistory(ctx, tx, c, doc, sum) })
+	return m.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := insertHistory(ctx, tx, c, doc, sum)
+		return err
+	})
 }
 
 // historyConflict is a ceremony in the history already, with another record.
@@ -719,23 +760,25 @@ func (e *historyConflict) Error() string {
 	return fmt.Sprintf("ceremony %s is in the history already, with another record", e.id)
 }
 
-func insertHistory(ctx context.Context, tx *sql.Tx, c *Ceremony, doc, sum string) error {
+// insertHistory adds c to the history, and says whether it did: the same
+// record there already is no error, and not added again.
+func insertHistory(ctx context.Context, tx *sql.Tx, c *Ceremony, doc, sum string) (bool, error) {
 	var have string
 	err := tx.QueryRowContext(ctx, `SELECT sha256 FROM keyguard_history WHERE id = ? FOR UPDATE`, c.ID).Scan(&have)
 	switch {
 	case err == nil && have == sum:
-		return nil
+		return false, nil
 	case err == nil:
-		return &historyConflict{c.ID}
+		return false, &historyConflict{c.ID}
 	case !errors.Is(err, sql.ErrNoRows):
-		return err
+		return false, err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO keyguard_history (id, repository, doc, sha256, host, recorded)
 		VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`, c.ID, c.Repository, doc, sum, host())
 	if mysqlx.Number(err) == mysqlx.ErDupEntry {
-		return &historyConflict{c.ID}
+		return false, &historyConflict{c.ID}
 	}
-	return err
+	return err == nil, err
 }
 
 func (m *mysqlLedger) loadDS(ctx context.Context) ([]DSEvent, []Refused, error) {
@@ -784,20 +827,40 @@ func (m *mysqlLedger) addDS(ctx context.Context, evs []DSEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	return m.inTx(ctx, func(tx *sql.Tx) error { return insertEvents(ctx, tx, evs) })
-}
-
-func insertEvents(ctx context.Context, tx *sql.Tx, evs []DSEvent) error {
-	for _, e := range evs {
-		doc, sum, err := seal(e)
+	return m.inTx(ctx, func(tx *sql.Tx) error {
+		n, err := insertEvents(ctx, tx, evs)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT IGNORE INTO keyguard_ds_event (id, doc, sha256) VALUES (?, ?, ?)`, e.ID, doc, sum); err != nil {
-			return err
+		var recs []record
+		for _, e := range n {
+			r, err := dsRecord(e)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, r)
+		}
+		return m.appendTx(ctx, tx, recs)
+	})
+}
+
+// insertEvents adds the events not there yet, and returns those it added.
+func insertEvents(ctx context.Context, tx *sql.Tx, evs []DSEvent) ([]DSEvent, error) {
+	var added []DSEvent
+	for _, e := range evs {
+		doc, sum, err := seal(e)
+		if err != nil {
+			return nil, err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT IGNORE INTO keyguard_ds_event (id, doc, sha256) VALUES (?, ?, ?)`, e.ID, doc, sum)
+		if err != nil {
+			return nil, err
+		}
+		if n, err := res.RowsAffected(); err == nil && n > 0 {
+			added = append(added, e)
 		}
 	}
-	return nil
+	return added, nil
 }
 
 // compactDS drops, in one transaction, the events beyond max that decide
@@ -820,7 +883,12 @@ func (m *mysqlLedger) compactDS(ctx context.Context, max int) error {
 	if len(drop) == 0 {
 		return nil
 	}
+	ids := make([]string, len(drop))
+	for i, d := range drop {
+		ids[i] = d.(string)
+	}
 	return m.inTx(ctx, func(tx *sql.Tx) error {
+		drop := drop
 		for len(drop) > 0 {
 			n := min(len(drop), 500)
 			q := `DELETE FROM keyguard_ds_event WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
@@ -829,7 +897,7 @@ func (m *mysqlLedger) compactDS(ctx context.Context, max int) error {
 			}
 			drop = drop[n:]
 		}
-		return nil
+		return m.appendTx(ctx, tx, []record{{KindDSCompacted, compactedRecord{Dropped: ids}}})
 	})
 }
 
@@ -846,9 +914,13 @@ func (m *mysqlLedger) counts(ctx context.Context) (open, history, events int, er
 	return open, history, events, nil
 }
 
-// importAll writes a whole ledger into this empty one, in one transaction.
-func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent) error {
+// importAll writes a whole ledger into this empty one, in one transaction:
+// the records, and the log and its checkpoints as they are.
+func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent, log []Stored, notes []storedNote) error {
 	return m.inTx(ctx, func(tx *sql.Tx) error {
+		if err := importLog(ctx, tx, log, notes); err != nil {
+			return err
+		}
 		for _, c := range open {
 			doc, sum, err := seal(c)
 			if err != nil {
@@ -864,10 +936,11 @@ func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, 
 			if err != nil {
 				return err
 			}
-			if err := insertHistory(ctx, tx, c, doc, sum); err != nil {
+			if _, err := insertHistory(ctx, tx, c, doc, sum); err != nil {
 				return err
 			}
 		}
-		return insertEvents(ctx, tx, evs)
+		_, err := insertEvents(ctx, tx, evs)
+		return err
 	})
 }

@@ -384,7 +384,7 @@ func TestMySQLNoDDLOnOpen(t *testing.T) {
 	}
 	_, err = db.Query("UPDATE keyguard_schema SET version = 0")
 	must(t, err)
-	if _, err := New(ctx, Options{MySQL: &o}); err == nil || !strings.HasSuffix(err.Error(), "schema version 0, this ods-keyguard needs version 1: run ods-keyguard ledger init once") {
+	if _, err := New(ctx, Options{MySQL: &o}); err == nil || !strings.HasSuffix(err.Error(), "schema version 0, this ods-keyguard needs version 2: run ods-keyguard ledger init once") {
 		t.Errorf("an old schema: %v", err)
 	}
 }

@@ -71,6 +71,10 @@ const (
 type Store struct {
 	Dir   string // state_dir
 	Group int    // the group a state_dir made here gets; -1: none
+	// Journal, when set, records a refusal in the ledger's log too (the
+	// file here stays what logins are refused by): every record
+	// ods-keyguard writes is an entry of the log.
+	Journal func(Refusal) error
 	// private: a user's own folder (UserStore), 0700 and owned by it.
 	private bool
 }
@@ -146,9 +150,10 @@ func sourceStamp(path string) string {
 // admission is a token the record has cleared for a login, with what a
 // refusal needs to be recorded.
 type admission struct {
-	stamp string
-	store *Store
-	own   bool // recorded in the user's own record, not state_dir
+	stamp   string
+	store   *Store
+	own     bool // recorded in the user's own record, not state_dir
+	journal func(Refusal) error
 }
 
 // Admit decides whether t may log in: an admission when it may (what
@@ -215,7 +220,7 @@ func (s *Store) Admit(t hsmcheck.Token) (hsmcheck.Admission, error) {
 	logins.Lock()
 	logins.m[tokenIdentity(t)]++
 	logins.Unlock()
-	return &admission{stamp: stamp, store: rec, own: rec != s}, nil
+	return &admission{stamp: stamp, store: rec, own: rec != s, journal: s.Journal}, nil
 }
 
 // Refused records that t refused its PIN with code, and returns the error
@@ -237,6 +242,14 @@ func (gt *admission) Refused(t hsmcheck.Token, code string, loginErr error) erro
 	if err != nil {
 		return fmt.Errorf("%w; the refusal could not be recorded (%v): the next run may try this PIN once more: correct it now", loginErr, err)
 	}
+	// In the ledger's log too, by a user that writes records (one that
+	// keeps its own record cannot write the ledger either).
+	journal := ""
+	if gt.journal != nil && !gt.own {
+		if err := gt.journal(r); err != nil {
+			journal = fmt.Sprintf("; not in the ledger's log (%v)", err)
+		}
+	}
 	src := "its source"
 	if t.PINSource != "" {
 		src = t.PINSource
@@ -245,8 +258,8 @@ func (gt *admission) Refused(t hsmcheck.Token, code string, loginErr error) erro
 	if gt.own {
 		where = fmt.Sprintf("%s for uid %d only (it cannot write state_dir; a writer records it for all)", where, os.Getuid())
 	}
-	return fmt.Errorf("%w; recorded in %s: this PIN is not tried again until %s changes or an operator runs ods-keyguard pin clear %s",
-		loginErr, where, src, t.Name)
+	return fmt.Errorf("%w; recorded in %s: this PIN is not tried again until %s changes or an operator runs ods-keyguard pin clear %s%s",
+		loginErr, where, src, t.Name, journal)
 }
 
 // runKey keys the refusals this process met, in memory only.

@@ -114,31 +114,51 @@ type LostKey struct {
 	Class       string   `json:"class"`
 	Recoverable bool     `json:"recoverable"` // in a confirmed ceremony, so on the backup token
 	Ceremony    string   `json:"ceremony,omitempty"`
-	// BackupToken is the backup token the ceremony verified the key on;
-	// "" when its backup was attested by the operator, no token read.
+	// BackupToken is the backup token that holds the key: read now, or
+	// (BackupSource "record") the one its ceremony verified it on; "" when
+	// its backup was attested by the operator, no token read.
 	BackupToken string `json:"backup_token,omitempty"`
+	// BackupSource says where Recoverable comes from: "token" (a backup
+	// token was read now), "record" (none is configured: the ceremony
+	// record alone), "unknown" (a backup token could not be read).
+	BackupSource string `json:"backup_source,omitempty"`
+	BackupNote   string `json:"backup_note,omitempty"`
+	// Unknown says why whether a backup holds the key cannot be told.
+	Unknown string `json:"unknown,omitempty"`
 }
 
 // LostForGood reports whether losing the key costs something in use: a
 // key handed out to a zone that no confirmed ceremony covers.
-func (l LostKey) LostForGood() bool { return l.Class == InUse && !l.Recoverable }
+func (l LostKey) LostForGood() bool { return l.Class == InUse && !l.Recoverable && l.Unknown == "" }
 
 // Counts sorts the keys missing everywhere into the three classes.
 type Counts struct {
 	InUse       int `json:"in_use"`
-	LostForGood int `json:"lost_for_good"` // in use, in no confirmed ceremony
-	Covered     int `json:"unused_backed_up"`
-	After       int `json:"unused_after_ceremony"` // lost, never handed out
+	LostForGood int `json:"lost_for_good"` // in use, on no backup
+	// Unknown: in use or unused, whether a backup holds them cannot be
+	// told (a backup token could not be read).
+	Unknown int `json:"backup_unknown"`
+	// offBackup: lost for good although a ceremony recorded them, since
+	// no backup token holds them now.
+	offBackup int
+	Covered   int `json:"unused_backed_up"`
+	After     int `json:"unused_after_ceremony"` // lost, never handed out
 }
 
 func count(lost []LostKey) Counts {
 	var c Counts
 	for _, l := range lost {
+		if l.Unknown != "" {
+			c.Unknown++
+		}
 		switch {
 		case l.Class == InUse:
 			c.InUse++
-			if !l.Recoverable {
+			if l.LostForGood() {
 				c.LostForGood++
+				if l.BackupNote != "" {
+					c.offBackup++
+				}
 			}
 		case l.Class == Covered:
 			c.Covered++
@@ -155,10 +175,14 @@ func (c Counts) Text() string {
 	switch {
 	case c.InUse == 0:
 		parts = append(parts, "none in use")
-	case c.LostForGood == 0:
+	case c.LostForGood == 0 && c.Unknown == 0:
 		parts = append(parts, fmt.Sprintf("%d in use, all on the backup token", c.InUse))
-	default:
+	case c.LostForGood == 0:
+		parts = append(parts, fmt.Sprintf("%d in use, %d of them on a backup token that could not be read", c.InUse, c.Unknown))
+	case c.offBackup == 0:
 		parts = append(parts, fmt.Sprintf("%d in use, %d of them in no confirmed ceremony: lost for good (ods-keyguard recover plan)", c.InUse, c.LostForGood))
+	default:
+		parts = append(parts, fmt.Sprintf("%d in use, %d of them on no backup (%d a ceremony recorded, which no backup token holds now): lost for good (ods-keyguard recover plan)", c.InUse, c.LostForGood, c.offBackup))
 	}
 	if c.Covered > 0 {
 		parts = append(parts, fmt.Sprintf("%d unused, on the backup token", c.Covered))
@@ -238,10 +262,13 @@ func Needed(st *enforcer.State) []*enforcer.Key {
 
 // Input is what assess works from.
 type Input struct {
-	Now      time.Time
-	State    *enforcer.State
-	Store    *ledger.Store
-	Tokens   []Token
+	Now    time.Time
+	State  *enforcer.State
+	Store  *ledger.Store
+	Tokens []Token
+	// Backups are the configured backup tokens, read (or not): they, not
+	// the ceremony records, say what is on the backup.
+	Backups  []Token
 	Delivery time.Duration // 0: not given
 	// ReadZone reads a zone's signed output; nil: every zone is the worst case.
 	ReadZone func(z *enforcer.Zone) (Signatures, error)
@@ -287,7 +314,7 @@ func Assess(in Input) *Assessment {
 			continue
 		}
 		damagedRepos[k.Repository] = true
-		a.Lost = append(a.Lost, lostKey(cov, k))
+		a.Lost = append(a.Lost, lostKeyIn(in.Backups, cov, k))
 	}
 	for _, h := range a.HSMs {
 		if len(h.Missing) > 0 && !damagedRepos[h.Repository] {
@@ -321,8 +348,8 @@ func Assess(in Input) *Assessment {
 	a.zones(in, damagedRepos)
 	// The procedure's first step is to be certain the HSMs lost the keys:
 	// one that did not answer was counted as holding nothing, the worst
-	// case, which is not a certainty.
-	if prefix := uncertain(a.HSMs); prefix != "" {
+	// case, which is not a certainty. Nor is a backup token that did not.
+	if prefix := uncertain(a.HSMs) + unknownBackups(a.Lost); prefix != "" {
 		a.Summary, a.Exit = prefix+a.Summary, 3
 	}
 	return a

@@ -166,8 +166,12 @@ func Plan(in PlanInput) *KeyPlan {
 		kp.Summary = fmt.Sprintf("%s keys in use lost for good; %d cannot stay signed: their signatures expire too soon, request DS removal by the date given", human.Count(len(kp.Zones), "zone has", "zones have"), removals)
 	}
 	// A key counted lost because its HSM did not answer is not known to be
-	// lost: the plan is the worst case, not a fact.
+	// lost: the plan is the worst case, not a fact. A key whose backup
+	// token could not be read is not known to be on the backup either.
 	if prefix := uncertain(a.HSMs); prefix != "" && len(kp.Zones) > 0 && kp.Exit != 3 {
+		kp.Summary, kp.Exit = prefix+kp.Summary, 3
+	}
+	if prefix := unknownBackups(a.Lost); prefix != "" && kp.Exit != 3 {
 		kp.Summary, kp.Exit = prefix+kp.Summary, 3
 	}
 	return kp

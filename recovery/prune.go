@@ -3,9 +3,8 @@ package recovery
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -51,9 +50,15 @@ type Prune struct {
 	// Blocked says why nothing may be deleted yet: keys a ceremony covers,
 	// or keys in use, on no HSM (the restore is not complete).
 	Blocked []string `json:"blocked"`
+	// Kept names keys that would go but that an open ceremony's manifest
+	// names: kept until the ceremony ends.
+	Kept    []string `json:"kept"`
 	Applied bool     `json:"applied"`
-	Copy    string   `json:"database_copy,omitempty"` // SQLite: the whole database before
-	Undo    string   `json:"undo,omitempty"`          // the rows deleted, as INSERT statements
+	// Unknown says why whether the rows were deleted cannot be told (a
+	// COMMIT whose outcome was lost): the undo file is kept.
+	Unknown string `json:"unknown,omitempty"`
+	Copy    string `json:"database_copy,omitempty"` // SQLite: the whole database before
+	Undo    string `json:"undo,omitempty"`          // the rows deleted, as INSERT statements
 }
 
 // locatorRE is what a locator must look like to go into a statement.
@@ -63,7 +68,14 @@ var locatorRE = regexp.MustCompile(`^[0-9a-f]{1,256}$`)
 // HSM of their repository holds. Every token must have been read: a token
 // that did not answer is not a token without the key.
 func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enforcer.Datastore) (*Prune, error) {
-	p := &Prune{Datastore: ds.String(), Keys: []PoolKey{}, Statements: []string{}, Blocked: []string{}}
+	p := &Prune{Datastore: ds.String(), Keys: []PoolKey{}, Statements: []string{}, Blocked: []string{}, Kept: []string{}}
+	inOpen := map[string]*ledger.Ceremony{}
+	for _, repo := range store.OpenRepositories() {
+		c := store.Open(repo)
+		for _, k := range c.Keys {
+			inOpen[repo+"/"+strings.ToLower(k.Locator)] = c
+		}
+	}
 	byRepo := map[string][]Token{}
 	for _, t := range tokens {
 		if t.Err != nil {
@@ -93,6 +105,11 @@ func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enfor
 				p.Blocked = append(p.Blocked, fmt.Sprintf("key %s %s is %s with no zone, on no HSM: not a state ods-keyguard removes", k.Locator, k.Role, k.State))
 				continue
 			}
+			if c := inOpen[k.Repository+"/"+strings.ToLower(k.Locator)]; c != nil {
+				p.Kept = append(p.Kept, fmt.Sprintf("key %s %s (hsmKey id %d, %s) is in the manifest of open ceremony %s (%s): kept; end the ceremony (backup done or backup rollback), then prune again",
+					k.Locator, k.Role, k.ID, k.State, c.ID, c.Status))
+				continue
+			}
 			p.Keys = append(p.Keys, PoolKey{ID: k.ID, Locator: k.Locator, Repository: k.Repository, Policy: k.PolicyName(),
 				Role: k.Role.String(), State: k.State.String(), Inception: k.Inception, state: k.State})
 		default:
@@ -106,6 +123,8 @@ func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enfor
 	switch {
 	case len(p.Blocked) > 0:
 		p.Summary = fmt.Sprintf("the restore is not complete: %s in use or on the backup token %s on no HSM; restore %s (recover verify) before removing anything from the pool", human.Count(len(p.Blocked), "key"), human.Noun(len(p.Blocked), "is", "are"), human.Noun(len(p.Blocked), "it", "them"))
+	case len(p.Keys) == 0 && len(p.Kept) > 0:
+		p.Summary = fmt.Sprintf("nothing to remove now: %s on no HSM %s in an open ceremony's manifest and kept until it ends", human.Count(len(p.Kept), "key"), human.Noun(len(p.Kept), "is", "are"))
 	case len(p.Keys) == 0:
 		p.Summary = "nothing to remove: every key in the enforcer's pool is on an HSM"
 	default:
@@ -121,57 +140,6 @@ func deleteStatement(k PoolKey) string {
 	return enforcer.Removal{ID: k.ID, Locator: k.Locator, State: k.state}.Statement()
 }
 
-// EnforcerRunning says whether ods-enforcerd runs for conf: its socket
-// answers, or a process of that name runs with that conf.xml. "" when
-// neither.
-func EnforcerRunning(socket, conf string) string {
-	if socket != "" {
-		if c, err := net.DialTimeout("unix", socket, time.Second); err == nil {
-			c.Close()
-			return "its socket " + socket + " answers"
-		}
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range procs {
-		comm, err := os.ReadFile(filepath.Join(d, "comm"))
-		if err != nil || strings.TrimSpace(string(comm)) != "ods-enforcerd" {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		used := "/etc/opendnssec/conf.xml"
-		for i, a := range args {
-			switch {
-			case (a == "-c" || a == "--config") && i+1 < len(args):
-				used = args[i+1]
-			case strings.HasPrefix(a, "--config="):
-				used = strings.TrimPrefix(a, "--config=")
-			}
-		}
-		if !filepath.IsAbs(used) {
-			if cwd, err := os.Readlink(filepath.Join(d, "cwd")); err == nil {
-				used = filepath.Join(cwd, used)
-			}
-		}
-		if sameFile(used, conf) {
-			return fmt.Sprintf("process %s runs with %s", filepath.Base(d), conf)
-		}
-	}
-	return ""
-}
-
-func sameFile(a, b string) bool {
-	fa, errA := os.Stat(a)
-	fb, errB := os.Stat(b)
-	if errA != nil || errB != nil {
-		return filepath.Clean(a) == filepath.Clean(b)
-	}
-	return os.SameFile(fa, fb)
-}
-
 // ErrChanged is a row that is no longer what the plan saw.
 var ErrChanged = enforcer.ErrChanged
 
@@ -183,8 +151,41 @@ var ErrChanged = enforcer.ErrChanged
 // state_dir) the rows as INSERT statements (the undo) and, for SQLite, a
 // copy of the whole database.
 func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, state *statedir.Dir, now time.Time) error {
+	return p.ApplyRecorded(ctx, ds, state, now, nil)
+}
+
+// pruneRecord is what the log holds of a prune-pool --apply: the step
+// ("removing", recorded before anything is deleted, then "removed",
+// "nothing removed" or "outcome unknown"), the database, the keys, the
+// undo file.
+type pruneRecord struct {
+	Step      string    `json:"step"`
+	Datastore string    `json:"datastore"`
+	Keys      []PoolKey `json:"keys"`
+	Undo      string    `json:"undo,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Operator  string    `json:"operator"`
+}
+
+// ApplyRecorded is Apply, recorded in l's log (nil: not recorded) before
+// and after: what is about to go, and what became of it.
+func (p *Prune) ApplyRecorded(ctx context.Context, ds enforcer.Datastore, state *statedir.Dir, now time.Time, l *ledger.Ledger) error {
 	if len(p.Blocked) > 0 || len(p.Keys) == 0 {
 		return nil
+	}
+	record := func(step string, err error) error {
+		if l == nil {
+			return nil
+		}
+		r := pruneRecord{Step: step, Datastore: ds.String(), Keys: p.Keys, Undo: p.Undo, Operator: ledger.Operator("")}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		_, rerr := l.Append(ctx, ledger.KindPrunePool, r)
+		return rerr
+	}
+	if err := record("removing", nil); err != nil {
+		return fmt.Errorf("nothing removed: the removal could not be recorded first: %w", err)
 	}
 	stamp := now.UTC().Format(human.Stamp)
 	undoName := "prune-pool-" + stamp + ".undo.sql"
@@ -218,6 +219,13 @@ func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, state *statedi
 		}
 	}
 	if _, err := enforcer.RemoveKeys(ctx, ds, keys, opt); err != nil {
+		var unknown *enforcer.CommitUnknownError
+		if errors.As(err, &unknown) {
+			// Perhaps deleted: the undo stays, and says so.
+			p.Unknown = err.Error()
+			record("outcome unknown", err)
+			return err
+		}
 		// Nothing was deleted: the undo and the copy would record a
 		// removal that did not happen.
 		for _, f := range []*string{&p.Undo, &p.Copy} {
@@ -226,9 +234,11 @@ func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, state *statedi
 				*f = ""
 			}
 		}
+		record("nothing removed", err)
 		return err
 	}
 	p.Applied = true
+	record("removed", nil)
 	p.Summary = fmt.Sprintf("removed %s on no HSM, never used by a zone, from the enforcer's database; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", human.Count(len(p.Keys), "key"))
 	return nil
 }

@@ -190,14 +190,15 @@ func TestPruneUnreadToken(t *testing.T) {
 }
 
 // An ods-enforcerd running with this conf.xml, named relative to its own
-// folder, is found; one with another conf.xml is not; after it ends,
-// nothing is.
+// folder, is found; one with another conf.xml and another database is
+// not; one whose conf.xml cannot be read is told apart by its open files
+// (SQLite), or cannot be told about (MySQL); after it ends, nothing is.
 func TestEnforcerRunning(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "conf.xml")
-	other := filepath.Join(dir, "other.xml")
-	for _, f := range []string{conf, other} {
-		if err := os.WriteFile(f, []byte("<Configuration/>"), 0o600); err != nil {
+	db := filepath.Join(dir, "kasp.db")
+	for f, text := range map[string]string{conf: db, filepath.Join(dir, "other.xml"): filepath.Join(dir, "other.db"), db: "", filepath.Join(dir, "other.db"): ""} {
+		if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,8 +206,13 @@ func TestEnforcerRunning(t *testing.T) {
 	if err := os.WriteFile(daemon, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got := EnforcerRunning(filepath.Join(dir, "no.sock"), conf); got != "" {
-		t.Fatalf("nothing runs yet: %q", got)
+	target := Target{Conf: conf, Socket: filepath.Join(dir, "no.sock"), Datastore: enforcer.Datastore{SQLite: db},
+		ReadConf: func(path string) (enforcer.Datastore, error) {
+			b, err := os.ReadFile(path)
+			return enforcer.Datastore{SQLite: string(b)}, err
+		}}
+	if got, err := target.Running(); got != "" || err != nil {
+		t.Fatalf("nothing runs yet: %q, %v", got, err)
 	}
 	start := func(confArg string) *exec.Cmd {
 		cmd := exec.Command(daemon, "-c", confArg, "-d")
@@ -222,13 +228,25 @@ func TestEnforcerRunning(t *testing.T) {
 		cmd.Wait()
 	}
 	cmd := start("other.xml")
-	if got := EnforcerRunning("", conf); got != "" {
-		t.Errorf("another conf.xml: %q", got)
+	if got, err := target.Running(); got != "" || err != nil {
+		t.Errorf("another conf.xml: %q, %v", got, err)
+	}
+	stop(cmd)
+	cmd = start("missing.xml")
+	// SQLite: its open files say it does not hold this database.
+	if got, err := target.Running(); got != "" || err != nil {
+		t.Errorf("a conf.xml that cannot be read, the database not open: %q, %v", got, err)
+	}
+	// MySQL: nothing else tells.
+	my := target
+	my.Datastore = enforcer.Datastore{MySQL: &enforcer.MySQL{Host: "127.0.0.1", Database: "kasp"}}
+	if _, err := my.Running(); err == nil || !strings.Contains(err.Error(), "cannot be told") {
+		t.Errorf("a conf.xml that cannot be read, MySQL: %v", err)
 	}
 	stop(cmd)
 	cmd = start("conf.xml")
 	defer stop(cmd)
-	if got := EnforcerRunning("", conf); !strings.Contains(got, "runs with "+conf) {
-		t.Errorf("this conf.xml: %q", got)
+	if got, err := target.Running(); !strings.Contains(got, "runs with "+conf) || err != nil {
+		t.Errorf("this conf.xml: %q, %v", got, err)
 	}
 }

@@ -73,10 +73,24 @@ func (v *Verification) WriteText(out io.Writer) error {
 		}
 	}
 	for _, l := range v.Lost {
+		if l.BackupNote != "" {
+			fmt.Fprintf(w, "LOST %s: on no HSM and on no backup: lost for good (ods-keyguard recover plan): %s\n", l, l.BackupNote)
+			continue
+		}
 		fmt.Fprintf(w, "LOST %s: handed out after the last confirmed ceremony, on no HSM: lost for good (ods-keyguard recover plan)\n", l)
 	}
 	for _, l := range v.Unused {
+		if l.BackupNote != "" {
+			fmt.Fprintf(w, "UNUSED %s: never handed out, on no HSM and on no backup: %s\n", l, l.BackupNote)
+			continue
+		}
 		fmt.Fprintf(w, "UNUSED %s: made after the last ceremony, never handed out, on no HSM\n", l)
+	}
+	if v.Unknown != "" {
+		fmt.Fprintf(w, "UNKNOWN %s\n", v.Unknown)
+	}
+	if v.Recorded != "" {
+		fmt.Fprintf(w, "%s\n", v.Recorded)
 	}
 	return w.Flush()
 }
@@ -99,12 +113,20 @@ func (l LostKey) String() string {
 // Fate says what losing the key means, by its class.
 func (l LostKey) Fate() string {
 	switch {
+	case l.Unknown != "" && l.Class == InUse:
+		return "in use, on no HSM: UNKNOWN whether a backup holds it: " + l.Unknown
+	case l.Unknown != "":
+		return "unused, on no HSM: UNKNOWN whether a backup holds it: " + l.Unknown
 	case l.Class == InUse && l.Recoverable:
 		return "in use, " + l.backup()
+	case l.Class == InUse && l.BackupNote != "":
+		return "in use, on no HSM and on no backup: lost for good (ods-keyguard recover plan): " + l.BackupNote
 	case l.Class == InUse:
 		return "in use, handed out after the last confirmed ceremony: lost for good (ods-keyguard recover plan)"
 	case l.Recoverable:
 		return "unused, " + l.backup()
+	case l.BackupNote != "":
+		return "unused, on no HSM and on no backup: lost, nothing is in use; remove it from the enforcer's pool after the restore (recover prune-pool): " + l.BackupNote
 	}
 	return "made after the last ceremony, never handed out: lost with the HSMs; remove it from the enforcer's pool after the restore (recover prune-pool)"
 }
@@ -113,10 +135,15 @@ func (l LostKey) Fate() string {
 // its ceremony read, or, for a ceremony confirmed on the operator's word,
 // on whatever backup the operator made then.
 func (l LostKey) backup() string {
-	if l.BackupToken == "" {
+	switch {
+	case l.BackupSource == FromToken && l.Ceremony == "":
+		return "on the backup, though no confirmed ceremony recorded it: " + l.BackupNote
+	case l.BackupSource == FromToken:
+		return "on the backup token of ceremony " + l.Ceremony + ": " + l.BackupNote
+	case l.BackupToken == "":
 		return "backed up at ceremony " + l.Ceremony + " on the operator's word: no backup token was read then, find the backup it was made on"
 	}
-	return "on the backup token of ceremony " + l.Ceremony
+	return "on the backup token of ceremony " + l.Ceremony + ": " + l.BackupNote
 }
 
 // WriteText prints the keys to remove, the statements that remove them,
@@ -126,6 +153,9 @@ func (p *Prune) WriteText(out io.Writer) error {
 	fmt.Fprintf(w, "recover prune-pool: %s\n", p.Summary)
 	for _, b := range p.Blocked {
 		fmt.Fprintf(w, "BLOCKED %s\n", b)
+	}
+	for _, k := range p.Kept {
+		fmt.Fprintf(w, "KEPT %s\n", k)
 	}
 	for _, k := range p.Keys {
 		fmt.Fprintf(w, "KEY %s %s policy %s, repository %s, made %s (hsmKey id %d, %s): on no HSM, never used by a zone\n",

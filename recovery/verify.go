@@ -3,6 +3,7 @@ package recovery
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
@@ -35,6 +36,17 @@ type Verification struct {
 	// still lists them (PrunePool).
 	Unused  []LostKey `json:"unused_lost"`
 	Checked int       `json:"checked"`
+	// Unknown says why a key missing on the HSMs may or may not be on the
+	// backup: a backup token that could not be read (exit status 3).
+	Unknown string `json:"unknown,omitempty"`
+	// Restored says whether this verification records a restore: the
+	// HSMs show one (a token no ceremony recorded), or the operator said
+	// so (--restored). Otherwise it is a check of HSMs that were never
+	// lost, recorded as such, not as a restore.
+	Restored bool `json:"restored"`
+	// Recorded says how the verification went into the records.
+	Recorded string                        `json:"recorded,omitempty"`
+	keys     map[string][]ledger.KeyRecord // repository -> the keys checked
 }
 
 // Verify checks restored tokens against the confirmed ceremonies: every key
@@ -44,7 +56,11 @@ type Verification struct {
 // and that no token holds are lost: those a zone uses are lost for good
 // (Lost, the restore is incomplete); those no zone ever used cost nothing
 // (Unused, the restore is complete without them).
-func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verification {
+//
+// Where backup tokens are configured, a key missing on the HSMs that no
+// backup token holds now is not a key the restore missed: it is lost
+// (Lost when in use, Unused when not), whatever the ceremony recorded.
+func Verify(st *enforcer.State, store *ledger.Store, tokens []Token, backups ...Token) *Verification {
 	v := &Verification{Complete: true, HSMs: []Restored{}, Lost: []LostKey{}, Unused: []LostKey{}}
 	cov := store.Coverage()
 	needed := Needed(st)
@@ -73,6 +89,12 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			addWant(k.Repository, rec)
 		}
 	}
+	v.keys = map[string][]ledger.KeyRecord{}
+	for repo, ks := range want {
+		for _, l := range sortedKeys(ks) {
+			v.keys[repo] = append(v.keys[repo], ks[l])
+		}
+	}
 	// The tokens the ceremonies read: a serial alone tells no token from
 	// another (hsmcheck/identity.go).
 	var seen []hsmcheck.Recorded
@@ -82,6 +104,7 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 		}
 	}
 	onSome := map[string]bool{}
+	gone := map[string]LostKey{} // repository/locator: on no backup token either
 	for _, t := range tokens {
 		r := Restored{Name: t.Name, Kind: t.Kind, Repository: t.Repository, Serial: t.Serial, Missing: []LostKey{}, Differs: []LostKey{}}
 		var locs []string
@@ -95,7 +118,15 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			fp := got.Fingerprint
 			switch {
 			case n == 0:
-				r.Missing = append(r.Missing, describe(st, cov, t.Repository, rec))
+				lk := describe(st, cov, t.Repository, rec)
+				if note, why := offBackup(backups, rec); note != "" {
+					lk.Recoverable, lk.BackupSource, lk.BackupNote = false, FromToken, note
+					gone[t.Repository+"/"+l] = lk
+					continue
+				} else if why != "" {
+					v.Unknown = why
+				}
+				r.Missing = append(r.Missing, lk)
 			case rec.Fingerprint != "" && fp != "" && fp != rec.Fingerprint:
 				r.Differs = append(r.Differs, describe(st, cov, t.Repository, rec))
 			default:
@@ -130,6 +161,17 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			v.Lost = append(v.Lost, lostKey(cov, k))
 		}
 	}
+	for _, key := range sortedKeys(gone) {
+		lk := gone[key]
+		switch {
+		case lk.Use == "unknown to the enforcer":
+			// Neither needed by the enforcer nor on the backup: nothing to restore.
+		case lk.Class == InUse:
+			v.Lost = append(v.Lost, lk)
+		default:
+			v.Unused = append(v.Unused, lk)
+		}
+	}
 	if len(v.Lost) > 0 {
 		v.Complete = false
 	}
@@ -148,8 +190,22 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			missing += len(h.Missing) + len(h.Differs)
 		}
 		v.Summary = fmt.Sprintf("restore incomplete: %s missing or different on the HSMs", human.Count(missing, "backed-up key"))
-		if len(v.Lost) > 0 {
-			v.Summary += fmt.Sprintf("; %s lost for good (handed out after the last ceremony: ods-keyguard recover plan)", human.Count(len(v.Lost), "key in use", "keys in use"))
+		after, off := 0, 0
+		for _, l := range v.Lost {
+			if l.BackupNote != "" {
+				off++
+			} else {
+				after++
+			}
+		}
+		if after > 0 {
+			v.Summary += fmt.Sprintf("; %s lost for good (handed out after the last ceremony: ods-keyguard recover plan)", human.Count(after, "key in use", "keys in use"))
+		}
+		if off > 0 {
+			v.Summary += fmt.Sprintf("; %s lost for good (a ceremony backed them up, but no backup token holds them now: ods-keyguard recover plan)", human.Count(off, "key in use", "keys in use"))
+		}
+		if v.Unknown != "" {
+			v.Summary = "cannot tell for certain, " + v.Unknown + ": " + v.Summary
 		}
 	}
 	if n := len(v.Unused); n > 0 {
@@ -190,4 +246,21 @@ func describe(st *enforcer.State, cov ledger.Coverage, repo string, rec ledger.K
 		zones = []string{}
 	}
 	return LostKey{Locator: rec.Locator, Repository: repo, Role: rec.Role, Use: "unknown to the enforcer", Zones: zones, Class: Covered, Recoverable: true}
+}
+
+// offBackup says, for a backed-up key missing on the HSMs, that no backup
+// token holds it (note) or that it cannot be told (why); both "" when a
+// backup token holds it, or none is configured.
+func offBackup(backups []Token, rec ledger.KeyRecord) (note, why string) {
+	if len(backups) == 0 {
+		return "", ""
+	}
+	holder, read, unreadable := onBackups(backups, rec.Locator, rec.Fingerprint)
+	switch {
+	case holder != "":
+		return "", ""
+	case len(unreadable) > 0:
+		return "", "backup token " + strings.Join(unreadable, " and ") + " could not be read: whether the keys missing on the HSMs are on the backup cannot be told"
+	}
+	return fmt.Sprintf("a ceremony recorded it as backed up, but no backup token holds it now (read: %s)", strings.Join(read, ", ")), ""
 }

@@ -36,6 +36,8 @@ want debsums debsums
 want man man-db
 want sudo sudo
 want objcopy binutils
+# The ceremony's run sheet as a PDF: groff's PDF output (gropdf), with tbl.
+want gropdf groff
 want unshare util-linux
 want mount mount
 # Two more PKCS#11 implementations the tests run on: NSS softoken (certutil

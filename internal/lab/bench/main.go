@@ -43,6 +43,7 @@ func main() {
 	raceListMode := flag.Bool("race-list", false, "internal: list token ods-a's objects as JSON (SOFTHSM2_CONF)")
 	raceRender := flag.String("race-render", "", "instead of running: write the section from this -race-log")
 	raceTook := flag.Duration("race-took", 0, "with -race-render: how long the runs took")
+	ledgerN := flag.Int("ledger", 0, "instead: ledger verify over a log of this many entries, state_dir and MySQL")
 	flag.Parse()
 	if *raceListMode {
 		if err := raceList(); err != nil {
@@ -83,6 +84,16 @@ func main() {
 			fatal(err)
 		}
 		if err := writeRace(*out, *raceTag, bin, fixed, t, *race, *raceKinds); err != nil {
+			fatal(err)
+		}
+		return
+	}
+	if *ledgerN > 0 {
+		t, err := benchLedger(bin, *ledgerN, *runs)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writeLedger(*out, bin, t); err != nil {
 			fatal(err)
 		}
 		return

@@ -294,6 +294,10 @@ func Start(o Options) (*Enforcer, error) {
 	return e, nil
 }
 
+// Daemon is the ods-enforcerd program the sandbox runs (the MySQL build
+// for a MySQL datastore), for a script that starts one by hand.
+func (e *Enforcer) Daemon() string { return e.daemon }
+
 // Restart starts the daemon again on the same files, after Stop.
 func (e *Enforcer) Restart() error {
 	if e.cmd != nil {

@@ -1,0 +1,389 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
+)
+
+// VerifyReport is what ledger verify found: the log, its checkpoints, and
+// the working records compared with the log.
+type VerifyReport struct {
+	Where       string `json:"where"`
+	Origin      string `json:"origin"`
+	Entries     uint64 `json:"entries"`
+	Head        string `json:"head"`
+	Short       string `json:"short"`
+	Checkpoints int    `json:"checkpoints"`
+	// Signed is how many entries the newest checkpoint that verifies
+	// covers; the entries after it are only as good as this host.
+	Signed   uint64    `json:"signed"`
+	Problems []Problem `json:"problems"`
+	// Unknown is what could not be checked: exit status 3 when there is
+	// no problem.
+	Unknown []string `json:"unknown"`
+}
+
+// Problem is one thing that does not match: the first entry of the log
+// that does not, a checkpoint, or a working record.
+type Problem struct {
+	Entry  *uint64 `json:"entry"`
+	Record string  `json:"record,omitempty"`
+	What   string  `json:"what"`
+}
+
+func (p Problem) String() string {
+	switch {
+	case p.Entry != nil && p.Record != "":
+		return fmt.Sprintf("entry %d: %s: %s", *p.Entry, p.Record, p.What)
+	case p.Entry != nil:
+		return fmt.Sprintf("entry %d: %s", *p.Entry, p.What)
+	case p.Record != "":
+		return p.Record + ": " + p.What
+	}
+	return p.What
+}
+
+// Status is ledger verify's exit status: 0 all matches, 1 a problem, 3
+// something could not be checked.
+func (r *VerifyReport) Status() int {
+	switch {
+	case len(r.Problems) > 0:
+		return 1
+	case len(r.Unknown) > 0:
+		return 3
+	}
+	return 0
+}
+
+func (r *VerifyReport) problem(seq uint64, record, format string, args ...any) {
+	p := Problem{Record: record, What: fmt.Sprintf(format, args...)}
+	if seq > 0 {
+		p.Entry = &seq
+	}
+	r.Problems = append(r.Problems, p)
+}
+
+// WriteText prints the report: a summary line, then one line per problem
+// and per thing not checked.
+func (r *VerifyReport) WriteText(w io.Writer) {
+	switch r.Status() {
+	case 0:
+		fmt.Fprintf(w, "ledger verify: %s, chain intact, %s verified, the records match the log\n", human.Count(int(r.Entries), "entry"), human.Count(r.Checkpoints, "checkpoint"))
+	case 1:
+		fmt.Fprintf(w, "ledger verify: %s\n", r.Problems[0])
+	default:
+		fmt.Fprintf(w, "ledger verify: cannot tell: %s\n", r.Unknown[0])
+	}
+	fmt.Fprintf(w, "log: %s, origin %s\n", r.Where, r.Origin)
+	fmt.Fprintf(w, "head: %s (%s) %s\n", r.Short, human.Count(int(r.Entries), "entry"), r.Head)
+	switch {
+	case r.Signed == 0:
+		fmt.Fprintf(w, "signed: no checkpoint verifies: no entry is covered by a signature\n")
+	case r.Signed < r.Entries:
+		fmt.Fprintf(w, "signed: entries 1-%d by checkpoint; %d-%d not signed yet (as good as this host)\n", r.Signed, r.Signed+1, r.Entries)
+	default:
+		fmt.Fprintf(w, "signed: every entry, by checkpoint %d\n", r.Signed)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "MISMATCH %s\n", p)
+	}
+	for _, u := range r.Unknown {
+		fmt.Fprintf(w, "UNKNOWN %s\n", u)
+	}
+}
+
+// Verifiers makes the verifiers of public keys (NAME+HASH+KEY).
+func Verifiers(keys []string) (note.Verifiers, error) {
+	var vs []note.Verifier
+	for _, k := range keys {
+		v, err := note.NewVerifier(k)
+		if err != nil {
+			return nil, fmt.Errorf("public key %q: %w", k, err)
+		}
+		vs = append(vs, v)
+	}
+	return note.VerifierList(vs...), nil
+}
+
+// Verify checks the whole log (every entry's hash and link, from the
+// first), every checkpoint (its signature by one of the configured keys,
+// and the log's entry at its size), and the working records against the
+// log: every ceremony, open ceremony and DS event must be what the log
+// recorded, and everything the log recorded must be there (or, for DS
+// events, dropped by compaction, which the log says). An error is what
+// kept it from reading the ledger at all.
+func (l *Ledger) Verify(ctx context.Context) (*VerifyReport, error) {
+	r := &VerifyReport{Where: l.Where(), Problems: []Problem{}, Unknown: []string{}}
+	stored, err := l.b.readLog(ctx, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	w := newWalker(true)
+	var log []Entry
+	for _, s := range stored {
+		e, err := w.step(s)
+		if err != nil {
+			var m *Mismatch
+			if errors.As(err, &m) {
+				r.problem(m.Seq, "", "%s", m.Reason)
+			}
+			break
+		}
+		log = append(log, e)
+	}
+	r.Entries = w.next - 1
+	r.Head = w.prev.String()
+	r.Short = ShortForm(r.Entries, w.prev)
+	if len(stored) == 0 {
+		r.Unknown = append(r.Unknown, "the log is empty: nothing has been recorded since ods-keyguard began keeping it")
+	}
+	var begun begunPayload
+	if len(log) > 0 {
+		if log[0].Kind != KindBegun {
+			r.problem(1, "", "not the log's first entry (kind %q, not %q): the log's start was removed or replaced", log[0].Kind, KindBegun)
+		}
+		json.Unmarshal(log[0].Payload, &begun)
+		r.Origin = begun.Origin
+	}
+	if err := l.verifyCheckpoints(ctx, r, w.heads, stored); err != nil {
+		return nil, err
+	}
+	if err := l.verifyRecords(ctx, r, log, begun); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (l *Ledger) verifyCheckpoints(ctx context.Context, r *VerifyReport, heads map[uint64]Hash, stored []Stored) error {
+	notes, err := l.b.checkpoints(ctx, false)
+	if err != nil {
+		return err
+	}
+	vs, err := Verifiers(l.opts.Keys)
+	if err != nil {
+		return err
+	}
+	if len(notes) > 0 && len(l.opts.Keys) == 0 {
+		r.Unknown = append(r.Unknown, fmt.Sprintf("%s, and no public key configured ([ledger] public_keys or signing_key): their signatures cannot be checked", human.Count(len(notes), "checkpoint")))
+		return nil
+	}
+	for _, n := range notes {
+		if n.Err != nil {
+			r.problem(0, n.Where, "unreadable: %v", n.Err)
+			continue
+		}
+		nt, err := note.Open([]byte(n.Text), vs)
+		if err != nil {
+			switch names := signers(err); {
+			case names != "":
+				r.problem(0, n.Where, "signed by key %s, which is not configured: not a checkpoint of this ledger's keys", names)
+			default:
+				r.problem(0, n.Where, "not a valid signed checkpoint (%v)", err)
+			}
+			continue
+		}
+		origin, size, h, err := parseCheckpointText(nt.Text)
+		switch {
+		case err != nil:
+			r.problem(0, n.Where, "%v", err)
+			continue
+		case origin != r.Origin:
+			r.problem(0, n.Where, "of log %q, not of this log (%q)", origin, r.Origin)
+			continue
+		case size > r.Entries && uint64(len(stored)) < size:
+			r.problem(size, n.Where, "signed a log of %s; the log has %d: entries %d-%d were removed", human.Count(int(size), "entry"), len(stored), len(stored)+1, size)
+			continue
+		case size > r.Entries:
+			continue // the chain broke before: named there
+		case heads[size] != h:
+			r.problem(size, n.Where, "not the hash the checkpoint of %s signed: the log was changed at or before entry %d after it was signed", human.Count(int(size), "entry"), size)
+			continue
+		}
+		r.Checkpoints++
+		r.Signed = max(r.Signed, size)
+	}
+	return nil
+}
+
+// verifyRecords compares the working records with the log.
+func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry, begun begunPayload) error {
+	open, _, history, err := l.b.loadCeremonies(ctx)
+	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			r.problem(0, ce.Path, "%s", ce.Reason)
+			return nil
+		}
+		return err
+	}
+	evs, _, err := l.b.loadDS(ctx)
+	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			r.problem(0, ce.Path, "%s", ce.Reason)
+			return nil
+		}
+		return err
+	}
+	ceremonies := map[string]logged{} // id -> its newest entry
+	openState := map[string]logged{}  // repository -> its open ceremony, or none (sum "")
+	dsLogged := map[string]logged{}
+	dropped := map[string]bool{}
+	for _, x := range begun.Existing.Open {
+		openState[x.Repository] = logged{sum: x.SHA256, repo: x.Repository}
+	}
+	for _, e := range log {
+		switch e.Kind {
+		case KindCeremony:
+			var p ceremonyPayload
+			var c struct{ ID, Repository, Status string }
+			if json.Unmarshal(e.Payload, &p) != nil || json.Unmarshal(p.Ceremony, &c) != nil {
+				r.problem(e.Seq, "", "not a ceremony record")
+				continue
+			}
+			g := logged{seq: e.Seq, sum: sumOf(p.Ceremony), status: c.Status, repo: c.Repository}
+			ceremonies[c.ID] = g
+			if ended(c.Status) {
+				openState[c.Repository] = logged{seq: e.Seq}
+			} else {
+				openState[c.Repository] = g
+			}
+		case KindCeremonyDropped:
+			var p droppedPayload
+			json.Unmarshal(e.Payload, &p)
+			openState[p.Repository] = logged{seq: e.Seq}
+		case KindDS:
+			var ev struct{ ID string }
+			json.Unmarshal(e.Payload, &ev)
+			dsLogged[ev.ID] = logged{seq: e.Seq, sum: sumOf(e.Payload)}
+		case KindDSCompacted:
+			var p compactedRecord
+			json.Unmarshal(e.Payload, &p)
+			for _, id := range p.Dropped {
+				dropped[id] = true
+			}
+		}
+	}
+	before := func(list []recordSum) map[string]string {
+		m := map[string]string{}
+		for _, x := range list {
+			m[x.ID] = x.SHA256
+		}
+		return m
+	}
+	oldHistory, oldDS := before(begun.Existing.History), before(begun.Existing.DS)
+	// The history: each ceremony as the log recorded its end.
+	inHistory := map[string]bool{}
+	for _, c := range history {
+		_, sum, _ := seal(c)
+		inHistory[c.ID] = true
+		g, inLog := ceremonies[c.ID]
+		if inLog && !ended(g.status) {
+			g.sum = "" // the log has it open: not this record
+		}
+		before, inBefore := oldHistory[c.ID]
+		r.compare("ceremony "+c.ID+" in the history", sum, g, inLog, before, inBefore, "not in the log: added by hand")
+	}
+	for _, id := range sortedKeys(ceremonies) {
+		if g := ceremonies[id]; ended(g.status) && !inHistory[id] {
+			r.problem(g.seq, "ceremony "+id, "%s in the log, missing from the history: removed by hand", g.status)
+		}
+	}
+	for _, x := range begun.Existing.History {
+		if !inHistory[x.ID] {
+			r.problem(1, "ceremony "+x.ID, "in the history when the log began, missing from it now: removed by hand")
+		}
+	}
+	// The open ceremonies: each repository's as the log left it.
+	repos := map[string]bool{}
+	for repo := range open {
+		repos[repo] = true
+	}
+	for repo := range openState {
+		repos[repo] = true
+	}
+	for _, repo := range sortedKeys(repos) {
+		want, have := openState[repo], open[repo]
+		what := fmt.Sprintf("open ceremony of repository %q", repo)
+		switch {
+		case have == nil && want.sum == "":
+		case have == nil:
+			r.problem(want.seq, what, "the log has it open, the records have none (removed by hand, or a step that stopped between the log and the records: run it again)")
+		default:
+			_, sum, _ := seal(have)
+			if sum != want.sum {
+				r.problem(want.seq, what, "%s is not what the log recorded (changed by hand, or a step that stopped between the log and the records: run it again)", have.ID)
+			}
+		}
+	}
+	// The DS records: each event as the log recorded it, and every event
+	// the log recorded that compaction did not drop.
+	inView := map[string]bool{}
+	for _, e := range evs {
+		_, sum, _ := seal(e)
+		inView[e.ID] = true
+		g, inLog := dsLogged[e.ID]
+		before, inBefore := oldDS[e.ID]
+		r.compare("DS record "+e.ID, sum, g, inLog, before, inBefore, fmt.Sprintf("(%s %s zone %s) not in the log: added by hand", e.Kind, e.Action, e.Zone))
+	}
+	dsIDs := sortedKeys(dsLogged)
+	sort.SliceStable(dsIDs, func(i, j int) bool { return dsLogged[dsIDs[i]].seq < dsLogged[dsIDs[j]].seq })
+	for _, id := range dsIDs {
+		if !inView[id] && !dropped[id] {
+			r.problem(dsLogged[id].seq, "DS record "+id, "in the log, missing from the records (and not dropped by compaction): removed by hand")
+		}
+	}
+	for _, x := range begun.Existing.DS {
+		if !inView[x.ID] && !dropped[x.ID] {
+			r.problem(1, "DS record "+x.ID, "in the records when the log began, missing now (and not dropped by compaction): removed by hand")
+		}
+	}
+	return nil
+}
+
+// logged is what the log says of a record: its newest entry, the
+// record's checksum there, and for a ceremony its status and repository.
+type logged struct {
+	seq    uint64
+	sum    string
+	status string
+	repo   string
+}
+
+// compare checks a working record (its checksum sum) against the log's
+// newest entry of it (g, when inLog), else against the checksum the log's
+// first entry kept of it (before, when inBefore); neither: added, and
+// added says so.
+func (r *VerifyReport) compare(what, sum string, g logged, inLog bool, before string, inBefore bool, added string) {
+	switch {
+	case inLog && g.sum != sum:
+		r.problem(g.seq, what, "not what the log recorded: changed by hand")
+	case inLog:
+	case inBefore && before != sum:
+		r.problem(1, what, "not what it was when the log began (its checksum is in the log's first entry): changed by hand")
+	case !inBefore:
+		r.problem(0, what, "%s", added)
+	}
+}
+
+// ended says whether a ceremony status ends it (the history holds it).
+func ended(status string) bool {
+	return status == Confirmed || status == Abandoned || status == Restored
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
