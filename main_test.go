@@ -193,6 +193,7 @@ func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 			"zoneserver": cmdZoneServer,
 			"signer":     cmdSigner,
 			"validate":   cmdValidate,
+			"quirks":     cmdQuirks,
 		},
 	})
 }
