@@ -152,6 +152,10 @@ type wireResult struct {
 // the PKCS#11 call in progress before it is killed.
 const killGrace = time.Second
 
+// finishGrace is how long a child that has answered for every token may
+// take to finalize its modules and exit.
+const finishGrace = time.Second
+
 // maxChildStderr bounds what is kept of a child's stderr.
 const maxChildStderr = 4096
 
@@ -198,7 +202,12 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	if dl, ok := ctx.Deadline(); ok {
 		grace = min(grace, max(dl.Sub(start)/5, 100*time.Millisecond))
 	}
-	cmd := proc.CommandGrace(ctx, grace, exe[0], exe[1:]...)
+	// Once every token has answered, the child has only its modules to
+	// finalize: one that hangs there (C_Finalize waiting on a lost
+	// appliance) is stopped finishGrace later, not at the deadline.
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	cmd := proc.CommandGrace(cctx, grace, exe[0], exe[1:]...)
 	cmd.Args[0] = "ods-keyguard"
 	env := os.Environ()
 	for k, v := range tokens[idx[0]].Env {
@@ -219,12 +228,18 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<30)
+	pending := len(idx)
 	for sc.Scan() {
 		var res wireResult
 		if err := json.Unmarshal(sc.Bytes(), &res); err != nil || res.Index < 0 || res.Index >= len(idx) {
 			continue
 		}
 		i := idx[res.Index]
+		if !answered[res.Index] {
+			if pending--; pending == 0 {
+				time.AfterFunc(finishGrace, stop)
+			}
+		}
 		answered[res.Index] = true
 		results[i].Contents = res.Contents
 		if res.Err != "" {
