@@ -81,6 +81,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 		}
 	}
 	onSome := map[string]bool{}
+	// Keys found whose public key the token did not show (no public object
+	// under their CKA_ID): present, but not compared with the record.
+	uncompared := 0
 	for _, t := range tokens {
 		r := Restored{Name: t.Name, Kind: t.Kind, Repository: t.Repository, Serial: t.Serial, Missing: []LostKey{}, Differs: []LostKey{}}
 		var locs []string
@@ -99,6 +102,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 				r.Differs = append(r.Differs, describe(st, cov, t.Repository, rec))
 			default:
 				onSome[t.Repository+"/"+l] = true
+				if rec.Fingerprint != "" && fp == "" {
+					uncompared++
+				}
 			}
 			v.Checked++
 		}
@@ -141,6 +147,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 			keys += len(want[repo])
 		}
 		v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present with the same public keys", keys, len(v.HSMs))
+		if uncompared > 0 {
+			v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present; %d of them without a public key object under their CKA_ID on the token, not compared with the ceremony's record", keys, len(v.HSMs), uncompared)
+		}
 	default:
 		missing := 0
 		for _, h := range v.HSMs {
