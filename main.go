@@ -179,6 +179,7 @@ func commands() []*cli.Command {
 		inventoryCommand(),
 		verifyCommand(),
 		statusCommand(),
+		scanCommand(),
 		backupCommand(),
 		hookCommand(),
 		parentCommand(),

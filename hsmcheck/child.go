@@ -29,6 +29,10 @@ type Result struct {
 	Token    Token
 	Contents *Contents
 	Err      error
+	// ReadAt is when the contents were read, where they come from a record
+	// (ods-keyguard scan) rather than from the token in this run: zero
+	// for a live read.
+	ReadAt time.Time
 
 	refused string // the CKR name when the token refused the PIN
 }

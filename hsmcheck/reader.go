@@ -67,6 +67,13 @@ func (c *Contents) Find(id string) (Key, int) {
 	return c.Keys[idx[0]], len(idx)
 }
 
+// Fresh returns c with its index by CKA_ID rebuilt at the next Find: for
+// contents whose keys were changed (a record with keys added).
+func Fresh(c *Contents) *Contents {
+	c.byID = nil
+	return c
+}
+
 // Holding is what a token holds, as the packages that judge keys see it
 // (hooks, recovery, inventory): *Contents is the real one; their tests hand
 // in tokens of their own.
