@@ -185,7 +185,7 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	for _, i := range idx {
 		t := tokens[i]
 		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, wirePIN(t.PIN.Reveal())})
-		if isSoftHSM(t.Module) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
+		if mayBeSoftHSM(t) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
 			dir, err := snapshotFolder()
 			if err != nil {
 				wire.NoSnapshot = err.Error()

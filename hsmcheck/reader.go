@@ -226,7 +226,8 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 	if err != nil {
 		return nil, err
 	}
-	if err := unreadableObjects(t.Module, ti.Serial); err != nil {
+	_, copied := m.(snapshotModule)
+	if err := unreadableObjects(isSoftHSM(t.Module) || copied, ti.Serial); err != nil {
 		return nil, fmt.Errorf("token %q: %w", t.Label, err)
 	}
 	s, err := m.Login(ti.Slot, t.PIN.Reveal())
