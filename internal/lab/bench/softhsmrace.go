@@ -546,6 +546,8 @@ func raceName(c raceCondition) string {
 		return "`ods-keyguard verify` and `check`, one loop each"
 	case "keyguard-fixed":
 		return "`ods-keyguard verify` and `check` with the fix, one loop each"
+	case "keyguard-wrapped":
+		return "`ods-keyguard verify` and `check`, one loop each, the token also read as a mirror through a wrapper module"
 	case "pkcs11-tool":
 		return "`pkcs11-tool --login -O`, two loops"
 	case "pkcs11-tool-nologin":
