@@ -145,22 +145,30 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 		return Unknown(opt, err.Error())
 	}
 	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Source, tokenNames(src.Tokens)))
-	// Every key the enforcer has is expected on its tokens: a source that
-	// answers from a record reads those it lacks from the tokens.
-	snap, err := inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
-		req := hsmcheck.Request{NoPublic: true, Expect: allKeys(st)}
-		switch {
-		case src.Served.Enabled():
-			// The served DNSKEYs are matched to the enforcer's keys by
-			// their public keys: every key of every zone's.
-			req.PublicIDs = zoneKeys(st)
-		case src.Parent.Enabled():
-			// A DS at the parent counts as a key's only by digest: the
-			// public keys of the KSKs and CSKs are read too.
-			req.PublicIDs = hooks.SEPKeys(st)
-		}
-		return req
-	})
+	var snap *inventory.Snapshot
+	_, recorded := src.Source.(inventory.Recorded)
+	if !recorded && !src.Served.Enabled() && !src.Parent.Enabled() {
+		// Nothing in the request depends on the database: both are read
+		// at once.
+		snap, err = inventory.Take(ctx, src.Source, src.Tokens, hsmcheck.Request{NoPublic: true})
+	} else {
+		// Every key the enforcer has is expected on its tokens: a source
+		// that answers from a record reads those it lacks from the tokens.
+		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+			req := hsmcheck.Request{NoPublic: true, Expect: allKeys(st)}
+			switch {
+			case src.Served.Enabled():
+				// The served DNSKEYs are matched to the enforcer's keys
+				// by their public keys: every key of every zone's.
+				req.PublicIDs = zoneKeys(st)
+			case src.Parent.Enabled():
+				// A DS at the parent counts as a key's only by digest:
+				// the public keys of the KSKs and CSKs are read too.
+				req.PublicIDs = hooks.SEPKeys(st)
+			}
+			return req
+		})
+	}
 	if err != nil {
 		return Unknown(opt, err.Error())
 	}
