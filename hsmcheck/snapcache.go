@@ -111,6 +111,13 @@ func keptSnapshot(conf string) (copyConf string, release func(), err error) {
 		return "", nil, err
 	}
 	release = func() { lock.Close() }
+	// The configuration it copies, for sweep: a copy whose configuration
+	// is gone (a test's, a moved installation's) is removed.
+	if err := os.WriteFile(filepath.Join(dir, "source"), []byte(abs), 0o600); err != nil {
+		release()
+		return "", nil, err
+	}
+	sweep(root, dir)
 	mf := filepath.Join(dir, "manifest.json")
 	old := manifest{}
 	if b, _, err := readRegular(mf, 64<<20); err != nil || json.Unmarshal(b, &old) != nil {
@@ -140,4 +147,31 @@ func keptSnapshot(conf string) (copyConf string, release func(), err error) {
 		return "", nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
 	}
 	return copyConf, release, nil
+}
+
+// sweep removes the kept copies under root, but keep, whose SoftHSMv2
+// configuration is gone and that no process holds.
+func sweep(root, keep string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		dir := filepath.Join(root, e.Name())
+		if dir == keep || !e.IsDir() {
+			continue
+		}
+		src, _, err := readRegular(filepath.Join(dir, "source"), 4096)
+		if err != nil || exists(string(src)) {
+			continue
+		}
+		lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.RemoveAll(dir)
+		}
+		lock.Close()
+	}
 }

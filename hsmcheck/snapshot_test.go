@@ -235,6 +235,17 @@ func TestKeptCopyFollowsTheToken(t *testing.T) {
 	if got := read(); strings.Join(got, " ") != ecID {
 		t.Fatalf("after a key was deleted and the manifest lost: %v", got)
 	}
+	// A kept copy whose configuration is gone is swept by the next read.
+	other, err := sandbox.SoftHSM(filepath.Join(t.TempDir(), "other"))
+	must(t, err)
+	_, release, err := keptSnapshot(other)
+	must(t, err)
+	release()
+	must(t, os.RemoveAll(filepath.Dir(other)))
+	read()
+	if kept, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "ods-keyguard-copies-*", "*", "source")); len(kept) != 1 {
+		t.Errorf("kept copies after the sweep: %v", kept)
+	}
 }
 
 // An object file that does not parse: left out when nobody has touched it
