@@ -191,6 +191,15 @@ func benchHSM(bin string, n, runs int, latencies []int) (string, error) {
 		{"p11floor hook", "", append(floor, "hook", s.kskID), "", 99},
 		{"ods-keyguard hook ds-submit (decision)", "p11floor hook", []string{bin, "--config", s.cfg, "hook", "ds-submit"}, s.ksk, 99},
 	}
+	// pkcs11-tool asks about 40 calls a key: at 10,000 keys and 1 ms a
+	// call that is seven minutes; it runs with latency below 2,000 keys.
+	if n > 2000 {
+		for i := range cmds {
+			if cmds[i].argv[0] == "pkcs11-tool" {
+				cmds[i].maxLatency = 0
+			}
+		}
+	}
 	var rows []*hsmRow
 	zeroCalls := map[string]int{}
 	for _, lat := range latencies {
