@@ -34,23 +34,10 @@ import (
 // a folder of this user's, open to no one else, never a link: another
 // user could otherwise plant a copy for us to read.
 func cacheRoot() (string, error) {
-	var places []string
-	if d := os.Getenv("TMPDIR"); d != "" {
-		places = append(places, d)
-	}
-	places = append(places, "/dev/shm", "/tmp")
-	var first error
-	for _, p := range places {
+	return inCopyPlace(func(p string) (string, error) {
 		root := filepath.Join(p, "ods-keyguard-copies-"+strconv.Itoa(os.Geteuid()))
-		err := privateFolder(root)
-		if err == nil {
-			return root, nil
-		}
-		if first == nil {
-			first = err
-		}
-	}
-	return "", first
+		return root, privateFolder(root)
+	})
 }
 
 // privateFolder makes path (0700) or checks that it is this user's own

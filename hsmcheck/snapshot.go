@@ -68,6 +68,17 @@ const (
 // 0.3 s there, seconds on a disk; BenchmarkSnapshot), else under /tmp. A
 // TMPDIR this user cannot write (another user's) is passed over.
 func snapshotFolder() (string, error) {
+	dir, err := inCopyPlace(func(p string) (string, error) { return os.MkdirTemp(p, "ods-keyguard-read-") })
+	if err != nil {
+		return "", fmt.Errorf("no folder for a copy of the SoftHSMv2 tokens, which are not read in place (set TMPDIR to a folder this user may write): %w", err)
+	}
+	return dir, nil
+}
+
+// inCopyPlace makes a folder for copies with mk in the first place where
+// it can: TMPDIR when it is set, /dev/shm, /tmp. The error is the first
+// place's.
+func inCopyPlace(mk func(place string) (string, error)) (string, error) {
 	var places []string
 	if d := os.Getenv("TMPDIR"); d != "" {
 		places = append(places, d)
@@ -75,7 +86,7 @@ func snapshotFolder() (string, error) {
 	places = append(places, "/dev/shm", "/tmp")
 	var first error
 	for _, p := range places {
-		dir, err := os.MkdirTemp(p, "ods-keyguard-read-")
+		dir, err := mk(p)
 		if err == nil {
 			return dir, nil
 		}
@@ -83,7 +94,7 @@ func snapshotFolder() (string, error) {
 			first = err
 		}
 	}
-	return "", fmt.Errorf("no folder for a copy of the SoftHSMv2 tokens, which are not read in place (set TMPDIR to a folder this user may write): %w", first)
+	return "", first
 }
 
 // snapshotOpener wraps open: a module that is, or may be, SoftHSMv2 is
