@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 
 	"github.com/urfave/cli/v2"
@@ -14,80 +15,53 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
+// backupHelp is the exit status every backup command shares.
+const backupHelp = `Exit status: 0 done; 1 refused (the message says what state the enforcer and
+the history are in); 2 bad usage; 3 could not act (configuration, token,
+database, enforcer unreachable, state file).
+The manual: man ods-keyguard.`
+
 func backupCommand() *cli.Command {
 	repoFlag := &cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only repository `REPO` (default: every repository)"}
 	operatorFlag := &cli.StringFlag{Name: "operator", Usage: "who runs the ceremony (default $SUDO_USER, else $USER)"}
 	return &cli.Command{
-		Name:  "backup",
-		Usage: "the backup ceremony: prepare, done, rollback, history",
-		Description: `The backup ceremony of the key backup procedure, one per repository:
-
-   1. ods-keyguard backup prepare        flags the keys, checks them on every HSM
-   2-6. back the HSM up onto a backup token, return it to its storage
-   7. ods-keyguard backup done --backup-token NAME
-                                         checks the keys on the HSMs and the
-                                         backup token, then commits
-
-Only a ceremony confirmed by backup done counts as a backup for check and the
-DS hook. A repository without <RequireBackup/> gets ceremonies too: the rule
-is the procedure's, not the enforcer's setting. Every scheduled backup is a
-ceremony: with nothing new, prepare takes every needed key.
-
-Exit status: 0 done; 1 refused (the message says what state the enforcer and
-the history are in); 2 bad usage; 3 could not act (configuration, token,
-database, enforcer unreachable, state file).`,
+		Name:        "backup",
+		Usage:       "the backup ceremony: prepare, done, rollback, history",
+		Description: backupHelp,
 		Subcommands: []*cli.Command{
 			{
-				Name:      "prepare",
-				Usage:     "open a ceremony: flag the keys to back up and check them on every HSM",
-				UsageText: "ods-keyguard backup prepare [-r REPO] [--operator NAME] [--json]",
-				Description: `Records the ceremony, runs ods-enforcer backup prepare -r REPO (for a
-repository with <RequireBackup/>), and takes into the manifest every needed
-key that no confirmed ceremony covers (Prepared, committed by hand, imported,
-or made before RequireBackup was turned on); with nothing new, every needed
-key. Each must be on the repository's token and every mirror, or the
-enforcer is rolled back and nothing is opened. Refuses when a ceremony of
-the repository is already open; takes up one a crash left preparing.`,
-				Flags:  []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: withJob(func(r *job) error { return runCeremony(r, "prepare") }),
+				Name:        "prepare",
+				Usage:       "open a ceremony: flag the keys to back up and check them on every HSM",
+				UsageText:   "ods-keyguard backup prepare [-r REPO] [--operator NAME] [--json]",
+				Description: backupHelp,
+				Flags:       []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout)},
+				Action:      withJob(func(r *job) error { return runCeremony(r, "prepare") }),
 			},
 			{
-				Name:      "done",
-				Usage:     "confirm a ceremony after the HSM was backed up: verify, then commit",
-				UsageText: "ods-keyguard backup done [-r REPO] [--backup-token NAME] [--operator NAME] [--json]",
-				Description: `Refuses, and commits nothing, when a manifest key is no longer on the
-token or a mirror, when the enforcer's Prepared set is no longer the
-manifest's, or (with --backup-token) when the backup token lacks a manifest
-key or holds another key pair under its CKA_ID. The backup token should hold
-every key still needed: an older key it lacks is a warning that names where
-that key's backup is. Otherwise runs ods-enforcer backup commit -r REPO,
-checks that exactly the manifest's keys are Done, records the ceremony as
-confirmed, and releases what the DS hook withheld for want of it. Without
---backup-token the record says the backup was attested by the operator, not
-verified.`,
+				Name:        "done",
+				Usage:       "confirm a ceremony after the HSM was backed up: verify, then commit",
+				UsageText:   "ods-keyguard backup done [-r REPO] [--backup-token NAME] [--operator NAME] [--json]",
+				Description: backupHelp,
 				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "backup-token", Usage: "verify the backup on [backup_token.`NAME`] of the configuration"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "done") }),
 			},
 			{
-				Name:      "rollback",
-				Usage:     "abandon an open ceremony and unflag the enforcer's Prepared keys",
-				UsageText: "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--reason TEXT] [--json]",
-				Description: `Refuses a ceremony that is committing, or whose keys the enforcer has Done
-already: run backup done, which verifies and records it.`,
+				Name:        "rollback",
+				Usage:       "abandon an open ceremony and unflag the enforcer's Prepared keys",
+				UsageText:   "ods-keyguard backup rollback [-r REPO] [--operator NAME] [--reason TEXT] [--json]",
+				Description: backupHelp,
 				Flags: []cli.Flag{repoFlag, operatorFlag, jsonFlag(), timeoutFlag(defaultTimeout),
 					&cli.StringFlag{Name: "reason", Usage: "why, for the history"}},
 				Action: withJob(func(r *job) error { return runCeremony(r, "rollback") }),
 			},
 			{
-				Name:      "history",
-				Usage:     "list confirmed and abandoned ceremonies, newest first",
-				UsageText: "ods-keyguard backup history [--json]",
-				Description: `Text: one line per ceremony (ID, REPOSITORY, STATUS, PREPARED, ENDED,
-KEYS, BACKUP), then the open ones. BACKUP is "verified:NAME" when the backup
-token was read and checked, "attested" when the operator's word was taken.`,
-				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
-				Action: withJob(runHistory),
+				Name:        "history",
+				Usage:       "list confirmed and abandoned ceremonies, newest first",
+				UsageText:   "ods-keyguard backup history [--json]",
+				Description: backupHelp,
+				Flags:       []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+				Action:      withJob(runHistory),
 			},
 		},
 	}
@@ -134,6 +108,11 @@ func runCeremony(r *job, step string) error {
 		if jerr := writeJSON(c.App.Writer, backup.StepDoc(step, cs, text.String(), err)); jerr != nil {
 			return jerr
 		}
+	}
+	// A ceremony step refused (nothing committed) is a finding, not a
+	// failure to act.
+	if refused := (*backup.Refusal)(nil); errors.As(err, &refused) {
+		return exit(exitProblems, err)
 	}
 	return err
 }

@@ -28,45 +28,8 @@ func checkCommand() *cli.Command {
 		Name:      "check",
 		Usage:     "monitoring plugin (Nagios, Icinga, Naemon, Sensu) for both rules of the backup procedure",
 		UsageText: "ods-keyguard check [-w RANGE] [-c RANGE] [-t SECONDS] [--at TIME] [--json] [--prometheus FILE] [--sudo] [--config FILE] [-V] [-h]",
-		Description: `Rule 1, CRITICAL: a key in use (a DS, DNSKEY, RRSIG or RRSIGDNSKEY record
-rumoured or omnipresent) whose backup is not confirmed: in no confirmed
-ceremony, or, with RequireBackup, Required or Prepared in the enforcer.
-Rule 2: per pool (policy, role, algorithm, bits, repository) the backed-up
-keys at the head of the pool, in the order the enforcer hands them out,
-against the keys its zones take until the next backup is due plus grace.
-Spare = covered - needed, judged by --warning-spare and --critical-spare.
-A pool key on no HSM is never a spare, and ends the head like a key not
-backed up; CRITICAL "pool" names the remedy: restore it from the backup
-token, or, made after the last ceremony, ods-keyguard recover prune-pool.
-Presence, CRITICAL: an enforcer key missing from its token or a mirror, or
-of another type there (public keys are compared by verify, not here: check
-skips the public-key objects to stay quick).
-Backup age: WARNING past [backup] interval, CRITICAL past interval + grace;
-WARNING when no ceremony was ever confirmed, when a ceremony has been open
-for longer than grace or was interrupted, and when the enforcer holds keys
-Prepared with no ceremony open.
-DS guard: WARNING for each submission withheld and retraction held, and for
-a DS the enforcer has at the parent that ods-keyguard has no record of
-forwarding. With [parent] configured: CRITICAL when the DS at the parent
-match no published, backed-up KSK; WARNING when the parent has no DS though
-one was forwarded, and for a DS of a key that is not backed up or that the
-enforcer retracted.
-UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
-mirror configured as its repository's own token, a SoftHSMv2 object file
-this user cannot read (never "missing"), database unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
-token refused is recorded in state_dir and never tried again (see
-ods-keyguard pin): check then says UNKNOWN at once, without touching the
-token, until the PIN's file changes or ods-keyguard pin clear.
-
-Output: "KEYGUARD STATE - summary | perfdata" (the summary at most about
-120 bytes, the line about 200 with its perfdata), then one line per
-problem, one per pool, and "| " with the rest of the perfdata; at most
-8,000 bytes in all (what Nagios keeps): findings that do not fit are
-counted per state and category, --json has them all.
-Ranges: [@][start:][end], alert outside (inside with @).
---at TIME: now or later: RFC 3339, YYYY-MM-DD[THH:MM], or an ISO 8601 duration from now (P3D).
-
-Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
+		Description: `Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+The manual: man ods-keyguard.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "warning-spare", Aliases: []string{"w"}, Value: "1:", Usage: "WARNING when a pool's spare backed-up keys are outside `RANGE`"},
 			&cli.StringFlag{Name: "critical-spare", Aliases: []string{"c"}, Value: "0:", Usage: "CRITICAL when a pool's spare backed-up keys are outside `RANGE`"},

@@ -3,12 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-
-	"github.com/ods-keyguard/ods-keyguard/backup"
 )
 
 // Exit statuses, and errors that carry them: the one mechanism by which a
-// command sets its status, for run to map and print.
+// command sets its status, for runWith to map and print.
 
 // Exit statuses shared by every command.
 const (
@@ -61,12 +59,8 @@ func usagef(format string, args ...any) error {
 // exitCode maps an error to the exit status.
 func exitCode(err error) int {
 	var st *status
-	var refused *backup.Refusal
-	switch {
-	case errors.As(err, &st):
+	if errors.As(err, &st) {
 		return st.code
-	case errors.As(err, &refused):
-		return exitProblems
 	}
 	return exitUnknown
 }

@@ -17,33 +17,18 @@ import (
 
 func hookCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "hook",
-		Usage: "the enforcer's DS hooks: forward only keys whose backup is verified, never break the chain",
-		Description: `Installed as ods-keyguard-ds-submit and ods-keyguard-ds-retract (links to
-this binary) and named in conf.xml:
-
-   <DelegationSignerSubmitCommand>/usr/sbin/ods-keyguard-ds-submit</DelegationSignerSubmitCommand>
-   <DelegationSignerRetractCommand>/usr/sbin/ods-keyguard-ds-retract</DelegationSignerRetractCommand>
-
-The enforcer passes no arguments: the configuration comes from
-$ODS_KEYGUARD_CONFIG or /etc/opendnssec/keyguard.toml. A DNSKEY is forwarded
-to [hooks] ds_submit_forward only when its key is in a confirmed backup
-ceremony, is on its repository's token and every mirror now, and (with
-RequireBackup) is Done in the enforcer (or Not Required there, which the
-enforcer never changes). Anything else is withheld: recorded in the ledger,
-logged to syslog (conf.xml's facility, tag ods-keyguard) and stderr.
-A retraction is held while the zone's successor KSK is not known to be at
-the parent, and forwarded right after it; a retraction of a DS that never
-went to the parent is not forwarded. The enforcer ignores a hook's exit
-status and never retries: "hook release" sends what may go later.`,
+		Name:        "hook",
+		Usage:       "the enforcer's DS hooks: forward only keys whose backup is verified, never break the chain",
+		Description: `The manual: man ods-keyguard.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "ds-submit",
 				Usage:     "read DNSKEYs on stdin, forward those whose backup is verified",
 				UsageText: "ods-keyguard hook ds-submit < DNSKEY-lines",
-				Description: `Exit status: 0 forwarded (or approved, with no forward command
-configured); 1 withheld or rejected; the forward command's status when it
-failed. A run never takes longer than [hooks] timeout (default 20s).`,
+				Description: `Exit status: 0 forwarded; 1 withheld, rejected, or approved but kept back
+because no forward command is configured; the forward command's status when
+it failed. A run never takes longer than [hooks] timeout (default 20s).
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{ckaIDFlag()},
 				Action: func(c *cli.Context) error { return runHook(c, ledger.Submit) },
 			},
@@ -53,7 +38,8 @@ failed. A run never takes longer than [hooks] timeout (default 20s).`,
 				UsageText: "ods-keyguard hook ds-retract < DNSKEY-lines",
 				Description: `Exit status: 0 forwarded (or not needed: the DS never went to the parent);
 1 held (the successor's DS is not at the parent yet) or rejected; the
-forward command's status when it failed.`,
+forward command's status when it failed.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{ckaIDFlag()},
 				Action: func(c *cli.Context) error { return runHook(c, ledger.Retract) },
 			},
@@ -61,9 +47,8 @@ forward command's status when it failed.`,
 				Name:      "pending",
 				Usage:     "list what the hooks keep back: withheld submissions, held retractions",
 				UsageText: "ods-keyguard hook pending [--json]",
-				Description: `Text: one line per entry: ID KIND ZONE KEYTAG SINCE REASON, then the input
-that was rejected (not a DNSKEY), which blocks nothing.
-Exit status: 0 listed (even when empty); 3 the records could not be read.`,
+				Description: `Exit status: 0 listed (even when empty); 3 the records could not be read.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runPending),
 			},
@@ -71,15 +56,9 @@ Exit status: 0 listed (even when empty); 3 the records could not be read.`,
 				Name:      "release",
 				Usage:     "forward what may go now, drop what the enforcer no longer wants",
 				UsageText: "ods-keyguard hook release [--json]",
-				Description: `Decides every withheld submission and held retraction again: submissions
-whose keys are now covered are forwarded, then the retractions whose
-successors' DS are at the parent. What the enforcer has since retracted,
-purged or marked gone is dropped with the reason, never sent. A submission
-the enforcer made with no record at all (the hook could not write) is
-rebuilt from the key on the token and decided the same way. backup done
-runs it.
-Exit status: 0 nothing left kept back; 1 some still kept back; 3 could not
-determine (the records, the enforcer's database or a token unreadable).`,
+				Description: `Exit status: 0 nothing left kept back; 1 some still kept back; 3 could not
+determine (the records, the enforcer's database or a token unreadable).
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runRelease),
 			},
@@ -87,9 +66,8 @@ determine (the records, the enforcer's database or a token unreadable).`,
 				Name:      "drop",
 				Usage:     "settle a kept-back entry on purpose, recorded with who and why",
 				UsageText: "ods-keyguard hook drop ID --reason TEXT [--operator NAME]",
-				Description: `ID is what "hook pending" lists. The entry is not forwarded; the drop is
-recorded with the operator and the reason.
-Exit status: 0 dropped; 3 no such entry.`,
+				Description: `Exit status: 0 dropped; 3 no such entry.
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "reason", Usage: "why, for the record (required)"},
 					&cli.StringFlag{Name: "operator", Usage: "who (default $SUDO_USER, else $USER)"},
@@ -101,16 +79,10 @@ Exit status: 0 dropped; 3 no such entry.`,
 				Name:      "retract-gone",
 				Usage:     "retract the DS a zone left at the parent when it was deleted from the enforcer",
 				UsageText: "ods-keyguard hook retract-gone --zone Z [--by-hand --reason TEXT] [--operator NAME]",
-				Description: `The enforcer runs no retract command when it deletes a zone: the DS that
-ods-keyguard forwarded stays at the parent, and check warns. Served
-unsigned, the zone fails validation. This sends the retraction of each such
-DS of zone Z through [hooks] ds_retract_forward (the DNSKEY lines as the
-enforcer once sent them). With --by-hand it only records that the DS was
-settled otherwise: removed at the registrar by hand, or kept on purpose for
-a signer that took the zone over with the same keys.
-Exit status: 0 retracted or recorded; 1 the forward command failed (kept
+				Description: `Exit status: 0 retracted or recorded; 1 the forward command failed (kept
 back: hook release tries again); 2 bad usage; 3 the zone is still in the
-enforcer, or the records have no DS of it at the parent.`,
+enforcer, or the records have no DS of it at the parent.
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "zone", Usage: "the deleted zone `Z` (required)"},
 					&cli.BoolFlag{Name: "by-hand", Usage: "record that the DS was settled without ods-keyguard; send nothing"},
@@ -124,12 +96,8 @@ enforcer, or the records have no DS of it at the parent.`,
 				Name:      "history",
 				Usage:     "every DS request the hooks received and what became of it, oldest first",
 				UsageText: "ods-keyguard hook history [--zone Z] [--json]",
-				Description: `One line per event: TIME KIND ACTION ZONE KEYTAG BY REASON. Actions:
-forwarding, forwarded, withheld, held, failed, dropped (no longer wanted, or
-on purpose), skipped (a retraction of a DS that never went to the parent),
-rejected (input that is no DNSKEY), adopted (at the parent before the
-records began), settled (the DS of a deleted zone, settled by hand).
-Exit status: 0 listed; 3 the records could not be read.`,
+				Description: `Exit status: 0 listed; 3 the records could not be read.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"}, jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runHookHistory),
 			},
@@ -137,11 +105,9 @@ Exit status: 0 listed; 3 the records could not be read.`,
 				Name:      "status",
 				Usage:     "each zone's DS: the enforcer's view, what was forwarded and kept back, the parent",
 				UsageText: "ods-keyguard hook status [--zone Z] [--json] [-t SECONDS]",
-				Description: `Per zone, each KSK and CSK: the enforcer's DS state, when its submission and
-retraction were forwarded, what is kept back and why, whether the parent
-should hold its DS now and, with [parent] configured, whether it does.
-Exit status: 0 nothing wrong; 1 something wrong (see the findings); 3 could
-not determine.`,
+				Description: `Exit status: 0 nothing wrong; 1 something wrong (a WARNING or CRITICAL
+finding); 3 could not determine (only UNKNOWN findings, or nothing read).
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "zone", Usage: "only zone `Z`"},
 					jsonFlag(), timeoutFlag(30 * time.Second),
@@ -198,11 +164,7 @@ func withheldAll(log hooks.Logger, kind string, err error) error {
 
 func runPending(r *job) error {
 	c := r.c
-	l, err := r.ledger(true)
-	if err != nil {
-		return err
-	}
-	b, err := l.DS(r.ctx)
+	b, err := r.dsBook()
 	if err != nil {
 		return err
 	}
@@ -326,11 +288,7 @@ func runRetractGone(r *job) error {
 
 func runHookHistory(r *job) error {
 	c := r.c
-	l, err := r.ledger(true)
-	if err != nil {
-		return err
-	}
-	b, err := l.DS(r.ctx)
+	b, err := r.dsBook()
 	if err != nil {
 		return err
 	}
@@ -356,10 +314,11 @@ func runHookStatus(r *job) error {
 	if err := output(c, hooks.StatusDoc(zones), func(w io.Writer) error { return hooks.WriteStatus(w, zones) }); err != nil {
 		return err
 	}
-	for _, z := range zones {
-		if len(z.Findings) > 0 {
-			return exit(exitProblems, nil)
-		}
+	switch hooks.Worst(zones) {
+	case hooks.Critical, hooks.Warning:
+		return exit(exitProblems, nil)
+	case hooks.Unknown:
+		return exit(exitUnknown, nil)
 	}
 	return nil
 }

@@ -30,20 +30,7 @@ func TestScriptsNSS(t *testing.T) {
 	if _, err := sandbox.NSSModule(); err != nil {
 		sandbox.Missing(t, "%v", err)
 	}
-	files, err := filepath.Glob("testdata/script/*.txtar")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nss []string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if nssToo.Match(data) {
-			nss = append(nss, f)
-		}
-	}
+	nss := scriptsWhere(t, nssToo.Match)
 	if len(nss) == 0 {
 		t.Fatal("no script runs on NSS softoken")
 	}
@@ -88,20 +75,7 @@ func TestScriptsOpenCryptoki(t *testing.T) {
 		}
 		return
 	}
-	files, err := filepath.Glob("testdata/script/*.txtar")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ock []string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if openCryptokiToo.Match(data) {
-			ock = append(ock, f)
-		}
-	}
+	ock := scriptsWhere(t, openCryptokiToo.Match)
 	if len(ock) == 0 {
 		t.Fatal("no script runs on openCryptoki")
 	}

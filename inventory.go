@@ -12,14 +12,9 @@ func inventoryCommand() *cli.Command {
 		Name:      "inventory",
 		Usage:     "list every key known to the enforcer or found on a token",
 		UsageText: "ods-keyguard inventory [--repository R] [--json] [-t SECONDS]",
-		Description: `One row per key: locator, repository, policy, role, zones, use (pool,
-assigned, in use, retiring, deleted, or orphan for a key on a token that the
-enforcer does not know), the enforcer's backup state, the confirmed
-ceremony that covers it, and present/missing on each token of the
-repository (its own and every mirror).
-
-Exit status: 0 listed; 3 the database or a token could not be read (the
-list is printed all the same, with "unknown" where a token was unreadable).`,
+		Description: `Exit status: 0 listed; 3 the database or a token could not be read (the
+list is printed all the same, with "unknown" where a token was unreadable).
+The manual: man ods-keyguard.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "repository", Aliases: []string{"r"}, Usage: "only keys of repository `R`"},
 			jsonFlag(), timeoutFlag(defaultTimeout),

@@ -168,6 +168,15 @@ func (r *job) ceremonies(readOnly bool) (*ledger.Ledger, *ledger.Store, error) {
 	return l, store, err
 }
 
+// dsBook opens the ledger read-only and reads the DS records.
+func (r *job) dsBook() (*ledger.DSBook, error) {
+	l, err := r.ledger(true)
+	if err != nil {
+		return nil, err
+	}
+	return l.DS(r.ctx)
+}
+
 // guard is the DS guard, logging to syslog; end closes what it opened.
 func (r *job) guard() (*hooks.Guard, error) {
 	log := hooks.NewSyslog(r.cfg.ODS.SyslogFacility, r.c.App.ErrWriter)

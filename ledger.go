@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -21,13 +22,8 @@ func ledgerCommand() *cli.Command {
 				Name:      "init",
 				Usage:     "make the tables of the MySQL ledger ([ledger] backend = \"mysql\")",
 				UsageText: "ods-keyguard ledger init [-t SECONDS]",
-				Description: `Makes ods-keyguard's tables in the database of [ledger] dsn, and its
-schema version row, if they are not there yet: once, before the hosts
-use the ledger. No other command makes tables (on a Galera cluster DDL
-runs cluster-wide and conflicts with every writer): they check the
-version row, and say to run this when it is missing or old. Nothing to do
-for backend = "files".
-Exit status: 0 ready; 3 could not (server, password, grants).`,
+				Description: `Exit status: 0 ready; 3 could not (server, password, grants).
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{timeoutFlag(defaultTimeout)},
 				Action: withJob(runLedgerInit),
 			},
@@ -35,13 +31,8 @@ Exit status: 0 ready; 3 could not (server, password, grants).`,
 				Name:      "status",
 				Usage:     "where the records are, what the server is (single, replica, Galera node), what that guarantees",
 				UsageText: "ods-keyguard ledger status [--json] [-t SECONDS]",
-				Description: `Names the ledger; for a MySQL ledger the server's version, whether it is
-a Galera node (@@wsrep_on: cluster size, node state), a group replication
-member or read-only (@@read_only, @@innodb_read_only: a replica, which
-writers refuse), the schema version, and what the topology guarantees.
-Then the records (open ceremonies, history, DS records), who holds the
-writers' lock, and the problems that stop writers (PROBLEM lines).
-Exit status: 0 reported (problems included); 3 could not reach the ledger.`,
+				Description: `Exit status: 0 reported (problems included); 3 could not reach the ledger.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(30 * time.Second)},
 				Action: withJob(runLedgerStatus),
 			},
@@ -49,14 +40,8 @@ Exit status: 0 reported (problems included); 3 could not reach the ledger.`,
 				Name:      "migrate",
 				Usage:     "copy state_dir into the MySQL ledger, verified, and retire state_dir",
 				UsageText: "ods-keyguard ledger migrate --to mysql [-t SECONDS]",
-				Description: `Copies every record of state_dir (open ceremonies, the history, the DS
-records and what the hooks spooled) into the empty database of [ledger]
-dsn, under both locks and in one transaction, then reads every record
-back and compares it. state_dir is then marked as migrated: from then on
-backend = "files" refuses it, so no host writes records the others cannot
-see. Set [ledger] backend = "mysql" on every host of the pair. Run again
-after a crash, it copies nothing twice.
-Exit status: 0 migrated (or found migrated); 3 could not, nothing lost.`,
+				Description: `Exit status: 0 migrated (or found migrated); 3 could not, nothing lost.
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "to", Usage: "the backend to move to: `mysql`"},
 					timeoutFlag(defaultTimeout),
@@ -126,10 +111,7 @@ func runLedgerStatus(r *job) error {
 	if err != nil {
 		return err
 	}
-	return output(c, struct {
-		Schema string `json:"schema"`
-		*ledger.Status
-	}{"ods-keyguard/ledger-status/1", st}, func(w io.Writer) error {
+	return output(c, jsondoc.New("ledger-status", st), func(w io.Writer) error {
 		st.WriteText(w)
 		return nil
 	})

@@ -2,8 +2,8 @@
 // OpenDNSSEC 2.1 is used before it is safely backed up, and that a lost HSM
 // never means a lost zone. It reads what is on each HSM through PKCS#11 and
 // the enforcer's database read-only (recover prune-pool --apply alone
-// writes it, with the enforcer stopped); `ods-keyguard --help` and the README
-// describe its commands, outputs and exit statuses.
+// writes it, with the enforcer stopped); ods-keyguard(8) (packaging/ods-keyguard.8)
+// describes its commands, outputs and exit statuses.
 //
 // Package main is the command layer: flags, configuration, one call into
 // the package that owns each concept, printing, and exit statuses.
@@ -27,12 +27,12 @@ func main() { os.Exit(Main()) }
 
 // Main runs ods-keyguard with os.Args and returns the exit status.
 func Main() int {
-	return run(os.Args, os.Stdin, os.Stdout, os.Stderr)
+	return runWith(os.Args, os.Stdin, os.Stdout, os.Stderr)
 }
 
-// run is the one place that turns an error into an exit status and prints
-// it: one line per error (several when a command found several, joined).
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// runWith is the one place that turns an error into an exit status and
+// prints it: one line per error (several when a command found several, joined).
+func runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	invoked := args
 	args = dispatchHookName(args)
 	out := &countingWriter{w: stdout}
@@ -65,26 +65,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
-// invokedKey is where the app's Metadata holds the command line as it was
-// invoked, before a hook or plugin name was turned into a subcommand.
-const invokedKey = "invoked"
-
-// jsonKey is where it holds the schema name of the command when --json
-// was asked for (jsonCommand), for a failure before the flags are parsed.
-const jsonKey = "json"
-
-// countingWriter counts what a command wrote to stdout.
-type countingWriter struct {
-	w io.Writer
-	n int
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += n
-	return n, err
-}
-
 // dispatchHookName turns the enforcer's hook names into subcommands: the
 // enforcer runs a hook without arguments, so the name is the only switch.
 // The monitoring plugin link check_ods_keyguard runs check.
@@ -107,7 +87,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Version:              version(),
 		Usage:                "no DNSSEC key used before it is backed up, no zone lost with an HSM",
 		UsageText:            "ods-keyguard [--config FILE] COMMAND [options] [--config FILE]",
-		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only (recover prune-pool\n--apply alone writes it, with the enforcer stopped).\n\n" + exitCodesHelp,
+		Description:          "Checks through PKCS#11 what is really on each HSM and on the backup, and\nreads the OpenDNSSEC 2.1 enforcer's database, read-only (recover prune-pool\n--apply alone writes it, with the enforcer stopped).\n\n" + exitCodesHelp + "\n\nThe manual: man ods-keyguard (commands, outputs, exit statuses), man\nkeyguard.toml (every configuration key), /usr/share/doc/ods-keyguard/.",
 		Reader:               stdin,
 		Writer:               stdout,
 		ErrWriter:            stderr,

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 )
 
 // output prints a command's result: its JSON document with --json, else
@@ -88,23 +90,40 @@ func hasFlag(cmd *cli.Command, name string) bool {
 // status. The backup commands' documents carry their error as a string
 // already (ok false); check prints its UNKNOWN verdict itself.
 func failureDocument(name string, code int, msg string) any {
-	schema := "ods-keyguard/" + name + "/1"
 	switch name {
 	case "backup-prepare", "backup-done", "backup-rollback":
-		return struct {
-			Schema     string `json:"schema"`
+		return jsondoc.New(name, struct {
 			OK         bool   `json:"ok"`
 			Error      string `json:"error"`
 			Ceremonies []any  `json:"ceremonies"`
 			Messages   []any  `json:"messages"`
-		}{schema, false, msg, []any{}, []any{}}
+		}{false, msg, []any{}, []any{}})
 	}
 	type failure struct {
 		Message    string `json:"message"`
 		ExitStatus int    `json:"exit_status"`
 	}
-	return struct {
-		Schema string  `json:"schema"`
-		Error  failure `json:"error"`
-	}{schema, failure{msg, code}}
+	return jsondoc.New(name, struct {
+		Error failure `json:"error"`
+	}{failure{msg, code}})
+}
+
+// invokedKey is where the app's Metadata holds the command line as it was
+// invoked, before a hook or plugin name was turned into a subcommand.
+const invokedKey = "invoked"
+
+// jsonKey is where it holds the schema name of the command when --json
+// was asked for (jsonCommand), for a failure before the flags are parsed.
+const jsonKey = "json"
+
+// countingWriter counts what a command wrote to stdout.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
@@ -151,9 +150,17 @@ func TestDebianPackage(t *testing.T) {
 		"lib/systemd/system/ods-keyguard-scan.service":                    "ExecStart=/usr/sbin/ods-keyguard scan -t 600",
 		"lib/systemd/system/ods-keyguard-scan.timer":                      "OnUnitActiveSec=5min",
 		"usr/share/doc/ods-keyguard/README.md.gz":                         "file",
+		"usr/share/doc/ods-keyguard/CONTRIBUTING.md.gz":                   "file",
+		"usr/share/doc/ods-keyguard/docs/operations.md.gz":                "file",
+		"usr/share/doc/ods-keyguard/docs/ds-lifecycle.md.gz":              "file",
+		"usr/share/doc/ods-keyguard/docs/monitoring.md.gz":                "file",
+		"usr/share/doc/ods-keyguard/docs/recovery.md.gz":                  "file",
+		"usr/share/doc/ods-keyguard/docs/ledger.md.gz":                    "file",
+		"usr/share/doc/ods-keyguard/docs/pkcs11.md.gz":                    "file",
 		"usr/share/doc/ods-keyguard/examples/keyguard.toml":               "state_dir",
 		"usr/share/doc/ods-keyguard/examples/sudoers":                     "NOPASSWD: /usr/lib/nagios/plugins/check_ods_keyguard -t 10",
 		"usr/share/doc/ods-keyguard/examples/nrpe.cfg":                    "command[check_ods_keyguard]=/usr/lib/nagios/plugins/check_ods_keyguard --sudo -t 10",
+		"usr/share/doc/ods-keyguard/examples/ds-forward-nsupdate":         "usage: ds-forward-nsupdate add|delete SERVER [PORT]",
 		"usr/share/doc/ods-keyguard/schema/check.json":                    "ods-keyguard/check/1",
 		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.yml":      "absent(ods_keyguard_up)",
 		"usr/share/doc/ods-keyguard/examples/ods-keyguard.rules.test.yml": "rule_files",
@@ -328,57 +335,6 @@ func testCompletion(t *testing.T, script string) {
 	for i, w := range []string{"", script, "prepare done rollback history", "--critical-spare"} {
 		if tail[i] != w {
 			t.Errorf("completion case %d: %q, want %q", i, tail[i], w)
-		}
-	}
-}
-
-// The hand-written man pages keep up with the program: every command and
-// every flag is in ods-keyguard(8), every key of keyguard.toml in
-// keyguard.toml(5) and in ods-keyguard(8)'s CONFIGURATION.
-func TestManPagesComplete(t *testing.T) {
-	page8, err := os.ReadFile("packaging/ods-keyguard.8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	page5, err := os.ReadFile("packaging/keyguard.toml.5")
-	if err != nil {
-		t.Fatal(err)
-	}
-	man8 := strings.ReplaceAll(string(page8), `\-`, "-")
-	var walk func(path string, cmds []*cli.Command, flags []cli.Flag)
-	walk = func(path string, cmds []*cli.Command, flags []cli.Flag) {
-		if path != "" && !regexp.MustCompile(`(?m)^\.SS (.*, )?`+regexp.QuoteMeta(path)+`( |,|$)`).MatchString(man8) {
-			t.Errorf("ods-keyguard(8) has no section for %q", path)
-		}
-		for _, f := range flags {
-			if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
-				continue
-			}
-			if n := f.Names()[0]; !strings.Contains(man8, "--"+n) {
-				t.Errorf("ods-keyguard(8) does not name %s --%s", path, n)
-			}
-		}
-		for _, c := range cmds {
-			if !c.Hidden {
-				walk(strings.TrimSpace(path+" "+c.Name), c.Subcommands, c.Flags)
-			}
-		}
-	}
-	app := newApp(nil, io.Discard, io.Discard)
-	walk("", app.Commands, app.Flags)
-	conf := man8[strings.Index(man8, ".SH CONFIGURATION"):strings.Index(man8, ".SH ENVIRONMENT")]
-	for _, key := range tomlKeys(reflect.TypeOf(config.Config{}), "") {
-		name := key[strings.LastIndex(key, ".")+1:]
-		if !strings.Contains(string(page5), ".B "+name+"\n") {
-			t.Errorf("keyguard.toml(5) does not describe %s", key)
-		}
-		if !strings.Contains(conf, name) {
-			t.Errorf("ods-keyguard(8) CONFIGURATION does not name %s", key)
-		}
-	}
-	for _, section := range []string{"SYNOPSIS", "EXIT STATUS", "FILES", "ENVIRONMENT", "CONFIGURATION", "SEE ALSO"} {
-		if !strings.Contains(man8, ".SH "+section+"\n") {
-			t.Errorf("ods-keyguard(8) has no %s section", section)
 		}
 	}
 }

@@ -14,26 +14,16 @@ import (
 
 func pinCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "pin",
-		Usage: "the PINs a token refused, which ods-keyguard no longer tries",
-		Description: `When a token refuses a PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED,
-CKR_PIN_EXPIRED, CKR_PIN_LEN_RANGE), ods-keyguard records it in state_dir
-(pin-refusals.json: the token and a keyed hash of the PIN, never the PIN)
-and no command logs in to that token with that PIN again: check says
-UNKNOWN at once, without touching the token, so that monitoring every few
-minutes cannot lock an HSM that locks after a few wrong logins. The PIN is
-tried again once its source (conf.xml, or the pin_file) changes, or after
-pin clear.`,
+		Name:        "pin",
+		Usage:       "the PINs a token refused, which ods-keyguard no longer tries",
+		Description: `The manual: man ods-keyguard.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "refusals",
 				Usage:     "list the refused PINs recorded in state_dir",
 				UsageText: "ods-keyguard pin refusals",
-				Description: `One line per token and refused PIN: the token, its label, what it said
-and when, the PIN's source, and whether the refusal still holds ("holds")
-or its source has changed since ("source changed": tried again on the
-next run).
-Exit status: 0 listed (none included); 3 state_dir unreadable.`,
+				Description: `Exit status: 0 listed (none included); 3 state_dir unreadable.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{timeoutFlag(defaultTimeout)},
 				Action: withJob(runPinRefusals),
 			},
@@ -41,14 +31,10 @@ Exit status: 0 listed (none included); 3 state_dir unreadable.`,
 				Name:      "clear",
 				Usage:     "forget the refused PINs of a token, after the token or the PIN was fixed",
 				UsageText: "ods-keyguard pin clear NAME | --all",
-				Description: `Forgets the refusals recorded for the repository, mirror or backup token
-NAME (or every one with --all): the next command logs in with the PIN
-again, once. Use it after resetting the token's PIN counter or setting the
-PIN on the token to what the configuration says; where the configuration
-was wrong, correcting it is enough.
-Exit status: 0 cleared; 1 nothing recorded for NAME; 2 NAME is no token of
+				Description: `Exit status: 0 cleared; 1 nothing recorded for NAME; 2 NAME is no token of
 the configuration, and nothing is recorded under it; 3 state_dir not
-writable.`,
+writable.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "every token"}, timeoutFlag(defaultTimeout)},
 				Action: runPinClear,
 			},

@@ -19,14 +19,8 @@ func poolCommand() *cli.Command {
 			Name:      "fill",
 			Usage:     "ask the enforcer for the keys that rule 2 will need up to the backup after next",
 			UsageText: "ods-keyguard pool fill [--until TIME] [--policy P] [--json]",
-			Description: `For each policy (or --policy P), counts the keys its zones take until the
-backup after next is due plus grace (or until --until TIME), and runs
-ods-enforcer key generate --policy P --duration D with D long enough for
-that many keys of each of its roles. New keys are not backed up: they need
-the next ceremony. With <ManualKeyGeneration/> this is how keys appear.
-New zones of a <ShareKeys/> policy take no keys when it has a zone already.
-
-Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.`,
+			Description: `Exit status: 0 asked (or nothing to do); 2 bad usage; 3 could not act.
+The manual: man ods-keyguard.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "until", Usage: "cover the keys needed until `TIME`, now or later (RFC 3339, YYYY-MM-DD, or a duration such as P30D)"},
 				&cli.StringFlag{Name: "policy", Usage: "only policy `P`"},

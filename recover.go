@@ -16,40 +16,21 @@ import (
 
 func recoverCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "recover",
-		Usage: "recovery when HSMs lost their keys: assess, verify the restore, prune the pool, plan for keys lost for good",
-		Description: `Works with the enforcer daemon down: it reads the database and the tokens
-directly.`,
+		Name:        "recover",
+		Usage:       "recovery when HSMs lost their keys: assess, verify the restore, prune the pool, plan for keys lost for good",
+		Description: `The manual: man ods-keyguard.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "assess",
 				Usage:     "which HSMs lost which keys, what the backup brings back, which zones must go insecure",
 				UsageText: "ods-keyguard recover assess [--delivery DURATION] [--json] [-t SECONDS]",
-				Description: `First line, the verdict: nothing lost; some HSMs lost keys another still
-holds (replace them from their peers, do not restore from a backup token);
-or every HSM lost keys (restore from the backup token). The keys missing
-everywhere are counted in three classes: in use (handed out to a zone:
-assigned, published, signing, or with a DS), either on the backup token
-or lost for good; unused and on the backup token; unused, made after the
-last ceremony and never handed out: lost, as rule 2 allows, at no cost to
-any zone, but the enforcer's pool still lists them (recover prune-pool).
-Then each HSM, each lost key, and each zone: the earliest RRSIG expiration
-in its signed output, the time left, whether the parent has a DS (read from
-the parent with [parent] configured, else from what ods-keyguard forwarded),
-and the latest moment to request DS removal so the parent's DS is gone
-before the signatures expire (DS TTL, propagation and registration delay of
-the policy). With --delivery (ISO 8601, e.g. P3D) each zone "can wait for
-the new HSMs" or must "go insecure". A signed file that cannot be read
-counts as the worst case. A zone with a key in use lost for good gets no
-decision: recover plan says whether a rollover keeps it signed, and the
-date to request DS removal if not.
-
-Exit status: 0 nothing lost; 1 keys lost, every key in use recoverable
+				Description: `Exit status: 0 nothing lost; 1 keys lost, every key in use recoverable
 (unused keys made after the last ceremony may be lost); 2 a key in use
 lost for good (see recover plan) or a zone must go insecure; 3 could not
 determine, also when an HSM could not be read (it is counted as holding
 nothing, and the verdict says "cannot tell for certain"); 2 also for bad
-usage (with a message on stderr).`,
+usage (with a message on stderr).
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "delivery", Usage: "how long until the new HSMs are in service (`DURATION`, e.g. P3D)"},
 					jsonFlag(), timeoutFlag(defaultTimeout),
@@ -60,18 +41,9 @@ usage (with a message on stderr).`,
 				Name:      "verify",
 				Usage:     "after restoring from the backup token: is every backed-up key back?",
 				UsageText: "ods-keyguard recover verify [--json] [-t SECONDS]",
-				Description: `Every key of the last confirmed ceremony (and every needed key an earlier
-ceremony covers) must be on every token with the public key the ceremony
-recorded. Keys the enforcer handed out to a zone after the last ceremony
-are lost for good: listed as LOST with their zones (see recover plan), and
-the restore is incomplete. Unused keys made after the last ceremony, never
-handed out, are listed as UNUSED: the restore is complete without them, but
-the enforcer's pool still lists them; remove them with recover prune-pool
-before the enforcer starts. Each token's serial is compared with those the
-ceremonies recorded. A complete restore is added to the history.
-
-Exit status: 0 complete (every key in use and every backed-up key back);
-1 incomplete; 3 could not determine.`,
+				Description: `Exit status: 0 complete (every key in use and every backed-up key back);
+1 incomplete; 3 could not determine.
+The manual: man ods-keyguard.`,
 				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 				Action: withJob(runVerifyRestore),
 			},
@@ -79,36 +51,12 @@ Exit status: 0 complete (every key in use and every backed-up key back);
 				Name:      "plan",
 				Usage:     "for keys in use lost for good: keep the zone signed (draft-ietf-dnsop-dnssec-keyrestore-01), or the date to remove the DS",
 				UsageText: "ods-keyguard recover plan [--zone ZONE] [--margin DURATION] [--json] [-t SECONDS]",
-				Description: `For each zone with a key in use that no confirmed ceremony covers and no
-HSM holds (lost for good), which path of draft-ietf-dnsop-dnssec-keyrestore-01
-applies, each step dated from the zone's policy in kasp.xml (conf.xml's
-<PolicyFile>): TTLkey <Keys><TTL>, Dprp <Zone><PropagationDelay>, TTLsig
-<Signatures><MaxZoneTTL>, Dsgn <Signatures><Resign>, DprpP
-<Parent><PropagationDelay>, TTLds <Parent><DS><TTL>, Dreg
-<Parent><RegistrationDelay>.
-
-  ZSK lost, KSK operable: pre-publish a new ZSK. Tpub = now,
-    Trdy = Tpub + Dprp + TTLkey, Tdea = Trdy + Dsgn + Dprp + TTLsig.
-  KSK lost: double-DS. Tsbm = now, Trdy = Tsbm + Dreg + DprpP + TTLds,
-    Tdea = Trdy + Dprp + TTLkey.
-  CSK lost: double-DS, Tdea = Trdy + Dsgn + Dprp + max(TTLkey, TTLsig).
-  KSK and ZSK lost: double-DS, then the new ZSK published at Trdy,
-    TrdyZ = Trdy + Dprp + TTLkey, Tdea = TrdyZ + Dsgn + Dprp + TTLsig.
-
-The zone stays signed only if its current signatures (the first RRSIG to
-expire in the signed output, as recover assess reads it) last until Tdea
-plus --margin (default P1D: time for the work by hand); otherwise the plan
-is the DS-removal path: request removal by Texp - (Dreg + DprpP + TTLds).
-A zone without a DS at the parent just rolls to new keys. Each step says
-what OpenDNSSEC 2.1 does for it and what the operator does by hand: its
-signer cannot keep RRSIGs whose key is gone, so the signed zone is frozen
-by hand while the old signatures are needed.
-
-Exit status: 0 no key in use lost for good; 1 every zone concerned can
+				Description: `Exit status: 0 no key in use lost for good; 1 every zone concerned can
 stay signed (follow the steps); 2 a zone must go insecure (request DS
 removal by the date given), or bad usage; 3 could not determine (a policy
 not in kasp.xml, or an HSM that could not be read: the plan is then the
-worst case, counting it as holding nothing).`,
+worst case, counting it as holding nothing).
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "zone", Usage: "only `ZONE`"},
 					&cli.StringFlag{Name: "margin", Value: "P1D", Usage: "how long the old signatures must outlast Tdea (`DURATION`)"},
@@ -120,32 +68,11 @@ worst case, counting it as holding nothing).`,
 				Name:      "prune-pool",
 				Usage:     "after a restore: remove from the enforcer's database the keys no zone used that no HSM holds",
 				UsageText: "ods-keyguard recover prune-pool [--apply] [--json] [-t SECONDS]",
-				Description: `Unused keys made after the last ceremony are gone with the HSMs, and the
-enforcer's pool still lists them. OpenDNSSEC 2.1 has no command that removes
-an unused key (key purge takes only dead keys); at a zone's rollover it
-takes them one by one, fails on each ("updatePolicy: error keytag": it
-needs the key's public part from the HSM) and leaves it PRIVATE with no
-zone, for good; the rollover waits an enforcer run per lost key.
-This lists those keys (UNUSED, or PRIVATE with no zone; named by no
-keyData, in no confirmed ceremony, on no HSM of their repository: every
-token must answer) and the exact statements that delete their hsmKey rows,
-for review; nothing changes without --apply.
-
-With --apply, and only while ods-enforcerd is stopped (its socket must not
-answer, and no ods-enforcerd may run with this conf.xml; with MySQL, stop
-it on every host using the database, and take a mysqldump first):
-for SQLite a copy of the whole database is made in state_dir first; the
-rows are read again in one transaction (each must still be in the state
-listed, named by no keyData, with the same locator, or nothing is
-deleted), written to an undo file of INSERT statements in state_dir, then
-deleted. Start the enforcer afterwards: it makes new keys on the HSM to
-fill its pool. Nothing is removed while a key in use or a backed-up key is
-on no HSM: complete the restore first (recover verify).
-
-Exit status: 0 nothing to remove, or removed with --apply; 1 keys to remove
+				Description: `Exit status: 0 nothing to remove, or removed with --apply; 1 keys to remove
 (listed, not removed), or the restore is not complete, or --apply refused
 while the enforcer runs; 3 could not determine (a token or the database did
-not answer); 2 bad usage.`,
+not answer); 2 bad usage.
+The manual: man ods-keyguard.`,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "apply", Usage: "run the statements (the enforcer stopped)"},
 					jsonFlag(), timeoutFlag(defaultTimeout),

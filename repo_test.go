@@ -11,8 +11,10 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 
@@ -68,21 +70,22 @@ func TestTrackedFiles(t *testing.T) {
 	}
 }
 
-// The README's minimal configuration loads as written on a host with
-// Debian's OpenDNSSEC (/etc/opendnssec/conf.xml, as scripts/setup.sh
-// installs it), and every other keyguard.toml fragment it shows is made of
-// keys ods-keyguard knows.
-func TestREADMEConfigurations(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+// The minimal configuration of docs/operations.md loads as written on a
+// host with Debian's OpenDNSSEC (/etc/opendnssec/conf.xml, as
+// scripts/setup.sh installs it), and every other keyguard.toml fragment
+// the README and the docs show is made of keys ods-keyguard knows.
+func TestDocsConfigurations(t *testing.T) {
+	ops, err := os.ReadFile("docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(readme)
+	text := string(ops)
 	text = text[strings.Index(text, "\n## Configuration\n"):]
 	text = text[:strings.Index(text[1:], "\n## ")]
-	blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(text, -1)
+	tomlBlock := regexp.MustCompile("(?s)```toml\n(.*?)```")
+	blocks := tomlBlock.FindAllStringSubmatch(text, -1)
 	if len(blocks) < 4 {
-		t.Fatalf("%d toml blocks in the README's Configuration, want the minimal one, a mirror, the hooks and a backup token", len(blocks))
+		t.Fatalf("%d toml blocks in docs/operations.md's Configuration, want the minimal one, a mirror, the hooks and a backup token", len(blocks))
 	}
 	dir := t.TempDir()
 	minimal := filepath.Join(dir, "minimal.toml")
@@ -99,18 +102,97 @@ func TestREADMEConfigurations(t *testing.T) {
 	for _, k := range tomlKeys(reflect.TypeOf(config.Config{}), "") {
 		known[k] = true
 	}
-	for _, b := range blocks {
-		var doc map[string]any
-		if _, err := toml.Decode(b[1], &doc); err != nil {
-			t.Errorf("README toml block does not parse: %v\n%s", err, b[1])
-			continue
+	for _, page := range append([]string{"README.md"}, docPages(t)...) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, k := range flatKeys(doc, "") {
-			if !known[k] {
-				t.Errorf("README toml block: unknown key %s", k)
+		for _, m := range tomlBlock.FindAllStringSubmatch(string(b), -1) {
+			var doc map[string]any
+			if _, err := toml.Decode(m[1], &doc); err != nil {
+				t.Errorf("%s: toml block does not parse: %v\n%s", page, err, m[1])
+				continue
+			}
+			for _, k := range flatKeys(doc, "") {
+				if !known[k] {
+					t.Errorf("%s: toml block: unknown key %s", page, k)
+				}
 			}
 		}
 	}
+}
+
+// docPages are the operators' pages under docs/.
+func docPages(t *testing.T) []string {
+	pages, err := filepath.Glob("docs/*.md")
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("docs/*.md: %v %v", pages, err)
+	}
+	return pages
+}
+
+// maxREADME is the README's budget: an entry point that ends in "read
+// on", not the manual.
+const maxREADME = 16 << 10
+
+// The README is an entry point, and no page of the documentation sends
+// its reader outside the repository (what is not shipped cannot be read).
+func TestDocsStayInTheRepository(t *testing.T) {
+	if fi, err := os.Stat("README.md"); err != nil || fi.Size() >= maxREADME {
+		t.Errorf("README.md: %v bytes, %v: keep it under %d; the rest belongs in docs/ or the man pages", fi.Size(), err, maxREADME)
+	}
+	link := regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
+	for _, page := range append([]string{"README.md", "CONTRIBUTING.md"}, docPages(t)...) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := filepath.Join(filepath.Dir(page), m[1])
+			if m[1] == "" {
+				target = page
+			}
+			if strings.Contains(m[1], "://") || strings.HasPrefix(filepath.Clean(target), "..") {
+				t.Errorf("%s: links to %s, outside the repository (and the package)", page, m[1])
+				continue
+			}
+			// A section it names must be there (a page another branch
+			// brings, not here yet, is not read).
+			if m[2] == "" || !strings.HasSuffix(target, ".md") {
+				continue
+			}
+			if text, err := os.ReadFile(target); err == nil && !slices.Contains(headingAnchors(string(text)), m[2][1:]) {
+				t.Errorf("%s: links to %s%s, a section %s does not have", page, m[1], m[2], target)
+			}
+		}
+	}
+}
+
+// headingAnchors are the anchors GitHub gives a Markdown page's headings:
+// lower case, punctuation dropped, spaces as dashes.
+func headingAnchors(page string) []string {
+	var out []string
+	inCode := false
+	for _, l := range strings.Split(page, "\n") {
+		if strings.HasPrefix(l, "```") {
+			inCode = !inCode
+		}
+		h, ok := strings.CutPrefix(strings.TrimLeft(l, "#"), " ")
+		if inCode || !ok || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		var b strings.Builder
+		for _, r := range strings.ToLower(h) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
 }
 
 // flatKeys lists a decoded TOML document's keys as tomlKeys names them:
@@ -202,6 +284,52 @@ func TestReleaseHasNoLab(t *testing.T) {
 	for _, p := range strings.Fields(string(out)) {
 		if strings.HasPrefix(p, labPrefix) {
 			t.Errorf("the release binary imports %s: test machinery belongs to the lab, outside what main imports", p)
+		}
+	}
+}
+
+// countFormat finds a number printed before a plural noun in a format
+// string ("%d problems", "%d open ceremonies"), which reads wrong for one:
+// such counts go through human.Count or human.Noun. The words after %d
+// that are no plural noun: verbs, and units a count of one never meets.
+var (
+	countFormat = regexp.MustCompile(`%d (?:[a-z][a-z-]* ){0,2}?([A-Za-z-]+s)\b`)
+	notNouns    = map[string]bool{"needs": true, "does": true, "was": true, "is": true, "has": true, "this": true, "bytes": true, "bits": true, "verifies": true, "expires": true}
+)
+
+// TestCountsReadRight holds every message to "1 problem", never "1
+// problems": no format string of the program prints a count before a
+// plural noun by hand.
+func TestCountsReadRight(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	wd, _ := os.Getwd()
+	for _, dir := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(dir, wd) {
+			continue // a module of someone else's
+		}
+		fset := token.NewFileSet()
+		pkgs, err := parser.ParseDir(fset, dir, func(fi os.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkgs {
+			for _, f := range p.Files {
+				ast.Inspect(f, func(n ast.Node) bool {
+					lit, ok := n.(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						return true
+					}
+					for _, m := range countFormat.FindAllStringSubmatch(lit.Value, -1) {
+						if !notNouns[m[1]] {
+							t.Errorf("%s: %q prints a count before a plural noun: one reads wrong (\"1 %s\"): use human.Count or human.Noun", fset.Position(lit.Pos()), m[0], m[1])
+						}
+					}
+					return true
+				})
+			}
 		}
 	}
 }

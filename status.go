@@ -14,18 +14,9 @@ func statusCommand() *cli.Command {
 		Name:      "status",
 		Usage:     "summarise each repository: backup states, rule 1 breaches, tokens",
 		UsageText: "ods-keyguard status [--json] [-t SECONDS]",
-		Description: `Per repository: whether the enforcer requires backups there, each token
-(reachable, serial, key count), the keys by the enforcer's backup state and
-those covered by ods-keyguard only (Not Required in the enforcer, in a
-confirmed ceremony), the last confirmed backup ceremony and the open one,
-and the keys in use without a confirmed backup: a record rumoured or
-omnipresent while the key is in no confirmed ceremony or, with
-RequireBackup, Required or Prepared in the enforcer. OpenDNSSEC 2.1
-publishes and signs with such keys; rule 1 of the backup procedure forbids
-it.
-
-Exit status: 0 reported (an unreachable token is part of the report); 3
-configuration, state or database unreadable.`,
+		Description: `Exit status: 0 reported (an unreachable token is part of the report); 3
+configuration, state or database unreadable.
+The manual: man ods-keyguard.`,
 		Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
 		Action: withJob(runStatus),
 	}

@@ -249,7 +249,7 @@ func (e *Env) verify(snap *inventory.Snapshot, store *ledger.Store, c *ledger.Ce
 		p := checkOn(c.Keys, t)
 		problems = append(problems, p...)
 		if len(p) == 0 {
-			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s)", len(c.Keys), t.Token.Describe(), t.Contents.Serial))
+			checks = append(checks, fmt.Sprintf("all %s on %s (serial %s)", human.Count(len(c.Keys), "key"), t.Token.Describe(), t.Contents.Serial))
 		}
 	}
 	if c.RequireBackup && !committed {
@@ -262,12 +262,12 @@ func (e *Env) verify(snap *inventory.Snapshot, store *ledger.Store, c *ledger.Ce
 		p := checkOn(c.Keys, *bt)
 		problems = append(problems, p...)
 		if len(p) == 0 {
-			checks = append(checks, fmt.Sprintf("all %d keys on %s (serial %s), same public keys", len(c.Keys), bt.Token.Describe(), bt.Contents.Serial))
+			checks = append(checks, fmt.Sprintf("all %s on %s (serial %s), same public keys", human.Count(len(c.Keys), "key"), bt.Token.Describe(), bt.Contents.Serial))
 		}
 		w, n := older(snap.State, store, c, *bt)
 		warnings = append(warnings, w...)
 		if n > 0 && len(w) == 0 {
-			checks = append(checks, fmt.Sprintf("the %d older keys still needed are on %s too", n, bt.Token.Describe()))
+			checks = append(checks, fmt.Sprintf("the %s still needed %s on %s too", human.Count(n, "older key"), human.Noun(n, "is", "are"), bt.Token.Describe()))
 		}
 	}
 	return checks, warnings, problems, nil
@@ -297,7 +297,7 @@ func preparedSet(st *enforcer.State, c *ledger.Ceremony, checks *[]string) []str
 		problems = append(problems, fmt.Sprintf("the enforcer has %d Prepared keys that are not in the manifest (backup prepare run by hand?): %v", len(extra), extra))
 	}
 	if len(gone) > 0 {
-		problems = append(problems, fmt.Sprintf("%d manifest keys are no longer Prepared in the enforcer (backup rollback run by hand?): %v", len(gone), gone))
+		problems = append(problems, fmt.Sprintf("%s no longer Prepared in the enforcer (backup rollback run by hand?): %v", human.Count(len(gone), "manifest key is", "manifest keys are"), gone))
 	}
 	if len(extra) == 0 && len(gone) == 0 && len(want) > 0 {
 		*checks = append(*checks, "the enforcer's Prepared set is the manifest")
@@ -411,9 +411,9 @@ func (e *Env) record(ctx context.Context, store *ledger.Store, c *ledger.Ceremon
 	if backupRec != nil {
 		how = fmt.Sprintf("verified on backup token %q (token %q serial %s)", backupRec.Name, backupRec.Label, backupRec.Serial)
 	}
-	e.say("repository %q: ceremony %s confirmed: %d keys backed up, %s", c.Repository, c.ID, len(c.Keys), how)
+	e.say("repository %q: ceremony %s confirmed: %s backed up, %s", c.Repository, c.ID, human.Count(len(c.Keys), "key"), how)
 	if left > 0 {
-		e.say("repository %q: %d keys made during the ceremony are not backed up yet: they need the next ceremony", c.Repository, left)
+		e.say("repository %q: %s made during the ceremony %s not backed up yet: %s the next ceremony", c.Repository, human.Count(left, "key"), human.Noun(left, "is", "are"), human.Noun(left, "it needs", "they need"))
 	}
 	return nil
 }

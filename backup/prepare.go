@@ -212,9 +212,9 @@ func (e *Env) prepareOne(ctx context.Context, store *ledger.Store, snap *invento
 		return err
 	}
 	failpoint.Hit("prepare-opened")
-	what := fmt.Sprintf("%d keys (%s)", len(c.Keys), roles(c.Keys))
+	what := fmt.Sprintf("%s (%s)", human.Count(len(c.Keys), "key"), roles(c.Keys))
 	if scheduled {
-		what = fmt.Sprintf("%d keys (%s): nothing new since the last ceremony, a scheduled backup of every needed key", len(c.Keys), roles(c.Keys))
+		what = fmt.Sprintf("%s (%s): nothing new since the last ceremony, a scheduled backup of every needed key", human.Count(len(c.Keys), "key"), roles(c.Keys))
 	}
 	e.say("repository %q: ceremony %s prepared: %s on %s", repo, c.ID, what, describeTokens(c.Tokens))
 	r := e.Repositories[repo]

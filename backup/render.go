@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -19,12 +20,11 @@ import (
 // line of text), and its error, on one line, or null.
 func StepDoc(step string, cs []*ledger.Ceremony, messages string, err error) any {
 	doc := struct {
-		Schema     string             `json:"schema"`
 		OK         bool               `json:"ok"`
 		Error      *string            `json:"error"`
 		Ceremonies []*ledger.Ceremony `json:"ceremonies"`
 		Messages   []string           `json:"messages"`
-	}{Schema: "ods-keyguard/backup-" + step + "/1", OK: err == nil, Ceremonies: nonNil(cs), Messages: []string{}}
+	}{OK: err == nil, Ceremonies: nonNil(cs), Messages: []string{}}
 	for _, l := range strings.Split(messages, "\n") {
 		if l != "" {
 			doc.Messages = append(doc.Messages, l)
@@ -34,16 +34,15 @@ func StepDoc(step string, cs []*ledger.Ceremony, messages string, err error) any
 		msg := strings.Join(strings.Fields(err.Error()), " ")
 		doc.Error = &msg
 	}
-	return doc
+	return jsondoc.New("backup-"+step, doc)
 }
 
 // HistoryDoc is backup history's JSON document.
 func HistoryDoc(store *ledger.Store) any {
-	return struct {
-		Schema     string             `json:"schema"`
+	return jsondoc.New("backup-history", struct {
 		Ceremonies []*ledger.Ceremony `json:"ceremonies"`
 		Open       []*ledger.Ceremony `json:"open"`
-	}{"ods-keyguard/backup-history/1", nonNil(store.History()), nonNil(openOf(store))}
+	}{nonNil(store.History()), nonNil(openOf(store))})
 }
 
 // WriteHistory prints the ended ceremonies, newest first, then the open

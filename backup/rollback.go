@@ -5,6 +5,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -58,7 +59,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			if c.Status == ledger.Committing {
 				how = "a backup done that was interrupted after the commit"
 			}
-			return nil, refuse("repository %q: the enforcer has %d keys of ceremony %s Done (%s): run `backup done`, which verifies them and records the ceremony (nothing rolled back, the history unchanged)", repo, n, c.ID, how)
+			return nil, refuse("repository %q: the enforcer has %s of ceremony %s Done (%s): run `backup done`, which verifies them and records the ceremony (nothing rolled back, the history unchanged)", repo, human.Count(n, "key"), c.ID, how)
 		}
 	}
 	failpoint.Hit("rollback-checked")
@@ -99,7 +100,7 @@ func Rollback(ctx context.Context, e *Env, repos []string, operator, reason stri
 			return abandoned, err
 		}
 		abandoned = append(abandoned, c)
-		e.say("repository %q: ceremony %s abandoned; its %d keys are not backed up (%s; the history records it as abandoned)", repo, c.ID, len(c.Keys), enf)
+		e.say("repository %q: ceremony %s abandoned; its %s not backed up (%s; the history records it as abandoned)", repo, c.ID, human.Count(len(c.Keys), "key is", "keys are"), enf)
 	}
 	return abandoned, nil
 }

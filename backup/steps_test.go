@@ -222,7 +222,7 @@ func TestDoneRefusals(t *testing.T) {
 			l.w.Key("R", "c3", enforcer.ZSK, enforcer.BackupPrepared)
 		}, "vault", "the enforcer has 1 Prepared keys that are not in the manifest (backup prepare run by hand?): [c3]"},
 		{"backup rollback run by hand", func(l *lab) { l.zsk.Backup = enforcer.BackupRequired }, "vault",
-			"1 manifest keys are no longer Prepared in the enforcer (backup rollback run by hand?): [b2]"},
+			"1 manifest key is no longer Prepared in the enforcer (backup rollback run by hand?): [b2]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,7 +38,7 @@ type Stuck struct {
 func (s Stuck) Brief() string {
 	switch s.Kind {
 	case PreparedWithout:
-		return fmt.Sprintf("%d keys of repository %s are Prepared in the enforcer with no ceremony open (a backup prepare interrupted, or run by hand)", s.Keys, s.Repository)
+		return fmt.Sprintf("%s of repository %s %s Prepared in the enforcer with no ceremony open (a backup prepare interrupted, or run by hand)", human.Count(s.Keys, "key"), s.Repository, human.Noun(s.Keys, "is", "are"))
 	case InterruptedPreparing:
 		return fmt.Sprintf("backup ceremony %s of %s was interrupted while preparing", s.Ceremony, s.Repository)
 	case InterruptedRollingBack:

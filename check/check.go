@@ -485,11 +485,11 @@ func lostPool(st *enforcer.State, cov ledger.Coverage, lost func(*enforcer.Key) 
 	}
 	for _, repo := range slices.Sorted(maps.Keys(covered)) {
 		add(Finding{State: StateCritical, Category: "pool", Subject: repo,
-			Text: fmt.Sprintf("%d unused backed-up keys of repository %s are on no HSM, and the enforcer would take them at a rollover and fail on each: restore them from the backup token (ods-keyguard recover verify)", covered[repo], repo)})
+			Text: fmt.Sprintf("%s of repository %s %s on no HSM, and the enforcer would take %s at a rollover and fail: restore %s from the backup token (ods-keyguard recover verify)", human.Count(covered[repo], "unused backed-up key"), repo, human.Noun(covered[repo], "is", "are"), human.Noun(covered[repo], "it", "them"), human.Noun(covered[repo], "it", "them"))})
 	}
 	for _, repo := range slices.Sorted(maps.Keys(after)) {
 		add(Finding{State: StateCritical, Category: "pool", Subject: repo,
-			Text: fmt.Sprintf("%d unused keys of repository %s, made after the last ceremony, are on no HSM, and the enforcer would take them at a rollover and fail on each: none is a spare; remove them from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", after[repo], repo)})
+			Text: fmt.Sprintf("%s of repository %s, made after the last ceremony, %s on no HSM, and the enforcer would take %s at a rollover and fail: none is a spare; remove %s from its pool with ods-keyguard recover prune-pool (the enforcer stopped)", human.Count(after[repo], "unused key"), repo, human.Noun(after[repo], "is", "are"), human.Noun(after[repo], "it", "them"), human.Noun(after[repo], "it", "them"))})
 	}
 }
 
@@ -518,7 +518,7 @@ func summarize(rep *Report) string {
 		case oldest != nil:
 			last = "last backup " + human.Duration(oldest.Age) + " ago"
 		}
-		return fmt.Sprintf("%d keys, %d pools: every key in use backed up, enough until the next backup, %s", *rep.Keys, len(rep.Pools), last)
+		return fmt.Sprintf("%s, %s: every key in use backed up, enough until the next backup, %s", human.Count(*rep.Keys, "key"), human.Count(len(rep.Pools), "pool"), last)
 	}
 	type clause struct {
 		text string
@@ -547,10 +547,10 @@ func summarize(rep *Report) string {
 				}
 				names = append(names, fmt.Sprintf("%s %s %d", u.Zone, u.Role, u.KeyTag))
 			}
-			clauses = append(clauses, clause{fmt.Sprintf("%d keys in use without a confirmed backup (%s)", len(rep.Unbacked), strings.Join(names, ", ")), n})
+			clauses = append(clauses, clause{fmt.Sprintf("%s without a confirmed backup (%s)", human.Count(len(rep.Unbacked), "key in use", "keys in use"), strings.Join(names, ", ")), n})
 		case "presence":
 			p := rep.Problems[0]
-			clauses = append(clauses, clause{fmt.Sprintf("%d problems on the tokens (key %s %s on %s)", n, p.Locator, p.Kind, p.Token), n})
+			clauses = append(clauses, clause{fmt.Sprintf("%s on the tokens (key %s %s on %s)", human.Count(n, "problem"), p.Locator, p.Kind, p.Token), n})
 		case "rule 2":
 			var pools []string
 			for _, g := range rep.Findings {
@@ -561,18 +561,18 @@ func summarize(rep *Report) string {
 			if len(pools) > 2 {
 				pools = append(pools[:2], fmt.Sprintf("+%d", len(pools)-2))
 			}
-			clauses = append(clauses, clause{fmt.Sprintf("%d pools short of backed-up keys (%s)", n, strings.Join(pools, ", ")), n})
+			clauses = append(clauses, clause{fmt.Sprintf("%s short of backed-up keys (%s)", human.Count(n, "pool"), strings.Join(pools, ", ")), n})
 		case "hook":
-			clauses = append(clauses, clause{fmt.Sprintf("%d DS requests kept back or unaccounted for (hook status)", n), n})
+			clauses = append(clauses, clause{fmt.Sprintf("%s kept back or unaccounted for (hook status)", human.Count(n, "DS request")), n})
 		case "zone":
 			zones := zonesOf(rep.Findings, func(g Finding) bool { return g.Category == "zone" })
 			if len(zones) > 2 {
 				zones = append(zones[:2], fmt.Sprintf("+%d", len(zones)-2))
 			}
-			clauses = append(clauses, clause{fmt.Sprintf("%d problems with the zones as served (%s)", n, strings.Join(zones, ", ")), n})
+			clauses = append(clauses, clause{fmt.Sprintf("%s with the zones as served (%s)", human.Count(n, "problem"), strings.Join(zones, ", ")), n})
 		case "parent":
 			zones := zonesOf(rep.Findings, func(g Finding) bool { return g.Category == "parent" && g.State == StateCritical })
-			text := fmt.Sprintf("%d problems with the DS at the parent (hook status)", n)
+			text := fmt.Sprintf("%s with the DS at the parent (hook status)", human.Count(n, "problem"))
 			if len(zones) > 0 {
 				if len(zones) > 2 {
 					zones = append(zones[:2], fmt.Sprintf("+%d", len(zones)-2))
@@ -616,7 +616,7 @@ func summarize(rep *Report) string {
 		used += c.n
 	}
 	if left := len(rep.Findings) - used; left > 0 {
-		out += fmt.Sprintf(", +%d more problems", left)
+		out += fmt.Sprintf(", +%s", human.Count(left, "more problem"))
 	}
 	return out
 }

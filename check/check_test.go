@@ -94,9 +94,9 @@ func TestCheckVerdicts(t *testing.T) {
 			k := l.w.Key("R", "d4", enforcer.KSK, enforcer.BackupRequired)
 			l.w.Assign("example.com", k, enforcer.DSSubmit, true)
 			l.f.Put([]hsmcheck.Key{l.w.Pair(k)}, "R", "b")
-		}, StateCritical, "1 keys in use without a confirmed backup (example.com KSK ", "is in use without a confirmed backup"},
+		}, StateCritical, "1 key in use without a confirmed backup (example.com KSK ", "is in use without a confirmed backup"},
 		{"a key missing from the mirror", func(t *testing.T, l *checkLab) { l.f.Remove(l.zsk.Locator, "b") },
-			StateCritical, "1 problems on the tokens (key b2 ", "b2"},
+			StateCritical, "1 problem on the tokens (key b2 ", "b2"},
 		{"a mirror that cannot be read", func(t *testing.T, l *checkLab) {
 			l.f.TokenErr["b"] = errors.New(`mirror "b": login: CKR_PIN_INCORRECT`)
 		}, StateUnknown, "cannot read mirror", "CKR_PIN_INCORRECT"},
@@ -105,7 +105,7 @@ func TestCheckVerdicts(t *testing.T) {
 		}, StateUnknown, "enforcer database kasp.db: unable to open database file", ""},
 		{"no spare left", func(t *testing.T, l *checkLab) {
 			l.spare.State = enforcer.Delete
-		}, StateWarning, "1 pools short of backed-up keys (", "spare 0"},
+		}, StateWarning, "1 pool short of backed-up keys (", "spare 0"},
 		{"the last backup past interval and grace", func(t *testing.T, l *checkLab) {
 			l.store(t, func(s *ledger.Store) error { return nil })
 			l.opt.At = l.opt.At.Add(9 * 24 * time.Hour)

@@ -100,7 +100,7 @@ func TestWorse(t *testing.T) {
 // of the rest per state and category.
 func TestTextBounded(t *testing.T) {
 	keys, missing, withheld := 10000, 0, 5000
-	rep := &Report{State: StateCritical, Summary: "1 keys in use without a confirmed backup", Measured: true,
+	rep := &Report{State: StateCritical, Summary: "1 key in use without a confirmed backup", Measured: true,
 		Keys: &keys, Missing: &missing, Withheld: &withheld,
 		At: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)}
 	rep.Findings = append(rep.Findings, Finding{State: StateCritical, Category: "rule 1", Text: "zone a.example KSK 1 is in use without a confirmed backup"})

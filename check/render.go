@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 )
 
 // Perf splits the report's performance data in two: the core figures that
@@ -109,7 +110,7 @@ func (rep *Report) Text(w io.Writer) {
 		skipped[key]++
 	}
 	for _, key := range order {
-		line := fmt.Sprintf("%s: %d more findings not shown (check --json lists them all)", key, skipped[key])
+		line := fmt.Sprintf("%s: %s not shown (check --json lists them all)", key, human.Count(skipped[key], "more finding"))
 		body = append(body, line)
 		left -= len(line) + 1
 	}
@@ -121,9 +122,12 @@ func (rep *Report) Text(w io.Writer) {
 	}
 	pools := 0
 	for _, p := range rep.Pools {
-		runs := "beyond ten years"
-		if !p.RunsOut.IsZero() {
-			runs = p.RunsOut.Format(human.Minute)
+		runs := ", backed-up keys last beyond ten years"
+		switch {
+		case p.Covered == 0:
+			runs = ", no backed-up key to hand out"
+		case !p.RunsOut.IsZero():
+			runs = ", backed-up keys last until " + p.RunsOut.Format(human.Minute)
 		}
 		extra := ""
 		switch {
@@ -132,7 +136,7 @@ func (rep *Report) Text(w io.Writer) {
 		case p.Manual:
 			extra = ", manual rollover"
 		}
-		line := clip(fmt.Sprintf("pool %s: %d unused, %d backed up at the head, %d needed until %s, spare %d, backed-up keys last until %s%s",
+		line := clip(fmt.Sprintf("pool %s: %d unused, %d backed up at the head, %d needed until %s, spare %d%s%s",
 			p.Name(), p.Unused, p.Covered, p.Needed, p.Until.Format(human.Minute), p.Spare, runs, extra))
 		if len(line)+1 > left-note {
 			break
@@ -142,7 +146,7 @@ func (rep *Report) Text(w io.Writer) {
 		pools++
 	}
 	if n := len(rep.Pools) - pools; n > 0 {
-		body = append(body, fmt.Sprintf("%d more pools not shown (check --json lists them all)", n))
+		body = append(body, fmt.Sprintf("%s not shown (check --json lists them all)", human.Count(n, "more pool")))
 	}
 	fmt.Fprintln(w, first)
 	for _, l := range body {
@@ -163,18 +167,17 @@ func clip(s string) string {
 	return s[:cut] + "..."
 }
 
-// CheckSchema names the version of check's JSON document.
-const CheckSchema = "ods-keyguard/check/1"
+// CheckName is the name of check's JSON document (schema/check.json).
+const CheckName = "check"
 
 // JSON writes the same verdict as a document.
 func (rep *Report) JSON(w io.Writer) error {
 	core, rest := rep.Perf()
-	doc := struct {
-		Schema string `json:"schema"`
-		Exit   int    `json:"exit"`
+	doc := jsondoc.New(CheckName, struct {
+		Exit int `json:"exit"`
 		*Report
 		Perfdata string `json:"perfdata"`
-	}{CheckSchema, int(rep.State), rep, Perfdata(append(core, rest...))}
+	}{int(rep.State), rep, Perfdata(append(core, rest...))})
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)

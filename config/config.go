@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -214,12 +217,24 @@ func Load(path string) (*Config, error) {
 		sort.Strings(keys)
 		return nil, fmt.Errorf("config %s: unknown key %q", path, keys[0])
 	}
-	// A path key given empty is a mistake (a variable that expanded to
+	// A key given empty is a mistake (a variable that expanded to
 	// nothing), not a wish for the default: the default state_dir is the
-	// production one.
-	for _, kv := range [][2]string{{"opendnssec_conf", c.OpenDNSSECConf}, {"state_dir", c.StateDir}} {
-		if md.IsDefined(kv[0]) && kv[1] == "" {
-			return nil, fmt.Errorf("config %s: %s is empty: name a path, or leave the key out for its default", path, kv[0])
+	// production one, and no forward command means nothing goes out.
+	for _, k := range []struct {
+		key  []string
+		val  string
+		what string
+	}{
+		{[]string{"opendnssec_conf"}, c.OpenDNSSECConf, "a path"},
+		{[]string{"state_dir"}, c.StateDir, "a path"},
+		{[]string{"enforcer_cli"}, c.EnforcerCLI, "a value"},
+		{[]string{"hooks", "ds_submit_forward"}, c.Hooks.DSSubmitForward, "a value"},
+		{[]string{"hooks", "ds_retract_forward"}, c.Hooks.DSRetractForward, "a value"},
+		{[]string{"backup", "interval"}, c.Backup.Interval, "a value"},
+		{[]string{"backup", "grace"}, c.Backup.Grace, "a value"},
+	} {
+		if md.IsDefined(k.key...) && strings.TrimSpace(k.val) == "" {
+			return nil, fmt.Errorf("config %s: %s is empty: name %s, or leave the key out for its default", path, keyName(k.key), k.what)
 		}
 	}
 	if c.OpenDNSSECConf == "" {
@@ -265,12 +280,14 @@ func Load(path string) (*Config, error) {
 	if c.Parent.timeout, err = duration(c.Parent.Timeout, 3*time.Second); err != nil {
 		return nil, fmt.Errorf("config %s: [parent] timeout %q: want a duration such as 3s", path, c.Parent.Timeout)
 	}
-	for _, ns := range append(append([]string(nil), c.Parent.Nameservers...), c.Parent.Resolver) {
-		if ns == "" {
-			continue
+	for _, ns := range c.Parent.Nameservers {
+		if err := hostPort(ns); err != nil {
+			return nil, fmt.Errorf("config %s: [parent] nameservers %q: %w", path, ns, err)
 		}
-		if _, _, err := net.SplitHostPort(ns); err != nil {
-			return nil, fmt.Errorf("config %s: [parent] %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
+	}
+	if md.IsDefined("parent", "resolver") {
+		if err := hostPort(c.Parent.Resolver); err != nil {
+			return nil, fmt.Errorf("config %s: [parent] resolver %q: %w", path, c.Parent.Resolver, err)
 		}
 	}
 	if c.Parent.TrustAnchor != "" {
@@ -282,9 +299,15 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: [zone] rrsig_warning %q: want a duration such as 72h", path, c.Zone.RRSIGWarning)
 	}
 	for _, ns := range c.Zone.Nameservers {
-		if _, _, err := net.SplitHostPort(ns); err != nil {
-			return nil, fmt.Errorf("config %s: [zone] nameservers %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
+		if err := hostPort(ns); err != nil {
+			return nil, fmt.Errorf("config %s: [zone] nameservers %q: %w", path, ns, err)
 		}
+	}
+	if err := c.checkKeys(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if _, err := c.Schedule(); err != nil {
+		return nil, err
 	}
 	if err := c.Ledger.parse(); err != nil {
 		return nil, fmt.Errorf("config %s: [ledger] %w", path, err)
@@ -343,6 +366,69 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// hostPort checks a server address as the DNS client takes it: HOST:PORT,
+// the port a number from 1 to 65535 (a name such as "domain" is not one).
+func hostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || strings.ContainsAny(host, " \t") {
+		return errors.New("want HOST:PORT, such as 192.0.2.53:53")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// checkKeys refuses, when the file loads, the values that would otherwise
+// fail later on every run: environment variable names that are none,
+// negative zone counts.
+func (c *Config) checkKeys() error {
+	envs := map[string]map[string]string{}
+	for name, r := range c.Repository {
+		envs["[repository."+name+"] env"] = r.Env
+	}
+	for _, m := range c.Mirrors {
+		envs[fmt.Sprintf("[[mirror]] %q env", m.Name)] = m.Env
+	}
+	for name, b := range c.BackupTokens {
+		envs["[backup_token."+name+"] env"] = b.Env
+	}
+	for _, where := range slices.Sorted(maps.Keys(envs)) {
+		for k := range envs[where] {
+			if !envName(k) {
+				return fmt.Errorf("%s: %q is no environment variable name", where, k)
+			}
+		}
+	}
+	for policy, n := range c.Check.NewZones {
+		if n < 0 {
+			return fmt.Errorf("[check] new_zones %q = %d: want 0 or more", policy, n)
+		}
+	}
+	return nil
+}
+
+// keyName is a key as the man page writes it: "[hooks] timeout".
+func keyName(k []string) string {
+	if len(k) == 1 {
+		return k[0]
+	}
+	return "[" + strings.Join(k[:len(k)-1], ".") + "] " + k[len(k)-1]
+}
+
+// envName says whether s can name an environment variable.
+func envName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func duration(s string, def time.Duration) (time.Duration, error) {

@@ -7,6 +7,16 @@ import (
 	"time"
 )
 
+// enumName names a value of one of the enforcer database's numbered
+// columns: names are given from first on; a number it does not know
+// prints as what(N).
+func enumName[T ~int](v, first T, what string, names ...string) string {
+	if i := int(v - first); i >= 0 && i < len(names) {
+		return names[i]
+	}
+	return fmt.Sprintf("%s(%d)", what, int(v))
+}
+
 // Role is a key's role: hsmKey.role and keyData.role.
 type Role int
 
@@ -17,15 +27,7 @@ const (
 )
 
 func (r Role) String() string {
-	switch r {
-	case KSK:
-		return "KSK"
-	case ZSK:
-		return "ZSK"
-	case CSK:
-		return "CSK"
-	}
-	return fmt.Sprintf("role(%d)", int(r))
+	return enumName(r, KSK, "role", "KSK", "ZSK", "CSK")
 }
 
 // KeyState is hsmKey.state.
@@ -39,17 +41,7 @@ const (
 )
 
 func (s KeyState) String() string {
-	switch s {
-	case Unused:
-		return "UNUSED"
-	case Private:
-		return "PRIVATE"
-	case Shared:
-		return "SHARED"
-	case Delete:
-		return "DELETE"
-	}
-	return fmt.Sprintf("state(%d)", int(s))
+	return enumName(s, Unused, "state", "UNUSED", "PRIVATE", "SHARED", "DELETE")
 }
 
 // BackupState is hsmKey.backup.
@@ -63,17 +55,7 @@ const (
 )
 
 func (b BackupState) String() string {
-	switch b {
-	case BackupNotRequired:
-		return "Not Required"
-	case BackupRequired:
-		return "Required"
-	case BackupPrepared:
-		return "Prepared"
-	case BackupDone:
-		return "Done"
-	}
-	return fmt.Sprintf("backup(%d)", int(b))
+	return enumName(b, BackupNotRequired, "backup", "Not Required", "Required", "Prepared", "Done")
 }
 
 // RecordType is keyState.type.
@@ -87,17 +69,7 @@ const (
 )
 
 func (t RecordType) String() string {
-	switch t {
-	case RecordDS:
-		return "DS"
-	case RecordRRSIG:
-		return "RRSIG"
-	case RecordDNSKEY:
-		return "DNSKEY"
-	case RecordRRSIGDNSKEY:
-		return "RRSIGDNSKEY"
-	}
-	return fmt.Sprintf("record(%d)", int(t))
+	return enumName(t, RecordDS, "record", "DS", "RRSIG", "DNSKEY", "RRSIGDNSKEY")
 }
 
 // RecordState is keyState.state.
@@ -112,19 +84,7 @@ const (
 )
 
 func (s RecordState) String() string {
-	switch s {
-	case Hidden:
-		return "hidden"
-	case Rumoured:
-		return "rumoured"
-	case Omnipresent:
-		return "omnipresent"
-	case Unretentive:
-		return "unretentive"
-	case NA:
-		return "NA"
-	}
-	return fmt.Sprintf("state(%d)", int(s))
+	return enumName(s, Hidden, "state", "hidden", "rumoured", "omnipresent", "unretentive", "NA")
 }
 
 // DSState is keyData.dsAtParent.
@@ -140,7 +100,7 @@ const (
 )
 
 func (s DSState) String() string {
-	return [...]string{"unsubmitted", "submit", "submitted", "seen", "retract", "retracted"}[min(max(int(s), 0), 5)]
+	return enumName(s, DSUnsubmitted, "ds", "unsubmitted", "submit", "submitted", "seen", "retract", "retracted")
 }
 
 // Policy is a KASP policy with its keys.

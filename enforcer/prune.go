@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 )
 
@@ -159,7 +160,7 @@ func RemoveKeys(ctx context.Context, ds Datastore, keys []Removal, opt PruneOpti
 			return false, errorf(ds.String(), "%s: %w", k.Statement(), err)
 		}
 		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return false, fmt.Errorf("hsmKey %d (%s): deleted %d rows, not 1: %w; nothing deleted", k.ID, k.Locator, n, ErrChanged)
+			return false, fmt.Errorf("hsmKey %d (%s): deleted %s, not 1: %w; nothing deleted", k.ID, k.Locator, human.Count(int(n), "row"), ErrChanged)
 		}
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
 	"github.com/ods-keyguard/ods-keyguard/rules"
@@ -99,7 +100,7 @@ func find(s Submission, f facts) (*enforcer.Use, string) {
 			}
 		}
 	}
-	return nil, fmt.Sprintf("%d keys of zone %s share key tag %d and none can be told apart", len(cands), s.Zone, s.KeyTag)
+	return nil, fmt.Sprintf("%s of zone %s share key tag %d and none can be told apart", human.Count(len(cands), "key"), s.Zone, s.KeyTag)
 }
 
 // decide withholds a submission unless its key is found, is backed up (a

@@ -120,7 +120,7 @@ func TestOutcomeExitStatus(t *testing.T) {
 		want int
 	}{
 		{"forwarded", Outcome{Forwarded: 1}, 0},
-		{"approved, no forward command", Outcome{Approved: 1}, 0},
+		{"approved, no forward command: kept back", Outcome{Approved: 1}, 1},
 		{"retraction never at the parent", Outcome{Skipped: 1}, 0},
 		{"no DNSKEY", Outcome{Nothing: true}, 1},
 		{"withheld", Outcome{Forwarded: 1, Withheld: 1}, 1},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
@@ -50,7 +51,7 @@ type Logger interface {
 type Outcome struct {
 	Nothing   bool // no DNSKEY on stdin
 	Forwarded int
-	Approved  int // covered, but no forward command is configured
+	Approved  int // covered, but kept back: no forward command is configured
 	Withheld  int // submissions kept back
 	Held      int // retractions kept back
 	Skipped   int // retractions of a DS that never went to the parent
@@ -64,14 +65,15 @@ type Outcome struct {
 }
 
 // ExitStatus is the hook's exit status: the forward command's when it
-// failed with one; 1 when anything was withheld, held or rejected, when
-// there was no DNSKEY, or a forward or a record failed; else 0.
+// failed with one; 1 when anything was withheld, held, kept back for want
+// of a forward command, or rejected, when there was no DNSKEY, or a
+// forward or a record failed; else 0.
 func (o Outcome) ExitStatus() int {
 	var ee *exec.ExitError
 	switch {
 	case errors.As(o.ForwardErr, &ee) && ee.ExitCode() > 0:
 		return ee.ExitCode()
-	case o.Nothing || o.Withheld+o.Held+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
+	case o.Nothing || o.Withheld+o.Held+o.Approved+o.Rejected > 0 || o.ForwardErr != nil || o.RecordErr != nil:
 		return 1
 	}
 	return 0
@@ -140,7 +142,7 @@ func (g *Guard) run(ctx context.Context, kind string, in io.Reader) Outcome {
 		out.Rejected = len(bad)
 		reason := bad[0].Err
 		if len(bad) > 1 {
-			reason = fmt.Sprintf("%s (and %d more lines that are no DNSKEY)", reason, len(bad)-1)
+			reason = fmt.Sprintf("%s (and %s no DNSKEY)", reason, human.Count(len(bad)-1, "more line that is", "more lines that are"))
 		}
 		g.Log.Err(fmt.Sprintf("%s: rejected %s: %s", kind, bad[0].Describe(), reason))
 		g.record(ctx, &out, kind, ledger.DSEvent{Kind: kind, Action: ledger.Rejected, Line: ledger.QuoteInput([]byte(bad[0].Line)),
@@ -280,6 +282,14 @@ func (g *Guard) follow(ctx context.Context, out *Outcome, f facts, forwarded []S
 	}
 }
 
+// NoForward is why an approved request is kept back when [hooks] has no
+// forward command for it: nothing reaches the parent, the enforcer
+// believes it did, and check warns until it is sent or dropped.
+func NoForward(kind string) string {
+	return fmt.Sprintf("approved, but kept back: no forward command is configured ([hooks] ds_%s_forward), so nothing goes to the parent: set it and run ods-keyguard hook release, or do it by hand and run ods-keyguard hook drop",
+		strings.TrimPrefix(kind, "ds-"))
+}
+
 // send forwards subs as one call of command, recorded before and after.
 func (g *Guard) send(ctx context.Context, out *Outcome, kind, command string, subs []Submission, locators map[string]string, stdout io.Writer) {
 	if len(subs) == 0 {
@@ -288,7 +298,7 @@ func (g *Guard) send(ctx context.Context, out *Outcome, kind, command string, su
 	if command == "" {
 		var evs []ledger.DSEvent
 		for _, s := range subs {
-			why := fmt.Sprintf("approved, but no forward command is configured ([hooks] ds_%s_forward)", strings.TrimPrefix(kind, "ds-"))
+			why := NoForward(kind)
 			g.Log.Warning(fmt.Sprintf("%s: %s: %s", kind, s.Describe(), why))
 			action := ledger.Withheld
 			if kind == ledger.Retract {

@@ -150,7 +150,7 @@ func TestGuardSubmit(t *testing.T) {
 		{"no forward command", func(t *testing.T, l *guardLab) {
 			l.confirm(t, "c2", l.new)
 			l.g.SubmitForward = ""
-		}, nil, 0, "approved, but no forward command is configured ([hooks] ds_submit_forward)", false},
+		}, nil, 1, "approved, but kept back: no forward command is configured ([hooks] ds_submit_forward)", false},
 		{"not a DNSKEY", func(*testing.T, *guardLab) {}, func(*guardLab) string { return "example.com. 3600 IN TXT hello\n" }, 1, "rejected", false},
 		{"nothing on stdin", func(*testing.T, *guardLab) {}, func(*guardLab) string { return "" }, 1, "no DNSKEY on stdin: nothing to do", false},
 	}

@@ -211,7 +211,7 @@ func (g *Guard) releaseOne(ctx context.Context, o *Outcome, kind, command string
 	o.RecordErr = joinErr(o.RecordErr, one.RecordErr)
 	switch {
 	case one.Approved > 0:
-		return fmt.Sprintf("covered now, but no forward command is configured ([hooks] ds_%s_forward)", strings.TrimPrefix(kind, "ds-"))
+		return NoForward(kind)
 	case one.ForwardErr != nil:
 		return "forward command failed: " + one.ForwardErr.Error()
 	}

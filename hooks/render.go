@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -47,25 +48,21 @@ func PendingDoc(b *ledger.DSBook) any {
 		Reason string    `json:"reason"`
 	}
 	doc := struct {
-		Schema   string            `json:"schema"`
 		Pending  []*ledger.DSEntry `json:"pending"`
 		Rejected []rejected        `json:"rejected"`
-	}{Schema: "ods-keyguard/hook-pending/1", Pending: b.Pending, Rejected: []rejected{}}
+	}{Pending: b.Pending, Rejected: []rejected{}}
 	if doc.Pending == nil {
 		doc.Pending = []*ledger.DSEntry{}
 	}
 	for _, r := range b.Rejected {
 		doc.Rejected = append(doc.Rejected, rejected{r.Time, r.Line, r.Reason})
 	}
-	return doc
+	return jsondoc.New("hook-pending", doc)
 }
 
 // ReleaseDoc is hook release's JSON document.
 func ReleaseDoc(r *ReleaseReport) any {
-	return struct {
-		Schema string `json:"schema"`
-		*ReleaseReport
-	}{"ods-keyguard/hook-release/1", r}
+	return jsondoc.New("hook-release", r)
 }
 
 // History is the DS events of zone ("" for all), oldest first.
@@ -151,10 +148,9 @@ func HistoryDoc(evs []ledger.DSEvent) any {
 	for _, e := range evs {
 		out = append(out, historyEvent{e, eventText(e)})
 	}
-	return struct {
-		Schema string         `json:"schema"`
+	return jsondoc.New("hook-history", struct {
 		Events []historyEvent `json:"events"`
-	}{"ods-keyguard/hook-history/1", out}
+	}{out})
 }
 
 func dash(s string) string {
@@ -171,8 +167,8 @@ func WriteStatus(out io.Writer, zones []ZoneDS) error {
 	for _, z := range zones {
 		fmt.Fprintf(w, "zone %s\n", z.Zone)
 		for _, k := range z.Keys {
-			fmt.Fprintf(w, "  %s %d (key %s): enforcer DS %s (record %s); records: %s; parent should hold it: %s%s\n",
-				k.Role, k.KeyTag, k.Locator, k.EnforcerDS, k.DSRecord, k.records(), yesNo(k.ShouldHold), k.atParent())
+			fmt.Fprintf(w, "  %s %d (key %s): the enforcer has its DS %s; records: %s; parent should hold it: %s%s\n",
+				k.Role, k.KeyTag, k.Locator, enforcerDS(k.EnforcerDS, k.DSRecord), k.records(), yesNo(k.ShouldHold), k.atParent())
 		}
 		if z.Parent != nil {
 			switch {
@@ -201,10 +197,9 @@ func StatusDoc(zones []ZoneDS) any {
 	if zones == nil {
 		zones = []ZoneDS{}
 	}
-	return struct {
-		Schema string   `json:"schema"`
-		Zones  []ZoneDS `json:"zones"`
-	}{"ods-keyguard/hook-status/1", zones}
+	return jsondoc.New("hook-status", struct {
+		Zones []ZoneDS `json:"zones"`
+	}{zones})
 }
 
 func (k KeyDS) records() string {
@@ -236,4 +231,23 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// enforcerDS says in words where the enforcer has a key's DS: its
+// dsAtParent and the state of its DS record, with the enforcer's own names
+// after it for those who look them up ("not submitted yet (dsAtParent
+// unsubmitted, DS record hidden)").
+func enforcerDS(atParent, record string) string {
+	words := map[string]string{
+		"unsubmitted": "not submitted yet",
+		"submit":      "to be submitted",
+		"submitted":   "submitted, not yet seen at the parent",
+		"seen":        "seen at the parent",
+		"retract":     "to be retracted",
+		"retracted":   "retracted, not yet gone from the parent",
+	}[atParent]
+	if words == "" {
+		words = atParent
+	}
+	return fmt.Sprintf("%s (dsAtParent %s, DS record %s)", words, atParent, record)
 }

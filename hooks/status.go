@@ -49,6 +49,32 @@ type Finding struct {
 	Text     string   `json:"text"`
 }
 
+// Worst is what hook status exits on: Critical or Warning when something
+// was found wrong (that outranks what could not be told), else Unknown when
+// something could not be determined, else 0.
+func Worst(zones []ZoneDS) Severity {
+	var warning, unknown bool
+	for _, z := range zones {
+		for _, f := range z.Findings {
+			switch f.Severity {
+			case Critical:
+				return Critical
+			case Warning:
+				warning = true
+			case Unknown:
+				unknown = true
+			}
+		}
+	}
+	switch {
+	case warning:
+		return Warning
+	case unknown:
+		return Unknown
+	}
+	return 0
+}
+
 // KeyDS is what the guard knows of one KSK or CSK of a zone.
 type KeyDS struct {
 	Role      string `json:"role"`

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // SharedSerial says why serial is known not to tell tokens apart ("" when
@@ -109,7 +111,7 @@ func Resemblance(a, b Result) string {
 		what += " (" + shared + ")"
 	}
 	if sameKeys(ca, cb) {
-		return what + fmt.Sprintf(" and hold the same %d keys: nothing read tells them apart; make sure they are two tokens (their module configuration names two places)", len(ca.Keys))
+		return what + fmt.Sprintf(" and hold the same %s: nothing read tells them apart; make sure they are two tokens (their module configuration names two places)", human.Count(len(ca.Keys), "key"))
 	}
 	return what + ": they hold different keys, so they are two tokens"
 }

@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // Contents is what one token holds.
@@ -338,7 +340,7 @@ func findToken(m Module, t Token) (TokenInfo, error) {
 	case 1:
 		return match[0], nil
 	}
-	return TokenInfo{}, fmt.Errorf("token %q: %d tokens carry that label in %s", t.Label, len(match), t.Module)
+	return TokenInfo{}, fmt.Errorf("token %q: %s carry that label in %s", t.Label, human.Count(len(match), "token"), t.Module)
 }
 
 // SameLabel compares a configured token label with one a token reports

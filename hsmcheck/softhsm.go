@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/perm"
 )
 
@@ -164,8 +165,8 @@ func unreadableObjects(softhsm bool, serial string) error {
 		if rest, ok := strings.CutSuffix(hint, "chmod g+rX "+filepath.Join(folder, bad[0])); ok {
 			hint = rest + "chmod g+r " + folder + "/*.object"
 		}
-		return fmt.Errorf("cannot read %d object files in token folder %s (%s), whose keys SoftHSMv2 then skips: %s",
-			len(bad), folder, names, strings.Replace(hint, "needs read access to it", "needs read access to them", 1))
+		return fmt.Errorf("cannot read %s in token folder %s (%s), whose keys SoftHSMv2 then skips: %s",
+			human.Count(len(bad), "object file"), folder, names, strings.Replace(hint, "needs read access to it", "needs read access to them", 1))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
@@ -216,7 +217,7 @@ func (r *Report) check(k *enforcer.Key, row *Row, tokens []hsmcheck.Result) {
 		}
 		if n > 1 {
 			r.Problems = append(r.Problems, Problem{Kind: Duplicate, Locator: k.Locator, Token: name,
-				Detail: fmt.Sprintf("%d private keys carry this CKA_ID: which one signs is chance", n)})
+				Detail: fmt.Sprintf("%s carry this CKA_ID: which one signs is chance", human.Count(n, "private key"))})
 		}
 		if msg := mismatch(k, key, wantType, wantCurve); msg != "" {
 			r.Problems = append(r.Problems, Problem{Kind: TypeMismatch, Locator: k.Locator, Token: name, Detail: msg})
@@ -242,7 +243,7 @@ func describeUse(k *enforcer.Key) string {
 	case len(zones) == 1:
 		return fmt.Sprintf("%s by %s", k.Usage(), zones[0])
 	default:
-		return fmt.Sprintf("%s by %d zones", k.Usage(), len(zones))
+		return fmt.Sprintf("%s by %s", k.Usage(), human.Count(len(zones), "zone"))
 	}
 }
 

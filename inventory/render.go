@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 )
 
 // What inventory, verify and status print: text for the operator, and the
@@ -63,12 +64,11 @@ func dash(s string) string {
 
 // InventoryDoc is inventory's JSON document.
 func (r *Report) InventoryDoc() any {
-	return struct {
-		Schema string   `json:"schema"`
+	return jsondoc.New("inventory", struct {
 		Tokens []Token  `json:"tokens"`
 		Keys   []Row    `json:"keys"`
 		Orphan []Orphan `json:"orphans"`
-	}{"ods-keyguard/inventory/1", r.Tokens, r.Rows, r.Orphans}
+	}{r.Tokens, r.Rows, r.Orphans})
 }
 
 // WriteVerify prints verify's summary line, then a line per problem and
@@ -81,8 +81,8 @@ func (r *Report) WriteVerify(out io.Writer) error {
 			reachable++
 		}
 	}
-	fmt.Fprintf(w, "verify: %s: %d keys, %d of %d tokens read, %d problems, %d orphans\n",
-		r.Verdict(), len(r.Rows), reachable, len(r.Tokens), len(r.Problems), len(r.Orphans))
+	fmt.Fprintf(w, "verify: %s: %s, %d of %s read, %s, %s\n",
+		r.Verdict(), human.Count(len(r.Rows), "key"), reachable, human.Count(len(r.Tokens), "token"), human.Count(len(r.Problems), "problem"), human.Count(len(r.Orphans), "orphan"))
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "PROBLEM %s %s %s: %s\n", p.Kind, p.Token, p.Locator, p.Detail)
 	}
@@ -97,15 +97,14 @@ func (r *Report) WriteVerify(out io.Writer) error {
 
 // VerifyDoc is verify's JSON document.
 func (r *Report) VerifyDoc() any {
-	return struct {
-		Schema   string    `json:"schema"`
+	return jsondoc.New("verify", struct {
 		Verdict  string    `json:"verdict"`
 		Tokens   []Token   `json:"tokens"`
 		Keys     int       `json:"key_count"`
 		Problems []Problem `json:"problems"`
 		Orphans  []Orphan  `json:"orphans"`
 		Notes    []string  `json:"notes"`
-	}{"ods-keyguard/verify/1", r.Verdict(), r.Tokens, len(r.Rows), r.Problems, r.Orphans, r.Notes}
+	}{r.Verdict(), r.Tokens, len(r.Rows), r.Problems, r.Orphans, r.Notes})
 }
 
 // WriteStatus prints status: per repository its tokens, keys, ceremonies
@@ -123,7 +122,7 @@ func WriteStatus(out io.Writer, repos []RepositoryStatus) error {
 				fmt.Fprintf(w, "  %s: UNREACHABLE: %s\n", t.Describe, t.Error)
 				continue
 			}
-			fmt.Fprintf(w, "  %s: reachable, token %q serial %s, %d private keys\n", t.Describe, t.Label, t.Serial, t.Keys)
+			fmt.Fprintf(w, "  %s: reachable, token %q serial %s, %s\n", t.Describe, t.Label, t.Serial, human.Count(t.Keys, "private key"))
 		}
 		b := r.Backup
 		fmt.Fprintf(w, "  keys: %d (Not Required %d, Required %d, Prepared %d, Done %d)\n", r.Keys, b.NotRequired, b.Required, b.Prepared, b.Done)
@@ -131,12 +130,12 @@ func WriteStatus(out io.Writer, repos []RepositoryStatus) error {
 			fmt.Fprintf(w, "  covered by ods-keyguard only (Not Required in the enforcer, in a confirmed ceremony): %d\n", r.KeyguardOnly)
 		}
 		if c := r.LastConfirmed; c != nil {
-			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %d keys\n", c.ID, c.Ended.Format(human.Display), len(c.Keys))
+			fmt.Fprintf(w, "  last confirmed backup: %s, %s, %s\n", c.ID, c.Ended.Format(human.Display), human.Count(len(c.Keys), "key"))
 		} else {
 			fmt.Fprintf(w, "  last confirmed backup: none\n")
 		}
 		if c := r.Open; c != nil {
-			fmt.Fprintf(w, "  open ceremony: %s (%s), %d keys\n", c.ID, c.Status, len(c.Keys))
+			fmt.Fprintf(w, "  open ceremony: %s (%s), %s\n", c.ID, c.Status, human.Count(len(c.Keys), "key"))
 		}
 		fmt.Fprintf(w, "  in use without a confirmed backup: %d\n", len(r.Unbacked))
 		for _, u := range r.Unbacked {
@@ -148,8 +147,7 @@ func WriteStatus(out io.Writer, repos []RepositoryStatus) error {
 
 // StatusDoc is status's JSON document.
 func StatusDoc(repos []RepositoryStatus) any {
-	return struct {
-		Schema       string             `json:"schema"`
+	return jsondoc.New("status", struct {
 		Repositories []RepositoryStatus `json:"repositories"`
-	}{"ods-keyguard/status/1", repos}
+	}{repos})
 }

@@ -330,7 +330,7 @@ func TestFilesStatus(t *testing.T) {
 	}
 	var b strings.Builder
 	st.WriteText(&b)
-	if !strings.Contains(b.String(), "records: 1 open ceremonies, 0 in the history, 1 DS records\nlock: free\nguarantee: one host: the writers' flock serialises every change of a ceremony\n") {
+	if !strings.Contains(b.String(), "records: 1 open ceremony, 0 in the history, 1 DS record\nlock: free\nguarantee: one host: the writers' flock serialises every change of a ceremony\n") {
 		t.Errorf("text:\n%s", b.String())
 	}
 }

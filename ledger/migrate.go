@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
@@ -83,11 +84,11 @@ func MigrateTo(ctx context.Context, o Options, srv *mysqlx.Server) (*MigrateRepo
 // WriteText says what the migration copied and what the operator does next.
 func (r *MigrateReport) WriteText(w io.Writer) {
 	if r.Already {
-		fmt.Fprintf(w, "ledger migrate: %s already holds exactly the records of %s (%d open, %d ended ceremonies, %d DS records): nothing copied\n",
-			r.To, r.From, r.Open, r.History, r.Events)
+		fmt.Fprintf(w, "ledger migrate: %s already holds exactly the records of %s (%d open, %s, %s): nothing copied\n",
+			r.To, r.From, r.Open, human.Count(r.History, "ended ceremony"), human.Count(r.Events, "DS record"))
 	} else {
-		fmt.Fprintf(w, "ledger migrate: copied %d open and %d ended ceremonies and %d DS records from %s to %s, each read back and compared\n",
-			r.Open, r.History, r.Events, r.From, r.To)
+		fmt.Fprintf(w, "ledger migrate: copied %d open and %s and %s from %s to %s, each read back and compared\n",
+			r.Open, human.Count(r.History, "ended ceremony"), human.Count(r.Events, "DS record"), r.From, r.To)
 	}
 	fmt.Fprintf(w, "state_dir %s is retired: set [ledger] backend = \"mysql\" on every host\n", r.From)
 }
@@ -132,8 +133,8 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 	}
 	if o+h+e > 0 {
 		if err := same(ctx, dst, open, history, evs); err != nil {
-			return nil, fmt.Errorf("ledger migrate: %s already holds %d open ceremonies, %d in the history and %d DS records, not these (%v): migrate only into an empty ledger",
-				rep.To, o, h, e, err)
+			return nil, fmt.Errorf("ledger migrate: %s already holds %s, %d in the history and %s, not these (%v): migrate only into an empty ledger",
+				rep.To, human.Count(o, "open ceremony"), h, human.Count(e, "DS record"), err)
 		}
 		rep.Already = true
 	} else {
@@ -165,7 +166,7 @@ func same(ctx context.Context, dst *mysqlLedger, open map[string]*Ceremony, hist
 		return err
 	}
 	if len(gotOpen) != len(open) || len(gotHistory) != len(history) || len(gotEvs) != len(evs) {
-		return fmt.Errorf("%d/%d/%d records, want %d/%d/%d", len(gotOpen), len(gotHistory), len(gotEvs), len(open), len(history), len(evs))
+		return fmt.Errorf("records %d/%d/%d, want %d/%d/%d", len(gotOpen), len(gotHistory), len(gotEvs), len(open), len(history), len(evs))
 	}
 	for repo, c := range open {
 		if !equalJSON(gotOpen[repo], c) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/failpoint"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/mysqlx"
 )
 
@@ -180,7 +181,7 @@ type ServerInfo struct {
 func (i ServerInfo) Topology() string {
 	switch {
 	case i.Galera:
-		return fmt.Sprintf("Galera cluster node (%d nodes, %s)", i.ClusterSize, i.NodeState)
+		return fmt.Sprintf("Galera cluster node (%s, %s)", human.Count(i.ClusterSize, "node"), i.NodeState)
 	case i.GroupReplication != "":
 		return "group replication " + strings.ToLower(i.GroupReplication)
 	case i.ReadOnly != "":
@@ -256,12 +257,12 @@ func (m *mysqlLedger) fail(ctx context.Context, err error, retried int) error {
 	}
 	if ctx.Err() != nil {
 		if retried > 0 {
-			return m.errorf("no answer in time, after %d tries (%s)", retried+1, mysqlx.Explain(m.srv, err))
+			return m.errorf("no answer in time, after %s (%s)", human.Count(retried+1, "try", "tries"), mysqlx.Explain(m.srv, err))
 		}
 		return m.errorf("no answer in time (%v)", ctx.Err())
 	}
 	if retried > 0 {
-		return m.errorf("%s: retried %d times", mysqlx.Explain(m.srv, err), retried)
+		return m.errorf("%s: retried %s", mysqlx.Explain(m.srv, err), human.Count(retried, "time"))
 	}
 	return m.errorf("%s", mysqlx.Explain(m.srv, err))
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 )
 
 // Status is what ledger status reports: where the records are, what the
@@ -107,7 +109,7 @@ func (st *Status) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "schema: none\n")
 		}
 	}
-	fmt.Fprintf(w, "records: %d open ceremonies, %d in the history, %d DS records\n", st.OpenCount, st.HistoryCount, st.DSEventCount)
+	fmt.Fprintf(w, "records: %s, %d in the history, %s\n", human.Count(st.OpenCount, "open ceremony"), st.HistoryCount, human.Count(st.DSEventCount, "DS record"))
 	if st.LockHolder != "" {
 		fmt.Fprintf(w, "lock: held by %s\n", st.LockHolder)
 	} else {

@@ -54,10 +54,15 @@ install -m 0644 packaging/ods-keyguard.rules.yml "$doc/examples/ods-keyguard.rul
 install -m 0644 packaging/ods-keyguard.rules.test.yml "$doc/examples/ods-keyguard.rules.test.yml"
 install -m 0644 packaging/sudoers.example "$doc/examples/sudoers"
 install -m 0644 packaging/nrpe.example "$doc/examples/nrpe.cfg"
+install -m 0755 packaging/ds-forward-nsupdate "$doc/examples/ds-forward-nsupdate"
 install -m 0644 packaging/copyright "$doc/copyright"
-# The README the Nagios definitions and the man page point to.
-gzip -9n < README.md > "$doc/README.md.gz"
-chmod 0644 "$doc/README.md.gz"
+# The README the Nagios definitions and the man page point to, the
+# operators' pages it links to, and the developers' guide.
+install -d "$doc/docs"
+for f in README.md CONTRIBUTING.md docs/*.md; do
+	gzip -9n < "$f" > "$doc/$f.gz"
+	chmod 0644 "$doc/$f.gz"
+done
 # The JSON Schemas of the --json documents: an interface, documented.
 install -d "$doc/schema"
 install -m 0644 schema/*.json "$doc/schema/"

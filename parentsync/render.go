@@ -4,14 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 )
 
 // Doc is parent sync's JSON document (schema/parent-sync.json).
 func Doc(r *Report) any {
-	return struct {
-		Schema string `json:"schema"`
-		*Report
-	}{"ods-keyguard/parent-sync/1", r}
+	return jsondoc.New("parent-sync", r)
 }
 
 // WriteText prints one line per key, then what each server served.

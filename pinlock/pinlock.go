@@ -146,9 +146,9 @@ func sourceStamp(path string) string {
 // admission is a token the record has cleared for a login, with what a
 // refusal needs to be recorded.
 type admission struct {
-	mac, stamp string
-	store      *Store
-	own        bool // recorded in the user's own record, not state_dir
+	stamp string
+	store *Store
+	own   bool // recorded in the user's own record, not state_dir
 }
 
 // Admit decides whether t may log in: an admission when it may (what
@@ -210,14 +210,12 @@ func (s *Store) Admit(t hsmcheck.Token) (hsmcheck.Admission, error) {
 		}
 		rec = u
 	}
-	key, err := rec.key(true)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not logging in, since a refused PIN could not be recorded: %w", t.Describe(), err)
-	}
+	// The record's folder and key are made when a PIN is refused, not
+	// before: a monitoring user whose PINs are right leaves nothing behind.
 	logins.Lock()
 	logins.m[tokenIdentity(t)]++
 	logins.Unlock()
-	return &admission{mac: pinMAC(key, t), stamp: stamp, store: rec, own: rec != s}, nil
+	return &admission{stamp: stamp, store: rec, own: rec != s}, nil
 }
 
 // Refused records that t refused its PIN with code, and returns the error
@@ -225,13 +223,18 @@ func (s *Store) Admit(t hsmcheck.Token) (hsmcheck.Admission, error) {
 func (gt *admission) Refused(t hsmcheck.Token, code string, loginErr error) error {
 	r := Refusal{
 		Token: t.Describe(), Module: t.Module, Label: t.Label, PINSource: t.PINSource,
-		SourceStamp: gt.stamp, PINHMAC: gt.mac, Error: code, At: time.Now().UTC().Truncate(time.Second),
+		SourceStamp: gt.stamp, Error: code, At: time.Now().UTC().Truncate(time.Second),
 		By: fmt.Sprintf("uid %d", os.Getuid()),
 	}
 	runRefusals.Lock()
 	runRefusals.m[runMAC(t)] = r
 	runRefusals.Unlock()
-	if err := gt.store.record(r); err != nil {
+	key, err := gt.store.key(true)
+	if err == nil {
+		r.PINHMAC = pinMAC(key, t)
+		err = gt.store.record(r)
+	}
+	if err != nil {
 		return fmt.Errorf("%w; the refusal could not be recorded (%v): the next run may try this PIN once more: correct it now", loginErr, err)
 	}
 	src := "its source"
@@ -348,9 +351,17 @@ func (g *Store) load() (*refusalsDoc, error) {
 // folder writable, and this user one whose records are read there (root
 // or the folder's owner, see statedir.Dir.Trusted). A record made by
 // anyone else would be refused by every reader, so such a user keeps its
-// own (UserStore).
+// own (UserStore). A folder not made yet is made at the first refusal:
+// then the folder it goes into must let this user make it.
 func (g *Store) writable() error {
-	d, err := g.open(true)
+	d, err := g.open(false)
+	if errors.Is(err, os.ErrNotExist) {
+		up := filepath.Dir(g.Dir)
+		if err := syscall.Access(up, 0o2|0o1); err != nil {
+			return fmt.Errorf("%s: cannot be made: %w: uid %d needs write access to %s", g.Dir, err, os.Getuid(), up)
+		}
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -174,9 +174,9 @@ func TestRefusalSymlinksAndDamage(t *testing.T) {
 	dir := t.TempDir()
 	tok, _ := recordedToken(t, dir, "1234")
 	state := filepath.Join(dir, "state")
-	// A first read makes the install's key; from then on every read
-	// looks at the record.
-	if err := readOne(t, tok); err != nil {
+	// The install's key, as the first refusal makes it; from then on
+	// every read looks at the record.
+	if _, err := store(tok).key(true); err != nil {
 		t.Fatal(err)
 	}
 	// A link planted where the record goes is not followed.
@@ -206,7 +206,7 @@ func TestRefusalReadsOnlyTrustedRecords(t *testing.T) {
 	dir := t.TempDir()
 	tok, _ := recordedToken(t, dir, "1234")
 	state := filepath.Join(dir, "state")
-	if err := readOne(t, tok); err != nil {
+	if _, err := store(tok).key(true); err != nil {
 		t.Fatal(err)
 	}
 	record := filepath.Join(state, RefusalsFile)
@@ -231,5 +231,43 @@ func TestRefusalReadsOnlyTrustedRecords(t *testing.T) {
 	}
 	if loginCount(tok) != n {
 		t.Fatal("logged in past a record it could not trust")
+	}
+}
+
+// Admitting a login makes nothing: the record's folder and its key come
+// with the first refused PIN, so a monitoring user whose PINs are right
+// leaves no folder in /var/tmp (no token needed: the refusal is handed in).
+func TestAdmitMakesNothingUntilARefusal(t *testing.T) {
+	resetRun()
+	dir := filepath.Join(t.TempDir(), "state")
+	s := &Store{Dir: dir, Group: -1}
+	tok := hsmcheck.Token{Name: "ods-a", Kind: hsmcheck.KindRepository, Module: "/m.so", Label: "ods-a", PIN: pinOf("9999"), PINSource: filepath.Join(t.TempDir(), "pin"), Logins: s}
+	adm, err := s.Admit(tok)
+	if err != nil || adm == nil {
+		t.Fatalf("admit: %v, %v", adm, err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("admitting made %s: %v", dir, err)
+	}
+	err = adm.Refused(tok, "CKR_PIN_INCORRECT", errors.New("login: CKR_PIN_INCORRECT"))
+	if err == nil || !strings.Contains(err.Error(), "recorded in "+filepath.Join(dir, RefusalsFile)) {
+		t.Fatalf("refused: %v", err)
+	}
+	for _, f := range []string{RefusalsFile, refusalsKeyFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("after a refusal: %v", err)
+		}
+	}
+	resetRun()
+	var re *RefusedError
+	if _, err := s.Admit(tok); !errors.As(err, &re) {
+		t.Errorf("the refused PIN admitted again: %v", err)
+	}
+	// A folder that cannot be made: not admitted, nothing tried.
+	resetRun()
+	ro := &Store{Dir: "/proc/ods-keyguard-none/state", Group: -1}
+	tok.Logins = ro
+	if _, err := ro.Admit(tok); err == nil || !strings.Contains(err.Error(), "not logging in, since a refused PIN could not be recorded") {
+		t.Errorf("unrecordable: %v", err)
 	}
 }

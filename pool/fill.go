@@ -13,6 +13,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 )
@@ -127,7 +128,8 @@ func Ask(plans []Plan, generate func(policy, duration string) error, out io.Writ
 		}
 		a.Asked, a.Duration = true, &secs
 		asked = append(asked, a)
-		fmt.Fprintf(out, "policy %s: asked the enforcer for keys covering %s (%s)\n", p.Policy, duration, strings.Join(notes, "; "))
+		fmt.Fprintf(out, "policy %s: asked the enforcer for the keys of the next %s (ods-enforcer key generate --duration %s; %s)\n",
+			p.Policy, human.Duration(time.Duration(secs)*time.Second), duration, strings.Join(notes, "; "))
 		fmt.Fprintf(out, "policy %s: the new keys are not backed up: run the next ceremony (ods-keyguard backup prepare)\n", p.Policy)
 	}
 	return asked, nil
@@ -135,8 +137,7 @@ func Ask(plans []Plan, generate func(policy, duration string) error, out io.Writ
 
 // Doc is pool fill's JSON document.
 func Doc(asked []Asked) any {
-	return struct {
-		Schema   string  `json:"schema"`
+	return jsondoc.New("pool-fill", struct {
 		Policies []Asked `json:"policies"`
-	}{"ods-keyguard/pool-fill/1", asked}
+	}{asked})
 }

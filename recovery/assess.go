@@ -301,11 +301,11 @@ func Assess(in Input) *Assessment {
 	switch {
 	case len(a.Lost) > 0:
 		a.Verdict, a.Exit = Restore, 1
-		a.Summary = fmt.Sprintf("every HSM of %s lost keys: restore from the backup token (%d keys missing everywhere: %s)",
-			joinKeys(damagedRepos), len(a.Lost), a.Classes.Text())
+		a.Summary = fmt.Sprintf("every HSM of %s lost keys: restore from the backup token (%s missing everywhere: %s)",
+			joinKeys(damagedRepos), human.Count(len(a.Lost), "key"), a.Classes.Text())
 		if a.Classes.InUse-a.Classes.LostForGood+a.Classes.Covered == 0 {
-			a.Summary = fmt.Sprintf("every HSM of %s lost keys that no backup holds: nothing to restore (%d keys missing everywhere: %s)",
-				joinKeys(damagedRepos), len(a.Lost), a.Classes.Text())
+			a.Summary = fmt.Sprintf("every HSM of %s lost keys that no backup holds: nothing to restore (%s missing everywhere: %s)",
+				joinKeys(damagedRepos), human.Count(len(a.Lost), "key"), a.Classes.Text())
 		}
 		if a.Classes.LostForGood > 0 {
 			a.Exit = 2

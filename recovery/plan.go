@@ -160,10 +160,10 @@ func Plan(in PlanInput) *KeyPlan {
 		}
 	case removals == 0:
 		kp.Exit = 1
-		kp.Summary = fmt.Sprintf("%d zones have keys in use lost for good; every one can stay signed on the draft-ietf-dnsop-dnssec-keyrestore path: follow the steps by their dates", len(kp.Zones))
+		kp.Summary = fmt.Sprintf("%s keys in use lost for good; every one can stay signed on the draft-ietf-dnsop-dnssec-keyrestore path: follow the steps by their dates", human.Count(len(kp.Zones), "zone has", "zones have"))
 	default:
 		kp.Exit = 2
-		kp.Summary = fmt.Sprintf("%d zones have keys in use lost for good; %d cannot stay signed: their signatures expire too soon, request DS removal by the date given", len(kp.Zones), removals)
+		kp.Summary = fmt.Sprintf("%s keys in use lost for good; %d cannot stay signed: their signatures expire too soon, request DS removal by the date given", human.Count(len(kp.Zones), "zone has", "zones have"), removals)
 	}
 	// A key counted lost because its HSM did not answer is not known to be
 	// lost: the plan is the worst case, not a fact.

@@ -105,11 +105,11 @@ func PlanPrune(st *enforcer.State, store *ledger.Store, tokens []Token, ds enfor
 	}
 	switch {
 	case len(p.Blocked) > 0:
-		p.Summary = fmt.Sprintf("the restore is not complete: %d keys in use or on the backup token are on no HSM; restore them (recover verify) before removing anything from the pool", len(p.Blocked))
+		p.Summary = fmt.Sprintf("the restore is not complete: %s in use or on the backup token %s on no HSM; restore %s (recover verify) before removing anything from the pool", human.Count(len(p.Blocked), "key"), human.Noun(len(p.Blocked), "is", "are"), human.Noun(len(p.Blocked), "it", "them"))
 	case len(p.Keys) == 0:
 		p.Summary = "nothing to remove: every key in the enforcer's pool is on an HSM"
 	default:
-		p.Summary = fmt.Sprintf("%d keys made after the last ceremony, never used by a zone, are on no HSM; the enforcer still lists them, and at a rollover would take them one by one and fail on each", len(p.Keys))
+		p.Summary = fmt.Sprintf("%s made after the last ceremony, never used by a zone, %s on no HSM; the enforcer still lists %s, and at a rollover would take %s and fail", human.Count(len(p.Keys), "key"), human.Noun(len(p.Keys), "is", "are"), human.Noun(len(p.Keys), "it", "them"), human.Noun(len(p.Keys), "it", "them one by one"))
 	}
 	return p, nil
 }
@@ -229,6 +229,6 @@ func (p *Prune) Apply(ctx context.Context, ds enforcer.Datastore, state *statedi
 		return err
 	}
 	p.Applied = true
-	p.Summary = fmt.Sprintf("removed %d keys on no HSM, never used by a zone, from the enforcer's database; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", len(p.Keys))
+	p.Summary = fmt.Sprintf("removed %s on no HSM, never used by a zone, from the enforcer's database; start ods-enforcerd: it makes new keys on the HSM to fill the pool, for the next ceremony to back up", human.Count(len(p.Keys), "key"))
 	return nil
 }

@@ -234,7 +234,7 @@ func TestVerifyRestore(t *testing.T) {
 	}
 	// Everything back: complete.
 	v = Verify(in.State, in.Store, []Token{{Name: "a", Repository: "R", Keys: holding{"k1": "f1", "z2": "f2"}}})
-	if !v.Complete || v.Checked != 1 || !strings.HasPrefix(v.Summary, "restore complete: 1 backed-up keys checked on 1 HSMs") {
+	if !v.Complete || v.Checked != 1 || !strings.HasPrefix(v.Summary, "restore complete: 1 backed-up key checked on 1 HSM") {
 		t.Fatalf("complete: %+v", v)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
+	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 )
 
 // What recover assess and recover verify print: text for the operator, and
@@ -22,9 +23,9 @@ func (a *Assessment) WriteText(out io.Writer) error {
 		case !h.Reachable:
 			fmt.Fprintf(w, "HSM %s: UNREACHABLE (%s): counted as holding nothing\n", h.Describe(), h.Error)
 		case len(h.Missing) == 0:
-			fmt.Fprintf(w, "HSM %s: all %d needed keys present\n", h.Describe(), h.Present)
+			fmt.Fprintf(w, "HSM %s: all %s present\n", h.Describe(), human.Count(h.Present, "needed key"))
 		default:
-			fmt.Fprintf(w, "HSM %s: %d needed keys present, %d missing\n", h.Describe(), h.Present, len(h.Missing))
+			fmt.Fprintf(w, "HSM %s: %s present, %d missing\n", h.Describe(), human.Count(h.Present, "needed key"), len(h.Missing))
 		}
 	}
 	for _, l := range a.Lost {
@@ -54,10 +55,7 @@ func (a *Assessment) WriteText(out io.Writer) error {
 
 // Doc is recover assess's JSON document.
 func (a *Assessment) Doc() any {
-	return struct {
-		Schema string `json:"schema"`
-		*Assessment
-	}{"ods-keyguard/recover-assess/1", a}
+	return jsondoc.New("recover-assess", a)
 }
 
 // WriteText prints the verdict, each HSM with what it misses, and the
@@ -85,10 +83,7 @@ func (v *Verification) WriteText(out io.Writer) error {
 
 // Doc is recover verify's JSON document.
 func (v *Verification) Doc() any {
-	return struct {
-		Schema string `json:"schema"`
-		*Verification
-	}{"ods-keyguard/recover-verify/1", v}
+	return jsondoc.New("recover-verify", v)
 }
 
 // String names a key with its role, use and zones: "LOC ZSK (in use,
@@ -157,10 +152,7 @@ func (p *Prune) WriteText(out io.Writer) error {
 
 // Doc is recover prune-pool's JSON document.
 func (p *Prune) Doc() any {
-	return struct {
-		Schema string `json:"schema"`
-		*Prune
-	}{"ods-keyguard/recover-prune-pool/1", p}
+	return jsondoc.New("recover-prune-pool", p)
 }
 
 // WriteText prints the verdict, then per zone its path, the timing it
@@ -205,9 +197,8 @@ func (kp *KeyPlan) WriteText(out io.Writer) error {
 
 // Doc is recover plan's JSON document.
 func (kp *KeyPlan) Doc() any {
-	return struct {
-		Schema        string `json:"schema"`
-		MarginSeconds int64  `json:"margin_seconds"`
+	return jsondoc.New("recover-plan", struct {
+		MarginSeconds int64 `json:"margin_seconds"`
 		*KeyPlan
-	}{"ods-keyguard/recover-plan/1", secs(kp.Margin), kp}
+	}{secs(kp.Margin), kp})
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -146,22 +147,22 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token) *Verificati
 		for repo := range repos {
 			keys += len(want[repo])
 		}
-		v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present with the same public keys", keys, len(v.HSMs))
+		v.Summary = fmt.Sprintf("restore complete: %s checked on %s, all present with the same public keys", human.Count(keys, "backed-up key"), human.Count(len(v.HSMs), "HSM"))
 		if uncompared > 0 {
-			v.Summary = fmt.Sprintf("restore complete: %d backed-up keys checked on %d HSMs, all present; %d of them without a public key object under their CKA_ID on the token, not compared with the ceremony's record", keys, len(v.HSMs), uncompared)
+			v.Summary = fmt.Sprintf("restore complete: %s checked on %s, all present; %d of them without a public key object under their CKA_ID on the token, not compared with the ceremony's record", human.Count(keys, "backed-up key"), human.Count(len(v.HSMs), "HSM"), uncompared)
 		}
 	default:
 		missing := 0
 		for _, h := range v.HSMs {
 			missing += len(h.Missing) + len(h.Differs)
 		}
-		v.Summary = fmt.Sprintf("restore incomplete: %d backed-up keys missing or different on the HSMs", missing)
+		v.Summary = fmt.Sprintf("restore incomplete: %s missing or different on the HSMs", human.Count(missing, "backed-up key"))
 		if len(v.Lost) > 0 {
-			v.Summary += fmt.Sprintf("; %d keys in use lost for good (handed out after the last ceremony: ods-keyguard recover plan)", len(v.Lost))
+			v.Summary += fmt.Sprintf("; %s lost for good (handed out after the last ceremony: ods-keyguard recover plan)", human.Count(len(v.Lost), "key in use", "keys in use"))
 		}
 	}
 	if n := len(v.Unused); n > 0 {
-		v.Summary += fmt.Sprintf("; %d unused keys made after the last ceremony, never handed out, are lost: %s", n, PruneAdvice)
+		v.Summary += fmt.Sprintf("; %s made after the last ceremony, never handed out, %s lost: %s", human.Count(n, "unused key"), human.Noun(n, "is", "are"), PruneAdvice)
 	}
 	return v
 }

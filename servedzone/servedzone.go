@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/dnsq"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 
 	"github.com/ods-keyguard/ods-keyguard/enforcer"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
@@ -196,8 +197,8 @@ func zone(in Input, z *enforcer.Zone, answers []Answer) []Finding {
 			default:
 				keys[k] = u
 				if n, want := in.Holders[strings.ToLower(u.Key.Locator)], in.Tokens[u.Key.Repository]; in.TokensRead && n < want {
-					add(true, "zone %s: server %s serves DNSKEY %d (%s, key %s), which only %d of the %d tokens of repository %s hold",
-						z.Name, a.Server, k.KeyTag(), u.Role, u.Key.Locator, n, want, u.Key.Repository)
+					add(true, "zone %s: server %s serves DNSKEY %d (%s, key %s), which only %d of the %s of repository %s hold",
+						z.Name, a.Server, k.KeyTag(), u.Role, u.Key.Locator, n, human.Count(want, "token"), u.Key.Repository)
 				}
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -274,6 +275,7 @@ func (d *Dir) MoveTo(name string, to *Dir) (string, error) {
 // writeTemp writes data with mode to a new temporary file in the folder,
 // made exclusively and synced, and returns its name.
 func (d *Dir) writeTemp(name string, data []byte, mode uint32) (tmp string, err error) {
+	d.sweepTemp(name)
 	var f *os.File
 	for i := 0; ; i++ {
 		tmp = fmt.Sprintf(".%s.tmp%d-%d", name, os.Getpid(), i)
@@ -301,10 +303,52 @@ func (d *Dir) writeTemp(name string, data []byte, mode uint32) (tmp string, err 
 		err = cerr
 	}
 	if err != nil {
-		syscall.Unlinkat(d.Fd(), tmp)
-		return "", unwrapPath(err)
+		return "", errors.Join(unwrapPath(err), d.removeTemp(tmp))
 	}
 	return tmp, nil
+}
+
+// removeTemp removes a temporary file on a failure path; an error only
+// when it stays behind (a full btrfs can refuse even an unlink).
+func (d *Dir) removeTemp(tmp string) error {
+	for {
+		err := syscall.Unlinkat(d.Fd(), tmp)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == nil || errors.Is(err, syscall.ENOENT):
+			return nil
+		}
+		return fmt.Errorf("temporary file %s stays behind: %w", d.Name(tmp), err)
+	}
+}
+
+// sweepTemp removes the temporary files for name that a writer left when
+// it was killed between making one and renaming it (".NAME.tmpPID-N"
+// whose PID is no live process): they hold nothing anybody reads.
+func (d *Dir) sweepTemp(name string) {
+	prefix := "." + name + ".tmp"
+	fd, err := syscall.Openat(d.Fd(), ".", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	g := os.NewFile(uintptr(fd), d.path)
+	defer g.Close()
+	names, _ := g.Readdirnames(-1)
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, prefix)
+		if !ok {
+			continue
+		}
+		pid, _, _ := strings.Cut(rest, "-")
+		p, err := strconv.Atoi(pid)
+		if err != nil || p <= 0 || p == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(p, 0) == syscall.ESRCH {
+			d.removeTemp(n)
+		}
+	}
 }
 
 // WriteAtomic replaces name with data (mode) so that a reader, or a crash,
@@ -318,8 +362,7 @@ func (d *Dir) WriteAtomic(name string, data []byte, mode uint32) error {
 		return fmt.Errorf("write %s: %w", d.Name(name), err)
 	}
 	if err := syscall.Renameat(d.Fd(), tmp, d.Fd(), name); err != nil {
-		syscall.Unlinkat(d.Fd(), tmp)
-		return fmt.Errorf("write %s: %w", d.Name(name), err)
+		return fmt.Errorf("write %s: %w", d.Name(name), errors.Join(err, d.removeTemp(tmp)))
 	}
 	if err := d.f.Sync(); err != nil {
 		return fmt.Errorf("write %s: sync folder: %w", d.Name(name), err)
@@ -342,7 +385,9 @@ func (d *Dir) Create(name string, data []byte, mode uint32) error {
 			break
 		}
 	}
-	syscall.Unlinkat(d.Fd(), tmp)
+	if rerr := d.removeTemp(tmp); err == nil && rerr != nil {
+		return fmt.Errorf("write %s: %w", d.Name(name), rerr)
+	}
 	if err != nil {
 		return &os.PathError{Op: "create", Path: d.Name(name), Err: err}
 	}
