@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 )
@@ -57,7 +58,7 @@ func runScan(r *job) error {
 			fmt.Fprintf(r.c.App.Writer, "%s: UNREADABLE, recorded as such\n", t.Token)
 			continue
 		}
-		fmt.Fprintf(r.c.App.Writer, "%s: %d keys recorded\n", t.Token, len(t.Contents.Keys))
+		fmt.Fprintf(r.c.App.Writer, "%s: %s recorded\n", t.Token, human.Count(len(t.Contents.Keys), "key"))
 	}
 	if len(errs) > 0 {
 		return exit(exitUnknown, errors.Join(errs...))

@@ -592,7 +592,7 @@ func (e *unreadableIDError) Error() string {
 	if e.why != nil {
 		why = e.why.Error()
 	}
-	return fmt.Sprintf("the CKA_ID of %d of %d private keys could not be read (%s): which keys the token holds is unknown", e.n, e.of, why)
+	return fmt.Sprintf("the CKA_ID of %d of %s could not be read (%s): which keys the token holds is unknown", e.n, human.Count(e.of, "private key"), why)
 }
 
 func (e *unreadableIDError) Unwrap() error { return e.why }

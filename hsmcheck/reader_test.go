@@ -171,7 +171,7 @@ func TestReadWithheldIDIsNotMissing(t *testing.T) {
 	m, tok := oneToken(keySpec{ID: ecID, Type: "EC"})
 	m.refuse = map[Attr]bool{AttrID: true}
 	c, err := readWith(t, m, tok)
-	if err == nil || !strings.Contains(err.Error(), "the CKA_ID of 1 of 1 private keys could not be read (CKR_ATTRIBUTE_SENSITIVE)") {
+	if err == nil || !strings.Contains(err.Error(), "the CKA_ID of 1 of 1 private key could not be read (CKR_ATTRIBUTE_SENSITIVE)") {
 		t.Fatalf("got %v, %v; want the token unknown", c, err)
 	}
 	// A withheld label is no reason: the keys are read.

@@ -184,8 +184,8 @@ func (r Recorded) Tokens(ctx context.Context, tokens []hsmcheck.Token, req hsmch
 		i := at[k]
 		if got.Err != nil {
 			out[i].Contents = nil
-			out[i].Err = fmt.Errorf("%d keys not in the token record of %s ago, and reading them from the token: %w",
-				len(ids[k]), human.Duration(r.Now.Sub(out[i].ReadAt)), got.Err)
+			out[i].Err = fmt.Errorf("%s not in the token record of %s ago, and reading %s from the token: %w",
+				human.Count(len(ids[k]), "key"), human.Duration(r.Now.Sub(out[i].ReadAt)), human.Noun(len(ids[k]), "it", "them"), got.Err)
 			continue
 		}
 		merged := *out[i].Contents
