@@ -87,6 +87,9 @@ func attrBuffer(a Attr) int {
 }
 
 func (r *attrReader) get(session, object uint, attrs []Attr) ([][]byte, error) {
+	if len(attrs) == 0 {
+		return nil, nil
+	}
 	size := 0
 	for _, a := range attrs {
 		size += attrBuffer(a)
@@ -110,10 +113,17 @@ func (r *attrReader) get(session, object uint, attrs []Attr) ([][]byte, error) {
 		return nil, convert(pkcs11.Error(rv))
 	}
 	out := make([][]byte, len(attrs))
-	for i := range attrs {
-		if l := tmpl[i].len; l != C.ulong_t(^uint(0)) {
-			out[i] = C.GoBytes(tmpl[i].value, C.int(l))
+	for i, a := range attrs {
+		l := tmpl[i].len
+		if l == C.ulong_t(^uint(0)) {
+			continue
 		}
+		if l > C.ulong_t(attrBuffer(a)) {
+			// A module that answers CKR_OK with a length past the
+			// buffer it was given: not trusted, asked the two-call way.
+			return nil, errBufferTooSmall
+		}
+		out[i] = C.GoBytes(tmpl[i].value, C.int(l))
 	}
 	return out, nil
 }
