@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-ledger install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-ledger bench-hsm install uninstall deb clean
 
 all: build
 
@@ -51,6 +51,12 @@ bench-implementations: setup build
 # kind of reader, each reconciled with kasp.db (about half an hour).
 bench-softhsm: setup build
 	$(GO) run ./internal/lab/bench -race 20 -race-tag softhsm bin/ods-keyguard
+
+# Network HSMs: check, verify and the DS hook through the lab's quirks
+# module at 1,000 and 10,000 keys and 0, 1, 5 ms a PKCS#11 call, beside
+# pkcs11-tool and the least PKCS#11 work each answer needs (about 20 minutes).
+bench-hsm: setup build
+	$(GO) run ./internal/lab/bench -hsm 1000,10000 -runs 3 bin/ods-keyguard
 
 # The binary beside OpenDNSSEC's admin tools, the hook names as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.

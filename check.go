@@ -14,9 +14,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/check"
+	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
+	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
+	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -222,8 +225,27 @@ func checkReport(c *cli.Context) *check.Report {
 	if err != nil {
 		return check.Unknown(opt, err.Error())
 	}
-	return check.Run(c.Context, timeout, check.Sources{Source: source(cfg), Tokens: tokens,
+	src, closeSrc, err := checkSource(cfg)
+	if err != nil {
+		return check.Unknown(opt, err.Error())
+	}
+	defer closeSrc()
+	opt.TokenMaxAge = cfg.Check.TokenAge
+	return check.Run(c.Context, timeout, check.Sources{Source: src, Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
 		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)
+}
+
+// checkSource is where check reads the tokens: the record of ods-keyguard
+// scan with [check] token_max_age, else the tokens themselves.
+func checkSource(cfg *config.Config) (inventory.Source, func() error, error) {
+	if cfg.Check.TokenAge == 0 {
+		return source(cfg), func() error { return nil }, nil
+	}
+	dir, err := statedir.Open(cfg.StateDir, false, -1)
+	if err != nil {
+		return nil, nil, err
+	}
+	return inventory.Recorded{Live: source(cfg), Dir: dir, MaxAge: cfg.Check.TokenAge, Now: time.Now()}, dir.Close, nil
 }

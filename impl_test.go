@@ -117,6 +117,8 @@ func setupImpl(env *testscript.Env, impl string) error {
 	env.Setenv("P11WRAP_MODULE", "")
 	env.Setenv("P11WRAP_NSS_DIR", "")
 	env.Setenv("P11WRAP_NSS_LABEL", "")
+	env.Setenv("P11QUIRKS_MODULE", "")
+	env.Setenv("QUIRKS", "")
 	// What the keys are: the pools' names and the DNSKEYs differ by it.
 	env.Setenv("ALG", "13")
 	env.Setenv("BITS", "256")
@@ -149,7 +151,7 @@ func setupImpl(env *testscript.Env, impl string) error {
 // enforcer (whose hooks and module see it) and pkcs11-tool.
 func wrapperEnv(ts *testscript.TestScript) []string {
 	var env []string
-	for _, k := range []string{"P11WRAP_MODULE", "P11WRAP_NSS_DIR", "P11WRAP_NSS_LABEL", "P11WRAP_LOG"} {
+	for _, k := range []string{"P11WRAP_MODULE", "P11WRAP_NSS_DIR", "P11WRAP_NSS_LABEL", "P11WRAP_LOG", "P11QUIRKS_MODULE"} {
 		if v := ts.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

@@ -162,6 +162,7 @@ func commands() []*cli.Command {
 		inventoryCommand(),
 		verifyCommand(),
 		statusCommand(),
+		scanCommand(),
 		backupCommand(),
 		hookCommand(),
 		parentCommand(),

@@ -207,6 +207,7 @@ func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 			"signer":     cmdSigner,
 			"validate":   cmdValidate,
 			"ledgeredit": cmdLedgerEdit,
+			"quirks":     cmdQuirks,
 		},
 	})
 }

@@ -147,6 +147,8 @@ func TestDebianPackage(t *testing.T) {
 		"lib/systemd/system/ods-keyguard-textfile.timer":                  "OnUnitActiveSec=5min",
 		"lib/systemd/system/ods-keyguard-parent-sync.service":             "ExecStart=/usr/sbin/ods-keyguard parent sync -t 120",
 		"lib/systemd/system/ods-keyguard-parent-sync.timer":               "OnUnitActiveSec=10min",
+		"lib/systemd/system/ods-keyguard-scan.service":                    "ExecStart=/usr/sbin/ods-keyguard scan -t 600",
+		"lib/systemd/system/ods-keyguard-scan.timer":                      "OnUnitActiveSec=5min",
 		"usr/share/doc/ods-keyguard/README.md.gz":                         "file",
 		"usr/share/doc/ods-keyguard/CONTRIBUTING.md.gz":                   "file",
 		"usr/share/doc/ods-keyguard/docs/operations.md.gz":                "file",

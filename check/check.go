@@ -28,6 +28,9 @@ type CheckOptions struct {
 	Warn, Crit      Range     // spare backed-up keys per pool
 	Interval, Grace time.Duration
 	NewZones        map[string]int
+	// TokenMaxAge is [check] token_max_age: the tokens come from the
+	// record of ods-keyguard scan, no older than that (0: read live).
+	TokenMaxAge time.Duration
 }
 
 // Sources are where check reads the facts.
@@ -82,6 +85,10 @@ type Report struct {
 	Pools    []rules.Pool        `json:"pools"`
 	Backups  []rules.Age         `json:"backups"`
 	Problems []inventory.Problem `json:"presence_problems"`
+	// TokensRecorded is when the oldest token contents judged were read,
+	// where they come from the record of ods-keyguard scan; nil when every
+	// token was read in this run.
+	TokensRecorded *time.Time `json:"tokens_recorded,omitempty"`
 	// Measured is false when the run could not determine the state at all:
 	// then only the verdict and the reason are worth anything.
 	Measured bool         `json:"measured"`
@@ -139,21 +146,28 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	}
 	at.set(fmt.Sprintf("the enforcer database %s or the tokens (%s)", src.Source, tokenNames(src.Tokens)))
 	var snap *inventory.Snapshot
-	if src.Served.Enabled() {
-		// The served DNSKEYs are matched to the enforcer's keys by their
-		// public keys: every key of every zone's.
-		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
-			return hsmcheck.Request{NoPublic: true, PublicIDs: zoneKeys(st)}
-		})
-	} else if src.Parent.Enabled() {
-		// A DS at the parent counts as a key's only by digest: the public
-		// keys of the KSKs and CSKs are read too, which needs the database
-		// read first.
-		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
-			return hsmcheck.Request{NoPublic: true, PublicIDs: hooks.SEPKeys(st)}
-		})
-	} else {
+	_, recorded := src.Source.(inventory.Recorded)
+	if !recorded && !src.Served.Enabled() && !src.Parent.Enabled() {
+		// Nothing in the request depends on the database: both are read
+		// at once.
 		snap, err = inventory.Take(ctx, src.Source, src.Tokens, hsmcheck.Request{NoPublic: true})
+	} else {
+		// Every key the enforcer has is expected on its tokens: a source
+		// that answers from a record reads those it lacks from the tokens.
+		snap, err = inventory.TakeFor(ctx, src.Source, src.Tokens, func(st *enforcer.State) hsmcheck.Request {
+			req := hsmcheck.Request{NoPublic: true, Expect: allKeys(st)}
+			switch {
+			case src.Served.Enabled():
+				// The served DNSKEYs are matched to the enforcer's keys
+				// by their public keys: every key of every zone's.
+				req.PublicIDs = zoneKeys(st)
+			case src.Parent.Enabled():
+				// A DS at the parent counts as a key's only by digest:
+				// the public keys of the KSKs and CSKs are read too.
+				req.PublicIDs = hooks.SEPKeys(st)
+			}
+			return req
+		})
 	}
 	if err != nil {
 		return Unknown(opt, err.Error())
@@ -228,6 +242,15 @@ type Facts struct {
 	ServedWarn time.Duration
 }
 
+// allKeys lists the locators of every key the enforcer has.
+func allKeys(st *enforcer.State) []string {
+	out := make([]string, 0, len(st.Keys))
+	for _, k := range st.Keys {
+		out = append(out, k.Locator)
+	}
+	return out
+}
+
 // zoneKeys lists the locators of every key a zone uses, once each.
 func zoneKeys(st *enforcer.State) []string {
 	seen := map[string]bool{}
@@ -299,6 +322,12 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 						r.Token.Describe(), before.Token.Describe())})
 				break
 			}
+		}
+	}
+	for _, r := range f.Snapshot.Results {
+		if !r.ReadAt.IsZero() && (rep.TokensRecorded == nil || r.ReadAt.Before(*rep.TokensRecorded)) {
+			at := r.ReadAt
+			rep.TokensRecorded = &at
 		}
 	}
 	missing := 0

@@ -27,6 +27,10 @@ func (rep *Report) Perf() (core, rest []Perf) {
 	if rep.Withheld != nil {
 		core = append(core, Perf{Label: "withheld_submissions", Value: float64(*rep.Withheld), Warn: "0", Min: zero})
 	}
+	if rep.TokensRecorded != nil {
+		core = append(core, Perf{Label: "token_record_age", Value: math.Max(0, math.Floor(rep.Ran.Sub(*rep.TokensRecorded).Seconds())), UOM: "s",
+			Crit: fmt.Sprint(int64(rep.Options.TokenMaxAge.Seconds())), Min: zero})
+	}
 	opt := rep.Options
 	for _, a := range rep.Backups {
 		if a.Last == nil {
@@ -107,6 +111,12 @@ func (rep *Report) Text(w io.Writer) {
 	}
 	for _, key := range order {
 		line := fmt.Sprintf("%s: %s not shown (check --json lists them all)", key, human.Count(skipped[key], "more finding"))
+		body = append(body, line)
+		left -= len(line) + 1
+	}
+	if rep.TokensRecorded != nil {
+		line := fmt.Sprintf("tokens: as ods-keyguard scan recorded them %s ago (%s), at most %s old; keys the record lacks read from the tokens",
+			human.Duration(rep.Ran.Sub(*rep.TokensRecorded)), rep.TokensRecorded.Format(human.Minute), human.Duration(rep.Options.TokenMaxAge))
 		body = append(body, line)
 		left -= len(line) + 1
 	}

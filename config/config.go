@@ -184,6 +184,12 @@ type Check struct {
 	// NewZones is how many zones per policy you expect to add before the
 	// next backup: each takes keys from the pool at once.
 	NewZones map[string]int `toml:"new_zones"`
+	// TokenMaxAge, when set (Go duration), makes check judge the tokens
+	// from what ods-keyguard scan recorded in state_dir, no older than it,
+	// instead of reading every key within a plugin's time limit; TokenAge
+	// is it parsed (0: check reads the tokens itself).
+	TokenMaxAge string        `toml:"token_max_age"`
+	TokenAge    time.Duration `toml:"-"`
 }
 
 // Path picks the configuration file: the flag, else $ODS_KEYGUARD_CONFIG,
@@ -306,6 +312,9 @@ func Load(path string) (*Config, error) {
 	}
 	if c.LockWait, err = time.ParseDuration(c.LockTimeout); err != nil || c.LockWait < 0 {
 		return nil, fmt.Errorf("config %s: lock_timeout %q: want a duration such as 30s", path, c.LockTimeout)
+	}
+	if c.Check.TokenAge, err = duration(c.Check.TokenMaxAge, 0); err != nil || c.Check.TokenAge < 0 {
+		return nil, fmt.Errorf("config %s: [check] token_max_age %q: want a duration such as 15m", path, c.Check.TokenMaxAge)
 	}
 	if c.HookTimeout, err = duration(c.Hooks.Timeout, 20*time.Second); err != nil {
 		return nil, fmt.Errorf("config %s: [hooks] timeout %q: want a duration such as 20s", path, c.Hooks.Timeout)

@@ -40,10 +40,17 @@ const (
 
 // CKR_* values the reader tells apart.
 const (
-	ckrAttributeSensitive   = 0x11
-	ckrObjectHandleInvalid  = 0x82
-	ckrAttributeTypeInvalid = 0x12
-	ckrUserAlreadyLoggedIn  = 0x100
+	ckrSlotIDInvalid              = 0x03
+	ckrAttributeSensitive         = 0x11
+	ckrAttributeTypeInvalid       = 0x12
+	ckrObjectHandleInvalid        = 0x82
+	ckrSessionClosed              = 0xB0
+	ckrSessionHandleInvalid       = 0xB3
+	ckrTokenNotPresent            = 0xE0
+	ckrBufferTooSmall             = 0x150
+	ckrUserAlreadyLoggedIn        = 0x100
+	ckrUserNotLoggedIn            = 0x101
+	ckrCryptokiAlreadyInitialized = 0x191
 )
 
 // Error is a PKCS#11 return value that is not CKR_OK.
@@ -59,6 +66,17 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("CKR 0x%X", e.Code)
 }
 
+// sessionError is a session that could not be opened: no PIN was tried.
+type sessionError struct{ err error }
+
+func (e *sessionError) Error() string { return "open session: " + e.err.Error() }
+func (e *sessionError) Unwrap() error { return e.err }
+
+// ModuleInfo is what C_GetInfo says the module is.
+type ModuleInfo struct {
+	Manufacturer, Description string
+}
+
 // TokenInfo describes a token present in a slot.
 type TokenInfo struct {
 	Slot                               uint
@@ -67,6 +85,8 @@ type TokenInfo struct {
 
 // Module is the part of a loaded PKCS#11 module that hsmcheck uses.
 type Module interface {
+	// Info says what the module is (C_GetInfo).
+	Info() (ModuleInfo, error)
 	// Tokens lists the slots that have a token present.
 	Tokens() ([]TokenInfo, error)
 	// Login opens a read-only session on slot and logs in as the user. Its

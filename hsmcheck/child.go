@@ -29,6 +29,10 @@ type Result struct {
 	Token    Token
 	Contents *Contents
 	Err      error
+	// ReadAt is when the contents were read, where they come from a record
+	// (ods-keyguard scan) rather than from the token in this run: zero
+	// for a live read.
+	ReadAt time.Time
 
 	refused string // the CKR name when the token refused the PIN
 }
@@ -152,6 +156,10 @@ type wireResult struct {
 // the PKCS#11 call in progress before it is killed.
 const killGrace = time.Second
 
+// finishGrace is how long a child that has answered for every token may
+// take to finalize its modules and exit.
+const finishGrace = time.Second
+
 // maxChildStderr bounds what is kept of a child's stderr.
 const maxChildStderr = 4096
 
@@ -177,7 +185,7 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	for _, i := range idx {
 		t := tokens[i]
 		wire.Tokens = append(wire.Tokens, wireToken{t.Name, t.Kind, t.Repository, t.Module, t.Label, wirePIN(t.PIN.Reveal())})
-		if isSoftHSM(t.Module) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
+		if mayBeSoftHSM(t) && wire.SnapshotDir == "" && wire.NoSnapshot == "" {
 			dir, err := snapshotFolder()
 			if err != nil {
 				wire.NoSnapshot = err.Error()
@@ -198,7 +206,12 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	if dl, ok := ctx.Deadline(); ok {
 		grace = min(grace, max(dl.Sub(start)/5, 100*time.Millisecond))
 	}
-	cmd := proc.CommandGrace(ctx, grace, exe[0], exe[1:]...)
+	// Once every token has answered, the child has only its modules to
+	// finalize: one that hangs there (C_Finalize waiting on a lost
+	// appliance) is stopped finishGrace later, not at the deadline.
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	cmd := proc.CommandGrace(cctx, grace, exe[0], exe[1:]...)
 	cmd.Args[0] = "ods-keyguard"
 	env := os.Environ()
 	for k, v := range tokens[idx[0]].Env {
@@ -219,12 +232,18 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<30)
+	pending := len(idx)
 	for sc.Scan() {
 		var res wireResult
 		if err := json.Unmarshal(sc.Bytes(), &res); err != nil || res.Index < 0 || res.Index >= len(idx) {
 			continue
 		}
 		i := idx[res.Index]
+		if !answered[res.Index] {
+			if pending--; pending == 0 {
+				time.AfterFunc(finishGrace, stop)
+			}
+		}
 		answered[res.Index] = true
 		results[i].Contents = res.Contents
 		if res.Err != "" {

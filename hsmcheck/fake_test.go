@@ -89,6 +89,12 @@ type fakeModule struct {
 	// invalidOnce makes the first attribute read fail with
 	// CKR_OBJECT_HANDLE_INVALID, as when the enforcer adds a key meanwhile.
 	invalidOnce bool
+	// sessionLostAt makes that attribute read (counted in calls) find the
+	// session gone, as after an HA fail-over: it and every later call of
+	// that session fail with CKR_SESSION_HANDLE_INVALID.
+	sessionLostAt int
+	// refuse answers CKR_ATTRIBUTE_SENSITIVE for these attributes.
+	refuse map[Attr]bool
 }
 
 type fakeSlot struct {
@@ -136,6 +142,10 @@ func (m *fakeModule) Tokens() ([]TokenInfo, error) {
 
 func (m *fakeModule) Close() error { return nil }
 
+func (m *fakeModule) Info() (ModuleInfo, error) {
+	return ModuleInfo{Manufacturer: "hsmcheck", Description: "fake module"}, nil
+}
+
 func (m *fakeModule) Login(slot uint, pin string) (Session, error) {
 	if int(slot) >= len(m.spec.Tokens) {
 		return nil, &Error{Code: 0xE0, Name: "CKR_TOKEN_NOT_PRESENT"}
@@ -158,8 +168,9 @@ func (m *fakeModule) Login(slot uint, pin string) (Session, error) {
 }
 
 type fakeSession struct {
-	m *fakeModule
-	s fakeSlot
+	m    *fakeModule
+	s    fakeSlot
+	lost bool
 }
 
 func (f *fakeSession) Close() error { return nil }
@@ -176,6 +187,12 @@ func (f *fakeSession) Find(c Class, id []byte) ([]Handle, error) {
 
 func (f *fakeSession) Attributes(h Handle, attrs []Attr) ([][]byte, error) {
 	f.m.calls++
+	if f.m.calls == f.m.sessionLostAt {
+		f.lost = true
+	}
+	if f.lost {
+		return nil, &Error{Code: ckrSessionHandleInvalid, Name: "CKR_SESSION_HANDLE_INVALID"}
+	}
 	if f.m.invalidOnce {
 		f.m.invalidOnce = false
 		return nil, &Error{Code: ckrObjectHandleInvalid, Name: "CKR_OBJECT_HANDLE_INVALID"}
@@ -184,6 +201,9 @@ func (f *fakeSession) Attributes(h Handle, attrs []Attr) ([][]byte, error) {
 	out := make([][]byte, len(attrs))
 	for i, a := range attrs {
 		v, ok := obj[a]
+		if f.m.refuse[a] {
+			return nil, &Error{Code: ckrAttributeSensitive, Name: "CKR_ATTRIBUTE_SENSITIVE"}
+		}
 		if !ok {
 			return nil, &Error{Code: ckrAttributeTypeInvalid, Name: "CKR_ATTRIBUTE_TYPE_INVALID"}
 		}

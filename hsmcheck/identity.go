@@ -39,7 +39,7 @@ func SharedSerial(model, manufacturer, serial string) string {
 // module sees it: a token's Env is on top of this process's, so a variable
 // one token sets and the other inherits with the same value is the same.
 func SameToken(a, b Token) bool {
-	if a.Label != b.Label || realPath(a.Module) != realPath(b.Module) {
+	if !SameLabel(a.Label, b.Label) || realPath(a.Module) != realPath(b.Module) {
 		return false
 	}
 	for _, env := range []map[string]string{a.Env, b.Env} {

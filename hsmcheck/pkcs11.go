@@ -11,7 +11,10 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// OpenModule loads and initializes the PKCS#11 module at path.
+// OpenModule loads and initializes the PKCS#11 module at path. A module
+// that another library in the process initialized already
+// (CKR_CRYPTOKI_ALREADY_INITIALIZED) is used as it is, and not finalized
+// at Close: it is not ours to end.
 func OpenModule(path string) (Module, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("module %s: %w", path, errors.Unwrap(err))
@@ -20,17 +23,40 @@ func OpenModule(path string) (Module, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("module %s: cannot load it as a PKCS#11 library", path)
 	}
+	shared := false
 	if err := ctx.Initialize(); err != nil {
-		ctx.Destroy()
-		if h := softHSMHint(path); h != "" {
-			return nil, fmt.Errorf("module %s: initialize: %w; %s", path, convert(err), h)
+		var e *Error
+		if errors.As(convert(err), &e) && e.Code == ckrCryptokiAlreadyInitialized {
+			shared = true
+		} else {
+			ctx.Destroy()
+			if h := softHSMHint(path); h != "" {
+				return nil, fmt.Errorf("module %s: initialize: %w; %s", path, convert(err), h)
+			}
+			return nil, fmt.Errorf("module %s: initialize: %w", path, convert(err))
 		}
-		return nil, fmt.Errorf("module %s: initialize: %w", path, convert(err))
 	}
-	return &module{ctx: ctx}, nil
+	return &module{ctx: ctx, shared: shared, attrs: directAttributes(path)}, nil
 }
 
-type module struct{ ctx *pkcs11.Ctx }
+type module struct {
+	ctx    *pkcs11.Ctx
+	shared bool
+	// attrs reads attributes in one C_GetAttributeValue (getattr.go); nil
+	// where it cannot, and miekg/pkcs11's two calls are made instead.
+	attrs *attrReader
+}
+
+func (m *module) Info() (ModuleInfo, error) {
+	info, err := m.ctx.GetInfo()
+	if err != nil {
+		return ModuleInfo{}, fmt.Errorf("module info: %w", convert(err))
+	}
+	return ModuleInfo{
+		Manufacturer: strings.TrimRight(info.ManufacturerID, " \x00"),
+		Description:  strings.TrimRight(info.LibraryDescription, " \x00"),
+	}, nil
+}
 
 func (m *module) Tokens() ([]TokenInfo, error) {
 	slots, err := m.ctx.GetSlotList(true)
@@ -57,31 +83,40 @@ func (m *module) Tokens() ([]TokenInfo, error) {
 func (m *module) Login(slot uint, pin string) (Session, error) {
 	sh, err := m.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
 	if err != nil {
-		return nil, fmt.Errorf("open session: %w", convert(err))
+		return nil, &sessionError{convert(err)}
 	}
+	own := true
 	if err := m.ctx.Login(sh, pkcs11.CKU_USER, pin); err != nil {
 		var e *Error
 		if !errors.As(convert(err), &e) || e.Code != ckrUserAlreadyLoggedIn {
 			m.ctx.CloseSession(sh)
 			return nil, convert(err)
 		}
+		// Logged in by someone else in this process: theirs to end.
+		own = false
 	}
-	return &session{ctx: m.ctx, sh: sh}, nil
+	return &session{ctx: m.ctx, sh: sh, attrs: m.attrs, ownLogin: own}, nil
 }
 
 func (m *module) Close() error {
-	err := m.ctx.Finalize()
+	var err error
+	if !m.shared {
+		err = m.ctx.Finalize()
+	}
 	m.ctx.Destroy()
 	return convert(err)
 }
 
 type session struct {
-	ctx *pkcs11.Ctx
-	sh  pkcs11.SessionHandle
+	ctx      *pkcs11.Ctx
+	sh       pkcs11.SessionHandle
+	attrs    *attrReader
+	ownLogin bool
 }
 
-// findBatch is how many handles one C_FindObjects call asks for.
-const findBatch = 1024
+// findBatch is how many handles one C_FindObjects call asks for: a token
+// may hand back fewer, in any call, and the search ends only with none.
+const findBatch = 4096
 
 func (s *session) Find(class Class, id []byte) ([]Handle, error) {
 	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, uint(class))}
@@ -98,11 +133,11 @@ func (s *session) Find(class Class, id []byte) ([]Handle, error) {
 			s.ctx.FindObjectsFinal(s.sh)
 			return nil, fmt.Errorf("find objects: %w", convert(err))
 		}
+		if len(hs) == 0 {
+			break
+		}
 		for _, h := range hs {
 			out = append(out, Handle(h))
-		}
-		if len(hs) < findBatch {
-			break
 		}
 	}
 	if err := s.ctx.FindObjectsFinal(s.sh); err != nil {
@@ -112,6 +147,12 @@ func (s *session) Find(class Class, id []byte) ([]Handle, error) {
 }
 
 func (s *session) Attributes(h Handle, attrs []Attr) ([][]byte, error) {
+	if s.attrs != nil {
+		v, err := s.attrs.get(uint(s.sh), uint(h), attrs)
+		if !errors.Is(err, errBufferTooSmall) {
+			return v, err
+		}
+	}
 	tmpl := make([]*pkcs11.Attribute, len(attrs))
 	for i, a := range attrs {
 		tmpl[i] = &pkcs11.Attribute{Type: uint(a)}
@@ -128,7 +169,9 @@ func (s *session) Attributes(h Handle, attrs []Attr) ([][]byte, error) {
 }
 
 func (s *session) Close() error {
-	s.ctx.Logout(s.sh)
+	if s.ownLogin {
+		s.ctx.Logout(s.sh)
+	}
 	return convert(s.ctx.CloseSession(s.sh))
 }
 

@@ -69,6 +69,13 @@ func (c *Contents) Find(id string) (Key, int) {
 	return c.Keys[idx[0]], len(idx)
 }
 
+// Fresh returns c with its index by CKA_ID rebuilt at the next Find: for
+// contents whose keys were changed (a record with keys added).
+func Fresh(c *Contents) *Contents {
+	c.byID = nil
+	return c
+}
+
 // Holding is what a token holds, as the packages that judge keys see it
 // (hooks, recovery, inventory): *Contents is the real one; their tests hand
 // in tokens of their own.
@@ -217,9 +224,99 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 	if err != nil {
 		return nil, err
 	}
-	infos, err := m.Tokens()
+	ti, err := findToken(m, t)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: %w", t.Module, err)
+		return nil, err
+	}
+	_, copied := m.(snapshotModule)
+	if err := unreadableObjects(isSoftHSM(t.Module) || copied, ti.Serial); err != nil {
+		return nil, fmt.Errorf("token %q: %w", t.Label, err)
+	}
+	s, err := m.Login(ti.Slot, t.PIN.Reveal())
+	var se *sessionError
+	if errors.As(err, &se) && isCode(err, ckrSlotIDInvalid, ckrTokenNotPresent) {
+		// The slot changed between the listing and the session (a token
+		// re-plugged, a virtual slot rebuilt): no PIN was tried, so the
+		// token is looked for again, once, by its label.
+		if ti, err = findToken(m, t); err != nil {
+			return nil, err
+		}
+		s, err = m.Login(ti.Slot, t.PIN.Reveal())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token %q: login: %w", t.Label, err)
+	}
+	defer func() {
+		if s != nil {
+			s.Close()
+		}
+	}()
+	// The enforcer may create or delete keys while we read: a handle found a
+	// moment ago can turn invalid. Read again from the start, a few times.
+	// A session that vanished (an HA fail-over, a hardserver restart) is
+	// opened again once, on the token found again by label and serial, and
+	// logged in to with the PIN it accepted a moment ago: never with one
+	// it refused, which Login's caller records and no one tries again.
+	reopened := false
+	for attempt := 1; ; attempt++ {
+		inv := &Contents{
+			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
+			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
+		}
+		err := readKeys(s, inv, ids, noPublic, pubIDs)
+		if err == nil {
+			return inv, nil
+		}
+		if !reopened && isCode(err, ckrSessionHandleInvalid, ckrSessionClosed, ckrUserNotLoggedIn) {
+			reopened = true
+			s.Close()
+			again, ferr := findToken(m, t)
+			if ferr != nil {
+				return nil, fmt.Errorf("token %q: session lost (%v), and %w", t.Label, err, ferr)
+			}
+			if again.Serial != ti.Serial {
+				return nil, fmt.Errorf("token %q: session lost (%v), and the token now found by that label has serial %s, not %s", t.Label, err, again.Serial, ti.Serial)
+			}
+			ti = again
+			if s, err = m.Login(ti.Slot, t.PIN.Reveal()); err != nil {
+				return nil, fmt.Errorf("token %q: session lost, and login again: %w", t.Label, err)
+			}
+			continue
+		}
+		if attempt >= readAttempts || !isCode(err, ckrObjectHandleInvalid) {
+			if reopened && isCode(err, ckrSessionHandleInvalid, ckrSessionClosed, ckrUserNotLoggedIn) {
+				return nil, fmt.Errorf("token %q: session lost again after it was opened anew: %w", t.Label, err)
+			}
+			return nil, fmt.Errorf("token %q: %w", t.Label, err)
+		}
+	}
+}
+
+// isCode says whether err is a PKCS#11 error with one of codes.
+func isCode(err error, codes ...uint) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	for _, c := range codes {
+		if e.Code == c {
+			return true
+		}
+	}
+	return false
+}
+
+// findToken finds the one token that carries t's label, as PKCS#11 pads
+// labels (blanks to 32 bytes), whatever its slot number: slots are
+// numbered anew when a token is re-plugged. A slot that vanishes between
+// the listing and its token's details is listed again, once.
+func findToken(m Module, t Token) (TokenInfo, error) {
+	infos, err := m.Tokens()
+	if isCode(err, ckrSlotIDInvalid, ckrTokenNotPresent) {
+		infos, err = m.Tokens()
+	}
+	if err != nil {
+		return TokenInfo{}, fmt.Errorf("module %s: %w", t.Module, err)
 	}
 	var match []TokenInfo
 	var labels []string
@@ -227,7 +324,7 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 		if ti.Label != "" { // an uninitialized token, as SoftHSMv2 always offers
 			labels = append(labels, fmt.Sprintf("%q", ti.Label))
 		}
-		if ti.Label == t.Label {
+		if SameLabel(t.Label, ti.Label) {
 			match = append(match, ti)
 		}
 	}
@@ -239,36 +336,26 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 			present = strings.Join(labels, ", ")
 		}
 		msg := fmt.Sprintf("token %q not found in %s (tokens present: %s)", t.Label, t.Module, present)
-		return nil, &notFoundError{withSoftHSMHint(msg, t.Module)}
+		return TokenInfo{}, &notFoundError{withSoftHSMHint(msg, t.Module)}
 	case 1:
-	default:
-		return nil, fmt.Errorf("token %q: %s carry that label in %s", t.Label, human.Count(len(match), "token"), t.Module)
+		return match[0], nil
 	}
-	ti := match[0]
-	if err := unreadableObjects(t.Module, ti.Serial); err != nil {
-		return nil, fmt.Errorf("token %q: %w", t.Label, err)
-	}
-	s, err := m.Login(ti.Slot, t.PIN.Reveal())
-	if err != nil {
-		return nil, fmt.Errorf("token %q: login: %w", t.Label, err)
-	}
-	defer s.Close()
-	// The enforcer may create or delete keys while we read: a handle found a
-	// moment ago can turn invalid. Read again from the start, a few times.
-	for attempt := 1; ; attempt++ {
-		inv := &Contents{
-			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
-			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
+	return TokenInfo{}, fmt.Errorf("token %q: %s carry that label in %s", t.Label, human.Count(len(match), "token"), t.Module)
+}
+
+// SameLabel compares a configured token label with one a token reports
+// as PKCS#11 stores them: 32 bytes, padded with blanks, so that trailing
+// blanks (or NULs) never tell two labels apart and a longer label
+// (multi-byte UTF-8 counts its bytes) is compared on what the token can
+// hold of it.
+func SameLabel(configured, token string) bool {
+	pad := func(s string) string {
+		if len(s) > 32 {
+			s = s[:32]
 		}
-		err := readKeys(s, inv, ids, noPublic, pubIDs)
-		if err == nil {
-			return inv, nil
-		}
-		var e *Error
-		if attempt == readAttempts || !errors.As(err, &e) || e.Code != ckrObjectHandleInvalid {
-			return nil, fmt.Errorf("token %q: %w", t.Label, err)
-		}
+		return strings.TrimRight(s, " \x00")
 	}
+	return pad(configured) == pad(token)
 }
 
 // readAttempts bounds the re-reads of a token whose objects change under us.
@@ -304,6 +391,9 @@ func typeAttrs(kt uint64, public bool) []Attr {
 type fetcher struct {
 	s     Session
 	guess uint64
+	// refused is why the token withheld an attribute (left nil), the
+	// first time it did.
+	refused map[Attr]error
 }
 
 // fetch returns the common attributes and sets k's type-specific fields.
@@ -317,17 +407,17 @@ func (f *fetcher) fetch(h Handle, common []Attr, typeAt int, public bool, k *Key
 			return v[:len(common)], nil
 		}
 		var e *Error
-		if err != nil && (!errors.As(err, &e) || (e.Code != ckrAttributeTypeInvalid && e.Code != ckrAttributeSensitive)) {
+		if err != nil && (!errors.As(err, &e) || !refusal(e.Code)) {
 			return nil, err
 		}
 	}
-	v, err := attributes(f.s, h, common)
+	v, err := f.attributes(h, common)
 	if err != nil {
 		return nil, err
 	}
 	kt := ulong(v[typeAt])
 	if extra := typeAttrs(kt, public); extra != nil {
-		m, err := attributes(f.s, h, extra)
+		m, err := f.attributes(h, extra)
 		if err != nil {
 			return nil, err
 		}
@@ -360,17 +450,27 @@ func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool, pubIDs [][]
 		return err
 	}
 	f := &fetcher{s: s, guess: keyTypeEC}
+	noID := 0
 	for _, h := range privs {
 		var k Key
 		v, err := f.fetch(h, privateAttrs, 2, false, &k)
 		if err != nil {
 			return fmt.Errorf("private key object: %w", err)
 		}
+		if v[0] == nil {
+			// A key whose CKA_ID cannot be read cannot be told from one
+			// that is missing: the whole token is unknown, not a key gone.
+			noID++
+			continue
+		}
 		k.ID = hex.EncodeToString(v[0])
 		k.Label = string(v[1])
 		k.Type = keyTypeName(ulong(v[2]))
 		k.Sensitive, k.Extractable, k.NeverExtractable, k.Local = boolean(v[3]), boolean(v[4]), boolean(v[5]), boolean(v[6])
 		inv.Keys = append(inv.Keys, k)
+	}
+	if noID > 0 {
+		return &unreadableIDError{n: noID, of: len(privs), why: f.refused[AttrID]}
 	}
 	sort.SliceStable(inv.Keys, func(i, j int) bool { return inv.Keys[i].ID < inv.Keys[j].ID })
 	// Public objects give the fingerprint where the private object has no
@@ -398,6 +498,12 @@ func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool, pubIDs [][]
 		v, err := f.fetch(h, publicAttrs, 1, true, &pk)
 		if err != nil {
 			return fmt.Errorf("public key object: %w", err)
+		}
+		if len(v[0]) == 0 {
+			// A public key with no CKA_ID (or one withheld) belongs to no
+			// key that can be named: its private key stays without a
+			// fingerprint.
+			continue
 		}
 		id := hex.EncodeToString(v[0])
 		i := sort.Search(len(inv.Keys), func(i int) bool { return inv.Keys[i].ID >= id })
@@ -436,27 +542,60 @@ func setMaterial(kt uint64, attrs []Attr, vals [][]byte, k *Key) {
 	}
 }
 
+// refusal says whether code refuses some attributes of an object, not the
+// object or the session: the others are asked for one at a time.
+func refusal(code uint) bool {
+	return code == ckrAttributeTypeInvalid || code == ckrAttributeSensitive || code == ckrBufferTooSmall
+}
+
 // attributes fetches attrs in one call; where the token refuses the batch
-// because one attribute is invalid or sensitive, it asks one at a time and
-// leaves the refused ones nil.
-func attributes(s Session, h Handle, attrs []Attr) ([][]byte, error) {
-	v, err := s.Attributes(h, attrs)
+// because an attribute is invalid, sensitive or larger than it said, it
+// asks one at a time, leaves the refused ones nil and notes why.
+func (f *fetcher) attributes(h Handle, attrs []Attr) ([][]byte, error) {
+	v, err := f.s.Attributes(h, attrs)
 	if err == nil {
 		return v, nil
 	}
 	var e *Error
-	if !errors.As(err, &e) || (e.Code != ckrAttributeTypeInvalid && e.Code != ckrAttributeSensitive) {
+	if !errors.As(err, &e) || !refusal(e.Code) {
 		return nil, err
 	}
 	v = make([][]byte, len(attrs))
 	for i, a := range attrs {
-		one, err := s.Attributes(h, []Attr{a})
+		one, err := f.s.Attributes(h, []Attr{a})
 		if err == nil {
 			v[i] = one[0]
+			continue
+		}
+		if !errors.As(err, &e) || !refusal(e.Code) {
+			return nil, err
+		}
+		if f.refused == nil {
+			f.refused = map[Attr]error{}
+		}
+		if f.refused[a] == nil {
+			f.refused[a] = err
 		}
 	}
 	return v, nil
 }
+
+// unreadableIDError is a token that withheld the CKA_ID of some private
+// keys: which keys it holds cannot be said.
+type unreadableIDError struct {
+	n, of int
+	why   error
+}
+
+func (e *unreadableIDError) Error() string {
+	why := "withheld"
+	if e.why != nil {
+		why = e.why.Error()
+	}
+	return fmt.Sprintf("the CKA_ID of %d of %s could not be read (%s): which keys the token holds is unknown", e.n, human.Count(e.of, "private key"), why)
+}
+
+func (e *unreadableIDError) Unwrap() error { return e.why }
 
 func boolean(b []byte) bool { return len(b) > 0 && b[0] != 0 }
 

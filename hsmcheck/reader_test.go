@@ -133,3 +133,72 @@ func TestWireRequestPrintsNoPIN(t *testing.T) {
 		t.Errorf("the PIN does not cross to the child: %v %q", err, back.Tokens[0].PIN)
 	}
 }
+
+// A session that vanishes mid-read (an HA fail-over) is opened again once,
+// with the PIN the token accepted; one that vanishes again is an error,
+// not a partial listing.
+func TestReadReopensLostSessionOnce(t *testing.T) {
+	m, tok := oneToken(keySpec{ID: ecID, Type: "EC"}, keySpec{ID: rsaID, Type: "RSA", Bits: 1024})
+	m.sessionLostAt = 2
+	c, err := readWith(t, m, tok)
+	if err != nil || len(c.Keys) != 2 || m.logins != 2 {
+		t.Fatalf("got %v, %v after %d logins; want both keys after a second login", c, err, m.logins)
+	}
+	m, tok = oneToken(keySpec{ID: ecID, Type: "EC"}, keySpec{ID: rsaID, Type: "RSA", Bits: 1024})
+	m.sessionLostAt = 2
+	ms := NewModules(func(string) (Module, error) { return losingModule{m}, nil })
+	defer ms.Close()
+	_, err = ms.Read(tok, Request{})
+	if err == nil || !strings.Contains(err.Error(), "session lost again after it was opened anew: private key object: CKR_SESSION_HANDLE_INVALID") || m.logins != 2 {
+		t.Fatalf("got %v after %d logins; want an error after the one reopening", err, m.logins)
+	}
+}
+
+// losingModule loses every session it opens, at its first attribute read.
+type losingModule struct{ *fakeModule }
+
+func (l losingModule) Login(slot uint, pin string) (Session, error) {
+	s, err := l.fakeModule.Login(slot, pin)
+	if err == nil {
+		l.fakeModule.sessionLostAt = l.fakeModule.calls + 1
+	}
+	return s, err
+}
+
+// A CKA_ID the token withholds makes the token unknown, never its keys
+// missing.
+func TestReadWithheldIDIsNotMissing(t *testing.T) {
+	m, tok := oneToken(keySpec{ID: ecID, Type: "EC"})
+	m.refuse = map[Attr]bool{AttrID: true}
+	c, err := readWith(t, m, tok)
+	if err == nil || !strings.Contains(err.Error(), "the CKA_ID of 1 of 1 private key could not be read (CKR_ATTRIBUTE_SENSITIVE)") {
+		t.Fatalf("got %v, %v; want the token unknown", c, err)
+	}
+	// A withheld label is no reason: the keys are read.
+	m, tok = oneToken(keySpec{ID: ecID, Type: "EC"})
+	m.refuse = map[Attr]bool{AttrLabel: true}
+	if c, err := readWith(t, m, tok); err != nil || len(c.Keys) != 1 || c.Keys[0].Fingerprint == "" {
+		t.Fatalf("got %v, %v; want the key with its fingerprint", c, err)
+	}
+}
+
+func TestSameLabel(t *testing.T) {
+	long := strings.Repeat("é", 20) // 40 bytes: the token keeps 32
+	for _, c := range []struct {
+		conf, token string
+		same        bool
+	}{
+		{"ods-a", "ods-a", true},
+		{"ods-a ", "ods-a", true},
+		{"ods-a", "ods-a\x00\x00", true},
+		{"ods-a", "ods-b", false},
+		{" ods-a", "ods-a", false},
+		{"zoné", "zoné", true},
+		{long, long[:32], true},
+		{long, long[:30], false},
+	} {
+		if got := SameLabel(c.conf, c.token); got != c.same {
+			t.Errorf("SameLabel(%q, %q) = %v, want %v", c.conf, c.token, got, c.same)
+		}
+	}
+}

@@ -68,6 +68,17 @@ const (
 // 0.3 s there, seconds on a disk; BenchmarkSnapshot), else under /tmp. A
 // TMPDIR this user cannot write (another user's) is passed over.
 func snapshotFolder() (string, error) {
+	dir, err := inCopyPlace(func(p string) (string, error) { return os.MkdirTemp(p, "ods-keyguard-read-") })
+	if err != nil {
+		return "", fmt.Errorf("no folder for a copy of the SoftHSMv2 tokens, which are not read in place (set TMPDIR to a folder this user may write): %w", err)
+	}
+	return dir, nil
+}
+
+// inCopyPlace makes a folder for copies with mk in the first place where
+// it can: TMPDIR when it is set, /dev/shm, /tmp. The error is the first
+// place's.
+func inCopyPlace(mk func(place string) (string, error)) (string, error) {
 	var places []string
 	if d := os.Getenv("TMPDIR"); d != "" {
 		places = append(places, d)
@@ -75,7 +86,7 @@ func snapshotFolder() (string, error) {
 	places = append(places, "/dev/shm", "/tmp")
 	var first error
 	for _, p := range places {
-		dir, err := os.MkdirTemp(p, "ods-keyguard-read-")
+		dir, err := mk(p)
 		if err == nil {
 			return dir, nil
 		}
@@ -83,41 +94,58 @@ func snapshotFolder() (string, error) {
 			first = err
 		}
 	}
-	return "", fmt.Errorf("no folder for a copy of the SoftHSMv2 tokens, which are not read in place (set TMPDIR to a folder this user may write): %w", first)
+	return "", first
 }
 
-// snapshotOpener wraps open: a SoftHSMv2 module is opened on a fresh copy
-// of its tokens, made in a new folder under dir, which the module's Close
-// removes. Every open makes a new copy, so a read that is tried again
-// sees the token as it is then. A configuration that allows no copy is
-// read in place; without dir, a SoftHSMv2 module is not opened at all
-// (unavailable says why): another module is opened as it is.
+// snapshotOpener wraps open: a module that is, or may be, SoftHSMv2 is
+// opened on a copy of its tokens. A module is SoftHSMv2 by its file name,
+// or by what it says it is once open (C_GetInfo: a wrapper or p11-kit's
+// proxy in front of SoftHSMv2); so wherever a SoftHSMv2 configuration is
+// in reach ($SOFTHSM2_CONF, or its default file), the copy is made before
+// C_Initialize, where SoftHSMv2 reads it, and given up once the module
+// says it is something else. The copy is the kept one, brought up to date
+// (snapcache.go), or, when another process holds it, a fresh one in a new
+// folder under dir, removed when the module is closed. A configuration
+// that allows no copy is read in place (errNoSnapshot); without dir and
+// without the kept copy, such a module is not opened at all (unavailable
+// says why): another module is opened as it is.
 func snapshotOpener(open Opener, dir, unavailable string) Opener {
 	n := 0
 	return func(path string) (Module, error) {
-		if !isSoftHSM(path) {
-			return open(path)
-		}
-		if dir == "" {
-			if unavailable == "" {
-				unavailable = "no folder for a copy of the SoftHSMv2 tokens, which are not read in place"
-			}
-			return nil, errors.New(unavailable)
-		}
+		named := isSoftHSM(path)
 		orig, set := os.LookupEnv("SOFTHSM2_CONF")
 		conf := orig
 		if conf == "" {
 			conf = softHSMConf
 		}
-		n++
-		sub := filepath.Join(dir, strconv.Itoa(n))
-		copyConf, err := snapshotSoftHSM(conf, sub)
+		if !named && !exists(conf) {
+			return open(path)
+		}
+		copyConf, release, err := keptSnapshot(conf)
+		if err != nil && !errors.Is(err, errNoSnapshot) {
+			// The kept copy is in use or cannot be kept: a copy of this
+			// run's own.
+			if dir == "" {
+				if unavailable == "" {
+					unavailable = "no folder for a copy of the SoftHSMv2 tokens, which are not read in place"
+				}
+				if !named {
+					unavailable = fmt.Sprintf("module %s may be SoftHSMv2 behind a wrapper (a SoftHSMv2 configuration, %s, is in reach), and %s", path, conf, unavailable)
+				}
+				return nil, errors.New(unavailable)
+			}
+			n++
+			sub := filepath.Join(dir, strconv.Itoa(n))
+			copyConf, err = snapshotSoftHSM(conf, sub)
+			release = func() { os.RemoveAll(sub) }
+			if err != nil {
+				release()
+			}
+		}
 		if errors.Is(err, errNoSnapshot) {
-			os.RemoveAll(sub)
 			return open(path)
 		}
 		if err != nil {
-			os.RemoveAll(sub)
 			return nil, err
 		}
 		// SoftHSMv2 reads SOFTHSM2_CONF in C_Initialize; the original is
@@ -130,22 +158,41 @@ func snapshotOpener(open Opener, dir, unavailable string) Opener {
 			os.Unsetenv("SOFTHSM2_CONF")
 		}
 		if err != nil {
-			os.RemoveAll(sub)
+			release()
 			return nil, err
 		}
-		return snapshotModule{m, sub}, nil
+		if !named && !saysSoftHSM(m) {
+			release()
+			return m, nil
+		}
+		return snapshotModule{m, release}, nil
 	}
 }
 
-// snapshotModule is a module reading a copy, removed when it is closed.
+// saysSoftHSM reports whether an open module says it is SoftHSMv2.
+func saysSoftHSM(m Module) bool {
+	info, err := m.Info()
+	if err != nil {
+		// Unknown: kept on the copy, which is safe either way.
+		return true
+	}
+	return strings.HasPrefix(info.Manufacturer, "SoftHSM") || strings.Contains(info.Description, "SoftHSM")
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// snapshotModule is a module reading a copy, let go when it is closed.
 type snapshotModule struct {
 	Module
-	dir string
+	release func()
 }
 
 func (m snapshotModule) Close() error {
 	err := m.Module.Close()
-	os.RemoveAll(m.dir)
+	m.release()
 	return err
 }
 
@@ -157,9 +204,30 @@ func (m snapshotModule) Close() error {
 // so that such a key is UNKNOWN, never missing); an object file that keeps
 // changing without ever reading whole is a *BusyError.
 func snapshotSoftHSM(conf, dir string) (string, error) {
+	copyConf, _, err := updateSnapshot(conf, dir, manifest{})
+	return copyConf, err
+}
+
+// manifest is what a copy holds, by the live object file's path: the
+// stamp of the live file when it was read, and of the copy as it was
+// written. A copy whose stamp moved was written since (SoftHSMv2 writes
+// the token it reads: the copy, at login and when it stores an
+// attribute's default; a reader killed in the middle leaves it cut
+// short): it is copied again, like a live file that changed.
+type manifest map[string]copied
+
+type copied struct {
+	Src  stamp `json:"src"`
+	Copy stamp `json:"copy"`
+}
+
+// updateSnapshot is snapshotSoftHSM on a folder that may hold an earlier
+// copy, made with old: only what changed since is read.
+func updateSnapshot(conf, dir string, old manifest) (string, manifest, error) {
+	now := manifest{}
 	text, _, err := readRegular(conf, 1<<20)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errNoSnapshot, err)
+		return "", nil, fmt.Errorf("%w: %v", errNoSnapshot, err)
 	}
 	tokendir, backend := "/var/lib/softhsm/tokens/", "file"
 	var lines []string
@@ -179,55 +247,79 @@ func snapshotSoftHSM(conf, dir string) (string, error) {
 	}
 	if backend != "file" {
 		// The database object store has transactions of its own.
-		return "", fmt.Errorf("%w: object store %q", errNoSnapshot, backend)
+		return "", nil, fmt.Errorf("%w: object store %q", errNoSnapshot, backend)
 	}
 	entries, err := os.ReadDir(tokendir)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errNoSnapshot, err)
+		return "", nil, fmt.Errorf("%w: %v", errNoSnapshot, err)
 	}
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.MkdirAll(tokens, 0o700); err != nil {
-		return "", fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		return "", nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
 	}
+	live := map[string]bool{}
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
-		if err := copyTokenFolder(filepath.Join(tokendir, e.Name()), filepath.Join(tokens, e.Name())); err != nil {
-			return "", err
+		live[e.Name()] = true
+		if err := copyTokenFolder(filepath.Join(tokendir, e.Name()), filepath.Join(tokens, e.Name()), old, now); err != nil {
+			return "", nil, err
+		}
+	}
+	// Token folders gone from the live store are gone from the copy.
+	if have, err := os.ReadDir(tokens); err == nil {
+		for _, e := range have {
+			if !live[e.Name()] {
+				os.RemoveAll(filepath.Join(tokens, e.Name()))
+			}
 		}
 	}
 	copyConf := filepath.Join(dir, "softhsm2.conf")
 	lines = append(lines, "directories.tokendir = "+tokens+"/")
 	if err := os.WriteFile(copyConf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		return "", nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
 	}
-	return copyConf, nil
+	return copyConf, now, nil
 }
 
 // copyTokenFolder copies one token's object files (token.object and
 // UUID.object), each once it reads as a whole object file. The lock files
 // and the generation file are SoftHSMv2's own bookkeeping: it makes them
-// again in the copy.
-func copyTokenFolder(src, dst string) error {
+// again in the copy. A file whose stamp is the one old recorded when it
+// was copied into dst before is not read again; object files of dst whose
+// source is gone are removed. The stamps of what dst now holds go into
+// now.
+func copyTokenFolder(src, dst string, old, now manifest) error {
 	entries, err := os.ReadDir(src)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
 			// SoftHSMv2 skips a folder it cannot read (softHSMHint says
 			// so), and one removed meanwhile is no token.
+			os.RemoveAll(dst)
 			return nil
 		}
 		return fmt.Errorf("SoftHSMv2 token folder %s: %w", src, err)
 	}
-	if err := os.Mkdir(dst, 0o700); err != nil {
+	if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
 	}
+	keep := map[string]bool{}
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".object") || !e.Type().IsRegular() {
 			continue
 		}
-		b, err := readObjectFile(filepath.Join(src, name))
+		from, to := filepath.Join(src, name), filepath.Join(dst, name)
+		if was, ok := old[from]; ok {
+			fi, err := os.Lstat(from)
+			ci, cerr := os.Lstat(to)
+			if err == nil && cerr == nil && stampOf(fi) == was.Src && stampOf(ci) == was.Copy {
+				now[from], keep[name] = was, true
+				continue
+			}
+		}
+		b, st, err := readObjectFile(from)
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errDeadFile) || errors.Is(err, fs.ErrPermission) {
 			// Destroyed while we copied, no object for SoftHSMv2 either, or
 			// one it would skip unseen as well: unreadableObjects names
@@ -237,8 +329,25 @@ func copyTokenFolder(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dst, name), b, 0o600); err != nil {
+		if err := os.WriteFile(to+".new", b, 0o600); err != nil {
 			return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		}
+		if err := os.Rename(to+".new", to); err != nil {
+			return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		}
+		ci, err := os.Lstat(to)
+		if err != nil {
+			return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		}
+		now[from], keep[name] = copied{Src: st, Copy: stampOf(ci)}, true
+	}
+	copied, err := os.ReadDir(dst)
+	if err != nil {
+		return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+	}
+	for _, e := range copied {
+		if strings.HasSuffix(e.Name(), ".object") && !keep[e.Name()] {
+			os.Remove(filepath.Join(dst, e.Name()))
 		}
 	}
 	return nil
@@ -249,24 +358,24 @@ func copyTokenFolder(src, dst string) error {
 // that does not parse and has not changed for deadFile is no object, for
 // SoftHSMv2 either (a writer killed in that moment leaves it so): it is
 // left out (errDeadFile). One that keeps changing is a *BusyError.
-func readObjectFile(path string) ([]byte, error) {
+func readObjectFile(path string) ([]byte, stamp, error) {
 	for attempt := 0; attempt < snapshotAttempts; attempt++ {
-		b, mtime, err := readRegular(path, maxObjectFile)
+		b, st, err := readStamped(path, maxObjectFile)
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
-				return nil, err
+				return nil, stamp{}, err
 			}
-			return nil, fmt.Errorf("SoftHSMv2 object file: %w", err)
+			return nil, stamp{}, fmt.Errorf("SoftHSMv2 object file: %w", err)
 		}
 		if wholeObjectFile(b) {
-			return b, nil
+			return b, st, nil
 		}
-		if time.Since(mtime) > deadFile {
-			return nil, errDeadFile
+		if time.Since(time.Unix(0, st.Mtime)) > deadFile {
+			return nil, stamp{}, errDeadFile
 		}
 		time.Sleep(snapshotBackoff * time.Duration(1+attempt/4))
 	}
-	return nil, &BusyError{Path: path}
+	return nil, stamp{}, &BusyError{Path: path}
 }
 
 // deadFile is how long an object file that does not parse must have been
@@ -278,29 +387,56 @@ var errDeadFile = errors.New("not an object file")
 // readRegular reads a regular file of at most limit bytes, without
 // blocking on a FIFO, and returns its modification time.
 func readRegular(path string, limit int64) ([]byte, time.Time, error) {
+	b, st, err := readStamped(path, limit)
+	return b, time.Unix(0, st.Mtime), err
+}
+
+// stamp is what tells a version of a file from another without reading
+// it: inode, size, modification time, and the inode's change time
+// (nanoseconds), which a chmod or chown moves too: a file this user may
+// no longer read is not kept from when it could.
+type stamp struct {
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime"`
+	Ctime int64  `json:"ctime"`
+}
+
+func stampOf(fi os.FileInfo) stamp {
+	st := stamp{Size: fi.Size(), Mtime: fi.ModTime().UnixNano()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.Ino = sys.Ino
+		st.Ctime = sys.Ctim.Sec*1e9 + sys.Ctim.Nsec
+	}
+	return st
+}
+
+// readStamped is readRegular with the file's stamp as it was before the
+// read: a file written after that has another stamp the next time.
+func readStamped(path string, limit int64) ([]byte, stamp, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, stamp{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, stamp{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, time.Time{}, fmt.Errorf("%s: not a regular file", path)
+		return nil, stamp{}, fmt.Errorf("%s: not a regular file", path)
 	}
 	if fi.Size() > limit {
-		return nil, time.Time{}, fmt.Errorf("%s: larger than %d bytes", path, limit)
+		return nil, stamp{}, fmt.Errorf("%s: larger than %d bytes", path, limit)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("%s: %w", path, err)
+		return nil, stamp{}, fmt.Errorf("%s: %w", path, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, time.Time{}, fmt.Errorf("%s: larger than %d bytes", path, limit)
+		return nil, stamp{}, fmt.Errorf("%s: larger than %d bytes", path, limit)
 	}
-	return b, fi.ModTime(), nil
+	return b, stampOf(fi), nil
 }
 
 // wholeObjectFile reports whether b is a complete SoftHSMv2 object file:

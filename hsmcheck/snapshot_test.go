@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/p11quirks"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
@@ -105,12 +106,31 @@ func folderState(t *testing.T, dir string) []string {
 // another process caches it): that last write put a half-made copy over a
 // key the enforcer had just finished, in the experiment of BENCHMARKS.md.
 // Here the public key lacks CKA_COPYABLE, as a reader's stale copy would.
+// SoftHSMv2 behind a wrapper (the lab's quirks module, without knobs, as
+// p11-kit's proxy would be) is known by what it says it is, and read from
+// a copy all the same.
 func TestReadingLeavesTheTokenAlone(t *testing.T) {
+	t.Run("SoftHSMv2", func(t *testing.T) { readingLeavesTheTokenAlone(t, false) })
+	t.Run("SoftHSMv2 behind a wrapper", func(t *testing.T) { readingLeavesTheTokenAlone(t, true) })
+}
+
+func readingLeavesTheTokenAlone(t *testing.T, wrapped bool) {
 	b := needSoftHSM(t)
+	so := ""
+	if wrapped {
+		sandbox.NeedTools(t, "gcc")
+		var err error
+		so, err = p11quirks.Build()
+		must(t, err)
+	}
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // where the reader makes its copy
 	toks, pubs := b.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: ecID, Type: "EC"}, {ID: rsaID, Type: "RSA", Bits: 1024}}})
 	dir := tokenFolder(t, toks[0].Env["SOFTHSM2_CONF"])
+	if wrapped {
+		toks[0].Env["P11QUIRKS_MODULE"] = toks[0].Module
+		toks[0].Module = so
+	}
 
 	stripped := false
 	files, _ := filepath.Glob(filepath.Join(dir, "*.object"))
@@ -151,8 +171,80 @@ func TestReadingLeavesTheTokenAlone(t *testing.T) {
 	if after := folderState(t, dir); strings.Join(after, "\n") != strings.Join(before, "\n") {
 		t.Errorf("the token folder changed:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
-	if left, _ := os.ReadDir(tmp); len(left) != 0 {
-		t.Errorf("the copy was left behind: %v", left)
+	// The kept copy stays, this user's alone; no other folder does.
+	left, _ := os.ReadDir(tmp)
+	if len(left) != 1 || left[0].Name() != fmt.Sprintf("ods-keyguard-copies-%d", os.Geteuid()) {
+		t.Errorf("left behind: %v", left)
+	}
+	if fi, err := os.Stat(filepath.Join(tmp, left[0].Name())); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the kept copy's folder: %v %v", fi.Mode(), err)
+	}
+	// A second read updates the kept copy: the same answer, and still no
+	// write to the token.
+	res = reader(t).Read(context.Background(), toks, Request{})[0]
+	must(t, res.Err)
+	if ec, n := res.Contents.Find(ecID); n != 1 || ec.Fingerprint != FingerprintDNSKEY(pubs[ecID]) || len(res.Contents.Keys) != 2 {
+		t.Fatalf("read again %+v", res.Contents.Keys)
+	}
+	if after := folderState(t, dir); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Errorf("the token folder changed on the second read")
+	}
+}
+
+// The kept copy follows the token: a key added, a key deleted, an object
+// file that the reader's SoftHSMv2 rewrote in the copy, a manifest lost.
+func TestKeptCopyFollowsTheToken(t *testing.T) {
+	b := needSoftHSM(t)
+	t.Setenv("TMPDIR", t.TempDir())
+	toks, _ := b.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: ecID, Type: "EC"}}})
+	conf := toks[0].Env["SOFTHSM2_CONF"]
+	read := func() []string {
+		t.Helper()
+		res := reader(t).Read(context.Background(), toks, Request{NoPublic: true})[0]
+		must(t, res.Err)
+		var ids []string
+		for _, k := range res.Contents.Keys {
+			ids = append(ids, k.ID)
+		}
+		return ids
+	}
+	if got := read(); strings.Join(got, " ") != ecID {
+		t.Fatalf("first read: %v", got)
+	}
+	must(t, sandbox.PKCS11Tool(conf, "ods-a", "1234", "--keypairgen", "--key-type", "EC:prime256v1", "--id", "ab", "--label", "ab"))
+	if got := read(); strings.Join(got, " ") != ecID+" ab" {
+		t.Fatalf("after a key was added: %v", got)
+	}
+	// The copy's own files cut short, as by a reader killed while
+	// SoftHSMv2 rewrote them: made again from the token.
+	copies, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "ods-keyguard-copies-*", "*", "tokens", "*", "*.object"))
+	if len(copies) == 0 {
+		t.Fatal("no kept copy")
+	}
+	for _, c := range copies {
+		must(t, os.WriteFile(c, nil, 0o600))
+	}
+	if got := read(); strings.Join(got, " ") != ecID+" ab" {
+		t.Fatalf("after the copy was cut short: %v", got)
+	}
+	must(t, sandbox.PKCS11Tool(conf, "ods-a", "1234", "--delete-object", "--type", "privkey", "--id", "ab"))
+	manifests, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "ods-keyguard-copies-*", "*", "manifest.json"))
+	for _, m := range manifests {
+		must(t, os.Remove(m))
+	}
+	if got := read(); strings.Join(got, " ") != ecID {
+		t.Fatalf("after a key was deleted and the manifest lost: %v", got)
+	}
+	// A kept copy whose configuration is gone is swept by the next read.
+	other, err := sandbox.SoftHSM(filepath.Join(t.TempDir(), "other"))
+	must(t, err)
+	_, release, err := keptSnapshot(other)
+	must(t, err)
+	release()
+	must(t, os.RemoveAll(filepath.Dir(other)))
+	read()
+	if kept, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "ods-keyguard-copies-*", "*", "source")); len(kept) != 1 {
+		t.Errorf("kept copies after the sweep: %v", kept)
 	}
 }
 
@@ -185,7 +277,7 @@ func TestSnapshotHalfWrittenFiles(t *testing.T) {
 	// the machine's load.
 	future := time.Now().Add(time.Hour)
 	must(t, os.Chtimes(dead, future, future))
-	_, err = readObjectFile(dead)
+	_, _, err = readObjectFile(dead)
 	var busy *BusyError
 	if !errors.As(err, &busy) || !transient(err) || err.Error() != "SoftHSMv2 object file "+dead+" is being written (empty or cut short each time it was read)" {
 		t.Fatalf("got %v", err)
@@ -220,17 +312,31 @@ func TestWholeObjectFile(t *testing.T) {
 	}
 }
 
-// Without a folder for the copy a SoftHSMv2 token is not read at all:
-// read in place it could destroy the key being generated. Other modules
-// are opened as they are.
+// Without a folder for a copy, its kept copy in use by another process, a
+// SoftHSMv2 token is not read at all: read in place it could destroy the
+// key being generated. Nor is another module where a SoftHSMv2
+// configuration is in reach (it may be SoftHSMv2 behind a wrapper);
+// without one, another module is opened as it is.
 func TestNoSnapshotFolder(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	conf, err := sandbox.SoftHSM(filepath.Join(t.TempDir(), "softhsm"))
+	must(t, err)
+	t.Setenv("SOFTHSM2_CONF", conf)
+	_, release, err := keptSnapshot(conf)
+	must(t, err)
+	defer release()
 	opened := ""
 	open := func(path string) (Module, error) { opened = path; return nil, errors.New("opened") }
 	o := snapshotOpener(open, "", "no folder for a copy")
 	if _, err := o(softhsmModule); err == nil || err.Error() != "no folder for a copy" || opened != "" {
 		t.Errorf("SoftHSMv2: %v, opened %q", err, opened)
 	}
-	if _, err := o("/usr/lib/x86_64-linux-gnu/libcs_pkcs11_R3.so"); err == nil || err.Error() != "opened" {
+	other := "/usr/lib/x86_64-linux-gnu/libcs_pkcs11_R3.so"
+	if _, err := o(other); err == nil || err.Error() != "module "+other+" may be SoftHSMv2 behind a wrapper (a SoftHSMv2 configuration, "+conf+", is in reach), and no folder for a copy" || opened != "" {
+		t.Errorf("another module, SoftHSMv2 in reach: %v, opened %q", err, opened)
+	}
+	t.Setenv("SOFTHSM2_CONF", filepath.Join(t.TempDir(), "none.conf"))
+	if _, err := o(other); err == nil || err.Error() != "opened" {
 		t.Errorf("another module: %v", err)
 	}
 }
@@ -241,6 +347,42 @@ func TestNoSnapshotFolder(t *testing.T) {
 // the reader copies unless TMPDIR is set). The object files are copies of
 // one key pair's; the copy does not care.
 func BenchmarkSnapshot(b *testing.B) {
+	conf := bigToken(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(b.TempDir(), "copy")
+		if _, err := snapshotSoftHSM(conf, dir); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkKeptSnapshot brings the kept copy of the same token folder up
+// to date when nothing changed: what a run pays with the kept copy.
+func BenchmarkKeptSnapshot(b *testing.B) {
+	conf := bigToken(b)
+	b.Setenv("TMPDIR", b.TempDir())
+	_, release, err := keptSnapshot(conf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	release()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, release, err := keptSnapshot(conf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		release()
+	}
+}
+
+// bigToken makes a token folder of 20,002 object files, as SoftHSMv2 keeps
+// 10,000 key pairs, and returns its configuration.
+func bigToken(b *testing.B) string {
 	if _, err := os.Stat(softhsmModule); err != nil {
 		sandbox.Missing(b, "needs SoftHSMv2 (%v)", err)
 	}
@@ -279,14 +421,5 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		}
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		dir := filepath.Join(b.TempDir(), "copy")
-		if _, err := snapshotSoftHSM(conf, dir); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		os.RemoveAll(dir)
-		b.StartTimer()
-	}
+	return conf
 }

@@ -20,6 +20,23 @@ func isSoftHSM(module string) bool {
 	return strings.Contains(strings.ToLower(filepath.Base(module)), "softhsm")
 }
 
+// mayBeSoftHSM says whether t's module is SoftHSMv2 by its name, or may be
+// behind a wrapper: a SoftHSMv2 configuration is in reach of its reader.
+func mayBeSoftHSM(t Token) bool {
+	if isSoftHSM(t.Module) {
+		return true
+	}
+	conf := t.Env["SOFTHSM2_CONF"]
+	if conf == "" {
+		conf = os.Getenv("SOFTHSM2_CONF")
+	}
+	if conf == "" {
+		conf = softHSMConf
+	}
+	_, err := os.Stat(conf)
+	return err == nil
+}
+
 // softHSMTokenDir is SoftHSMv2's token folder (directories.tokendir) in
 // the configuration this process's environment names, or "" with a hint
 // when the configuration cannot be read.
@@ -100,8 +117,8 @@ func softHSMSerial(uuid string) string {
 // listed (softHSMHint speaks of that). Without a folder named for serial,
 // every token folder is looked at: a wrong UNKNOWN costs less than a wrong
 // "missing".
-func unreadableObjects(module, serial string) error {
-	if !isSoftHSM(module) || os.Geteuid() == 0 {
+func unreadableObjects(softhsm bool, serial string) error {
+	if !softhsm || os.Geteuid() == 0 {
 		return nil
 	}
 	dir, _ := softHSMTokenDir()

@@ -75,6 +75,11 @@ type stoppableModule struct {
 	g *stopLatch
 }
 
+func (m stoppableModule) Info() (mi ModuleInfo, err error) {
+	err = m.g.call(func() error { mi, err = m.m.Info(); return err })
+	return
+}
+
 func (m stoppableModule) Tokens() (ts []TokenInfo, err error) {
 	err = m.g.call(func() error { ts, err = m.m.Tokens(); return err })
 	return

@@ -50,6 +50,11 @@ type Request struct {
 	// the same (a search per key): the KSKs and CSKs whose DS check matches
 	// against the parent's by digest.
 	PublicIDs []string `json:"public_ids,omitempty"`
+	// Expect are the keys the caller expects on the tokens (CKA_ID, hex):
+	// a source that answers from a record (inventory.Recorded) reads those
+	// the record lacks from the token itself, so that a key made after
+	// the record is not taken for a key gone. A live read ignores it.
+	Expect []string `json:"-"`
 }
 
 // Logins is what a token's logins are cleared by before a child logs in,

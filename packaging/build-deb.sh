@@ -47,7 +47,8 @@ install -m 0644 packaging/icinga2-ods-keyguard.conf "$root/usr/share/icinga2/inc
 "$root/usr/sbin/ods-keyguard" __bash-completion > "$root/usr/share/bash-completion/completions/ods-keyguard"
 chmod 0644 "$root/usr/share/bash-completion/completions/ods-keyguard"
 install -m 0644 packaging/ods-keyguard-textfile.service packaging/ods-keyguard-textfile.timer \
-	packaging/ods-keyguard-parent-sync.service packaging/ods-keyguard-parent-sync.timer "$root/lib/systemd/system/"
+	packaging/ods-keyguard-parent-sync.service packaging/ods-keyguard-parent-sync.timer \
+	packaging/ods-keyguard-scan.service packaging/ods-keyguard-scan.timer "$root/lib/systemd/system/"
 install -m 0644 conf.toml.example "$doc/examples/keyguard.toml"
 install -m 0644 packaging/ods-keyguard.rules.yml "$doc/examples/ods-keyguard.rules.yml"
 install -m 0644 packaging/ods-keyguard.rules.test.yml "$doc/examples/ods-keyguard.rules.test.yml"

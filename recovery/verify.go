@@ -105,6 +105,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token, backups ...
 	}
 	onSome := map[string]bool{}
 	gone := map[string]LostKey{} // repository/locator: on no backup token either
+	// Keys found whose public key the token did not show (no public object
+	// under their CKA_ID): present, but not compared with the record.
+	uncompared := 0
 	for _, t := range tokens {
 		r := Restored{Name: t.Name, Kind: t.Kind, Repository: t.Repository, Serial: t.Serial, Missing: []LostKey{}, Differs: []LostKey{}}
 		var locs []string
@@ -131,6 +134,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token, backups ...
 				r.Differs = append(r.Differs, describe(st, cov, t.Repository, rec))
 			default:
 				onSome[t.Repository+"/"+l] = true
+				if rec.Fingerprint != "" && fp == "" {
+					uncompared++
+				}
 			}
 			v.Checked++
 		}
@@ -184,6 +190,9 @@ func Verify(st *enforcer.State, store *ledger.Store, tokens []Token, backups ...
 			keys += len(want[repo])
 		}
 		v.Summary = fmt.Sprintf("restore complete: %s checked on %s, all present with the same public keys", human.Count(keys, "backed-up key"), human.Count(len(v.HSMs), "HSM"))
+		if uncompared > 0 {
+			v.Summary = fmt.Sprintf("restore complete: %s checked on %s, all present; %d of them without a public key object under their CKA_ID on the token, not compared with the ceremony's record", human.Count(keys, "backed-up key"), human.Count(len(v.HSMs), "HSM"), uncompared)
+		}
 	default:
 		missing := 0
 		for _, h := range v.HSMs {

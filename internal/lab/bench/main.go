@@ -36,10 +36,11 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
 	race := flag.Int("race", 0, "instead: the SoftHSMv2 concurrency experiment, this many runs per reader kind")
 	raceKeys := flag.Int("race-keys", 150, "about this many keys per generation")
-	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool,pkcs11-tool-nologin", "reader kinds: none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin")
+	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool,pkcs11-tool-nologin", "reader kinds: none, keyguard, keyguard-fixed, keyguard-wrapped, pkcs11-tool, pkcs11-tool-nologin")
 	raceFixed := flag.String("race-fixed", "", "an ods-keyguard built with the fix, for keyguard-fixed")
 	raceTag := flag.String("race-tag", "experiment", "names the BENCHMARKS.md section")
 	raceLog := flag.String("race-log", "", "append each run as a JSON line to this file")
+	hsm := flag.String("hsm", "", "instead: PKCS#11 calls and wall time through the quirks module at these key counts (comma separated), 0, 1 and 5 ms a call")
 	raceListMode := flag.Bool("race-list", false, "internal: list token ods-a's objects as JSON (SOFTHSM2_CONF)")
 	raceRender := flag.String("race-render", "", "instead of running: write the section from this -race-log")
 	raceTook := flag.Duration("race-took", 0, "with -race-render: how long the runs took")
@@ -94,6 +95,24 @@ func main() {
 			fatal(err)
 		}
 		if err := writeLedger(*out, bin, t); err != nil {
+			fatal(err)
+		}
+		return
+	}
+	if *hsm != "" {
+		var tables []string
+		for _, f := range strings.Split(*hsm, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				fatal(fmt.Errorf("-hsm %q: %w", f, err))
+			}
+			t, err := benchHSM(bin, n, *runs, []int{0, 1, 5})
+			if err != nil {
+				fatal(err)
+			}
+			tables = append(tables, t)
+		}
+		if err := writeHSM(*out, bin, strings.Join(tables, "\n"), *runs); err != nil {
 			fatal(err)
 		}
 		return

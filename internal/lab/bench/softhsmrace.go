@@ -24,6 +24,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/p11quirks"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
@@ -33,6 +34,8 @@ type raceCondition struct {
 	// loops are the commands run over and over, each loop in a goroutine
 	// of its own, while the enforcer generates.
 	loops [][]string
+	// conf is added to the readers' keyguard.toml.
+	conf string
 }
 
 // raceRun is what one generation left behind.
@@ -77,6 +80,19 @@ func raceConditions(names []string, bin, fixed string) ([]raceCondition, error) 
 				{b, "--config", "CONFIG", "verify"},
 				{b, "--config", "CONFIG", "check", "-t", "30"},
 			}})
+		case "keyguard-wrapped":
+			// The same token read a second time as a mirror through a
+			// wrapper module (the lab's quirks module, no knobs), whose
+			// file name does not say SoftHSMv2: the reader must know it
+			// by C_GetInfo and read a copy.
+			so, err := p11quirks.Build()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, raceCondition{name: n, loops: [][]string{
+				{bin, "--config", "CONFIG", "verify"},
+				{bin, "--config", "CONFIG", "check", "-t", "30"},
+			}, conf: fmt.Sprintf("\n[[mirror]]\nrepository = \"SoftHSM\"\nname = \"wrapped\"\nmodule = %q\ntoken_label = \"ods-a\"\nenv = { P11QUIRKS_MODULE = %q }\n", so, sandbox.Module)})
 		case "pkcs11-tool":
 			login := append(append([]string(nil), p11...), "--login", "--pin", sandbox.PIN, "-O")
 			out = append(out, raceCondition{name: n, loops: [][]string{login, login}})
@@ -84,7 +100,7 @@ func raceConditions(names []string, bin, fixed string) ([]raceCondition, error) 
 			nologin := append(append([]string(nil), p11...), "-O")
 			out = append(out, raceCondition{name: n, loops: [][]string{nologin, nologin}})
 		default:
-			return nil, fmt.Errorf("unknown reader kind %q (none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin)", n)
+			return nil, fmt.Errorf("unknown reader kind %q (none, keyguard, keyguard-fixed, keyguard-wrapped, pkcs11-tool, pkcs11-tool-nologin)", n)
 		}
 	}
 	return out, nil
@@ -150,7 +166,7 @@ func raceOnce(self string, c raceCondition, n int) (r raceRun) {
 		return r
 	}
 	cfg := filepath.Join(dir, "keyguard.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("opendnssec_conf = %q\nstate_dir = %q\n", e.Conf, filepath.Join(dir, "state"))), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("opendnssec_conf = %q\nstate_dir = %q\n%s", e.Conf, filepath.Join(dir, "state"), c.conf)), 0o600); err != nil {
 		e.Close()
 		r.Err = err.Error()
 		return r
@@ -530,6 +546,8 @@ func raceName(c raceCondition) string {
 		return "`ods-keyguard verify` and `check`, one loop each"
 	case "keyguard-fixed":
 		return "`ods-keyguard verify` and `check` with the fix, one loop each"
+	case "keyguard-wrapped":
+		return "`ods-keyguard verify` and `check`, one loop each, the token also read as a mirror through a wrapper module"
 	case "pkcs11-tool":
 		return "`pkcs11-tool --login -O`, two loops"
 	case "pkcs11-tool-nologin":
