@@ -82,6 +82,14 @@ var mysqlTables = []string{
 		doc LONGTEXT NOT NULL,
 		sha256 CHAR(64) NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS keyguard_publish (
+		seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+		id VARCHAR(191) NOT NULL UNIQUE,
+		zone VARCHAR(255) NOT NULL,
+		doc LONGTEXT NOT NULL,
+		sha256 CHAR(64) NOT NULL,
+		INDEX keyguard_publish_zone (zone, seq)
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS keyguard_lock_holder (
 		conn BIGINT UNSIGNED NOT NULL PRIMARY KEY,
 		host VARCHAR(255) NOT NULL,
@@ -845,8 +853,9 @@ func (m *mysqlLedger) counts(ctx context.Context) (open, history, events int, er
 	return open, history, events, nil
 }
 
-// importAll writes a whole ledger into this empty one, in one transaction.
-func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent) error {
+// importAll writes a whole ledger into this empty one, in one transaction:
+// the publish gate's records too.
+func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent, pubs []PublishRecord) error {
 	return m.inTx(ctx, func(tx *sql.Tx) error {
 		for _, c := range open {
 			doc, sum, err := seal(c)
@@ -867,6 +876,9 @@ func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, 
 				return err
 			}
 		}
-		return insertEvents(ctx, tx, evs)
+		if err := insertEvents(ctx, tx, evs); err != nil {
+			return err
+		}
+		return insertPublish(ctx, tx, pubs)
 	})
 }

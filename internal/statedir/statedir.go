@@ -16,6 +16,7 @@
 package statedir
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -393,4 +394,75 @@ func unwrapPath(err error) error {
 		return le.Err
 	}
 	return err
+}
+
+// SafeName turns a name from outside (a zone's, say) into a file name of
+// its own in a state folder: lower case, without a final dot, every byte
+// but letters, digits, '-', '_' and an inner '.' written %XX, the root (or
+// an empty name) as "@". Two names that differ only in case are one file.
+func SafeName(name string) string {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" {
+		return "@"
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.' && i > 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// Flock takes an exclusive flock on name (made LockMode when missing, and
+// given to the folder's owner when root made it, so that the enforcer's
+// user and root share it), trying until wait has passed or ctx ends.
+// Unlock with the returned function. The error names the holder's pid
+// where /proc/locks shows it.
+func (d *Dir) Flock(ctx context.Context, name string, wait time.Duration) (func(), error) {
+	f, err := d.OpenFile(name, syscall.O_RDONLY|syscall.O_CREAT, LockMode)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", d.Name(name), unwrapPath(err))
+	}
+	if fi, err := f.Stat(); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == 0 && os.Geteuid() == 0 && d.owner != 0 {
+			f.Chown(d.owner, -1)
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", d.Name(name), err)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			f.Close()
+			return nil, &BusyError{Path: d.Name(name), Wait: wait}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// BusyError is a lock another process held for longer than the wait.
+type BusyError struct {
+	Path string
+	Wait time.Duration
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("lock %s: held by another process for over %s", e.Path, e.Wait)
 }

@@ -257,3 +257,14 @@ func TestListAndMove(t *testing.T) {
 		t.Fatalf("removing a missing file: %v", err)
 	}
 }
+
+// A zone's name is a file name of its own, never a path elsewhere.
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.COM.": "example.com", ".": "@", "": "@", "../x": "%2E.%2Fx", "a/b": "a%2Fb", "x%y": "x%25y", "a b": "a%20b",
+	} {
+		if got := SafeName(in); got != want {
+			t.Errorf("SafeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
