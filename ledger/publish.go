@@ -54,8 +54,8 @@ type PublishRecord struct {
 	Zone   string    `json:"zone"`
 	Action string    `json:"action"`
 	// Serial and SHA256 name the version (none for a bypass).
-	Serial uint32 `json:"serial,omitempty"`
-	SHA256 string `json:"sha256,omitempty"`
+	Serial uint32       `json:"serial,omitempty"`
+	SHA256 string       `json:"sha256,omitempty"`
 	Keys   []PublishKey `json:"keys,omitempty"`
 	Reason string       `json:"reason,omitempty"`
 	// Findings are the review's first findings, one line each.
