@@ -53,6 +53,7 @@ type Config struct {
 	Parent       Parent                     `toml:"parent"`
 	Zone         Zone                       `toml:"zone"`
 	Ledger       Ledger                     `toml:"ledger"`
+	Publish      Publish                    `toml:"publish"`
 
 	// StateGroup is the group that a state_dir made by ods-keyguard gets:
 	// the group of opendnssec_conf (opendnssec on Debian), so that the
@@ -276,6 +277,9 @@ func Load(path string) (*Config, error) {
 		if _, _, err := net.SplitHostPort(ns); err != nil {
 			return nil, fmt.Errorf("config %s: [zone] nameservers %q: want HOST:PORT, such as 192.0.2.53:53", path, ns)
 		}
+	}
+	if err := c.Publish.parse(base); err != nil {
+		return nil, fmt.Errorf("config %s: [publish] %w", path, err)
 	}
 	if err := c.Ledger.parse(); err != nil {
 		return nil, fmt.Errorf("config %s: [ledger] %w", path, err)
