@@ -56,10 +56,13 @@ type rrsetAcc struct {
 }
 
 type worker struct {
-	hs   *hashers
-	buf  []byte
-	data []byte
-	sets []rrsetAcc
+	hs     *hashers
+	buf    []byte // packing
+	arena  []byte // an RRset's canonical RDATA
+	data   []byte // what a signature signs
+	sig    []byte // a signature, decoded
+	digest [64]byte
+	sets   []rrsetAcc
 }
 
 func newWorker() *worker { return &worker{hs: newHashers()} }
@@ -173,7 +176,7 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 	}
 	var set canonicalRRset
 	var err error
-	set, w.buf, err = makeCanonical(s.rrs, w.buf)
+	set, w.buf, w.arena, err = makeCanonical(s.rrs, w.buf, w.arena)
 	packed := err == nil
 	var timeFindings []Finding
 	good := false
@@ -225,16 +228,20 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 			fail(CodeBadSignature, fmt.Sprintf("covers records that cannot be packed: %v", err))
 			continue
 		}
-		raw, err := base64.StdEncoding.DecodeString(sig.Signature)
+		if n := base64.StdEncoding.DecodedLen(len(sig.Signature)); cap(w.sig) < n {
+			w.sig = make([]byte, n)
+		}
+		n, err := base64.StdEncoding.Decode(w.sig[:cap(w.sig)], []byte(sig.Signature))
 		if err != nil {
 			fail(CodeBadSignature, "has a signature that is not base64")
 			continue
 		}
+		raw := w.sig[:n]
 		w.data = signedData(w.data[:0], sig, signer, sigOwner, &set)
 		verified := false
 		for _, c := range cands {
 			k := &z.keys.keys[c]
-			if k.supported && k.check(w.hs.forAlg(k.alg), w.data, raw) {
+			if k.supported && k.check(w.hs.forAlg(k.alg), w.data, raw, &w.digest) {
 				verified = true
 				break
 			}
