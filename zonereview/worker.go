@@ -120,7 +120,7 @@ func (w *worker) run(z *zoneInfo, r *run, res *batchResult) {
 			for _, sig := range s.sigs {
 				res.sigs++
 				add(Finding{Severity: Warning, Code: CodeOrphanRRSIG, Type: s.typ, KeyTag: int(sig.KeyTag), Algorithm: sig.Algorithm,
-					Reason: fmt.Sprintf("RRSIG by key %d covers %s, which has no records at %s", sig.KeyTag, typeString(s.typ), r.owner)})
+					Reason: fmt.Sprintf("an RRSIG by key %d covers %s, which has no records at %s", sig.KeyTag, typeString(s.typ), r.owner)})
 			}
 			continue
 		}
@@ -187,7 +187,7 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 			res.earliest = exp
 		}
 		base := Finding{Severity: Error, Type: s.typ, KeyTag: int(sig.KeyTag), Algorithm: sig.Algorithm}
-		what := fmt.Sprintf("RRSIG %s by key %d (%s)", typeString(s.typ), sig.KeyTag, algString(sig.Algorithm))
+		what := fmt.Sprintf("the RRSIG by key %d (%s) over the %s RRset of %s", sig.KeyTag, algString(sig.Algorithm), typeString(s.typ), ownerText)
 		fail := func(code Code, reason string) {
 			f := base
 			f.Code, f.Reason = code, what+" "+reason
@@ -212,7 +212,10 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 		}
 		cands := z.keys.byTagAlg[id]
 		if len(cands) == 0 {
-			fail(CodeUnknownKey, fmt.Sprintf("is signed by key %d, not in the DNSKEY RRset", sig.KeyTag))
+			f := base
+			f.Code = CodeUnknownKey
+			f.Reason = fmt.Sprintf("the %s RRset of %s is signed by key %d, not in the DNSKEY RRset (algorithm %s)", typeString(s.typ), ownerText, sig.KeyTag, algString(sig.Algorithm))
+			add(f)
 			continue
 		}
 		use.InDNSKEY = true
