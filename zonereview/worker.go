@@ -187,10 +187,13 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 			res.earliest = exp
 		}
 		base := Finding{Severity: Error, Type: s.typ, KeyTag: int(sig.KeyTag), Algorithm: sig.Algorithm}
-		what := fmt.Sprintf("the RRSIG by key %d (%s) over the %s RRset of %s", sig.KeyTag, algString(sig.Algorithm), typeString(s.typ), ownerText)
+		// Said only when something is wrong: most RRSIGs are fine.
+		what := func() string {
+			return fmt.Sprintf("the RRSIG by key %d (%s) over the %s RRset of %s", sig.KeyTag, algString(sig.Algorithm), typeString(s.typ), ownerText)
+		}
 		fail := func(code Code, reason string) {
 			f := base
-			f.Code, f.Reason = code, what+" "+reason
+			f.Code, f.Reason = code, what()+" "+reason
 			add(f)
 		}
 		id := uint32(sig.KeyTag)<<8 | uint32(sig.Algorithm)
@@ -265,15 +268,15 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 		switch {
 		case inc.After(z.now):
 			f := base
-			f.Code, f.Reason = CodeNotYetValid, fmt.Sprintf("%s is not valid before %s", what, inc.Format(layout))
+			f.Code, f.Reason = CodeNotYetValid, fmt.Sprintf("%s is not valid before %s", what(), inc.Format(layout))
 			timeFindings = append(timeFindings, f)
 		case exp.Before(z.now):
 			f := base
-			f.Code, f.Reason = CodeExpired, fmt.Sprintf("%s expired at %s", what, exp.Format(layout))
+			f.Code, f.Reason = CodeExpired, fmt.Sprintf("%s expired at %s", what(), exp.Format(layout))
 			timeFindings = append(timeFindings, f)
 		case exp.Before(z.until):
 			f := base
-			f.Code, f.Reason = CodeExpiresSoon, fmt.Sprintf("%s expires at %s, within the margin (valid until %s needed)", what, exp.Format(layout), z.until.UTC().Format(layout))
+			f.Code, f.Reason = CodeExpiresSoon, fmt.Sprintf("%s expires at %s, within the margin (valid until %s needed)", what(), exp.Format(layout), z.until.UTC().Format(layout))
 			timeFindings = append(timeFindings, f)
 		default:
 			good = true
