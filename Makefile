@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-review install uninstall deb clean
 
 all: build
 
@@ -45,6 +45,13 @@ bench-implementations: setup build
 # kind of reader, each reconciled with kasp.db (about half an hour).
 bench-softhsm: setup build
 	$(GO) run ./internal/lab/bench -race 20 -race-tag softhsm bin/ods-keyguard
+
+# zonereview beside validns, ldns-verify-zone, kzonecheck and dnssec-verify
+# on zones of 20,000 to 1,000,000 names signed by dnssec-signzone, into
+# BENCHMARKS.md. The zones are kept in ~/.cache/ods-keyguard-bench; signing
+# them the first time takes about an hour. QUICK=1: the 20,000-name zone only.
+bench-review: setup
+	$(GO) run ./internal/lab/zonebench $(if $(QUICK),-quick)
 
 # The binary beside OpenDNSSEC's admin tools, the hook names as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.

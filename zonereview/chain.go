@@ -482,7 +482,11 @@ func (st *state) checkDNSKEY(z *zoneInfo) {
 		for _, ds := range st.opts.ParentDS {
 			tags = append(tags, fmt.Sprint(ds.KeyTag))
 		}
-		st.zoneFinding(z, Error, CodeParentDS, dns.TypeDNSKEY, fmt.Sprintf("no key signing the DNSKEY RRset of %s matches a parent DS (key tags %s)", z.originText, strings.Join(tags, " ")))
+		have := "the parent's DS set is empty"
+		if len(tags) > 0 {
+			have = "the parent has DS for key tags " + strings.Join(tags, " ")
+		}
+		st.zoneFinding(z, Error, CodeParentDS, dns.TypeDNSKEY, fmt.Sprintf("no key signing the DNSKEY RRset of %s matches a parent DS: %s", z.originText, have))
 	}
 }
 

@@ -150,7 +150,7 @@ func Review(ctx context.Context, r io.Reader, origin string, opts Options) (*Rep
 		<-collected
 	}
 
-	zp := dns.NewZoneParser(r, origin, "")
+	zp := newFastParser(r, origin)
 	var (
 		cur     = &batch{done: make(chan struct{})}
 		pending []*batch // held until the apex is read

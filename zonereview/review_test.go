@@ -110,6 +110,8 @@ func TestCleanZones(t *testing.T) {
 		{"ed25519-nsec3-optout", dns.ED25519, true, true, 0, ""},
 		{"ecdsa-p384-nsec3-optout", dns.ECDSAP384SHA384, true, true, 1, "ff"},
 		{"rsasha512-nsec", dns.RSASHA512, false, false, 0, ""},
+		{"rsasha1-nsec", dns.RSASHA1, false, false, 0, ""},
+		{"nsec3rsasha1-nsec3", dns.RSASHA1NSEC3SHA1, true, false, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := defaultOpts(t, origin, tc.alg)

@@ -97,8 +97,8 @@ func SafeStep(served, next *Report, now time.Time, proof Proof) []Finding {
 		u := use(served, k)
 		switch {
 		case u != nil && u.SignedOther:
-			find(Error, CodeKeyRemoved, k, fmt.Sprintf("DNSKEY %d (%s) signs RRsets of the served version, which resolvers may cache until %s (TTL %d s): it must stay in the DNSKEY RRset until a version that no longer uses it has been served that long",
-				k.Tag, algString(k.Algorithm), now.Add(ttl(u.MaxTTL)).UTC().Format(layout), u.MaxTTL))
+			find(Error, CodeKeyRemoved, k, fmt.Sprintf("DNSKEY %d (%s) of %s signs RRsets of the served version, which resolvers may cache until %s (TTL %d s): it must stay in the DNSKEY RRset until a version that no longer uses it has been served that long",
+				k.Tag, algString(k.Algorithm), origin, now.Add(ttl(u.MaxTTL)).UTC().Format(layout), u.MaxTTL))
 		case u != nil && u.SignedDNSKEY:
 			// Rule 3.
 		default:
@@ -108,10 +108,10 @@ func SafeStep(served, next *Report, now time.Time, proof Proof) []Finding {
 			}
 			hold := ttl(max(served.MaxTTL, served.DNSKEYTTL))
 			if last.IsZero() {
-				find(Error, CodeKeyRemoved, k, fmt.Sprintf("DNSKEY %d (%s) is dropped, and nothing says when it last signed: its signatures may be cached for %s after that", k.Tag, algString(k.Algorithm), hold))
+				find(Error, CodeKeyRemoved, k, fmt.Sprintf("DNSKEY %d (%s) of %s is dropped, and nothing says when it last signed: its signatures may be cached for %s after that", k.Tag, algString(k.Algorithm), origin, hold))
 			} else if now.Before(last.Add(hold)) {
-				find(Error, CodeKeyRemoved, k, fmt.Sprintf("DNSKEY %d (%s) is dropped, but signatures it made until %s may be cached until %s",
-					k.Tag, algString(k.Algorithm), last.UTC().Format(layout), last.Add(hold).UTC().Format(layout)))
+				find(Error, CodeKeyRemoved, k, fmt.Sprintf("DNSKEY %d (%s) of %s is dropped, but signatures it made until %s may be cached until %s",
+					k.Tag, algString(k.Algorithm), origin, last.UTC().Format(layout), last.Add(hold).UTC().Format(layout)))
 			}
 		}
 	}
@@ -123,8 +123,8 @@ func SafeStep(served, next *Report, now time.Time, proof Proof) []Finding {
 			continue
 		}
 		if !hasKey(served.Keys, k) {
-			find(Error, CodeKeyNotInServed, k, fmt.Sprintf("DNSKEY %d (%s) signs RRsets of the next version but is not in the served DNSKEY RRset, which resolvers may cache until %s: publish it first",
-				k.Tag, algString(k.Algorithm), now.Add(ttl(served.DNSKEYTTL)).UTC().Format(layout)))
+			find(Error, CodeKeyNotInServed, k, fmt.Sprintf("DNSKEY %d (%s) of %s signs RRsets of the next version but is not in the served DNSKEY RRset, which resolvers may cache until %s: publish it first",
+				k.Tag, algString(k.Algorithm), origin, now.Add(ttl(served.DNSKEYTTL)).UTC().Format(layout)))
 			continue
 		}
 		if su := use(served, servedKey(served, k)); su != nil && su.SignedOther {
@@ -136,10 +136,10 @@ func SafeStep(served, next *Report, now time.Time, proof Proof) []Finding {
 		}
 		need := ttl(served.DNSKEYTTL)
 		if since.IsZero() {
-			find(Error, CodeKeyNotInServed, k, fmt.Sprintf("DNSKEY %d (%s) starts signing, and nothing says since when it is published: DNSKEY RRsets without it may be cached for %s", k.Tag, algString(k.Algorithm), need))
+			find(Error, CodeKeyNotInServed, k, fmt.Sprintf("DNSKEY %d (%s) of %s starts signing, and nothing says since when it is published: DNSKEY RRsets without it may be cached for %s", k.Tag, algString(k.Algorithm), origin, need))
 		} else if now.Before(since.Add(need)) {
-			find(Error, CodeKeyNotInServed, k, fmt.Sprintf("DNSKEY %d (%s) starts signing, but it is published only since %s: DNSKEY RRsets without it may be cached until %s",
-				k.Tag, algString(k.Algorithm), since.UTC().Format(layout), since.Add(need).UTC().Format(layout)))
+			find(Error, CodeKeyNotInServed, k, fmt.Sprintf("DNSKEY %d (%s) of %s starts signing, but it is published only since %s: DNSKEY RRsets without it may be cached until %s",
+				k.Tag, algString(k.Algorithm), origin, since.UTC().Format(layout), since.Add(need).UTC().Format(layout)))
 		}
 	}
 	// Rule 5: next's DNSKEY RRset is signed by a key that anchored served's.
@@ -163,10 +163,10 @@ func SafeStep(served, next *Report, now time.Time, proof Proof) []Finding {
 				k = signers[0]
 			}
 			f := Finding{Severity: Error, Code: CodeDNSKEYChain, Owner: origin, Type: dns.TypeDNSKEY, KeyTag: -1,
-				Reason: "the next DNSKEY RRset is signed by no key that signed the served one: resolvers' cached DS sets may match none of its signers"}
+				Reason: fmt.Sprintf("the next DNSKEY RRset of %s is signed by no key that signed the served one: resolvers' cached DS sets may match none of its signers", origin)}
 			if len(signers) > 0 {
 				f.KeyTag, f.Algorithm = int(k.Tag), k.Algorithm
-				f.Reason = fmt.Sprintf("the next DNSKEY RRset is signed by key %d (%s), which did not sign the served one: resolvers' cached DS sets may not match it", k.Tag, algString(k.Algorithm))
+				f.Reason = fmt.Sprintf("the next DNSKEY RRset of %s is signed by key %d (%s), which did not sign the served one: resolvers' cached DS sets may not match it", origin, k.Tag, algString(k.Algorithm))
 			}
 			out = append(out, f)
 		}

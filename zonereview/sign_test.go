@@ -40,7 +40,7 @@ func newKey(t testing.TB, name, origin string, alg uint8, ksk bool) testKey {
 		flags = 257
 	}
 	k := &dns.DNSKEY{Hdr: dns.RR_Header{Name: origin, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 3600}, Flags: flags, Protocol: 3, Algorithm: alg}
-	bits := map[uint8]int{dns.ECDSAP256SHA256: 256, dns.ECDSAP384SHA384: 384, dns.RSASHA256: 2048, dns.RSASHA512: 2048, dns.RSASHA1: 2048, dns.ED25519: 256}[alg]
+	bits := map[uint8]int{dns.ECDSAP256SHA256: 256, dns.ECDSAP384SHA384: 384, dns.RSASHA256: 2048, dns.RSASHA512: 2048, dns.RSASHA1: 2048, dns.RSASHA1NSEC3SHA1: 2048, dns.ED25519: 256}[alg]
 	priv, err := k.Generate(bits)
 	if err != nil {
 		t.Fatalf("key %s: %v", name, err)

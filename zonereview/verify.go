@@ -147,13 +147,13 @@ func algString(a uint8) string {
 	return fmt.Sprintf("ALG%d", a)
 }
 
-// check verifies a signature over data with v.
-func (v *verifier) check(h hash.Hash, data, sig []byte) bool {
+// check verifies a signature over data with v; scratch holds the digest.
+func (v *verifier) check(h hash.Hash, data, sig []byte, scratch *[64]byte) bool {
 	var digest []byte
 	if h != nil {
 		h.Reset()
 		h.Write(data)
-		digest = h.Sum(make([]byte, 0, 64))
+		digest = h.Sum(scratch[:0])
 	}
 	switch {
 	case v.rsa != nil:
@@ -303,9 +303,11 @@ func canonicalRR(rr dns.RR) dns.RR {
 }
 
 // makeCanonical packs rrs (one RRset) into canonical form, using buf as
-// scratch space.
-func makeCanonical(rrs []dns.RR, buf []byte) (canonicalRRset, []byte, error) {
-	c := canonicalRRset{typ: rrs[0].Header().Rrtype, class: rrs[0].Header().Class}
+// scratch space and arena for the RDATA kept.
+func makeCanonical(rrs []dns.RR, buf []byte, arena []byte) (canonicalRRset, []byte, []byte, error) {
+	c := canonicalRRset{typ: rrs[0].Header().Rrtype, class: rrs[0].Header().Class, rdata: make([][]byte, 0, len(rrs))}
+	arena = arena[:0]
+	var offs []int
 	for _, rr := range rrs {
 		need := dns.Len(rr) + 16
 		if cap(buf) < need {
@@ -314,7 +316,7 @@ func makeCanonical(rrs []dns.RR, buf []byte) (canonicalRRset, []byte, error) {
 		buf = buf[:cap(buf)]
 		n, err := dns.PackRR(canonicalRR(rr), buf, 0, nil, false)
 		if err != nil {
-			return c, buf, fmt.Errorf("%s %s: %w", rr.Header().Name, typeString(c.typ), err)
+			return c, buf, arena, fmt.Errorf("%s %s: %w", rr.Header().Name, typeString(c.typ), err)
 		}
 		// Skip the owner name, type, class and TTL.
 		off := 0
@@ -323,9 +325,14 @@ func makeCanonical(rrs []dns.RR, buf []byte) (canonicalRRset, []byte, error) {
 		}
 		off += 1 + 8
 		if off+2 > n {
-			return c, buf, fmt.Errorf("%s %s: short record", rr.Header().Name, typeString(c.typ))
+			return c, buf, arena, fmt.Errorf("%s %s: short record", rr.Header().Name, typeString(c.typ))
 		}
-		c.rdata = append(c.rdata, append([]byte(nil), buf[off:n]...))
+		offs = append(offs, len(arena))
+		arena = append(arena, buf[off:n]...)
+	}
+	offs = append(offs, len(arena))
+	for i := 0; i+1 < len(offs); i++ {
+		c.rdata = append(c.rdata, arena[offs[i]:offs[i+1]:offs[i+1]])
 	}
 	sort.Slice(c.rdata, func(i, j int) bool { return bytes.Compare(c.rdata[i][2:], c.rdata[j][2:]) < 0 })
 	out := c.rdata[:1]
@@ -335,7 +342,7 @@ func makeCanonical(rrs []dns.RR, buf []byte) (canonicalRRset, []byte, error) {
 		}
 	}
 	c.rdata = out
-	return c, buf, nil
+	return c, buf, arena, nil
 }
 
 // signedData appends to dst what sig signs (RFC 4034 section 3.1.8.1): the

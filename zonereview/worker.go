@@ -56,10 +56,13 @@ type rrsetAcc struct {
 }
 
 type worker struct {
-	hs   *hashers
-	buf  []byte
-	data []byte
-	sets []rrsetAcc
+	hs     *hashers
+	buf    []byte // packing
+	arena  []byte // an RRset's canonical RDATA
+	data   []byte // what a signature signs
+	sig    []byte // a signature, decoded
+	digest [64]byte
+	sets   []rrsetAcc
 }
 
 func newWorker() *worker { return &worker{hs: newHashers()} }
@@ -117,7 +120,7 @@ func (w *worker) run(z *zoneInfo, r *run, res *batchResult) {
 			for _, sig := range s.sigs {
 				res.sigs++
 				add(Finding{Severity: Warning, Code: CodeOrphanRRSIG, Type: s.typ, KeyTag: int(sig.KeyTag), Algorithm: sig.Algorithm,
-					Reason: fmt.Sprintf("RRSIG by key %d covers %s, which has no records at %s", sig.KeyTag, typeString(s.typ), r.owner)})
+					Reason: fmt.Sprintf("an RRSIG by key %d covers %s, which has no records at %s", sig.KeyTag, typeString(s.typ), r.owner)})
 			}
 			continue
 		}
@@ -173,7 +176,7 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 	}
 	var set canonicalRRset
 	var err error
-	set, w.buf, err = makeCanonical(s.rrs, w.buf)
+	set, w.buf, w.arena, err = makeCanonical(s.rrs, w.buf, w.arena)
 	packed := err == nil
 	var timeFindings []Finding
 	good := false
@@ -184,10 +187,13 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 			res.earliest = exp
 		}
 		base := Finding{Severity: Error, Type: s.typ, KeyTag: int(sig.KeyTag), Algorithm: sig.Algorithm}
-		what := fmt.Sprintf("RRSIG %s by key %d (%s)", typeString(s.typ), sig.KeyTag, algString(sig.Algorithm))
+		// Said only when something is wrong: most RRSIGs are fine.
+		what := func() string {
+			return fmt.Sprintf("the RRSIG by key %d (%s) over the %s RRset of %s", sig.KeyTag, algString(sig.Algorithm), typeString(s.typ), ownerText)
+		}
 		fail := func(code Code, reason string) {
 			f := base
-			f.Code, f.Reason = code, what+" "+reason
+			f.Code, f.Reason = code, what()+" "+reason
 			add(f)
 		}
 		id := uint32(sig.KeyTag)<<8 | uint32(sig.Algorithm)
@@ -209,7 +215,10 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 		}
 		cands := z.keys.byTagAlg[id]
 		if len(cands) == 0 {
-			fail(CodeUnknownKey, fmt.Sprintf("is signed by key %d, not in the DNSKEY RRset", sig.KeyTag))
+			f := base
+			f.Code = CodeUnknownKey
+			f.Reason = fmt.Sprintf("the %s RRset of %s is signed by key %d, not in the DNSKEY RRset (algorithm %s)", typeString(s.typ), ownerText, sig.KeyTag, algString(sig.Algorithm))
+			add(f)
 			continue
 		}
 		use.InDNSKEY = true
@@ -225,16 +234,20 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 			fail(CodeBadSignature, fmt.Sprintf("covers records that cannot be packed: %v", err))
 			continue
 		}
-		raw, err := base64.StdEncoding.DecodeString(sig.Signature)
+		if n := base64.StdEncoding.DecodedLen(len(sig.Signature)); cap(w.sig) < n {
+			w.sig = make([]byte, n)
+		}
+		n, err := base64.StdEncoding.Decode(w.sig[:cap(w.sig)], []byte(sig.Signature))
 		if err != nil {
 			fail(CodeBadSignature, "has a signature that is not base64")
 			continue
 		}
+		raw := w.sig[:n]
 		w.data = signedData(w.data[:0], sig, signer, sigOwner, &set)
 		verified := false
 		for _, c := range cands {
 			k := &z.keys.keys[c]
-			if k.supported && k.check(w.hs.forAlg(k.alg), w.data, raw) {
+			if k.supported && k.check(w.hs.forAlg(k.alg), w.data, raw, &w.digest) {
 				verified = true
 				break
 			}
@@ -255,15 +268,15 @@ func (w *worker) verifySet(z *zoneInfo, owner, ownerText string, s *rrsetAcc, tt
 		switch {
 		case inc.After(z.now):
 			f := base
-			f.Code, f.Reason = CodeNotYetValid, fmt.Sprintf("%s is not valid before %s", what, inc.Format(layout))
+			f.Code, f.Reason = CodeNotYetValid, fmt.Sprintf("%s is not valid before %s", what(), inc.Format(layout))
 			timeFindings = append(timeFindings, f)
 		case exp.Before(z.now):
 			f := base
-			f.Code, f.Reason = CodeExpired, fmt.Sprintf("%s expired at %s", what, exp.Format(layout))
+			f.Code, f.Reason = CodeExpired, fmt.Sprintf("%s expired at %s", what(), exp.Format(layout))
 			timeFindings = append(timeFindings, f)
 		case exp.Before(z.until):
 			f := base
-			f.Code, f.Reason = CodeExpiresSoon, fmt.Sprintf("%s expires at %s, within the margin (valid until %s needed)", what, exp.Format(layout), z.until.UTC().Format(layout))
+			f.Code, f.Reason = CodeExpiresSoon, fmt.Sprintf("%s expires at %s, within the margin (valid until %s needed)", what(), exp.Format(layout), z.until.UTC().Format(layout))
 			timeFindings = append(timeFindings, f)
 		default:
 			good = true
