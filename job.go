@@ -16,6 +16,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 // noArgs refuses positional arguments for commands that take none.
@@ -213,4 +214,29 @@ func unreadable(results []hsmcheck.Result) error {
 		return nil
 	}
 	return exit(exitUnknown, errors.Join(errs...))
+}
+
+// newGate is the publish gate on this host, its ledger opened (read-only
+// for a dry run); the function returned closes it.
+func newGate(ctx context.Context, c *cli.Context, cfg *config.Config, log publish.Logger, by string, dryRun bool) (*publish.Gate, func() error, error) {
+	l, err := openLedger(ctx, c, cfg, dryRun)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := gateOn(cfg, l, log, by)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return g, l.Close, nil
+}
+
+// gateOn is the publish gate on a ledger the caller opened (and closes).
+func gateOn(cfg *config.Config, l *ledger.Ledger, log publish.Logger, by string) (*publish.Gate, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	return &publish.Gate{Config: cfg.PublishConfig(), StateDir: cfg.StateDir, StateGroup: cfg.StateGroup, Ledger: l,
+		Source: source(cfg), Tokens: tokens, RequireBackup: cfg.RequireBackup(), Log: log, By: by}, nil
 }

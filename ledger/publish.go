@@ -32,6 +32,8 @@ const (
 	PublishStale      = "stale"      // dropped: its serial is not newer than the served one's
 	PublishFailed     = "failed"     // could not install, read the file or reload: the served version stays
 	PublishTimeout    = "timeout"    // the run's bound passed: the served version stays
+	PublishReloaded   = "reloaded"   // the reload command, which had failed after an install, succeeded
+	PublishCovered    = "covered"    // the keys of the served version, published without a backup, are backed up now
 	PublishBypass     = "bypass"     // an operator turned the gate off for a zone (or every zone)
 	PublishBypassEnd  = "bypass-end" // ... and on again
 )

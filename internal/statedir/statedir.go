@@ -466,3 +466,53 @@ type BusyError struct {
 func (e *BusyError) Error() string {
 	return fmt.Sprintf("lock %s: held by another process for over %s", e.Path, e.Wait)
 }
+
+// Keep makes name in the folder the very file f was opened on, whatever
+// has been renamed over its path since: a hard link through
+// /proc/self/fd. Where no link can be made (another file system, a file
+// of another user under fs.protected_hardlinks, no /proc) it is a copy,
+// made whole or not at all, and copied says so. name must not exist.
+func (d *Dir) Keep(f *os.File, name string) (copied bool, err error) {
+	src := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	for {
+		err = unix.Linkat(unix.AT_FDCWD, src, d.Fd(), name, unix.AT_SYMLINK_FOLLOW)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == nil {
+		return false, d.f.Sync()
+	}
+	if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOENT) {
+		return false, fmt.Errorf("keep %s as %s: %w", f.Name(), d.Name(name), err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return true, fmt.Errorf("keep %s: %w", f.Name(), err)
+	}
+	tmp := fmt.Sprintf(".%s.tmp%d", name, os.Getpid())
+	out, err := d.OpenFile(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL, FileMode)
+	if err != nil {
+		return true, fmt.Errorf("keep %s as %s: %w", f.Name(), d.Name(name), unwrapPath(err))
+	}
+	_, err = io.Copy(out, f)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Linkat(d.Fd(), tmp, d.Fd(), name, 0)
+	}
+	syscall.Unlinkat(d.Fd(), tmp)
+	if err != nil {
+		return true, fmt.Errorf("keep %s as %s (a copy): %w", f.Name(), d.Name(name), unwrapPath(err))
+	}
+	return true, d.f.Sync()
+}
+
+// RemoveEmpty removes the subfolder name when it is empty; otherwise, or
+// when it is not there, it does nothing.
+func (d *Dir) RemoveEmpty(name string) {
+	unix.Unlinkat(d.Fd(), name, unix.AT_REMOVEDIR)
+}
