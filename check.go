@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/check"
+	"github.com/ods-keyguard/ods-keyguard/config"
 	"github.com/ods-keyguard/ods-keyguard/internal/atomicfile"
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/proc"
@@ -261,5 +262,14 @@ func checkReport(c *cli.Context) *check.Report {
 	return check.Run(c.Context, timeout, check.Sources{Source: source(cfg), Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
-		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)
+		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig(), PublishState: publishState(cfg)}, opt)
+}
+
+// publishState is where check reads the publish gate's alerts: state_dir,
+// when [publish] is configured.
+func publishState(cfg *config.Config) string {
+	if !cfg.PublishConfig().Configured() {
+		return ""
+	}
+	return cfg.StateDir
 }
