@@ -194,7 +194,7 @@ func TestPublishFindings(t *testing.T) {
 	dl := at.Add(6 * time.Hour)
 	f := Facts{PublishRead: true, Publish: []publish.Alert{
 		{Zone: "a.example", Kind: publish.AlertHeld, Critical: true, Serial: 7, Since: at.Add(-time.Hour), Deadline: &dl,
-			Keys: []ledger.PublishKey{{KeyTag: 1, Locator: "aa", BackedUp: true}, {KeyTag: 2, Locator: "bb", Reason: "in no confirmed backup ceremony"}},
+			Keys:   []ledger.PublishKey{{KeyTag: 1, Locator: "aa", BackedUp: true}, {KeyTag: 2, Locator: "bb", Reason: "in no confirmed backup ceremony"}},
 			Reason: "signed by keys without a verified backup (rule 1): key tag 2: in no confirmed backup ceremony", OnDeadline: publish.DeadlinePublish},
 		{Zone: "b.example", Kind: publish.AlertReported, Serial: 3, Since: at, Reason: "held it: x"},
 	}}

@@ -27,25 +27,27 @@ func (z *zoneRun) process(ctx context.Context) map[string]*Result {
 	}
 	published, heldNow := false, false
 	for _, c := range cands {
+		res := &Result{Zone: z.zone, Serial: c.serial}
+		switch {
+		case c.held && (heldNow || z.st.Held == nil || z.st.Held.File != c.name):
+			// A newer version took its place in this run (and said so).
+			continue
+		case published:
+			out[c.name] = res
+			res.Action, res.Reason = ledger.PublishSuperseded, "a newer version was published"
+			z.supersede(ctx, c, res)
+			continue
+		case ctx.Err() != nil:
+			out[c.name] = res
+			res.Action, res.Reason = ledger.PublishTimeout, "out of time before its turn: it waits for the next run or publish release"
+			continue
+		}
 		file, err := z.vdir.OpenFile(c.name, syscall.O_RDONLY, 0)
 		if err != nil {
 			g.Log.Err(fmt.Sprintf("publish: zone %s: kept version %s: %v", z.zone, c.name, err))
 			continue
 		}
-		res := &Result{Zone: z.zone, Serial: c.serial}
 		out[c.name] = res
-		switch {
-		case published || (c.held && heldNow):
-			// Older than what was published or held in this run.
-			file.Close()
-			res.Action, res.Reason = ledger.PublishSuperseded, "a newer version was published or held"
-			z.supersede(ctx, c, res)
-			continue
-		case ctx.Err() != nil:
-			file.Close()
-			res.Action, res.Reason = ledger.PublishTimeout, "out of time before its turn: it waits for the next run or publish release"
-			continue
-		}
 		v, err := z.g.decide(ctx, z.f, file, z.st)
 		if err != nil {
 			z.failed(ctx, c, file, res, err)
