@@ -31,7 +31,10 @@ type verdict struct {
 	stale, same bool
 	// sameSerial: the served serial, with other content.
 	sameSerial bool
-	reason     string
+	// aged: held, its signatures came within the margin; published at its
+	// deadline all the same (agedAtDeadline).
+	aged   bool
+	reason string
 }
 
 // passes says whether enforce mode publishes it.
@@ -114,6 +117,14 @@ func (g *Gate) decide(ctx context.Context, f *facts, file *os.File, st *zoneStat
 			v.step = true
 		}
 	}
+	if !v.invalid {
+		v.reason = v.heldFor()
+	}
+	return v, nil
+}
+
+// heldFor says why a valid version is held ("" when it is not).
+func (v *verdict) heldFor() string {
 	var why []string
 	if v.rule1 {
 		why = append(why, describeKeys(v.keys))
@@ -121,10 +132,7 @@ func (g *Gate) decide(ctx context.Context, f *facts, file *os.File, st *zoneStat
 	if v.step {
 		why = append(why, "the step from the served version is not safe yet: "+v.stepFindings[0].Reason)
 	}
-	if !v.invalid && len(why) > 0 {
-		v.reason = strings.Join(why, "; ")
-	}
-	return v, nil
+	return strings.Join(why, "; ")
 }
 
 // readApex reads the apex's DNSKEYs from the start of a zone file: what

@@ -524,3 +524,38 @@ func TestInstallFails(t *testing.T) {
 		t.Errorf("alerts %+v", as)
 	}
 }
+
+// A held version whose signatures aged with the served version's still goes
+// out at its deadline: it is no worse than what is served. With on_deadline
+// "hold" it stays held, and once its signatures have expired it is dropped.
+func TestHeldAgedAtTheDeadline(t *testing.T) {
+	for _, mode := range []string{DeadlinePublish, DeadlineHold} {
+		l := newLab(t)
+		l.g.Config.OnDeadline = mode
+		l.backUp(l.ksk, l.zsk)
+		l.g.Config.Margin = time.Hour
+		zsk2 := l.newKey("zsk2", enforcer.ZSK)
+		served := l.write(zoneOpts{serial: 2, expire: 5 * time.Hour, dnskeys: []key{l.ksk, l.zsk, zsk2}})
+		held := l.write(zoneOpts{serial: 3, signers: []key{l.zsk, zsk2}, dnskeys: []key{l.ksk, l.zsk, zsk2}, expire: 5 * time.Hour})
+		l.expect(l.run(served), ledger.PublishPublished, 2)
+		l.now = l.now.Add(time.Minute)
+		l.expect(l.run(held), ledger.PublishHeld, 2)
+		l.now = l.now.Add(4*time.Hour + time.Second)
+		rep := l.release()
+		switch mode {
+		case DeadlinePublish:
+			if len(rep.Results) != 1 || rep.Results[0].Action != ledger.PublishDeadline || !strings.Contains(rep.Results[0].Reason, "its signatures expire within the margin") || l.servedSerial() != 3 {
+				t.Fatalf("publish: %+v", rep.Results)
+			}
+		case DeadlineHold:
+			if len(rep.Results) != 1 || rep.Results[0].Action != ledger.PublishHeld || l.servedSerial() != 2 {
+				t.Fatalf("hold: %+v", rep.Results)
+			}
+			l.now = l.now.Add(2 * time.Hour)
+			rep = l.release()
+			if len(rep.Results) != 1 || rep.Results[0].Action != ledger.PublishSuperseded || rep.Left != 0 {
+				t.Fatalf("hold, expired: %+v", rep.Results)
+			}
+		}
+	}
+}

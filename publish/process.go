@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/zonereview"
 )
 
 // process decides the zone's waiting versions, newest first, until one is
@@ -55,6 +56,17 @@ func (z *zoneRun) process(ctx context.Context) map[string]*Result {
 			continue
 		}
 		res.Serial, res.Keys = v.rep.Serial, v.keys
+		if c.held && v.invalid && onlyTime(v) {
+			// Not damaged: its signatures aged while it was held, as the
+			// served version's did.
+			if !z.aged(v) {
+				file.Close()
+				res.Action = ledger.PublishSuperseded
+				res.Reason = "held until its signatures expired: the signer's next version, with renewed signatures, takes its place"
+				z.supersede(ctx, c, res)
+				continue
+			}
+		}
 		switch z.act(ctx, c, file, v, res) {
 		case ledger.PublishPublished, ledger.PublishReported, ledger.PublishDeadline:
 			published = true
@@ -109,6 +121,9 @@ func (z *zoneRun) act(ctx context.Context, c candidate, file *os.File, v *verdic
 		return z.publish(ctx, c, file, v, vers, ledger.PublishReported, wouldHave(v), res)
 	case v.passes():
 		reason := "passes: validates, every signing key backed up, a safe step"
+		if v.aged {
+			reason = "every signing key backed up, a safe step; " + v.reason
+		}
 		if v.sameSerial {
 			reason += fmt.Sprintf("; same serial %d as the served version, other content: secondaries that transfer by serial will not see it", v.rep.Serial)
 		}
@@ -246,4 +261,49 @@ func (z *zoneRun) failed(ctx context.Context, c candidate, file *os.File, res *R
 		v.Reason += " (not published even in report mode or through a bypass: it is no zone)"
 	}
 	z.refuse(ctx, c, v, res)
+}
+
+// aged says whether a held version whose signatures came within the margin
+// while it was held is still judged as held (published at its deadline
+// with on_deadline "publish", held with "hold"): its deadline has come,
+// none of its signatures has expired, and none expires before the served
+// version's. It is no worse than what is served, which its deadline says
+// must be replaced now; the signer's next version renews the signatures.
+// The verdict is changed to say so.
+func (z *zoneRun) aged(v *verdict) bool {
+	dl, s := deadlineOf(z.st), z.st.Served
+	if dl == nil || z.g.now().Before(*dl) || s == nil || v.rep.EarliestExpiration.Before(s.Review.EarliestExpiration) {
+		return false
+	}
+	for _, f := range v.rep.Findings {
+		if f.Code != zonereview.CodeExpiresSoon && f.Severity == zonereview.Error {
+			return false
+		}
+	}
+	v.invalid, v.aged = false, true
+	note := fmt.Sprintf("its signatures expire within the margin, from %s on, no sooner than the served version's", v.rep.EarliestExpiration.Format(time.RFC3339))
+	if v.reason = v.heldFor(); v.reason == "" {
+		v.reason = note
+	} else {
+		v.reason += "; " + note
+	}
+	return true
+}
+
+// onlyTime says whether every error of the review is about time: a
+// signature expired, expiring within the margin, or not valid yet.
+func onlyTime(v *verdict) bool {
+	if v.rep.Errors == 0 || v.rep.FindingsTotal > len(v.rep.Findings) {
+		return false
+	}
+	for _, f := range v.rep.Findings {
+		switch f.Code {
+		case zonereview.CodeExpired, zonereview.CodeExpiresSoon, zonereview.CodeNotYetValid:
+		default:
+			if f.Severity == zonereview.Error {
+				return false
+			}
+		}
+	}
+	return true
 }
