@@ -167,7 +167,9 @@ func runPublish(c *cli.Context) error {
 		os.Exit(exitUnknown)
 	})
 	defer watchdog.Stop()
-	g, closeGate, err := newGate(ctx, c, cfg, log, "signer", c.Bool("dry-run"))
+	// The result is printed on stdout; the log goes to syslog (and to
+	// stderr only when no logger takes it).
+	g, closeGate, err := newGate(ctx, c, cfg, log.SyslogOnly(), "signer", c.Bool("dry-run"))
 	if err != nil {
 		log.Err(fmt.Sprintf("publish: zone %s: %v: the served version stays", zone, err))
 		return exit(exitUnknown, nil)
@@ -179,6 +181,9 @@ func runPublish(c *cli.Context) error {
 	}
 	if err != nil {
 		return exit(exitUnknown, err)
+	}
+	if res.ReloadFailed {
+		return exit(exitUnknown, nil)
 	}
 	return exit(publishStatus(res.Action), nil)
 }
@@ -305,20 +310,35 @@ func runPublishHistory(r *job) error {
 }
 
 func runPublishReview(c *cli.Context) error {
-	args := c.Args().Slice()
+	// The flags may follow FILE, as a review hook's command line puts them.
+	var rest []string
+	asJSON := c.Bool("json")
+	for _, a := range c.Args().Slice() {
+		if a == "--json" || a == "-json" {
+			asJSON = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	c.Set("json", fmt.Sprint(asJSON))
+	args, flags, err := interspersedArgs(c, rest, "origin", "ds", "margin")
+	if err != nil {
+		return err
+	}
 	if len(args) != 1 {
 		return usagef("publish review: want one FILE (\"-\": stdin)")
 	}
-	if c.String("origin") == "" {
+	origin := flags["origin"]
+	if origin == "" {
 		return usagef("publish review: --origin Z is required: the zone's name")
 	}
-	margin, err := time.ParseDuration(c.String("margin"))
+	margin, err := time.ParseDuration(flags["margin"])
 	if err != nil || margin < 0 {
-		return usagef("publish review: --margin %q: want a duration such as 36h", c.String("margin"))
+		return usagef("publish review: --margin %q: want a duration such as 36h", flags["margin"])
 	}
 	o := publish.ReviewOptions{Margin: margin}
-	if path := c.String("ds"); path != "" {
-		if o.DS, err = publish.ReadDS(path, c.String("origin")); err != nil {
+	if path := flags["ds"]; path != "" {
+		if o.DS, err = publish.ReadDS(path, origin); err != nil {
 			return exit(exitUnknown, err)
 		}
 	}
@@ -328,7 +348,7 @@ func runPublishReview(c *cli.Context) error {
 	}
 	defer cancel()
 	start := time.Now()
-	rep, err := publish.ReviewFile(ctx, args[0], c.App.Reader, c.String("origin"), o)
+	rep, err := publish.ReviewFile(ctx, args[0], c.App.Reader, origin, o)
 	if err != nil {
 		return exit(exitUnknown, err)
 	}

@@ -101,9 +101,6 @@ func (g *Gate) decide(ctx context.Context, f *facts, file *os.File, st *zoneStat
 	if !rep.Passed() {
 		v.invalid = true
 		v.reason = fmt.Sprintf("fails validation: %d errors", rep.Errors)
-		if f.enfErr != nil {
-			v.reason += " (" + f.enfErr.Error() + ")"
-		}
 	}
 	v.keys = f.signingKeys(ctx, rep)
 	v.rule1 = anyUnbacked(v.keys)

@@ -84,6 +84,8 @@ type Result struct {
 	Findings []Finding `json:"findings,omitempty"`
 	// Keys are the keys that signed it.
 	Keys []ledger.PublishKey `json:"keys,omitempty"`
+	// ReloadFailed: installed, but the reload command failed.
+	ReloadFailed bool `json:"reload_failed,omitempty"`
 }
 
 // Actions of a Result that are no ledger action.

@@ -158,3 +158,32 @@ func (l *limited) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// cleanTemp removes what a run that died while installing left beside the
+// target: its temporary files, of processes no longer running.
+func cleanTemp(target string) {
+	dir, base := filepath.Dir(target), filepath.Base(target)
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return
+	}
+	prefix := "." + base + ".keyguard-"
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, prefix)
+		if !ok {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(rest, "%d-", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			syscall.Unlinkat(int(d.Fd()), n)
+		}
+	}
+}

@@ -63,7 +63,14 @@ func (z *zoneRun) publish(ctx context.Context, c candidate, file *os.File, v *ve
 	// What is served now, as rule 1 sees it.
 	z.st.Unbacked = nil
 	if anyUnbacked(v.keys) {
-		z.st.Unbacked = &version{Serial: v.rep.Serial, SHA256: v.sha256, Since: vers.Since, Decided: g.now(), Keys: v.keys, Reason: reason}
+		how := "published in report mode"
+		switch {
+		case z.by != nil:
+			how = fmt.Sprintf("published through a bypass by %s: %s", z.by.By, z.by.Reason)
+		case action == ledger.PublishDeadline:
+			how = "published at its deadline"
+		}
+		z.st.Unbacked = &version{Serial: v.rep.Serial, SHA256: v.sha256, Since: vers.Since, Decided: g.now(), Keys: v.keys, Reason: how}
 	}
 	z.st.Reported = nil
 	if action == ledger.PublishReported {
@@ -73,7 +80,7 @@ func (z *zoneRun) publish(ctx context.Context, c candidate, file *os.File, v *ve
 	rerr := z.reload(ctx)
 	if rerr != nil {
 		reason += "; " + rerr.Error()
-		res.Reason = reason
+		res.Reason, res.ReloadFailed = reason, true
 		vers.Reason = reason
 	}
 	z.save()
@@ -198,6 +205,7 @@ func (z *zoneRun) recover(ctx context.Context) {
 		return
 	}
 	z.st.Installing = nil
+	cleanTemp(in.Path)
 	sum, err := fileSHA256(in.Path)
 	if err != nil || sum != in.SHA256 {
 		z.g.Log.Warning(fmt.Sprintf("publish: zone %s: a run died before it installed serial %d: the served version stays", z.zone, in.Serial))
