@@ -277,7 +277,7 @@ func interspersedArgs(c *cli.Context, rest []string, names ...string) (args []st
 	}
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
-		if !strings.HasPrefix(a, "-") {
+		if !strings.HasPrefix(a, "-") || a == "-" { // "-": stdin, an argument
 			args = append(args, a)
 			continue
 		}
