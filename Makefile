@@ -53,19 +53,21 @@ bench-softhsm: setup build
 bench-review: setup
 	$(GO) run ./internal/lab/zonebench $(if $(QUICK),-quick)
 
-# The binary beside OpenDNSSEC's admin tools, the hook names as links to
+# The binary beside OpenDNSSEC's admin tools, the hook names (and the
+# signer's NotifyCommand, ods-keyguard-publish) as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.
 install: build
 	install -d $(SBINDIR) $(DOCDIR)
 	install -m 0755 $(BUILD)/ods-keyguard $(SBINDIR)/ods-keyguard
 	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit
 	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-retract
+	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-publish
 	install -m 0644 conf.toml.example $(DOCDIR)/conf.toml.example
 	install -d -m 2750 $(STATEDIR)
 	-getent group opendnssec >/dev/null && chgrp opendnssec $(STATEDIR)
 
 uninstall:
-	rm -f $(SBINDIR)/ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit $(SBINDIR)/ods-keyguard-ds-retract
+	rm -f $(SBINDIR)/ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit $(SBINDIR)/ods-keyguard-ds-retract $(SBINDIR)/ods-keyguard-publish
 	rm -f $(DOCDIR)/conf.toml.example
 	-rmdir $(DOCDIR) 2>/dev/null
 

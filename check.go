@@ -49,6 +49,11 @@ forwarding. With [parent] configured: CRITICAL when the DS at the parent
 match no published, backed-up KSK; WARNING when the parent has no DS though
 one was forwarded, and for a DS of a key that is not backed up or that the
 enforcer retracted.
+Publish gate, with [publish]: CRITICAL for a version held (zone, serial,
+keys, deadline), refused (its first findings), an install, reload or run
+that failed, a served version signed by keys without a backup (at its
+deadline, in report mode, through a bypass), and a bypass; WARNING for what
+report mode would have held.
 UNKNOWN when it cannot tell: module missing, wrong PIN, token absent, a
 mirror configured as its repository's own token, a SoftHSMv2 object file
 this user cannot read (never "missing"), database unreadable, bad arguments, out of time, sudo refusing (--sudo). A PIN a
