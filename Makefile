@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-review install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-review bench-publish install uninstall deb clean
 
 all: build
 
@@ -52,6 +52,11 @@ bench-softhsm: setup build
 # them the first time takes about an hour. QUICK=1: the 20,000-name zone only.
 bench-review: setup
 	$(GO) run ./internal/lab/zonebench $(if $(QUICK),-quick)
+
+# The publish gate's fixed cost per call: 10,000 zones and keys in the
+# enforcer's database, 200 of them run through the gate.
+bench-publish: setup build
+	$(GO) run ./internal/lab/bench -publish 10000 bin/ods-keyguard
 
 # The binary beside OpenDNSSEC's admin tools, the hook names (and the
 # signer's NotifyCommand, ods-keyguard-publish) as links to

@@ -51,6 +51,16 @@ func (g *Gate) facts(ctx context.Context, zone string, st *zoneState) *facts {
 	return f
 }
 
+// use is the zone's use of the key with locator, or nil.
+func (f *facts) use(locator string) *enforcer.Use {
+	for _, u := range f.zoneOf().Keys {
+		if u.Key.Locator == locator {
+			return u
+		}
+	}
+	return nil
+}
+
 // zoneOf is the enforcer's zone, or nil.
 func (f *facts) zoneOf() *enforcer.Zone {
 	if f.enf == nil {
@@ -264,7 +274,12 @@ func (f *facts) parentDS(ctx context.Context, rep *zonereview.Report) (ds []*dns
 			continue
 		}
 		switch u.DSAtParent {
-		case enforcer.DSSubmitted, enforcer.DSSeen, enforcer.DSRetract, enforcer.DSRetracted:
+		case enforcer.DSSubmitted, enforcer.DSSeen:
+			if f.st.AtParent[u.Key.Locator] {
+				at = append(at, u) // known from an earlier run
+				continue
+			}
+		case enforcer.DSRetract, enforcer.DSRetracted:
 		default:
 			continue
 		}
@@ -278,10 +293,19 @@ func (f *facts) parentDS(ctx context.Context, rep *zonereview.Report) (ds []*dns
 			if k != nil && !k.AtParent() {
 				continue // withheld by the DS guard: not at the parent
 			}
+			if f.st.AtParent == nil {
+				f.st.AtParent = map[string]bool{}
+			}
+			f.st.AtParent[u.Key.Locator] = true
 		case k == nil || !k.AtParent():
 			continue // retracted, and the retraction went out
 		}
 		at = append(at, u)
+	}
+	for loc := range f.st.AtParent {
+		if u := f.use(loc); u == nil || (u.DSAtParent != enforcer.DSSubmitted && u.DSAtParent != enforcer.DSSeen) {
+			delete(f.st.AtParent, loc)
+		}
 	}
 	if len(at) == 0 {
 		return nil, true, nil

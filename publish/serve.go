@@ -43,9 +43,10 @@ func (z *zoneRun) publish(ctx context.Context, c candidate, file *os.File, v *ve
 		z.st.Installing = nil
 		return z.installFailed(ctx, vers, res, err)
 	}
-	z.served(z.st.Installing)
-	z.st.Installing = nil
-	z.save()
+	// The state is written once the reload is done: a crash before that
+	// leaves Installing, which the next run finishes (recover).
+	in := z.st.Installing
+	z.served(in)
 	z.drop(c.name)
 	if c.held {
 		z.st.Held = nil
@@ -78,6 +79,7 @@ func (z *zoneRun) publish(ctx context.Context, c candidate, file *os.File, v *ve
 	}
 	z.st.Failure = nil
 	rerr := z.reload(ctx)
+	z.st.Installing = nil
 	if rerr != nil {
 		reason += "; " + rerr.Error()
 		res.Reason, res.ReloadFailed = reason, true

@@ -77,6 +77,12 @@ type zoneState struct {
 	// ends, so a zone whose signing keys are all here needs neither the
 	// ceremonies nor a token read again.
 	BackedUp map[string]string `json:"backed_up,omitempty"`
+	// AtParent lists the KSKs and CSKs (by locator) whose DS the DS
+	// records say went to the parent (or have no record of, the DS
+	// predating them), while the enforcer has it submitted or seen: the
+	// DS records need not be read again for them until the enforcer
+	// retracts the DS.
+	AtParent map[string]bool `json:"at_parent,omitempty"`
 	// Installing is a version being installed (see installing).
 	Installing *installing `json:"installing,omitempty"`
 	// LastRun is when the gate last decided something for the zone.

@@ -34,6 +34,8 @@ func main() {
 	runs := flag.Int("runs", 5, "runs per command (median reported)")
 	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
+	publish := flag.Int("publish", 0, "instead: the publish gate's fixed cost per call with this many zones and keys in the enforcer")
+	publishSample := flag.Int("publish-sample", 200, "with -publish: zones run")
 	race := flag.Int("race", 0, "instead: the SoftHSMv2 concurrency experiment, this many runs per reader kind")
 	raceKeys := flag.Int("race-keys", 150, "about this many keys per generation")
 	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool,pkcs11-tool-nologin", "reader kinds: none, keyguard, keyguard-fixed, pkcs11-tool, pkcs11-tool-nologin")
@@ -83,6 +85,16 @@ func main() {
 			fatal(err)
 		}
 		if err := writeRace(*out, *raceTag, bin, fixed, t, *race, *raceKinds); err != nil {
+			fatal(err)
+		}
+		return
+	}
+	if *publish > 0 {
+		t, err := benchPublish(bin, *publish, *publishSample)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writePublish(*out, bin, t); err != nil {
 			fatal(err)
 		}
 		return
