@@ -16,6 +16,8 @@ package publish
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +34,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/zonereview"
 )
 
 // Gate is the publish gate on one host.
@@ -274,7 +277,38 @@ func (g *Gate) zone(ctx context.Context, s *store, vdir *statedir.Dir, zone stri
 	z := &zoneRun{g: g, s: s, vdir: vdir, zone: zone, st: st, site: g.Config.For(zone), start: g.now()}
 	z.by = b.active(zone, z.start)
 	z.f = g.facts(ctx, zone, st)
+	z.adopt(ctx)
 	return z, nil
+}
+
+// adopt takes the file the name servers read, found there before the gate
+// ever installed one (the gate put in front of a zone already served), as
+// the served version: what a newer serial, the step and the deadline are
+// judged against. It has been served since it was written.
+func (z *zoneRun) adopt(ctx context.Context) {
+	if z.st.Served != nil || z.st.Installing != nil || z.site.ZoneFile == "" {
+		return
+	}
+	f, err := openStaging(z.site.ZoneFile)
+	if err != nil {
+		return // nothing served yet
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return
+	}
+	h := sha256.New()
+	rep, err := zonereview.Review(ctx, io.TeeReader(f, h), z.zone, zonereview.Options{Now: z.g.now(), Workers: z.g.Workers})
+	if err != nil {
+		z.g.Log.Warning(fmt.Sprintf("publish: zone %s: the file the name servers read, %s, cannot be read as a zone (%v): judged as if nothing were served", z.zone, z.site.ZoneFile, err))
+		return
+	}
+	in := &installing{Serial: rep.Serial, SHA256: hex.EncodeToString(h.Sum(nil)), Path: z.site.ZoneFile, Since: fi.ModTime().UTC(),
+		Review: summarize(rep), Margin: z.f.margin()}
+	z.served(in)
+	z.st.Served.Reloaded = true
+	z.g.Log.Info(fmt.Sprintf("publish: zone %s: serial %d in %s, served before the gate, is the served version from now on", z.zone, rep.Serial, z.site.ZoneFile))
 }
 
 // candidates lists the zone's waiting versions, newest first: by serial

@@ -559,3 +559,52 @@ func TestHeldAgedAtTheDeadline(t *testing.T) {
 		}
 	}
 }
+
+// The DNSKEY RRset must be signed by a key whose DS the parent has: one
+// the enforcer has submitted but the DS guard withheld does not count, and
+// a version anchored only by it would be bogus: refused.
+func TestDNSKEYAnchoredAtTheParent(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	ksk2 := l.newKey("ksk2", enforcer.KSK)
+	l.backUp(l.ksk, l.zsk, ksk2)
+	for _, u := range l.world.St.Zone(zone).Keys {
+		switch u.Key {
+		case l.ksk.ek:
+			u.DSAtParent = enforcer.DSSeen
+		case ksk2.ek:
+			u.DSAtParent = enforcer.DSSubmitted
+		}
+	}
+	fp := func(k key) string { return fingerprint(k.rr) }
+	must(t, l.led.AddDS(ctx,
+		ledger.DSEvent{Kind: ledger.Submit, Action: ledger.Forwarded, Zone: zone, KeyTag: int(l.ksk.rr.KeyTag()), Algorithm: 13, Locator: l.ksk.ek.Locator, Fingerprint: fp(l.ksk), Line: "x", By: "hook"},
+		ledger.DSEvent{Kind: ledger.Submit, Action: ledger.Withheld, Zone: zone, KeyTag: int(ksk2.rr.KeyTag()), Algorithm: 13, Locator: ksk2.ek.Locator, Fingerprint: fp(ksk2), Line: "y", By: "hook", Reason: "not yet"}))
+	// Anchored by the KSK whose DS went to the parent: published.
+	l.expect(l.run(l.write(zoneOpts{serial: 1, dnskeys: []key{l.ksk, l.zsk, ksk2}})), ledger.PublishPublished, 1)
+	// Anchored only by the one whose DS was withheld: refused.
+	l.now = l.now.Add(time.Hour)
+	res := l.run(l.write(zoneOpts{serial: 2, dnskeys: []key{ksk2, l.zsk}}))
+	l.expect(res, ledger.PublishRefused, 1)
+	if len(res.Findings) == 0 || res.Findings[0].Code != "parent-ds" {
+		t.Errorf("findings %+v", res.Findings)
+	}
+}
+
+// The gate put in front of a zone already served: the file the name
+// servers read is the served version, its deadline the one a held version
+// waits for, and an older serial does not replace it.
+func TestAdoptTheServedFile(t *testing.T) {
+	l := newLab(t)
+	l.g.Config.Margin = time.Hour
+	b, err := os.ReadFile(l.write(zoneOpts{serial: 5, expire: 3 * time.Hour}))
+	must(t, err)
+	must(t, os.WriteFile(l.target, b, 0o644))
+	l.expect(l.run(l.write(zoneOpts{serial: 4})), ledger.PublishStale, 5)
+	res := l.run(l.write(zoneOpts{serial: 6}))
+	l.expect(res, ledger.PublishHeld, 5)
+	as := l.alerts()
+	if len(as) != 1 || as[0].Deadline == nil || !as[0].Deadline.Equal(l.now.Add(2*time.Hour)) {
+		t.Fatalf("alerts %+v", as)
+	}
+}

@@ -180,6 +180,7 @@ func (g *Gate) dryRun(ctx context.Context, zone string, file *os.File) (*Result,
 		z.by = b.active(zone, z.start)
 	}
 	z.f = g.facts(ctx, zone, st)
+	z.adopt(ctx)
 	v, err := g.decide(ctx, z.f, file, st)
 	if err != nil {
 		return nil, err
