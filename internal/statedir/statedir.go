@@ -145,13 +145,18 @@ func (d *Dir) Trusted(uid uint32) bool {
 	return uid == 0 || int(uid) == d.owner
 }
 
-// Sub opens the subfolder name, made (DirMode) when create is set.
+// Sub opens the subfolder name, made (DirMode) when create is set. One
+// that root makes is given to the folder's owner: the enforcer's user
+// writes there too.
 func (d *Dir) Sub(name string, create bool) (*Dir, error) {
 	if create {
 		if err := syscall.Mkdirat(d.Fd(), name, 0o750); err == nil {
 			// Setgid, so that files made there keep state_dir's group.
 			if fd, err := syscall.Openat(d.Fd(), name, syscall.O_RDONLY|syscall.O_DIRECTORY|noFollow, 0); err == nil {
 				syscall.Fchmod(fd, uint32(DirMode.Perm())|syscall.S_ISGID)
+				if os.Geteuid() == 0 && d.owner != 0 {
+					syscall.Fchown(fd, d.owner, -1)
+				}
 				syscall.Close(fd)
 			}
 		} else if !errors.Is(err, syscall.EEXIST) {
