@@ -268,6 +268,11 @@ type zoneRun struct {
 func (g *Gate) zone(ctx context.Context, s *store, vdir *statedir.Dir, zone string) (*zoneRun, error) {
 	st, err := s.load(zone)
 	if err != nil {
+		// A state file that cannot be trusted is not replaced: nothing is
+		// published for the zone until an operator looks at it, and check
+		// says so.
+		g.Log.Err(fmt.Sprintf("publish: zone %s: %v: nothing published", zone, err))
+		s.alertOnly(zone, Alert{Zone: zone, Kind: AlertFailed, Critical: true, Since: g.now(), Reason: err.Error()})
 		return nil, err
 	}
 	b, err := s.bypasses()

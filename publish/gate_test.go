@@ -608,3 +608,25 @@ func TestAdoptTheServedFile(t *testing.T) {
 		t.Fatalf("alerts %+v", as)
 	}
 }
+
+// A zone state file damaged or edited by hand is not replaced: nothing is
+// published for the zone, and check says why, naming the file.
+func TestDamagedState(t *testing.T) {
+	l := newLab(t)
+	l.backUp(l.ksk, l.zsk)
+	l.expect(l.run(l.write(zoneOpts{serial: 1})), ledger.PublishPublished, 1)
+	path := filepath.Join(l.g.StateDir, "publish", "zones", zone+".json")
+	b, err := os.ReadFile(path)
+	must(t, err)
+	must(t, os.WriteFile(path, []byte(strings.Replace(string(b), `"serial":1`, `"serial":9`, 1)), 0o640))
+	if _, err := l.g.Run(context.Background(), zone, l.write(zoneOpts{serial: 2}), false); err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("got %v", err)
+	}
+	if l.servedSerial() != 1 {
+		t.Fatalf("served %d", l.servedSerial())
+	}
+	as := l.alerts()
+	if len(as) != 1 || as[0].Kind != AlertFailed || !strings.Contains(as[0].Reason, path+": checksum mismatch (damaged or edited by hand)") {
+		t.Errorf("alerts %+v", as)
+	}
+}

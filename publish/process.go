@@ -224,8 +224,10 @@ func (z *zoneRun) hold(ctx context.Context, c candidate, v *version, res *Result
 	if v.Deadline != nil {
 		when = "deadline " + v.Deadline.Format(time.RFC3339)
 	}
-	z.g.Log.Warning(fmt.Sprintf("publish: zone %s serial %d: held: %s; %s", z.zone, v.Serial, v.Reason, when))
+	// Logged and recorded when it is new or its reason changed, not at
+	// every release.
 	if changed || !c.held {
+		z.g.Log.Warning(fmt.Sprintf("publish: zone %s serial %d: held: %s; %s", z.zone, v.Serial, v.Reason, when))
 		z.recordVersion(ctx, ledger.PublishHeld, v, z.site.Mode)
 	}
 	return ledger.PublishHeld

@@ -271,6 +271,12 @@ func (s *store) save(st *zoneState, onDeadline string) error {
 	return nil
 }
 
+// alertOnly writes the zone's alert without its state: for a state that
+// cannot be read (best effort: check reports it if it can be written).
+func (s *store) alertOnly(zone string, a Alert) {
+	writeJSON(s.alerts, statedir.SafeName(zone)+".json", alertFormat, []Alert{a})
+}
+
 // envelope is the on-disk form of the gate's state files, as the ledger's:
 // a format name, and a checksum over the data that says whether it was
 // damaged or edited.
