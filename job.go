@@ -57,16 +57,23 @@ func openLedger(ctx context.Context, c *cli.Context, cfg *config.Config, readOnl
 // openGuard opens the ledger for writing and gives the DS guard on it,
 // and what closes the ledger.
 func openGuard(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger) (*hooks.Guard, func() error, error) {
-	l, err := openLedger(ctx, c, cfg, false)
+	return onLedger(ctx, c, cfg, false, func(l *ledger.Ledger) (*hooks.Guard, error) { return newGuard(c, cfg, l, log) })
+}
+
+// onLedger opens the ledger (readOnly: making nothing) and builds on it
+// what a command works with; the function returned closes the ledger.
+func onLedger[T any](ctx context.Context, c *cli.Context, cfg *config.Config, readOnly bool, build func(*ledger.Ledger) (T, error)) (T, func() error, error) {
+	var none T
+	l, err := openLedger(ctx, c, cfg, readOnly)
 	if err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
-	g, err := newGuard(c, cfg, l, log)
+	t, err := build(l)
 	if err != nil {
 		l.Close()
-		return nil, nil, err
+		return none, nil, err
 	}
-	return g, l.Close, nil
+	return t, l.Close, nil
 }
 
 // newGuard is the DS guard on a ledger the caller opened (and closes).
@@ -219,16 +226,7 @@ func unreadable(results []hsmcheck.Result) error {
 // newGate is the publish gate on this host, its ledger opened (read-only
 // for a dry run); the function returned closes it.
 func newGate(ctx context.Context, c *cli.Context, cfg *config.Config, log publish.Logger, by string, dryRun bool) (*publish.Gate, func() error, error) {
-	l, err := openLedger(ctx, c, cfg, dryRun)
-	if err != nil {
-		return nil, nil, err
-	}
-	g, err := gateOn(cfg, l, log, by)
-	if err != nil {
-		l.Close()
-		return nil, nil, err
-	}
-	return g, l.Close, nil
+	return onLedger(ctx, c, cfg, dryRun, func(l *ledger.Ledger) (*publish.Gate, error) { return gateOn(cfg, l, log, by) })
 }
 
 // gateOn is the publish gate on a ledger the caller opened (and closes).

@@ -146,31 +146,34 @@ func (z PublishZone) parse(base, zone string) (publish.Site, error) {
 			return s, fmt.Errorf("%szone_file %q: names a folder: name the file (such as %s%%zone)", where, z.ZoneFile, z.ZoneFile)
 		}
 	}
-	if z.Owner != "" {
-		u, err := lookupID(z.Owner, func(n string) (string, error) {
+	for _, id := range []struct {
+		key, name, what string
+		to              *int
+		lookup          func(string) (string, error)
+	}{
+		{"owner", z.Owner, "user", &s.Owner, func(n string) (string, error) {
 			u, err := user.Lookup(n)
 			if err != nil {
 				return "", err
 			}
 			return u.Uid, nil
-		})
-		if err != nil {
-			return s, fmt.Errorf("%sowner %q: no such user", where, z.Owner)
-		}
-		s.Owner = u
-	}
-	if z.Group != "" {
-		g, err := lookupID(z.Group, func(n string) (string, error) {
+		}},
+		{"group", z.Group, "group", &s.Group, func(n string) (string, error) {
 			g, err := user.LookupGroup(n)
 			if err != nil {
 				return "", err
 			}
 			return g.Gid, nil
-		})
-		if err != nil {
-			return s, fmt.Errorf("%sgroup %q: no such group", where, z.Group)
+		}},
+	} {
+		if id.name == "" {
+			continue
 		}
-		s.Group = g
+		n, err := lookupID(id.name, id.lookup)
+		if err != nil {
+			return s, fmt.Errorf("%s%s %q: no such %s", where, id.key, id.name, id.what)
+		}
+		*id.to = n
 	}
 	if z.FileMode != "" {
 		m, err := strconv.ParseUint(z.FileMode, 8, 32)

@@ -2,9 +2,7 @@ package ledger
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -78,17 +76,7 @@ func (l *Ledger) AddPublish(ctx context.Context, recs ...PublishRecord) error {
 	byZone := map[string][]PublishRecord{}
 	var zones []string
 	for _, r := range recs {
-		if r.Time.IsZero() {
-			r.Time = time.Now().UTC()
-		}
-		if r.ID == "" {
-			var b [6]byte
-			rand.Read(b[:])
-			r.ID = r.Time.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(b[:])
-		}
-		if r.Host == "" {
-			r.Host = host()
-		}
+		stamp(&r.ID, &r.Time, &r.Host)
 		z := strings.ToLower(strings.TrimSuffix(r.Zone, "."))
 		if _, ok := byZone[z]; !ok {
 			zones = append(zones, z)
