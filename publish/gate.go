@@ -151,8 +151,8 @@ func (g *Gate) Run(ctx context.Context, zone, path string, dryRun bool) (*Result
 	if errors.As(err, &busy) {
 		res.Action = Queued
 		res.Reason = "another run of the gate holds the zone: it takes this version, or the next run (or publish release) does"
+		// What becomes of it is recorded by the run that decides it.
 		g.Log.Warning(fmt.Sprintf("publish: zone %s serial %d: queued: %s", zone, res.Serial, res.Reason))
-		g.record(ctx, ledger.PublishRecord{Zone: zone, Action: ledger.PublishTimeout, Serial: res.Serial, Reason: "queued: " + res.Reason})
 		return res, nil
 	}
 	if err != nil {

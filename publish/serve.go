@@ -48,6 +48,7 @@ func (z *zoneRun) publish(ctx context.Context, c candidate, file *os.File, v *ve
 	in := z.st.Installing
 	z.served(in)
 	z.drop(c.name)
+	vers.File = ""
 	if c.held {
 		z.st.Held = nil
 	}
