@@ -481,6 +481,7 @@ func TestDebianPackageInstall(t *testing.T) {
 		"sudo refused: 3 KEYGUARD UNKNOWN - sudo -n /usr/lib/nagios/plugins/check_ods_keyguard: sudo: a password is required\n",
 		"refused: /srv/ods/conf.xml\n",
 		"refused: /srv/ods2/conf.xml\n",
+		"refused: the publish gate\n",
 		"removed: deinstall ok config-files\n",
 		"state_dir kept: history.json\n",
 	} {
