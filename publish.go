@@ -152,7 +152,12 @@ func runPublish(c *cli.Context) error {
 		fallback = args[3:]
 	}
 	cfg, err := loadConfig(c)
-	if err != nil || !cfg.PublishConfig().Configured() {
+	switch {
+	case err != nil && c.Bool("dry-run"):
+		return exit(exitUnknown, err)
+	case err == nil && !cfg.PublishConfig().Configured() && c.Bool("dry-run"):
+		return exit(exitUnknown, fmt.Errorf("publish run --dry-run: [publish] is not configured in %s", cfg.Path))
+	case err != nil || !cfg.PublishConfig().Configured():
 		return publishUnconfigured(c, zone, fallback, err)
 	}
 	pc := cfg.PublishConfig()
