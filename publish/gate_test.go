@@ -630,3 +630,28 @@ func TestDamagedState(t *testing.T) {
 		t.Errorf("alerts %+v", as)
 	}
 }
+
+// Report mode publishes even a version that fails validation, as
+// OpenDNSSEC alone would, and that is CRITICAL; a file that is no zone at
+// all is not published even there.
+func TestReportModeInvalid(t *testing.T) {
+	l := newLab(t)
+	l.g.Config.Site.Mode = Report
+	l.backUp(l.ksk, l.zsk)
+	l.expect(l.run(l.write(zoneOpts{serial: 1, tamper: "unsigned-nsec"})), ledger.PublishReported, 1)
+	as := l.alerts()
+	if len(as) != 1 || as[0].Kind != AlertReported || !as[0].Critical || !strings.Contains(as[0].Text(l.now), "would have refused it: fails validation") {
+		t.Fatalf("alerts %+v", as)
+	}
+	junk := filepath.Join(l.dir, "junk")
+	must(t, os.WriteFile(junk, []byte("this is no zone\n"), 0o644))
+	l.expect(l.run(junk), ledger.PublishRefused, 1)
+	if as := l.alerts(); len(as) != 2 {
+		t.Fatalf("alerts %+v", as)
+	}
+	// A clean version, newer than both, settles them.
+	l.expect(l.run(l.write(zoneOpts{serial: 2})), ledger.PublishPublished, 2)
+	if as := l.alerts(); len(as) != 0 {
+		t.Errorf("alerts %+v", as)
+	}
+}
