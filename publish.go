@@ -40,9 +40,9 @@ and what is held, refused or failed is CRITICAL in check. See docs/publish.md.`,
 				Usage:     "the gate for one version: what the signer runs (as ods-keyguard-publish ZONE FILE)",
 				UsageText: "ods-keyguard publish run [--dry-run] ZONE FILE [-- COMMAND...]",
 				Description: `ZONE is the zone as the signer names it, FILE the signer's output. COMMAND,
-after --, runs instead when [publish] is not configured (or the
-configuration cannot be read): the notify command the signer ran before the
-gate, so that adding ods-keyguard-publish to conf.xml before keyguard.toml
+after --, runs instead (within 60 seconds) when [publish] is not configured
+(or the configuration cannot be read): the notify command the signer ran
+before the gate, so that adding ods-keyguard-publish to conf.xml before keyguard.toml
 changes nothing. --dry-run reviews and says what would be done; it records,
 installs and holds nothing. A run never takes longer than [publish] timeout
 (default 120s) plus 5 seconds; then it leaves the served version in place.
