@@ -42,9 +42,9 @@ and what is held, refused or failed is CRITICAL in check. See docs/publish.md.`,
 				Description: `ZONE is the zone as the signer names it, FILE the signer's output. COMMAND,
 after --, runs instead (within 60 seconds) when [publish] is not configured
 (or the configuration cannot be read): the notify command the signer ran
-before the gate, so that adding ods-keyguard-publish to conf.xml before keyguard.toml
-changes nothing. --dry-run reviews and says what would be done; it records,
-installs and holds nothing. A run never takes longer than [publish] timeout
+before the gate, so that adding ods-keyguard-publish to conf.xml before
+keyguard.toml changes nothing. --dry-run reviews and says what would be
+done; it records, installs and holds nothing. A run never takes longer than [publish] timeout
 (default 120s) plus 5 seconds; then it leaves the served version in place.
 Exit status: 0 published, or served already, or taken by another run;
 1 held, refused (or older than the served version); 2 bad usage; 3 could
