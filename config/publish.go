@@ -15,19 +15,10 @@ import (
 // Publish is [publish]: the gate between the signer and the name servers
 // (ods-keyguard-publish, the signer's <NotifyCommand>).
 type Publish struct {
-	// Mode is "enforce" (the default) or "report".
-	Mode string `toml:"mode"`
-	// ZoneFile is where the name servers read each zone, %zone standing
-	// for its name.
-	ZoneFile string `toml:"zone_file"`
-	// Owner, Group and FileMode are what the installed file gets.
-	Owner    string `toml:"owner"`
-	Group    string `toml:"group"`
-	FileMode string `toml:"file_mode"`
-	// Reload is the name server's reload command, an argument list with
-	// %zone and %file.
-	Reload        []string `toml:"reload"`
-	ReloadTimeout string   `toml:"reload_timeout"`
+	// PublishZone is every zone's: mode, zone_file, owner, group,
+	// file_mode, reload.
+	PublishZone
+	ReloadTimeout string `toml:"reload_timeout"`
 	// Timeout bounds a whole run of the gate (Go duration).
 	Timeout string `toml:"timeout"`
 	// Margin: every signature must stay valid at least this long (Go
@@ -41,14 +32,21 @@ type Publish struct {
 	parsed publish.Config
 }
 
-// PublishZone is [publish.zones."ZONE"]: what differs for that zone.
+// PublishZone is how a zone is published: in [publish] for every zone, in
+// [publish.zones."ZONE"] what differs for that one.
 type PublishZone struct {
-	Mode     string   `toml:"mode"`
-	ZoneFile string   `toml:"zone_file"`
-	Owner    string   `toml:"owner"`
-	Group    string   `toml:"group"`
-	FileMode string   `toml:"file_mode"`
-	Reload   []string `toml:"reload"`
+	// Mode is "enforce" (the default) or "report".
+	Mode string `toml:"mode"`
+	// ZoneFile is where the name servers read the zone, %zone standing
+	// for its name.
+	ZoneFile string `toml:"zone_file"`
+	// Owner, Group and FileMode are what the installed file gets.
+	Owner    string `toml:"owner"`
+	Group    string `toml:"group"`
+	FileMode string `toml:"file_mode"`
+	// Reload is the name server's reload command, an argument list with
+	// %zone and %file.
+	Reload []string `toml:"reload"`
 }
 
 // PublishConfig is [publish], checked when the configuration was loaded;
@@ -63,7 +61,7 @@ func (p *Publish) parse(base string) error {
 	}
 	out := publish.Config{Zones: map[string]publish.Site{}}
 	var err error
-	site := PublishZone{Mode: p.Mode, ZoneFile: p.ZoneFile, Owner: p.Owner, Group: p.Group, FileMode: p.FileMode, Reload: p.Reload}
+	site := p.PublishZone
 	if site.Mode == "" {
 		site.Mode = publish.Enforce
 	}

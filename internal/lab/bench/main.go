@@ -292,9 +292,16 @@ func waitKeys(db string, n int, limit time.Duration) (int, error) {
 
 // measure runs argv once: wall time and the peak resident memory.
 func measure(argv []string, stdin string, limit time.Duration) (time.Duration, int64, error) {
+	return measureWith(argv, stdin, nil, limit)
+}
+
+// measureWith is measure with an environment (nil: this process's); on a
+// failure the wall time is returned too.
+func measureWith(argv []string, stdin string, env []string, limit time.Duration) (time.Duration, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = nil, &stderr
@@ -305,7 +312,7 @@ func measure(argv []string, stdin string, limit time.Duration) (time.Duration, i
 		return 0, 0, ctx.Err()
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+		return wall, 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	var rss int64

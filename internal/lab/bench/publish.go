@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -110,8 +109,11 @@ reload = ["true"]
 	}
 
 	env := append(os.Environ(), "ODS_KEYGUARD_CONFIG="+conf, "ODS_KEYGUARD_SYSLOG="+filepath.Join(dir, "no-syslog"))
+	// (Peak RSS is not reported: a child forked from this process counts
+	// this one's, the 10,000 keys in memory, in its own.)
 	run := func(argv []string) (time.Duration, error) {
-		return measureEnv(argv, env, time.Minute)
+		wall, _, err := measureWith(argv, "", env, time.Minute)
+		return wall, err
 	}
 	samples := []sample{
 		{name: "ods-keyguard --version", note: "starting the process, the floor"},
@@ -185,29 +187,6 @@ func p90(v []time.Duration) time.Duration {
 		}
 	}
 	return s[len(s)*9/10]
-}
-
-// measureEnv runs argv with env and says how long it took; a non-zero exit
-// status is an error "exit status N: ..." with the time all the same. (No
-// peak RSS: a child forked from this process counts this one's, the 10,000
-// keys in memory, in its own.)
-func measureEnv(argv, env []string, limit time.Duration) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = env
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = nil, &out
-	start := time.Now()
-	err := cmd.Run()
-	wall := time.Since(start)
-	if ctx.Err() != nil {
-		return 0, ctx.Err()
-	}
-	if err != nil {
-		return wall, fmt.Errorf("%v: %s", err, strings.TrimSpace(out.String()))
-	}
-	return wall, nil
 }
 
 // benchKey is a zone of the benchmark and its CSK.
