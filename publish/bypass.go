@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
 
@@ -34,7 +35,7 @@ func (e bypass) alert() Alert {
 		what = "every zone"
 	}
 	return Alert{Zone: e.Zone, Kind: AlertBypass, Critical: true, Since: e.Since,
-		Reason: fmt.Sprintf("%s is published unreviewed until %s, by %s: %s (ods-keyguard publish bypass --end)", what, e.Until.UTC().Format("2006-01-02 15:04"), e.By, e.Reason)}
+		Reason: fmt.Sprintf("%s is published unreviewed until %s, by %s: %s (ods-keyguard publish bypass --end)", what, e.Until.UTC().Format(human.Minute), e.By, e.Reason)}
 }
 
 func (b bypasses) sorted() []bypass {
