@@ -103,7 +103,8 @@ type result struct {
 	tool   string
 	walls  []time.Duration
 	rss    []int64 // KiB
-	status string  // "" when every run passed
+	cpu    []time.Duration
+	status string // "" when every run passed
 }
 
 func bench() int {
@@ -135,7 +136,7 @@ func bench() int {
 	fmt.Fprintf(&body, "Zones of N names with an A record each (plus the apex and two name servers), signed by dnssec-signzone with a KSK and a ZSK\n"+
 		"(`-S -n 2`, NSEC3: `-3 - -H 0`), in its default sorted output. Each tool checks the whole file: zonereview as `zonebench review`\n"+
 		"(signatures, validity, NSEC/NSEC3 chain), validns with `-n 2`, kzonecheck with `-d on`, ldns-verify-zone and dnssec-verify with defaults.\n"+
-		"Wall: the median and the best of the runs; peak RSS: the largest maximum resident set of them (wait4 rusage), and its ratio to the file's size.\n"+
+		"Wall: the median and the best of the runs; CPU: user and system time, the median; peak RSS: the largest maximum resident set of them (wait4 rusage), and its ratio to the file's size.\n"+
 		"The last column is zonereview's median over the tool's: below 1, zonereview is faster. Zones up to 100,000 names run %d times,\n"+
 		"1,000,000-name zones %d time(s), the tools interleaved run by run. Other developers use the machine too: the load average says how much.\n\n", *runs, *bigRuns)
 	for _, c := range cases {
@@ -174,7 +175,7 @@ func measureCase(self, file string, runs int, limit time.Duration) []*result {
 			if strings.HasPrefix(res.status, "stopped") {
 				continue
 			}
-			wall, rss, err := measure(t.argv(self, file), limit)
+			wall, cpu, rss, err := measure(t.argv(self, file), limit)
 			fmt.Fprintf(os.Stderr, "zonebench: %s: %s: %s %.1f MiB %v\n", filepath.Base(filepath.Dir(file)), t.name, wall.Round(time.Millisecond), float64(rss)/1024, err)
 			if errors.Is(err, context.DeadlineExceeded) {
 				res.status = "stopped after " + limit.String()
@@ -188,13 +189,15 @@ func measureCase(self, file string, runs int, limit time.Duration) []*result {
 			}
 			res.walls = append(res.walls, wall)
 			res.rss = append(res.rss, rss)
+			res.cpu = append(res.cpu, cpu)
 		}
 	}
 	return results
 }
 
-// measure runs argv once: wall time and the peak resident memory in KiB.
-func measure(argv []string, limit time.Duration) (time.Duration, int64, error) {
+// measure runs argv once: wall time, CPU time (user and system) and the
+// peak resident memory in KiB.
+func measure(argv []string, limit time.Duration) (time.Duration, time.Duration, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -204,16 +207,17 @@ func measure(argv []string, limit time.Duration) (time.Duration, int64, error) {
 	err := cmd.Run()
 	wall := time.Since(start)
 	if ctx.Err() != nil {
-		return wall, 0, ctx.Err()
+		return wall, 0, 0, ctx.Err()
 	}
 	var rss int64
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		rss = ru.Maxrss
 	}
 	if err != nil {
-		return wall, rss, fmt.Errorf("%v: %s", err, strings.TrimSpace(out.String()))
+		return wall, cpu, rss, fmt.Errorf("%v: %s", err, strings.TrimSpace(out.String()))
 	}
-	return wall, rss, nil
+	return wall, cpu, rss, nil
 }
 
 // capped keeps the start of a tool's output: validns says the same of
@@ -257,7 +261,7 @@ func table(c zoneCase, size int64, signing, load string, results []*result) stri
 	var b strings.Builder
 	fmt.Fprintf(&b, "### %s\n\n", c)
 	fmt.Fprintf(&b, "Signed zone: %.1f MB; dnssec-signzone took %s. Load average (1 min): %s.\n\n", float64(size)/1e6, signing, load)
-	b.WriteString("| tool | runs | median wall | best wall | peak RSS | RSS / file | zonereview's median / tool's | verdict |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| tool | runs | median wall | best wall | median CPU | peak RSS | RSS / file | zonereview's median / tool's | verdict |\n|---|---|---|---|---|---|---|---|---|\n")
 	var ref time.Duration
 	if len(results[0].walls) > 0 {
 		ref = median(results[0].walls)
@@ -268,7 +272,7 @@ func table(c zoneCase, size int64, signing, load string, results []*result) stri
 			verdict = r.status
 		}
 		if len(r.walls) == 0 {
-			fmt.Fprintf(&b, "| %s | 0 | - | - | - | - | - | %s |\n", r.tool, verdict)
+			fmt.Fprintf(&b, "| %s | 0 | - | - | - | - | - | - | %s |\n", r.tool, verdict)
 			continue
 		}
 		m := median(r.walls)
@@ -284,8 +288,8 @@ func table(c zoneCase, size int64, signing, load string, results []*result) stri
 		if r.tool != "zonereview" && ref > 0 {
 			ratio = fmt.Sprintf("%.2f", float64(ref)/float64(m))
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.1f MiB | %.2f | %s | %s |\n", r.tool, len(r.walls), m.Round(time.Millisecond), best.Round(time.Millisecond),
-			float64(peak)/1024, float64(peak)*1024/float64(size), ratio, verdict)
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %.1f MiB | %.2f | %s | %s |\n", r.tool, len(r.walls), m.Round(time.Millisecond), best.Round(time.Millisecond),
+			median(r.cpu).Round(time.Millisecond), float64(peak)/1024, float64(peak)*1024/float64(size), ratio, verdict)
 	}
 	b.WriteString("\n")
 	return b.String()
