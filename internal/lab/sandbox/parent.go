@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -210,7 +211,11 @@ func StartZonesControlled(dir string, port int, zones map[string]string) (*Paren
 		return nil, err
 	}
 	p.Rndc = rndc
-	p.waitFor = func() bool { return exec.Command("rndc", "-c", rndc, "status").Run() == nil }
+	p.waitFor = func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return exec.CommandContext(ctx, "rndc", "-c", rndc, "status").Run() == nil
+	}
 	return runNamed(p, p.conf, false)
 }
 
