@@ -655,3 +655,30 @@ func TestReportModeInvalid(t *testing.T) {
 		t.Errorf("alerts %+v", as)
 	}
 }
+
+// Two keys of the zone share the ZSK's key tag and algorithm: the one that
+// signed is told apart by its public key on the token, and rule 1 is
+// decided for it, not for the other.
+func TestKeyTagCollision(t *testing.T) {
+	l := newLab(t)
+	decoy := l.newKey("decoy", enforcer.ZSK)
+	for _, u := range l.world.St.Zone(zone).Keys {
+		if u.Key == decoy.ek {
+			u.KeyTag = int(l.zsk.rr.KeyTag())
+		}
+	}
+	pair := func(k key) hsmcheck.Key { return l.world.Pairs[k.ek.Locator] }
+	l.fake.Put([]hsmcheck.Key{pair(l.ksk), pair(l.zsk), pair(decoy)}, "R")
+	// Only the decoy is backed up (with the KSK): held, naming the ZSK.
+	l.backUp(l.ksk, decoy)
+	res := l.run(l.write(zoneOpts{serial: 1}))
+	l.expect(res, ledger.PublishHeld, 0)
+	if !strings.Contains(res.Reason, "key "+l.zsk.ek.Locator+": in no confirmed backup ceremony") || l.fake.Reads["R"] == 0 {
+		t.Fatalf("reason %s, token reads %d", res.Reason, l.fake.Reads["R"])
+	}
+	// The ZSK backed up too: published.
+	l.backUp(l.zsk)
+	if rep := l.release(); len(rep.Results) != 1 || rep.Results[0].Action != ledger.PublishPublished {
+		t.Fatalf("%+v", rep.Results)
+	}
+}
