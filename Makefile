@@ -9,7 +9,7 @@ STATEDIR = $(DESTDIR)/var/lib/opendnssec/keyguard
 DIST ?= dist
 GO ?= go
 
-.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-ledger bench-hsm install uninstall deb clean
+.PHONY: all build setup demo test bench bench-backends bench-implementations bench-softhsm bench-ledger bench-hsm bench-review bench-publish install uninstall deb clean
 
 all: build
 
@@ -58,19 +58,33 @@ bench-softhsm: setup build
 bench-hsm: setup build
 	$(GO) run ./internal/lab/bench -hsm 1000,10000 -runs 3 bin/ods-keyguard
 
-# The binary beside OpenDNSSEC's admin tools, the hook names as links to
+# zonereview beside validns, ldns-verify-zone, kzonecheck and dnssec-verify
+# on zones of 20,000 to 1,000,000 names signed by dnssec-signzone, into
+# BENCHMARKS.md. The zones are kept in ~/.cache/ods-keyguard-bench; signing
+# them the first time takes about an hour. QUICK=1: the 20,000-name zone only.
+bench-review: setup
+	$(GO) run ./internal/lab/zonebench $(if $(QUICK),-quick)
+
+# The publish gate's fixed cost per call: 10,000 zones and keys in the
+# enforcer's database, 200 of them run through the gate.
+bench-publish: setup build
+	$(GO) run ./internal/lab/bench -publish 10000 bin/ods-keyguard
+
+# The binary beside OpenDNSSEC's admin tools, the hook names (and the
+# signer's NotifyCommand, ods-keyguard-publish) as links to
 # it, and state_dir, group-owned by opendnssec where that group exists.
 install: build
 	install -d $(SBINDIR) $(DOCDIR)
 	install -m 0755 $(BUILD)/ods-keyguard $(SBINDIR)/ods-keyguard
 	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit
 	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-ds-retract
+	ln -sf ods-keyguard $(SBINDIR)/ods-keyguard-publish
 	install -m 0644 conf.toml.example $(DOCDIR)/conf.toml.example
 	install -d -m 2750 $(STATEDIR)
 	-getent group opendnssec >/dev/null && chgrp opendnssec $(STATEDIR)
 
 uninstall:
-	rm -f $(SBINDIR)/ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit $(SBINDIR)/ods-keyguard-ds-retract
+	rm -f $(SBINDIR)/ods-keyguard $(SBINDIR)/ods-keyguard-ds-submit $(SBINDIR)/ods-keyguard-ds-retract $(SBINDIR)/ods-keyguard-publish
 	rm -f $(DOCDIR)/conf.toml.example
 	-rmdir $(DOCDIR) 2>/dev/null
 

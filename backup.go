@@ -177,12 +177,17 @@ func ceremonyEnv(cfg *config.Config, l *ledger.Ledger, out io.Writer) (*backup.E
 		Repositories: repos, Tokens: tokens, BackupToken: cfg.BackupToken, Out: out}, nil
 }
 
-// releaseAfterDone runs the hook release once a ceremony is confirmed: what
-// the DS hook withheld for want of this backup can go now. It runs on the
+// releaseAfterDone runs the releases once a ceremony is confirmed: the
+// zones the publish gate held for want of this backup are published first,
+// then what the DS hook withheld goes to the parent, so that no DS reaches
+// the parent before the DNSKEY it leads to is served. It runs on the
 // ceremony's own ledger, opened once in this process.
 func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, l *ledger.Ledger, out io.Writer) error {
 	log := hooks.NewSyslog(cfg.ODS.SyslogFacility, c.App.ErrWriter)
 	defer log.Close()
+	if err := publishAfterDone(ctx, cfg, l, log, out); err != nil {
+		return err
+	}
 	g, err := newGuard(c, cfg, l, log)
 	if err != nil {
 		return err
@@ -191,6 +196,28 @@ func releaseAfterDone(ctx context.Context, c *cli.Context, cfg *config.Config, l
 	// process, without taking it again.
 	_, err = g.ReleaseLocked(ctx, out)
 	return err
+}
+
+// publishAfterDone publishes what the gate held, now that a ceremony
+// covers more keys; nothing when [publish] is not configured.
+func publishAfterDone(ctx context.Context, cfg *config.Config, l *ledger.Ledger, log *hooks.Syslog, out io.Writer) error {
+	if !cfg.PublishConfig().Configured() {
+		return nil
+	}
+	g, err := gateOn(cfg, l, log.SyslogOnly(), "backup done")
+	if err != nil {
+		return err
+	}
+	rep, err := g.Release(ctx, "")
+	if err != nil {
+		return fmt.Errorf("publish release: %w", err)
+	}
+	for _, r := range rep.Results {
+		if r.Action == ledger.PublishPublished {
+			fmt.Fprintf(out, "released: publish zone %s serial %d\n", r.Zone, r.Serial)
+		}
+	}
+	return nil
 }
 
 func runHistory(r *job) error {

@@ -234,7 +234,16 @@ func checkReport(c *cli.Context) *check.Report {
 	return check.Run(c.Context, timeout, check.Sources{Source: src, Tokens: tokens,
 		OpenLedger:    func(ctx context.Context) (*ledger.Ledger, error) { return ledger.New(ctx, lo) },
 		Ledger:        lo.String(),
-		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig()}, opt)
+		RequireBackup: cfg.RequireBackup(), Parent: cfg.ParentConfig(), Served: cfg.ServedConfig(), PublishState: publishState(cfg)}, opt)
+}
+
+// publishState is where check reads the publish gate's alerts: state_dir,
+// when [publish] is configured.
+func publishState(cfg *config.Config) string {
+	if !cfg.PublishConfig().Configured() {
+		return ""
+	}
+	return cfg.StateDir
 }
 
 // checkSource is where check reads the tokens: the record of ods-keyguard

@@ -33,10 +33,12 @@ type enforcerSlot struct {
 // enforcer start [-require-backup] [-skip-public-key] [-manual-keygen]
 //
 //	[-ds-submit CMD] [-ds-retract CMD] [-set-time T] [-label L] [-signer]
+//	[-notify CMD]
 //
 // starts ods-enforcerd in $WORK/ods (-signer: and ods-signerd beside it,
 // both in a private mount namespace where $WORK/ods/run is
-// /run/opendnssec; it needs root) (kasp.xml from $WORK/kasp.xml if
+// /run/opendnssec; it needs root; -notify: the signer's NotifyCommand,
+// "link" for the publish gate installed as ods-keyguard-publish) (kasp.xml from $WORK/kasp.xml if
 // present) and sets $ODS_CONF, $ODS_SOCK and $ODS_DB.
 // enforcer zone [-nowait] ZONE [POLICY]: add a zone and wait for its keys.
 // enforcer signconf ZONE: wait for the zone's signconf (after -nowait).
@@ -71,6 +73,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 		label := fs.String("label", "ods-a", "")
 		pin := fs.String("pin", sandbox.PIN, "the repository's PIN, as conf.xml holds it")
 		signer := fs.Bool("signer", false, "ods-signerd beside it, both in a mount namespace of their own")
+		notify := fs.String("notify", "", "the signer's NotifyCommand; \"link\": a link named ods-keyguard-publish, with %zone %zonefile")
 		if err := fs.Parse(args[1:]); err != nil {
 			ts.Fatalf("enforcer start: %v", err)
 		}
@@ -82,6 +85,9 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			if *hook == "link" {
 				*hook = link
 			}
+		}
+		if *notify == "link" {
+			*notify = hookLink(ts, "ods-keyguard-publish") + " %zone %zonefile"
 		}
 		o := sandbox.Options{
 			// The hooks run in the daemon's environment: give them what the
@@ -98,7 +104,7 @@ func cmdEnforcer(ts *testscript.TestScript, neg bool, args []string) {
 			SoftHSMConf:  ts.Getenv("SOFTHSM2_CONF"),
 			Repositories: []sandbox.Repo{{Name: "SoftHSM", Label: *label, PIN: *pin, RequireBackup: *rb, SkipPublicKey: *spk}},
 			DSSubmit:     *submit, DSRetract: *retract, ManualKeyGen: *manual, SetTime: *setTime,
-			Signer: *signer,
+			Signer: *signer, Notify: *notify,
 		}
 		o.Env = append(o.Env, wrapperEnv(ts)...)
 		if kasp, err := os.ReadFile(ts.MkAbs("kasp.xml")); err == nil {

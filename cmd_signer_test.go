@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +12,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
+	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 // The signer lab: ods-signerd signs the children beside the enforcer
@@ -25,10 +28,13 @@ import (
 // sign each zone now, wait until the signed file is as the zone's signconf
 // says, copy it to $WORK/zones/ZONE.zone, and have the zone server (when
 // started) serve the new files.
+// signer sign -gate ZONE...: the same, but the signer's NotifyCommand (the
+// publish gate) installs what passes: wait until the gate has decided the
+// version the signer wrote (state_dir $WORK/state).
 // signer cli ARGS...: run ods-signer in the signer's namespace.
 func cmdSigner(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 2 || (neg && args[0] != "cli") {
-		ts.Fatalf("usage: signer sign ZONE... | signer cli ARGS...")
+		ts.Fatalf("usage: signer sign [-gate] ZONE... | signer cli ARGS...")
 	}
 	e := ts.Value("enforcer").(*enforcerSlot).e
 	if e == nil {
@@ -36,6 +42,13 @@ func cmdSigner(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	switch args[0] {
 	case "sign":
+		if args[1] == "-gate" {
+			for _, z := range args[2:] {
+				ts.Check(e.Sign(z))
+				waitGate(ts, z, e.Signed(z))
+			}
+			return
+		}
 		ts.Check(os.MkdirAll(ts.MkAbs("zones"), 0o755))
 		for _, z := range args[1:] {
 			ts.Check(e.Sign(z))
@@ -144,4 +157,49 @@ func validated(out, zone, typ string) bool {
 		}
 	}
 	return ok && rrset
+}
+
+// waitGate waits (up to 60 s) until the publish gate has decided the
+// version of zone in the signer's file: served, held or refused.
+func waitGate(ts *testscript.TestScript, zone, file string) {
+	b, err := os.ReadFile(file)
+	ts.Check(err)
+	serial := uint32(0)
+	zp := dns.NewZoneParser(bytes.NewReader(b), dns.Fqdn(zone), "")
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		if soa, ok := rr.(*dns.SOA); ok {
+			serial = soa.Serial
+			break
+		}
+	}
+	var last string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		zones, err := publish.Status(ts.MkAbs("state"), zone, "")
+		if err != nil || len(zones) != 1 {
+			last = fmt.Sprint(err)
+			continue
+		}
+		z := zones[0]
+		for _, v := range []uint32{servedSerial(z.Served), versionSerial(z.Held), versionSerial(z.Refused)} {
+			if v == serial {
+				return
+			}
+		}
+		last = fmt.Sprintf("%+v", z)
+	}
+	ts.Fatalf("signer sign -gate: the gate did not decide serial %d of %s in 60s: %s", serial, zone, last)
+}
+
+func servedSerial(s *publish.ServedStatus) uint32 {
+	if s == nil {
+		return 0
+	}
+	return s.Serial
+}
+
+func versionSerial(v *publish.VersionStatus) uint32 {
+	if v == nil {
+		return 0
+	}
+	return v.Serial
 }

@@ -32,6 +32,7 @@ import (
 type zoneSlot struct {
 	p     *sandbox.Parent
 	zones []string
+	gate  bool // served from what the publish gate installs, reloaded by rndc
 }
 
 // childzone [-token LABEL] [-extra] [-validity DUR] [-tamper] ZONE: write
@@ -186,14 +187,19 @@ func (t *tokenSigner) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]b
 
 // zoneserver start ZONE...: serve $WORK/zones/ZONE.zone (childzone writes
 // them) from a BIND 9 of their own; sets $ZONESERVER (ADDR:PORT).
+// zoneserver start -gate ZONE...: the same with an rndc control channel
+// ($ZONESERVER_RNDC is its rndc.conf) and no file needed yet: the publish
+// gate installs the files and reloads them.
 // zoneserver restart: serve the files as they are now, on the same port.
 func cmdZoneServer(ts *testscript.TestScript, neg bool, args []string) {
 	slot := ts.Value("zoneserver").(*zoneSlot)
 	if neg || len(args) < 1 {
-		ts.Fatalf("usage: zoneserver start ZONE... | zoneserver restart")
+		ts.Fatalf("usage: zoneserver start [-gate] ZONE... | zoneserver restart")
 	}
 	port := 0
 	switch {
+	case args[0] == "start" && len(args) > 2 && args[1] == "-gate":
+		slot.zones, slot.gate = args[2:], true
 	case args[0] == "start" && len(args) > 1:
 		slot.zones = args[1:]
 	case args[0] == "restart" && slot.p != nil:
@@ -209,10 +215,18 @@ func cmdZoneServer(ts *testscript.TestScript, neg bool, args []string) {
 	for _, z := range slot.zones {
 		files[z] = ts.MkAbs(filepath.Join("zones", z+".zone"))
 	}
-	p, err := sandbox.StartZones(ts.MkAbs("zoneserver"), port, files, false)
+	var p *sandbox.Parent
+	var err error
+	if slot.gate {
+		ts.Check(os.MkdirAll(ts.MkAbs("zones"), 0o755))
+		p, err = sandbox.StartZonesControlled(ts.MkAbs("zoneserver"), port, files)
+	} else {
+		p, err = sandbox.StartZones(ts.MkAbs("zoneserver"), port, files, false)
+	}
 	ts.Check(err)
 	ts.Defer(p.Stop)
 	slot.p = p
 	ts.Setenv("ZONESERVER", p.Addr())
 	ts.Setenv("ZONESERVER_PORT", strconv.Itoa(p.Port))
+	ts.Setenv("ZONESERVER_RNDC", p.Rndc)
 }

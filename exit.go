@@ -32,7 +32,11 @@ const exitCodesHelp = `EXIT STATUS:
    failed.
    parent sync: 0 done (what was due was told), 1 an ods-enforcer command
    failed, 3 a parent server or the enforcer's database could not be read
-   (nothing told about what was not known).`
+   (nothing told about what was not known).
+   publish run (ods-keyguard-publish): 0 published or served already, 1 held
+   or refused, 3 could not decide or install, or the reload failed (the
+   served version stays); publish release: 0 nothing held, 1 some held, 3 a
+   zone could not be looked at; publish review: 0 passes, 1 fails.`
 
 // status is how a command sets its exit status: with err, main prints it;
 // without, the command has said what it had to.

@@ -228,14 +228,18 @@ func runDrop(c *cli.Context) error {
 // also follow them, as its usage line puts them: the flags named, set
 // before or after, and the rest.
 func interspersed(c *cli.Context, names ...string) (args []string, flags map[string]string, err error) {
+	return interspersedArgs(c, c.Args().Slice(), names...)
+}
+
+// interspersedArgs is interspersed on the arguments rest.
+func interspersedArgs(c *cli.Context, rest []string, names ...string) (args []string, flags map[string]string, err error) {
 	flags = map[string]string{}
 	for _, n := range names {
 		flags[n] = c.String(n)
 	}
-	rest := c.Args().Slice()
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
-		if !strings.HasPrefix(a, "-") {
+		if !strings.HasPrefix(a, "-") || a == "-" { // "-": stdin, an argument
 			args = append(args, a)
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/pinlock"
+	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 // noArgs refuses positional arguments for commands that take none.
@@ -57,16 +58,23 @@ func openLedger(ctx context.Context, c *cli.Context, cfg *config.Config, readOnl
 // openGuard opens the ledger for writing and gives the DS guard on it,
 // and what closes the ledger.
 func openGuard(ctx context.Context, c *cli.Context, cfg *config.Config, log hooks.Logger) (*hooks.Guard, func() error, error) {
-	l, err := openLedger(ctx, c, cfg, false)
+	return onLedger(ctx, c, cfg, false, func(l *ledger.Ledger) (*hooks.Guard, error) { return newGuard(c, cfg, l, log) })
+}
+
+// onLedger opens the ledger (readOnly: making nothing) and builds on it
+// what a command works with; the function returned closes the ledger.
+func onLedger[T any](ctx context.Context, c *cli.Context, cfg *config.Config, readOnly bool, build func(*ledger.Ledger) (T, error)) (T, func() error, error) {
+	var none T
+	l, err := openLedger(ctx, c, cfg, readOnly)
 	if err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
-	g, err := newGuard(c, cfg, l, log)
+	t, err := build(l)
 	if err != nil {
 		l.Close()
-		return nil, nil, err
+		return none, nil, err
 	}
-	return g, l.Close, nil
+	return t, l.Close, nil
 }
 
 // newGuard is the DS guard on a ledger the caller opened (and closes).
@@ -260,4 +268,20 @@ func journalTo(o ledger.Options) func(pinlock.Refusal) error {
 		_, err = l.Append(ctx, ledger.KindPINRefused, ref)
 		return err
 	}
+}
+
+// newGate is the publish gate on this host, its ledger opened (read-only
+// for a dry run); the function returned closes it.
+func newGate(ctx context.Context, c *cli.Context, cfg *config.Config, log publish.Logger, by string, dryRun bool) (*publish.Gate, func() error, error) {
+	return onLedger(ctx, c, cfg, dryRun, func(l *ledger.Ledger) (*publish.Gate, error) { return gateOn(cfg, l, log, by) })
+}
+
+// gateOn is the publish gate on a ledger the caller opened (and closes).
+func gateOn(cfg *config.Config, l *ledger.Ledger, log publish.Logger, by string) (*publish.Gate, error) {
+	tokens, err := cfg.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	return &publish.Gate{Config: cfg.PublishConfig(), StateDir: cfg.StateDir, StateGroup: cfg.StateGroup, Ledger: l,
+		Source: source(cfg), Tokens: tokens, RequireBackup: cfg.RequireBackup(), Log: log, By: by}, nil
 }

@@ -67,7 +67,8 @@ func runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // dispatchHookName turns the enforcer's hook names into subcommands: the
 // enforcer runs a hook without arguments, so the name is the only switch.
-// The monitoring plugin link check_ods_keyguard runs check.
+// The monitoring plugin link check_ods_keyguard runs check, and the
+// signer's NotifyCommand ods-keyguard-publish ZONE FILE the publish gate.
 func dispatchHookName(args []string) []string {
 	switch filepath.Base(args[0]) {
 	case "ods-keyguard-ds-submit":
@@ -76,6 +77,14 @@ func dispatchHookName(args []string) []string {
 		return append([]string{"ods-keyguard", "hook", "ds-retract"}, args[1:]...)
 	case "check_ods_keyguard":
 		return append([]string{"ods-keyguard", "check"}, args[1:]...)
+	case "ods-keyguard-publish":
+		// The signer's NotifyCommand: ZONE FILE, then the fallback
+		// command, if any, for when [publish] is not configured.
+		out := []string{"ods-keyguard", "publish", "run"}
+		if len(args) > 3 {
+			return append(append(append(out, args[1:3]...), "--"), args[3:]...)
+		}
+		return append(out, args[1:]...)
 	}
 	return args
 }
@@ -167,6 +176,7 @@ func commands() []*cli.Command {
 		hookCommand(),
 		parentCommand(),
 		checkCommand(),
+		publishCommand(),
 		poolCommand(),
 		recoverCommand(),
 		ledgerCommand(),

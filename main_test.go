@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 		"ods-keyguard-ds-submit":  exit,
 		"ods-keyguard-ds-retract": exit,
 		"check_ods_keyguard":      exit,
+		"ods-keyguard-publish":    exit,
 	})
 }
 
@@ -287,14 +288,17 @@ var tools = map[string][]string{
 	"enforcer": {"ods-enforcerd", "ods-enforcer", "sqlite3"},
 	"promtool": {"promtool"},
 	"root":     {},
-	"named":    {"named", "nsupdate", "dnssec-dsfromkey"},
-	"signer":   {"ods-signerd", "ods-signer", "unshare", "nsenter", "mount", "delv"},
-	"nagios":   {"nagios4"},
-	"mariadb":  {"mariadbd", "mariadb-install-db", "mariadb"},
-	"galera":   {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
-	"gcc":      {"gcc"},
-	"groff":    {"groff", "gropdf"},
-	"sudo":     {"sudo"},
+	"named":    {"named", "nsupdate", "dnssec-dsfromkey", "rndc"},
+	// zonesigner: signed zones made as an operator would, for the publish
+	// gate's faults (bind9-utils).
+	"zonesigner": {"dnssec-keygen", "dnssec-signzone", "dnssec-dsfromkey"},
+	"signer":     {"ods-signerd", "ods-signer", "unshare", "nsenter", "mount", "delv"},
+	"nagios":     {"nagios4"},
+	"mariadb":    {"mariadbd", "mariadb-install-db", "mariadb"},
+	"galera":     {"mariadbd", "mariadb-install-db", "mariadb", "rsync", "wsrep_sst_rsync"},
+	"gcc":        {"gcc"},
+	"groff":      {"groff", "gropdf"},
+	"sudo":       {"sudo"},
 	// failpoint: a test binary built with -tags failpoint (make test),
 	// for the scripts that kill or pause a step.
 	"failpoint": {},

@@ -256,6 +256,10 @@ func manSectionOfKey(key string) (string, string) {
 	case "mirror":
 		return "[[mirror]]", rest
 	}
+	// Tables of tables keyed by a name: [publish.zones."example.com"].
+	if z, ok := strings.CutPrefix(rest, "zones."); ok && first == "publish" {
+		return "[publish.zones.ZONE]", z
+	}
 	// A table in a table: [ledger.signing_hsm] module.
 	if j := strings.LastIndexByte(rest, '.'); j >= 0 {
 		return "[" + first + "." + rest[:j] + "]", rest[j+1:]

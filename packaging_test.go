@@ -43,7 +43,7 @@ func TestMakeInstall(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(sbin, "ods-keyguard")); err != nil || fi.Mode().Perm()&0o111 == 0 {
 		t.Fatalf("binary: %v", err)
 	}
-	for _, hook := range []string{"ods-keyguard-ds-submit", "ods-keyguard-ds-retract"} {
+	for _, hook := range []string{"ods-keyguard-ds-submit", "ods-keyguard-ds-retract", "ods-keyguard-publish"} {
 		if target, err := os.Readlink(filepath.Join(sbin, hook)); err != nil || target != "ods-keyguard" {
 			t.Errorf("%s: link to %q, %v", hook, target, err)
 		}
@@ -63,7 +63,7 @@ func TestMakeInstall(t *testing.T) {
 		t.Errorf("installed hook: %v: %s", err, out)
 	}
 	runTool(t, ".", nil, "make", append([]string{"uninstall"}, vars...)...)
-	for _, f := range []string{"ods-keyguard", "ods-keyguard-ds-submit", "ods-keyguard-ds-retract"} {
+	for _, f := range []string{"ods-keyguard", "ods-keyguard-ds-submit", "ods-keyguard-ds-retract", "ods-keyguard-publish"} {
 		if _, err := os.Lstat(filepath.Join(sbin, f)); err == nil {
 			t.Errorf("%s still there after uninstall", f)
 		}
@@ -136,6 +136,10 @@ func TestDebianPackage(t *testing.T) {
 		"usr/sbin/ods-keyguard":                                           "file",
 		"usr/sbin/ods-keyguard-ds-submit":                                 "-> ods-keyguard",
 		"usr/sbin/ods-keyguard-ds-retract":                                "-> ods-keyguard",
+		"usr/sbin/ods-keyguard-publish":                                   "-> ods-keyguard",
+		"usr/share/man/man8/ods-keyguard-publish.8.gz":                    "-> ods-keyguard.8.gz",
+		"lib/systemd/system/ods-keyguard-publish-release.service":         "ExecStart=/usr/sbin/ods-keyguard publish release -t 240",
+		"lib/systemd/system/ods-keyguard-publish-release.timer":           "OnUnitActiveSec=5min",
 		"usr/lib/nagios/plugins/check_ods_keyguard":                       "-> ../../../sbin/ods-keyguard",
 		"etc/nagios-plugins/config/ods-keyguard.cfg":                      "check_ods_keyguard_spare_sudo",
 		"usr/share/icinga2/include/plugins-contrib.d/ods-keyguard.conf":   `object CheckCommand "ods_keyguard"`,
@@ -260,7 +264,8 @@ func TestDebianPackage(t *testing.T) {
 	runTool(t, ".", nil, "cp", "/bin/mkdir", filepath.Join(root, "bin/mkdir"))
 	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--recursive-errors=no", "--root="+root,
 		filepath.Join(units, "ods-keyguard-textfile.service"), filepath.Join(units, "ods-keyguard-textfile.timer"),
-		filepath.Join(units, "ods-keyguard-parent-sync.service"), filepath.Join(units, "ods-keyguard-parent-sync.timer")).CombinedOutput(); err != nil || len(out) > 0 {
+		filepath.Join(units, "ods-keyguard-parent-sync.service"), filepath.Join(units, "ods-keyguard-parent-sync.timer"),
+		filepath.Join(units, "ods-keyguard-publish-release.service"), filepath.Join(units, "ods-keyguard-publish-release.timer")).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	if _, err := exec.LookPath("promtool"); err == nil || strictTools {
@@ -434,6 +439,7 @@ func TestDebianPackageInstall(t *testing.T) {
 		"sudo refused: 3 KEYGUARD UNKNOWN - sudo -n /usr/lib/nagios/plugins/check_ods_keyguard: sudo: a password is required\n",
 		"refused: /srv/ods/conf.xml\n",
 		"refused: /srv/ods2/conf.xml\n",
+		"refused: the publish gate\n",
 		"removed: deinstall ok config-files\n",
 		"state_dir kept: history.json\n",
 	} {

@@ -18,6 +18,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/inventory"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 	"github.com/ods-keyguard/ods-keyguard/parent"
+	"github.com/ods-keyguard/ods-keyguard/publish"
 	"github.com/ods-keyguard/ods-keyguard/rules"
 	"github.com/ods-keyguard/ods-keyguard/servedzone"
 )
@@ -47,6 +48,9 @@ type Sources struct {
 	// Served is [zone]: where the zones are served, read to compare with
 	// the enforcer and the HSMs.
 	Served servedzone.Config
+	// PublishState is state_dir, where the publish gate keeps its
+	// alerts; "" when [publish] is not configured.
+	PublishState string
 }
 
 // Finding is one problem, in the plugin's terms: what it is about as
@@ -89,6 +93,9 @@ type Report struct {
 	// where they come from the record of ods-keyguard scan; nil when every
 	// token was read in this run.
 	TokensRecorded *time.Time `json:"tokens_recorded,omitempty"`
+	// Publish is the publish gate's open problems on this host; nil when
+	// the gate is not configured or could not be read.
+	Publish []publish.Alert `json:"publish,omitempty"`
 	// Measured is false when the run could not determine the state at all:
 	// then only the verdict and the reason are worth anything.
 	Measured bool         `json:"measured"`
@@ -183,8 +190,13 @@ func check(ctx context.Context, src Sources, opt CheckOptions, at *stage) *Repor
 	}
 	zones := <-servedc
 	at.set("")
-	return Evaluate(Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup,
-		Exposed: l.Exposed(), Writer: l.LockHolder(ctx), Served: zones, ServedWarn: src.Served.Warn}, opt)
+	f := Facts{Snapshot: snap, Store: store, Book: book, Parent: answers, RequireBackup: src.RequireBackup,
+		Exposed: l.Exposed(), Writer: l.LockHolder(ctx), Served: zones, ServedWarn: src.Served.Warn}
+	if src.PublishState != "" {
+		f.PublishRead = true
+		f.Publish, f.PublishErr = publish.Alerts(src.PublishState)
+	}
+	return Evaluate(f, opt)
 }
 
 // Run reads everything and judges it within timeout, as a monitoring
@@ -240,6 +252,11 @@ type Facts struct {
 	// not read. ServedWarn is [zone] rrsig_warning.
 	Served     map[string][]servedzone.Answer
 	ServedWarn time.Duration
+	// Publish is the publish gate's alerts (PublishRead: the gate is
+	// configured and they were read, or PublishErr says why not).
+	Publish     []publish.Alert
+	PublishRead bool
+	PublishErr  error
 }
 
 // allKeys lists the locators of every key the enforcer has.
@@ -422,6 +439,7 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 		}
 		add(Finding{State: s, Category: "zone", Zone: sf.Zone, Text: sf.Text})
 	}
+	publishFindings(rep, f, opt, add)
 	withheld := len(f.Book.Pending)
 	rep.Withheld = &withheld
 	sort.SliceStable(rep.Findings, func(i, j int) bool {
@@ -432,6 +450,38 @@ func Evaluate(f Facts, opt CheckOptions) *Report {
 	}
 	rep.Summary = summarize(rep)
 	return rep
+}
+
+// publishFindings turns the publish gate's alerts into findings: what is
+// held, refused, failed, served without a backup or bypassed.
+func publishFindings(rep *Report, f Facts, opt CheckOptions, add func(Finding)) {
+	if !f.PublishRead {
+		return
+	}
+	if f.PublishErr != nil {
+		add(Finding{State: StateUnknown, Category: "publish", Text: "cannot read the publish gate's state: " + human.OneLine(f.PublishErr.Error())})
+		return
+	}
+	rep.Publish = append([]publish.Alert{}, f.Publish...)
+	for _, a := range f.Publish {
+		fd := Finding{State: StateWarning, Category: "publish", Zone: a.Zone, Text: a.Text(opt.At), Brief: a.Kind}
+		if a.Critical {
+			fd.State = StateCritical
+		}
+		if a.Zone == publish.AllZones {
+			fd.Zone = ""
+		}
+		if a.Serial != 0 {
+			fd.Subject = fmt.Sprintf("serial %d", a.Serial)
+		}
+		for _, k := range a.Keys {
+			if !k.BackedUp && k.Locator != "" {
+				fd.Key = k.Locator
+				break
+			}
+		}
+		add(fd)
+	}
 }
 
 // onNoHSM reports a key that no token of its repository holds, where
@@ -580,6 +630,21 @@ func summarize(rep *Report) string {
 				text = fmt.Sprintf("chain of trust broken at the parent: no DS matches a backed-up KSK (%s)", strings.Join(zones, ", "))
 			}
 			clauses = append(clauses, clause{text, n})
+		case "publish":
+			var names []string
+			for _, g := range rep.Findings {
+				if g.Category == "publish" && len(names) < 3 {
+					if g.Zone == "" {
+						names = append(names, "every zone "+g.Brief)
+					} else {
+						names = append(names, g.Zone+" "+g.Brief)
+					}
+				}
+			}
+			if n > 2 {
+				names = append(names[:2], fmt.Sprintf("+%d", n-2))
+			}
+			clauses = append(clauses, clause{fmt.Sprintf("publish gate: %s", strings.Join(names, ", ")), n})
 		case "ceremony":
 			text := f.Brief
 			if n > 1 {

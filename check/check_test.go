@@ -11,6 +11,7 @@ import (
 	"github.com/ods-keyguard/ods-keyguard/hsmcheck"
 	"github.com/ods-keyguard/ods-keyguard/inventory/inventorytest"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
+	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 // check's verdicts, through Run, on a fake enforcer and fake tokens with a
@@ -182,5 +183,42 @@ func TestSummaryFromFields(t *testing.T) {
 	rep.Findings = []Finding{{State: StateCritical, Category: "parent", Zone: "a.example", Text: "x"}, {State: StateWarning, Category: "parent", Zone: "c.example", Text: "y"}}
 	if got := summarize(rep); got != "chain of trust broken at the parent: no DS matches a backed-up KSK (a.example)" {
 		t.Errorf("parent: %s", got)
+	}
+}
+
+// The publish gate's alerts are findings with the zone, the serial and the
+// first key without a backup, CRITICAL or WARNING as the alert says; one
+// clause sums them up; a state that cannot be read is UNKNOWN.
+func TestPublishFindings(t *testing.T) {
+	at := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	dl := at.Add(6 * time.Hour)
+	f := Facts{PublishRead: true, Publish: []publish.Alert{
+		{Zone: "a.example", Kind: publish.AlertHeld, Critical: true, Serial: 7, Since: at.Add(-time.Hour), Deadline: &dl,
+			Keys:   []ledger.PublishKey{{KeyTag: 1, Locator: "aa", BackedUp: true}, {KeyTag: 2, Locator: "bb", Reason: "in no confirmed backup ceremony"}},
+			Reason: "signed by keys without a verified backup (rule 1): key tag 2: in no confirmed backup ceremony", OnDeadline: publish.DeadlinePublish},
+		{Zone: "b.example", Kind: publish.AlertReported, Serial: 3, Since: at, Reason: "held it: x"},
+	}}
+	rep := &Report{Findings: []Finding{}}
+	publishFindings(rep, f, CheckOptions{At: at}, func(fd Finding) { rep.Findings = append(rep.Findings, fd) })
+	if len(rep.Findings) != 2 || len(rep.Publish) != 2 {
+		t.Fatalf("%+v", rep.Findings)
+	}
+	h := rep.Findings[0]
+	if h.State != StateCritical || h.Category != "publish" || h.Zone != "a.example" || h.Key != "bb" || h.Subject != "serial 7" ||
+		h.Text != "zone a.example serial 7 held since 2026-06-01T11:00Z: signed by keys without a verified backup (rule 1): key tag 2: in no confirmed backup ceremony; published anyway at 2026-06-01T18:00Z unless a ceremony covers its keys first" {
+		t.Errorf("held: %+v", h)
+	}
+	if rep.Findings[1].State != StateWarning {
+		t.Errorf("reported: %+v", rep.Findings[1])
+	}
+	keys := 0
+	rep.Keys = &keys
+	if got := summarize(rep); got != "publish gate: a.example held, b.example reported" {
+		t.Errorf("summary: %s", got)
+	}
+	rep = &Report{Findings: []Finding{}}
+	publishFindings(rep, Facts{PublishRead: true, PublishErr: errors.New("state file x: checksum mismatch")}, CheckOptions{At: at}, func(fd Finding) { rep.Findings = append(rep.Findings, fd) })
+	if len(rep.Findings) != 1 || rep.Findings[0].State != StateUnknown || rep.Publish != nil {
+		t.Errorf("unreadable: %+v", rep.Findings)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
+	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 // Perf splits the report's performance data in two: the core figures that
@@ -216,6 +217,22 @@ func (rep *Report) Prometheus() string {
 	if rep.Withheld != nil {
 		metric("ods_keyguard_withheld_submissions", "DS submissions and retractions the hooks keep back.", "gauge")
 		fmt.Fprintf(&b, "ods_keyguard_withheld_submissions %d\n", *rep.Withheld)
+	}
+	if rep.Publish != nil {
+		counts := map[string]int{}
+		for _, a := range rep.Publish {
+			counts[a.Kind]++
+		}
+		metric("ods_keyguard_publish_alerts", "Open problems of the publish gate, by kind: held, refused, failed, timeout, unbacked, reported, bypass.", "gauge")
+		for _, kind := range []string{publish.AlertHeld, publish.AlertRefused, publish.AlertFailed, publish.AlertTimeout, publish.AlertUnbacked, publish.AlertReported, publish.AlertBypass} {
+			fmt.Fprintf(&b, "ods_keyguard_publish_alerts{kind=\"%s\"} %d\n", kind, counts[kind])
+		}
+		metric("ods_keyguard_publish_deadline_timestamp_seconds", "When the publish gate's held version of the zone goes out (or, with on_deadline \"hold\", the served version's signatures start to expire), in seconds since the epoch.", "gauge")
+		for _, a := range rep.Publish {
+			if a.Kind == publish.AlertHeld && a.Deadline != nil {
+				fmt.Fprintf(&b, "ods_keyguard_publish_deadline_timestamp_seconds{zone=\"%s\"} %d\n", esc.Replace(a.Zone), a.Deadline.Unix())
+			}
+		}
 	}
 	metric("ods_keyguard_last_backup_timestamp_seconds", "When the repository's last confirmed backup ceremony ended, in seconds since the epoch.", "gauge")
 	for _, a := range rep.Backups {

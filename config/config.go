@@ -57,6 +57,7 @@ type Config struct {
 	Parent       Parent                     `toml:"parent"`
 	Zone         Zone                       `toml:"zone"`
 	Ledger       Ledger                     `toml:"ledger"`
+	Publish      Publish                    `toml:"publish"`
 
 	// StateGroup is the group that a state_dir made by ods-keyguard gets:
 	// the group of opendnssec_conf (opendnssec on Debian), so that the
@@ -344,6 +345,9 @@ func Load(path string) (*Config, error) {
 		if err := hostPort(ns); err != nil {
 			return nil, fmt.Errorf("config %s: [zone] nameservers %q: %w", path, ns, err)
 		}
+	}
+	if err := c.Publish.parse(base); err != nil {
+		return nil, fmt.Errorf("config %s: [publish] %w", path, err)
 	}
 	if err := c.checkKeys(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)

@@ -153,3 +153,58 @@ func TestPlainErrors(t *testing.T) {
 		}
 	}
 }
+
+// addZone adds a second zone, other.example, with a key of its own, to a
+// database newDB made.
+func addZone(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	must(t, err)
+	defer db.Close()
+	for _, stmt := range []string{
+		`INSERT INTO zone (id, policyId, name, signconfNeedsWriting, signconfPath, nextChange, ttlEndDs, ttlEndDk, ttlEndRs,
+			rollKskNow, rollZskNow, rollCskNow, inputAdapterType, inputAdapterUri, outputAdapterType, outputAdapterUri,
+			nextKskRoll, nextZskRoll, nextCskRoll)
+			VALUES (2, 1, 'other.example', 0, '/s2', 0, 0, 0, 0, 0, 0, 0, 'File', '/in2', 'File', '/out/other.example', 0, 0, 0)`,
+		`INSERT INTO hsmKey (id, policyId, locator, state, bits, algorithm, role, inception, isRevoked, keyType, repository, backup)
+			VALUES (3, 1, 'eeff03', 2, 256, 13, 2, 1764000200, 0, 1, 'SoftHSM', 1)`,
+		`INSERT INTO keyData (id, zoneId, hsmKeyId, algorithm, inception, role, introducing, shouldRevoke, standby,
+			activeZsk, publish, activeKsk, dsAtParent, keytag, minimize)
+			VALUES (2, 2, 3, 13, 1764000200, 2, 0, 0, 0, 1, 1, 0, 0, 4242, 0)`,
+		`INSERT INTO keyState (keyDataId, type, state, lastChange, minimize, ttl) VALUES (2, 1, 1, 1764000700, 0, 60)`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%.60s: %v", stmt, err)
+		}
+	}
+}
+
+// One zone's read holds that zone, its keys and their uses by it, and the
+// policies: nothing of the other zones; a zone the enforcer lacks reads
+// as no zone.
+func TestReadZone(t *testing.T) {
+	path := newDB(t)
+	addZone(t, path)
+	ctx := context.Background()
+	st, err := ReadDatastoreZone(ctx, Datastore{SQLite: path}, "other.example")
+	must(t, err)
+	if len(st.Zones) != 1 || st.Zones[0].Name != "other.example" || len(st.Keys) != 1 || len(st.Policies) != 1 {
+		t.Fatalf("got %d zones, %d keys, %d policies", len(st.Zones), len(st.Keys), len(st.Policies))
+	}
+	k := st.Keys[0]
+	if k.Locator != "eeff03" || len(k.Uses) != 1 || k.Uses[0].KeyTag != 4242 || k.Uses[0].States[RecordRRSIG] != Rumoured || k.Policy != st.Policies[0] {
+		t.Errorf("key %+v, uses %+v", k, k.Uses)
+	}
+	all, err := ReadDatastore(ctx, Datastore{SQLite: path})
+	must(t, err)
+	one, err := ReadDatastoreZone(ctx, Datastore{SQLite: path}, "example.com")
+	must(t, err)
+	if len(all.Zones) != 2 || len(one.Keys) != 1 || one.Keys[0].Locator != "aabb01" || len(one.Zones[0].Keys) != 1 {
+		t.Errorf("example.com alone: %d keys; the whole: %d zones", len(one.Keys), len(all.Zones))
+	}
+	none, err := ReadDatastoreZone(ctx, Datastore{SQLite: path}, "absent.example")
+	must(t, err)
+	if len(none.Zones) != 0 || len(none.Keys) != 0 {
+		t.Errorf("absent zone: %d zones, %d keys", len(none.Zones), len(none.Keys))
+	}
+}

@@ -39,7 +39,7 @@ func openMySQL(ctx context.Context, m MySQL) (*mysqlDB, error) {
 
 func (d *mysqlDB) close() error { return d.db.Close() }
 
-func (d *mysqlDB) read(ctx context.Context) (*State, error) {
+func (d *mysqlDB) read(ctx context.Context, zone string) (*State, error) {
 	conn, err := d.db.Conn(ctx)
 	if err != nil {
 		return nil, d.classifyMySQL(ctx, err)
@@ -60,7 +60,7 @@ func (d *mysqlDB) read(ctx context.Context) (*State, error) {
 		afterSnapshot()
 	}
 	st := &State{}
-	if err := st.read(ctx, conn); err != nil {
+	if err := st.read(ctx, conn, zone); err != nil {
 		return nil, d.classifyMySQL(ctx, err)
 	}
 	return st, nil

@@ -83,6 +83,25 @@ func TestMySQLSameAnswers(t *testing.T) {
 	}
 }
 
+// One zone's read gives the same answers from SQLite and MySQL.
+func TestMySQLSameZone(t *testing.T) {
+	path := newDB(t)
+	addZone(t, path)
+	db := mariaDB(t)
+	copyTables(t, path, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, zone := range []string{"example.com", "other.example", "absent.example"} {
+		lite, err := ReadDatastoreZone(ctx, Datastore{SQLite: path}, zone)
+		must(t, err)
+		my, err := ReadDatastoreZone(ctx, mysqlStore(db), zone)
+		must(t, err)
+		if a, b := dump(lite), dump(my); a != b {
+			t.Errorf("%s: SQLite:\n%s\nMySQL:\n%s", zone, a, b)
+		}
+	}
+}
+
 // The read is one snapshot: a key the enforcer adds while it runs is not
 // half in it, and the read writes nothing.
 func TestMySQLSnapshot(t *testing.T) {

@@ -23,14 +23,20 @@ type State struct {
 	Policies []*Policy
 }
 
-func (st *State) read(ctx context.Context, q querier) error {
+// read reads every table; with zone not "", only that zone and its keys
+// (and every policy): what one zone's decision needs, without the cost of
+// the whole database.
+func (st *State) read(ctx context.Context, q querier, zone string) error {
 	if err := st.readPolicies(ctx, q); err != nil {
 		return err
 	}
-	if err := st.readZones(ctx, q); err != nil {
+	if err := st.readZones(ctx, q, zone); err != nil {
 		return err
 	}
-	return st.readKeys(ctx, q)
+	if zone != "" && len(st.Zones) == 0 {
+		return nil // no such zone: no keys of it either
+	}
+	return st.readKeys(ctx, q, zone)
 }
 
 func (st *State) readPolicies(ctx context.Context, q querier) error {
@@ -83,9 +89,15 @@ func (st *State) readPolicies(ctx context.Context, q querier) error {
 	return rows.Err()
 }
 
-func (st *State) readZones(ctx context.Context, q querier) error {
-	rows, err := q.QueryContext(ctx, `SELECT id, name, policyId, nextKskRoll, nextZskRoll, nextCskRoll,
-		outputAdapterType, outputAdapterUri FROM zone ORDER BY name`)
+func (st *State) readZones(ctx context.Context, q querier, zone string) error {
+	query, args := `SELECT id, name, policyId, nextKskRoll, nextZskRoll, nextCskRoll,
+		outputAdapterType, outputAdapterUri FROM zone ORDER BY name`, []any(nil)
+	if zone != "" {
+		query = `SELECT id, name, policyId, nextKskRoll, nextZskRoll, nextCskRoll,
+		outputAdapterType, outputAdapterUri FROM zone WHERE name = ?`
+		args = []any{zone}
+	}
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}
@@ -107,13 +119,26 @@ func (st *State) readZones(ctx context.Context, q querier) error {
 	return rows.Err()
 }
 
-func (st *State) readKeys(ctx context.Context, q querier) error {
+// readKeys reads the keys and their uses; with zone not "" (st.Zones
+// holds that zone alone), only the keys that zone uses, with their uses by
+// it.
+func (st *State) readKeys(ctx context.Context, q querier, zone string) error {
 	policies := map[int64]*Policy{}
 	for _, p := range st.Policies {
 		policies[p.ID] = p
 	}
-	rows, err := q.QueryContext(ctx, `SELECT id, locator, repository, policyId, role, state, backup,
-		algorithm, bits, inception FROM hsmKey ORDER BY id`)
+	const keyColumns = `SELECT id, locator, repository, policyId, role, state, backup, algorithm, bits, inception FROM hsmKey`
+	keysQuery, dataQuery, stateQuery := keyColumns+` ORDER BY id`,
+		`SELECT id, zoneId, hsmKeyId, role, keytag, dsAtParent FROM keyData ORDER BY id`,
+		`SELECT keyDataId, type, state, lastChange FROM keyState`
+	var args []any
+	if zone != "" {
+		args = []any{st.Zones[0].ID}
+		keysQuery = keyColumns + ` WHERE id IN (SELECT hsmKeyId FROM keyData WHERE zoneId = ?) ORDER BY id`
+		dataQuery = `SELECT id, zoneId, hsmKeyId, role, keytag, dsAtParent FROM keyData WHERE zoneId = ? ORDER BY id`
+		stateQuery = `SELECT s.keyDataId, s.type, s.state, s.lastChange FROM keyState s JOIN keyData k ON k.id = s.keyDataId WHERE k.zoneId = ?`
+	}
+	rows, err := q.QueryContext(ctx, keysQuery, args...)
 	if err != nil {
 		return err
 	}
@@ -140,7 +165,7 @@ func (st *State) readKeys(ctx context.Context, q querier) error {
 	for _, z := range st.Zones {
 		zones[z.ID] = z
 	}
-	rows, err = q.QueryContext(ctx, `SELECT id, zoneId, hsmKeyId, role, keytag, dsAtParent FROM keyData ORDER BY id`)
+	rows, err = q.QueryContext(ctx, dataQuery, args...)
 	if err != nil {
 		return err
 	}
@@ -166,7 +191,7 @@ func (st *State) readKeys(ctx context.Context, q querier) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = q.QueryContext(ctx, `SELECT keyDataId, type, state, lastChange FROM keyState`)
+	rows, err = q.QueryContext(ctx, stateQuery, args...)
 	if err != nil {
 		return err
 	}

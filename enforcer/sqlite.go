@@ -79,7 +79,7 @@ func (d *sqliteDB) close() error { return d.db.Close() }
 
 // read takes a consistent snapshot in one read transaction, tried again
 // while the enforcer holds the database locked, until ctx's deadline.
-func (d *sqliteDB) read(ctx context.Context) (*State, error) {
+func (d *sqliteDB) read(ctx context.Context, zone string) (*State, error) {
 	var st *State
 	err := d.retry(ctx, func() error {
 		tx, err := d.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
@@ -88,7 +88,7 @@ func (d *sqliteDB) read(ctx context.Context) (*State, error) {
 		}
 		defer tx.Rollback()
 		st = &State{}
-		return st.read(ctx, tx)
+		return st.read(ctx, tx, zone)
 	})
 	return st, err
 }

@@ -126,6 +126,10 @@ type Recorded struct {
 
 func (r Recorded) State(ctx context.Context) (*enforcer.State, error) { return r.Live.State(ctx) }
 
+func (r Recorded) ZoneState(ctx context.Context, zone string) (*enforcer.State, error) {
+	return r.Live.ZoneState(ctx, zone)
+}
+
 func (r Recorded) String() string { return r.Live.String() }
 
 // Tokens answers each token from the record: too old or absent, its error

@@ -14,6 +14,10 @@ import (
 type Source interface {
 	// State reads the enforcer's database, within ctx.
 	State(ctx context.Context) (*enforcer.State, error)
+	// ZoneState reads one zone of the enforcer's database, its keys and
+	// every policy (enforcer.DB.ReadZone), within ctx: no zones when the
+	// enforcer has no such zone.
+	ZoneState(ctx context.Context, zone string) (*enforcer.State, error)
 	// Tokens reads tokens, each once, and returns their results in order;
 	// a token that cannot be read has its error in its Result.
 	Tokens(ctx context.Context, tokens []hsmcheck.Token, req hsmcheck.Request) []hsmcheck.Result
@@ -31,6 +35,11 @@ type Live struct {
 // State reads the enforcer's datastore.
 func (l Live) State(ctx context.Context) (*enforcer.State, error) {
 	return enforcer.ReadDatastore(ctx, l.Datastore)
+}
+
+// ZoneState reads one zone of the enforcer's datastore.
+func (l Live) ZoneState(ctx context.Context, zone string) (*enforcer.State, error) {
+	return enforcer.ReadDatastoreZone(ctx, l.Datastore, zone)
 }
 
 // Tokens reads the tokens through l.Reader.

@@ -39,6 +39,13 @@ const (
 	KindPrunePool = "prune-pool"
 	// KindPINRefused is a PIN a token refused (never the PIN).
 	KindPINRefused = "pin-refused"
+	// KindPublish is a decision of the publish gate (or an operator's act
+	// on it): the publish record, byte for byte what the working records
+	// hold.
+	KindPublish = "publish"
+	// KindPublishDropped names the publish records that the bound per zone
+	// dropped from the working records (their entries stay in the log).
+	KindPublishDropped = "publish-dropped"
 )
 
 // Entry is one record of the log.

@@ -61,18 +61,23 @@ type DSEvent struct {
 
 // NewEvent stamps an event with a fresh id, the time and this host.
 func NewEvent(e DSEvent) DSEvent {
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
+	stamp(&e.ID, &e.Time, &e.Host)
+	return e
+}
+
+// stamp gives a record that has none a fresh id, the time and this host.
+func stamp(id *string, t *time.Time, h *string) {
+	if t.IsZero() {
+		*t = time.Now().UTC()
 	}
-	if e.ID == "" {
+	if *id == "" {
 		var r [6]byte
 		rand.Read(r[:])
-		e.ID = e.Time.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(r[:])
+		*id = t.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(r[:])
 	}
-	if e.Host == "" {
-		e.Host = host()
+	if *h == "" {
+		*h = host()
 	}
-	return e
 }
 
 // EntryID names what an event is about: one kind of request for one key of

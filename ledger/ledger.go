@@ -157,6 +157,11 @@ type backend interface {
 	// compactDS folds the hooks' additions in and bounds the records to
 	// max events beyond those that still decide something (bound).
 	compactDS(ctx context.Context, max int) error
+	// addPublish adds the publish gate's records of one zone (its name
+	// lower case, without the final dot); loadPublish reads those of a
+	// zone, or of every zone for "" (publish.go).
+	addPublish(ctx context.Context, zone string, recs []PublishRecord) error
+	loadPublish(ctx context.Context, zone string) ([]PublishRecord, error)
 	// where names the records for messages (Options.String).
 	where() string
 	// holder names the live writer that holds the lock, or "" when none

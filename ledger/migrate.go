@@ -134,6 +134,10 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	pubs, err := src.loadPublish(ctx, "")
+	if err != nil {
+		return nil, err
+	}
 	rep.Open, rep.History, rep.Events = len(open), len(history), len(evs)
 	o, h, e, err := dst.counts(ctx)
 	if err != nil {
@@ -146,7 +150,7 @@ func Migrate(ctx context.Context, from, to *Ledger) (*MigrateReport, error) {
 		}
 		rep.Already = true
 	} else {
-		if err := dst.importAll(ctx, open, history, evs, log, notes); err != nil {
+		if err := dst.importAll(ctx, open, history, evs, log, notes, pubs); err != nil {
 			return nil, err
 		}
 		if err := same(ctx, dst, open, history, evs); err != nil {

@@ -104,6 +104,14 @@ var mysqlTables = []string{
 		host VARCHAR(255) NOT NULL,
 		made DATETIME(6) NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS keyguard_publish (
+		seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+		id VARCHAR(191) NOT NULL UNIQUE,
+		zone VARCHAR(255) NOT NULL,
+		doc LONGTEXT NOT NULL,
+		sha256 CHAR(64) NOT NULL,
+		INDEX keyguard_publish_zone (zone, seq)
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS keyguard_lock_holder (
 		conn BIGINT UNSIGNED NOT NULL PRIMARY KEY,
 		host VARCHAR(255) NOT NULL,
@@ -915,8 +923,9 @@ func (m *mysqlLedger) counts(ctx context.Context) (open, history, events int, er
 }
 
 // importAll writes a whole ledger into this empty one, in one transaction:
-// the records, and the log and its checkpoints as they are.
-func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent, log []Stored, notes []storedNote) error {
+// the records, the log and its checkpoints as they are, and the publish
+// gate's records.
+func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, history []*Ceremony, evs []DSEvent, log []Stored, notes []storedNote, pubs []PublishRecord) error {
 	return m.inTx(ctx, func(tx *sql.Tx) error {
 		if err := importLog(ctx, tx, log, notes); err != nil {
 			return err
@@ -940,7 +949,9 @@ func (m *mysqlLedger) importAll(ctx context.Context, open map[string]*Ceremony, 
 				return err
 			}
 		}
-		_, err := insertEvents(ctx, tx, evs)
-		return err
+		if _, err := insertEvents(ctx, tx, evs); err != nil {
+			return err
+		}
+		return insertPublish(ctx, tx, pubs)
 	})
 }

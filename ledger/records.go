@@ -45,6 +45,33 @@ func dsRecord(e DSEvent) (record, error) {
 	return record{KindDS, json.RawMessage(doc)}, nil
 }
 
+// publishRecord records a decision of the publish gate, byte for byte
+// what the working records hold.
+func publishRecord(p PublishRecord) (record, error) {
+	doc, _, err := seal(p)
+	if err != nil {
+		return record{}, err
+	}
+	return record{KindPublish, json.RawMessage(doc)}, nil
+}
+
+// publishLogRecords are the log's records of recs, and of those the bound
+// drops (dropped, when there are any).
+func publishLogRecords(recs []PublishRecord, dropped []string) ([]record, error) {
+	out := make([]record, 0, len(recs)+1)
+	for _, p := range recs {
+		r, err := publishRecord(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if len(dropped) > 0 {
+		out = append(out, record{KindPublishDropped, compactedRecord{Dropped: dropped}})
+	}
+	return out, nil
+}
+
 // compactedRecord names the DS events compaction dropped from the working
 // records: their entries stay in the log.
 type compactedRecord struct {

@@ -233,10 +233,21 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 		}
 		return err
 	}
+	pubs, err := l.b.loadPublish(ctx, "")
+	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			r.problem(0, ce.Path, "%s", ce.Reason)
+			return nil
+		}
+		return err
+	}
 	ceremonies := map[string]logged{} // id -> its newest entry
 	openState := map[string]logged{}  // repository -> its open ceremony, or none (sum "")
 	dsLogged := map[string]logged{}
 	dropped := map[string]bool{}
+	pubLogged := map[string]logged{}
+	pubDropped := map[string]bool{}
 	for _, x := range begun.Existing.Open {
 		openState[x.Repository] = logged{sum: x.SHA256, repo: x.Repository}
 	}
@@ -269,6 +280,16 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 			json.Unmarshal(e.Payload, &p)
 			for _, id := range p.Dropped {
 				dropped[id] = true
+			}
+		case KindPublish:
+			var p struct{ ID string }
+			json.Unmarshal(e.Payload, &p)
+			pubLogged[p.ID] = logged{seq: e.Seq, sum: sumOf(e.Payload)}
+		case KindPublishDropped:
+			var p compactedRecord
+			json.Unmarshal(e.Payload, &p)
+			for _, id := range p.Dropped {
+				pubDropped[id] = true
 			}
 		}
 	}
@@ -344,6 +365,21 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	for _, x := range begun.Existing.DS {
 		if !inView[x.ID] && !dropped[x.ID] {
 			r.problem(1, "DS record "+x.ID, "in the records when the log began, missing now (and not dropped by compaction): removed by hand")
+		}
+	}
+	// The publish gate's records, both ways, as the DS records.
+	inPubs := map[string]bool{}
+	for _, p := range pubs {
+		_, sum, _ := seal(p)
+		inPubs[p.ID] = true
+		g, inLog := pubLogged[p.ID]
+		r.compare("publish record "+p.ID, sum, g, inLog, "", false, fmt.Sprintf("(%s zone %s serial %d) not in the log: added by hand", p.Action, p.Zone, p.Serial))
+	}
+	pubIDs := sortedKeys(pubLogged)
+	sort.SliceStable(pubIDs, func(i, j int) bool { return pubLogged[pubIDs[i]].seq < pubLogged[pubIDs[j]].seq })
+	for _, id := range pubIDs {
+		if !inPubs[id] && !pubDropped[id] {
+			r.problem(pubLogged[id].seq, "publish record "+id, "in the log, missing from the records (and not dropped by the bound of %s a zone): removed by hand", human.Count(maxPublishRecords, "record"))
 		}
 	}
 	return nil

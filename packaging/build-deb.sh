@@ -31,6 +31,7 @@ objcopy --remove-section=.comment "$root/usr/sbin/ods-keyguard"
 chmod 0755 "$root/usr/sbin/ods-keyguard"
 ln -s ods-keyguard "$root/usr/sbin/ods-keyguard-ds-submit"
 ln -s ods-keyguard "$root/usr/sbin/ods-keyguard-ds-retract"
+ln -s ods-keyguard "$root/usr/sbin/ods-keyguard-publish"
 ln -s ../../../sbin/ods-keyguard "$root/usr/lib/nagios/plugins/check_ods_keyguard"
 
 # The man pages, written by hand; the date of the commit built.
@@ -40,6 +41,7 @@ for page in ods-keyguard.8 keyguard.toml.5; do
 done
 ln -s ods-keyguard.8.gz "$root/usr/share/man/man8/ods-keyguard-ds-submit.8.gz"
 ln -s ods-keyguard.8.gz "$root/usr/share/man/man8/ods-keyguard-ds-retract.8.gz"
+ln -s ods-keyguard.8.gz "$root/usr/share/man/man8/ods-keyguard-publish.8.gz"
 
 install -m 0644 packaging/nagios-ods-keyguard.cfg "$root/etc/nagios-plugins/config/ods-keyguard.cfg"
 install -m 0644 packaging/icinga2-ods-keyguard.conf "$root/usr/share/icinga2/include/plugins-contrib.d/ods-keyguard.conf"
@@ -48,7 +50,8 @@ install -m 0644 packaging/icinga2-ods-keyguard.conf "$root/usr/share/icinga2/inc
 chmod 0644 "$root/usr/share/bash-completion/completions/ods-keyguard"
 install -m 0644 packaging/ods-keyguard-textfile.service packaging/ods-keyguard-textfile.timer \
 	packaging/ods-keyguard-parent-sync.service packaging/ods-keyguard-parent-sync.timer \
-	packaging/ods-keyguard-scan.service packaging/ods-keyguard-scan.timer "$root/lib/systemd/system/"
+	packaging/ods-keyguard-scan.service packaging/ods-keyguard-scan.timer \
+	packaging/ods-keyguard-publish-release.service packaging/ods-keyguard-publish-release.timer "$root/lib/systemd/system/"
 install -m 0644 conf.toml.example "$doc/examples/keyguard.toml"
 install -m 0644 packaging/ods-keyguard.rules.yml "$doc/examples/ods-keyguard.rules.yml"
 install -m 0644 packaging/ods-keyguard.rules.test.yml "$doc/examples/ods-keyguard.rules.test.yml"

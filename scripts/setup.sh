@@ -3,8 +3,8 @@
 # real parts the tests start (SoftHSMv2, NSS softoken, openCryptoki,
 # OpenDNSSEC's enforcer, BIND as a parent, MariaDB and a Galera cluster of
 # it, Nagios Core) and the tools they check with (pkcs11-tool, sqlite3,
-# dig, lintian, promtool, dpkg-deb, debsums, man, sudo). Does nothing when
-# they are there already.
+# dig, lintian, promtool, dpkg-deb, debsums, man, sudo, zone signers and
+# validators). Does nothing when they are there already.
 set -eu
 need=""
 want() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
@@ -26,6 +26,15 @@ want rsync rsync
 [ -e /usr/lib/galera/libgalera_smm.so ] || need="$need galera-4"
 want nagios4 nagios4-core
 want promtool prometheus
+# The zone review (zonereview/): its tests review zones signed by
+# dnssec-signzone and ldns-signzone; make bench-review compares it with
+# validns, ldns-verify-zone, kzonecheck and dnssec-verify.
+want dnssec-signzone bind9-utils
+want dnssec-verify bind9-utils
+want ldns-signzone ldnsutils
+want ldns-verify-zone ldnsutils
+want validns validns
+want kzonecheck knot-dnssecutils
 want lintian lintian
 want dpkg-shlibdeps dpkg-dev
 want systemd-analyze systemd

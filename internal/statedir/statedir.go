@@ -16,6 +16,7 @@
 package statedir
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -145,13 +146,18 @@ func (d *Dir) Trusted(uid uint32) bool {
 	return uid == 0 || int(uid) == d.owner
 }
 
-// Sub opens the subfolder name, made (DirMode) when create is set.
+// Sub opens the subfolder name, made (DirMode) when create is set. One
+// that root makes is given to the folder's owner: the enforcer's user
+// writes there too.
 func (d *Dir) Sub(name string, create bool) (*Dir, error) {
 	if create {
 		if err := syscall.Mkdirat(d.Fd(), name, 0o750); err == nil {
 			// Setgid, so that files made there keep state_dir's group.
 			if fd, err := syscall.Openat(d.Fd(), name, syscall.O_RDONLY|syscall.O_DIRECTORY|noFollow, 0); err == nil {
 				syscall.Fchmod(fd, uint32(DirMode.Perm())|syscall.S_ISGID)
+				if os.Geteuid() == 0 && d.owner != 0 {
+					syscall.Fchown(fd, d.owner, -1)
+				}
 				syscall.Close(fd)
 			}
 		} else if !errors.Is(err, syscall.EEXIST) {
@@ -438,4 +444,125 @@ func unwrapPath(err error) error {
 		return le.Err
 	}
 	return err
+}
+
+// SafeName turns a name from outside (a zone's, say) into a file name of
+// its own in a state folder: lower case, without a final dot, every byte
+// but letters, digits, '-', '_' and an inner '.' written %XX, the root (or
+// an empty name) as "@". Two names that differ only in case are one file.
+func SafeName(name string) string {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" {
+		return "@"
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.' && i > 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// Flock takes an exclusive flock on name (made LockMode when missing, and
+// given to the folder's owner when root made it, so that the enforcer's
+// user and root share it), trying until wait has passed or ctx ends.
+// Unlock with the returned function. The error names the holder's pid
+// where /proc/locks shows it.
+func (d *Dir) Flock(ctx context.Context, name string, wait time.Duration) (func(), error) {
+	f, err := d.OpenFile(name, syscall.O_RDONLY|syscall.O_CREAT, LockMode)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", d.Name(name), unwrapPath(err))
+	}
+	if fi, err := f.Stat(); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == 0 && os.Geteuid() == 0 && d.owner != 0 {
+			f.Chown(d.owner, -1)
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", d.Name(name), err)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			f.Close()
+			return nil, &BusyError{Path: d.Name(name), Wait: wait}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// BusyError is a lock another process held for longer than the wait.
+type BusyError struct {
+	Path string
+	Wait time.Duration
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("lock %s: held by another process for over %s", e.Path, e.Wait)
+}
+
+// Keep makes name in the folder the very file f was opened on, whatever
+// has been renamed over its path since: a hard link through
+// /proc/self/fd. Where no link can be made (another file system, a file
+// of another user under fs.protected_hardlinks, no /proc) it is a copy,
+// made whole or not at all, and copied says so. name must not exist.
+func (d *Dir) Keep(f *os.File, name string) (copied bool, err error) {
+	src := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	for {
+		err = unix.Linkat(unix.AT_FDCWD, src, d.Fd(), name, unix.AT_SYMLINK_FOLLOW)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == nil {
+		return false, d.f.Sync()
+	}
+	if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOENT) {
+		return false, fmt.Errorf("keep %s as %s: %w", f.Name(), d.Name(name), err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return true, fmt.Errorf("keep %s: %w", f.Name(), err)
+	}
+	tmp := fmt.Sprintf(".%s.tmp%d", name, os.Getpid())
+	out, err := d.OpenFile(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL, FileMode)
+	if err != nil {
+		return true, fmt.Errorf("keep %s as %s: %w", f.Name(), d.Name(name), unwrapPath(err))
+	}
+	_, err = io.Copy(out, f)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Linkat(d.Fd(), tmp, d.Fd(), name, 0)
+	}
+	syscall.Unlinkat(d.Fd(), tmp)
+	if err != nil {
+		return true, fmt.Errorf("keep %s as %s (a copy): %w", f.Name(), d.Name(name), unwrapPath(err))
+	}
+	return true, d.f.Sync()
+}
+
+// RemoveEmpty removes the subfolder name when it is empty; otherwise, or
+// when it is not there, it does nothing.
+func (d *Dir) RemoveEmpty(name string) {
+	unix.Unlinkat(d.Fd(), name, unix.AT_REMOVEDIR)
 }

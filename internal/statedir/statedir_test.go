@@ -257,3 +257,45 @@ func TestListAndMove(t *testing.T) {
 		t.Fatalf("removing a missing file: %v", err)
 	}
 }
+
+// A zone's name is a file name of its own, never a path elsewhere.
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.COM.": "example.com", ".": "@", "": "@", "../x": "%2E.%2Fx", "a/b": "a%2Fb", "x%y": "x%25y", "a b": "a%20b",
+	} {
+		if got := SafeName(in); got != want {
+			t.Errorf("SafeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A subfolder root makes belongs to state_dir's owner, who writes there too.
+func TestSubGivenToTheOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		sandbox.Missing(t, "needs root: only root makes a folder for another user")
+	}
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 4242, -1); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(dir, false, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sub, err := d.Sub("publish", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	fi, err := os.Stat(filepath.Join(dir, "publish"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4242 {
+		t.Errorf("owner %d, want 4242", st.Uid)
+	}
+}

@@ -60,6 +60,44 @@ func (f *Fake) State(ctx context.Context) (*enforcer.State, error) {
 	return f.St, nil
 }
 
+// ZoneState returns the part of f.St that a per-zone read gives: the
+// zone, the keys it uses with only its uses, and every policy.
+func (f *Fake) ZoneState(ctx context.Context, zone string) (*enforcer.State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Reads["zone "+zone]++
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if f.StateErr != nil {
+		return nil, f.StateErr
+	}
+	st := &enforcer.State{Policies: f.St.Policies}
+	z := f.St.Zone(zone)
+	if z == nil {
+		return st, nil
+	}
+	zc := *z
+	zc.Keys = nil
+	st.Zones = []*enforcer.Zone{&zc}
+	keys := map[*enforcer.Key]*enforcer.Key{}
+	for _, u := range z.Keys {
+		k := keys[u.Key]
+		if k == nil {
+			c := *u.Key
+			c.Uses = nil
+			k = &c
+			keys[u.Key] = k
+			st.Keys = append(st.Keys, k)
+		}
+		uc := *u
+		uc.Key, uc.Zone = k, &zc
+		k.Uses = append(k.Uses, &uc)
+		zc.Keys = append(zc.Keys, &uc)
+	}
+	return st, nil
+}
+
 // Tokens returns what each token holds, as hsmcheck.Reader would: only
 // req.IDs when given, and without the public keys that NoPublic skips.
 func (f *Fake) Tokens(ctx context.Context, tokens []hsmcheck.Token, req hsmcheck.Request) []hsmcheck.Result {

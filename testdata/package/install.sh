@@ -93,6 +93,19 @@ grep -q 'refusing to remove the package: /srv/ods2/conf.xml names$' /tmp/pkg/out
 echo "refused: /srv/ods2/conf.xml"
 cp /tmp/pkg/default /etc/default/opendnssec-enforcer
 
+# conf.xml names the publish gate as the signer's NotifyCommand: refused
+# (no signed zone would reach the name servers without it).
+cp /etc/opendnssec/conf.xml /tmp/pkg/conf.xml
+cat > /etc/opendnssec/conf.xml <<'XML'
+<Configuration><Signer>
+	<NotifyCommand>/usr/sbin/ods-keyguard-publish %zone %zonefile</NotifyCommand>
+</Signer></Configuration>
+XML
+if dpkg -r ods-keyguard >/tmp/pkg/out 2>&1; then fail "removed while conf.xml names the publish gate"; fi
+grep -q "^ods-keyguard-publish as the signer's <NotifyCommand>. Without it no signed$" /tmp/pkg/out || { cat /tmp/pkg/out; fail "no refusal naming the publish gate"; }
+echo "refused: the publish gate"
+cp /tmp/pkg/conf.xml /etc/opendnssec/conf.xml
+
 # The hooks gone from all: removed. The timer disabled, the textfile gone,
 # the conffile and state_dir kept.
 dpkg -r ods-keyguard >/tmp/pkg/out 2>&1 || { cat /tmp/pkg/out; fail "dpkg -r"; }

@@ -34,6 +34,8 @@ func main() {
 	runs := flag.Int("runs", 5, "runs per command (median reported)")
 	slow := flag.Duration("slow-timeout", 20*time.Minute, "limit for one run of ods-hsmutil list")
 	out := flag.String("out", "BENCHMARKS.md", "file to write")
+	publish := flag.Int("publish", 0, "instead: the publish gate's fixed cost per call with this many zones and keys in the enforcer")
+	publishSample := flag.Int("publish-sample", 200, "with -publish: zones run")
 	race := flag.Int("race", 0, "instead: the SoftHSMv2 concurrency experiment, this many runs per reader kind")
 	raceKeys := flag.Int("race-keys", 150, "about this many keys per generation")
 	raceKinds := flag.String("race-readers", "none,keyguard,pkcs11-tool,pkcs11-tool-nologin", "reader kinds: none, keyguard, keyguard-fixed, keyguard-wrapped, pkcs11-tool, pkcs11-tool-nologin")
@@ -113,6 +115,16 @@ func main() {
 			tables = append(tables, t)
 		}
 		if err := writeHSM(*out, bin, strings.Join(tables, "\n"), *runs); err != nil {
+			fatal(err)
+		}
+		return
+	}
+	if *publish > 0 {
+		t, err := benchPublish(bin, *publish, *publishSample)
+		if err != nil {
+			fatal(err)
+		}
+		if err := writePublish(*out, bin, t); err != nil {
 			fatal(err)
 		}
 		return
@@ -310,9 +322,16 @@ func waitKeys(db string, n int, limit time.Duration) (int, error) {
 
 // measure runs argv once: wall time and the peak resident memory.
 func measure(argv []string, stdin string, limit time.Duration) (time.Duration, int64, error) {
+	return measureWith(argv, stdin, nil, limit)
+}
+
+// measureWith is measure with an environment (nil: this process's); on a
+// failure the wall time is returned too.
+func measureWith(argv []string, stdin string, env []string, limit time.Duration) (time.Duration, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = nil, &stderr
@@ -323,7 +342,7 @@ func measure(argv []string, stdin string, limit time.Duration) (time.Duration, i
 		return 0, 0, ctx.Err()
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+		return wall, 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	var rss int64

@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -27,8 +29,15 @@ type Parent struct {
 	// every update; Anchor is then its key-signing DNSKEY.
 	Signed bool
 	Anchor *dns.DNSKEY
-	cmd    *exec.Cmd
-	done   chan error
+	// Rndc is the rndc.conf of a server with a control channel
+	// (StartZonesControlled): rndc -c Rndc reload ZONE.
+	Rndc string
+	cmd  *exec.Cmd
+	done chan error
+	// conf is its named.conf; waitFor, when set, is what says it is up
+	// (instead of an answer for Zone's SOA).
+	conf    string
+	waitFor func() bool
 }
 
 // Addr is the server's address: 127.0.0.1:PORT.
@@ -178,10 +187,52 @@ func StartZones(dir string, port int, zones map[string]string, update bool) (*Pa
 	return startNamed(dir, port, zones, update, "", "")
 }
 
+// StartZonesControlled is StartZones with an rndc control channel (its
+// rndc.conf is Parent.Rndc) and without waiting for a zone: a zone whose
+// file is not there yet (the publish gate holds it) is not served until
+// rndc reload loads it. It waits until rndc status answers.
+func StartZonesControlled(dir string, port int, zones map[string]string) (*Parent, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	secret := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("keyguard-lab-rndc-%d-%d", port, cport)))
+	key := fmt.Sprintf("key \"lab-rndc\" {\n\talgorithm hmac-sha256;\n\tsecret %q;\n};\n", secret)
+	rndc := filepath.Join(dir, "rndc.conf")
+	if err := os.WriteFile(rndc, []byte(key+fmt.Sprintf("options {\n\tdefault-key \"lab-rndc\";\n\tdefault-server 127.0.0.1;\n\tdefault-port %d;\n};\n", cport)), 0o644); err != nil {
+		return nil, err
+	}
+	controls := key + fmt.Sprintf("controls { inet 127.0.0.1 port %d allow { 127.0.0.1; } keys { \"lab-rndc\"; }; };\n", cport)
+	p, err := namedConf(dir, port, zones, false, "", "", controls)
+	if err != nil {
+		return nil, err
+	}
+	p.Rndc = rndc
+	p.waitFor = func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return exec.CommandContext(ctx, "rndc", "-c", rndc, "status").Run() == nil
+	}
+	return runNamed(p, p.conf, false)
+}
+
 // startNamed is StartZones, the zones signed by BIND with policy (a
 // dnssec-policy statement named "parent") and keys in keys, when policy is
 // not "".
 func startNamed(dir string, port int, zones map[string]string, update bool, policy, keys string) (*Parent, error) {
+	p, err := namedConf(dir, port, zones, update, policy, keys, "controls { };\n")
+	if err != nil {
+		return nil, err
+	}
+	return runNamed(p, p.conf, false)
+}
+
+// namedConf is the server's named.conf, in p.conf; controls is its
+// controls statement (and the key it names).
+func namedConf(dir string, port int, zones map[string]string, update bool, policy, keys, controls string) (*Parent, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -205,8 +256,8 @@ func startNamed(dir string, port int, zones map[string]string, update bool, poli
 	dnssec-validation no;
 	notify no;
 };
-controls { };
 `, dir, port)
+	conf.WriteString(controls)
 	conf.WriteString(policy)
 	for _, n := range names {
 		upd := "none"
@@ -220,7 +271,8 @@ controls { };
 		fmt.Fprintf(&conf, "zone %q {\n\ttype primary;\n\tfile %q;\n\tjournal %q;\n\tallow-update { %s; };\n%s};\n",
 			n, zones[n], zones[n]+".jnl", upd, sign)
 	}
-	return runNamed(p, conf.String(), false)
+	p.conf = conf.String()
+	return p, nil
 }
 
 // StartResolver starts named in dir as a recursive resolver on a port of
@@ -292,11 +344,17 @@ func runNamed(p *Parent, conf string, recursive bool) (*Parent, error) {
 			return nil, fmt.Errorf("named exited at start (%v): %s", err, tail(string(b)))
 		default:
 		}
-		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(p.Zone), dns.TypeSOA)
-		m.RecursionDesired = recursive
-		if r, err := dns.Exchange(m, p.Addr()); err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
-			return p, nil
+		if p.waitFor != nil {
+			if p.waitFor() {
+				return p, nil
+			}
+		} else {
+			m := new(dns.Msg)
+			m.SetQuestion(dns.Fqdn(p.Zone), dns.TypeSOA)
+			m.RecursionDesired = recursive
+			if r, err := dns.Exchange(m, p.Addr()); err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
+				return p, nil
+			}
 		}
 		if time.Now().After(deadline) {
 			p.Stop()

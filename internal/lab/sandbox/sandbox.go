@@ -84,6 +84,9 @@ type Options struct {
 	// Signer runs ods-signerd beside the enforcer, both in a mount
 	// namespace of their own where Dir/run is /run/opendnssec (signer.go).
 	Signer bool
+	// Notify is the signer's <NotifyCommand> ("" for none), with %zone
+	// and %zonefile as the signer expands them.
+	Notify string
 }
 
 // Enforcer is a running sandboxed ods-enforcerd.
@@ -167,6 +170,8 @@ var confTemplate = template.Must(template.New("conf").Funcs(template.FuncMap{"xm
  <Signer><WorkingDirectory>{{.Dir}}/signer</WorkingDirectory>
   {{- if .SignerPort}}
   <Listener><Interface><Address>127.0.0.1</Address><Port>{{.SignerPort}}</Port></Interface></Listener>{{end}}
+  {{- if .Notify}}
+  <NotifyCommand>{{xml .Notify}}</NotifyCommand>{{end}}
  </Signer>
 </Configuration>
 `))
