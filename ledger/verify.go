@@ -244,10 +244,7 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	}
 	ceremonies := map[string]logged{} // id -> its newest entry
 	openState := map[string]logged{}  // repository -> its open ceremony, or none (sum "")
-	dsLogged := map[string]logged{}
-	dropped := map[string]bool{}
-	pubLogged := map[string]logged{}
-	pubDropped := map[string]bool{}
+	dsLogged, pubLogged := newIDLog(), newIDLog()
 	for _, x := range begun.Existing.Open {
 		openState[x.Repository] = logged{sum: x.SHA256, repo: x.Repository}
 	}
@@ -272,25 +269,13 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 			json.Unmarshal(e.Payload, &p)
 			openState[p.Repository] = logged{seq: e.Seq}
 		case KindDS:
-			var ev struct{ ID string }
-			json.Unmarshal(e.Payload, &ev)
-			dsLogged[ev.ID] = logged{seq: e.Seq, sum: sumOf(e.Payload)}
+			dsLogged.add(e)
 		case KindDSCompacted:
-			var p compactedRecord
-			json.Unmarshal(e.Payload, &p)
-			for _, id := range p.Dropped {
-				dropped[id] = true
-			}
+			dsLogged.drop(e)
 		case KindPublish:
-			var p struct{ ID string }
-			json.Unmarshal(e.Payload, &p)
-			pubLogged[p.ID] = logged{seq: e.Seq, sum: sumOf(e.Payload)}
+			pubLogged.add(e)
 		case KindPublishDropped:
-			var p compactedRecord
-			json.Unmarshal(e.Payload, &p)
-			for _, id := range p.Dropped {
-				pubDropped[id] = true
-			}
+			pubLogged.drop(e)
 		}
 	}
 	before := func(list []recordSum) map[string]string {
@@ -347,42 +332,74 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	}
 	// The DS records: each event as the log recorded it, and every event
 	// the log recorded that compaction did not drop.
-	inView := map[string]bool{}
 	for _, e := range evs {
 		_, sum, _ := seal(e)
-		inView[e.ID] = true
-		g, inLog := dsLogged[e.ID]
+		g, inLog := dsLogged.seen(e.ID)
 		before, inBefore := oldDS[e.ID]
 		r.compare("DS record "+e.ID, sum, g, inLog, before, inBefore, fmt.Sprintf("(%s %s zone %s) not in the log: added by hand", e.Kind, e.Action, e.Zone))
 	}
-	dsIDs := sortedKeys(dsLogged)
-	sort.SliceStable(dsIDs, func(i, j int) bool { return dsLogged[dsIDs[i]].seq < dsLogged[dsIDs[j]].seq })
-	for _, id := range dsIDs {
-		if !inView[id] && !dropped[id] {
-			r.problem(dsLogged[id].seq, "DS record "+id, "in the log, missing from the records (and not dropped by compaction): removed by hand")
-		}
-	}
+	dsLogged.missing(r, "DS record ", "compaction")
 	for _, x := range begun.Existing.DS {
-		if !inView[x.ID] && !dropped[x.ID] {
+		if !dsLogged.held[x.ID] && !dsLogged.dropped[x.ID] {
 			r.problem(1, "DS record "+x.ID, "in the records when the log began, missing now (and not dropped by compaction): removed by hand")
 		}
 	}
 	// The publish gate's records, both ways, as the DS records.
-	inPubs := map[string]bool{}
 	for _, p := range pubs {
 		_, sum, _ := seal(p)
-		inPubs[p.ID] = true
-		g, inLog := pubLogged[p.ID]
+		g, inLog := pubLogged.seen(p.ID)
 		r.compare("publish record "+p.ID, sum, g, inLog, "", false, fmt.Sprintf("(%s zone %s serial %d) not in the log: added by hand", p.Action, p.Zone, p.Serial))
 	}
-	pubIDs := sortedKeys(pubLogged)
-	sort.SliceStable(pubIDs, func(i, j int) bool { return pubLogged[pubIDs[i]].seq < pubLogged[pubIDs[j]].seq })
-	for _, id := range pubIDs {
-		if !inPubs[id] && !pubDropped[id] {
-			r.problem(pubLogged[id].seq, "publish record "+id, "in the log, missing from the records (and not dropped by the bound of %s a zone): removed by hand", human.Count(maxPublishRecords, "record"))
+	pubLogged.missing(r, "publish record ", "the bound of "+human.Count(maxPublishRecords, "record")+" a zone")
+	return nil
+}
+
+// idLog is what the log says of records kept by ID (DS events, publish
+// records): each one's newest entry, the IDs a bound or compaction
+// dropped from the working records, and which the records hold.
+type idLog struct {
+	entries map[string]logged
+	dropped map[string]bool
+	held    map[string]bool
+}
+
+func newIDLog() *idLog {
+	return &idLog{entries: map[string]logged{}, dropped: map[string]bool{}, held: map[string]bool{}}
+}
+
+// add takes an entry that records one: its payload has the ID.
+func (l *idLog) add(e Entry) {
+	var p struct{ ID string }
+	json.Unmarshal(e.Payload, &p)
+	l.entries[p.ID] = logged{seq: e.Seq, sum: sumOf(e.Payload)}
+}
+
+// drop takes an entry that names the records dropped.
+func (l *idLog) drop(e Entry) {
+	var p compactedRecord
+	json.Unmarshal(e.Payload, &p)
+	for _, id := range p.Dropped {
+		l.dropped[id] = true
+	}
+}
+
+// seen notes that the records hold id, and says what the log has of it.
+func (l *idLog) seen(id string) (logged, bool) {
+	l.held[id] = true
+	g, ok := l.entries[id]
+	return g, ok
+}
+
+// missing names each record the log has, in its order, that the records
+// neither hold nor dropped (by dropper).
+func (l *idLog) missing(r *VerifyReport, what, dropper string) {
+	ids := sortedKeys(l.entries)
+	sort.SliceStable(ids, func(i, j int) bool { return l.entries[ids[i]].seq < l.entries[ids[j]].seq })
+	for _, id := range ids {
+		if !l.held[id] && !l.dropped[id] {
+			r.problem(l.entries[id].seq, what+id, "in the log, missing from the records (and not dropped by %s): removed by hand", dropper)
 		}
 	}
-	return nil
 }
 
 // logged is what the log says of a record: its newest entry, the
