@@ -20,13 +20,15 @@ type Status struct {
 	Topology string      `json:"topology"`
 	// SchemaVersion is the MySQL ledger's schema version row; nil when
 	// there is none (run ledger init) or for state_dir.
-	SchemaVersion *int   `json:"schema_version"`
-	Writable      bool   `json:"writable"`
-	OpenCount     int    `json:"open_count"`
-	HistoryCount  int    `json:"history_count"`
-	DSEventCount  int    `json:"ds_event_count"`
-	LockHolder    string `json:"lock_holder"` // "" when nobody holds the writers' lock (on this node)
-	Guarantee     string `json:"guarantee"`
+	SchemaVersion *int `json:"schema_version"`
+	Writable      bool `json:"writable"`
+	OpenCount     int  `json:"open_count"`
+	HistoryCount  int  `json:"history_count"`
+	DSEventCount  int  `json:"ds_event_count"`
+	// Log is the chained log: its size, head and newest checkpoint.
+	Log        LogStatus `json:"log"`
+	LockHolder string    `json:"lock_holder"` // "" when nobody holds the writers' lock (on this node)
+	Guarantee  string    `json:"guarantee"`
 	// Problems is what stands in the way of writers: no tables, an old
 	// schema, a read-only server, a Galera node out of sync.
 	Problems []string `json:"problems"`
@@ -90,8 +92,59 @@ func (l *Ledger) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	st.OpenCount, st.HistoryCount, st.DSEventCount = len(open), len(history), len(evs)
+	st.Log = l.logStatus(ctx)
 	st.LockHolder = l.LockHolder(ctx)
 	return st, nil
+}
+
+// LogStatus is the log as ledger status reports it: how many entries, the
+// head's short form, and the size the newest stored checkpoint signed
+// (nil when none is stored). Error says why the head could not be read:
+// ledger verify says more.
+type LogStatus struct {
+	Entries    uint64  `json:"entries"`
+	Head       string  `json:"head"`
+	Checkpoint *uint64 `json:"checkpoint"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// logStatus reads the head (walking only the entries since the newest
+// checkpoint) and the newest checkpoint's size.
+func (l *Ledger) logStatus(ctx context.Context) LogStatus {
+	var ls LogStatus
+	h, err := l.Head(ctx)
+	if err != nil {
+		ls.Error = human.OneLine(err.Error())
+		return ls
+	}
+	ls.Entries = h.Entries
+	if h.Entries > 0 {
+		ls.Head = h.Short()
+	}
+	if notes, err := l.b.checkpoints(ctx, true); err == nil && len(notes) == 1 && notes[0].Err == nil {
+		if _, n, _, err := parseCheckpointText(noteBody(notes[0].Text)); err == nil {
+			ls.Checkpoint = &n
+		}
+	}
+	return ls
+}
+
+// text is the log's line of ledger status.
+func (ls LogStatus) text() string {
+	switch {
+	case ls.Error != "":
+		return "log: cannot read its head: " + ls.Error
+	case ls.Entries == 0:
+		return "log: empty (the first record starts it)"
+	}
+	signed := "no checkpoint stored"
+	if ls.Checkpoint != nil {
+		signed = fmt.Sprintf("the newest checkpoint covers %s", human.Count(int(*ls.Checkpoint), "entry", "entries"))
+		if after := ls.Entries - *ls.Checkpoint; *ls.Checkpoint <= ls.Entries && after > 0 {
+			signed += fmt.Sprintf(", %s after it", human.Count(int(after), "entry", "entries"))
+		}
+	}
+	return fmt.Sprintf("log: %s, head %s; %s", human.Count(int(ls.Entries), "entry", "entries"), ls.Head, signed)
 }
 
 // WriteText prints the status for the operator.
@@ -110,6 +163,7 @@ func (st *Status) WriteText(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "records: %s, %d in the history, %s\n", human.Count(st.OpenCount, "open ceremony"), st.HistoryCount, human.Count(st.DSEventCount, "DS record"))
+	fmt.Fprintln(w, st.Log.text())
 	if st.LockHolder != "" {
 		fmt.Fprintf(w, "lock: held by %s\n", st.LockHolder)
 	} else {
