@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,7 +334,10 @@ func TestFilesStatus(t *testing.T) {
 	}
 	var b strings.Builder
 	st.WriteText(&b)
-	if !strings.Contains(b.String(), "records: 1 open ceremony, 0 in the history, 1 DS record\nlock: free\nguarantee: one host: the writers' flock serialises every change of a ceremony\n") {
+	if st.Log.Entries != 3 || st.Log.Checkpoint != nil || st.Log.Error != "" {
+		t.Errorf("log: %+v", st.Log)
+	}
+	if !regexp.MustCompile(`records: 1 open ceremony, 0 in the history, 1 DS record\nlog: 3 entries, head ledger 3 [A-Z2-7-]{24}; no checkpoint stored\nlock: free\nguarantee: one host: the writers' flock serialises every change of a ceremony\n`).MatchString(b.String()) {
 		t.Errorf("text:\n%s", b.String())
 	}
 }

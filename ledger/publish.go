@@ -77,8 +77,13 @@ const maxPublishRecords = 1000
 // operator did to it: the gate's one record writer, into the log and the
 // working records. Records of one zone are kept in order; the oldest
 // beyond 1,000 per zone leave the working records (not the log).
+//
+// No checkpoint is signed here, even with a key: the gate runs on the
+// signer's path for every version of every zone, and a signature (on a
+// token, a login) each time would slow every zone's publication and store
+// a checkpoint per decision. ledger checkpoint from cron signs them, as it
+// signs the hooks' records.
 func (l *Ledger) AddPublish(ctx context.Context, recs ...PublishRecord) error {
-	defer l.autoCheckpoint(ctx)
 	byZone := map[string][]PublishRecord{}
 	var zones []string
 	for _, r := range recs {
