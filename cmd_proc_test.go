@@ -247,3 +247,26 @@ func installSelf(ts *testscript.TestScript) string {
 	}
 	return bin
 }
+
+// killStrays kills every process whose working folder is in dir (a
+// script's $WORK), with SIGKILL, and says which: a script leaves nothing
+// running behind it, whether it passed or failed.
+func killStrays(t testscript.T, dir string) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil || (cwd != dir && !strings.HasPrefix(cwd, dir+"/")) {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		t.Log(fmt.Sprintf("killed a process the script left behind: %d %s", pid, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")))
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}

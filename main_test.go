@@ -216,6 +216,11 @@ func runScriptsOn(t *testing.T, backend, impl string, files []string) {
 // setupScript points SOFTHSM2_CONF into $WORK, so that no script can touch
 // a token of the machine, and the configuration at $WORK/keyguard.toml.
 func setupScript(env *testscript.Env, backend string) error {
+	// Registered first, so it runs last: whatever a script started that
+	// outlives it (a daemon a failed script did not get to stop) is
+	// killed, or the script's background command, whose output pipe the
+	// daemon holds, would keep the test waiting forever.
+	env.Defer(func() { killStrays(env.T(), env.WorkDir) })
 	conf, err := sandbox.SoftHSM(filepath.Join(env.WorkDir, "softhsm"))
 	if err != nil {
 		return err
