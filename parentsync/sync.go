@@ -396,30 +396,43 @@ func act(ctx context.Context, src Sources, it *Item, u *enforcer.Use, r *ledger.
 	src.Log.Info(fmt.Sprintf("parent sync: %s: %s: told the enforcer %s", what, it.Reason, cmd))
 }
 
-// retryAfter is how long tell waits before its one retry.
+// retryAfter is how long tell waits before its first retry; the n-th
+// waits n times as long, up to maxRetries (10 s in all).
 var retryAfter = time.Second
+
+const maxRetries = 4
 
 // tell runs `ods-enforcer key ds-seen|ds-gone ...`. When the enforcer
 // answers that it changed no key ("0 KSKs changed") although its database
-// showed the key waiting when this run read it, the command is tried once
-// more a second later: ods-enforcerd 2.1 has been seen to answer so, now
-// and then, for the second zone told in one run, while it ran the task the
-// first command started; a second later it takes it. The command changes
-// nothing when the key is no longer waiting, so trying it again is safe.
+// showed the key waiting when this run read it, the command is tried again
+// a second later, then two, three and four seconds later, within the
+// run's deadline: ods-enforcerd 2.1 has been seen to answer so, now and
+// then, for the second zone told in one run, while it ran the task the
+// first command started, and on a loaded host for several seconds. The
+// command changes nothing when the key is no longer waiting, so trying it
+// again is safe; what is still refused is a failure the next run retries.
 func tell(ctx context.Context, e Enforcer, args ...string) error {
 	out, err := e.Run(ctx, args...)
-	if err == nil || !strings.Contains(out+err.Error(), "0 KSKs changed") {
-		return err
+	waited := time.Duration(0)
+	for n := 1; err != nil && strings.Contains(out+err.Error(), "0 KSKs changed") && n <= maxRetries; n++ {
+		wait := time.Duration(n) * retryAfter
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+retryAfter {
+			break // no time left for the command after the wait
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		waited += wait
+		if out, err = e.Run(ctx, args...); err == nil {
+			return nil
+		}
 	}
-	t := time.NewTimer(retryAfter)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return err
-	case <-t.C:
+	if err != nil && waited > 0 {
+		return fmt.Errorf("%w (tried again for %s)", err, waited.Round(time.Second))
 	}
-	if _, err := e.Run(ctx, args...); err != nil {
-		return fmt.Errorf("%w (and again a second later)", err)
-	}
-	return nil
+	return err
 }

@@ -121,9 +121,9 @@ func (f *fakeEnforcer) Run(_ context.Context, args ...string) (string, error) {
 	return "1 KSK matches found.\n1 KSKs changed.\n", nil
 }
 
-// "0 KSKs changed" is tried once more; any other failure, or a second
-// refusal, is the command's failure.
-func TestTellRetriesOnce(t *testing.T) {
+// "0 KSKs changed" is tried again, up to maxRetries times; any other
+// failure, or a refusal every time, is the command's failure.
+func TestTellRetries(t *testing.T) {
 	saved := retryAfter
 	retryAfter = time.Millisecond
 	defer func() { retryAfter = saved }()
@@ -137,7 +137,9 @@ func TestTellRetriesOnce(t *testing.T) {
 	}{
 		{"taken at once", []error{nil}, 1, true},
 		{"taken a second later", []error{refused, nil}, 2, true},
-		{"refused twice", []error{refused, refused}, 2, false},
+		{"taken at the last try", []error{refused, refused, refused, refused, nil}, 5, true},
+		{"refused every time", []error{refused, refused, refused, refused, refused}, 5, false},
+		{"refused, then another failure", []error{refused, down}, 2, false},
 		{"another failure: not tried again", []error{down, nil}, 1, false},
 	} {
 		f := &fakeEnforcer{answers: c.answers}
