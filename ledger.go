@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/jsondoc"
 	"github.com/ods-keyguard/ods-keyguard/ledger"
 )
@@ -42,7 +43,7 @@ The manual: man ods-keyguard.`,
 			{
 				Name:      "verify",
 				Usage:     "check the log's chain, its signed checkpoints, and the records against the log",
-				UsageText: "ods-keyguard ledger verify [--json] [-t SECONDS]",
+				UsageText: "ods-keyguard ledger verify [--archive FILE]... [--json] [-t SECONDS]",
 				Description: `Reads the whole log: every entry must carry the number after the one
 before it, name that entry's hash, and hash to its own; every checkpoint
 must be signed by a key of [ledger] public_keys (default signing_key.pub)
@@ -50,12 +51,36 @@ and sign the hash the log has at its size; and every record (the history,
 the open ceremonies, the DS records) must be what the log recorded, and
 everything the log recorded must be there (DS records compaction dropped
 excepted: the log says which). Names the first entry that does not match.
-Entries after the newest checkpoint are listed as not signed yet.
+Entries after the newest checkpoint are listed as not signed yet. A log
+that ledger archive cut begins after the cut; --archive FILE reads the
+archive files first, to check it from entry 1.
 Exit status: 0 all matches; 1 something does not match (MISMATCH lines,
 the first one first); 3 cannot tell (no public key for the checkpoints,
 an empty log, the ledger unreadable).`,
-				Flags:  []cli.Flag{jsonFlag(), timeoutFlag(defaultTimeout)},
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "archive", Usage: "an archive `FILE` of ledger archive (repeat for several)"},
+					jsonFlag(), timeoutFlag(defaultTimeout),
+				},
 				Action: withJob(runLedgerVerify),
+			},
+			{
+				Name:      "archive",
+				Usage:     "move the log's old entries into an archive file, keeping the live log bounded",
+				UsageText: "ods-keyguard ledger archive --before TIME --out FILE [-t SECONDS]",
+				Description: `Verifies the log, writes the entries written before TIME (on state_dir,
+whole segments of 1024 entries, never the newest) to FILE, new, then
+records an entry that names FILE, its SHA-256, the cut and every
+ceremony and DS record's checksum, and drops the archived entries from the
+live log. Keep FILE: ledger verify --archive FILE checks the log from its
+first entry again. TIME: RFC 3339, YYYY-MM-DD[THH:MM], or a duration back
+from now (P400D). Exit status: 0 archived, or nothing to archive; 1 the
+log does not verify (nothing archived); 2 bad usage; 3 could not.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "before", Usage: "archive the entries written before `TIME`"},
+					&cli.StringFlag{Name: "out", Usage: "the archive `FILE` to write (never over a file)"},
+					timeoutFlag(defaultTimeout),
+				},
+				Action: withJob(runLedgerArchive),
 			},
 			{
 				Name:      "checkpoint",
@@ -90,7 +115,7 @@ the private key sensitive, never extractable) and writes its public key to
 			{
 				Name:      "export",
 				Usage:     "one ceremony's entries, a signed checkpoint and the proof, for an auditor to verify offline",
-				UsageText: "ods-keyguard ledger export --ceremony ID [--out FILE] [-t SECONDS]",
+				UsageText: "ods-keyguard ledger export --ceremony ID [--archive FILE]... [--out FILE] [-t SECONDS]",
 				Description: `Writes a JSON document (schema ledger-export): the ceremony's entries in
 the log, the newest signed checkpoint that covers them (one is signed when
 none does), the hash of the entry before the first, and the leaf hash of
@@ -98,6 +123,7 @@ every other entry up to the checkpoint. ods-keyguard ledger verify-export
 checks it with the public key alone. Exit status: 0 written; 3 could not.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "ceremony", Usage: "the ceremony's `ID` (backup history lists them)"},
+					&cli.StringSliceFlag{Name: "archive", Usage: "an archive `FILE` that holds the ceremony's entries (repeat for several)"},
 					&cli.StringFlag{Name: "out", Usage: "write to `FILE` (default: standard output)"},
 					timeoutFlag(defaultTimeout),
 				},
@@ -204,7 +230,7 @@ func runLedgerVerify(r *job) error {
 	if err != nil {
 		return err
 	}
-	rep, err := l.Verify(r.ctx)
+	rep, err := l.Verify(r.ctx, r.c.StringSlice("archive")...)
 	if err != nil {
 		return err
 	}
@@ -219,6 +245,31 @@ func runLedgerVerify(r *job) error {
 	if st := rep.Status(); st != 0 {
 		return exit(st, nil)
 	}
+	return nil
+}
+
+func runLedgerArchive(r *job) error {
+	c := r.c
+	if c.String("before") == "" || c.String("out") == "" {
+		return usagef("ledger archive: --before TIME and --out FILE are needed")
+	}
+	before, err := human.ParseBefore(c.String("before"), time.Now())
+	if err != nil {
+		return usagef("ledger archive: --before %v", err)
+	}
+	l, err := r.ledger(false)
+	if err != nil {
+		return err
+	}
+	rep, err := l.Archive(r.ctx, before, c.String("out"))
+	var nv *ledger.NotVerifiedError
+	if errors.As(err, &nv) {
+		return exit(1, err)
+	}
+	if err != nil {
+		return err
+	}
+	rep.WriteText(c.App.Writer)
 	return nil
 }
 
@@ -262,7 +313,7 @@ func runLedgerExport(r *job) error {
 	if err != nil {
 		return err
 	}
-	x, err := l.Export(r.ctx, c.String("ceremony"))
+	x, err := l.Export(r.ctx, c.String("ceremony"), c.StringSlice("archive")...)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ const (
 	// KindPublishDropped names the publish records that the bound per zone
 	// dropped from the working records (their entries stay in the log).
 	KindPublishDropped = "publish-dropped"
+	// KindArchived says which entries ledger archive moved out of the live
+	// log, into which file, and the records' checksums then (archive.go).
+	KindArchived = "archived"
 )
 
 // Entry is one record of the log.

@@ -63,21 +63,29 @@ var ErrNoSigningKey = errors.New("no signing key configured ([ledger] signing_ke
 // it, so that a log changed since is not signed again (ledger verify
 // checks the whole), and reads no more than those.
 func (l *Ledger) head(ctx context.Context) (origin string, size uint64, h Hash, err error) {
-	first, err := l.b.readLog(ctx, 1, 1)
+	start, err := l.b.logStart(ctx)
+	if err != nil || start == 0 {
+		return "", 0, h, err
+	}
+	first, err := l.b.readLog(ctx, start, start)
 	if err != nil || len(first) == 0 {
 		return "", 0, h, err
 	}
 	var e1 Entry
-	if err := json.Unmarshal(first[0].Body, &e1); err != nil || e1.Seq != 1 || e1.Kind != KindBegun {
+	if err := json.Unmarshal(first[0].Body, &e1); err != nil || e1.Seq != start || (start == 1 && e1.Kind != KindBegun) {
 		return "", 0, h, fmt.Errorf("%s: the log's first entry is not its start: run ods-keyguard ledger verify", l.Where())
 	}
-	var b begunPayload
-	json.Unmarshal(e1.Payload, &b)
 	w := newWalker(false)
-	from := uint64(1)
+	w.next = start
+	from, fromCheckpoint := start, false
+	if start == 1 {
+		var b begunPayload
+		json.Unmarshal(e1.Payload, &b)
+		origin = b.Origin
+	}
 	if notes, err := l.b.checkpoints(ctx, true); err == nil && len(notes) == 1 && notes[0].Err == nil {
-		if _, n, ch, err := parseCheckpointText(noteBody(notes[0].Text)); err == nil && n > 0 {
-			from = n
+		if o, n, ch, err := parseCheckpointText(noteBody(notes[0].Text)); err == nil && n >= start {
+			from, origin, fromCheckpoint = n, o, true
 			w.next, w.prev = n+1, ch
 		}
 	}
@@ -85,8 +93,18 @@ func (l *Ledger) head(ctx context.Context) (origin string, size uint64, h Hash, 
 	if err != nil {
 		return "", 0, h, err
 	}
+	if !fromCheckpoint && start > 1 {
+		// An archived log, no checkpoint since: it begins where its
+		// archived entry says, chained to the hash it names.
+		a, _, ok := newestArchived(rest, func(p archivedPayload) bool { return p.Through == start-1 })
+		ph, perr := ParseHash(a.Head)
+		if !ok || perr != nil {
+			return "", 0, h, fmt.Errorf("%s: the log begins at entry %d, and no archived entry names the entries before: run ods-keyguard ledger verify", l.Where(), start)
+		}
+		w.prev, origin = ph, a.Origin
+	}
 	for i, s := range rest {
-		if i == 0 && from > 1 {
+		if i == 0 && fromCheckpoint {
 			// The newest checkpoint's entry: still what it signed?
 			if stored, err := ParseHash(s.Hash); err != nil || stored != w.prev {
 				return "", 0, h, fmt.Errorf("%s: log entry %d is not what its checkpoint signed: run ods-keyguard ledger verify", l.Where(), from)
@@ -97,10 +115,10 @@ func (l *Ledger) head(ctx context.Context) (origin string, size uint64, h Hash, 
 			return "", 0, h, fmt.Errorf("%s: log %w: run ods-keyguard ledger verify", l.Where(), err)
 		}
 	}
-	if from > 1 && len(rest) == 0 {
+	if fromCheckpoint && len(rest) == 0 {
 		return "", 0, h, fmt.Errorf("%s: the log is shorter than its newest checkpoint (%s): run ods-keyguard ledger verify", l.Where(), human.Count(int(from), "entry"))
 	}
-	return b.Origin, w.next - 1, w.prev, nil
+	return origin, w.next - 1, w.prev, nil
 }
 
 // Checkpoint signs the log as it is now (its size and head hash) with the

@@ -47,14 +47,14 @@ type ProofItem struct {
 // Export writes the export of ceremony id. The checkpoint is the newest
 // stored one that covers the ceremony's last entry, else one signed now
 // (with the configured key).
-func (l *Ledger) Export(ctx context.Context, id string) (*Export, error) {
-	stored, err := l.b.readLog(ctx, 1, 0)
+func (l *Ledger) Export(ctx context.Context, id string, archives ...string) (*Export, error) {
+	stored, start, w, origin, err := l.readChain(ctx, archives)
 	if err != nil {
 		return nil, err
 	}
-	w := newWalker(true)
+	startPrev := w.prev
 	var first, last uint64
-	var origin string
+	var firstStatus string
 	for _, s := range stored {
 		e, err := w.step(s)
 		if err != nil {
@@ -68,36 +68,45 @@ func (l *Ledger) Export(ctx context.Context, id string) (*Export, error) {
 		case KindCeremony, KindCeremonyDropped:
 			if ceremonyID(e) == id {
 				if first == 0 {
-					first = e.Seq
+					first, firstStatus = e.Seq, ceremonyStatus(e)
 				}
 				last = e.Seq
 			}
 		}
 	}
+	if first != 0 && start > 1 && firstStatus != Preparing && firstStatus != Restored {
+		// Its first steps are in the archive: an export of the rest would
+		// be a part passed off as the whole.
+		return nil, fmt.Errorf("ceremony %s: its first steps are before entry %d, where the live log of %s begins: export it with --archive FILE (the archive files of entries 1-%d)", id, start, l.Where(), start-1)
+	}
 	if first == 0 {
+		if start > 1 {
+			return nil, fmt.Errorf("ceremony %s: not in the live log of %s, which begins at entry %d: if it is older, export it with --archive FILE (the archive files of entries 1-%d)", id, l.Where(), start, start-1)
+		}
 		return nil, fmt.Errorf("ceremony %s: not in the log of %s", id, l.Where())
 	}
 	cp, err := l.covering(ctx, last, w.heads)
 	if err != nil {
 		return nil, fmt.Errorf("ceremony %s: %w", id, err)
 	}
-	if cp.Size > uint64(len(stored)) {
+	if cp.Size > start-1+uint64(len(stored)) {
 		// Signed just now, after entries this read did not see.
-		if stored, err = l.b.readLog(ctx, 1, 0); err != nil {
+		more, err := l.b.readLog(ctx, start+uint64(len(stored)), 0)
+		if err != nil {
 			return nil, err
 		}
+		stored = append(stored, more...)
+	}
+	if cp.Size > start-1+uint64(len(stored)) {
+		return nil, fmt.Errorf("ceremony %s: checkpoint %d is past the log's end (ods-keyguard ledger verify)", id, cp.Size)
 	}
 	x := &Export{Schema: ExportFormat, Ceremony: id, Origin: origin, Checkpoint: cp.Note, Proof: []ProofItem{}}
-	var prev Stored
-	if first > 1 {
-		prev = stored[first-2]
-	}
-	x.Prev = prev.Hash
-	if first == 1 {
-		x.Prev = Hash{}.String()
+	x.Prev = startPrev.String()
+	if first > start {
+		x.Prev = stored[first-start-1].Hash
 	}
 	for seq := first; seq <= cp.Size; seq++ {
-		s := stored[seq-1]
+		s := stored[seq-start]
 		var e Entry
 		json.Unmarshal(s.Body, &e)
 		if (e.Kind == KindCeremony || e.Kind == KindCeremonyDropped) && ceremonyID(e) == id {
@@ -108,6 +117,40 @@ func (l *Ledger) Export(ctx context.Context, id string) (*Export, error) {
 		x.Proof = append(x.Proof, ProofItem{Seq: seq, Leaf: LeafHash(s.Body).String()})
 	}
 	return x, nil
+}
+
+// readChain reads the log (after the entries of archives, when given) and
+// a walker set to check it from its first entry: entry 1, or the entry
+// after the cut that the newest archived entry names, chained to the hash
+// it names (origin is that entry's).
+func (l *Ledger) readChain(ctx context.Context, archives []string) (stored []Stored, start uint64, w *chainWalker, origin string, err error) {
+	if stored, err = l.b.readLog(ctx, 1, 0); err != nil {
+		return nil, 0, nil, "", err
+	}
+	if len(archives) > 0 {
+		r := &VerifyReport{}
+		if stored, err = l.withArchives(r, stored, archives); err != nil {
+			return nil, 0, nil, "", err
+		}
+		if len(r.Problems) > 0 {
+			return nil, 0, nil, "", errors.New(r.Problems[0].String())
+		}
+	}
+	w, start = newWalker(true), 1
+	if len(stored) == 0 {
+		return stored, start, w, "", nil
+	}
+	e, err := decodeEntry(stored[0])
+	if err != nil || e.Seq <= 1 {
+		return stored, start, w, "", nil // the walker names what is wrong
+	}
+	a, _, ok := newestArchived(stored, func(p archivedPayload) bool { return p.Through == e.Seq-1 })
+	h, herr := ParseHash(a.Head)
+	if !ok || herr != nil {
+		return nil, 0, nil, "", fmt.Errorf("%s: the log begins at entry %d, and no archived entry names entries 1-%d: run ods-keyguard ledger verify", l.Where(), e.Seq, e.Seq-1)
+	}
+	w.next, w.prev, start = e.Seq, h, e.Seq
+	return stored, start, w, a.Origin, nil
 }
 
 // covering finds a stored checkpoint that covers entry seq and matches the
@@ -147,6 +190,17 @@ func (l *Ledger) covering(ctx context.Context, seq uint64, heads map[uint64]Hash
 }
 
 // ceremonyID is the ceremony a ceremony entry is about.
+// ceremonyStatus is the status a ceremony entry records ("" for a
+// dropped one).
+func ceremonyStatus(e Entry) string {
+	var p ceremonyPayload
+	var c struct{ Status string }
+	if e.Kind == KindCeremony && json.Unmarshal(e.Payload, &p) == nil {
+		json.Unmarshal(p.Ceremony, &c)
+	}
+	return c.Status
+}
+
 func ceremonyID(e Entry) string {
 	if e.Kind == KindCeremonyDropped {
 		var p droppedPayload

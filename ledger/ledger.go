@@ -176,6 +176,16 @@ type backend interface {
 	// readLog reads the log's stored entries from number from to number
 	// to (0: to the end).
 	readLog(ctx context.Context, from, to uint64) ([]Stored, error)
+	// archiveCut picks the last entry to archive: written before before,
+	// never the newest, on state_dir at a segment's end (0: none). stored
+	// is the live log. cutNote says what limits the cut, for a message.
+	archiveCut(ctx context.Context, stored []Stored, before time.Time) (uint64, error)
+	cutNote() string
+	// logStart is the number of the live log's first entry (0: empty).
+	logStart(ctx context.Context) (uint64, error)
+	// dropLog drops entries first through through from the live log
+	// (archive.go); done already is no error.
+	dropLog(ctx context.Context, first, through uint64) error
 	putCheckpoint(ctx context.Context, c Checkpoint) error
 	// checkpoints reads the stored checkpoints, by size; the newest
 	// only when latest is set.

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/human"
 	"github.com/ods-keyguard/ods-keyguard/internal/statedir"
 )
 
@@ -302,4 +303,89 @@ func (f *files) genesis(ctx context.Context) (record, error) {
 		return record{}, err
 	}
 	return begunRecord(f.opts, open, history, evs)
+}
+
+// archiveCut is the last entry of the newest full segment whose entries
+// were all written before before: state_dir archives whole segments, and
+// never the last one (the one appends write).
+func (f *files) archiveCut(ctx context.Context, stored []Stored, before time.Time) (uint64, error) {
+	d, err := f.logFolder(false)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	names, err := d.List(".log")
+	if err != nil {
+		return 0, err
+	}
+	if len(stored) == 0 || len(names) < 2 {
+		return 0, nil
+	}
+	first, err := decodeEntry(stored[0])
+	if err != nil {
+		return 0, err
+	}
+	var cut uint64
+	for i := 0; i+1 < len(names); i++ {
+		last := segmentFirst(names[i+1]) - 1
+		if last < first.Seq || last-first.Seq >= uint64(len(stored)) {
+			continue
+		}
+		e, err := decodeEntry(stored[last-first.Seq])
+		if err != nil || e.Seq != last {
+			return 0, fmt.Errorf("log %s: segment %s does not end where %s begins: run ods-keyguard ledger verify", d.Path(), names[i], names[i+1])
+		}
+		if !e.Time.Before(before) {
+			break
+		}
+		cut = last
+	}
+	return cut, nil
+}
+
+func (f *files) cutNote() string {
+	return fmt.Sprintf(" (state_dir archives whole segments of %s, never the newest)", human.Count(segmentEntries, "entry", "entries"))
+}
+
+// dropLog removes the segments that hold only entries first through
+// through, under the log's lock.
+func (f *files) dropLog(ctx context.Context, first, through uint64) error {
+	d, err := f.logFolder(false)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	unlock, err := f.lockLog(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	names, err := d.List(".log")
+	if err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(names); i++ {
+		if segmentFirst(names[i]) >= first && segmentFirst(names[i+1])-1 <= through {
+			if err := d.Remove(names[i]); err != nil {
+				return fileError(err)
+			}
+		}
+	}
+	return nil
+}
+
+func (f *files) logStart(ctx context.Context) (uint64, error) {
+	d, err := f.logFolder(false)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	names, err := d.List(".log")
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	return segmentFirst(names[0]), nil
 }

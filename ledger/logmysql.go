@@ -24,8 +24,14 @@ var errLogRace = errors.New("another writer appended to the log first")
 // appendTx appends recs to the log inside tx, after the last entry, and
 // starts the log with its first entry when it is empty.
 func (m *mysqlLedger) appendTx(ctx context.Context, tx *sql.Tx, recs []record) error {
+	_, err := m.appendTxStored(ctx, tx, recs)
+	return err
+}
+
+// appendTxStored is appendTx, returning the entries as stored.
+func (m *mysqlLedger) appendTxStored(ctx context.Context, tx *sql.Tx, recs []record) ([]Stored, error) {
 	if len(recs) == 0 {
-		return nil
+		return nil, nil
 	}
 	var seq uint64
 	var hash string
@@ -35,36 +41,41 @@ func (m *mysqlLedger) appendTx(ctx context.Context, tx *sql.Tx, recs []record) e
 	case errors.Is(err, sql.ErrNoRows):
 		g, err := m.genesisTx(ctx, tx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		recs = append([]record{g}, recs...)
 	case err != nil:
-		return err
+		return nil, err
 	default:
 		if prev, err = ParseHash(hash); err != nil {
-			return fmt.Errorf("ledger %s: the log's last entry %d has no hash: run ods-keyguard ledger verify", m.srv.String(), seq)
+			return nil, fmt.Errorf("ledger %s: the log's last entry %d has no hash: run ods-keyguard ledger verify", m.srv.String(), seq)
 		}
 	}
 	added, _, err := entries(recs, seq+1, prev, time.Now().UTC())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i, s := range added {
 		_, err := tx.ExecContext(ctx, `INSERT INTO keyguard_log (seq, prev, hash, entry) VALUES (?, ?, ?, ?)`,
 			seq+1+uint64(i), s.Prev, s.Hash, string(s.Body))
 		if mysqlx.Number(err) == mysqlx.ErDupEntry {
-			return errLogRace
+			return nil, errLogRace
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return added, nil
 }
 
 func (m *mysqlLedger) appendLog(ctx context.Context, recs []record) ([]Stored, error) {
-	err := m.inTx(ctx, func(tx *sql.Tx) error { return m.appendTx(ctx, tx, recs) })
-	return nil, err
+	var added []Stored
+	err := m.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		added, err = m.appendTxStored(ctx, tx, recs)
+		return err
+	})
+	return added, err
 }
 
 // readLog reads the stored entries from number from to number to (0: the
@@ -160,11 +171,62 @@ func (m *mysqlLedger) genesisTx(ctx context.Context, tx *sql.Tx) (record, error)
 	return record{KindBegun, p}, nil
 }
 
+// archiveCut is the newest entry written before before, but never the
+// newest entry.
+func (m *mysqlLedger) archiveCut(ctx context.Context, stored []Stored, before time.Time) (uint64, error) {
+	var cut uint64
+	for i := 0; i+1 < len(stored); i++ {
+		e, err := decodeEntry(stored[i])
+		if err != nil {
+			return 0, err
+		}
+		if !e.Time.Before(before) {
+			break
+		}
+		cut = e.Seq
+	}
+	return cut, nil
+}
+
+func (m *mysqlLedger) cutNote() string { return "" }
+
+func (m *mysqlLedger) logStart(ctx context.Context) (uint64, error) {
+	var first sql.NullInt64
+	err := m.retry(ctx, func() error {
+		return m.db.QueryRowContext(ctx, `SELECT min(seq) FROM keyguard_log`).Scan(&first)
+	})
+	return uint64(first.Int64), err
+}
+
+// dropLog deletes the entries, a thousand a transaction: a Galera
+// cluster certifies each write set whole, and bounds its size.
+func (m *mysqlLedger) dropLog(ctx context.Context, first, through uint64) error {
+	for {
+		var n int64
+		err := m.inTx(ctx, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM keyguard_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT 1000`, first, through)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil || n == 0 {
+			return err
+		}
+	}
+}
+
 // importLog copies a log and its checkpoints as they are (ledger migrate).
 func importLog(ctx context.Context, tx *sql.Tx, log []Stored, notes []storedNote) error {
-	for i, s := range log {
+	for _, s := range log {
+		// An archived log begins past entry 1: each entry keeps its number.
+		e, err := decodeEntry(s)
+		if err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO keyguard_log (seq, prev, hash, entry) VALUES (?, ?, ?, ?)`,
-			i+1, s.Prev, s.Hash, string(s.Body)); err != nil {
+			e.Seq, s.Prev, s.Hash, string(s.Body)); err != nil {
 			return err
 		}
 	}

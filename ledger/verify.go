@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -24,8 +25,15 @@ type VerifyReport struct {
 	Checkpoints int    `json:"checkpoints"`
 	// Signed is how many entries the newest checkpoint that verifies
 	// covers; the entries after it are only as good as this host.
-	Signed   uint64    `json:"signed"`
-	Problems []Problem `json:"problems"`
+	Signed uint64 `json:"signed"`
+	// Archived is how many entries before the live log ledger archive
+	// moved out (checked only with --archive); Archives the archive files
+	// read, and ArchivedRecords the publish records logged there only.
+	Archived            uint64    `json:"archived"`
+	Archives            []string  `json:"archives"`
+	ArchivedRecords     int       `json:"archived_records"`
+	ArchivedCheckpoints int       `json:"archived_checkpoints"`
+	Problems            []Problem `json:"problems"`
 	// Unknown is what could not be checked: exit status 3 when there is
 	// no problem.
 	Unknown []string `json:"unknown"`
@@ -88,9 +96,19 @@ func (r *VerifyReport) WriteText(w io.Writer) {
 	case r.Signed == 0:
 		fmt.Fprintf(w, "signed: no checkpoint verifies: no entry is covered by a signature\n")
 	case r.Signed < r.Entries:
-		fmt.Fprintf(w, "signed: entries 1-%d by checkpoint; %d-%d not signed yet (as good as this host)\n", r.Signed, r.Signed+1, r.Entries)
+		fmt.Fprintf(w, "signed: entries %d-%d by checkpoint; %d-%d not signed yet (as good as this host)\n", r.Archived+1, r.Signed, r.Signed+1, r.Entries)
 	default:
 		fmt.Fprintf(w, "signed: every entry, by checkpoint %d\n", r.Signed)
+	}
+	if r.Archived > 0 {
+		fmt.Fprintf(w, "archived: entries 1-%d are in archive files, not read (ledger verify --archive FILE... reads them)", r.Archived)
+		if r.ArchivedCheckpoints > 0 || r.ArchivedRecords > 0 {
+			fmt.Fprintf(w, ": %s and %s logged there only, not checked", human.Count(r.ArchivedCheckpoints, "checkpoint"), human.Count(r.ArchivedRecords, "publish record"))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, a := range r.Archives {
+		fmt.Fprintf(w, "archive: %s\n", a)
 	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "MISMATCH %s\n", p)
@@ -120,13 +138,38 @@ func Verifiers(keys []string) (note.Verifiers, error) {
 // recorded, and everything the log recorded must be there (or, for DS
 // events, dropped by compaction, which the log says). An error is what
 // kept it from reading the ledger at all.
-func (l *Ledger) Verify(ctx context.Context) (*VerifyReport, error) {
-	r := &VerifyReport{Where: l.Where(), Problems: []Problem{}, Unknown: []string{}}
+func (l *Ledger) Verify(ctx context.Context, archives ...string) (*VerifyReport, error) {
+	r := &VerifyReport{Where: l.Where(), Problems: []Problem{}, Unknown: []string{}, Archives: []string{}}
 	stored, err := l.b.readLog(ctx, 1, 0)
 	if err != nil {
 		return nil, err
 	}
+	if len(archives) > 0 {
+		if stored, err = l.withArchives(r, stored, archives); err != nil {
+			return nil, err
+		}
+	}
 	w := newWalker(true)
+	// An archived log begins after the entries ledger archive moved out:
+	// at the entry after the cut that its archived entry names, chained to
+	// the hash it names.
+	var base *archivedPayload
+	var baseSeq uint64 = 1
+	if len(stored) > 0 {
+		if first, err := decodeEntry(stored[0]); err == nil && first.Seq > 1 {
+			a, seq, ok := newestArchived(stored, func(p archivedPayload) bool { return p.Through == first.Seq-1 })
+			h, herr := ParseHash(a.Head)
+			switch {
+			case !ok || herr != nil:
+				r.problem(1, "", "the log begins at entry %d, and no archived entry names entries 1-%d: removed", first.Seq, first.Seq-1)
+				stored = nil
+			default:
+				w.next, w.prev = first.Seq, h
+				base, baseSeq = &a, seq
+				r.Archived = first.Seq - 1
+			}
+		}
+	}
 	var log []Entry
 	for _, s := range stored {
 		e, err := w.step(s)
@@ -142,15 +185,21 @@ func (l *Ledger) Verify(ctx context.Context) (*VerifyReport, error) {
 	r.Entries = w.next - 1
 	r.Head = w.prev.String()
 	r.Short = ShortForm(r.Entries, w.prev)
-	if len(stored) == 0 {
+	if len(stored) == 0 && len(r.Problems) == 0 {
 		r.Unknown = append(r.Unknown, "the log is empty: nothing has been recorded since ods-keyguard began keeping it")
 	}
-	var begun begunPayload
-	if len(log) > 0 {
+	begun := baseline{seq: 1, what: "when the log began (its checksum is in the log's first entry)"}
+	switch {
+	case base != nil:
+		begun.Origin, begun.Existing = base.Origin, base.Existing
+		begun.seq, begun.what = baseSeq, fmt.Sprintf("when entry %d was written, archiving the entries before it (its checksum is in that entry)", baseSeq)
+		begun.archivedBefore = base.ThroughTime
+		r.Origin = base.Origin
+	case len(log) > 0:
 		if log[0].Kind != KindBegun {
 			r.problem(1, "", "not the log's first entry (kind %q, not %q): the log's start was removed or replaced", log[0].Kind, KindBegun)
 		}
-		json.Unmarshal(log[0].Payload, &begun)
+		json.Unmarshal(log[0].Payload, &begun.begunPayload)
 		r.Origin = begun.Origin
 	}
 	if err := l.verifyCheckpoints(ctx, r, w.heads, stored); err != nil {
@@ -160,6 +209,67 @@ func (l *Ledger) Verify(ctx context.Context) (*VerifyReport, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// baseline is what the working records are compared with where the log
+// has no entry of a record: the checksums in the log's first entry, or in
+// the archived entry the live log begins after (seq, named by what).
+type baseline struct {
+	begunPayload
+	seq  uint64
+	what string
+	// archivedBefore: publish records from then or before that no entry
+	// of the live log names were logged in the archive.
+	archivedBefore time.Time
+}
+
+// lastSeq is the number of the last stored entry (0: none, or not an
+// entry).
+func lastSeq(stored []Stored) uint64 {
+	if len(stored) == 0 {
+		return 0
+	}
+	e, err := decodeEntry(stored[len(stored)-1])
+	if err != nil {
+		return uint64(len(stored))
+	}
+	return e.Seq
+}
+
+// withArchives puts the entries of the archive files before the live
+// log's, checking each file against the archived entry that names it.
+func (l *Ledger) withArchives(r *VerifyReport, stored []Stored, paths []string) ([]Stored, error) {
+	type arch struct {
+		hdr  archiveHeader
+		list []Stored
+		sum  string
+		path string
+	}
+	var as []arch
+	for _, p := range paths {
+		hdr, list, sum, err := readArchive(p)
+		if err != nil {
+			return nil, err
+		}
+		as = append(as, arch{hdr, list, sum, p})
+	}
+	sort.Slice(as, func(i, j int) bool { return as[i].hdr.First < as[j].hdr.First })
+	var all []Stored
+	for _, a := range as {
+		all = append(all, a.list...)
+	}
+	all = append(all, stored...)
+	for _, a := range as {
+		_, seq, ok := newestArchived(all, func(p archivedPayload) bool {
+			return p.First == a.hdr.First && p.Through == a.hdr.Through && p.SHA256 == a.sum
+		})
+		if !ok {
+			r.problem(0, "archive "+a.path, "no archived entry of the log names this file (entries %d-%d, SHA-256 %s): not this log's archive, or changed since", a.hdr.First, a.hdr.Through, a.sum)
+			continue
+		}
+		r.Archives = append(r.Archives, fmt.Sprintf("%s: entries %d-%d, as entry %d recorded", a.path, a.hdr.First, a.hdr.Through, seq))
+	}
+	return all, nil
 }
 
 func (l *Ledger) verifyCheckpoints(ctx context.Context, r *VerifyReport, heads map[uint64]Hash, stored []Stored) error {
@@ -198,11 +308,14 @@ func (l *Ledger) verifyCheckpoints(ctx context.Context, r *VerifyReport, heads m
 		case origin != r.Origin:
 			r.problem(0, n.Where, "of log %q, not of this log (%q)", origin, r.Origin)
 			continue
-		case size > r.Entries && uint64(len(stored)) < size:
-			r.problem(size, n.Where, "signed a log of %s; the log has %d: entries %d-%d were removed", human.Count(int(size), "entry"), len(stored), len(stored)+1, size)
+		case size > r.Entries && lastSeq(stored) < size:
+			r.problem(size, n.Where, "signed a log of %s; the log has %d: entries %d-%d were removed", human.Count(int(size), "entry"), lastSeq(stored), lastSeq(stored)+1, size)
 			continue
 		case size > r.Entries:
 			continue // the chain broke before: named there
+		case size <= r.Archived:
+			r.ArchivedCheckpoints++ // of entries in the archive: checked with it
+			continue
 		case heads[size] != h:
 			r.problem(size, n.Where, "not the hash the checkpoint of %s signed: the log was changed at or before entry %d after it was signed", human.Count(int(size), "entry"), size)
 			continue
@@ -214,7 +327,7 @@ func (l *Ledger) verifyCheckpoints(ctx context.Context, r *VerifyReport, heads m
 }
 
 // verifyRecords compares the working records with the log.
-func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry, begun begunPayload) error {
+func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry, begun baseline) error {
 	open, _, history, err := l.b.loadCeremonies(ctx)
 	if err != nil {
 		var ce *CorruptError
@@ -296,7 +409,7 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 			g.sum = "" // the log has it open: not this record
 		}
 		before, inBefore := oldHistory[c.ID]
-		r.compare("ceremony "+c.ID+" in the history", sum, g, inLog, before, inBefore, "not in the log: added by hand")
+		r.compare("ceremony "+c.ID+" in the history", sum, g, inLog, before, inBefore, begun, "not in the log: added by hand")
 	}
 	for _, id := range sortedKeys(ceremonies) {
 		if g := ceremonies[id]; ended(g.status) && !inHistory[id] {
@@ -305,7 +418,7 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 	}
 	for _, x := range begun.Existing.History {
 		if !inHistory[x.ID] {
-			r.problem(1, "ceremony "+x.ID, "in the history when the log began, missing from it now: removed by hand")
+			r.problem(begun.seq, "ceremony "+x.ID, "in the history %s, missing from it now: removed by hand", begun.what)
 		}
 	}
 	// The open ceremonies: each repository's as the log left it.
@@ -336,19 +449,23 @@ func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry
 		_, sum, _ := seal(e)
 		g, inLog := dsLogged.seen(e.ID)
 		before, inBefore := oldDS[e.ID]
-		r.compare("DS record "+e.ID, sum, g, inLog, before, inBefore, fmt.Sprintf("(%s %s zone %s) not in the log: added by hand", e.Kind, e.Action, e.Zone))
+		r.compare("DS record "+e.ID, sum, g, inLog, before, inBefore, begun, fmt.Sprintf("(%s %s zone %s) not in the log: added by hand", e.Kind, e.Action, e.Zone))
 	}
 	dsLogged.missing(r, "DS record ", "compaction")
 	for _, x := range begun.Existing.DS {
 		if !dsLogged.held[x.ID] && !dsLogged.dropped[x.ID] {
-			r.problem(1, "DS record "+x.ID, "in the records when the log began, missing now (and not dropped by compaction): removed by hand")
+			r.problem(begun.seq, "DS record "+x.ID, "in the records %s, missing now (and not dropped by compaction): removed by hand", begun.what)
 		}
 	}
 	// The publish gate's records, both ways, as the DS records.
 	for _, p := range pubs {
 		_, sum, _ := seal(p)
 		g, inLog := pubLogged.seen(p.ID)
-		r.compare("publish record "+p.ID, sum, g, inLog, "", false, fmt.Sprintf("(%s zone %s serial %d) not in the log: added by hand", p.Action, p.Zone, p.Serial))
+		if !inLog && !begun.archivedBefore.IsZero() && !p.Time.After(begun.archivedBefore) {
+			r.ArchivedRecords++ // logged in the archive: checked with it
+			continue
+		}
+		r.compare("publish record "+p.ID, sum, g, inLog, "", false, begun, fmt.Sprintf("(%s zone %s serial %d) not in the log: added by hand", p.Action, p.Zone, p.Serial))
 	}
 	pubLogged.missing(r, "publish record ", "the bound of "+human.Count(maxPublishRecords, "record")+" a zone")
 	return nil
@@ -415,13 +532,13 @@ type logged struct {
 // newest entry of it (g, when inLog), else against the checksum the log's
 // first entry kept of it (before, when inBefore); neither: added, and
 // added says so.
-func (r *VerifyReport) compare(what, sum string, g logged, inLog bool, before string, inBefore bool, added string) {
+func (r *VerifyReport) compare(what, sum string, g logged, inLog bool, before string, inBefore bool, begun baseline, added string) {
 	switch {
 	case inLog && g.sum != sum:
 		r.problem(g.seq, what, "not what the log recorded: changed by hand")
 	case inLog:
 	case inBefore && before != sum:
-		r.problem(1, what, "not what it was when the log began (its checksum is in the log's first entry): changed by hand")
+		r.problem(begun.seq, what, "not what it was %s: changed by hand", begun.what)
 	case !inBefore:
 		r.problem(0, what, "%s", added)
 	}

@@ -101,3 +101,13 @@ func ParseAt(s string, now time.Time) (time.Time, error) {
 	}
 	return time.Time{}, fmt.Errorf("%q: want RFC 3339, YYYY-MM-DD[THH:MM] or a duration such as P3D", s)
 }
+
+// ParseBefore reads a moment as ParseAt does, but an ISO 8601 duration
+// counts back from now (P400D: 400 days ago): ledger archive --before.
+func ParseBefore(s string, now time.Time) (time.Time, error) {
+	if strings.HasPrefix(s, "P") {
+		d, err := ParseISODuration(s)
+		return now.Add(-d), err
+	}
+	return ParseAt(s, now)
+}
