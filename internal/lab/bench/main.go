@@ -42,6 +42,7 @@ func main() {
 	raceFixed := flag.String("race-fixed", "", "an ods-keyguard built with the fix, for keyguard-fixed")
 	raceTag := flag.String("race-tag", "experiment", "names the BENCHMARKS.md section")
 	raceLog := flag.String("race-log", "", "append each run as a JSON line to this file")
+	hsmSetupOnly := flag.Int("hsm-setup", 0, "instead: make the -hsm token of about this many keys, print its configuration and keep it (to profile by hand)")
 	hsm := flag.String("hsm", "", "instead: PKCS#11 calls and wall time through the quirks module at these key counts (comma separated), 0, 1 and 5 ms a call")
 	raceListMode := flag.Bool("race-list", false, "internal: list token ods-a's objects as JSON (SOFTHSM2_CONF)")
 	raceRender := flag.String("race-render", "", "instead of running: write the section from this -race-log")
@@ -99,6 +100,14 @@ func main() {
 		if err := writeLedger(*out, bin, t); err != nil {
 			fatal(err)
 		}
+		return
+	}
+	if *hsmSetupOnly > 0 {
+		s, err := setupHSM(bin, *hsmSetupOnly)
+		if err != nil {
+			fatal(err)
+		}
+		fmt.Printf("kept %s: %d keys; ods-keyguard --config %s; P11QUIRKS_MODULE=%s P11QUIRKS_CONF=%s SOFTHSM2_CONF=%s; KSK %s\n", s.dir, s.keys, s.cfg, sandbox.Module, s.quirks, s.conf, s.kskID)
 		return
 	}
 	if *hsm != "" {
