@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,11 +11,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/gatewait"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
-	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 // The signer lab: ods-signerd signs the children beside the enforcer
@@ -45,7 +43,9 @@ func cmdSigner(ts *testscript.TestScript, neg bool, args []string) {
 		if args[1] == "-gate" {
 			for _, z := range args[2:] {
 				ts.Check(e.Sign(z))
-				waitGate(ts, z, e.Signed(z))
+				if err := gatewait.Decided(ts.MkAbs("state"), z, e.Signed(z)); err != nil {
+					ts.Fatalf("signer sign -gate: %v", err)
+				}
 			}
 			return
 		}
@@ -157,49 +157,4 @@ func validated(out, zone, typ string) bool {
 		}
 	}
 	return ok && rrset
-}
-
-// waitGate waits (up to 60 s) until the publish gate has decided the
-// version of zone in the signer's file: served, held or refused.
-func waitGate(ts *testscript.TestScript, zone, file string) {
-	b, err := os.ReadFile(file)
-	ts.Check(err)
-	serial := uint32(0)
-	zp := dns.NewZoneParser(bytes.NewReader(b), dns.Fqdn(zone), "")
-	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
-		if soa, ok := rr.(*dns.SOA); ok {
-			serial = soa.Serial
-			break
-		}
-	}
-	var last string
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		zones, err := publish.Status(ts.MkAbs("state"), zone, "")
-		if err != nil || len(zones) != 1 {
-			last = fmt.Sprint(err)
-			continue
-		}
-		z := zones[0]
-		for _, v := range []uint32{servedSerial(z.Served), versionSerial(z.Held), versionSerial(z.Refused)} {
-			if v == serial {
-				return
-			}
-		}
-		last = fmt.Sprintf("%+v", z)
-	}
-	ts.Fatalf("signer sign -gate: the gate did not decide serial %d of %s in 60s: %s", serial, zone, last)
-}
-
-func servedSerial(s *publish.ServedStatus) uint32 {
-	if s == nil {
-		return 0
-	}
-	return s.Serial
-}
-
-func versionSerial(v *publish.VersionStatus) uint32 {
-	if v == nil {
-		return 0
-	}
-	return v.Serial
 }

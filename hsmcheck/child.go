@@ -160,6 +160,29 @@ const killGrace = time.Second
 // take to finalize its modules and exit.
 const finishGrace = time.Second
 
+// childExe is the program and arguments of a child: exe when set (tests),
+// else this executable with the subcommand sub.
+func childExe(exe []string, sub string) ([]string, error) {
+	if len(exe) > 0 {
+		return exe, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{self, sub}, nil
+}
+
+// childEnv is the environment of a child that opens t's module: this
+// process's, with the token's own variables (SOFTHSM2_CONF and the like).
+func childEnv(t Token) []string {
+	env := os.Environ()
+	for k, v := range t.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
 // maxChildStderr bounds what is kept of a child's stderr.
 const maxChildStderr = 4096
 
@@ -172,14 +195,10 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 			}
 		}
 	}
-	exe := r.Exe
-	if len(exe) == 0 {
-		self, err := os.Executable()
-		if err != nil {
-			fail(fmt.Errorf("start reader process: %w", err))
-			return
-		}
-		exe = []string{self, ChildCommand}
+	exe, err := childExe(r.Exe, ChildCommand)
+	if err != nil {
+		fail(fmt.Errorf("start reader process: %w", err))
+		return
 	}
 	wire := wireRequest{Req: req}
 	for _, i := range idx {
@@ -213,11 +232,7 @@ func (r Reader) child(ctx context.Context, start time.Time, tokens []Token, idx 
 	defer stop()
 	cmd := proc.CommandGrace(cctx, grace, exe[0], exe[1:]...)
 	cmd.Args[0] = "ods-keyguard"
-	env := os.Environ()
-	for k, v := range tokens[idx[0]].Env {
-		env = append(env, k+"="+v)
-	}
-	cmd.Env = env
+	cmd.Env = childEnv(tokens[idx[0]])
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr

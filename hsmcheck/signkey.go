@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -80,13 +79,9 @@ func (k SignKey) call(ctx context.Context, op string, msg []byte) (signReply, er
 		}
 		adm = a
 	}
-	exe := k.Exe
-	if len(exe) == 0 {
-		self, err := os.Executable()
-		if err != nil {
-			return reply, err
-		}
-		exe = []string{self, SignCommand}
+	exe, err := childExe(k.Exe, SignCommand)
+	if err != nil {
+		return reply, err
 	}
 	in, err := json.Marshal(signRequest{Op: op, Module: k.Token.Module, Token: k.Token.Label, PIN: wirePIN(k.Token.PIN.Reveal()), Label: k.Label, Message: msg})
 	if err != nil {
@@ -99,10 +94,7 @@ func (k SignKey) call(ctx context.Context, op string, msg []byte) (signReply, er
 	}
 	cmd := proc.Command(ctx, exe[0], exe[1:]...)
 	cmd.Args[0] = "ods-keyguard"
-	cmd.Env = os.Environ()
-	for name, v := range k.Token.Env {
-		cmd.Env = append(cmd.Env, name+"="+v)
-	}
+	cmd.Env = childEnv(k.Token)
 	cmd.Stdin = bytes.NewReader(in)
 	var out bytes.Buffer
 	var stderr limitedBuffer

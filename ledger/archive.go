@@ -104,19 +104,25 @@ func (r *ArchiveReport) WriteText(w io.Writer) {
 // live log never empties), on state_dir at a segment's end. It refuses a
 // log that does not verify.
 func (l *Ledger) Archive(ctx context.Context, before time.Time, out string) (*ArchiveReport, error) {
-	if err := l.finishArchive(ctx); err != nil {
+	stored, err := l.b.readLog(ctx, 1, 0)
+	if err != nil {
 		return nil, err
 	}
-	rep, err := l.Verify(ctx)
+	done, err := l.finishArchive(ctx, stored)
+	if err != nil {
+		return nil, err
+	}
+	if done {
+		if stored, err = l.b.readLog(ctx, 1, 0); err != nil {
+			return nil, err
+		}
+	}
+	rep, err := l.verifyStored(ctx, stored, nil)
 	if err != nil {
 		return nil, err
 	}
 	if len(rep.Problems) > 0 {
 		return nil, &NotVerifiedError{l.Where(), rep.Problems[0]}
-	}
-	stored, err := l.b.readLog(ctx, 1, 0)
-	if err != nil {
-		return nil, err
 	}
 	if len(stored) == 0 {
 		return &ArchiveReport{Reason: "the log is empty"}, nil
@@ -173,21 +179,21 @@ func (e *NotVerifiedError) Error() string {
 }
 
 // finishArchive drops what an archived entry says went out, where a run
-// stopped before it dropped them.
-func (l *Ledger) finishArchive(ctx context.Context) error {
-	stored, err := l.b.readLog(ctx, 1, 0)
-	if err != nil || len(stored) == 0 {
-		return err
+// stopped before it dropped them, in the live log as read (stored); done
+// says it dropped some.
+func (l *Ledger) finishArchive(ctx context.Context, stored []Stored) (done bool, err error) {
+	if len(stored) == 0 {
+		return false, nil
 	}
 	first, err := decodeEntry(stored[0])
 	if err != nil {
-		return nil // verify names it
+		return false, nil // verify names it
 	}
 	a, _, ok := newestArchived(stored, func(p archivedPayload) bool { return p.First == first.Seq })
 	if !ok {
-		return nil
+		return false, nil
 	}
-	return l.b.dropLog(ctx, a.First, a.Through)
+	return true, l.b.dropLog(ctx, a.First, a.Through)
 }
 
 // existing is every ceremony and DS record's checksum now.
@@ -205,6 +211,19 @@ func (l *Ledger) existing(ctx context.Context) (existing, error) {
 		return existing{}, err
 	}
 	return r.payload.(begunPayload).Existing, nil
+}
+
+// logBegins says where a log that ledger archive cut begins: for stored
+// whose first entry is start (past 1), the archived entry that names the
+// entries before it (its number) and the hash it chains to. ok is false
+// when no archived entry names them: entries removed.
+func logBegins(stored []Stored, start uint64) (a archivedPayload, seq uint64, prev Hash, ok bool) {
+	a, seq, ok = newestArchived(stored, func(p archivedPayload) bool { return p.Through == start-1 })
+	if !ok {
+		return a, 0, prev, false
+	}
+	prev, err := ParseHash(a.Head)
+	return a, seq, prev, err == nil
 }
 
 // newestArchived finds the newest archived entry among stored whose

@@ -96,9 +96,8 @@ func (l *Ledger) head(ctx context.Context) (origin string, size uint64, h Hash, 
 	if !fromCheckpoint && start > 1 {
 		// An archived log, no checkpoint since: it begins where its
 		// archived entry says, chained to the hash it names.
-		a, _, ok := newestArchived(rest, func(p archivedPayload) bool { return p.Through == start-1 })
-		ph, perr := ParseHash(a.Head)
-		if !ok || perr != nil {
+		a, _, ph, ok := logBegins(rest, start)
+		if !ok {
 			return "", 0, h, fmt.Errorf("%s: the log begins at entry %d, and no archived entry names the entries before: run ods-keyguard ledger verify", l.Where(), start)
 		}
 		w.prev, origin = ph, a.Origin

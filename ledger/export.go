@@ -144,9 +144,8 @@ func (l *Ledger) readChain(ctx context.Context, archives []string) (stored []Sto
 	if err != nil || e.Seq <= 1 {
 		return stored, start, w, "", nil // the walker names what is wrong
 	}
-	a, _, ok := newestArchived(stored, func(p archivedPayload) bool { return p.Through == e.Seq-1 })
-	h, herr := ParseHash(a.Head)
-	if !ok || herr != nil {
+	a, _, h, ok := logBegins(stored, e.Seq)
+	if !ok {
 		return nil, 0, nil, "", fmt.Errorf("%s: the log begins at entry %d, and no archived entry names entries 1-%d: run ods-keyguard ledger verify", l.Where(), e.Seq, e.Seq-1)
 	}
 	w.next, w.prev, start = e.Seq, h, e.Seq

@@ -139,11 +139,17 @@ func Verifiers(keys []string) (note.Verifiers, error) {
 // events, dropped by compaction, which the log says). An error is what
 // kept it from reading the ledger at all.
 func (l *Ledger) Verify(ctx context.Context, archives ...string) (*VerifyReport, error) {
-	r := &VerifyReport{Where: l.Where(), Problems: []Problem{}, Unknown: []string{}, Archives: []string{}}
 	stored, err := l.b.readLog(ctx, 1, 0)
 	if err != nil {
 		return nil, err
 	}
+	return l.verifyStored(ctx, stored, archives)
+}
+
+// verifyStored is Verify of the live log as read (stored).
+func (l *Ledger) verifyStored(ctx context.Context, stored []Stored, archives []string) (*VerifyReport, error) {
+	r := &VerifyReport{Where: l.Where(), Problems: []Problem{}, Unknown: []string{}, Archives: []string{}}
+	var err error
 	if len(archives) > 0 {
 		if stored, err = l.withArchives(r, stored, archives); err != nil {
 			return nil, err
@@ -157,10 +163,9 @@ func (l *Ledger) Verify(ctx context.Context, archives ...string) (*VerifyReport,
 	var baseSeq uint64 = 1
 	if len(stored) > 0 {
 		if first, err := decodeEntry(stored[0]); err == nil && first.Seq > 1 {
-			a, seq, ok := newestArchived(stored, func(p archivedPayload) bool { return p.Through == first.Seq-1 })
-			h, herr := ParseHash(a.Head)
+			a, seq, h, ok := logBegins(stored, first.Seq)
 			switch {
-			case !ok || herr != nil:
+			case !ok:
 				r.problem(1, "", "the log begins at entry %d, and no archived entry names entries 1-%d: removed", first.Seq, first.Seq-1)
 				stored = nil
 			default:
@@ -326,34 +331,30 @@ func (l *Ledger) verifyCheckpoints(ctx context.Context, r *VerifyReport, heads m
 	return nil
 }
 
+// corrupt makes a working record that cannot be trusted (a checksum that
+// does not match) a problem of the report; any other error stays one.
+func (r *VerifyReport) corrupt(err error) error {
+	var ce *CorruptError
+	if errors.As(err, &ce) {
+		r.problem(0, ce.Path, "%s", ce.Reason)
+		return nil
+	}
+	return err
+}
+
 // verifyRecords compares the working records with the log.
 func (l *Ledger) verifyRecords(ctx context.Context, r *VerifyReport, log []Entry, begun baseline) error {
 	open, _, history, err := l.b.loadCeremonies(ctx)
 	if err != nil {
-		var ce *CorruptError
-		if errors.As(err, &ce) {
-			r.problem(0, ce.Path, "%s", ce.Reason)
-			return nil
-		}
-		return err
+		return r.corrupt(err)
 	}
 	evs, _, err := l.b.loadDS(ctx)
 	if err != nil {
-		var ce *CorruptError
-		if errors.As(err, &ce) {
-			r.problem(0, ce.Path, "%s", ce.Reason)
-			return nil
-		}
-		return err
+		return r.corrupt(err)
 	}
 	pubs, err := l.b.loadPublish(ctx, "")
 	if err != nil {
-		var ce *CorruptError
-		if errors.As(err, &ce) {
-			r.problem(0, ce.Path, "%s", ce.Reason)
-			return nil
-		}
-		return err
+		return r.corrupt(err)
 	}
 	ceremonies := map[string]logged{} // id -> its newest entry
 	openState := map[string]logged{}  // repository -> its open ceremony, or none (sum "")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
 )
 
 // Zones signed by the real signers (dnssec-signzone from bind9-utils,
@@ -20,16 +22,13 @@ import (
 // a signer must lower-case in the canonical form.
 const toolZone = "$ORIGIN example.\n" + richZone + "\\065bc TXT \"escaped capital\"\n"
 
-// needTool finds a program, or skips; with CI=true it fails instead, as
-// nothing skips in CI (scripts/setup.sh installs them).
+// needTool finds a program: missing, it fails the test in CI and skips
+// it elsewhere (sandbox.Missing decides, as everywhere in the tests).
 func needTool(t *testing.T, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (Debian package %s; scripts/setup.sh installs it): CI=true, so this fails instead of skipping", name, pkg)
-		}
-		t.Skipf("%s not found (Debian package %s)", name, pkg)
+		sandbox.Missing(t, "%s not found (Debian package %s; scripts/setup.sh installs it)", name, pkg)
 	}
 	return p
 }

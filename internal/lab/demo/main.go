@@ -18,11 +18,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/ods-keyguard/ods-keyguard/config"
+	"github.com/ods-keyguard/ods-keyguard/internal/lab/gatewait"
 	"github.com/ods-keyguard/ods-keyguard/internal/lab/sandbox"
-	"github.com/ods-keyguard/ods-keyguard/publish"
 )
 
 func main() {
@@ -130,7 +129,7 @@ reload    = ["true"] # no name server in the demo: nothing to tell
 		if err := e.Sign("example.com"); err != nil {
 			return err
 		}
-		if err := waitGate(state, "example.com"); err != nil {
+		if err := gatewait.Decided(state, "example.com", e.Signed("example.com")); err != nil {
 			return err
 		}
 		served(w, zones)
@@ -189,22 +188,6 @@ func canSign() (bool, string) {
 		}
 	}
 	return true, ""
-}
-
-// waitGate waits until the gate has decided on the zone's first signed
-// version: held or served.
-func waitGate(state, zone string) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		zs, err := publish.Status(state, zone, "")
-		if err == nil && len(zs) == 1 && (zs[0].Held != nil || zs[0].Served != nil || zs[0].Refused != nil) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the publish gate did not decide on %s within 60s (%v)", zone, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // served lists what the name servers would read.
