@@ -228,8 +228,8 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 	if err != nil {
 		return nil, err
 	}
-	_, copied := m.(snapshotModule)
-	if err := unreadableObjects(isSoftHSM(t.Module) || copied, ti.Serial); err != nil {
+	sm, copied := m.(snapshotModule)
+	if err := unreadableObjects(isSoftHSM(t.Module) || copied, ti.Serial, sm.denied); err != nil {
 		return nil, fmt.Errorf("token %q: %w", t.Label, err)
 	}
 	s, err := m.Login(ti.Slot, t.PIN.Reveal())

@@ -2,6 +2,7 @@ package hsmcheck
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,10 +10,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // SoftHSMv2 tokens are read from a private copy of their folder, never in
@@ -121,7 +128,7 @@ func snapshotOpener(open Opener, dir, unavailable string) Opener {
 		if !named && !exists(conf) {
 			return open(path)
 		}
-		copyConf, release, err := keptSnapshot(conf)
+		snap, release, err := keptSnapshot(conf)
 		if err != nil && !errors.Is(err, errNoSnapshot) {
 			// The kept copy is in use or cannot be kept: a copy of this
 			// run's own.
@@ -136,7 +143,7 @@ func snapshotOpener(open Opener, dir, unavailable string) Opener {
 			}
 			n++
 			sub := filepath.Join(dir, strconv.Itoa(n))
-			copyConf, err = snapshotSoftHSM(conf, sub)
+			snap, err = snapshotSoftHSM(conf, sub)
 			release = func() { os.RemoveAll(sub) }
 			if err != nil {
 				release()
@@ -150,7 +157,7 @@ func snapshotOpener(open Opener, dir, unavailable string) Opener {
 		}
 		// SoftHSMv2 reads SOFTHSM2_CONF in C_Initialize; the original is
 		// put back at once, for the hints that name its files.
-		os.Setenv("SOFTHSM2_CONF", copyConf)
+		os.Setenv("SOFTHSM2_CONF", snap.conf)
 		m, err := open(path)
 		if set {
 			os.Setenv("SOFTHSM2_CONF", orig)
@@ -165,7 +172,7 @@ func snapshotOpener(open Opener, dir, unavailable string) Opener {
 			release()
 			return m, nil
 		}
-		return snapshotModule{m, release}, nil
+		return snapshotModule{m, release, snap.denied}, nil
 	}
 }
 
@@ -185,9 +192,28 @@ func exists(path string) bool {
 }
 
 // snapshotModule is a module reading a copy, let go when it is closed.
+// denied are the object files of each token folder that this user could
+// not read when the copy was brought up to date.
 type snapshotModule struct {
 	Module
 	release func()
+	denied  map[string][]string
+}
+
+// tokensCopy is a copy of the SoftHSMv2 tokens: the configuration that
+// reads it, and the object files of each token folder (by name) that this
+// user may not read, left out of it.
+type tokensCopy struct {
+	conf   string
+	denied map[string][]string
+}
+
+func (m manifest) copyOf(conf string) tokensCopy {
+	c := tokensCopy{conf: conf, denied: map[string][]string{}}
+	for tok, tc := range m {
+		c.denied[tok] = tc.denied
+	}
+	return c
 }
 
 func (m snapshotModule) Close() error {
@@ -203,28 +229,50 @@ func (m snapshotModule) Close() error {
 // SoftHSMv2 leaves them out (softHSMHint and unreadableObjects name them,
 // so that such a key is UNKNOWN, never missing); an object file that keeps
 // changing without ever reading whole is a *BusyError.
-func snapshotSoftHSM(conf, dir string) (string, error) {
-	copyConf, _, err := updateSnapshot(conf, dir, manifest{})
-	return copyConf, err
+func snapshotSoftHSM(conf, dir string) (tokensCopy, error) {
+	copyConf, now, err := updateSnapshot(conf, dir, manifest{}, func() error { return nil })
+	return now.copyOf(copyConf), err
 }
 
-// manifest is what a copy holds, by the live object file's path: the
-// stamp of the live file when it was read, and of the copy as it was
-// written. A copy whose stamp moved was written since (SoftHSMv2 writes
-// the token it reads: the copy, at login and when it stores an
-// attribute's default; a reader killed in the middle leaves it cut
-// short): it is copied again, like a live file that changed.
-type manifest map[string]copied
+// manifest is what a copy holds, by token folder: the stamp of the live
+// folder when it was listed, and for each object file the stamp of the
+// live file when it was read and of the copy as it was written. A copy
+// whose stamp moved was written since (SoftHSMv2 writes the token it
+// reads: the copy, at login and when it stores an attribute's default; a
+// reader killed in the middle leaves it cut short): it is copied again,
+// like a live file that changed.
+type manifest map[string]*tokenCopy
+
+type tokenCopy struct {
+	// Folder is the live folder's stamp, Listed when its listing began
+	// (Unix nanoseconds). A folder whose stamp has not moved since holds
+	// the same names (creating, removing or renaming a file moves it), if
+	// it had not moved for racyWindow before it was listed: the names of
+	// Files are used, not listed again.
+	Folder stamp
+	Listed int64
+	Files  []fileCopy
+	// Skipped are the object files left out (unreadable to this user, or
+	// no whole object): looked at again at every run. denied are those
+	// this user may not read, this run.
+	Skipped []string
+	denied  []string
+}
+
+type fileCopy struct {
+	Name string
+	copied
+}
 
 type copied struct {
-	Src  stamp `json:"src"`
-	Copy stamp `json:"copy"`
+	Src, Copy stamp
 }
 
 // updateSnapshot is snapshotSoftHSM on a folder that may hold an earlier
-// copy, made with old: only what changed since is read.
-func updateSnapshot(conf, dir string, old manifest) (string, manifest, error) {
-	now := manifest{}
+// copy, made with old: only what changed since is read. changed is called
+// before the first change to the copy's object files. The manifest
+// returned is old itself when nothing at all moved.
+func updateSnapshot(conf, dir string, old manifest, changed func() error) (string, manifest, error) {
 	text, _, err := readRegular(conf, 1<<20)
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %v", errNoSnapshot, err)
@@ -254,103 +302,286 @@ func updateSnapshot(conf, dir string, old manifest) (string, manifest, error) {
 		return "", nil, fmt.Errorf("%w: %v", errNoSnapshot, err)
 	}
 	tokens := filepath.Join(dir, "tokens")
-	if err := os.MkdirAll(tokens, 0o700); err != nil {
-		return "", nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+	if _, err := os.Lstat(tokens); err != nil {
+		if err := changed(); err != nil {
+			return "", nil, err
+		}
+		if err := os.MkdirAll(tokens, 0o700); err != nil {
+			return "", nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		}
 	}
-	live := map[string]bool{}
+	now, moved := manifest{}, false
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
-		live[e.Name()] = true
-		if err := copyTokenFolder(filepath.Join(tokendir, e.Name()), filepath.Join(tokens, e.Name()), old, now); err != nil {
+		tc, err := copyTokenFolder(tokendir, tokens, e.Name(), old[e.Name()], changed)
+		if err != nil {
 			return "", nil, err
 		}
+		if tc != nil {
+			now[e.Name()] = tc
+		}
+		moved = moved || tc != old[e.Name()]
 	}
 	// Token folders gone from the live store are gone from the copy.
 	if have, err := os.ReadDir(tokens); err == nil {
 		for _, e := range have {
-			if !live[e.Name()] {
+			if now[e.Name()] == nil {
+				if err := changed(); err != nil {
+					return "", nil, err
+				}
 				os.RemoveAll(filepath.Join(tokens, e.Name()))
 			}
 		}
 	}
 	copyConf := filepath.Join(dir, "softhsm2.conf")
 	lines = append(lines, "directories.tokendir = "+tokens+"/")
-	if err := os.WriteFile(copyConf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+	if err := writeIfNew(copyConf, []byte(strings.Join(lines, "\n")+"\n")); err != nil {
 		return "", nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+	}
+	if !moved && len(now) == len(old) {
+		return copyConf, old, nil
 	}
 	return copyConf, now, nil
 }
 
-// copyTokenFolder copies one token's object files (token.object and
-// UUID.object), each once it reads as a whole object file. The lock files
-// and the generation file are SoftHSMv2's own bookkeeping: it makes them
-// again in the copy. A file whose stamp is the one old recorded when it
-// was copied into dst before is not read again; object files of dst whose
-// source is gone are removed. The stamps of what dst now holds go into
-// now.
-func copyTokenFolder(src, dst string, old, now manifest) error {
-	entries, err := os.ReadDir(src)
+// copyTokenFolder copies the object files of one token, the folder tok
+// of the store (token.object and UUID.object), each once it reads as a
+// whole object file, and returns what the copy holds: nil for a folder
+// that is no token (unreadable, gone), old itself when nothing moved.
+// The lock files and the generation file are SoftHSMv2's own bookkeeping:
+// it makes them again in the copy. A file whose live and copied stamps
+// are those old recorded is not read again. Files are looked at by
+// several workers at once: at 10,000 keys, 40,000 stats are most of what
+// a run that finds nothing changed costs.
+func copyTokenFolder(store, copyStore, tok string, old *tokenCopy, changed func() error) (*tokenCopy, error) {
+	src, dst := filepath.Join(store, tok), filepath.Join(copyStore, tok)
+	gone := func() (*tokenCopy, error) {
+		if _, err := os.Lstat(dst); err == nil {
+			if err := changed(); err != nil {
+				return nil, err
+			}
+			os.RemoveAll(dst)
+		}
+		return nil, nil
+	}
+	sd, err := os.Open(src)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
 			// SoftHSMv2 skips a folder it cannot read (softHSMHint says
 			// so), and one removed meanwhile is no token.
-			os.RemoveAll(dst)
-			return nil
+			return gone()
 		}
-		return fmt.Errorf("SoftHSMv2 token folder %s: %w", src, err)
+		return nil, fmt.Errorf("SoftHSMv2 token folder %s: %w", src, err)
 	}
-	if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+	defer sd.Close()
+	sfd := int(sd.Fd())
+	folder, err := stampAt(sfd, ".")
+	if err != nil {
+		return nil, fmt.Errorf("SoftHSMv2 token folder %s: %w", src, err)
 	}
-	keep := map[string]bool{}
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".object") || !e.Type().IsRegular() {
-			continue
+	if old == nil {
+		old = &tokenCopy{}
+	}
+	listed := old.Listed
+	var names []string
+	if old.Listed != 0 && folder == old.Folder && old.Listed-folder.Mtime >= int64(racyWindow) {
+		names = make([]string, 0, len(old.Files)+len(old.Skipped)+1)
+		for _, f := range old.Files {
+			names = append(names, f.Name)
 		}
-		from, to := filepath.Join(src, name), filepath.Join(dst, name)
-		if was, ok := old[from]; ok {
-			fi, err := os.Lstat(from)
-			ci, cerr := os.Lstat(to)
-			if err == nil && cerr == nil && stampOf(fi) == was.Src && stampOf(ci) == was.Copy {
-				now[from], keep[name] = was, true
-				continue
+		names = append(names, old.Skipped...)
+		names = append(names, tokenObject)
+	} else {
+		listed = time.Now().UnixNano()
+		entries, err := sd.ReadDir(-1)
+		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return gone()
+			}
+			return nil, fmt.Errorf("SoftHSMv2 token folder %s: %w", src, err)
+		}
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".object") && e.Type().IsRegular() {
+				names = append(names, e.Name())
 			}
 		}
+	}
+	if _, err := os.Lstat(dst); err != nil {
+		if err := changed(); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(dst, 0o700); err != nil {
+			return nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+		}
+	}
+	dd, err := os.Open(dst)
+	if err != nil {
+		return nil, fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+	}
+	defer dd.Close()
+	dfd := int(dd.Fd())
+	// Where the names were listed, old's entries are looked up by name;
+	// else they are the names, in order.
+	var was func(i int) (copied, bool)
+	if listed == old.Listed {
+		was = func(i int) (copied, bool) {
+			if i < len(old.Files) {
+				return old.Files[i].copied, true
+			}
+			return copied{}, false
+		}
+	} else {
+		byName := make(map[string]copied, len(old.Files))
+		for _, f := range old.Files {
+			byName[f.Name] = f.copied
+		}
+		was = func(i int) (copied, bool) {
+			c, ok := byName[names[i]]
+			return c, ok
+		}
+	}
+	type result struct {
+		kept, same, skipped, denied bool
+		c                           copied
+		err                         error
+	}
+	results := make([]result, len(names))
+	one := func(i int) result {
+		name := names[i]
+		w, ok := was(i)
+		if ok {
+			s, serr := stampAt(sfd, name)
+			c, cerr := stampAt(dfd, name)
+			if serr == nil && cerr == nil && s == w.Src && c == w.Copy {
+				return result{kept: true, same: true, c: w}
+			}
+		}
+		from, to := filepath.Join(src, name), filepath.Join(dst, name)
 		b, st, err := readObjectFile(from)
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errDeadFile) || errors.Is(err, fs.ErrPermission) {
 			// Destroyed while we copied, no object for SoftHSMv2 either, or
 			// one it would skip unseen as well: unreadableObjects names
-			// those, on the token itself.
-			continue
+			// those, on the token itself. A copy made before goes.
+			if ok {
+				if err := changed(); err != nil {
+					return result{err: err}
+				}
+			}
+			if ok || name == tokenObject {
+				os.Remove(to)
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return result{}
+			}
+			return result{skipped: true, denied: errors.Is(err, fs.ErrPermission)}
+		}
+		if err == nil && name != tokenObject {
+			err = changed()
 		}
 		if err != nil {
-			return err
+			return result{err: err}
 		}
 		if err := os.WriteFile(to+".new", b, 0o600); err != nil {
-			return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+			return result{err: fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)}
 		}
 		if err := os.Rename(to+".new", to); err != nil {
-			return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+			return result{err: fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)}
 		}
-		ci, err := os.Lstat(to)
+		if name == tokenObject {
+			return result{}
+		}
+		c, err := stampAt(dfd, name)
 		if err != nil {
-			return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+			return result{err: fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)}
 		}
-		now[from], keep[name] = copied{Src: st, Copy: stampOf(ci)}, true
+		if time.Since(time.Unix(0, st.Mtime)) < racyWindow {
+			// Written a moment ago: a second write in the same tick of
+			// the file system's clock may leave the same stamp. Read
+			// again next time.
+			st.Mtime = -1
+		}
+		return result{kept: true, c: copied{Src: st, Copy: c}}
 	}
-	copied, err := os.ReadDir(dst)
-	if err != nil {
-		return fmt.Errorf("copy of the SoftHSMv2 tokens: %w", err)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(copyWorkers, len(names)/64+1) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(names); i = int(next.Add(1)) - 1 {
+				if results[i] = one(i); results[i].err != nil {
+					next.Store(int64(len(names)))
+				}
+			}
+		})
 	}
-	for _, e := range copied {
-		if strings.HasSuffix(e.Name(), ".object") && !keep[e.Name()] {
-			os.Remove(filepath.Join(dst, e.Name()))
+	wg.Wait()
+	now := &tokenCopy{Folder: folder, Listed: listed, Files: make([]fileCopy, 0, len(names))}
+	same := 0
+	for i, r := range results {
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.kept {
+			now.Files = append(now.Files, fileCopy{names[i], r.c})
+		}
+		if r.same {
+			same++
+		}
+		if r.skipped && names[i] != tokenObject {
+			now.Skipped = append(now.Skipped, names[i])
+		}
+		if r.denied {
+			now.denied = append(now.denied, names[i])
 		}
 	}
-	return nil
+	sort.Strings(now.denied)
+	if same == len(old.Files) && len(now.Files) == same && now.Folder == old.Folder && now.Listed == old.Listed &&
+		slices.Equal(now.Skipped, old.Skipped) {
+		old.denied = now.denied
+		return old, nil
+	}
+	// Files of the copy whose live file is gone go too.
+	if listed != old.Listed {
+		have := make(map[string]bool, len(names))
+		for _, n := range names {
+			have[n] = true
+		}
+		for _, f := range old.Files {
+			if !have[f.Name] {
+				if err := changed(); err != nil {
+					return nil, err
+				}
+				os.Remove(filepath.Join(dst, f.Name))
+			}
+		}
+	}
+	return now, nil
+}
+
+const (
+	// copyWorkers is how many files copyTokenFolder looks at at once.
+	copyWorkers = 4
+	// tokenObject is the file of the token itself. SoftHSMv2 rewrites it
+	// at every login, so in the copy too: it is copied at every run, and
+	// stays out of the manifest, which is then written only when an
+	// object changed.
+	tokenObject = "token.object"
+	// racyWindow: a live file (or folder) modified less than this before
+	// it was read (listed) is read (listed) again on the next run. File
+	// systems keep modification times to a clock tick (a few
+	// milliseconds), some to seconds.
+	racyWindow = 2 * time.Second
+)
+
+// stampAt is the stamp of the file name in the folder open as dirfd,
+// not following a link.
+func stampAt(dirfd int, name string) (stamp, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return stamp{}, err
+	}
+	return stamp{Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}, nil
 }
 
 // readObjectFile reads a SoftHSMv2 object file once it parses as a whole:
@@ -429,7 +660,11 @@ func readStamped(path string, limit int64) ([]byte, stamp, error) {
 	if fi.Size() > limit {
 		return nil, stamp{}, fmt.Errorf("%s: larger than %d bytes", path, limit)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	// Read at the size the file has now, and a little over: one that grew
+	// meanwhile is read to its end all the same.
+	buf := bytes.NewBuffer(make([]byte, 0, fi.Size()+512))
+	_, err = buf.ReadFrom(io.LimitReader(f, limit+1))
+	b := buf.Bytes()
 	if err != nil {
 		return nil, stamp{}, fmt.Errorf("%s: %w", path, err)
 	}

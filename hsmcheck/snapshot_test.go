@@ -228,7 +228,7 @@ func TestKeptCopyFollowsTheToken(t *testing.T) {
 		t.Fatalf("after the copy was cut short: %v", got)
 	}
 	must(t, sandbox.PKCS11Tool(conf, "ods-a", "1234", "--delete-object", "--type", "privkey", "--id", "ab"))
-	manifests, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "ods-keyguard-copies-*", "*", "manifest.json"))
+	manifests, _ := filepath.Glob(filepath.Join(os.Getenv("TMPDIR"), "ods-keyguard-copies-*", "*", manifestFile))
 	for _, m := range manifests {
 		must(t, os.Remove(m))
 	}
@@ -248,6 +248,162 @@ func TestKeptCopyFollowsTheToken(t *testing.T) {
 	}
 }
 
+// A run that finds nothing changed writes nothing and lists no folder that
+// has not changed; a file rewritten in place is copied again; a file made
+// a moment before it was copied is read again next time (a second write
+// in the same clock tick could leave its stamp as it was); a file left
+// out is looked at again at every run.
+func TestKeptCopyUpdates(t *testing.T) {
+	b := needSoftHSM(t)
+	t.Setenv("TMPDIR", t.TempDir())
+	toks, _ := b.make(t, tokenDef{label: "ods-a", pin: "1234", keys: []keySpec{{ID: ecID, Type: "EC"}}})
+	conf := toks[0].Env["SOFTHSM2_CONF"]
+	dir := tokenFolder(t, conf)
+	tok := filepath.Base(dir)
+	update := func() (tokensCopy, manifest) {
+		t.Helper()
+		snap, release, err := keptSnapshot(conf)
+		must(t, err)
+		release()
+		m, ok := readManifest(filepath.Join(filepath.Dir(snap.conf), manifestFile))
+		if !ok || m[tok] == nil {
+			t.Fatalf("no manifest of %s: %v", tok, m)
+		}
+		return snap, m
+	}
+	age := func(paths ...string) {
+		hour := time.Now().Add(-time.Hour)
+		for _, p := range paths {
+			must(t, os.Chtimes(p, hour, hour))
+		}
+	}
+	_, m := update()
+	for _, f := range m[tok].Files {
+		if f.Src.Mtime != -1 {
+			t.Errorf("%s, made a moment ago: stamp %+v kept, not read again", f.Name, f.Src)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.object"))
+	age(append(files, dir)...)
+	update()
+	snap, m := update()
+	listed := m[tok].Listed
+	for _, f := range m[tok].Files {
+		if f.Src.Mtime == -1 {
+			t.Errorf("%s, an hour old: read again at every run", f.Name)
+		}
+	}
+	mf := filepath.Join(filepath.Dir(snap.conf), manifestFile)
+	before, err := os.Stat(mf)
+	must(t, err)
+	_, m = update()
+	if m[tok].Listed != listed {
+		t.Errorf("the folder, unchanged, was listed again")
+	}
+	if after, err := os.Stat(mf); err != nil || !os.SameFile(before, after) || after.ModTime() != before.ModTime() {
+		t.Errorf("the manifest was written again with nothing changed")
+	}
+	// An object file rewritten in place, to the same size: copied again,
+	// and the folder still not listed.
+	var key string
+	for _, f := range files {
+		if filepath.Base(f) != tokenObject {
+			key = f
+			break
+		}
+	}
+	data, err := os.ReadFile(key)
+	must(t, err)
+	// One byte of the label changed (encrypted in a private object, a
+	// byte string all the same).
+	changed := append([]byte(nil), data...)
+	for _, r := range records(t, data) {
+		if r.typ == 0x3 && len(r.value) > 0 {
+			changed[r.end-1] ^= 1
+			break
+		}
+	}
+	if bytes.Equal(changed, data) || !wholeObjectFile(changed) {
+		t.Fatal("no label to change")
+	}
+	f, err := os.OpenFile(key, os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteAt(changed, 0)
+	must(t, err)
+	must(t, f.Close())
+	age(key)
+	snap, m = update()
+	got, err := os.ReadFile(filepath.Join(filepath.Dir(snap.conf), "tokens", tok, filepath.Base(key)))
+	must(t, err)
+	if !bytes.Equal(got, changed) {
+		t.Errorf("the file rewritten in place was not copied again")
+	}
+	if m[tok].Listed != listed {
+		t.Errorf("the folder, unchanged, was listed again after a file changed")
+	}
+	// A file that is no object is left out, and looked at again once it
+	// is one (rewritten in place: the folder's stamp does not move).
+	dead := filepath.Join(dir, "0badf11e-0000-0000-0000-000000000000.object")
+	must(t, os.WriteFile(dead, []byte("x"), 0o600))
+	age(dead, dir)
+	update()
+	_, m = update()
+	if len(m[tok].Skipped) != 1 || m[tok].Skipped[0] != filepath.Base(dead) {
+		t.Fatalf("skipped %v", m[tok].Skipped)
+	}
+	listed = m[tok].Listed
+	f, err = os.OpenFile(dead, os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteAt(data, 0)
+	must(t, err)
+	must(t, f.Close())
+	age(dead)
+	snap, m = update()
+	if m[tok].Listed != listed || len(m[tok].Skipped) != 0 {
+		t.Errorf("listed again %v, skipped %v", m[tok].Listed != listed, m[tok].Skipped)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(snap.conf), "tokens", tok, filepath.Base(dead))); err != nil {
+		t.Errorf("the file that became an object: %v", err)
+	}
+}
+
+// The manifest reads back as written; cut short anywhere, or with a byte
+// changed in its counts, it is no manifest (the copy is made anew).
+func TestManifestFile(t *testing.T) {
+	st := stamp{Ino: 7, Size: 1234, Mtime: -1, Ctime: 1796700000123456789}
+	m := manifest{
+		"0e6a2b3c-0000-0000-0000-000000000001": {Folder: st, Listed: 42, Files: []fileCopy{
+			{"a.object", copied{st, stamp{Ino: 8}}}, {"b.object", copied{stamp{}, st}}}, Skipped: []string{"c.object"}},
+		"0e6a2b3c-0000-0000-0000-000000000002": {Listed: 43},
+	}
+	b := m.encode()
+	p := filepath.Join(t.TempDir(), manifestFile)
+	must(t, os.WriteFile(p, b, 0o600))
+	got, ok := readManifest(p)
+	if !ok || len(got) != len(m) {
+		t.Fatalf("read back %v %+v", ok, got)
+	}
+	for tok, tc := range m {
+		if g, w := fmt.Sprintf("%+v", got[tok]), fmt.Sprintf("%+v", tc); g != w {
+			t.Errorf("%s: read back %s, want %s", tok, g, w)
+		}
+	}
+	for cut := 0; cut < len(b); cut++ {
+		must(t, os.WriteFile(p, b[:cut], 0o600))
+		if _, ok := readManifest(p); ok {
+			t.Fatalf("cut at %d of %d: taken for a manifest", cut, len(b))
+		}
+	}
+	for _, at := range []int{len(b) - 1, len(b) - 9} {
+		bad := append([]byte(nil), b...)
+		bad[at]++
+		must(t, os.WriteFile(p, bad, 0o600))
+		if _, ok := readManifest(p); ok {
+			t.Errorf("count at %d changed: taken for a manifest", at)
+		}
+	}
+}
+
 // An object file that does not parse: left out when nobody has touched it
 // for a while (SoftHSMv2 takes it for no object too), asked again while it
 // is being written.
@@ -261,8 +417,9 @@ func TestSnapshotHalfWrittenFiles(t *testing.T) {
 	must(t, os.WriteFile(dead, nil, 0o600))
 	old := time.Now().Add(-time.Hour)
 	must(t, os.Chtimes(dead, old, old))
-	copyConf, err := snapshotSoftHSM(conf, filepath.Join(t.TempDir(), "copy"))
+	snap, err := snapshotSoftHSM(conf, filepath.Join(t.TempDir(), "copy"))
 	must(t, err)
+	copyConf := snap.conf
 	copied, _ := filepath.Glob(filepath.Join(filepath.Dir(copyConf), "tokens", "*", "*.object"))
 	live, _ := filepath.Glob(filepath.Join(dir, "*.object"))
 	if len(copied) != len(live)-1 {
@@ -419,6 +576,15 @@ func bigToken(b *testing.B) string {
 			if err := os.WriteFile(filepath.Join(dirs[0], name), data, 0o600); err != nil {
 				b.Fatal(err)
 			}
+		}
+	}
+	// Made an hour ago, as a token's keys mostly are: not read again for
+	// having changed a moment before they were copied (racyWindow).
+	hour := time.Now().Add(-time.Hour)
+	files, _ = filepath.Glob(filepath.Join(dirs[0], "*"))
+	for _, f := range append(files, dirs[0]) {
+		if err := os.Chtimes(f, hour, hour); err != nil {
+			b.Fatal(err)
 		}
 	}
 	return conf

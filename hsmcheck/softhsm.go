@@ -3,8 +3,10 @@ package hsmcheck
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -116,8 +118,10 @@ func softHSMSerial(uuid string) string {
 // chmod. Nil for another module, for root, or when the folder cannot be
 // listed (softHSMHint speaks of that). Without a folder named for serial,
 // every token folder is looked at: a wrong UNKNOWN costs less than a wrong
-// "missing".
-func unreadableObjects(softhsm bool, serial string) error {
+// "missing". denied, when not nil, is what the copy of the tokens found
+// (by token folder name) as it read every object file, and nothing is
+// looked at again.
+func unreadableObjects(softhsm bool, serial string, denied map[string][]string) error {
 	if !softhsm || os.Geteuid() == 0 {
 		return nil
 	}
@@ -125,33 +129,42 @@ func unreadableObjects(softhsm bool, serial string) error {
 	if dir == "" {
 		return nil
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
+	var names []string
+	if denied != nil {
+		names = slices.Sorted(maps.Keys(denied))
+	} else {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return nil
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				names = append(names, e.Name())
+			}
+		}
 	}
-	var folders []string
-	for _, e := range entries {
-		if e.IsDir() && serial != "" && softHSMSerial(e.Name()) == serial {
-			folders = []string{filepath.Join(dir, e.Name())}
+	for _, name := range names {
+		if serial != "" && softHSMSerial(name) == serial {
+			names = []string{name}
 			break
 		}
-		if e.IsDir() {
-			folders = append(folders, filepath.Join(dir, e.Name()))
-		}
 	}
-	for _, folder := range folders {
-		files, err := os.ReadDir(folder)
-		if err != nil {
-			continue
-		}
-		var bad []string
-		for _, f := range files {
-			if f.IsDir() || !strings.HasSuffix(f.Name(), ".object") {
+	for _, name := range names {
+		folder := filepath.Join(dir, name)
+		bad, ok := denied[name]
+		if !ok {
+			files, err := os.ReadDir(folder)
+			if err != nil {
 				continue
 			}
-			// R_OK; a file deleted meanwhile is no longer a key.
-			if err := syscall.Access(filepath.Join(folder, f.Name()), 0x4); err != nil && !os.IsNotExist(err) {
-				bad = append(bad, f.Name())
+			for _, f := range files {
+				if f.IsDir() || !strings.HasSuffix(f.Name(), ".object") {
+					continue
+				}
+				// R_OK; a file deleted meanwhile is no longer a key.
+				if err := syscall.Access(filepath.Join(folder, f.Name()), 0x4); err != nil && !os.IsNotExist(err) {
+					bad = append(bad, f.Name())
+				}
 			}
 		}
 		if len(bad) == 0 {

@@ -107,7 +107,10 @@ func main() {
 		if err != nil {
 			fatal(err)
 		}
-		fmt.Printf("kept %s: %d keys; ods-keyguard --config %s; P11QUIRKS_MODULE=%s P11QUIRKS_CONF=%s SOFTHSM2_CONF=%s; KSK %s\n", s.dir, s.keys, s.cfg, sandbox.Module, s.quirks, s.conf, s.kskID)
+		if err := os.WriteFile(filepath.Join(s.dir, "ksk.dnskey"), []byte(s.ksk), 0o644); err != nil {
+			fatal(err)
+		}
+		fmt.Printf("kept %s (the KSK's DNSKEY, the hook's input, in ksk.dnskey): %d keys; ods-keyguard --config %s; P11QUIRKS_MODULE=%s P11QUIRKS_CONF=%s SOFTHSM2_CONF=%s; KSK %s\n", s.dir, s.keys, s.cfg, sandbox.Module, s.quirks, s.conf, s.kskID)
 		return
 	}
 	if *hsm != "" {
