@@ -31,7 +31,7 @@ func runInventory(r *job) error {
 			return err
 		}
 	}
-	snap, err := r.snapshot(hsmcheck.Request{})
+	snap, err := r.snapshot(hsmcheck.Request{Labels: true})
 	if err != nil {
 		return err
 	}

@@ -35,15 +35,12 @@ type Contents struct {
 
 // Key is one private key object.
 type Key struct {
-	ID               string `json:"id"` // CKA_ID, lowercase hex
-	Label            string `json:"label"`
-	Type             string `json:"type"` // RSA, EC, EdDSA, DSA or CKK_0x..
-	Bits             int    `json:"bits,omitempty"`
-	Curve            string `json:"curve,omitempty"` // P-256, P-384, P-521, Ed25519, Ed448
-	Sensitive        bool   `json:"sensitive"`
-	Extractable      bool   `json:"extractable"`
-	NeverExtractable bool   `json:"never_extractable"`
-	Local            bool   `json:"local"`
+	ID string `json:"id"` // CKA_ID, lowercase hex
+	// Label is CKA_LABEL, read when the Request asks for labels.
+	Label string `json:"label,omitempty"`
+	Type  string `json:"type"` // RSA, EC, EdDSA, DSA or CKK_0x..
+	Bits  int    `json:"bits,omitempty"`
+	Curve string `json:"curve,omitempty"` // P-256, P-384, P-521, Ed25519, Ed448
 	// PublicKey is the public key as a DNSKEY carries it (RFC 3110 for RSA,
 	// X|Y for ECDSA, the point for EdDSA); nil when neither the private
 	// object nor a public object has the material.
@@ -144,9 +141,9 @@ func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pubIDs [][]byte
+	w := want{ids: raw, noPublic: req.NoPublic, labels: req.Labels}
 	if req.NoPublic {
-		if pubIDs, err = rawIDs(t, req.PublicIDs); err != nil {
+		if w.pubIDs, err = rawIDs(t, req.PublicIDs); err != nil {
 			return nil, err
 		}
 	}
@@ -156,7 +153,7 @@ func (ms *Modules) Read(t Token, req Request) (*Contents, error) {
 	// with that label, no user PIN) or gets CKR_GENERAL_ERROR. Such answers are asked
 	// again, four times over half a second; a wrong PIN never is.
 	for attempt := 1; ; attempt++ {
-		inv, err = ms.read(t, raw, req.NoPublic, pubIDs)
+		inv, err = ms.read(t, w)
 		if err == nil || attempt == transientAttempts || !transient(err) {
 			break
 		}
@@ -216,7 +213,13 @@ func transient(err error) bool {
 	return false
 }
 
-func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (*Contents, error) {
+// want is a Request with its CKA_IDs decoded.
+type want struct {
+	ids, pubIDs      [][]byte
+	noPublic, labels bool
+}
+
+func (ms *Modules) read(t Token, w want) (*Contents, error) {
 	if t.Module == "" {
 		return nil, errors.New("no PKCS#11 module configured")
 	}
@@ -263,7 +266,7 @@ func (ms *Modules) read(t Token, ids [][]byte, noPublic bool, pubIDs [][]byte) (
 			Name: t.Name, Kind: t.Kind, Repository: t.Repository,
 			Label: ti.Label, Serial: ti.Serial, Model: ti.Model, Manufacturer: ti.Manufacturer,
 		}
-		err := readKeys(s, inv, ids, noPublic, pubIDs)
+		err := readKeys(s, inv, w)
 		if err == nil {
 			return inv, nil
 		}
@@ -362,11 +365,15 @@ func SameLabel(configured, token string) bool {
 const readAttempts = 5
 
 var (
-	privateAttrs = []Attr{AttrID, AttrLabel, AttrKeyType, AttrSensitive, AttrExtractable, AttrNeverExtractable, AttrLocal}
-	publicAttrs  = []Attr{AttrID, AttrKeyType}
-	rsaAttrs     = []Attr{AttrModulus, AttrPublicExponent}
-	ecAttrs      = []Attr{AttrECParams}
-	ecPointAttrs = []Attr{AttrECParams, AttrECPoint}
+	// What a private key object is read for: no more, since on a token of
+	// thousands every attribute counts (SoftHSMv2 decrypts each byte
+	// string of a private object).
+	privateAttrs  = []Attr{AttrID, AttrKeyType}
+	labelledAttrs = []Attr{AttrID, AttrKeyType, AttrLabel}
+	publicAttrs   = []Attr{AttrID, AttrKeyType}
+	rsaAttrs      = []Attr{AttrModulus, AttrPublicExponent}
+	ecAttrs       = []Attr{AttrECParams}
+	ecPointAttrs  = []Attr{AttrECParams, AttrECPoint}
 )
 
 // typeAttrs are the type-specific attributes of a key type; private EC
@@ -444,16 +451,21 @@ func find(s Session, class Class, ids [][]byte) ([]Handle, error) {
 	return out, nil
 }
 
-func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool, pubIDs [][]byte) error {
+func readKeys(s Session, inv *Contents, w want) error {
+	ids, noPublic, pubIDs := w.ids, w.noPublic, w.pubIDs
 	privs, err := find(s, ClassPrivateKey, ids)
 	if err != nil {
 		return err
 	}
 	f := &fetcher{s: s, guess: keyTypeEC}
+	attrs := privateAttrs
+	if w.labels {
+		attrs = labelledAttrs
+	}
 	noID := 0
 	for _, h := range privs {
 		var k Key
-		v, err := f.fetch(h, privateAttrs, 2, false, &k)
+		v, err := f.fetch(h, attrs, 1, false, &k)
 		if err != nil {
 			return fmt.Errorf("private key object: %w", err)
 		}
@@ -464,9 +476,10 @@ func readKeys(s Session, inv *Contents, ids [][]byte, noPublic bool, pubIDs [][]
 			continue
 		}
 		k.ID = hex.EncodeToString(v[0])
-		k.Label = string(v[1])
-		k.Type = keyTypeName(ulong(v[2]))
-		k.Sensitive, k.Extractable, k.NeverExtractable, k.Local = boolean(v[3]), boolean(v[4]), boolean(v[5]), boolean(v[6])
+		k.Type = keyTypeName(ulong(v[1]))
+		if w.labels {
+			k.Label = string(v[2])
+		}
 		inv.Keys = append(inv.Keys, k)
 	}
 	if noID > 0 {

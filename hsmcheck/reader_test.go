@@ -177,8 +177,10 @@ func TestReadWithheldIDIsNotMissing(t *testing.T) {
 	// A withheld label is no reason: the keys are read.
 	m, tok = oneToken(keySpec{ID: ecID, Type: "EC"})
 	m.refuse = map[Attr]bool{AttrLabel: true}
-	if c, err := readWith(t, m, tok); err != nil || len(c.Keys) != 1 || c.Keys[0].Fingerprint == "" {
-		t.Fatalf("got %v, %v; want the key with its fingerprint", c, err)
+	ms := NewModules(func(string) (Module, error) { return m, nil })
+	defer ms.Close()
+	if c, err := ms.Read(tok, Request{Labels: true}); err != nil || len(c.Keys) != 1 || c.Keys[0].Fingerprint == "" || c.Keys[0].Label != "" {
+		t.Fatalf("got %v, %v; want the key with its fingerprint, no label", c, err)
 	}
 }
 

@@ -221,7 +221,7 @@ func suite(t *testing.T, b backend) {
 			t.Fatalf("got %+v", c)
 		}
 		ec, n := c.Find(strings.ToUpper(ecID))
-		if n != 1 || ec.Type != "EC" || ec.Curve != "P-256" || ec.Bits != 256 || !ec.Sensitive || ec.Extractable {
+		if n != 1 || ec.Type != "EC" || ec.Curve != "P-256" || ec.Bits != 256 || ec.Label != "" {
 			t.Errorf("EC key: %+v (%d)", ec, n)
 		}
 		rs, _ := c.Find(rsaID)
@@ -231,6 +231,15 @@ func suite(t *testing.T, b backend) {
 		for _, k := range []Key{ec, rs} {
 			if !bytes.Equal(k.PublicKey, pubs[k.ID]) || k.Fingerprint != FingerprintDNSKEY(pubs[k.ID]) {
 				t.Errorf("key %s: public key %x, want %x", k.ID, k.PublicKey, pubs[k.ID])
+			}
+		}
+	})
+	t.Run("labels when asked", func(t *testing.T) {
+		res := r.Read(ctx, []Token{good}, Request{Labels: true})[0]
+		must(t, res.Err)
+		for _, k := range res.Contents.Keys {
+			if k.Label != k.ID {
+				t.Errorf("key %s: label %q", k.ID, k.Label)
 			}
 		}
 	})

@@ -55,6 +55,10 @@ type Request struct {
 	// the record lacks from the token itself, so that a key made after
 	// the record is not taken for a key gone. A live read ignores it.
 	Expect []string `json:"-"`
+	// Labels reads each private key's CKA_LABEL too: for inventory, which
+	// names the keys the enforcer does not know. Others leave it: on a
+	// token of thousands every attribute read counts.
+	Labels bool `json:"labels,omitempty"`
 }
 
 // Logins is what a token's logins are cleared by before a child logs in,

@@ -197,8 +197,8 @@ func NewKey(t testing.TB, locator string) hsmcheck.Key {
 	pub := make([]byte, 64)
 	pk.X.FillBytes(pub[:32])
 	pk.Y.FillBytes(pub[32:])
-	return hsmcheck.Key{ID: strings.ToLower(locator), Label: locator, Type: "EC", Curve: "P-256", Sensitive: true,
-		NeverExtractable: true, Local: true, PublicKey: pub, Fingerprint: hsmcheck.FingerprintDNSKEY(pub)}
+	return hsmcheck.Key{ID: strings.ToLower(locator), Label: locator, Type: "EC", Curve: "P-256",
+		PublicKey: pub, Fingerprint: hsmcheck.FingerprintDNSKEY(pub)}
 }
 
 // DNSKEY is k's DNSKEY record in zone with flags (257 for a KSK or CSK).
