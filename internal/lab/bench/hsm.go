@@ -207,6 +207,11 @@ func benchHSM(bin string, n, runs int, latencies []int) (string, error) {
 		if err := os.WriteFile(s.quirks, []byte(knobs), 0o644); err != nil {
 			return "", err
 		}
+		n := runs
+		if lat > 0 {
+			n = 1
+		}
+		var round []*hsmRow
 		for _, c := range cmds {
 			r := &hsmRow{name: c.name, ref: c.ref, latency: lat}
 			rows = append(rows, r)
@@ -214,13 +219,19 @@ func benchHSM(bin string, n, runs int, latencies []int) (string, error) {
 				if z := zeroCalls[c.name]; z > 0 {
 					r.note = fmt.Sprintf("not run: %d calls at %d ms are %s at least", z, lat, (time.Duration(z*lat) * time.Millisecond).Round(time.Second))
 				}
+				round = append(round, nil)
 				continue
 			}
-			n := runs
-			if lat > 0 {
-				n = 1
-			}
-			for i := 0; i < n; i++ {
+			round = append(round, r)
+		}
+		// Round after round, every command once, each beside its floor:
+		// a moment when the machine is busy falls on both alike.
+		for i := 0; i < n; i++ {
+			for j, c := range cmds {
+				r := round[j]
+				if r == nil {
+					continue
+				}
 				os.Remove(counts)
 				wall, err := run(c.argv, c.stdin, env, 30*time.Minute)
 				if err != nil {
@@ -235,9 +246,9 @@ func benchHSM(bin string, n, runs int, latencies []int) (string, error) {
 					}
 				}
 				fmt.Fprintf(os.Stderr, "bench: %d keys, %d ms: %s: %s, %d calls\n", s.keys, lat, c.name, wall.Round(time.Millisecond), r.calls["calls"])
-			}
-			if lat == 0 {
-				zeroCalls[c.name] = r.calls["calls"]
+				if lat == 0 {
+					zeroCalls[c.name] = r.calls["calls"]
+				}
 			}
 		}
 	}
@@ -303,11 +314,12 @@ func writeHSM(path, binary, tables string, runs int) error {
 	header := fmt.Sprintf("## Network HSMs: PKCS#11 calls and wall time (issue 28)\n\nRun %s, `make bench-hsm`, %s.\n"+
 		"Every PKCS#11 call goes through the lab's quirks module (internal/lab/p11quirks) in front of SoftHSMv2, which adds the stated\n"+
 		"latency to each call and counts the calls of every process (ods-keyguard's reader children included). The floor is\n"+
-		"internal/lab/bench/csrc/p11floor.c: the least PKCS#11 work each answer needs (check: every private key's CKA_ID and key\n"+
-		"attributes in one C_GetAttributeValue; verify: that and every public key's point; the hook: one key pair found by CKA_ID),\n"+
+		"internal/lab/bench/csrc/p11floor.c: the least PKCS#11 work each answer needs (check: every private key's CKA_ID, key type\n"+
+		"and curve in one C_GetAttributeValue; verify: that and every public key's point; the hook: one key pair found by CKA_ID),\n"+
 		"through the same module. The token folder is on /dev/shm; the enforcer made one zone's keys and the rest were generated\n"+
-		"by p11floor and entered into kasp.db as pool keys. %d runs (median) at 0 ms, one run at 1 and 5 ms. ods-keyguard reads\n"+
-		"SoftHSMv2 from its kept copy (the safe read), pkcs11-tool and p11floor read it in place. \"check (token_max_age)\" is check\n"+
+		"by p11floor and entered into kasp.db as pool keys. %d rounds (median) at 0 ms, one at 1 and 5 ms; a round runs every\n"+
+		"command once in turn, so that a busy moment of the machine falls on a command and its floor alike. ods-keyguard reads\n"+
+		"SoftHSMv2 from its kept copy (the safe read, brought up to date at every run), pkcs11-tool and p11floor read it in place. \"check (token_max_age)\" is check\n"+
 		"judging from the record that the scan just before it wrote.\n\n", machine(), version(binary), runs)
 	return writeSection(path, "hsm", header+tables)
 }
