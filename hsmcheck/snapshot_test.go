@@ -277,6 +277,17 @@ func TestKeptCopyUpdates(t *testing.T) {
 			must(t, os.Chtimes(p, hour, hour))
 		}
 	}
+	// rewrite writes b over path in place, as SoftHSMv2 does, and makes
+	// it an hour old: the folder's stamp does not move.
+	rewrite := func(path string, b []byte) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt(b, 0)
+		must(t, err)
+		must(t, f.Close())
+		age(path)
+	}
 	_, m := update()
 	for _, f := range m[tok].Files {
 		if f.Src.Mtime != -1 {
@@ -326,12 +337,7 @@ func TestKeptCopyUpdates(t *testing.T) {
 	if bytes.Equal(changed, data) || !wholeObjectFile(changed) {
 		t.Fatal("no label to change")
 	}
-	f, err := os.OpenFile(key, os.O_WRONLY, 0)
-	must(t, err)
-	_, err = f.WriteAt(changed, 0)
-	must(t, err)
-	must(t, f.Close())
-	age(key)
+	rewrite(key, changed)
 	snap, m = update()
 	got, err := os.ReadFile(filepath.Join(filepath.Dir(snap.conf), "tokens", tok, filepath.Base(key)))
 	must(t, err)
@@ -352,12 +358,7 @@ func TestKeptCopyUpdates(t *testing.T) {
 		t.Fatalf("skipped %v", m[tok].Skipped)
 	}
 	listed = m[tok].Listed
-	f, err = os.OpenFile(dead, os.O_WRONLY, 0)
-	must(t, err)
-	_, err = f.WriteAt(data, 0)
-	must(t, err)
-	must(t, f.Close())
-	age(dead)
+	rewrite(dead, data)
 	snap, m = update()
 	if m[tok].Listed != listed || len(m[tok].Skipped) != 0 {
 		t.Errorf("listed again %v, skipped %v", m[tok].Listed != listed, m[tok].Skipped)
