@@ -23,7 +23,8 @@ The manual: man ods-keyguard.`,
 
 func runVerify(r *job) error {
 	c := r.c
-	snap, err := r.snapshot(hsmcheck.Request{})
+	// Labels: the keys the enforcer does not know are named by them.
+	snap, err := r.snapshot(hsmcheck.Request{Labels: true})
 	if err != nil {
 		return err
 	}
