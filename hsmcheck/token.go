@@ -56,8 +56,8 @@ type Request struct {
 	// the record is not taken for a key gone. A live read ignores it.
 	Expect []string `json:"-"`
 	// Labels reads each private key's CKA_LABEL too: for inventory and
-	// verify, which name the keys the enforcer does not know by it. Others leave it: on a
-	// token of thousands every attribute read counts.
+	// verify, which name the keys the enforcer does not know by it.
+	// Others leave it: on a token of thousands every attribute counts.
 	Labels bool `json:"labels,omitempty"`
 }
 
