@@ -226,6 +226,35 @@ func logBegins(stored []Stored, start uint64) (a archivedPayload, seq uint64, pr
 	return a, seq, prev, err == nil
 }
 
+// errCutUnnamed is a live log that begins past entry 1 with no archived
+// entry naming the entries before it: they were removed.
+type errCutUnnamed struct{ start uint64 }
+
+func (e errCutUnnamed) Error() string {
+	return fmt.Sprintf("the log begins at entry %d, and no archived entry names entries 1-%d", e.start, e.start-1)
+}
+
+// beginning sets w to check the live log stored from where it begins:
+// entry 1, or the entry after the cut that its archived entry a (entry
+// seq) names, chained to the hash a names. a is nil for a log that begins
+// at entry 1, or whose first entry does not decode (the walker names
+// that); errCutUnnamed for a cut no archived entry names.
+func beginning(stored []Stored, w *chainWalker) (a *archivedPayload, seq uint64, err error) {
+	if len(stored) == 0 {
+		return nil, 0, nil
+	}
+	first, err := decodeEntry(stored[0])
+	if err != nil || first.Seq <= 1 {
+		return nil, 0, nil
+	}
+	p, seq, prev, ok := logBegins(stored, first.Seq)
+	if !ok {
+		return nil, 0, errCutUnnamed{first.Seq}
+	}
+	w.next, w.prev = first.Seq, prev
+	return &p, seq, nil
+}
+
 // newestArchived finds the newest archived entry among stored whose
 // payload match accepts, with its entry number.
 func newestArchived(stored []Stored, match func(archivedPayload) bool) (archivedPayload, uint64, bool) {

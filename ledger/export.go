@@ -136,20 +136,15 @@ func (l *Ledger) readChain(ctx context.Context, archives []string) (stored []Sto
 			return nil, 0, nil, "", errors.New(r.Problems[0].String())
 		}
 	}
-	w, start = newWalker(true), 1
-	if len(stored) == 0 {
-		return stored, start, w, "", nil
+	w = newWalker(true)
+	a, _, err := beginning(stored, w)
+	if err != nil {
+		return nil, 0, nil, "", fmt.Errorf("%s: %w: run ods-keyguard ledger verify", l.Where(), err)
 	}
-	e, err := decodeEntry(stored[0])
-	if err != nil || e.Seq <= 1 {
-		return stored, start, w, "", nil // the walker names what is wrong
+	if a != nil {
+		origin = a.Origin
 	}
-	a, _, h, ok := logBegins(stored, e.Seq)
-	if !ok {
-		return nil, 0, nil, "", fmt.Errorf("%s: the log begins at entry %d, and no archived entry names entries 1-%d: run ods-keyguard ledger verify", l.Where(), e.Seq, e.Seq-1)
-	}
-	w.next, w.prev, start = e.Seq, h, e.Seq
-	return stored, start, w, a.Origin, nil
+	return stored, w.next, w, origin, nil
 }
 
 // covering finds a stored checkpoint that covers entry seq and matches the

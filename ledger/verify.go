@@ -159,21 +159,13 @@ func (l *Ledger) verifyStored(ctx context.Context, stored []Stored, archives []s
 	// An archived log begins after the entries ledger archive moved out:
 	// at the entry after the cut that its archived entry names, chained to
 	// the hash it names.
-	var base *archivedPayload
-	var baseSeq uint64 = 1
-	if len(stored) > 0 {
-		if first, err := decodeEntry(stored[0]); err == nil && first.Seq > 1 {
-			a, seq, h, ok := logBegins(stored, first.Seq)
-			switch {
-			case !ok:
-				r.problem(1, "", "the log begins at entry %d, and no archived entry names entries 1-%d: removed", first.Seq, first.Seq-1)
-				stored = nil
-			default:
-				w.next, w.prev = first.Seq, h
-				base, baseSeq = &a, seq
-				r.Archived = first.Seq - 1
-			}
-		}
+	base, baseSeq, err := beginning(stored, w)
+	switch {
+	case err != nil:
+		r.problem(1, "", "%v: removed", err)
+		stored = nil
+	case base != nil:
+		r.Archived = w.next - 1
 	}
 	var log []Entry
 	for _, s := range stored {
